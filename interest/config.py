@@ -1,0 +1,327 @@
+"""Typed configuration: dataclasses loaded from ``conf/*.yaml`` plus ``--set key=value`` overrides.
+
+One config object travels through every job, so a profile (``conf/local.yaml``,
+``conf/cluster.yaml``) fully describes a run. Unknown keys and wrong types fail loudly with the
+dotted key that is wrong, because a silently ignored typo in a nightly job is worse than a crash.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dacite
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message names the key."""
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[2]"  # ignored when launched by spark-submit (its --master wins)
+    app_name: str = "interest"
+    enable_hive: bool = True
+    log_level: str = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConfig:
+    """Where everything lives. Relative local paths resolve against the working directory."""
+
+    root: str = "data"
+    raw_events: str = "{root}/raw/events"
+    truth: str = "{root}/raw/truth"
+    rejects: str = "{root}/events_rejected"
+    vocab: str = "{root}/vocab"
+    sequences: str = "{root}/sequences"
+    sessions: str = "{root}/sessions"
+    reports: str = "{root}/reports"
+    models: str = "{root}/models"
+    checkpoints: str = "{root}/checkpoints"
+    warehouse: str = "{root}/warehouse"
+    metastore: str = "{root}/metastore"
+
+    def resolve(self, name: str) -> str:
+        """The absolute path or URL of a named location, with ``{root}`` substituted."""
+        root = absolute(self.root)
+        value = getattr(self, name).format(root=root)
+        return absolute(value)
+
+
+@dataclass
+class ColumnsConfig:
+    """Source column names for the canonical event fields (None = not present in the source)."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    event_type: str | None = "event_type"
+    ts: str = "ts"
+    category: str | None = "category"
+
+
+@dataclass
+class IngestConfig:
+    format: Literal["parquet", "csv", "json", "movielens"] = "parquet"
+    path: str | None = None  # None = paths.raw_events
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
+    # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss".
+    ts_format: str = "auto"
+    # Used when the source has no event type column (e.g. MovieLens ratings).
+    constant_event_type: str = "view"
+    options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
+
+
+@dataclass
+class SessionizeConfig:
+    # Funnel order matters: it breaks ties in time and picks the stage kept when repeats merge.
+    event_types: list[str] = field(default_factory=lambda: ["view", "click", "cart", "purchase"])
+    lookback_days: int = 30  # 0 = everything up to the run date
+    max_future_skew_minutes: int = 60  # events later than end-of-day + skew are rejected
+    session_gap_minutes: float = 30.0  # a gap of at least this starts a new session
+    max_session_events: int = 200
+    max_session_minutes: float = 240.0
+    collapse_repeats: bool = True  # view→click→cart of one item in a row becomes one step
+    bot_max_events_per_day: int = 1000
+    bot_policy: Literal["exclude", "cap"] = "exclude"
+    min_item_count: int = 2
+    max_len: int = 50
+    min_train_steps: int = 3  # leave-one-out needs train + validation + test
+    # Upper edges (seconds) of the time-gap buckets; bucket 1 = first step, 2.. = these, last = more.
+    time_gap_edges_s: list[float] = field(
+        default_factory=lambda: [10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400]
+    )
+    rows_per_row_group: int = 5000
+    min_row_groups: int = 8  # enough shards for the distributed readers
+    write_sessions: bool = True
+
+
+@dataclass
+class GeneratorConfig:
+    """The synthetic clickstream (see interest.synth for the model it plants)."""
+
+    seed: int = 7
+    users: int = 2000
+    items: int = 1000
+    categories: int = 20
+    days: int = 14
+    end_date: str = "2026-11-26"
+    sessions_per_day: float = 0.9
+    mean_session_views: float = 6.0
+    interest_noise: float = 0.1
+    drift_per_day: float = 0.03
+    popularity_exponent: float = 1.1
+    bot_share: float = 0.001
+    bot_events_per_day: int = 1500
+    bad_row_rate: float = 0.002
+    duplicate_rate: float = 0.004
+    format: Literal["parquet", "json", "csv"] = "parquet"
+    users_per_file: int = 50000
+
+
+@dataclass
+class ModelConfig:
+    encoder: Literal["self_attention", "hierarchical", "memory"] = "self_attention"
+    dim: int = 64
+    heads: int = 2
+    blocks: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.2
+    memory_slots: int = 4
+    use_event_type: bool = True
+    use_time_gap: bool = True
+
+
+@dataclass
+class TrainConfig:
+    objective: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
+    batch_size: int = 128
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    decay: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without validation NDCG@10 improvement before stopping
+    eval_every: int = 1
+    eval_users: int = 20000  # validation on at most this many users (all on small data)
+    seed: int = 1
+    shuffle_buffer: int = 2048
+    checkpoint_every_steps: int = 200
+    workers: int = 1
+    max_failures: int = 3
+    fail_at_step: int | None = None  # test-only hook: worker 1 raises once at this step
+
+
+@dataclass
+class EvalConfig:
+    k: int = 10
+    sampled_negatives: int = 100
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+
+
+@dataclass
+class EmbedConfig:
+    table: str = "user_interest_embeddings"
+    item_table: str = "item_embeddings"
+    recommendations_table: str = "user_recommendations"
+    database: str = "default"
+    batch_size: int = 1024
+    top_items: int = 5
+    top_n_recommendations: int = 20
+    cold_start_max_events: int = 5
+    users_table: str | None = None  # optional known users; those without events get the fallback
+    retention_days: int = 7
+    min_coverage: float = 0.95
+    max_row_change: float = 0.5  # today's rows within ±50% of yesterday's
+    norm_tolerance: float = 1e-3
+
+
+@dataclass
+class NightlyConfig:
+    retrain: bool = True
+    warm_start: bool = True
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    sessionize: SessionizeConfig = field(default_factory=SessionizeConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute; URLs (hdfs://, s3a://, file://) stay as they are."""
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and out[key]:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``model.dim=64`` -> ("model.dim", 64); the value is read as YAML so types come through."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _int_to_float(value: Any) -> Any:
+    """YAML writes 30 for 30.0; accept whole numbers where a float is expected."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_keys(cls: type, data: Any, prefix: str = "") -> None:
+    """Reject keys that no dataclass field has, naming the full dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration key {prefix.rstrip('.')!r} must be a section (a mapping)")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown configuration key {prefix + str(key)!r} "
+                f"(known in this section: {', '.join(sorted(fields))})"
+            )
+        ftype = cls.__annotations__.get(key) if hasattr(cls, "__annotations__") else None
+        sub = globals().get(ftype) if isinstance(ftype, str) else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            _check_keys(sub, value, f"{prefix}{key}.")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build a Config, failing with the dotted key on an unknown key or a wrong type."""
+    _check_keys(Config, data)
+    try:
+        return dacite.from_dict(
+            Config, data, config=dacite.Config(strict=True, check_types=True, type_hooks={float: _int_to_float})
+        )
+    except dacite.UnexpectedDataError as exc:
+        keys = ", ".join(sorted(exc.keys))
+        raise ConfigError(f"unknown configuration key(s): {keys}") from None
+    except dacite.WrongTypeError as exc:
+        raise ConfigError(
+            f"configuration key {exc.field_path!r} has the wrong type: expected "
+            f"{getattr(exc.field_type, '__name__', exc.field_type)}, got {exc.value!r}"
+        ) from None
+    except dacite.DaciteError as exc:
+        raise ConfigError(f"configuration error: {exc}") from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML profile (or the defaults) and apply ``key=value`` overrides in order."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"configuration file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        data = loaded
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    # Nested sub-sections: fill unknown-free dicts for dacite; it checks keys recursively.
+    cfg = from_dict(data)
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: Config) -> None:
+    """Value checks that types alone cannot express, each naming its key."""
+    s = cfg.sessionize
+    checks = [
+        (s.max_len >= 4, "sessionize.max_len must be at least 4"),
+        (s.session_gap_minutes > 0, "sessionize.session_gap_minutes must be positive"),
+        (s.min_item_count >= 1, "sessionize.min_item_count must be at least 1"),
+        (s.lookback_days >= 0, "sessionize.lookback_days must be 0 (everything) or more"),
+        (len(s.event_types) == len(set(s.event_types)) and s.event_types,
+         "sessionize.event_types must be a non-empty list without repeats"),
+        (list(s.time_gap_edges_s) == sorted(s.time_gap_edges_s),
+         "sessionize.time_gap_edges_s must be increasing"),
+        (s.rows_per_row_group > 0 and s.min_row_groups > 0,
+         "sessionize.rows_per_row_group and min_row_groups must be positive"),
+        (cfg.model.dim % cfg.model.heads == 0, "model.dim must be divisible by model.heads"),
+        (cfg.model.memory_slots >= 1, "model.memory_slots must be at least 1"),
+        (cfg.train.batch_size > 0, "train.batch_size must be positive"),
+        (cfg.train.workers >= 1, "train.workers must be at least 1"),
+        (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

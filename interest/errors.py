@@ -1,0 +1,11 @@
+"""The errors a job reports as one clear line (bad config, missing input, a failed gate)."""
+from __future__ import annotations
+
+from interest.config import ConfigError
+from interest.etl.ingest import IngestError
+from interest.etl.pipeline import SessionizeError
+from interest.spark import JavaNotFoundError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, IngestError, SessionizeError, JavaNotFoundError,
+)

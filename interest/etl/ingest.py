@@ -1,0 +1,94 @@
+"""Reading raw click logs (Parquet, CSV, JSON lines, MovieLens ``u.data``) into one canonical shape.
+
+Canonical raw events: ``user_id``, ``item_id``, ``event_type``, ``ts_raw`` (the text as logged),
+``category``, ``dt`` (the source partition, when there is one) and ``_corrupt_record`` (the line,
+when the reader could not parse it). Everything is a string here: typing happens in validation,
+so that a value that does not parse becomes a reject with a reason instead of a lost row.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from interest.config import IngestConfig
+
+CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record"]
+CORRUPT = "_corrupt_record"
+MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "ts"]
+
+
+class IngestError(ValueError):
+    """The source cannot be read as configured (missing path, missing columns)."""
+
+
+def _string_schema(names: list[str]) -> T.StructType:
+    return T.StructType([T.StructField(n, T.StringType()) for n in [*names, CORRUPT]])
+
+
+def read_source(spark: SparkSession, cfg: IngestConfig, path: str) -> DataFrame:
+    """Read the raw source as configured; text formats keep malformed lines in ``_corrupt_record``."""
+    reader = spark.read.options(**cfg.options)
+    permissive = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    try:
+        if cfg.format == "parquet":
+            return reader.parquet(path)
+        if cfg.format == "json":
+            names = [c for c in _mapped_columns(cfg) if c]
+            return reader.options(**permissive).schema(_string_schema(names)).json(path)
+        if cfg.format == "csv":
+            header = spark.read.options(**{"header": "true", **cfg.options}).csv(path).columns
+            return (reader.options(**{"header": "true", **cfg.options, **permissive})
+                    .schema(_string_schema(header)).csv(path))
+        if cfg.format == "movielens":
+            return (reader.options(sep="\t", header="false", **permissive)
+                    .schema(_string_schema(MOVIELENS_COLUMNS)).csv(path))
+    except Exception as exc:  # Spark raises AnalysisException for a missing path
+        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
+            raise IngestError(f"raw events path does not exist: {path}") from None
+        raise
+    raise IngestError(f"unknown ingest.format {cfg.format!r}")
+
+
+def _mapped_columns(cfg: IngestConfig) -> list[str | None]:
+    c = cfg.columns
+    return [c.user_id, c.item_id, c.event_type, c.ts, c.category]
+
+
+def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
+    """Source columns -> canonical string columns, by the configured column mapping."""
+    cols = cfg.columns
+    if cfg.format == "movielens":
+        cols = type(cols)(user_id="user_id", item_id="item_id", event_type=None, ts="ts", category=None)
+    missing = [name for name in (cols.user_id, cols.item_id, cols.ts) if name not in df.columns]
+    missing += [n for n in (cols.event_type, cols.category) if n and n not in df.columns]
+    if missing:
+        raise IngestError(
+            f"raw events lack column(s) {missing}; present: {sorted(df.columns)}. "
+            "Map them with ingest.columns.<field>=<source column>."
+        )
+
+    def text(name: str | None) -> Column:
+        if name is None:
+            return F.lit(None).cast("string")
+        return F.col(f"`{name}`").cast("string")
+
+    event_type = text(cols.event_type) if cols.event_type else F.lit(cfg.constant_event_type)
+    ts_type = df.schema[cols.ts].dataType
+    ts_raw = (F.date_format(F.col(f"`{cols.ts}`"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+              if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType)) else text(cols.ts))
+    return df.select(
+        text(cols.user_id).alias("user_id"),
+        text(cols.item_id).alias("item_id"),
+        event_type.alias("event_type"),
+        ts_raw.alias("ts_raw"),
+        text(cols.category).alias("category"),
+        (F.col("dt").cast("string") if "dt" in df.columns else F.lit(None).cast("string")).alias("dt"),
+        (F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")).alias(CORRUPT),
+    )
+
+
+def in_partition_window(df: DataFrame, start: str | None, end: str) -> DataFrame:
+    """Keep the ``dt`` partitions inside [start, end] (partition pruning: other days are not read)."""
+    dt = F.col("dt").cast("string")
+    return df.where(dt <= end if start is None else dt.between(start, end))

@@ -1,0 +1,129 @@
+"""Clean events -> sessions -> steps: dedupe, bot filtering, sessionization, funnel merging.
+
+All functions are pure ``DataFrame -> DataFrame``. A user's events are always ordered by
+``(ts, event_rank, item_id)``: event time, then funnel stage, then item id, so ties in time are
+broken the same way on every run.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED
+
+KEYS = ["user_id", "item_id", "event_type", "ts"]
+ORDER = ["ts", "event_rank", "item_id"]
+
+
+def with_event_rank(df: DataFrame, event_types: list[str]) -> DataFrame:
+    """Funnel stage of each event (0 = first type in config); used for ordering and merging."""
+    rank = F.lit(None).cast("int")
+    for i, name in reversed(list(enumerate(event_types))):
+        rank = F.when(F.col("event_type") == name, F.lit(i)).otherwise(rank)
+    return df.withColumn("event_rank", rank)
+
+
+def dedupe(df: DataFrame) -> DataFrame:
+    """Collapse exact duplicates (same user, item, type, ts) to one row with a ``copies`` count.
+
+    Aggregating (rather than dropDuplicates) keeps the surviving row's other columns
+    deterministic and lets the job count ``copies - 1`` removed rows per survivor.
+    """
+    return df.groupBy(*KEYS).agg(
+        F.min("category").alias("category"),
+        F.min("dt").alias("dt"),
+        F.min("ts_raw").alias("ts_raw"),
+        F.count(F.lit(1)).alias("copies"),
+    )
+
+
+def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
+    """Add ``reject_reason`` for bot-like volume (more than ``max_events_per_day`` on some day).
+
+    ``exclude`` rejects every row of such a user; ``cap`` keeps their first events of each day
+    up to the threshold and rejects the rest.
+    """
+    day = F.to_date("ts")
+    per_day = Window.partitionBy("user_id", day)
+    if policy == "exclude":
+        flagged = df.withColumn("_n", F.count(F.lit(1)).over(per_day)).withColumn(
+            "_busiest", F.max("_n").over(Window.partitionBy("user_id")))
+        reason = F.when(F.col("_busiest") > max_events_per_day, F.lit(BOT_EXCLUDED))
+    elif policy == "cap":
+        order = per_day.orderBy(*ORDER)
+        flagged = df.withColumn("_n", F.row_number().over(order)).withColumn("_busiest", F.lit(0))
+        reason = F.when(F.col("_n") > max_events_per_day, F.lit(BOT_CAPPED))
+    else:
+        raise ValueError(f"sessionize.bot_policy must be exclude or cap, not {policy!r}")
+    return flagged.withColumn("reject_reason", reason.cast("string")).drop("_n", "_busiest")
+
+
+def sessionize(df: DataFrame, gap_minutes: float, max_events: int, max_minutes: float) -> DataFrame:
+    """Add ``session_idx`` (1-based per user) and ``gap_s`` (seconds since the user's previous event).
+
+    A new session starts when the gap to the previous event is at least ``gap_minutes``, and a
+    long session is cut every ``max_events`` events and every ``max_minutes`` since it began.
+    """
+    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
+    secs = F.col("ts").cast("double")
+    df = df.withColumn("gap_s", secs - F.lag(secs).over(by_user))
+    df = df.withColumn(
+        "_base", F.sum(F.when(F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60), 1)
+                       .otherwise(0)).over(by_user.rowsBetween(Window.unboundedPreceding, 0)))
+    in_base = Window.partitionBy("user_id", "_base").orderBy(*ORDER)
+    pos = F.row_number().over(in_base) - 1
+    since_start = secs - F.min(secs).over(Window.partitionBy("user_id", "_base"))
+    df = df.withColumn("_pos", pos).withColumn(
+        "_chunk", F.floor(since_start / (max_minutes * 60)))
+    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (
+        F.col("_chunk") != F.lag("_chunk").over(in_base))
+    df = df.withColumn("_new", F.when(cut, 1).otherwise(0))
+    session = F.sum("_new").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
+    return df.withColumn("session_idx", session.cast("int")).drop("_base", "_pos", "_chunk", "_new")
+
+
+def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
+    """Sessionized events -> steps: consecutive events on one item in a session merge into one.
+
+    A merged step keeps the first event's time and the deepest funnel stage reached, so
+    "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged.
+    """
+    cols = ["user_id", "session_idx", "ts", "item_id", "event_rank", "category", "n_events"]
+    if not collapse_repeats:
+        return df.withColumn("n_events", F.lit(1)).select(*cols)
+    in_session = Window.partitionBy("user_id", "session_idx").orderBy(*ORDER)
+    changed = F.when(F.lag("item_id").over(in_session) == F.col("item_id"), 0).otherwise(1)
+    run = F.sum("_changed").over(in_session.rowsBetween(Window.unboundedPreceding, 0))
+    df = df.withColumn("_changed", changed).withColumn("_run", run)
+    return df.groupBy("user_id", "session_idx", "_run").agg(
+        F.min("ts").alias("ts"),
+        F.first("item_id").alias("item_id"),
+        F.max("event_rank").alias("event_rank"),
+        F.min("category").alias("category"),
+        F.count(F.lit(1)).alias("n_events"),
+    ).select(*cols)
+
+
+def time_gap_bucket(gap_s: Column, edges_s: list[float]) -> Column:
+    """0 = padding, 1 = first step (no previous), 2.. = the gap's bucket by the upper edges."""
+    edges = F.array(*[F.lit(float(e)) for e in edges_s])
+    below = F.size(F.filter(edges, lambda e: e < gap_s))
+    return F.when(gap_s.isNull(), F.lit(1)).otherwise(below + 2).cast("int")
+
+
+def with_step_gaps(steps: DataFrame, edges_s: list[float]) -> DataFrame:
+    """Add ``gap_s`` since the previous step of the user and its ``time_gap_bucket``."""
+    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
+    secs = F.col("ts").cast("double")
+    return steps.withColumn("gap_s", secs - F.lag(secs).over(by_user)).withColumn(
+        "time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s))
+
+
+def sessions_table(events: DataFrame) -> DataFrame:
+    """One row per session: bounds, size and duration (for distributions and analysis)."""
+    return events.groupBy("user_id", "session_idx").agg(
+        F.min("ts").alias("start_ts"),
+        F.max("ts").alias("end_ts"),
+        F.count(F.lit(1)).alias("n_events"),
+        F.countDistinct("item_id").alias("n_items"),
+    ).withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))

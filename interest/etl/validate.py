@@ -1,0 +1,100 @@
+"""Validation: every raw row either passes or gets exactly one reject reason.
+
+Reasons are checked in a fixed order and the first that applies wins, so counts per reason add
+up to the number of rejected rows. "Future" is judged against the run's date (not the wall
+clock), so re-running an old date rejects the same rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from interest.etl.ingest import CORRUPT
+
+# Checked in this order; the first that applies is the row's reason.
+REASONS = (
+    "malformed_line",
+    "null_user_id",
+    "null_item_id",
+    "null_ts",
+    "unparseable_ts",
+    "negative_ts",
+    "future_ts",
+    "unknown_event_type",
+)
+# Added after validation, on rows that were valid.
+BOT_EXCLUDED = "bot_user"
+BOT_CAPPED = "bot_cap"
+ALL_REASONS = (*REASONS, BOT_EXCLUDED, BOT_CAPPED)
+
+
+def parse_ts(ts_raw: Column, ts_format: str) -> Column:
+    """The raw text of a timestamp -> TimestampType, null when it does not parse."""
+    text = F.trim(ts_raw)
+    if ts_format == "epoch_s":
+        return F.timestamp_millis((text.cast("double") * 1000).cast("long"))
+    if ts_format == "epoch_ms":
+        return F.timestamp_millis(text.cast("double").cast("long"))
+    if ts_format == "auto":
+        # ISO-8601 (what a timestamp column was rendered as, too); bare numbers are epoch s/ms.
+        num = text.cast("double")
+        epoch = F.when(F.abs(num) < 1e11, num * 1000).otherwise(num).cast("long")
+        return F.when(num.isNotNull(), F.timestamp_millis(epoch)).otherwise(text.cast("timestamp"))
+    return F.to_timestamp(text, ts_format)
+
+
+def run_end(date: str, max_future_skew_minutes: int) -> dt.datetime:
+    """The latest event time accepted for a run on ``date`` (end of that day plus skew), in UTC."""
+    day = dt.datetime.fromisoformat(date)
+    return day + dt.timedelta(days=1, minutes=max_future_skew_minutes)
+
+
+def _blank_to_null(c: Column) -> Column:
+    trimmed = F.trim(c)
+    return F.when(trimmed == "", None).otherwise(trimmed)
+
+
+def normalize(df: DataFrame, ts_format: str) -> DataFrame:
+    """Trim ids, blank -> null, lower-case event types, parse ``ts`` (canonical raw -> typed)."""
+    return df.select(
+        _blank_to_null(F.col("user_id")).alias("user_id"),
+        _blank_to_null(F.col("item_id")).alias("item_id"),
+        F.lower(_blank_to_null(F.col("event_type"))).alias("event_type"),
+        "ts_raw",
+        parse_ts(F.col("ts_raw"), ts_format).alias("ts"),
+        _blank_to_null(F.col("category")).alias("category"),
+        "dt",
+        CORRUPT,
+    )
+
+
+def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetime) -> DataFrame:
+    """Add ``reject_reason`` (null for a valid row): the first rule in REASONS that the row breaks."""
+    latest_lit = F.lit(latest.strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp")
+    epoch = F.lit("1970-01-01 00:00:00").cast("timestamp")
+    ts_blank = F.col("ts_raw").isNull() | (F.trim(F.col("ts_raw")) == "")
+    rules = [
+        ("malformed_line", F.col(CORRUPT).isNotNull()),
+        ("null_user_id", F.col("user_id").isNull()),
+        ("null_item_id", F.col("item_id").isNull()),
+        ("null_ts", ts_blank),
+        ("unparseable_ts", F.col("ts").isNull()),
+        ("negative_ts", F.col("ts") < epoch),
+        ("future_ts", F.col("ts") > latest_lit),
+        ("unknown_event_type",
+         F.col("event_type").isNull() | ~F.col("event_type").isin(*event_types)),
+    ]
+    reason = F.lit(None).cast("string")
+    for name, broken in reversed(rules):
+        reason = F.when(broken, F.lit(name)).otherwise(reason)
+    return df.withColumn("reject_reason", reason)
+
+
+def rejects_view(df: DataFrame) -> DataFrame:
+    """Rows with a reason, in the quarantine layout: the raw values as seen, the reason, the line."""
+    return df.where(F.col("reject_reason").isNotNull()).select(
+        "user_id", "item_id", "event_type", "ts_raw", "category",
+        F.col("dt").alias("source_dt"), "reject_reason", F.col(CORRUPT).alias("raw_line"),
+    )

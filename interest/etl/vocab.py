@@ -1,0 +1,47 @@
+"""The item vocabulary: item id <-> index, frequency-ordered, stable, and able to grow.
+
+Index 0 is padding and 1 the unknown item (rare or unseen), so real items start at 2. The order
+(count descending, then item id) makes indices identical for identical data. Given the previous
+vocabulary, existing items keep their index and new items are appended, so a warm-started model's
+embedding rows keep meaning the same item.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
+VOCAB_COLUMNS = ["item_idx", "item_id", "category", "count"]
+
+
+def item_counts(steps: DataFrame) -> DataFrame:
+    return steps.groupBy("item_id").agg(
+        F.count(F.lit(1)).alias("count"), F.min("category").alias("category"))
+
+
+def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
+    """Items seen at least ``min_count`` times get an index; ``previous`` indices are kept."""
+    counts = item_counts(steps)
+    eligible = counts.where(F.col("count") >= min_count)
+    by_freq = Window.orderBy(F.desc("count"), F.asc("item_id"))
+    if previous is None:
+        return eligible.withColumn(
+            "item_idx", (F.row_number().over(by_freq) + FIRST_ITEM - 1).cast("int")
+        ).select(*VOCAB_COLUMNS)
+    prev = previous.select("item_id", "item_idx", F.col("category").alias("_prev_category"))
+    kept = prev.join(counts, "item_id", "left").select(
+        F.col("item_idx").cast("int"), "item_id",
+        F.coalesce("category", "_prev_category").alias("category"),
+        F.coalesce("count", F.lit(0)).cast("long").alias("count"))
+    top = previous.agg(F.max("item_idx")).first()[0]
+    start = max(int(top), FIRST_ITEM - 1) if top is not None else FIRST_ITEM - 1
+    new = eligible.join(prev, "item_id", "left_anti").withColumn(
+        "item_idx", (F.row_number().over(by_freq) + F.lit(start)).cast("int"))
+    return kept.unionByName(new.select(*VOCAB_COLUMNS))
+
+
+def apply_vocab(steps: DataFrame, vocab: DataFrame) -> DataFrame:
+    """Add ``item_idx``; items outside the vocabulary map to UNKNOWN instead of failing."""
+    lookup = F.broadcast(vocab.select("item_id", "item_idx"))
+    return steps.join(lookup, "item_id", "left").withColumn(
+        "item_idx", F.coalesce(F.col("item_idx"), F.lit(UNKNOWN)).cast("int"))

@@ -1,0 +1,97 @@
+"""Ranking metrics for next-item prediction: HR@K, NDCG@K and MRR, full or with sampled negatives.
+
+Full ranking ranks the target among every real item (pad and unknown excluded). Sampled ranking
+(the SASRec paper's protocol) ranks it among ``n`` negatives drawn uniformly from the items the
+user never interacted with. Ties count against the target, so a model that scores everything
+the same gets no credit.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from interest.etl.vocab import FIRST_ITEM
+
+
+def rank_full(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """scores [N, V], targets [N] -> 0-based rank of each target among real items [N]."""
+    s = scores[:, FIRST_ITEM:]
+    t = scores[np.arange(len(targets)), targets][:, None]
+    return (s > t).sum(1) + (s == t).sum(1) - 1
+
+
+def sample_negatives(histories: np.ndarray, targets: np.ndarray, vocab_size: int, n: int,
+                     seed: int) -> np.ndarray:
+    """[N, n] items never in the user's window (nor the target), uniform over real items."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(targets), n), dtype=np.int64)
+    for i, (hist, target) in enumerate(zip(histories, targets)):
+        seen = set(hist[hist >= FIRST_ITEM].tolist()) | {int(target)}
+        if vocab_size - FIRST_ITEM - len(seen) < n:
+            raise ValueError(f"too few unseen items to sample {n} negatives for a user")
+        picked: list[int] = []
+        while len(picked) < n:
+            draw = rng.integers(FIRST_ITEM, vocab_size, size=2 * n)
+            picked.extend(x for x in draw.tolist() if x not in seen)
+        out[i] = picked[:n]
+    return out
+
+
+def rank_sampled(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """scores [N, V], targets [N], negatives [N, n] -> rank of the target among n + 1 [N]."""
+    rows = np.arange(len(targets))[:, None]
+    t = scores[rows[:, 0], targets][:, None]
+    neg = scores[rows, negatives]
+    return (neg > t).sum(1) + (neg == t).sum(1)
+
+
+@dataclass
+class Ranking:
+    """Metrics from ranks; ``k`` is the cut-off for HR and NDCG."""
+
+    hr: float
+    ndcg: float
+    mrr: float
+    users: int
+
+    @classmethod
+    def from_ranks(cls, ranks: np.ndarray, k: int = 10) -> Ranking:
+        ranks = np.asarray(ranks)
+        hit = ranks < k
+        ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+        return cls(float(hit.mean()), float(ndcg.mean()), float((1.0 / (ranks + 1.0)).mean()),
+                   int(len(ranks)))
+
+    def as_dict(self, k: int, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}hr@{k}": self.hr, f"{prefix}ndcg@{k}": self.ndcg, f"{prefix}mrr": self.mrr}
+
+
+def evaluate_scores(score_fn: Callable[[int, int], np.ndarray], histories: np.ndarray,
+                    targets: np.ndarray, vocab_size: int, k: int = 10, negatives: int = 100,
+                    seeds: tuple[int, ...] = (), batch: int = 1024) -> dict[str, float]:
+    """Full-ranking metrics, plus sampled-negative metrics averaged over ``seeds``.
+
+    ``score_fn(start, stop)`` returns scores [stop - start, V] for those users.
+    """
+    full, sampled = [], {s: [] for s in seeds}
+    negs = {s: sample_negatives(histories, targets, vocab_size, negatives, s) for s in seeds}
+    for start in range(0, len(targets), batch):
+        stop = min(start + batch, len(targets))
+        scores = score_fn(start, stop)
+        full.append(rank_full(scores, targets[start:stop]))
+        for s in seeds:
+            sampled[s].append(rank_sampled(scores, targets[start:stop], negs[s][start:stop]))
+    out = Ranking.from_ranks(np.concatenate(full), k).as_dict(k, "full_")
+    if seeds:
+        per_seed = [Ranking.from_ranks(np.concatenate(sampled[s]), k) for s in seeds]
+        out.update({
+            f"sampled_hr@{k}": float(np.mean([r.hr for r in per_seed])),
+            f"sampled_ndcg@{k}": float(np.mean([r.ndcg for r in per_seed])),
+            f"sampled_mrr": float(np.mean([r.mrr for r in per_seed])),
+            f"sampled_hr@{k}_std": float(np.std([r.hr for r in per_seed])),
+            f"sampled_ndcg@{k}_std": float(np.std([r.ndcg for r in per_seed])),
+        })
+    out["users"] = int(len(targets))
+    return out

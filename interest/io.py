@@ -1,0 +1,112 @@
+"""Storage helpers over Hadoop's FileSystem API, so the same code works on file://, hdfs://, s3a://.
+
+The one idea here: a dataset is written to a hidden staging folder next to its final place and
+swapped in only when complete, so a reader never sees half of it and a failed run leaves the
+previous version in place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+# Large enough that one Spark output file is one Parquet row group (Petastorm shards by group).
+ROW_GROUP_BYTES = 512 * 1024 * 1024
+
+
+def _jvm_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    return fs, hpath
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, hpath = _jvm_path(spark, path)
+    return bool(fs.exists(hpath))
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    fs, hpath = _jvm_path(spark, path)
+    if fs.exists(hpath):
+        fs.delete(hpath, True)
+
+
+def list_dirs(spark: SparkSession, path: str) -> list[str]:
+    """Names of the sub-folders of ``path`` (empty when it does not exist)."""
+    fs, hpath = _jvm_path(spark, path)
+    if not fs.exists(hpath):
+        return []
+    return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.isDirectory())
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small text file (overwriting) through Hadoop's FileSystem."""
+    fs, hpath = _jvm_path(spark, path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    fs, hpath = _jvm_path(spark, path)
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    stream = fs.open(hpath)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def write_json(spark: SparkSession, path: str, data: dict[str, Any]) -> None:
+    write_text(spark, path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], None]) -> None:
+    """Write into a staging folder with ``write(staging)``, then swap it into ``final``.
+
+    The staging folder is a hidden sibling (``_staging-…``), which Spark's readers and partition
+    discovery skip. If ``write`` fails, ``final`` is untouched and the staging folder is removed.
+    """
+    parent, _, name = final.rstrip("/").rpartition("/")
+    token = uuid.uuid4().hex[:12]
+    staging = f"{parent}/_staging-{name}-{token}"
+    trash = f"{parent}/_trash-{name}-{token}"
+    try:
+        write(staging)
+    except BaseException:
+        delete(spark, staging)
+        raise
+    fs, final_path = _jvm_path(spark, final)
+    _, staging_path = _jvm_path(spark, staging)
+    _, trash_path = _jvm_path(spark, trash)
+    fs.mkdirs(final_path.getParent())
+    had_old = fs.exists(final_path)
+    if had_old and not fs.rename(final_path, trash_path):
+        delete(spark, staging)
+        raise OSError(f"could not move the previous {final} aside")
+    if not fs.rename(staging_path, final_path):
+        if had_old:
+            fs.rename(trash_path, final_path)
+        raise OSError(f"could not move {staging} into place at {final}")
+    if had_old:
+        fs.delete(trash_path, True)
+
+
+def write_parquet_groups(df: DataFrame, path: str, rows: int, rows_per_group: int,
+                         min_groups: int, sort_key: str) -> int:
+    """Write ``df`` as Parquet with one row group per file and enough files to shard.
+
+    Rows are hash-partitioned by ``sort_key`` and sorted inside each file, so the same input
+    gives the same files' contents on every run. Returns the number of files asked for.
+    """
+    groups = max(min_groups, math.ceil(rows / max(rows_per_group, 1)))
+    (df.repartition(groups, sort_key).sortWithinPartitions(sort_key)
+       .write.mode("overwrite").option("parquet.block.size", ROW_GROUP_BYTES).parquet(path))
+    return groups

@@ -1,0 +1,241 @@
+"""Three attention encoders behind one contract.
+
+Every encoder maps a padded behaviour sequence (dict of [B, L] int tensors, most recent step last)
+to a dict:
+
+- ``sequence``  [B, L, D]  the user state after each step; position t sees only steps <= t, so
+                           every position can be trained to predict the next item (SASRec-style);
+- ``user``      [B, D]     the state after the last step: the user embedding;
+- ``interests`` [B, K, D]  per-interest vectors (memory slots; K = 1 where there is one vector);
+- ``attention`` [B, L]     how much the user embedding drew on each history step: sums to 1 over
+                           real steps and is exactly 0 on padding (the explanation).
+
+Scores for items are dot products with the item embedding table (shared with the input side),
+so one objective and one evaluation serve all three.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from interest.models.layers import (
+    FeedForward,
+    QueryPooling,
+    SequenceEmbedding,
+    TransformerBlock,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
+
+ENCODERS: dict[str, type[Encoder]] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        ENCODERS[name] = cls
+        cls.kind = name
+        return keras.saving.register_keras_serializable(package="interest")(cls)
+    return wrap
+
+
+class Encoder(keras.Model):
+    """Shared parts: the sequence embedding (whose item table scores items) and the config."""
+
+    kind = "base"
+
+    def __init__(self, vocab_size: int, max_len: int, dim: int = 64, heads: int = 2,
+                 blocks: int = 2, ff_mult: int = 2, dropout: float = 0.2, memory_slots: int = 4,
+                 n_event_types: int = 0, n_gap_buckets: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.args = dict(vocab_size=vocab_size, max_len=max_len, dim=dim, heads=heads,
+                         blocks=blocks, ff_mult=ff_mult, dropout=dropout,
+                         memory_slots=memory_slots, n_event_types=n_event_types,
+                         n_gap_buckets=n_gap_buckets)
+        self.dim, self.max_len = dim, max_len
+        self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets,
+                                       dropout, name="embed")
+
+    @property
+    def item_table(self):
+        """[V, D] item embeddings: inputs and output scores share them."""
+        return self.embed.item_table
+
+    def score(self, user):
+        """user [N, D] -> logits over all items [N, V]."""
+        return ops.matmul(user, ops.transpose(self.item_table))
+
+    def get_config(self):
+        return {**super().get_config(), **self.args}
+
+    def dummy_inputs(self, batch: int = 2):
+        zeros = ops.zeros((batch, self.max_len), dtype="int32")
+        return {"item_idx": zeros, "event_type_idx": zeros, "time_gap_bucket": zeros,
+                "session_idx": zeros}
+
+
+@register("self_attention")
+class SelfAttentionEncoder(Encoder):
+    """SASRec-style: causal multi-head self-attention blocks; the user is the last position.
+
+    Explanation: the last block's attention from the last position, averaged over heads.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        a = self.args
+        if a["blocks"] < 1:
+            raise ValueError("the self-attention encoder needs model.blocks >= 1")
+        self.blocks_ = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
+                                         name=f"block{i}") for i in range(a["blocks"])]
+        self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
+
+    def call(self, inputs, training=None):
+        items = inputs["item_idx"]  # [B, L]
+        keep = padding_mask(items)  # [B, L]
+        mask = ops.logical_and(causal_mask(self.max_len)[None], keep[:, None, :])  # [B, L, L]
+        x = self.embed(inputs, training=training)  # [B, L, D]
+        for block in self.blocks_:
+            x, weights = block(x, mask, keep, training=training)  # weights [B, H, L, L]
+        x = self.norm(x) * ops.cast(keep, x.dtype)[..., None]  # [B, L, D]
+        user = x[:, -1]  # [B, D]
+        attention = ops.mean(weights[:, :, -1, :], axis=1)  # [B, L]
+        return {"sequence": x, "user": user, "interests": user[:, None, :], "attention": attention}
+
+
+@register("hierarchical")
+class HierarchicalEncoder(Encoder):
+    """HAN-style: attention inside each session, then attention across sessions.
+
+    Per position t: causal self-attention blocks restricted to t's session contextualise the
+    items; a learned-query pooling over t's session so far gives the (partial) session vector;
+    a second pooling over the vectors of the sessions completed before t plus t's own gives the
+    user state. Explanation: session weight × item-in-session weight, summed per item.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        a = self.args
+        self.item_blocks = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
+                                             name=f"item_block{i}")
+                            for i in range(max(a["blocks"] - 1, 0))]
+        self.item_pool = QueryPooling(a["dim"], a["heads"], name="item_pool")
+        self.session_norm = layers.LayerNormalization(epsilon=1e-6, name="session_norm")
+        self.session_pool = QueryPooling(a["dim"], a["heads"], name="session_pool")
+        self.out = TransformerFF(a["dim"], a["ff_mult"], a["dropout"], name="out")
+
+    def call(self, inputs, training=None):
+        items, sessions = inputs["item_idx"], inputs["session_idx"]  # [B, L]
+        keep = padding_mask(items)  # [B, L]
+        keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
+        causal = causal_mask(self.max_len)[None]  # [1, L, L]
+        same = ops.equal(sessions[:, :, None], sessions[:, None, :])  # [B, L, L]
+        in_session = ops.logical_and(ops.logical_and(causal, same), keep[:, None, :])  # [B, L, L]
+        x = self.embed(inputs, training=training)  # [B, L, D]
+        for block in self.item_blocks:
+            x, _ = block(x, in_session, keep, training=training)
+        s, item_w = self.item_pool(x, x, in_session)  # [B, L, D], [B, H, L, L]
+        s = self.session_norm(s) * keep_f  # partial session vector at every position
+        # j ends a session when the next step belongs to another one (or j is the last step)
+        nxt = ops.concatenate([sessions[:, 1:], ops.full_like(sessions[:, :1], -1)], axis=1)
+        ends = ops.logical_and(ops.not_equal(nxt, sessions), keep)  # [B, L]
+        eye = ops.eye(self.max_len, dtype="bool")[None]  # [1, L, L]
+        visible = ops.logical_or(ends[:, None, :], eye)  # completed sessions, plus t itself
+        across = ops.logical_and(ops.logical_and(causal, visible), keep[:, None, :])  # [B, L, L]
+        u, session_w = self.session_pool(s, s, across)  # [B, L, D], [B, H, L, L]
+        seq = self.out(u, training=training) * keep_f  # [B, L, D]
+        last_sessions = ops.mean(session_w[:, :, -1, :], axis=1)  # [B, L(e)]
+        item_in_session = ops.mean(item_w, axis=1)  # [B, L(e), L(j)]
+        attention = ops.einsum("be,bej->bj", last_sessions, item_in_session)  # [B, L]
+        return {"sequence": seq, "user": seq[:, -1], "interests": seq[:, -1][:, None, :],
+                "attention": attention}
+
+
+@register("memory")
+class MemoryEncoder(Encoder):
+    """MANN-style: K memory slots written and read with attention; the slots are K interests.
+
+    Write: slot k has a learned address; after step t it holds its initial content plus the
+    attention-weighted sum (over steps <= t) of the steps that match its address. Read: the
+    current step queries the K slots; the read-out is the user state. Explanation: read weight ×
+    write weight, summed over slots.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        a = self.args
+        self.blocks_ = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
+                                         name=f"block{i}") for i in range(max(a["blocks"] - 1, 0))]
+        self.write_key = layers.Dense(a["dim"], name="write_key")
+        self.write_value = layers.Dense(a["dim"], name="write_value")
+        self.read_query = layers.Dense(a["dim"], name="read_query")
+        self.slot_norm = layers.LayerNormalization(epsilon=1e-6, name="slot_norm")
+        self.out = TransformerFF(a["dim"], a["ff_mult"], a["dropout"], name="out")
+
+    def build(self, input_shape=None):
+        k, d = self.args["memory_slots"], self.args["dim"]
+        self.addresses = self.add_weight(name="addresses", shape=(k, d), initializer="glorot_uniform")
+        self.initial = self.add_weight(name="initial", shape=(k, d), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        items = inputs["item_idx"]  # [B, L]
+        keep = padding_mask(items)  # [B, L]
+        keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
+        causal = causal_mask(self.max_len)[None]  # [1, L, L]
+        x = self.embed(inputs, training=training)  # [B, L, D]
+        for block in self.blocks_:
+            x, _ = block(x, ops.logical_and(causal, keep[:, None, :]), keep, training=training)
+        keys = self.write_key(x)[:, None]  # [B, 1, L, D]
+        values = self.write_value(x)[:, None]  # [B, 1, L, D]
+        addresses = ops.broadcast_to(self.addresses[None, None], (ops.shape(x)[0], 1) + tuple(self.addresses.shape))
+        write_mask = ops.logical_and(causal, keep[:, None, :])[:, :, None, :]  # [B, L(t), 1, L(j)]
+        written, write_w = scaled_dot_product_attention(addresses, keys, values, write_mask)
+        slots = self.slot_norm(written + self.initial[None, None])  # [B, L(t), K, D]
+        query = self.read_query(x)[:, :, None, :]  # [B, L, 1, D]
+        read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, L, 1, D], [B, L, 1, K]
+        seq = self.out(read[:, :, 0], training=training) * keep_f  # [B, L, D]
+        attention = ops.einsum("bk,bkj->bj", read_w[:, -1, 0], write_w[:, -1])  # [B, L]
+        return {"sequence": seq, "user": seq[:, -1], "interests": slots[:, -1],
+                "attention": attention}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class TransformerFF(layers.Layer):
+    """x -> LN(x + FFN(x)): the output head of the pooling encoders."""
+
+    def __init__(self, dim: int, mult: int = 2, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.mult, self.dropout_rate = dim, mult, dropout
+        self.ff = FeedForward(dim, mult, dropout, name="ff")
+        self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
+
+    def build(self, shape):
+        self.ff.build(shape)
+        self.norm.build(shape)
+        self.built = True
+
+    def call(self, x, training=None):  # [B, L, D] -> [B, L, D]
+        return self.norm(x + self.ff(x, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "mult": self.mult, "dropout": self.dropout_rate}
+
+
+def build_encoder(kind: str, **args) -> Encoder:
+    """Create and build an encoder by name (``self_attention``, ``hierarchical``, ``memory``)."""
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder {kind!r}; choose one of {sorted(ENCODERS)}")
+    encoder = ENCODERS[kind](**args)
+    encoder(encoder.dummy_inputs(), training=False)  # create the weights
+    return encoder
+
+
+def encoder_args(model_cfg, spec) -> dict:
+    """Constructor arguments from the model config and the data spec."""
+    return dict(
+        vocab_size=spec.vocab_size, max_len=spec.max_len, dim=model_cfg.dim, heads=model_cfg.heads,
+        blocks=model_cfg.blocks, ff_mult=model_cfg.ff_mult, dropout=model_cfg.dropout,
+        memory_slots=model_cfg.memory_slots,
+        n_event_types=spec.n_event_types if model_cfg.use_event_type else 0,
+        n_gap_buckets=spec.n_gap_buckets if model_cfg.use_time_gap else 0)

@@ -1,0 +1,244 @@
+"""Attention building blocks (Keras 3): masked scaled dot-product attention and what is built on it.
+
+Everything uses ``Attention(Q, K, V) = softmax(QKᵀ/√d_k)·V``. Masks are boolean, True where a
+query may look at a key. Masked keys get exactly zero weight, and a query with no allowed key
+(a padding position) gets all-zero weights and a zero output rather than a uniform average, so
+explanations never point at padding. Keras' own MultiHeadAttention is not used because it does
+neither, and because the encoders need the per-head weights and a learned-query pooling variant.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+
+NEG_INF = -1e9
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    """softmax(QKᵀ/√d_k)·V with a boolean mask.
+
+    q: [..., Lq, d_k], k: [..., Lk, d_k], v: [..., Lk, d_v], mask: broadcastable to [..., Lq, Lk].
+    Returns (output [..., Lq, d_v], weights [..., Lq, Lk]); each weight row sums to 1, or to 0
+    when the query has no allowed key.
+    """
+    d_k = ops.shape(q)[-1]
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) / ops.sqrt(ops.cast(d_k, q.dtype))  # [..., Lq, Lk]
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        scores = ops.where(mask, scores, ops.cast(NEG_INF, scores.dtype))
+    weights = ops.softmax(scores, axis=-1)
+    if mask is not None:
+        weights = weights * ops.cast(mask, weights.dtype)  # exact zeros, and rows with no key -> 0
+    return ops.matmul(weights, v), weights  # [..., Lq, d_v], [..., Lq, Lk]
+
+
+def causal_mask(length: int):
+    """[L, L]: position t may attend to positions <= t."""
+    i = ops.arange(length)
+    return ops.expand_dims(i, 1) >= ops.expand_dims(i, 0)
+
+
+def padding_mask(items):
+    """[B, L] bool: True at real steps (item index > 0)."""
+    return ops.greater(items, 0)
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class MultiHeadAttention(layers.Layer):
+    """Multi-head attention: project to H heads, attend per head, concatenate, project back."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.dim, self.heads, self.dropout_rate = dim, heads, dropout
+        self.q = layers.Dense(dim, name="q")
+        self.k = layers.Dense(dim, name="k")
+        self.v = layers.Dense(dim, name="v")
+        self.o = layers.Dense(dim, name="o")
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, query_shape, key_shape=None):
+        key_shape = key_shape or query_shape
+        for dense, shape in ((self.q, query_shape), (self.k, key_shape), (self.v, key_shape)):
+            dense.build(shape)
+        self.o.build((*query_shape[:-1], self.dim))
+        self.built = True
+
+    def _split(self, x):
+        b, length = ops.shape(x)[0], ops.shape(x)[1]
+        x = ops.reshape(x, (b, length, self.heads, self.dim // self.heads))  # [B, L, H, d]
+        return ops.transpose(x, (0, 2, 1, 3))  # [B, H, L, d]
+
+    def call(self, query, key=None, attention_mask=None, training=None):
+        """query [B, Lq, D], key [B, Lk, D] (default: query), attention_mask [B, Lq, Lk] ->
+        (output [B, Lq, D], weights [B, H, Lq, Lk])."""
+        key = query if key is None else key
+        q, k, v = self._split(self.q(query)), self._split(self.k(key)), self._split(self.v(key))
+        m = None if attention_mask is None else ops.expand_dims(attention_mask, 1)  # [B, 1, Lq, Lk]
+        out, weights = scaled_dot_product_attention(q, k, v, m)  # [B, H, Lq, d], [B, H, Lq, Lk]
+        out = ops.transpose(out, (0, 2, 1, 3))
+        out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], self.dim))  # [B, Lq, D]
+        return self.drop(self.o(out), training=training), weights
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+                "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class FeedForward(layers.Layer):
+    """Position-wise feed-forward: Dense(mult·D, gelu) -> dropout -> Dense(D) -> dropout."""
+
+    def __init__(self, dim: int, mult: int = 2, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.mult, self.dropout_rate = dim, mult, dropout
+        self.inner = layers.Dense(dim * mult, activation="gelu", name="inner")
+        self.outer = layers.Dense(dim, name="outer")
+        self.drop1, self.drop2 = layers.Dropout(dropout), layers.Dropout(dropout)
+
+    def build(self, shape):
+        self.inner.build(shape)
+        self.outer.build((*shape[:-1], self.dim * self.mult))
+        self.built = True
+
+    def call(self, x, training=None):  # [B, L, D] -> [B, L, D]
+        h = self.drop1(self.inner(x), training=training)
+        return self.drop2(self.outer(h), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "mult": self.mult,
+                "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class TransformerBlock(layers.Layer):
+    """Pre-norm block: x + MHA(LN(x)), then + FFN(LN(.)); padding positions are zeroed after each."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int = 2, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads, self.ff_mult, self.dropout_rate = dim, heads, ff_mult, dropout
+        self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1")
+        self.attn = MultiHeadAttention(dim, heads, dropout, name="attn")
+        self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2")
+        self.ff = FeedForward(dim, ff_mult, dropout, name="ff")
+
+    def build(self, shape):
+        self.norm1.build(shape)
+        self.attn.build(shape)
+        self.norm2.build(shape)
+        self.ff.build(shape)
+        self.built = True
+
+    def call(self, x, attention_mask, keep, training=None):
+        """x [B, L, D], attention_mask [B, L, L] (who attends to whom), keep [B, L] (real steps) ->
+        (x [B, L, D], weights [B, H, L, L])."""
+        keep = ops.expand_dims(ops.cast(keep, x.dtype), -1)  # [B, L, 1]
+        h, weights = self.attn(self.norm1(x), attention_mask=attention_mask, training=training)
+        x = (x + h) * keep
+        x = (x + self.ff(self.norm2(x), training=training)) * keep
+        return x, weights
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+                "ff_mult": self.ff_mult, "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class QueryPooling(layers.Layer):
+    """Attention pooling with a learned query per head (HAN's context vector, in Q·K form).
+
+    For every query position t it pools the keys allowed by ``mask[t]``:
+    weights[t, j] = softmax_j((u + W_q x_t)·W_k x_j / √d), output[t] = Σ_j weights[t, j]·W_v x_j.
+    With ``W_q`` the query also depends on position t's own state, so pooling can adapt to
+    what the user does now; ``u`` alone is the classic HAN context vector.
+    """
+
+    def __init__(self, dim: int, heads: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads = dim, heads
+        self.key = layers.Dense(dim, activation="tanh", name="key")  # HAN's u = tanh(W h + b)
+        self.query = layers.Dense(dim, name="query")
+        self.value = layers.Dense(dim, name="value")
+
+    def build(self, shape):
+        self.context = self.add_weight(name="context", shape=(self.heads, self.dim // self.heads),
+                                       initializer="glorot_uniform")
+        self.key.build(shape)
+        self.query.build(shape)
+        self.value.build(shape)
+        self.built = True
+
+    def _heads(self, x):  # [B, L, D] -> [B, H, L, d]
+        b, length = ops.shape(x)[0], ops.shape(x)[1]
+        x = ops.reshape(x, (b, length, self.heads, self.dim // self.heads))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, query_states, key_states, attention_mask):
+        """query_states [B, Lq, D], key_states [B, Lk, D], attention_mask [B, Lq, Lk] ->
+        (pooled [B, Lq, D], weights [B, H, Lq, Lk])."""
+        q = self._heads(self.query(query_states))  # [B, H, Lq, d]
+        q = q + ops.reshape(self.context, (1, self.heads, 1, self.dim // self.heads))
+        k, v = self._heads(self.key(key_states)), self._heads(self.value(key_states))
+        out, weights = scaled_dot_product_attention(q, k, v, ops.expand_dims(attention_mask, 1))
+        out = ops.transpose(out, (0, 2, 1, 3))
+        out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], self.dim))  # [B, Lq, D]
+        return out, weights
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class SequenceEmbedding(layers.Layer):
+    """Item (+ position, event type, time gap) embeddings of a padded sequence: [B, L] ids -> [B, L, D].
+
+    The item table doubles as the output layer (scores are dot products with it), so it is
+    exposed as ``item_table``. Item vectors are scaled by √D before the additive features, as in
+    SASRec, and padding positions come out as exact zeros.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, dim: int, n_event_types: int = 0,
+                 n_gap_buckets: int = 0, dropout: float = 0.0, use_position: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.max_len, self.dim = vocab_size, max_len, dim
+        self.n_event_types, self.n_gap_buckets = n_event_types, n_gap_buckets
+        self.dropout_rate, self.use_position = dropout, use_position
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.items = layers.Embedding(vocab_size, dim, embeddings_initializer=init, name="items")
+        self.positions = layers.Embedding(max_len, dim, embeddings_initializer=init, name="positions")
+        self.event_types = (layers.Embedding(n_event_types + 1, dim, embeddings_initializer=init,
+                                             name="event_types") if n_event_types else None)
+        self.gaps = (layers.Embedding(n_gap_buckets + 1, dim, embeddings_initializer=init,
+                                      name="gaps") if n_gap_buckets else None)
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, shape=None):
+        for emb in (self.items, self.positions, self.event_types, self.gaps):
+            if emb is not None:
+                emb.build((None, self.max_len))
+        self.built = True
+
+    @property
+    def item_table(self):
+        return self.items.embeddings  # [V, D]
+
+    def call(self, inputs, training=None):
+        items = inputs["item_idx"]  # [B, L]
+        x = self.items(items) * math.sqrt(self.dim)  # [B, L, D]
+        if self.use_position:
+            x = x + self.positions(ops.arange(self.max_len))[None]  # [1, L, D]
+        if self.event_types is not None:
+            x = x + self.event_types(inputs["event_type_idx"])
+        if self.gaps is not None:
+            x = x + self.gaps(inputs["time_gap_bucket"])
+        x = self.drop(x, training=training)
+        return x * ops.expand_dims(ops.cast(padding_mask(items), x.dtype), -1)  # [B, L, D]
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "max_len": self.max_len,
+                "dim": self.dim, "n_event_types": self.n_event_types,
+                "n_gap_buckets": self.n_gap_buckets, "dropout": self.dropout_rate,
+                "use_position": self.use_position}

@@ -1,0 +1,79 @@
+"""Next-item prediction, the one objective all encoders share.
+
+At every position with a target, the user state predicts the next item by a softmax over item
+scores (dot products with the shared item table). ``full_softmax`` scores every item;
+``sampled_softmax`` scores the true item against in-batch targets and uniform negatives and
+subtracts log Q (each candidate's expected sampling rate) so the estimate is not biased toward
+popular items (mixed negative sampling, Yang et al., 2020). Pad (0) and unknown (1) are never
+targets and never candidates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from interest.etl.vocab import FIRST_ITEM
+
+
+def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Positions with a real target: sequence [B, L, D], targets [B, L] -> (h [N, D], y [N])."""
+    valid = targets >= FIRST_ITEM
+    return tf.boolean_mask(sequence, valid), tf.boolean_mask(targets, valid)
+
+
+def full_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+    """h [N, D], y [N], table [V, D] -> per-position cross-entropy [N]."""
+    logits = tf.matmul(h, table, transpose_b=True)  # [N, V]
+    not_items = tf.range(tf.shape(table)[0]) < FIRST_ITEM  # [V]
+    logits = tf.where(not_items[None], tf.cast(-1e9, logits.dtype), logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+
+def item_log_q(counts: np.ndarray, in_batch: int, uniform: int) -> np.ndarray:
+    """log of each item's expected rate among the candidates: in-batch draws follow item
+    frequency, uniform draws are flat over real items. counts [V] (0 for pad/unknown) -> [V]."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n_items = max(len(counts) - FIRST_ITEM, 1)
+    p = counts / max(counts.sum(), 1.0)
+    q = in_batch * p + uniform / n_items
+    q[:FIRST_ITEM] = 1.0
+    return np.log(np.maximum(q, 1e-12)).astype(np.float32)
+
+
+def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf.Tensor,
+                         num_negatives: int, seed: tf.Tensor) -> tf.Tensor:
+    """h [N, D], y [N] -> per-position loss [N] against sampled candidates.
+
+    Candidates: up to ``num_negatives`` targets drawn from this batch plus ``num_negatives``
+    uniform items. A candidate equal to the position's own target is masked (no accidental hits).
+    """
+    n = tf.shape(y)[0]
+    vocab = tf.shape(table)[0]
+    pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(n, 1), dtype=tf.int32)
+    in_batch = tf.gather(y, pick) if num_negatives else tf.zeros([0], tf.int32)
+    uniform = tf.random.stateless_uniform([num_negatives], seed=seed + 1, minval=FIRST_ITEM,
+                                          maxval=vocab, dtype=tf.int32)
+    cands = tf.concat([in_batch, uniform], 0)  # [C]
+    pos = tf.reduce_sum(h * tf.gather(table, y), -1, keepdims=True)  # [N, 1]
+    neg = tf.matmul(h, tf.gather(table, cands), transpose_b=True)  # [N, C]
+    pos -= tf.gather(log_q, y)[:, None]
+    neg -= tf.gather(log_q, cands)[None]
+    neg = tf.where(tf.equal(y[:, None], cands[None]), tf.cast(-1e9, neg.dtype), neg)
+    logits = tf.concat([pos, neg], 1)  # [N, 1 + C]
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.zeros([n], tf.int32), logits=logits)
+
+
+def next_item_loss(sequence: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, objective: str,
+                   log_q: tf.Tensor | None = None, num_negatives: int = 0,
+                   seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L]."""
+    h, y = gather_targets(sequence, targets)
+    if objective == "full_softmax":
+        losses = full_softmax_loss(h, y, table)
+    elif objective == "sampled_softmax":
+        if log_q is None or seed is None:
+            raise ValueError("sampled_softmax needs log_q and a seed")
+        losses = sampled_softmax_loss(h, y, table, log_q, num_negatives, seed)
+    else:
+        raise ValueError(f"unknown objective {objective!r}")
+    return tf.reduce_sum(losses), tf.cast(tf.size(y), tf.float32)

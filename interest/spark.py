@@ -1,0 +1,97 @@
+"""The one SparkSession factory every job and test uses.
+
+It keeps the metastore (embedded Derby) and warehouse inside the run's data folder so runs do not
+scatter ``metastore_db/`` and ``derby.log`` into the working directory, pins the session time zone
+to UTC so dates mean the same everywhere, and points Python workers at this interpreter.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from pyspark.sql import SparkSession
+
+from interest.config import Config
+
+
+class JavaNotFoundError(RuntimeError):
+    """Spark needs a Java runtime (17); raised before Spark prints a JVM stack trace."""
+
+
+def require_java() -> str:
+    """Return the java executable, or fail with a message a newcomer can act on."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidates = [os.path.join(java_home, "bin", "java")] if java_home else []
+    found = shutil.which("java")
+    if found:
+        candidates.append(found)
+    for java in candidates:
+        if os.path.isfile(java) and os.access(java, os.X_OK):
+            try:
+                subprocess.run([java, "-version"], capture_output=True, check=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            return java
+    raise JavaNotFoundError(
+        "Java was not found: Spark needs a Java 17 runtime. Install one (e.g. "
+        "`apt-get install openjdk-17-jre-headless` or `brew install openjdk@17`) and make sure "
+        "`java` is on PATH or JAVA_HOME points at it."
+    )
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands Python its gateway port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
+    """Build (or return) the SparkSession for a job described by ``cfg``."""
+    if not launched_by_spark_submit():
+        require_java()
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    warehouse = cfg.paths.resolve("warehouse")
+    metastore = cfg.paths.resolve("metastore")
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    if not launched_by_spark_submit():
+        builder = builder.master(cfg.spark.master)
+    defaults = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.warehouse.dir": warehouse,
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.parquet.compression.codec": "snappy",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
+        ),
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+    }
+    if not launched_by_spark_submit():
+        defaults["spark.pyspark.python"] = sys.executable
+    for key, value in {**defaults, **cfg.spark.conf}.items():
+        builder = builder.config(key, str(value))
+    if cfg.spark.enable_hive:
+        builder = builder.enableHiveSupport()
+    spark = builder.getOrCreate()
+    if cfg.spark.enable_hive:
+        _derby_home(spark, metastore)
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    return spark
+
+
+def _derby_home(spark: SparkSession, metastore: str) -> None:
+    """Point Derby's home and log into the metastore folder before the Hive client starts.
+
+    The Hive client is created lazily on the first catalog access, so setting the driver JVM's
+    system properties here works both when Python starts the JVM and under spark-submit.
+    """
+    if "://" in metastore and not metastore.startswith("file://"):
+        return  # a remote metastore: nothing local to place
+    local = metastore.replace("file://", "")
+    os.makedirs(local, exist_ok=True)
+    system = spark.sparkContext._jvm.java.lang.System  # type: ignore[union-attr]
+    system.setProperty("derby.system.home", local)
+    system.setProperty("derby.stream.error.file", os.path.join(local, "derby.log"))

@@ -1,0 +1,305 @@
+"""The training loop: one custom loop for 1..N workers under any tf.distribute strategy.
+
+Keras 3 ``Model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the
+step is a ``tf.function`` run with ``strategy.run``; gradients are all-reduced by the strategy and
+weights stay identical on every worker. Around it: Adam with linear warm-up and cosine decay,
+validation NDCG@10 every epoch with early stopping (best weights kept), checkpoints every K steps
+that a restarted run resumes from, a progress line per epoch, and TensorBoard scalars.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from interest.config import Config
+from interest.data.reader import SequenceSpec, petastorm_batches, split_view
+from interest.evaluation.metrics import evaluate_scores
+from interest.models.encoders import Encoder, build_encoder, encoder_args
+from interest.models.objective import item_log_q, next_item_loss
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the test-only ``train.fail_at_step`` hook to simulate a lost worker."""
+
+
+@dataclass
+class WorkerInfo:
+    """Where this process sits in a (possibly distributed) training job."""
+
+    rank: int = 0
+    workers: int = 1
+    attempt: int = 0  # how many times this training stage has been (re)started
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainData:
+    """Inputs of a training run: the streamed train rows and in-memory evaluation rows."""
+
+    train_path: str
+    train_rows: int
+    spec: SequenceSpec
+    item_counts: np.ndarray  # [V] step counts per item index (0 for pad/unknown)
+    eval_rows: dict[str, np.ndarray]  # load_rows(...) of a fixed user sample
+
+
+@dataclass
+class TrainResult:
+    encoder: Encoder
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from_step: int | None = None
+    stopped_early: bool = False
+
+
+def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule | float:
+    t = cfg.train
+    warmup = min(t.warmup_steps, max(total_steps - 1, 0))
+    if t.decay == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=t.learning_rate * 1e-2 if warmup else t.learning_rate,
+            decay_steps=max(total_steps - warmup, 1), alpha=0.05,
+            warmup_target=t.learning_rate if warmup else None, warmup_steps=warmup)
+    return t.learning_rate
+
+
+def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int = 512
+           ) -> np.ndarray:
+    """User vectors [N, D] of numpy rows for a split view (valid/test/infer)."""
+    out = []
+    n = len(rows["item_idx"])
+    for start in range(0, n, batch):
+        chunk = {k: tf.constant(v[start:start + batch]) for k, v in rows.items()
+                 if k in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}
+        inputs, _ = split_view(chunk, split)
+        out.append(encoder(inputs, training=False)["user"].numpy())
+    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
+
+
+def evaluate_split(encoder: Encoder, rows: dict[str, np.ndarray], split: str, k: int = 10,
+                   negatives: int = 100, seeds: tuple[int, ...] = ()) -> dict[str, float]:
+    """Metrics of the encoder on the valid or test targets of ``rows``."""
+    target_pos = {"valid": -2, "test": -1}[split]
+    targets = rows["item_idx"][:, target_pos].astype(np.int64)
+    users = encode(encoder, rows, split)
+    table = encoder.item_table.numpy()
+    return evaluate_scores(lambda a, b: users[a:b] @ table.T, rows["item_idx"], targets,
+                           table.shape[0], k=k, negatives=negatives, seeds=seeds)
+
+
+def evaluate_popularity(rows: dict[str, np.ndarray], item_counts: np.ndarray, split: str,
+                        k: int = 10, negatives: int = 100, seeds: tuple[int, ...] = ()
+                        ) -> dict[str, float]:
+    """The popularity baseline: every user gets the same scores, the items' step counts."""
+    target_pos = {"valid": -2, "test": -1}[split]
+    targets = rows["item_idx"][:, target_pos].astype(np.int64)
+    pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties
+    return evaluate_scores(lambda a, b: np.broadcast_to(pop, (b - a, len(pop))), rows["item_idx"],
+                           targets, len(item_counts), k=k, negatives=negatives, seeds=seeds)
+
+
+class Trainer:
+    """Owns the encoder, the optimizer and the compiled step for one training run."""
+
+    def __init__(self, cfg: Config, data: TrainData, strategy: tf.distribute.Strategy | None = None,
+                 worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
+                 init_weights: Callable[[Encoder], None] | None = None) -> None:
+        self.cfg, self.data = cfg, data
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.worker = worker or WorkerInfo()
+        self.log = log if self.worker.is_chief else (lambda _msg: None)
+        t = cfg.train
+        self.global_batch = t.batch_size * self.worker.workers
+        self.steps_per_epoch = max(1, math.ceil(data.train_rows / self.global_batch))
+        self.total_steps = self.steps_per_epoch * t.epochs
+        keras.utils.set_random_seed(t.seed)
+        with self.strategy.scope():
+            self.encoder = build_encoder(cfg.model.encoder, **encoder_args(cfg.model, data.spec))
+            if init_weights is not None:
+                init_weights(self.encoder)
+            self.optimizer = keras.optimizers.Adam(learning_rate(cfg, self.total_steps),
+                                                   beta_1=0.9, beta_2=0.98,
+                                                   weight_decay=t.weight_decay or None)
+            self.optimizer.build(self.encoder.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_ndcg")
+            self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
+        self._best_weights: list[np.ndarray] | None = None
+        self.log_q = tf.constant(item_log_q(data.item_counts, t.num_negatives, t.num_negatives))
+        self._train_step = self._make_train_step()
+
+    def _make_train_step(self) -> Callable:
+        t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(batch, step):
+            inputs, targets = split_view(batch, "train")  # [B, L] each
+            seed = tf.stack([tf.cast(t.seed, tf.int64), step * 1000 + tf.cast(
+                tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)])
+            with tf.GradientTape() as tape:
+                out = encoder(inputs, training=True)
+                loss_sum, n = next_item_loss(out["sequence"], targets, encoder.item_table,
+                                             t.objective, self.log_q, t.num_negatives, seed)
+                loss = loss_sum / tf.maximum(n, 1.0) / replicas
+            variables = encoder.trainable_variables
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return loss_sum, n
+
+        @tf.function
+        def train_step(iterator, step):
+            loss_sum, n = strategy.run(replica_step, args=(next(iterator), step))
+            return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
+                    strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None))
+
+        return train_step
+
+    def _dataset(self, stack: contextlib.ExitStack) -> tf.distribute.DistributedDataset:
+        t, data = self.cfg.train, self.data
+
+        def make(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            shards = ctx.num_input_pipelines
+            return stack.enter_context(petastorm_batches(
+                data.train_path, data.spec, ctx.get_per_replica_batch_size(self.global_batch),
+                shuffle=True, seed=t.seed + 7919 * self.worker.attempt,
+                shard=ctx.input_pipeline_id if shards > 1 else None,
+                num_shards=shards if shards > 1 else None, buffer=t.shuffle_buffer))
+
+        return self.strategy.distribute_datasets_from_function(make)
+
+    def _checkpoints(self, directory: str | None
+                     ) -> tuple[tf.train.CheckpointManager | None, tf.train.CheckpointManager | None]:
+        if not directory:
+            return None, None
+        # Under several workers every one saves (variables may need collectives); only the chief
+        # writes to the shared path, the others to a private folder removed afterwards.
+        target = directory if self.worker.is_chief else os.path.join(
+            directory, f"_worker{self.worker.rank}")
+        state = tf.train.Checkpoint(encoder=self.encoder, optimizer=self.optimizer, step=self.step,
+                                    best=self.best, since_best=self.since_best)
+        best = tf.train.Checkpoint(encoder=self.encoder)
+        return (tf.train.CheckpointManager(state, target, max_to_keep=2),
+                tf.train.CheckpointManager(best, os.path.join(target, "best"), max_to_keep=1))
+
+    def _validate(self) -> dict[str, float]:
+        e = self.cfg.eval
+        return evaluate_split(self.encoder, self.data.eval_rows, "valid", k=e.k,
+                              negatives=e.sampled_negatives, seeds=(e.seeds[0],) if e.seeds else ())
+
+    def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None
+            ) -> TrainResult:
+        t, k = self.cfg.train, self.cfg.eval.k
+        metric = f"full_ndcg@{k}"
+        manager, best_manager = self._checkpoints(checkpoint_dir)
+        result = TrainResult(self.encoder)
+        if manager is not None and manager.latest_checkpoint:
+            manager.checkpoint.restore(manager.latest_checkpoint)
+            result.resumed_from_step = int(self.step.numpy())
+            self.log(f"[train] resumed from checkpoint at step {result.resumed_from_step} "
+                     f"({manager.latest_checkpoint})")
+        writer = (tf.summary.create_file_writer(tensorboard_dir)
+                  if tensorboard_dir and self.worker.is_chief else None)
+        started = time.perf_counter()
+        first_epoch = int(self.step.numpy()) // self.steps_per_epoch
+        self.log(f"[train] {self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
+                 f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
+                 f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
+                 f"{self.encoder.count_params():,} parameters, objective {t.objective}")
+        with contextlib.ExitStack() as stack:
+            iterator = iter(self._dataset(stack))
+            for epoch in range(first_epoch, t.epochs):
+                tic = time.perf_counter()
+                loss_sum, count, steps = 0.0, 0.0, 0
+                while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
+                    step = int(self.step.numpy())
+                    if (t.fail_at_step is not None and step == t.fail_at_step
+                            and self.worker.rank == self.worker.workers - 1 and self.worker.attempt == 0):
+                        raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
+                    ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
+                    loss_sum, count, steps = loss_sum + float(ls), count + float(n), steps + 1
+                    self.step.assign_add(1)
+                    if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
+                        manager.save(checkpoint_number=int(self.step.numpy()))
+                seconds = time.perf_counter() - tic
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1, "step": int(self.step.numpy()),
+                    "loss": loss_sum / max(count, 1.0),
+                    "sequences_per_s": steps * self.global_batch / max(seconds, 1e-9),
+                    "seconds": seconds,
+                    "lr": float(self.optimizer.learning_rate.numpy()),
+                }
+                if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                    row.update({f"valid_{name}": v for name, v in self._validate().items()
+                                if name != "users"})
+                    score = row[f"valid_{metric}"]
+                    if score > float(self.best.numpy()):
+                        self.best.assign(score)
+                        self.since_best.assign(0)
+                        result.best_epoch = epoch + 1
+                        result.best_valid = {k_: v for k_, v in row.items() if k_.startswith("valid_")}
+                        self._best_weights = self.encoder.get_weights()
+                        if best_manager is not None:
+                            best_manager.save(checkpoint_number=int(self.step.numpy()))
+                    else:
+                        self.since_best.assign_add(1)
+                result.history.append(row)
+                self.log(_progress_line(row, t.epochs, metric))
+                if writer is not None:
+                    with writer.as_default(step=int(self.step.numpy())):
+                        for name, value in row.items():
+                            if isinstance(value, float):
+                                tf.summary.scalar(name, value)
+                if manager is not None:
+                    manager.save(checkpoint_number=int(self.step.numpy()))
+                if int(self.since_best.numpy()) >= t.patience:
+                    result.stopped_early = True
+                    self.log(f"[train] early stop: no {metric} gain in {t.patience} evaluations")
+                    break
+        self._restore_best(result, best_manager)
+        result.steps = int(self.step.numpy())
+        result.seconds = time.perf_counter() - started
+        if not self.worker.is_chief and checkpoint_dir:
+            shutil.rmtree(os.path.join(checkpoint_dir, f"_worker{self.worker.rank}"), ignore_errors=True)
+        return result
+
+    def _restore_best(self, result: TrainResult, best_manager) -> None:
+        """End on the best validated weights: from memory, or from the best checkpoint when the
+        best epoch happened before a restart."""
+        if self._best_weights is not None:
+            self.encoder.set_weights(self._best_weights)
+        elif best_manager is not None and best_manager.latest_checkpoint:
+            best_manager.checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
+
+
+def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:
+    line = (f"[train] epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
+            f"{row['sequences_per_s']:>8,.0f} seq/s  lr {row['lr']:.2e}")
+    if f"valid_{metric}" in row:
+        k = metric.split("@")[1]
+        line += (f"  valid NDCG@{k} {row[f'valid_{metric}']:.4f}  HR@{k} {row[f'valid_full_hr@{k}']:.4f}")
+        if f"valid_sampled_ndcg@{k}" in row:
+            line += f"  (100 neg: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f})"
+    return line + f"  {row['seconds']:.1f}s"
+
+
+def item_counts_from_vocab(vocab: pd.DataFrame, vocab_size: int) -> np.ndarray:
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    counts[vocab["item_idx"].to_numpy()] = vocab["count"].to_numpy()
+    return counts

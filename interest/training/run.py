@@ -1,0 +1,117 @@
+"""The training stage for one run date: sessionize outputs in, an exported model version out."""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+import tensorflow as tf
+
+from interest.config import Config
+from interest.data.reader import SequenceSpec, count_rows, load_rows, local_path, to_url
+from interest.etl.pipeline import SessionizePaths
+from interest.models.encoders import Encoder
+from interest.models.export import new_version, save_model
+from interest.training.loop import (
+    TrainData,
+    Trainer,
+    WorkerInfo,
+    evaluate_popularity,
+    evaluate_split,
+    item_counts_from_vocab,
+)
+
+
+class TrainingInputError(FileNotFoundError):
+    """The sequences for the date are missing or empty."""
+
+
+def _exists(path: str) -> bool:
+    fs, inner = pafs.FileSystem.from_uri(to_url(path))
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def training_data(cfg: Config, date: str) -> tuple[TrainData, Any]:
+    """Load the vocabulary, count the train rows and sample the evaluation users for ``date``."""
+    paths = SessionizePaths.for_date(cfg, date)
+    for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
+        if not _exists(path):
+            raise TrainingInputError(
+                f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first "
+                "(or check paths.root / paths.sequences)")
+    rows = count_rows(paths.train)
+    if rows == 0:
+        raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
+    fs, inner = pafs.FileSystem.from_uri(to_url(paths.vocab))
+    import pyarrow.parquet as pq
+
+    vocab = pq.ParquetDataset(inner, filesystem=fs).read().to_pandas().sort_values("item_idx")
+    vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
+    spec = SequenceSpec.from_config(cfg, vocab_size)
+    eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
+    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows), vocab
+
+
+@dataclass
+class TrainOutcome:
+    model_dir: str | None  # None on non-chief workers
+    metrics: dict[str, Any]
+
+
+def checkpoint_dir(cfg: Config, date: str) -> str:
+    return f"{local_path(cfg.paths.resolve('checkpoints'))}/{cfg.model.encoder}/dt={date}"
+
+
+def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
+                     worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
+                     init_weights: Callable[[Encoder], None] | None = None,
+                     version: str | None = None) -> TrainOutcome:
+    """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports."""
+    worker = worker or WorkerInfo()
+    started = time.perf_counter()
+    data, vocab = training_data(cfg, date)
+    trainer = Trainer(cfg, data, strategy, worker, log, init_weights)
+    ckpt = checkpoint_dir(cfg, date)
+    tensorboard = f"{local_path(cfg.paths.resolve('reports'))}/tensorboard/{cfg.model.encoder}/dt={date}"
+    result = trainer.fit(ckpt, tensorboard)
+    if not worker.is_chief:
+        return TrainOutcome(None, {})
+    e = cfg.eval
+    seeds = tuple(e.seeds)
+    test = evaluate_split(result.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, seeds)
+    popularity = {
+        "valid": evaluate_popularity(data.eval_rows, data.item_counts, "valid", e.k, e.sampled_negatives, seeds),
+        "test": evaluate_popularity(data.eval_rows, data.item_counts, "test", e.k, e.sampled_negatives, seeds),
+    }
+    metrics = {
+        "encoder": cfg.model.encoder,
+        "date": date,
+        "workers": worker.workers,
+        "train_rows": data.train_rows,
+        "eval_users": int(len(data.eval_rows["item_idx"])),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from_step,
+        "train_seconds": round(result.seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "valid": result.best_valid,
+        "test": test,
+        "popularity": popularity,
+        "history": result.history,
+    }
+    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date,
+              "train_path": data.train_path}
+    model_dir = save_model(result.encoder, vocab, config, metrics,
+                           cfg.paths.resolve("models"), version or new_version(date))
+    shutil.rmtree(ckpt, ignore_errors=True)  # finished: a re-run of the date starts afresh
+    k = e.k
+    log(f"[train] done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
+        f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
+        f"popularity NDCG@{k} {popularity['test'][f'full_ndcg@{k}']:.4f}")
+    log(f"[train] model: {model_dir}")
+    return TrainOutcome(model_dir, metrics)

@@ -1,0 +1,62 @@
+"""Typed configuration: profiles load, and a wrong key, type or value names the key."""
+from __future__ import annotations
+
+import pytest
+
+from interest.config import ConfigError, load_config, parse_override
+from interest.spark import JavaNotFoundError, require_java
+
+from conftest import ROOT
+
+
+@pytest.mark.parametrize("profile", ["local.yaml", "cluster.yaml", "ml100k.yaml"])
+def test_profiles_load(profile):
+    cfg = load_config(ROOT / "conf" / profile)
+    assert cfg.sessionize.max_len >= 4 and cfg.model.dim % cfg.model.heads == 0
+
+
+def test_defaults_and_overrides_with_types():
+    cfg = load_config(None, ["model.dim=32", "sessionize.session_gap_minutes=15",
+                             "sessionize.event_types=[a, b]", "train.fail_at_step=null"])
+    assert cfg.model.dim == 32 and cfg.sessionize.session_gap_minutes == 15.0
+    assert cfg.sessionize.event_types == ["a", "b"] and cfg.train.fail_at_step is None
+    assert parse_override("a.b=1.5") == ("a.b", 1.5)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.dimm=3", "unknown configuration key 'model.dimm'"),
+    ("ingest.columns.userid=x", "unknown configuration key 'ingest.columns.userid'"),
+    ("modle.dim=3", "unknown configuration key 'modle'"),
+    ("model.dim=abc", "'model.dim' has the wrong type"),
+    ("train.epochs=2.5", "'train.epochs' has the wrong type"),
+    ("model.encoder=lstm", "'model.encoder'"),
+    ("model=3", "'model' must be a section"),
+    ("model.heads=3", "model.dim must be divisible by model.heads"),
+    ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
+    ("nodot", "must look like section.key=value"),
+])
+def test_bad_config_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(ROOT / "conf" / "local.yaml", [override])
+
+
+def test_missing_file_and_bad_top_level(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_paths_resolve_root_and_keep_urls(tmp_path):
+    cfg = load_config(None, [f"paths.root={tmp_path}", "paths.models=s3a://bucket/models"])
+    assert cfg.paths.resolve("sequences") == f"{tmp_path}/sequences"
+    assert cfg.paths.resolve("models") == "s3a://bucket/models"
+
+
+def test_missing_java_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(JavaNotFoundError, match="Java 17"):
+        require_java()

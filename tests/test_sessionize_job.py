@@ -1,0 +1,156 @@
+"""The sessionize stage end to end on generated logs (all formats) and, when present, ml-100k."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from interest.etl.ingest import IngestError
+from interest.etl.pipeline import SessionizeError, run_sessionize
+from interest.synth import BAD_KINDS, MALFORMED, generate
+
+from conftest import ROOT, make_config
+
+DATE = "2026-11-26"
+SMALL = ["generator.users=300", "generator.items=200", "generator.categories=8", "generator.days=4",
+         "generator.bot_share=0.01", "generator.bad_row_rate=0.01", "generator.duplicate_rate=0.01",
+         "sessionize.min_row_groups=3"]
+
+
+def generated(tmp_path: Path, fmt: str, *extra: str):
+    cfg = make_config(tmp_path, *SMALL, f"generator.format={fmt}", f"ingest.format={fmt}", *extra)
+    planted = generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"),
+                       progress=False)
+    return cfg, planted
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
+def test_every_row_is_accounted_for(spark, tmp_path, fmt):
+    cfg, planted = generated(tmp_path, fmt)
+    summary = run_sessionize(spark, cfg, DATE)
+    assert summary["rows_in"] == planted.events
+    for reason in BAD_KINDS:
+        assert summary["rejected"].get(reason, 0) == planted.counts[reason], reason
+    assert summary["rejected"].get("malformed_line", 0) == planted.counts[MALFORMED]
+    assert summary["duplicates_removed"] == planted.counts["duplicates"]
+    assert summary["accounted"] and summary["rows_in"] == (
+        summary["rejected_total"] + summary["duplicates_removed"] + summary["events_kept"])
+    # bots: exactly the planted bots are excluded, and none of them has a sequence
+    truth = pd.read_parquet(Path(cfg.paths.resolve("truth")) / "users.parquet")
+    bots = set(truth.loc[truth.is_bot, "user_id"])
+    rejects = pd.read_parquet(summary["outputs"]["rejects"])
+    assert bots and set(rejects.loc[rejects.reject_reason == "bot_user", "user_id"]) == bots
+    assert len(rejects) == summary["rejected_total"]
+    infer = pd.read_parquet(summary["outputs"]["infer"])
+    assert not bots & set(infer.user_id)
+    assert infer.user_id.is_unique and len(infer) == summary["users"]
+    assert infer.n_events.sum() == summary["events_kept"]
+    if fmt != "parquet":
+        torn = rejects[rejects.reject_reason == "malformed_line"]
+        assert torn.raw_line.notna().all()
+
+
+def test_outputs_are_shardable_and_well_formed(spark, tmp_path):
+    cfg, _ = generated(tmp_path, "parquet")
+    summary = run_sessionize(spark, cfg, DATE)
+    files = sorted(Path(summary["outputs"]["train"]).glob("*.parquet"))
+    assert len(files) >= 3
+    assert all(pq.ParquetFile(f).num_row_groups == 1 for f in files)
+    train = pd.read_parquet(summary["outputs"]["train"])
+    max_len = cfg.sessionize.max_len
+    assert (train.n_steps >= 3).all() and len(train) == summary["train_users"]
+    for col in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx"):
+        assert train[col].map(len).eq(max_len).all()
+    row = train.iloc[0]
+    pad = max_len - row.length
+    assert (row.item_idx[:pad] == 0).all() and (row.item_idx[pad:] > 0).all()
+    assert row.item_idx[-1] == row.test_item_idx and row.item_idx[-2] == row.valid_item_idx
+    vocab = pd.read_parquet(summary["outputs"]["vocab"]).sort_values("item_idx")
+    assert list(vocab.item_idx) == list(range(2, 2 + len(vocab)))
+    assert vocab["count"].is_monotonic_decreasing
+    saved = json.loads(Path(cfg.paths.resolve("reports"), "sessionize", f"dt={DATE}", "summary.json").read_text())
+    assert saved["rows_in"] == summary["rows_in"]
+
+
+def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
+    cfg, _ = generated(tmp_path, "parquet")
+    first = run_sessionize(spark, cfg, DATE)
+    snap = {k: pd.read_parquet(first["outputs"][k]) for k in ("train", "infer", "vocab")}
+    second = run_sessionize(spark, cfg, DATE)
+    for key in ("rows_in", "rejected", "duplicates_removed", "events_kept", "users", "sessions"):
+        assert first[key] == second[key]
+    for k, before in snap.items():
+        after = pd.read_parquet(second["outputs"][k])
+        sort = "user_id" if "user_id" in after else "item_idx"
+        pd.testing.assert_frame_equal(before.sort_values(sort).reset_index(drop=True),
+                                      after.sort_values(sort).reset_index(drop=True))
+    parent = Path(first["outputs"]["train"]).parent.parent
+    assert [p.name for p in parent.iterdir()] == [f"dt={DATE}"]  # no staging or trash left behind
+
+
+def test_lookback_window_limits_the_days_read(spark, tmp_path):
+    cfg, planted = generated(tmp_path, "parquet", "sessionize.lookback_days=2")
+    summary = run_sessionize(spark, cfg, DATE)
+    assert summary["window"] == {"start": "2026-11-25", "end": DATE}
+    last_two = pq.read_table(cfg.paths.resolve("raw_events"), filters=[("dt", ">=", "2026-11-25")])
+    assert summary["rows_in"] == last_two.num_rows < planted.events
+
+
+def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path):
+    cfg = make_config(tmp_path, f"ingest.path={tmp_path / 'nowhere'}")
+    with pytest.raises(IngestError, match="does not exist"):
+        run_sessionize(spark, cfg, DATE)
+    cfg, _ = generated(tmp_path, "parquet")
+    with pytest.raises(SessionizeError, match="no raw events in the window"):
+        run_sessionize(spark, cfg, "2020-01-01")
+
+
+def test_ml100k_every_row_accounted(spark, tmp_path, ml100k):
+    cfg = make_config(tmp_path, f"ingest.path={ml100k / 'u.data'}", "ingest.format=movielens",
+                      "ingest.ts_format=epoch_s", "ingest.constant_event_type=rate",
+                      "sessionize.event_types=[rate]", "sessionize.lookback_days=0",
+                      "sessionize.bot_max_events_per_day=100000", "sessionize.min_item_count=1",
+                      "sessionize.max_len=200")
+    summary = run_sessionize(spark, cfg, "1998-04-22")
+    assert summary["rows_in"] == 100_000 and summary["events_kept"] == 100_000
+    assert summary["rejected_total"] == 0 and summary["duplicates_removed"] == 0
+    assert summary["users"] == 943 and summary["train_users"] == 943
+    assert summary["items_seen"] == 1682 and summary["vocab_size"] == 1684
+    infer = pd.read_parquet(summary["outputs"]["infer"])
+    assert infer.n_steps.sum() == 100_000
+    # the test target is each user's latest rating (ties in time broken by item id)
+    raw = pd.read_csv(ml100k / "u.data", sep="\t", names=["u", "i", "r", "t"], dtype=str)
+    raw["t"] = raw.t.astype(int)
+    last = raw.sort_values(["u", "t", "i"]).groupby("u").tail(1).set_index("u").i
+    vocab = pd.read_parquet(summary["outputs"]["vocab"]).set_index("item_idx").item_id
+    got = infer.set_index("user_id").test_item_idx.map(vocab)
+    assert (got.sort_index() == last.sort_index()).all()
+
+
+@pytest.mark.slow
+def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
+    cfg_over = [f"paths.root={tmp_path}", *SMALL, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sets = [a for o in cfg_over for a in ("--set", o)]
+    gen = subprocess.run([sys.executable, "jobs/generate.py", *sets], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    run = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "all rows accounted for: True" in run.stdout and "duplicates removed" in run.stdout
+    bad = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets,
+                          "--set", "sessionize.max_lenn=3"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown configuration key 'sessionize.max_lenn'" in bad.stderr
+    missing = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets,
+                              "--set", f"ingest.path={tmp_path / 'nope'}"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "raw events path does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
