@@ -4,8 +4,11 @@ from __future__ import annotations
 from interest.config import ConfigError
 from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError
+from interest.models.export import ModelNotFoundError
 from interest.spark import JavaNotFoundError
+from interest.training.run import TrainingInputError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, IngestError, SessionizeError, JavaNotFoundError,
+    ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
+    TrainingInputError,
 )

@@ -197,7 +197,9 @@ class SequenceEmbedding(layers.Layer):
 
     The item table doubles as the output layer (scores are dot products with it), so it is
     exposed as ``item_table``. Item vectors are scaled by √D before the additive features, as in
-    SASRec, and padding positions come out as exact zeros.
+    SASRec, and padding positions come out as exact zeros. Positions are counted back from the
+    most recent step (row 0 = the last step), so how much padding precedes a history does not
+    change what its steps look like.
     """
 
     def __init__(self, vocab_size: int, max_len: int, dim: int, n_event_types: int = 0,
@@ -229,7 +231,8 @@ class SequenceEmbedding(layers.Layer):
         items = inputs["item_idx"]  # [B, L]
         x = self.items(items) * math.sqrt(self.dim)  # [B, L, D]
         if self.use_position:
-            x = x + self.positions(ops.arange(self.max_len))[None]  # [1, L, D]
+            steps_ago = ops.arange(self.max_len - 1, -1, -1)  # [L]: L-1 .. 0
+            x = x + self.positions(steps_ago)[None]  # [1, L, D]
         if self.event_types is not None:
             x = x + self.event_types(inputs["event_type_idx"])
         if self.gaps is not None:

@@ -1,0 +1,111 @@
+"""The encoder contract: shapes, attention that sums to 1 and never touches padding or the future,
+padding invariance, and learning (each encoder overfits a tiny dataset)."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from interest.data.reader import split_view
+from interest.models.encoders import ENCODERS, build_encoder
+from interest.models.objective import next_item_loss
+
+KINDS = sorted(ENCODERS)
+ARGS = dict(vocab_size=40, dim=16, heads=2, blocks=2, ff_mult=2, dropout=0.0, memory_slots=3,
+            n_event_types=4, n_gap_buckets=6)
+
+
+def batch(max_len=12, seed=0, lengths=(12, 7, 3, 1)):
+    """Left-padded histories with sessions of 3 steps; features 0 on padding."""
+    rng = np.random.default_rng(seed)
+    b = len(lengths)
+    items = np.zeros((b, max_len), "int32")
+    sessions = np.zeros((b, max_len), "int32")
+    for i, n in enumerate(lengths):
+        items[i, max_len - n:] = rng.integers(2, 40, n)
+        sessions[i, max_len - n:] = 1 + np.arange(n) // 3
+    real = (items > 0).astype("int32")
+    return {"item_idx": items, "event_type_idx": real * rng.integers(1, 5, items.shape).astype("int32"),
+            "time_gap_bucket": real * rng.integers(1, 7, items.shape).astype("int32"),
+            "session_idx": sessions}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_contract_shapes_and_attention(kind):
+    enc = build_encoder(kind, max_len=12, **ARGS)
+    inp = batch()
+    out = {k: np.asarray(v) for k, v in enc(inp, training=False).items()}
+    k = ARGS["memory_slots"] if kind == "memory" else 1
+    assert out["sequence"].shape == (4, 12, 16) and out["user"].shape == (4, 16)
+    assert out["interests"].shape == (4, k, 16) and out["attention"].shape == (4, 12)
+    np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=1e-5)
+    assert (out["attention"][inp["item_idx"] == 0] == 0).all()
+    assert (out["attention"] >= 0).all()
+    np.testing.assert_allclose(out["user"], out["sequence"][:, -1], atol=0)
+    assert (out["sequence"][inp["item_idx"] == 0] == 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_future_steps_never_change_earlier_positions(kind):
+    enc = build_encoder(kind, max_len=12, **ARGS)
+    inp = batch(lengths=(12, 12, 9, 6))
+    before = np.asarray(enc(inp, training=False)["sequence"])
+    for t in (3, 7, 10):
+        changed = {k: v.copy() for k, v in inp.items()}
+        changed["item_idx"][:, t + 1:] = np.where(changed["item_idx"][:, t + 1:] > 0,
+                                                 (changed["item_idx"][:, t + 1:] + 5) % 38 + 2, 0)
+        changed["event_type_idx"][:, t + 1:] = np.where(changed["item_idx"][:, t + 1:] > 0, 4, 0)
+        after = np.asarray(enc(changed, training=False)["sequence"])
+        np.testing.assert_allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-5)
+        assert np.abs(after[:, t + 1:] - before[:, t + 1:]).max() > 1e-4  # the future did change
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padding_and_no_padding_give_the_same_user(kind):
+    long_ = build_encoder(kind, max_len=12, **ARGS)
+    short = build_encoder(kind, max_len=5, **ARGS)
+    weights = []
+    for w_long, w_short in zip(long_.get_weights(), short.get_weights()):
+        weights.append(w_long[: w_short.shape[0]] if w_long.shape != w_short.shape else w_long)
+    short.set_weights(weights)
+    full = batch(max_len=12, lengths=(5, 5, 5, 5), seed=3)
+    trimmed = {k: v[:, -5:] for k, v in full.items()}
+    np.testing.assert_allclose(np.asarray(long_(full)["user"]), np.asarray(short(trimmed)["user"]), atol=1e-5)
+    # whatever sits in the other feature columns at padded positions does not matter
+    noisy = {k: v.copy() for k, v in full.items()}
+    for key in ("event_type_idx", "time_gap_bucket", "session_idx"):
+        noisy[key][:, :7] = 3
+    np.testing.assert_allclose(np.asarray(long_(noisy)["user"]), np.asarray(long_(full)["user"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_encoder_overfits_a_tiny_dataset(kind):
+    keras.utils.set_random_seed(0)
+    # 6 users, each cycling through their own 4 items: the next item is always determined.
+    rows = {k: np.zeros((6, 15), "int32") for k in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}
+    for u in range(6):
+        rows["item_idx"][u] = [2 + 4 * u + (t % 4) for t in range(15)]
+        rows["event_type_idx"][u] = 1
+        rows["time_gap_bucket"][u] = 2
+        rows["session_idx"][u] = 1 + np.arange(15) // 5
+    enc = build_encoder(kind, max_len=15, **{**ARGS, "vocab_size": 26})
+    opt = keras.optimizers.Adam(5e-3)
+    inputs, targets = split_view({k: tf.constant(v) for k, v in rows.items()}, "train")
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            s, n = next_item_loss(enc(inputs, training=True)["sequence"], targets, enc.item_table, "full_softmax")
+            loss = s / n
+        grads = tape.gradient(loss, enc.trainable_variables)
+        opt.apply_gradients(zip(grads, enc.trainable_variables))
+        return loss
+
+    losses = [float(step()) for _ in range(300)]
+    assert losses[-1] < 0.05 * losses[0], (losses[0], losses[-1])
+    # every training position now predicts its next item
+    seq = np.asarray(enc(inputs, training=False)["sequence"])
+    y = np.asarray(targets)
+    predicted = (seq @ np.asarray(enc.item_table).T)[..., 2:].argmax(-1) + 2
+    assert (predicted[y > 1] == y[y > 1]).mean() == 1.0

@@ -1,0 +1,85 @@
+"""The next-item objective against a NumPy reference, and the ranking metrics on known ranks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from interest.evaluation import metrics as M
+from interest.models import objective as O
+
+
+def test_full_softmax_matches_numpy_and_skips_pad_and_unknown():
+    rng = np.random.default_rng(0)
+    seq = rng.normal(size=(2, 3, 4)).astype("float32")
+    table = rng.normal(size=(7, 4)).astype("float32")
+    targets = np.array([[0, 5, 1], [3, 6, 2]], "int32")  # 0 = no target, 1 = unknown: skipped
+    total, n = O.next_item_loss(tf.constant(seq), tf.constant(targets), tf.constant(table), "full_softmax")
+    keep = targets >= 2
+    h, y = seq[keep], targets[keep]
+    logits = h @ table[2:].T
+    ref = -(logits[np.arange(len(y)), y - 2] - np.log(np.exp(logits).sum(1)))
+    assert float(n) == 4
+    np.testing.assert_allclose(float(total), ref.sum(), rtol=1e-5)
+
+
+def test_sampled_softmax_masks_accidental_hits_and_corrects_for_sampling():
+    rng = np.random.default_rng(1)
+    h = tf.constant(rng.normal(size=(5, 4)).astype("float32"))
+    y = tf.constant([2, 3, 3, 4, 5], tf.int32)
+    table = tf.constant(rng.normal(size=(8, 4)).astype("float32"))
+    log_q = tf.constant(O.item_log_q(np.array([0, 0, 10, 30, 5, 5, 1, 1]), 4, 4))
+    loss = O.sampled_softmax_loss(h, y, table, log_q, 4, tf.constant([1, 2], tf.int64))
+    assert loss.shape == (5,) and np.isfinite(loss.numpy()).all() and (loss.numpy() > 0).all()
+    # accidental hits: with one position (target 3) and items {2, 3}, every in-batch candidate and
+    # every uniform draw of 3 is masked; only the draws of item 2 count as negatives
+    small = table[:4]
+    seed = tf.constant([5, 6], tf.int64)
+    one = O.sampled_softmax_loss(h[:1], y[1:2], small, log_q[:4], 6, seed).numpy()[0]
+    draws = tf.random.stateless_uniform([6], seed=seed + 1, minval=2, maxval=4, dtype=tf.int32).numpy()
+    k = int((draws == 2).sum())
+    s = h[0].numpy() @ small.numpy().T - log_q.numpy()[:4]
+    np.testing.assert_allclose(one, np.log1p(k * np.exp(s[2] - s[3])), rtol=1e-5)
+    q = np.exp(log_q.numpy())
+    assert q[3] > q[2] > q[6]  # frequent items are expected more often among candidates
+
+
+def test_unknown_objective_is_rejected():
+    with pytest.raises(ValueError, match="unknown objective"):
+        O.next_item_loss(tf.zeros([1, 2, 3]), tf.constant([[2, 2]]), tf.zeros([4, 3]), "bpr")
+
+
+def test_ranks_and_metrics_on_known_values():
+    scores = np.array([[0, 0, 5, 4, 3, 2], [0, 0, 1, 1, 1, 9], [0, 0, 3, 3, 3, 3.]])
+    targets = np.array([4, 3, 2])
+    ranks = M.rank_full(scores, targets)
+    assert ranks.tolist() == [2, 3, 3]  # ties count against the target
+    r = M.Ranking.from_ranks(np.array([0, 2, 10, 1]), k=10)
+    assert r.hr == pytest.approx(0.75)
+    assert r.ndcg == pytest.approx((1 + 1 / np.log2(4) + 1 / np.log2(3)) / 4)
+    assert r.mrr == pytest.approx((1 + 1 / 3 + 1 / 11 + 1 / 2) / 4)
+
+
+def test_sampled_negatives_avoid_history_and_are_seeded():
+    hist = np.array([[0, 2, 3, 4], [5, 6, 7, 8]])
+    targets = np.array([4, 8])
+    a = M.sample_negatives(hist, targets, 30, 10, seed=1)
+    b = M.sample_negatives(hist, targets, 30, 10, seed=1)
+    c = M.sample_negatives(hist, targets, 30, 10, seed=2)
+    assert (a == b).all() and not (a == c).all()
+    assert not set(a[0]) & {2, 3, 4} and not set(a[1]) & {5, 6, 7, 8}
+    assert a.min() >= 2 and a.max() < 30
+    scores = np.tile(np.arange(30.0), (2, 1))
+    assert M.rank_sampled(scores, targets, a).tolist() == [(a[0] > 4).sum(), (a[1] > 8).sum()]
+    with pytest.raises(ValueError, match="too few unseen items"):
+        M.sample_negatives(hist, targets, 9, 10, seed=1)
+
+
+def test_evaluate_scores_perfect_and_popularity_like():
+    hist = np.tile(np.array([[0, 0, 2, 3]]), (4, 1))
+    targets = np.array([5, 6, 7, 8])
+    perfect = M.evaluate_scores(lambda a, b: np.eye(12)[targets[a:b]] * 10, hist, targets, 12,
+                                k=10, negatives=5, seeds=(1, 2))
+    assert perfect["full_hr@10"] == 1.0 and perfect["full_ndcg@10"] == 1.0 and perfect["sampled_hr@10"] == 1.0
+    flat = M.evaluate_scores(lambda a, b: np.zeros((b - a, 12)), hist, targets, 12, k=3, negatives=5, seeds=(1,))
+    assert flat["full_hr@3"] == 0.0 and flat["sampled_hr@3"] == 0.0
