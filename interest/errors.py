@@ -6,9 +6,10 @@ from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError
 from interest.models.export import ModelNotFoundError
 from interest.spark import JavaNotFoundError
+from interest.training.distributed import DistributedTrainingError
 from interest.training.run import TrainingInputError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
-    TrainingInputError,
+    TrainingInputError, DistributedTrainingError,
 )

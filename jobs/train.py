@@ -1,6 +1,8 @@
 """Train an attention encoder on one date's sequences and export a versioned model.
 
-    python jobs/train.py --conf conf/local.yaml --date 2026-11-26 --set model.encoder=memory
+    python jobs/train.py --date 2026-11-26 --encoder memory              # one process
+    python jobs/train.py --date 2026-11-26 --workers 2                   # 2 Spark barrier tasks
+    spark-submit --master spark://host:7077 jobs/train.py --conf conf/cluster.yaml --date D
 """
 from __future__ import annotations
 
@@ -12,14 +14,31 @@ def main() -> int:
     parser.add_argument("--date", type=date_arg, required=True, help="use the sequences of this run date")
     parser.add_argument("--encoder", choices=["self_attention", "hierarchical", "memory"], default=None,
                         help="shorthand for --set model.encoder=...")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="train as N Spark barrier tasks (shorthand for --set train.workers=N)")
     args = parser.parse_args()
     if args.encoder:
         args.overrides.append(f"model.encoder={args.encoder}")
+    if args.workers:
+        args.overrides.append(f"train.workers={args.workers}")
     cfg = load_job_config(args)
 
-    from interest.training.run import train_and_export
+    from interest.spark import launched_by_spark_submit
 
-    train_and_export(cfg, args.date)
+    if cfg.train.workers == 1 and not launched_by_spark_submit():
+        from interest.training.run import train_and_export
+
+        train_and_export(cfg, args.date)  # one process, no Spark needed
+        return 0
+    from interest.spark import get_spark
+    from interest.training.distributed import train_on_spark
+
+    spark = get_spark(cfg, app_name=f"interest-train-{cfg.model.encoder}-{args.date}")
+    try:
+        outcome = train_on_spark(spark, cfg, args.date)
+    finally:
+        spark.stop()
+    print(f"[train] {cfg.train.workers} worker(s), {outcome.attempts} attempt(s); model: {outcome.model_dir}")
     return 0
 
 

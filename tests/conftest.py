@@ -42,6 +42,29 @@ def cfg(tmp_path: Path) -> Config:
     return make_config(tmp_path)
 
 
+DATE = "2026-11-26"
+# A small clickstream whose users have clear planted interests (no drift, little noise).
+PLANTED = ["generator.users=700", "generator.items=300", "generator.categories=10", "generator.days=6",
+           "generator.interest_noise=0.05", "generator.drift_per_day=0.0", "generator.bot_share=0.0",
+           "sessionize.max_len=30", "sessionize.min_row_groups=4", "model.dim=32", "model.heads=2",
+           "model.dropout=0.1", "train.batch_size=64", "train.epochs=10", "train.learning_rate=0.003",
+           "train.warmup_steps=10", "train.patience=10", "train.checkpoint_every_steps=5",
+           "eval.seeds=[1, 2]"]
+
+
+@pytest.fixture(scope="session")
+def planted(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated and sessionized once per session; tests write models under their own folders."""
+    from interest.etl.pipeline import run_sessionize
+    from interest.synth import generate
+
+    root = tmp_path_factory.mktemp("planted")
+    cfg = make_config(root, *PLANTED)
+    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    run_sessionize(spark, cfg, DATE)
+    return root
+
+
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "u.data").is_file():
@@ -52,3 +75,12 @@ def ml100k() -> Path:
 
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory: pytest.TempPathFactory):
+    """A real standalone cluster (master + 2 workers of 1 core) on 127.0.0.1 for the session."""
+    from standalone import StandaloneCluster
+
+    with StandaloneCluster(tmp_path_factory.mktemp("standalone"), workers=2, cores=1) as cluster:
+        yield cluster

@@ -9,32 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from interest.etl.pipeline import run_sessionize
 from interest.evaluation.evaluate import evaluate_models
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model, resolve_model_dir
-from interest.synth import generate
 from interest.training.loop import InjectedFailure, WorkerInfo, encode
 from interest.training.run import TrainingInputError, train_and_export
 
-from conftest import make_config
-
-DATE = "2026-11-26"
-PLANTED = ["generator.users=700", "generator.items=300", "generator.categories=10", "generator.days=6",
-           "generator.interest_noise=0.05", "generator.drift_per_day=0.0", "generator.bot_share=0.0",
-           "sessionize.max_len=30", "sessionize.min_row_groups=4", "model.dim=32", "model.heads=2",
-           "model.dropout=0.1", "train.batch_size=64", "train.epochs=10", "train.learning_rate=0.003",
-           "train.warmup_steps=10", "train.patience=10", "train.checkpoint_every_steps=5",
-           "eval.seeds=[1, 2]"]
-
-
-@pytest.fixture(scope="module")
-def planted(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("planted")
-    cfg = make_config(root, *PLANTED)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
-    run_sessionize(spark, cfg, DATE)
-    return root
+from conftest import DATE, PLANTED, make_config
 
 
 def cfg_for(root: Path, *extra: str):

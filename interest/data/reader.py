@@ -107,7 +107,7 @@ def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle
         reader = make_batch_reader(
             to_url(path), schema_fields=list(SEQUENCE_FEATURES), num_epochs=epochs,
             shuffle_row_groups=shuffle, seed=seed, cur_shard=shard, shard_count=num_shards,
-            shard_seed=seed if num_shards else None, workers_count=workers)
+            workers_count=workers)
     except Exception:
         quiet.__exit__(None, None, None)
         raise

@@ -126,7 +126,7 @@ class Trainer:
         self.worker = worker or WorkerInfo()
         self.log = log if self.worker.is_chief else (lambda _msg: None)
         t = cfg.train
-        self.global_batch = t.batch_size * self.worker.workers
+        self.global_batch = t.batch_size  # over all workers: the model does not depend on N
         self.steps_per_epoch = max(1, math.ceil(data.train_rows / self.global_batch))
         self.total_steps = self.steps_per_epoch * t.epochs
         keras.utils.set_random_seed(t.seed)
@@ -144,6 +144,14 @@ class Trainer:
         self._best_weights: list[np.ndarray] | None = None
         self.log_q = tf.constant(item_log_q(data.item_counts, t.num_negatives, t.num_negatives))
         self._train_step = self._make_train_step()
+        strategy = self.strategy
+
+        @tf.function
+        def mean_over_workers(x):
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(tf.identity, args=(x,)),
+                                   axis=None)
+
+        self._mean_over_workers = mean_over_workers
 
     def _make_train_step(self) -> Callable:
         t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
@@ -186,10 +194,14 @@ class Trainer:
 
     def _checkpoints(self, directory: str | None
                      ) -> tuple[tf.train.CheckpointManager | None, tf.train.CheckpointManager | None]:
+        """Managers for the training state and the best weights.
+
+        Under several workers every one saves (variables may need collectives), but only the
+        chief writes to ``directory``; the others write to a private folder removed afterwards.
+        Everyone restores from the chief's folder, so all resume from the same step.
+        """
         if not directory:
             return None, None
-        # Under several workers every one saves (variables may need collectives); only the chief
-        # writes to the shared path, the others to a private folder removed afterwards.
         target = directory if self.worker.is_chief else os.path.join(
             directory, f"_worker{self.worker.rank}")
         state = tf.train.Checkpoint(encoder=self.encoder, optimizer=self.optimizer, step=self.step,
@@ -197,6 +209,12 @@ class Trainer:
         best = tf.train.Checkpoint(encoder=self.encoder)
         return (tf.train.CheckpointManager(state, target, max_to_keep=2),
                 tf.train.CheckpointManager(best, os.path.join(target, "best"), max_to_keep=1))
+
+    def _agree(self, value: float) -> float:
+        """The mean of a value over workers, so every worker takes the same early-stop decision."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return value
+        return float(self._mean_over_workers(tf.constant(value, tf.float64)))
 
     def _validate(self) -> dict[str, float]:
         e = self.cfg.eval
@@ -209,11 +227,13 @@ class Trainer:
         metric = f"full_ndcg@{k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
         result = TrainResult(self.encoder)
-        if manager is not None and manager.latest_checkpoint:
-            manager.checkpoint.restore(manager.latest_checkpoint)
+        latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+        if manager is not None and latest:
+            manager.checkpoint.restore(latest)
             result.resumed_from_step = int(self.step.numpy())
-            self.log(f"[train] resumed from checkpoint at step {result.resumed_from_step} "
-                     f"({manager.latest_checkpoint})")
+            self.log(f"[train] resumed from checkpoint at step {result.resumed_from_step} ({latest})")
+        self._chief_best = (tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "best"))
+                            if checkpoint_dir else None)
         writer = (tf.summary.create_file_writer(tensorboard_dir)
                   if tensorboard_dir and self.worker.is_chief else None)
         started = time.perf_counter()
@@ -248,7 +268,7 @@ class Trainer:
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     row.update({f"valid_{name}": v for name, v in self._validate().items()
                                 if name != "users"})
-                    score = row[f"valid_{metric}"]
+                    score = self._agree(row[f"valid_{metric}"])
                     if score > float(self.best.numpy()):
                         self.best.assign(score)
                         self.since_best.assign(0)
@@ -284,8 +304,8 @@ class Trainer:
         best epoch happened before a restart."""
         if self._best_weights is not None:
             self.encoder.set_weights(self._best_weights)
-        elif best_manager is not None and best_manager.latest_checkpoint:
-            best_manager.checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
+        elif best_manager is not None and self._chief_best is not None:
+            best_manager.checkpoint.restore(self._chief_best).expect_partial()
 
 
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:

@@ -68,8 +68,12 @@ def checkpoint_dir(cfg: Config, date: str) -> str:
 def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
                      worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
                      init_weights: Callable[[Encoder], None] | None = None,
-                     version: str | None = None) -> TrainOutcome:
-    """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports."""
+                     version: str | None = None,
+                     on_trained: Callable[[Encoder], None] | None = None) -> TrainOutcome:
+    """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports.
+
+    ``on_trained`` sees the final (best) encoder on every worker, before the chief exports.
+    """
     worker = worker or WorkerInfo()
     started = time.perf_counter()
     data, vocab = training_data(cfg, date)
@@ -77,6 +81,8 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
     ckpt = checkpoint_dir(cfg, date)
     tensorboard = f"{local_path(cfg.paths.resolve('reports'))}/tensorboard/{cfg.model.encoder}/dt={date}"
     result = trainer.fit(ckpt, tensorboard)
+    if on_trained is not None:
+        on_trained(result.encoder)
     if not worker.is_chief:
         return TrainOutcome(None, {})
     e = cfg.eval

@@ -1,0 +1,95 @@
+"""Distributed training as Spark barrier tasks: on a real standalone cluster via spark-submit,
+resuming from a checkpoint after a worker fails, and the clear errors before launching."""
+from __future__ import annotations
+
+import pytest
+
+from interest.models.export import load_model, resolve_model_dir
+from interest.training.distributed import DistributedTrainingError, reserve_port, train_on_spark
+from interest.training.run import TrainingInputError, train_and_export
+
+from conftest import DATE, PLANTED, make_config
+
+# Two workers and one worker see the same global batch, so the optimisation is the same up to the
+# order of the data; on this data the test NDCG@10 of such runs differs by a few hundredths.
+TOLERANCE = 0.05
+
+
+@pytest.mark.slow
+def test_two_workers_on_standalone_cluster_match_one_worker(standalone, planted, tmp_path):
+    from standalone import package_zip
+
+    common = [*PLANTED, "model.encoder=self_attention", "train.epochs=6"]
+    sets = [f"paths.root={planted}", *common, "paths.models='{root}/models_dist'",
+            "paths.checkpoints='{root}/ckpt_dist'", "spark.conf={spark.sql.shuffle.partitions: '4'}"]
+    args = ["--conf", "conf/local.yaml", "--date", DATE, "--workers", "2",
+            *[a for s in sets for a in ("--set", s)]]
+    run = standalone.submit("jobs/train.py", *args, py_files=package_zip(tmp_path))
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])
+    assert "2 worker(s), 1 attempt(s)" in run.stdout
+    assert "[train] epoch   6/6" in run.stdout  # the chief's progress, relayed to the driver
+    dist = load_model(resolve_model_dir(f"{planted}/models_dist", "self_attention"))
+    assert dist.metrics["workers"] == 2 and dist.metrics["steps"] > 0
+    single = train_and_export(make_config(planted, *common, "paths.models='{root}/models_single'",
+                                          "paths.checkpoints='{root}/ckpt_single'"), DATE, log=lambda _m: None)
+    a, b = dist.metrics["test"], single.metrics["test"]
+    pop = single.metrics["popularity"]["test"]["full_ndcg@10"]
+    assert abs(a["full_ndcg@10"] - b["full_ndcg@10"]) <= TOLERANCE, (a, b)
+    assert a["full_ndcg@10"] > 2 * pop and b["full_ndcg@10"] > 2 * pop
+    assert "[train] epoch" in standalone.executor_logs()  # the workers really ran on executors
+
+
+@pytest.mark.slow
+def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted):
+    cfg = make_config(planted, *PLANTED, "model.encoder=memory", "train.workers=2", "train.epochs=2",
+                      "train.fail_at_step=12", "paths.models='{root}/models_fault'",
+                      "paths.checkpoints='{root}/ckpt_fault'")
+    lines: list[str] = []
+    out = train_on_spark(spark, cfg, DATE, log=lines.append)
+    assert out.attempts == 2
+    assert any("attempt 1 failed" in line and "InjectedFailure" in line and "step 12" in line for line in lines)
+    assert any("resumed from checkpoint at step 10" in line for line in out.chief_log)
+    assert out.metrics["resumed_from_step"] == 10 and out.metrics["workers"] == 2
+    model = load_model(out.model_dir)
+    assert model.metrics["test"]["full_ndcg@10"] > 0
+
+
+@pytest.mark.slow
+def test_too_many_failures_stop_with_a_clear_error(spark, planted):
+    cfg = make_config(planted, *PLANTED, "train.workers=2", "train.epochs=1", "train.max_failures=0",
+                      "train.fail_at_step=3", "paths.models='{root}/models_fail'",
+                      "paths.checkpoints='{root}/ckpt_fail'")
+    with pytest.raises(DistributedTrainingError, match=r"failed 1 time\(s\).*max_failures=0.*InjectedFailure"):
+        train_on_spark(spark, cfg, DATE, log=lambda _m: None)
+
+
+def test_clear_errors_before_launching(spark, planted, tmp_path):
+    with pytest.raises(DistributedTrainingError, match=r"needs 3 task slots .* 2 slot\(s\), 2 free"):
+        train_on_spark(spark, make_config(planted, *PLANTED, "train.workers=3", "train.batch_size=63"),
+                       DATE, log=lambda _m: None)
+    with pytest.raises(DistributedTrainingError, match="checkpoint path .* is not writable"):
+        train_on_spark(spark, make_config(planted, *PLANTED, "train.workers=2",
+                                          "paths.checkpoints=/proc/interest-checkpoints"), DATE)
+    with pytest.raises(TrainingInputError, match="no sequences for 2026-11-26"):
+        train_on_spark(spark, make_config(tmp_path, "train.workers=2"), DATE)
+    with pytest.raises(DistributedTrainingError, match="must divide evenly over 2 workers"):
+        train_on_spark(spark, make_config(planted, *PLANTED, "train.workers=2", "train.batch_size=63"), DATE)
+
+
+def test_reserved_ports_are_held_and_outside_the_ephemeral_range():
+    from interest.training.distributed import ephemeral_range
+
+    a, port_a = reserve_port()
+    b, port_b = reserve_port()
+    try:
+        assert port_a != port_b
+        low, _ = ephemeral_range()
+        assert port_a < low and port_b < low
+        import socket
+        probe = socket.socket()
+        with pytest.raises(OSError):
+            probe.bind(("", port_a))
+        probe.close()
+    finally:
+        a.close()
+        b.close()
