@@ -156,7 +156,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
     workers: int = 1
     max_failures: int = 3
-    fail_at_step: int | None = None  # test-only hook: worker 1 raises once at this step
+    fail_at_step: int | None = None  # test-only hook: the last worker raises once at this step
+    init_from: str | None = None  # warm start: an exported model folder to copy weights from
 
 
 @dataclass

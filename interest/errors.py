@@ -5,11 +5,13 @@ from interest.config import ConfigError
 from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError
 from interest.models.export import ModelNotFoundError
+from interest.serving.pipeline import EmbedInputError
+from interest.serving.publish import PublishGateError
 from interest.spark import JavaNotFoundError
 from interest.training.distributed import DistributedTrainingError
 from interest.training.run import TrainingInputError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
-    TrainingInputError, DistributedTrainingError,
+    TrainingInputError, DistributedTrainingError, EmbedInputError, PublishGateError,
 )

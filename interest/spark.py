@@ -82,6 +82,21 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     return spark
 
 
+# Loggers that warn on every embedded-metastore call about things that are expected locally.
+NOISY_LOGGERS = ("org.apache.hadoop.hive", "hive", "org.datanucleus", "DataNucleus",
+                 "org.apache.hadoop.util.NativeCodeLoader")
+
+
+def _quiet_loggers(spark: SparkSession) -> None:
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    try:
+        level = jvm.org.apache.logging.log4j.Level.ERROR
+        for name in NOISY_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+    except Exception:  # a cluster with another logging backend: keep its settings
+        pass
+
+
 def _derby_home(spark: SparkSession, metastore: str) -> None:
     """Point Derby's home and log into the metastore folder before the Hive client starts.
 

@@ -83,3 +83,5 @@ def test_evaluate_scores_perfect_and_popularity_like():
     assert perfect["full_hr@10"] == 1.0 and perfect["full_ndcg@10"] == 1.0 and perfect["sampled_hr@10"] == 1.0
     flat = M.evaluate_scores(lambda a, b: np.zeros((b - a, 12)), hist, targets, 12, k=3, negatives=5, seeds=(1,))
     assert flat["full_hr@3"] == 0.0 and flat["sampled_hr@3"] == 0.0
+    tiny = M.evaluate_scores(lambda a, b: np.zeros((b - a, 12)), hist, targets, 12, k=3, negatives=50, seeds=(1,))
+    assert "sampled_hr@3" not in tiny and "too few unseen items" in tiny["sampled_note"]

@@ -58,11 +58,11 @@ def test_padding_alignment_and_targets(spark):
     got = seq_rows(spark, rows).drop("last_ts")
     # vocab: a (2 steps) -> 2, then b -> 3, c -> 4
     expected = spark.createDataFrame([
-        ("u", [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4),
-        ("v", [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None),
+        ("u", [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4, [2, 3, 4]),
+        ("v", [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None, [2]),
     ], "user_id string, item_idx array<int>, event_type_idx array<int>, time_gap_bucket array<int>, "
        "session_idx array<int>, length int, n_steps int, n_events long, n_sessions int, "
-       "valid_item_idx int, test_item_idx int")
+       "valid_item_idx int, test_item_idx int, history_idx array<int>")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -73,6 +73,7 @@ def test_long_histories_keep_the_latest_steps(spark):
     # every item appears once: frequency ties break by id, so i0 -> 2, i1 -> 3, ... i9 -> 11
     assert row["item_idx"] == [8, 9, 10, 11]
     assert row["session_idx"] == [3, 3, 3, 4]  # steps 6..9 of sessions 1 + k // 3
+    assert row["history_idx"] == list(range(2, 12))  # the whole history, not just the window
     assert (row["valid_item_idx"], row["test_item_idx"]) == (10, 11)
 
 

@@ -147,8 +147,11 @@ def load_rows(path: str, columns: list[str] | None = None, limit: int | None = N
     Used for evaluation and tests: the order and the sample depend only on the data and the seed,
     so every worker computes the same metric from the same rows.
     """
-    cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps"])
-    table = _dataset(path).read(columns=cols)
+    dataset = _dataset(path)
+    cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps", "history_idx"])
+    if "history_idx" not in dataset.schema.names:  # written before the column existed
+        cols = [c for c in cols if c != "history_idx"]
+    table = dataset.read(columns=cols)
     if "user_id" in cols:
         table = table.sort_by("user_id")
     if limit is not None and table.num_rows > limit:
@@ -160,6 +163,8 @@ def load_rows(path: str, columns: list[str] | None = None, limit: int | None = N
         if name in SEQUENCE_FEATURES:
             flat = col.combine_chunks()
             out[name] = np.asarray(flat.flatten(), dtype=np.int32).reshape(table.num_rows, -1)
+        elif name == "history_idx":  # ragged: one array per user
+            out[name] = np.array([np.asarray(v, dtype=np.int64) for v in col.to_pylist()], dtype=object)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out

@@ -45,6 +45,10 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int) -> Dat
         "last_ts",
         F.when(trainable, F.element_at("_steps", -2)["item_idx"]).cast("int").alias("valid_item_idx"),
         F.when(trainable, F.element_at("_steps", -1)["item_idx"]).cast("int").alias("test_item_idx"),
+        # every item of the whole history (not only the window): what evaluation must not draw
+        # as a negative, as in the SASRec protocol
+        F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int"))))
+        .alias("history_idx"),
     )
 
 

@@ -7,7 +7,7 @@ embedding rows keep meaning the same item.
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
@@ -23,11 +23,8 @@ def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = N
     """Items seen at least ``min_count`` times get an index; ``previous`` indices are kept."""
     counts = item_counts(steps)
     eligible = counts.where(F.col("count") >= min_count)
-    by_freq = Window.orderBy(F.desc("count"), F.asc("item_id"))
     if previous is None:
-        return eligible.withColumn(
-            "item_idx", (F.row_number().over(by_freq) + FIRST_ITEM - 1).cast("int")
-        ).select(*VOCAB_COLUMNS)
+        return _numbered(eligible, FIRST_ITEM)
     prev = previous.select("item_id", "item_idx", F.col("category").alias("_prev_category"))
     kept = prev.join(counts, "item_id", "left").select(
         F.col("item_idx").cast("int"), "item_id",
@@ -35,9 +32,20 @@ def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = N
         F.coalesce("count", F.lit(0)).cast("long").alias("count"))
     top = previous.agg(F.max("item_idx")).first()[0]
     start = max(int(top), FIRST_ITEM - 1) if top is not None else FIRST_ITEM - 1
-    new = eligible.join(prev, "item_id", "left_anti").withColumn(
-        "item_idx", (F.row_number().over(by_freq) + F.lit(start)).cast("int"))
-    return kept.unionByName(new.select(*VOCAB_COLUMNS))
+    new = _numbered(eligible.join(prev, "item_id", "left_anti"), start + 1)
+    return kept.unionByName(new)
+
+
+def _numbered(items: DataFrame, first: int) -> DataFrame:
+    """Index items by count (descending), then id, starting at ``first``.
+
+    A global sort plus zipWithIndex numbers rows in sorted order without pulling every item
+    into one partition (which a window without a partition would).
+    """
+    ordered = items.orderBy(F.desc("count"), F.asc("item_id")).select("item_id", "category", "count")
+    indexed = ordered.rdd.zipWithIndex().map(lambda pair: (pair[1] + first, *pair[0]))
+    schema = "item_idx int, item_id string, category string, count long"
+    return items.sparkSession.createDataFrame(indexed, schema).select(*VOCAB_COLUMNS)
 
 
 def apply_vocab(steps: DataFrame, vocab: DataFrame) -> DataFrame:

@@ -82,6 +82,42 @@ def resolve_model_dir(path_or_root: str, encoder: str | None = None) -> str:
                              + " (train one with jobs/train.py)")
 
 
+def find_model_for_date(models_root: str, encoder: str, date: str) -> str | None:
+    """The newest exported version of ``encoder`` trained on ``date``'s data, if any."""
+    base = Path(local_path(models_root)) / encoder
+    if not base.is_dir():
+        return None
+    found = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith("_")
+             and (p / "config.json").is_file()
+             and json.loads((p / "config.json").read_text()).get("date") == date]
+    return str(max(found, key=lambda p: p.name)) if found else None
+
+
+def warm_start(new: Encoder, old: Encoder) -> list[str]:
+    """Copy ``old``'s weights into ``new`` (same architecture, possibly a bigger vocabulary).
+
+    Tables that grew (the item table when new items arrived) get their old rows copied and keep
+    the fresh initialisation for the new rows, so an item keeps its learned vector. Returns the
+    names of the weights that were only partly copied.
+    """
+    if new.kind != old.kind or len(new.weights) != len(old.weights):
+        raise ValueError(f"cannot warm start a {new.kind} encoder from a {old.kind} with a different "
+                         "architecture; train from scratch (unset train.init_from)")
+    partial = []
+    for target, source in zip(new.weights, old.weights):
+        value, old_value = np.array(target.numpy()), source.numpy()
+        if value.shape == old_value.shape:
+            target.assign(old_value)
+            continue
+        if value.ndim != old_value.ndim or value.shape[1:] != old_value.shape[1:]:
+            raise ValueError(f"cannot warm start {target.path}: {old_value.shape} -> {value.shape}")
+        rows = min(len(value), len(old_value))
+        value[:rows] = old_value[:rows]
+        target.assign(value)
+        partial.append(target.path)
+    return partial
+
+
 @dataclass
 class LoadedModel:
     encoder: Encoder

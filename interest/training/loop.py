@@ -100,8 +100,8 @@ def evaluate_split(encoder: Encoder, rows: dict[str, np.ndarray], split: str, k:
     targets = rows["item_idx"][:, target_pos].astype(np.int64)
     users = encode(encoder, rows, split)
     table = encoder.item_table.numpy()
-    return evaluate_scores(lambda a, b: users[a:b] @ table.T, rows["item_idx"], targets,
-                           table.shape[0], k=k, negatives=negatives, seeds=seeds)
+    return evaluate_scores(lambda a, b: users[a:b] @ table.T, rows.get("history_idx", rows["item_idx"]),
+                           targets, table.shape[0], k=k, negatives=negatives, seeds=seeds)
 
 
 def evaluate_popularity(rows: dict[str, np.ndarray], item_counts: np.ndarray, split: str,
@@ -111,16 +111,16 @@ def evaluate_popularity(rows: dict[str, np.ndarray], item_counts: np.ndarray, sp
     target_pos = {"valid": -2, "test": -1}[split]
     targets = rows["item_idx"][:, target_pos].astype(np.int64)
     pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties
-    return evaluate_scores(lambda a, b: np.broadcast_to(pop, (b - a, len(pop))), rows["item_idx"],
-                           targets, len(item_counts), k=k, negatives=negatives, seeds=seeds)
+    return evaluate_scores(lambda a, b: np.broadcast_to(pop, (b - a, len(pop))),
+                           rows.get("history_idx", rows["item_idx"]), targets, len(item_counts),
+                           k=k, negatives=negatives, seeds=seeds)
 
 
 class Trainer:
     """Owns the encoder, the optimizer and the compiled step for one training run."""
 
     def __init__(self, cfg: Config, data: TrainData, strategy: tf.distribute.Strategy | None = None,
-                 worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
-                 init_weights: Callable[[Encoder], None] | None = None) -> None:
+                 worker: WorkerInfo | None = None, log: Callable[[str], None] = print) -> None:
         self.cfg, self.data = cfg, data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.worker = worker or WorkerInfo()
@@ -132,8 +132,12 @@ class Trainer:
         keras.utils.set_random_seed(t.seed)
         with self.strategy.scope():
             self.encoder = build_encoder(cfg.model.encoder, **encoder_args(cfg.model, data.spec))
-            if init_weights is not None:
-                init_weights(self.encoder)
+            if t.init_from:
+                from interest.models.export import load_model, warm_start
+
+                grown = warm_start(self.encoder, load_model(t.init_from).encoder)
+                self.log(f"[train] warm start from {t.init_from}"
+                         + (f" (grown: {', '.join(grown)})" if grown else ""))
             self.optimizer = keras.optimizers.Adam(learning_rate(cfg, self.total_steps),
                                                    beta_1=0.9, beta_2=0.98,
                                                    weight_decay=t.weight_decay or None)

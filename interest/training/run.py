@@ -67,7 +67,6 @@ def checkpoint_dir(cfg: Config, date: str) -> str:
 
 def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
                      worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
-                     init_weights: Callable[[Encoder], None] | None = None,
                      version: str | None = None,
                      on_trained: Callable[[Encoder], None] | None = None) -> TrainOutcome:
     """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports.
@@ -77,7 +76,7 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
     worker = worker or WorkerInfo()
     started = time.perf_counter()
     data, vocab = training_data(cfg, date)
-    trainer = Trainer(cfg, data, strategy, worker, log, init_weights)
+    trainer = Trainer(cfg, data, strategy, worker, log)
     ckpt = checkpoint_dir(cfg, date)
     tensorboard = f"{local_path(cfg.paths.resolve('reports'))}/tensorboard/{cfg.model.encoder}/dt={date}"
     result = trainer.fit(ckpt, tensorboard)

@@ -1,0 +1,156 @@
+"""The nightly refresh for one date: sessionize -> train (or reuse) -> embed -> gates -> publish.
+
+Idempotent per date: the sessionize outputs of D are replaced exactly; a model already trained on
+D's data is reused instead of retrained (so a second run computes the same embeddings); each
+table's dt=D partition is swapped in whole. The vocabulary grows from the previous model's, so
+item indices keep their meaning and a warm-started model keeps its items' vectors.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
+
+from interest.config import Config  # noqa: E402
+from interest.data.reader import local_path  # noqa: E402
+from interest.etl.pipeline import run_sessionize  # noqa: E402
+from interest.models.export import ModelNotFoundError, find_model_for_date, resolve_model_dir  # noqa: E402
+from interest.serving.pipeline import drift, run_embed  # noqa: E402
+
+
+def previous_model(cfg: Config) -> str | None:
+    try:
+        return resolve_model_dir(cfg.paths.resolve("models"), cfg.model.encoder)
+    except ModelNotFoundError:
+        return None
+
+
+def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | None,
+                   force_retrain: bool, log: Callable[[str], None]) -> tuple[str, str]:
+    """(model folder, what was done): reuse D's model, train one, or reuse the previous one."""
+    existing = find_model_for_date(cfg.paths.resolve("models"), cfg.model.encoder, date)
+    if existing and not force_retrain:
+        return existing, f"reused the model already trained on {date}"
+    if not cfg.nightly.retrain:
+        if previous is None:
+            raise ModelNotFoundError("nightly.retrain is false but there is no model to reuse: "
+                                     "train one first (jobs/train.py) or set nightly.retrain=true")
+        return previous, "reused the previous model (nightly.retrain=false)"
+    if previous and cfg.nightly.warm_start:
+        cfg.train.init_from = previous
+    if cfg.train.workers > 1:
+        from interest.training.distributed import train_on_spark
+
+        outcome = train_on_spark(spark, cfg, date, log=log)
+    else:
+        from interest.training.run import train_and_export
+
+        outcome = train_and_export(cfg, date, log=log)
+    how = f"warm start from {Path(previous).name}" if cfg.train.init_from else "from scratch"
+    return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
+
+
+def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    previous = previous_model(cfg)
+    base_vocab = f"{previous}/vocab.parquet" if previous else None
+
+    tic = time.perf_counter()
+    log(f"[nightly] {date}: sessionize" + (f" (vocabulary grows from {Path(previous).name})" if previous else ""))
+    sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
+    timings["sessionize"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain, log)
+    timings["train"] = time.perf_counter() - tic
+    log(f"[nightly] model: {action}: {model_dir}")
+    metrics = json.loads((Path(local_path(model_dir)) / "metrics.json").read_text())
+
+    tic = time.perf_counter()
+    log("[nightly] embed and publish")
+    published = run_embed(spark, cfg, date, model_dir)
+    timings["embed_publish"] = time.perf_counter() - tic
+    moved = drift(spark, cfg, date)
+    timings["total"] = time.perf_counter() - started
+
+    report = {
+        "date": date,
+        "encoder": cfg.model.encoder,
+        "model": {"path": model_dir, "version": Path(model_dir).name, "action": action,
+                  "trained_on": metrics.get("date"), "workers": metrics.get("workers"),
+                  "test": metrics.get("test"), "popularity_test": (metrics.get("popularity") or {}).get("test")},
+        "sessionize": {k: sessionized[k] for k in (
+            "rows_in", "rejected", "rejected_total", "duplicates_removed", "events_kept", "steps",
+            "users", "train_users", "cold_users", "sessions", "items_seen", "vocab_size")},
+        "embed": {k: v for k, v in published.items() if k != "retention_dropped"},
+        "retention_dropped": published["retention_dropped"],
+        "drift": {k: v for k, v in moved.items() if k != "cosines"} if moved else None,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "table": f"{cfg.embed.database}.{cfg.embed.table}",
+    }
+    out = Path(local_path(cfg.paths.resolve("reports"))) / "nightly" / f"dt={date}"
+    report["report_files"] = write_report(out, report, moved)
+    return report
+
+
+def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None) -> dict[str, str]:
+    """report.json, report.md and (from the second day on) drift.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
+    if moved and len(moved["cosines"]):
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        ax.hist(moved["cosines"], bins=40, range=(-1, 1), color="#4C72B0")
+        ax.axvline(moved["mean_cosine"], color="k", ls="--", label=f"mean {moved['mean_cosine']:.3f}")
+        ax.set(title=f"embedding drift {moved['previous_date']} → {report['date']}",
+               xlabel="cosine(today, previous)", ylabel="users")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "drift.png")
+        plt.close(fig)
+        files["drift_figure"] = str(out / "drift.png")
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    s, m, e, d = report["sessionize"], report["model"], report["embed"], report["drift"]
+    lines = [
+        f"# Nightly refresh {report['date']}",
+        "",
+        f"Table `{report['table']}` partition `dt={report['date']}` ({e['rows']:,} users, "
+        f"{e['cold_start']:,} cold start, {e['fallback']:,} fallback) from model `{m['version']}` "
+        f"({m['action']}).",
+        "",
+        "| stage | count |", "|---|---|",
+        f"| raw rows in | {s['rows_in']:,} |",
+        *[f"| rejected: {reason} | {n:,} |" for reason, n in s["rejected"].items()],
+        f"| duplicates removed | {s['duplicates_removed']:,} |",
+        f"| events kept | {s['events_kept']:,} |",
+        f"| users / trainable / cold | {s['users']:,} / {s['train_users']:,} / {s['cold_users']:,} |",
+        f"| sessions | {s['sessions']:,} |",
+        f"| vocabulary rows | {s['vocab_size']:,} |",
+        f"| embeddings published | {e['rows']:,} |",
+        "",
+    ]
+    if m.get("test"):
+        t, p = m["test"], m.get("popularity_test") or {}
+        lines += [f"Model test metrics (trained on {m['trained_on']}): NDCG@10 {t.get('full_ndcg@10', 0):.4f}, "
+                  f"HR@10 {t.get('full_hr@10', 0):.4f} (popularity NDCG@10 {p.get('full_ndcg@10', 0):.4f}).", ""]
+    gates = {k: v for k, v in e["users"].items() if isinstance(v, dict)}
+    lines += ["Gates: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'} ({v['detail']})" for k, v in gates.items()), ""]
+    if d:
+        lines += [f"Drift since {d['previous_date']}: mean cosine {d['mean_cosine']:.3f} over "
+                  f"{d['users_in_both']:,} users; top interest changed for {d['top_interest_changed']:.1%}.",
+                  "", "![drift](drift.png)", ""]
+    else:
+        lines += ["Drift: no earlier partition to compare with.", ""]
+    lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return files

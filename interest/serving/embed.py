@@ -1,0 +1,209 @@
+"""Batch inference: inference rows -> user embeddings, interests, explanations, recommendations.
+
+Runs as ``mapInPandas`` over Arrow batches. The model folder is shipped to the executors as an
+archive (``addArchive``: Spark will not ship a local folder to a cluster) and loaded once per
+executor Python process (a module-level cache), not per batch. Item indices the
+model has never seen (a vocabulary that grew after it was trained) become the unknown index, so a
+reused model keeps working on newer data.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark import SparkFiles
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from interest.data.reader import SEQUENCE_FEATURES, local_path
+from interest.etl.vocab import FIRST_ITEM, UNKNOWN
+
+ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
+ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
+EMBED_SCHEMA = T.StructType([
+    T.StructField("user_id", T.StringType()),
+    T.StructField("embedding", T.ArrayType(T.FloatType())),
+    T.StructField("interests", T.ArrayType(T.ArrayType(T.FloatType()))),
+    T.StructField("top_items", T.ArrayType(ITEM_WEIGHT)),
+    T.StructField("n_events", T.LongType()),
+    T.StructField("is_cold_start", T.BooleanType()),
+    T.StructField("model_version", T.StringType()),
+    T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
+    T.StructField("top_interest", T.StringType()),
+])
+USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start",
+                "model_version"]
+
+_MODELS: dict[str, object] = {}
+
+
+def _model(path: str):
+    """Load a model once per Python process."""
+    if path not in _MODELS:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from interest.models.export import load_model
+
+        _MODELS[path] = load_model(path)
+    return _MODELS[path]
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """History positions -> the k items with the largest summed attention weight (an item seen
+    twice gets both positions' weight). items, weights: [L] -> [(item_idx, weight)]."""
+    real = items > 0
+    totals: dict[int, float] = {}
+    for item, w in zip(items[real].tolist(), weights[real].tolist()):
+        totals[item] = totals.get(item, 0.0) + w
+    return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def embed_frame(pdf: pd.DataFrame, model, item_ids: np.ndarray, categories: np.ndarray | None,
+                top_k: int, top_n: int, cold_max_events: int, version: str) -> pd.DataFrame:
+    """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model)."""
+    encoder = model.encoder
+    vocab_size = encoder.args["vocab_size"]
+    feats = {f: np.stack(pdf[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [B, L]
+    seen = feats["item_idx"]
+    feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
+    out = encoder(feats, training=False)
+    user = l2_normalize(np.asarray(out["user"]))  # [B, D]
+    interests = l2_normalize(np.asarray(out["interests"]))  # [B, K, D]
+    attention = np.asarray(out["attention"])  # [B, L]
+    table = np.asarray(encoder.item_table)  # [V, D]
+    scores = user @ table.T  # [B, V]
+    scores[:, :FIRST_ITEM] = -np.inf
+    histories = pdf["history_idx"].to_numpy() if "history_idx" in pdf else list(seen)
+    rows = []
+    for i in range(len(pdf)):
+        hist = np.asarray(histories[i])
+        s = scores[i].copy()
+        s[hist[(hist >= FIRST_ITEM) & (hist < vocab_size)]] = -np.inf  # recommend what is new to them
+        best = np.argpartition(-s, min(top_n, len(s) - 1))[:top_n]
+        best = best[np.argsort(-s[best], kind="stable")]
+        best = best[np.isfinite(s[best])]
+        recs = [(str(item_ids[j]), float(s[j])) for j in best]
+        explain = [(str(item_ids[j]) if j < len(item_ids) else None, float(w))
+                   for j, w in top_weighted_items(seen[i], attention[i], top_k)]
+        top_interest = None
+        if len(best):
+            labels = categories[best] if categories is not None else item_ids[best[:1]]
+            values, counts = np.unique(labels.astype(str), return_counts=True)
+            top_interest = str(values[np.argmax(counts)])
+        rows.append((pdf["user_id"].iat[i], user[i].tolist(), interests[i].tolist(), explain,
+                     int(pdf["n_events"].iat[i]), bool(pdf["n_steps"].iat[i] < cold_max_events),
+                     version, recs, top_interest))
+    return pd.DataFrame(rows, columns=[f.name for f in EMBED_SCHEMA.fields])
+
+
+_SHIPPED: dict[str, str] = {}
+
+
+def ship_model(spark: SparkSession, model_dir: str) -> str:
+    """Zip the model folder once per session and add it as an archive; returns its SparkFiles name."""
+    folder = str(Path(local_path(model_dir)).resolve())
+    key = f"{spark.sparkContext.applicationId}:{folder}"  # a new session needs it shipped again
+    if key not in _SHIPPED:
+        import hashlib
+        import shutil
+        import tempfile
+
+        name = f"{Path(folder).name}-{hashlib.sha1(folder.encode()).hexdigest()[:8]}"
+        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="interest-model-")) / name), "zip", folder)
+        spark.sparkContext.addArchive(archive)
+        _SHIPPED[key] = Path(archive).name
+    return _SHIPPED[key]
+
+
+def embed_users(spark: SparkSession, rows: DataFrame, model_dir: str, vocab: pd.DataFrame,
+                top_k: int, top_n: int, cold_max_events: int, batch_size: int) -> DataFrame:
+    """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
+
+    ``vocab`` maps item indices to ids for explanations and recommendations (the run date's
+    vocabulary: a superset of the model's when the vocabulary grew).
+    """
+    from interest.models.export import load_model
+
+    model = load_model(model_dir)  # on the driver: fail early, and learn the version
+    version = model.version
+    shipped = ship_model(spark, model_dir)
+    size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
+    ids = np.array([None] * size, dtype=object)
+    ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
+    ids[:FIRST_ITEM] = ["<pad>", "<unknown>"]
+    cats = None
+    if "category" in vocab and vocab["category"].notna().any():
+        cats = np.array(["<none>"] * size, dtype=object)
+        cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
+    shared = spark.sparkContext.broadcast((ids, cats))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        loaded = _model(SparkFiles.get(shipped))
+        item_ids, categories = shared.value
+        for pdf in batches:
+            if len(pdf):
+                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_max_events, version)
+
+    needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
+    if "history_idx" in rows.columns:
+        needed.append("history_idx")
+    return rows.select(*needed).mapInPandas(run, EMBED_SCHEMA)
+
+
+def popularity_prior(model_dir: str, vocab: pd.DataFrame) -> np.ndarray:
+    """The fallback embedding for a user with no events: the popularity-weighted mean of the
+    item embeddings, normalised. Its nearest items are the popular ones."""
+    from interest.models.export import load_model
+
+    model = load_model(model_dir)
+    table = np.asarray(model.encoder.item_table)
+    counts = np.zeros(len(table))
+    known = vocab[vocab["item_idx"] < len(table)]
+    counts[known["item_idx"].to_numpy()] = known["count"].to_numpy()
+    return l2_normalize(counts @ table / max(counts.sum(), 1.0))
+
+
+def fallback_users(spark: SparkSession, users: DataFrame, embedded: DataFrame, prior: np.ndarray,
+                   version: str, recommendations: list[tuple[str, float]]) -> DataFrame:
+    """Known users without events in the window get the prior, flagged cold start."""
+    missing = users.select(F.col("user_id").cast("string")).distinct().join(
+        embedded.select("user_id"), "user_id", "left_anti")
+    vec = [float(x) for x in prior]
+    recs = F.array(*[F.struct(F.lit(i).alias("item_id"), F.lit(float(s)).cast("float").alias("score"))
+                     for i, s in recommendations]) if recommendations else F.array().cast(T.ArrayType(ITEM_SCORE))
+    return missing.select(
+        "user_id",
+        F.array(*[F.lit(x).cast("float") for x in vec]).alias("embedding"),
+        F.array(F.array(*[F.lit(x).cast("float") for x in vec])).alias("interests"),
+        F.array().cast(T.ArrayType(ITEM_WEIGHT)).alias("top_items"),
+        F.lit(0).cast("long").alias("n_events"),
+        F.lit(True).alias("is_cold_start"),
+        F.lit(version).alias("model_version"),
+        recs.alias("recommendations"),
+        F.lit(None).cast("string").alias("top_interest"),
+    )
+
+
+def item_embeddings(model_dir: str, vocab: pd.DataFrame) -> pd.DataFrame:
+    """The model's item table as rows: item_idx, item_id, category, embedding (L2-normalised)."""
+    from interest.models.export import load_model
+
+    model = load_model(model_dir)
+    table = l2_normalize(np.asarray(model.encoder.item_table))
+    known = vocab[(vocab["item_idx"] >= FIRST_ITEM) & (vocab["item_idx"] < len(table))].sort_values("item_idx")
+    return pd.DataFrame({
+        "item_idx": known["item_idx"].astype("int32").to_numpy(),
+        "item_id": known["item_id"].astype(str).to_numpy(),
+        "category": known["category"].to_numpy() if "category" in known else None,
+        "embedding": [table[i].tolist() for i in known["item_idx"].to_numpy()],
+        "model_version": model.version,
+    })

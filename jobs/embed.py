@@ -1,0 +1,38 @@
+"""Embed every active user of a date with an exported model and publish the tables.
+
+    python jobs/embed.py --date 2026-11-26                       # the encoder's latest model
+    python jobs/embed.py --date 2026-11-26 --model data/models/memory/<version>
+"""
+from __future__ import annotations
+
+import json
+
+from interest.cli import date_arg, job_parser, load_job_config, main_guard
+
+
+def main() -> int:
+    parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--date", type=date_arg, required=True)
+    parser.add_argument("--model", default=None, help="model folder (default: latest of model.encoder)")
+    args = parser.parse_args()
+    cfg = load_job_config(args)
+
+    from interest.models.export import resolve_model_dir
+    from interest.serving.pipeline import run_embed
+    from interest.spark import get_spark
+
+    model_dir = args.model or resolve_model_dir(cfg.paths.resolve("models"), cfg.model.encoder)
+    spark = get_spark(cfg, app_name=f"interest-embed-{args.date}")
+    try:
+        report = run_embed(spark, cfg, args.date, model_dir)
+    finally:
+        spark.stop()
+    gates = {k: v["ok"] for k, v in report["users"].items() if isinstance(v, dict)}
+    print(f"[embed] {report['rows']:,} users ({report['cold_start']:,} cold start) published to "
+          f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report['model_version']}")
+    print(f"[embed] gates: {json.dumps(gates)}; {report['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,42 @@
+"""The nightly refresh for one date: sessionize -> train (or reuse) -> embed -> gates -> publish.
+
+    python jobs/nightly.py --date 2026-11-26            # default date: yesterday (UTC)
+    spark-submit --master yarn --py-files dist/interest.zip jobs/nightly.py --conf conf/cluster.yaml
+"""
+from __future__ import annotations
+
+from interest.cli import date_arg, job_parser, load_job_config, main_guard, yesterday
+
+
+def main() -> int:
+    parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--date", type=date_arg, default=None, help="run date D (default: yesterday, UTC)")
+    parser.add_argument("--force-retrain", action="store_true",
+                        help="train again even if a model for this date exists")
+    parser.add_argument("--show", type=int, default=3, help="print this many rows of the table")
+    args = parser.parse_args()
+    cfg = load_job_config(args)
+    date = args.date or yesterday()
+
+    from interest.nightly import run_nightly
+    from interest.spark import get_spark
+
+    spark = get_spark(cfg, app_name=f"interest-nightly-{date}")
+    try:
+        report = run_nightly(spark, cfg, date, force_retrain=args.force_retrain)
+        table = f"`{cfg.embed.database}`.`{cfg.embed.table}`"
+        print(f"\n[nightly] table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")
+        print(f"[nightly] location: {report['embed']['users']['location']}")
+        if args.show:
+            spark.sql(f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
+                      f"n_interests, top_items, n_events, is_cold_start, model_version FROM {table} "
+                      f"WHERE dt = '{date}' ORDER BY user_id LIMIT {args.show}").show(truncate=60)
+        for name, path in report["report_files"].items():
+            print(f"[nightly] report {name}: {path}")
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

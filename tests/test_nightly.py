@@ -1,0 +1,247 @@
+"""The embed job, atomic publishing behind gates, and the nightly refresh (idempotent per date)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest.models.encoders import build_encoder
+from interest.models.export import load_model, save_model, warm_start
+from interest.nightly import run_nightly
+from interest.serving.pipeline import EmbedInputError, run_embed
+from interest.serving.publish import PublishGateError, partitions
+
+from conftest import DATE, PLANTED, ROOT, make_config
+
+PREV = "2026-11-25"
+FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
+
+
+def cfg_for(planted: Path, database: str, *extra: str):
+    """A config on the planted data with its own models and table database (tests share one metastore)."""
+    return make_config(planted, *FAST, f"embed.database={database}", f"paths.models='{{root}}/models_{database}'",
+                       f"paths.checkpoints='{{root}}/ckpt_{database}'",
+                       f"paths.sequences='{{root}}/sequences_{database}'", f"paths.vocab='{{root}}/vocab_{database}'",
+                       f"paths.reports='{{root}}/reports_{database}'", *extra)
+
+
+def table_rows(spark, cfg, date: str, table: str | None = None) -> pd.DataFrame:
+    name = f"`{cfg.embed.database}`.`{table or cfg.embed.table}`"
+    frame = spark.sql(f"SELECT * FROM {name} WHERE dt = '{date}'").toPandas()
+    return frame.sort_values(frame.columns[0]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
+    cfg = cfg_for(planted, "nightly_idem")
+    first = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    rows1 = table_rows(spark, cfg, DATE)
+    assert "trained" in first["model"]["action"]
+    assert len(rows1) == first["embed"]["rows"] == first["sessionize"]["users"]
+    assert np.allclose([np.linalg.norm(v) for v in rows1.embedding], 1.0, atol=1e-5)
+    assert rows1.user_id.is_unique and rows1.model_version.nunique() == 1
+    assert all(len(t) <= cfg.embed.top_items for t in rows1.top_items)
+    # the explanation names items the user really has in their history
+    seqs = pd.read_parquet(f"{planted}/sequences_nightly_idem/dt={DATE}/infer")
+    vocab = pd.read_parquet(f"{planted}/vocab_nightly_idem/dt={DATE}").set_index("item_idx").item_id
+    history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
+    assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows1.user_id, rows1.top_items))
+    report_md = Path(first["report_files"]["markdown"]).read_text()
+    assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
+
+    second = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    assert "reused the model already trained" in second["model"]["action"]
+    rows2 = table_rows(spark, cfg, DATE)
+    pd.testing.assert_frame_equal(rows1, rows2)
+    assert list(partitions(spark, cfg.embed.database, cfg.embed.table)) == [DATE]
+    items1 = table_rows(spark, cfg, DATE, cfg.embed.item_table)
+    assert len(items1) == first["sessionize"]["vocab_size"] - 2
+
+
+@pytest.mark.slow
+def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted):
+    # A high minimum count leaves items out on the first day that qualify on the second.
+    cfg = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=true")
+    day1 = run_nightly(spark, cfg, PREV, log=lambda _m: None)
+    cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
+    day2 = run_nightly(spark, cfg2, DATE, log=lambda _m: None)
+    assert sorted(partitions(spark, cfg.embed.database, cfg.embed.table)) == [PREV, DATE]
+    v1 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={PREV}").set_index("item_idx").item_id
+    v2 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={DATE}").set_index("item_idx").item_id
+    assert len(v2) > len(v1)  # the vocabulary grew
+    pd.testing.assert_series_equal(v2.loc[v1.index], v1)  # and old items kept their index
+    assert v2.index.max() == len(v2) + 1  # new items appended after the old ones
+    # the reused model knows the old items only: they keep their vectors, new items are unknown
+    assert "reused the previous model" in day2["model"]["action"]
+    i1 = table_rows(spark, cfg, PREV, cfg.embed.item_table).set_index("item_id")
+    i2 = table_rows(spark, cfg, DATE, cfg.embed.item_table).set_index("item_id")
+    assert set(i2.index) == set(i1.index)
+    for item in i1.index[:20]:
+        np.testing.assert_array_equal(i1.embedding[item], i2.embedding[item])
+    assert day2["drift"]["users_in_both"] > 0 and 0 < day2["drift"]["mean_cosine"] <= 1.0
+    assert Path(day2["report_files"]["drift_figure"]).stat().st_size > 1000
+
+
+def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
+    args = dict(max_len=8, dim=8, heads=2, blocks=1, memory_slots=2)
+    old = build_encoder("memory", vocab_size=10, **args)
+    new = build_encoder("memory", vocab_size=14, **args)
+    fresh_tail = np.asarray(new.item_table)[10:].copy()
+    grown = warm_start(new, old)
+    assert any("items" in name for name in grown)
+    np.testing.assert_array_equal(np.asarray(new.item_table)[:10], np.asarray(old.item_table))
+    np.testing.assert_array_equal(np.asarray(new.item_table)[10:], fresh_tail)
+    with pytest.raises(ValueError, match="cannot warm start"):
+        warm_start(build_encoder("self_attention", vocab_size=14, **args), old)
+
+
+@pytest.fixture(scope="module")
+def embedded(spark, planted):
+    """A published dt=DATE partition (database 'embed_gates') and the model behind it."""
+    cfg = cfg_for(planted, "embed_gates", "embed.cold_start_max_events=8")
+    report = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    return cfg, report
+
+
+@pytest.mark.slow
+def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
+    cfg, report = embedded
+    before = partitions(spark, cfg.embed.database, cfg.embed.table)[DATE]
+    rows_before = table_rows(spark, cfg, DATE)
+    model = load_model(report["model"]["path"])
+    weights = model.encoder.get_weights()
+    table_index = next(i for i, w in enumerate(model.encoder.weights) if "items" in w.path)
+    weights[table_index][2:6] = np.nan  # the most popular items: many users have them
+    model.encoder.set_weights(weights)
+    broken = save_model(model.encoder, model.vocab, model.config, model.metrics, str(tmp_path), "broken")
+    with pytest.raises(PublishGateError, match=r"user_interest_embeddings dt=2026-11-26: "
+                                               r"finite_embedding: \d+ row\(s\) with NaN") as info:
+        run_embed(spark, cfg, DATE, broken)
+    assert info.value.report["finite_embedding"]["ok"] is False
+    assert partitions(spark, cfg.embed.database, cfg.embed.table)[DATE] == before
+    pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
+    day = Path(before.replace("file:", "")).parent
+    assert [p.name for p in day.iterdir()] == [Path(before).name]  # the rejected run left nothing
+
+
+@pytest.mark.slow
+def test_cold_start_users_and_fallback_for_known_users_without_events(spark, embedded, tmp_path):
+    cfg, report = embedded
+    known = tmp_path / "users"
+    infer = pd.read_parquet(f"{cfg.paths.resolve('sequences')}/dt={DATE}/infer")
+    extra = ["never-seen-1", "never-seen-2"]
+    pd.DataFrame({"user_id": [*infer.user_id[:5], *extra]}).to_parquet(known.with_suffix(".parquet"))
+    out = run_embed(spark, make_config(cfg.paths.root, *FAST, f"embed.database={cfg.embed.database}",
+                                       f"paths.sequences={cfg.paths.resolve('sequences')}",
+                                       f"paths.vocab={cfg.paths.resolve('vocab')}",
+                                       f"embed.users_table={known.with_suffix('.parquet')}",
+                                       "embed.cold_start_max_events=8"), DATE, report["model"]["path"])
+    assert out["fallback"] == 2 and out["rows"] == len(infer) + 2
+    rows = table_rows(spark, cfg, DATE).set_index("user_id")
+    for user in extra:
+        assert rows.is_cold_start[user] and rows.n_events[user] == 0 and len(rows.top_items[user]) == 0
+        assert np.linalg.norm(rows.embedding[user]) == pytest.approx(1.0, abs=1e-5)
+    few = infer[infer.n_steps < 8].user_id
+    assert len(few) and rows.is_cold_start[few].all()  # short histories: embedded, and flagged
+    assert not rows.is_cold_start[infer[infer.n_steps >= 8].user_id].any()
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    popular = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").nlargest(3, "count").item_id.tolist()
+    assert [r["item_id"] for r in recs.recommendations["never-seen-1"][:3]] == popular
+    user = infer.user_id.iloc[0]
+    hist_vocab = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").set_index("item_idx").item_id
+    seen = set(hist_vocab.reindex(infer.set_index("user_id").history_idx[user]).dropna())
+    assert not seen & {r["item_id"] for r in recs.recommendations[user]}  # only new items
+
+
+def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path):
+    cfg, report = embedded
+    model = load_model(report["model"]["path"])
+    shuffled = model.vocab.copy()
+    shuffled["item_id"] = shuffled["item_id"].iloc[::-1].to_numpy()
+    other = save_model(model.encoder, shuffled, model.config, model.metrics, str(tmp_path), "other")
+    with pytest.raises(EmbedInputError, match="index items differently .* --base-vocab"):
+        run_embed(spark, cfg, DATE, other)
+    with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
+        run_embed(spark, cfg, "2020-01-01", report["model"]["path"])
+
+
+def _job(args: list[str], root: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}"]
+    return subprocess.Popen([sys.executable, *args, *[a for s in sets for a in ("--set", s)]], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+READ_BACK = """
+import sys
+from interest.config import load_config
+from interest.spark import get_spark
+cfg = load_config("conf/local.yaml", [f"paths.root={sys.argv[1]}", "spark.conf={spark.ui.enabled: 'false'}"])
+spark = get_spark(cfg, "read-back")
+rows = spark.sql("SELECT user_id, size(embedding) AS d, size(interests) AS k, size(top_items) AS t, "
+                 "is_cold_start FROM default.user_interest_embeddings WHERE dt = '%s'" % sys.argv[2]).collect()
+print("ROWS", len(rows), len({r.user_id for r in rows}), sorted({r.d for r in rows}), sorted({r.k for r in rows}),
+      max(r.t for r in rows))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, tmp_path):
+    root = tmp_path / "kill"
+    shutil.copytree(planted / "raw", root / "raw")
+    first = _job(["jobs/nightly.py", "--date", DATE, "--show", "0"], root)
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
+    published = [p.name for p in day.iterdir()]
+    assert len(published) == 1
+    # run the embed job again and kill it once its new folder appears (mid-write)
+    again = _job(["jobs/embed.py", "--date", DATE], root, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(list(day.iterdir())) < 2 and again.poll() is None:
+        time.sleep(0.05)
+    assert again.poll() is None, "the embed job ended before it could be interrupted"
+    os.killpg(again.pid, signal.SIGKILL)
+    again.wait()
+    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
+    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
+    assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
+    # the next run clears the orphan folder and publishes again
+    third = _job(["jobs/embed.py", "--date", DATE], root)
+    out, _ = third.communicate(timeout=600)
+    assert third.returncode == 0, out[-3000:]
+    assert len(list(day.iterdir())) == 1 and published[0] not in [p.name for p in day.iterdir()]
+
+
+@pytest.mark.slow
+def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, planted, tmp_path):
+    from standalone import package_zip
+
+    from interest.training.run import train_and_export
+
+    root = tmp_path / "cluster"
+    shutil.copytree(planted / "sequences", root / "sequences")
+    shutil.copytree(planted / "vocab", root / "vocab")
+    train_and_export(make_config(root, *FAST), DATE, log=lambda _m: None)
+    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
+    run = standalone.submit("jobs/embed.py", "--conf", "conf/local.yaml", "--date", DATE,
+                            *[a for s in sets for a in ("--set", s)], py_files=package_zip(tmp_path))
+    out = run.stdout + run.stderr
+    errors = [ln for ln in out.splitlines() if "Error" in ln or "error:" in ln or "Exception" in ln][:8]
+    assert run.returncode == 0, errors
+    assert "published to default.user_interest_embeddings" in run.stdout
+    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
+    line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
+    assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
