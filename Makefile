@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATE   ?= 2026-11-26
 
-.PHONY: demo test test-fast bench clean java
+.PHONY: demo test test-fast package clean java
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,12 @@ test: java $(VENV)/.installed
 test-fast: java $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
 
+package: dist/interest.zip
+
+dist/interest.zip: $(shell find interest -name '*.py')
+	@mkdir -p dist && $(PYTHON) -c "import pathlib, zipfile; z = zipfile.ZipFile('$@', 'w'); \
+	  [z.write(p) for p in sorted(pathlib.Path('interest').rglob('*.py'))]; z.close()" && \
+	  echo "built $@ (ship it with --py-files)"
+
 clean:
-	rm -rf data .pytest_cache
+	rm -rf data dist .pytest_cache

@@ -140,15 +140,21 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    objective: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    # full_softmax: every item; sampled_softmax: in-batch + uniform negatives with log-Q correction;
+    # bce: SASRec's original loss (one uniform negative per position, binary cross-entropy)
+    objective: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
     num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
+    in_batch_negatives: bool = True  # sampled softmax: also use the batch's targets as negatives
     batch_size: int = 128
     epochs: int = 20
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     decay: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = 0.0
-    patience: int = 5  # epochs without validation NDCG@10 improvement before stopping
+    patience: int = 5  # evaluations without improvement of early_stop_metric before stopping
+    # validation metric (at eval.k) that picks the best epoch: full_ndcg ranks all items;
+    # sampled_ndcg ranks against eval.sampled_negatives (steadier with few users; SASRec's protocol)
+    early_stop_metric: Literal["full_ndcg", "sampled_ndcg", "full_hr", "sampled_hr"] = "full_ndcg"
     eval_every: int = 1
     eval_users: int = 20000  # validation on at most this many users (all on small data)
     seed: int = 1

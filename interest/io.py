@@ -15,7 +15,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 # Large enough that one Spark output file is one Parquet row group (Petastorm shards by group).
-ROW_GROUP_BYTES = 512 * 1024 * 1024
+ROW_GROUP_BYTES = 256 * 1024 * 1024
 
 
 def _jvm_path(spark: SparkSession, path: str) -> tuple[Any, Any]:

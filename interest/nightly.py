@@ -13,17 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
+from pyspark.sql import SparkSession
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from pyspark.sql import SparkSession  # noqa: E402
-
-from interest.config import Config  # noqa: E402
-from interest.data.reader import local_path  # noqa: E402
-from interest.etl.pipeline import run_sessionize  # noqa: E402
-from interest.models.export import ModelNotFoundError, find_model_for_date, resolve_model_dir  # noqa: E402
-from interest.serving.pipeline import drift, run_embed  # noqa: E402
+from interest.config import Config
+from interest.data.reader import local_path
+from interest.etl.pipeline import run_sessionize
+from interest.models.export import ModelNotFoundError, find_model_for_date, resolve_model_dir
+from interest.serving.pipeline import drift, run_embed
 
 
 def previous_model(cfg: Config) -> str | None:
@@ -109,7 +106,8 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
     if moved and len(moved["cosines"]):
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        fig = Figure(figsize=(6, 3.5), dpi=100)
+        ax = fig.subplots()
         ax.hist(moved["cosines"], bins=40, range=(-1, 1), color="#4C72B0")
         ax.axvline(moved["mean_cosine"], color="k", ls="--", label=f"mean {moved['mean_cosine']:.3f}")
         ax.set(title=f"embedding drift {moved['previous_date']} → {report['date']}",
@@ -117,7 +115,6 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "drift.png")
-        plt.close(fig)
         files["drift_figure"] = str(out / "drift.png")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     s, m, e, d = report["sessionize"], report["model"], report["embed"], report["drift"]

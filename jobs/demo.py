@@ -1,6 +1,6 @@
-"""The README's main command: generate a sample clickstream, then run the pipeline for one date.
+"""The README's main command: generate a sample clickstream, then run the nightly refresh on it.
 
-    python jobs/demo.py --date 2026-11-26
+    python jobs/demo.py                  # the embedded local default (conf/local.yaml), data under ./data
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from interest.config import absolute
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
+from interest.config import absolute
 
 
 def main() -> int:
@@ -23,12 +23,21 @@ def main() -> int:
         args.overrides.append(f"generator.end_date={date}")
     here = Path(__file__).resolve().parent
     passthrough = ["--conf", args.conf, *[a for o in args.overrides for a in ("--set", o)]]
-    for step in (["generate.py"], ["sessionize.py", "--date", date]):
-        print(f"\n=== {step[0]} ===", flush=True)
+    for step in (["generate.py"], ["nightly.py", "--date", date]):
+        print(f"\n=== {' '.join(step)} ===", flush=True)
         code = subprocess.call([sys.executable, str(here / step[0]), *step[1:], *passthrough])
         if code:
             return code
-    print(f"\nResults for {date} are under {absolute(cfg.paths.root)}")
+    root = absolute(cfg.paths.root)
+    print(f"\nDone. Everything is under {root}:\n"
+          f"  table      {cfg.embed.database}.{cfg.embed.table} (metastore {root}/metastore, "
+          f"files {root}/warehouse)\n"
+          f"  models     {root}/models\n"
+          f"  reports    {root}/reports/nightly/dt={date}/report.md\n"
+          f"  sequences  {root}/sequences/dt={date}\n"
+          f"Query it: .venv/bin/python -c \"from interest.config import load_config; "
+          f"from interest.spark import get_spark; s = get_spark(load_config('{args.conf}')); "
+          f"s.sql('SELECT * FROM {cfg.embed.database}.{cfg.embed.table}').show()\"")
     return 0
 
 

@@ -44,6 +44,13 @@ def test_contract_shapes_and_attention(kind):
     assert (out["attention"] >= 0).all()
     np.testing.assert_allclose(out["user"], out["sequence"][:, -1], atol=0)
     assert (out["sequence"][inp["item_idx"] == 0] == 0).all()
+    # the matrix explains every position: rows of real steps sum to 1, never look ahead or at padding
+    m = np.asarray(enc(inp, training=False, return_matrix=True)["attention_matrix"])  # [B, L, L]
+    np.testing.assert_allclose(m[:, -1], out["attention"], atol=1e-5)
+    real = inp["item_idx"] > 0
+    np.testing.assert_allclose(m.sum(-1)[real], 1.0, atol=1e-5)
+    assert np.abs(np.triu(np.ones((12, 12)), 1) * m).max() == 0
+    assert (m[np.broadcast_to(~real[:, None, :], m.shape)] == 0).all()
 
 
 @pytest.mark.parametrize("kind", KINDS)

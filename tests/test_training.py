@@ -13,7 +13,7 @@ from interest.evaluation.evaluate import evaluate_models
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model, resolve_model_dir
 from interest.training.loop import InjectedFailure, WorkerInfo, encode
-from interest.training.run import TrainingInputError, train_and_export
+from interest.training.run import TrainingInputError, checkpoint_dir, train_and_export
 
 from conftest import DATE, PLANTED, make_config
 
@@ -44,7 +44,7 @@ def test_encoder_learns_planted_interests_and_reloads_identically(planted, kind)
     np.testing.assert_array_equal(first, again)
     stored = json.loads((Path(out.model_dir) / "metrics.json").read_text())
     assert stored["test"]["full_ndcg@10"] == pytest.approx(test["full_ndcg@10"])
-    assert not Path(cfg.paths.resolve("checkpoints"), kind).joinpath(f"dt={DATE}").exists()
+    assert not Path(checkpoint_dir(cfg, DATE)).exists()
 
 
 @pytest.mark.slow
@@ -89,4 +89,8 @@ def test_evaluation_report_has_table_and_curves(planted):
     assert "![validation_curves](validation_curves.png)" in report
     image = plt.imread(out["paths"]["validation_curves"])
     assert image.shape[:2] == (400, 1000) and image[..., :3].std() > 0.01
+    for kind in ("self_attention", "memory"):
+        assert f"![attention_{kind}](attention_{kind}.png)" in report
+        heatmap = plt.imread(out["paths"][f"attention_{kind}"])
+        assert heatmap.shape[:2] == (400, 1200) and heatmap[..., :3].std() > 0.01
     assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity"]

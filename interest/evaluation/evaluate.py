@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from interest.config import Config
 from interest.data.reader import local_path
 from interest.models.export import load_model, resolve_model_dir
@@ -16,7 +18,11 @@ def evaluate_models(cfg: Config, date: str, model_dirs: list[str]) -> dict[str, 
     data, _ = training_data(cfg, date)
     e = cfg.eval
     seeds = tuple(e.seeds)
-    results, histories = [], {}
+    results, histories, figures = [], {}, {}
+    out = Path(local_path(cfg.paths.resolve("reports"))) / "evaluation" / f"dt={date}"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = {int(i): (str(c) if c is not None else str(item)) for i, item, c in
+             data_vocab_labels(cfg, date)}
     for model_dir in model_dirs:
         model = load_model(model_dir)
         if model.encoder.args["vocab_size"] != data.spec.vocab_size:
@@ -29,15 +35,41 @@ def evaluate_models(cfg: Config, date: str, model_dirs: list[str]) -> dict[str, 
                         "train_s": model.metrics.get("train_seconds"), "workers": model.metrics.get("workers"),
                         "test": test})
         histories[kind] = model.metrics.get("history", [])
+        figures[f"attention_{kind}"] = attention_figure(model.encoder, data.eval_rows, vocab,
+                                                        out / f"attention_{kind}.png")
     pop = evaluate_popularity(data.eval_rows, data.item_counts, "test", e.k, e.sampled_negatives, seeds)
     results.append({"model": "popularity", "version": "–", "best_epoch": None, "train_s": None,
                     "test": pop})
     from interest.evaluation.report import write_report
 
-    out = Path(local_path(cfg.paths.resolve("reports"))) / "evaluation" / f"dt={date}"
     paths = write_report(out, date, results, histories, e.k, e.sampled_negatives,
-                         int(len(data.eval_rows["item_idx"])))
+                         int(len(data.eval_rows["item_idx"])), extra_figures=figures)
     return {"results": results, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def data_vocab_labels(cfg: Config, date: str) -> list[tuple[int, str, str | None]]:
+    """(item_idx, item_id, category) of the date's vocabulary, for labelling pictures."""
+    from interest.etl.pipeline import SessionizePaths
+    from interest.serving.pipeline import read_vocab
+
+    vocab = read_vocab(SessionizePaths.for_date(cfg, date).vocab)
+    cats = vocab["category"] if "category" in vocab else [None] * len(vocab)
+    return list(zip(vocab["item_idx"], vocab["item_id"], cats))
+
+
+def attention_figure(encoder, rows: dict, labels: dict[int, str], path: Path, users: int = 3) -> Path:
+    """Heatmaps of the test-time attention of the ``users`` longest histories in ``rows``."""
+    from interest.evaluation.explain import attention_matrices, plot_attention
+    from interest.data.reader import shift_right
+
+    longest = np.argsort(-rows["n_steps"], kind="stable")[:users]
+    picked = {k: v[longest] for k, v in rows.items() if k in ("item_idx", "event_type_idx",
+                                                               "time_gap_bucket", "session_idx")}
+    matrices = attention_matrices(encoder, picked, "test")
+    items = np.asarray(shift_right(picked["item_idx"], 1))
+    names = [[labels.get(int(i), "?") for i in row] for row in items]
+    titles = [f"{encoder.kind}: user {rows['user_id'][i]}" for i in longest]
+    return plot_attention(matrices, items, names, titles, path)
 
 
 def latest_models(cfg: Config, encoders: list[str]) -> list[str]:

@@ -5,10 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 
 CURVE_SIZE = (10.0, 4.0)  # inches at 100 dpi -> 1000 x 400 px
 DPI = 100
@@ -39,7 +36,8 @@ def markdown_table(results: list[dict[str, Any]], k: int, negatives: int) -> str
 
 def plot_curves(histories: dict[str, list[dict[str, Any]]], k: int, path: Path) -> Path:
     """Validation NDCG@k and training loss per epoch for each model, side by side."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=CURVE_SIZE, dpi=DPI)
+    fig = Figure(figsize=CURVE_SIZE, dpi=DPI)
+    left, right = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history if f"valid_full_ndcg@{k}" in h]
         left.plot(epochs, [h[f"valid_full_ndcg@{k}"] for h in history if f"valid_full_ndcg@{k}" in h],
@@ -52,7 +50,6 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], k: int, path: Path) 
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 

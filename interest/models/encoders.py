@@ -8,7 +8,9 @@ to a dict:
 - ``user``      [B, D]     the state after the last step: the user embedding;
 - ``interests`` [B, K, D]  per-interest vectors (memory slots; K = 1 where there is one vector);
 - ``attention`` [B, L]     how much the user embedding drew on each history step: sums to 1 over
-                           real steps and is exactly 0 on padding (the explanation).
+                           real steps and is exactly 0 on padding (the explanation);
+- ``attention_matrix`` [B, L, L]  only with ``call(..., return_matrix=True)``: the same weights
+                           for every position's state (row t explains position t), for heatmaps.
 
 Scores for items are dot products with the item embedding table (shared with the input side),
 so one objective and one evaluation serve all three.
@@ -90,7 +92,7 @@ class SelfAttentionEncoder(Encoder):
                                          name=f"block{i}") for i in range(a["blocks"])]
         self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_matrix=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         mask = ops.logical_and(causal_mask(self.max_len)[None], keep[:, None, :])  # [B, L, L]
@@ -99,8 +101,11 @@ class SelfAttentionEncoder(Encoder):
             x, weights = block(x, mask, keep, training=training)  # weights [B, H, L, L]
         x = self.norm(x) * ops.cast(keep, x.dtype)[..., None]  # [B, L, D]
         user = x[:, -1]  # [B, D]
-        attention = ops.mean(weights[:, :, -1, :], axis=1)  # [B, L]
-        return {"sequence": x, "user": user, "interests": user[:, None, :], "attention": attention}
+        matrix = ops.mean(weights, axis=1)  # [B, L, L]
+        out = {"sequence": x, "user": user, "interests": user[:, None, :], "attention": matrix[:, -1]}
+        if return_matrix:
+            out["attention_matrix"] = matrix
+        return out
 
 
 @register("hierarchical")
@@ -124,7 +129,7 @@ class HierarchicalEncoder(Encoder):
         self.session_pool = QueryPooling(a["dim"], a["heads"], name="session_pool")
         self.out = TransformerFF(a["dim"], a["ff_mult"], a["dropout"], name="out")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_matrix=False):
         items, sessions = inputs["item_idx"], inputs["session_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
@@ -144,11 +149,16 @@ class HierarchicalEncoder(Encoder):
         across = ops.logical_and(ops.logical_and(causal, visible), keep[:, None, :])  # [B, L, L]
         u, session_w = self.session_pool(s, s, across)  # [B, L, D], [B, H, L, L]
         seq = self.out(u, training=training) * keep_f  # [B, L, D]
-        last_sessions = ops.mean(session_w[:, :, -1, :], axis=1)  # [B, L(e)]
         item_in_session = ops.mean(item_w, axis=1)  # [B, L(e), L(j)]
-        attention = ops.einsum("be,bej->bj", last_sessions, item_in_session)  # [B, L]
-        return {"sequence": seq, "user": seq[:, -1], "interests": seq[:, -1][:, None, :],
-                "attention": attention}
+        out = {"sequence": seq, "user": seq[:, -1], "interests": seq[:, -1][:, None, :]}
+        if return_matrix:
+            sessions_w = ops.mean(session_w, axis=1)  # [B, L(t), L(e)]
+            out["attention_matrix"] = ops.einsum("bte,bej->btj", sessions_w, item_in_session)  # [B, L, L]
+            out["attention"] = out["attention_matrix"][:, -1]
+        else:
+            last_sessions = ops.mean(session_w[:, :, -1, :], axis=1)  # [B, L(e)]
+            out["attention"] = ops.einsum("be,bej->bj", last_sessions, item_in_session)  # [B, L]
+        return out
 
 
 @register("memory")
@@ -178,7 +188,7 @@ class MemoryEncoder(Encoder):
         self.initial = self.add_weight(name="initial", shape=(k, d), initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_matrix=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
@@ -195,9 +205,11 @@ class MemoryEncoder(Encoder):
         query = self.read_query(x)[:, :, None, :]  # [B, L, 1, D]
         read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, L, 1, D], [B, L, 1, K]
         seq = self.out(read[:, :, 0], training=training) * keep_f  # [B, L, D]
-        attention = ops.einsum("bk,bkj->bj", read_w[:, -1, 0], write_w[:, -1])  # [B, L]
-        return {"sequence": seq, "user": seq[:, -1], "interests": slots[:, -1],
-                "attention": attention}
+        out = {"sequence": seq, "user": seq[:, -1], "interests": slots[:, -1],
+               "attention": ops.einsum("bk,bkj->bj", read_w[:, -1, 0], write_w[:, -1])}  # [B, L]
+        if return_matrix:
+            out["attention_matrix"] = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w)  # [B, L, L]
+        return out
 
 
 @keras.saving.register_keras_serializable(package="interest")

@@ -40,20 +40,39 @@ def item_log_q(counts: np.ndarray, in_batch: int, uniform: int) -> np.ndarray:
     return np.log(np.maximum(q, 1e-12)).astype(np.float32)
 
 
+def bce_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """SASRec's loss: -log σ(s⁺) - log(1 - σ(s⁻)) with one uniform negative per position.
+
+    A negative that equals the target is resampled once and masked if it still collides.
+    """
+    vocab = tf.shape(table)[0]
+    neg = tf.random.stateless_uniform(tf.shape(y), seed=seed, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32)
+    again = tf.random.stateless_uniform(tf.shape(y), seed=seed + 1, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32)
+    neg = tf.where(tf.equal(neg, y), again, neg)
+    pos_logit = tf.reduce_sum(h * tf.gather(table, y), -1)  # [N]
+    neg_logit = tf.reduce_sum(h * tf.gather(table, neg), -1)  # [N]
+    valid_neg = tf.cast(tf.not_equal(neg, y), pos_logit.dtype)
+    return (tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit) * valid_neg)
+
+
 def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf.Tensor,
-                         num_negatives: int, seed: tf.Tensor) -> tf.Tensor:
+                         num_negatives: int, seed: tf.Tensor, in_batch: bool = True) -> tf.Tensor:
     """h [N, D], y [N] -> per-position loss [N] against sampled candidates.
 
-    Candidates: up to ``num_negatives`` targets drawn from this batch plus ``num_negatives``
-    uniform items. A candidate equal to the position's own target is masked (no accidental hits).
+    Candidates: up to ``num_negatives`` targets drawn from this batch (``in_batch``) plus
+    ``num_negatives`` uniform items. A candidate equal to the position's own target is masked (no
+    accidental hits). With uniform negatives only, the log-Q correction is a constant and changes
+    nothing: the loss then matches the sampled-negatives evaluation protocol.
     """
     n = tf.shape(y)[0]
     vocab = tf.shape(table)[0]
-    pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(n, 1), dtype=tf.int32)
-    in_batch = tf.gather(y, pick) if num_negatives else tf.zeros([0], tf.int32)
     uniform = tf.random.stateless_uniform([num_negatives], seed=seed + 1, minval=FIRST_ITEM,
                                           maxval=vocab, dtype=tf.int32)
-    cands = tf.concat([in_batch, uniform], 0)  # [C]
+    if in_batch and num_negatives:
+        pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(n, 1), dtype=tf.int32)
+        cands = tf.concat([tf.gather(y, pick), uniform], 0)  # [C]
+    else:
+        cands = uniform
     pos = tf.reduce_sum(h * tf.gather(table, y), -1, keepdims=True)  # [N, 1]
     neg = tf.matmul(h, tf.gather(table, cands), transpose_b=True)  # [N, C]
     pos -= tf.gather(log_q, y)[:, None]
@@ -65,7 +84,7 @@ def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf
 
 def next_item_loss(sequence: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, objective: str,
                    log_q: tf.Tensor | None = None, num_negatives: int = 0,
-                   seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+                   seed: tf.Tensor | None = None, in_batch: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L]."""
     h, y = gather_targets(sequence, targets)
     if objective == "full_softmax":
@@ -73,7 +92,11 @@ def next_item_loss(sequence: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, ob
     elif objective == "sampled_softmax":
         if log_q is None or seed is None:
             raise ValueError("sampled_softmax needs log_q and a seed")
-        losses = sampled_softmax_loss(h, y, table, log_q, num_negatives, seed)
+        losses = sampled_softmax_loss(h, y, table, log_q, num_negatives, seed, in_batch)
+    elif objective == "bce":
+        if seed is None:
+            raise ValueError("bce needs a seed")
+        losses = bce_loss(h, y, table, seed)
     else:
         raise ValueError(f"unknown objective {objective!r}")
     return tf.reduce_sum(losses), tf.cast(tf.size(y), tf.float32)

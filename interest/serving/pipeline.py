@@ -89,6 +89,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         embedded = embedded.unionByName(embed.fallback_users(
             spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs))
     embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+    tic = time.perf_counter()
+    embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
+    inference_s = time.perf_counter() - tic
     active = rows.count()
     db = e.database
     tables = {e.table: USER_DDL, e.item_table: ITEM_DDL, e.recommendations_table: RECS_DDL}
@@ -98,7 +101,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
                                norm_tolerance=e.norm_tolerance, expected_rows=active,
                                coverage_filter="n_events > 0", min_coverage=e.min_coverage,
                                max_row_change=e.max_row_change)
-    report: dict[str, Any] = {"model": model_dir, "model_version": model.version, "active_users": active}
+    report: dict[str, Any] = {"model": model_dir, "model_version": model.version, "active_users": active,
+                              "inference_seconds": round(inference_s, 2),
+                              "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1)}
     report["users"] = publish.publish_partition(
         spark, db, e.table, date, embedded.select(*embed.USER_COLUMNS), user_gates,
         table_location(cfg, e.table))

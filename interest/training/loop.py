@@ -168,7 +168,8 @@ class Trainer:
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
                 loss_sum, n = next_item_loss(out["sequence"], targets, encoder.item_table,
-                                             t.objective, self.log_q, t.num_negatives, seed)
+                                             t.objective, self.log_q, t.num_negatives, seed,
+                                             t.in_batch_negatives)
                 loss = loss_sum / tf.maximum(n, 1.0) / replicas
             variables = encoder.trainable_variables
             grads = tape.gradient(loss, variables)
@@ -228,7 +229,7 @@ class Trainer:
     def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None
             ) -> TrainResult:
         t, k = self.cfg.train, self.cfg.eval.k
-        metric = f"full_ndcg@{k}"
+        metric = f"{t.early_stop_metric}@{k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
         result = TrainResult(self.encoder)
         latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
@@ -272,6 +273,8 @@ class Trainer:
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     row.update({f"valid_{name}": v for name, v in self._validate().items()
                                 if name != "users"})
+                    if f"valid_{metric}" not in row:  # sampled metrics omitted (tiny catalogue)
+                        metric = f"full_{t.early_stop_metric.split('_')[1]}@{k}"
                     score = self._agree(row[f"valid_{metric}"])
                     if score > float(self.best.numpy()):
                         self.best.assign(score)
@@ -313,13 +316,15 @@ class Trainer:
 
 
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:
+    """One line per epoch: loss, throughput, learning rate and the validation metrics."""
     line = (f"[train] epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
             f"{row['sequences_per_s']:>8,.0f} seq/s  lr {row['lr']:.2e}")
-    if f"valid_{metric}" in row:
-        k = metric.split("@")[1]
-        line += (f"  valid NDCG@{k} {row[f'valid_{metric}']:.4f}  HR@{k} {row[f'valid_full_hr@{k}']:.4f}")
+    k = metric.split("@")[1]
+    if f"valid_full_ndcg@{k}" in row:
+        line += f"  valid NDCG@{k} {row[f'valid_full_ndcg@{k}']:.4f}  HR@{k} {row[f'valid_full_hr@{k}']:.4f}"
         if f"valid_sampled_ndcg@{k}" in row:
-            line += f"  (100 neg: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f})"
+            line += (f"  (sampled: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f}  "
+                     f"HR@{k} {row[f'valid_sampled_hr@{k}']:.4f})")
     return line + f"  {row['seconds']:.1f}s"
 
 

@@ -61,8 +61,22 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
+# Settings that do not change what is being trained: a run may resume from a checkpoint written
+# under different values of these (more workers, another failure budget).
+_NOT_IN_CHECKPOINT_KEY = {"workers", "max_failures", "fail_at_step", "checkpoint_every_steps", "eval_every"}
+
+
 def checkpoint_dir(cfg: Config, date: str) -> str:
-    return f"{local_path(cfg.paths.resolve('checkpoints'))}/{cfg.model.encoder}/dt={date}"
+    """Where a run checkpoints: per encoder, date and training configuration, so a restarted run
+    resumes its own checkpoints and never another configuration's."""
+    import hashlib
+    import json
+
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in _NOT_IN_CHECKPOINT_KEY}
+    key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len},
+                     sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return f"{local_path(cfg.paths.resolve('checkpoints'))}/{cfg.model.encoder}/dt={date}/{digest}"
 
 
 def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
