@@ -92,6 +92,9 @@ class SessionizeConfig:
     bot_policy: Literal["exclude", "cap"] = "exclude"
     min_item_count: int = 2
     max_len: int = 50
+    # Training rows per user: 1 = the latest window only; more tile older history of long-lived
+    # users into extra training windows (every step is a training target once)
+    max_windows: int = 1
     min_train_steps: int = 3  # leave-one-out needs train + validation + test
     # Upper edges (seconds) of the time-gap buckets; bucket 1 = first step, 2.. = these, last = more.
     time_gap_edges_s: list[float] = field(
@@ -182,7 +185,7 @@ class EmbedConfig:
     batch_size: int = 1024
     top_items: int = 5
     top_n_recommendations: int = 20
-    cold_start_max_events: int = 5
+    cold_start_min_steps: int = 5  # users with fewer steps than this are flagged is_cold_start
     users_table: str | None = None  # optional known users; those without events get the fallback
     retention_days: int = 7
     min_coverage: float = 0.95
@@ -314,6 +317,7 @@ def _check_values(cfg: Config) -> None:
     s = cfg.sessionize
     checks = [
         (s.max_len >= 4, "sessionize.max_len must be at least 4"),
+        (s.max_windows >= 1, "sessionize.max_windows must be at least 1"),
         (s.session_gap_minutes > 0, "sessionize.session_gap_minutes must be positive"),
         (s.min_item_count >= 1, "sessionize.min_item_count must be at least 1"),
         (s.lookback_days >= 0, "sessionize.lookback_days must be 0 (everything) or more"),

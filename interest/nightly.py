@@ -7,6 +7,7 @@ item indices keep their meaning and a warm-started model keeps its items' vector
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | 
                                      "train one first (jobs/train.py) or set nightly.retrain=true")
         return previous, "reused the previous model (nightly.retrain=false)"
     if previous and cfg.nightly.warm_start:
+        cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         cfg.train.init_from = previous
     if cfg.train.workers > 1:
         from interest.training.distributed import train_on_spark

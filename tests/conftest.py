@@ -66,6 +66,30 @@ def planted(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def planted_model(planted: Path) -> Path:
+    """A self-attention model trained briefly on the planted data (for jobs that need a model)."""
+    from interest.training.run import train_and_export
+
+    cfg = make_config(planted, *PLANTED, "train.epochs=2", "paths.models='{root}/models_shared'",
+                      "paths.checkpoints='{root}/ckpt_shared'")
+    return Path(train_and_export(cfg, DATE, log=lambda _m: None).model_dir)
+
+
+def copy_planted(planted: Path, model: Path | None, dest: Path) -> Path:
+    """A fresh data root holding the planted sequences and vocabulary (and a copy of ``model``),
+    for jobs run as separate processes with their own metastore."""
+    import shutil
+
+    for name in ("raw", "sequences", "vocab"):
+        shutil.copytree(planted / name, dest / name)
+    if model is not None:
+        target = dest / "models" / "self_attention" / model.name
+        shutil.copytree(model, target)
+        (target.parent / "LATEST").write_text(model.name + "\n")
+    return dest
+
+
+@pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "u.data").is_file():
         pytest.skip(f"MovieLens 100K not found at {ML100K} (set ML100K_DIR); it cannot be "

@@ -42,7 +42,7 @@ def test_explanations_point_at_planted_interests(noisy, kind):
     vocab = pd.read_parquet(noisy / "vocab" / f"dt={DATE}").sort_values("item_idx")
     ids = np.array(["<pad>", "<unknown>", *vocab.item_id], dtype=object)
     rows = embed_frame(infer, load_model(out.model_dir), ids, None, top_k=5, top_n=10,
-                       cold_max_events=3, version="test")  # the embed job's per-batch code
+                       cold_min_steps=3, version="test")  # the embed job's per-batch code
     wanted = [set(truth.interests_last[u]) for u in rows.user_id]
     explained = share_in_interests([[t[0] for t in tops] for tops in rows.top_items], wanted, category)
     histories = [[ids[i] for i in items if i > 1] for items in infer.set_index("user_id").loc[rows.user_id].item_idx]

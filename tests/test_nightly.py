@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from interest.nightly import run_nightly
 from interest.serving.pipeline import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, partitions
 
-from conftest import DATE, PLANTED, ROOT, make_config
+from conftest import DATE, PLANTED, ROOT, copy_planted, make_config
 
 PREV = "2026-11-25"
 FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
@@ -106,7 +105,7 @@ def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
 @pytest.fixture(scope="module")
 def embedded(spark, planted):
     """A published dt=DATE partition (database 'embed_gates') and the model behind it."""
-    cfg = cfg_for(planted, "embed_gates", "embed.cold_start_max_events=8")
+    cfg = cfg_for(planted, "embed_gates", "embed.cold_start_min_steps=8")
     report = run_nightly(spark, cfg, DATE, log=lambda _m: None)
     return cfg, report
 
@@ -143,7 +142,7 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
                                        f"paths.sequences={cfg.paths.resolve('sequences')}",
                                        f"paths.vocab={cfg.paths.resolve('vocab')}",
                                        f"embed.users_table={known.with_suffix('.parquet')}",
-                                       "embed.cold_start_max_events=8"), DATE, report["model"]["path"])
+                                       "embed.cold_start_min_steps=8"), DATE, report["model"]["path"])
     assert out["fallback"] == 2 and out["rows"] == len(infer) + 2
     rows = table_rows(spark, cfg, DATE).set_index("user_id")
     for user in extra:
@@ -194,10 +193,9 @@ print("ROWS", len(rows), len({r.user_id for r in rows}), sorted({r.d for r in ro
 
 
 @pytest.mark.slow
-def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, tmp_path):
-    root = tmp_path / "kill"
-    shutil.copytree(planted / "raw", root / "raw")
-    first = _job(["jobs/nightly.py", "--date", DATE, "--show", "0"], root)
+def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, planted_model, tmp_path):
+    root = copy_planted(planted, planted_model, tmp_path / "kill")
+    first = _job(["jobs/embed.py", "--date", DATE], root)
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
@@ -224,15 +222,10 @@ def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, tmp_p
 
 
 @pytest.mark.slow
-def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, planted, tmp_path):
+def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, planted, planted_model, tmp_path):
     from standalone import package_zip
 
-    from interest.training.run import train_and_export
-
-    root = tmp_path / "cluster"
-    shutil.copytree(planted / "sequences", root / "sequences")
-    shutil.copytree(planted / "vocab", root / "vocab")
-    train_and_export(make_config(root, *FAST), DATE, log=lambda _m: None)
+    root = copy_planted(planted, planted_model, tmp_path / "cluster")
     sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
     run = standalone.submit("jobs/embed.py", "--conf", "conf/local.yaml", "--date", DATE,
                             *[a for s in sets for a in ("--set", s)], py_files=package_zip(tmp_path))

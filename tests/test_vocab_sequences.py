@@ -46,9 +46,10 @@ def test_vocab_growth_keeps_existing_indices(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def seq_rows(spark, rows, max_len=4, min_train=3):
+def seq_rows(spark, rows, max_len=4, min_train=3, max_windows=1):
     voc = vocab.build_vocab(steps_of(spark, rows), min_count=1)
-    return sequences.build_sequences(vocab.apply_vocab(steps_of(spark, rows), voc), max_len, min_train)
+    return sequences.build_sequences(vocab.apply_vocab(steps_of(spark, rows), voc), max_len, min_train,
+                                     max_windows)
 
 
 def test_padding_alignment_and_targets(spark):
@@ -58,9 +59,9 @@ def test_padding_alignment_and_targets(spark):
     got = seq_rows(spark, rows).drop("last_ts")
     # vocab: a (2 steps) -> 2, then b -> 3, c -> 4
     expected = spark.createDataFrame([
-        ("u", [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4, [2, 3, 4]),
-        ("v", [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None, [2]),
-    ], "user_id string, item_idx array<int>, event_type_idx array<int>, time_gap_bucket array<int>, "
+        ("u", 0, [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4, [2, 3, 4]),
+        ("v", 0, [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None, [2]),
+    ], "user_id string, window int, item_idx array<int>, event_type_idx array<int>, time_gap_bucket array<int>, "
        "session_idx array<int>, length int, n_steps int, n_events long, n_sessions int, "
        "valid_item_idx int, test_item_idx int, history_idx array<int>")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
@@ -83,3 +84,26 @@ def test_training_rows_filter(spark):
     seqs = seq_rows(spark, rows)
     assert [r["user_id"] for r in sequences.training_rows(seqs, 3).collect()] == ["u"]
     assert seqs.count() == 2
+
+
+def test_older_windows_make_every_step_a_training_target_once(spark):
+    import numpy as np
+    import tensorflow as tf
+
+    from interest.data.reader import split_view
+
+    rows = [("u", f"i{k}", k, 1, 0, 2) for k in range(10)] + [("v", "i0", 1, 1, 0, 1)]
+    seqs = seq_rows(spark, rows, max_len=5, max_windows=10)
+    u = sorted((r for r in seqs.collect() if r["user_id"] == "u"), key=lambda r: r["window"])
+    assert [r["window"] for r in u] == [0, 1, 2, 3]
+    assert u[0]["item_idx"] == [7, 8, 9, 10, 11] and u[1]["item_idx"] == [5, 6, 7, 8, 9]
+    assert u[3]["item_idx"] == [0, 2, 3, 4, 5]  # the oldest window is left-padded
+    assert u[0]["test_item_idx"] == 11 and u[1]["test_item_idx"] is None
+    batch = {f: tf.constant([r[f] for r in u]) for f in
+             ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}
+    _, targets = split_view(batch, "train")
+    got = sorted(int(t) for t in np.asarray(targets).ravel() if t > 0)
+    assert got == list(range(3, 10))  # steps 2..8 (items 3..9) once; 10 and 11 are held out
+    assert sequences.inference_rows(seqs).count() == 2
+    capped = seq_rows(spark, rows, max_len=5, max_windows=2)
+    assert sorted(r["window"] for r in capped.collect() if r["user_id"] == "u") == [0, 1]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import tensorflow as tf
@@ -151,7 +152,11 @@ def load_rows(path: str, columns: list[str] | None = None, limit: int | None = N
     cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps", "history_idx"])
     if "history_idx" not in dataset.schema.names:  # written before the column existed
         cols = [c for c in cols if c != "history_idx"]
-    table = dataset.read(columns=cols)
+    if "window" in dataset.schema.names:  # evaluation reads each user's latest window only
+        table = dataset.read(columns=[*cols, "window"])
+        table = table.filter(pc.equal(table.column("window"), 0)).drop(["window"])
+    else:
+        table = dataset.read(columns=cols)
     if "user_id" in cols:
         table = table.sort_by("user_id")
     if limit is not None and table.num_rows > limit:

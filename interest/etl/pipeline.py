@@ -150,8 +150,10 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
     steps = sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     items = vocab.build_vocab(steps, s.min_item_count, previous).persist(keep)
-    seqs = sequences.build_sequences(
-        vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps).persist(keep)
+    windows = sequences.build_sequences(
+        vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows).persist(keep)
+    seqs = sequences.inference_rows(windows)
+    train_rows = int(sequences.training_rows(windows, s.min_train_steps).count())
 
     stats = seqs.agg(
         F.count(F.lit(1)).alias("users"),
@@ -184,7 +186,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
     io.replace_atomically(spark, paths.infer, lambda p: io.write_parquet_groups(
         seqs, p, n_users, s.rows_per_row_group, s.min_row_groups, "user_id"))
     io.replace_atomically(spark, paths.train, lambda p: io.write_parquet_groups(
-        sequences.training_rows(seqs, s.min_train_steps), p, n_train, s.rows_per_row_group,
+        sequences.training_rows(windows, s.min_train_steps), p, train_rows, s.rows_per_row_group,
         s.min_row_groups, "user_id"))
 
     q = stats["q"] or [0, 0, 0]
@@ -203,6 +205,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         "repeats_merged": events_kept - int(stats["steps"]),
         "users": n_users,
         "train_users": n_train,
+        "train_rows": train_rows,
         "cold_users": n_users - n_train,
         "sessions": int(stats["sessions"]),
         "items_seen": int(item_stats["seen"]),
@@ -217,7 +220,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         "wall_s": round(time.perf_counter() - started, 2),
     }
     io.write_json(spark, paths.summary, summary)
-    for frame in (seqs, items, events, cleaned, flagged):
+    for frame in (windows, items, events, cleaned, flagged):
         frame.unpersist()
     return summary
 
@@ -238,7 +241,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"(all rows accounted for: {summary['accounted']})",
         f"  steps (merged)       {summary['steps']:>12,}   ({summary['repeats_merged']:,} funnel repeats merged)",
         f"  users                {summary['users']:>12,}   "
-        f"({summary['train_users']:,} trainable, {summary['cold_users']:,} with < 3 steps)",
+        f"({summary['train_users']:,} trainable in {summary['train_rows']:,} training rows, "
+        f"{summary['cold_users']:,} too short to train on)",
         f"  sessions             {summary['sessions']:>12,}",
         f"  items seen / vocab   {summary['items_seen']:>12,} / {summary['vocab_size']:,} "
         f"(unknown steps {summary['unknown_steps']:,})",

@@ -21,8 +21,15 @@ def _padded(window: Column, field: str, max_len: int) -> Column:
     return F.concat(pad, values)
 
 
-def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int) -> DataFrame:
-    """Steps (with item_idx, time_gap_bucket, session_idx, event_rank) -> one row per user."""
+def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1
+                    ) -> DataFrame:
+    """Steps (with item_idx, time_gap_bucket, session_idx, event_rank) -> rows per user.
+
+    ``window`` 0 is the latest ``max_len`` steps (the user's inference row, and the only window
+    with held-out targets). With ``max_windows`` > 1, long histories also get older windows for
+    training, ending ``max_len - 3`` steps apart: the training view of a window targets its steps
+    except the first and the last two, so consecutive windows make every step a target once.
+    """
     step = F.struct(
         F.col("ts").cast("double").alias("t"), "event_rank", "item_id", "item_idx",
         (F.col("event_rank") + 1).alias("event_type_idx"), "time_gap_bucket", "session_idx")
@@ -33,18 +40,25 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int) -> Dat
         F.max("ts").alias("last_ts"),
     )
     size = F.size("_steps")
-    window = F.slice("_steps", F.greatest(size - max_len + 1, F.lit(1)), max_len)
+    stride = max_len - 3
+    extra = F.least(F.lit(max_windows - 1),
+                    F.ceil(F.greatest(size - max_len, F.lit(0)) / F.lit(stride)).cast("int"))
+    grouped = grouped.withColumn("window", F.explode(F.sequence(F.lit(0), extra)))
+    end = size - F.col("window") * stride  # 1-based index of the window's last step
+    window = F.slice("_steps", F.greatest(end - max_len + 1, F.lit(1)), F.least(end, F.lit(max_len)))
     trainable = size >= min_train_steps
+    latest = F.col("window") == 0
     return grouped.select(
         "user_id",
+        F.col("window").cast("int").alias("window"),
         *[_padded(window, name, max_len).alias(name) for name in SEQUENCE_ARRAYS],
         F.size(window).cast("int").alias("length"),
         size.cast("int").alias("n_steps"),
         "n_events",
         "n_sessions",
         "last_ts",
-        F.when(trainable, F.element_at("_steps", -2)["item_idx"]).cast("int").alias("valid_item_idx"),
-        F.when(trainable, F.element_at("_steps", -1)["item_idx"]).cast("int").alias("test_item_idx"),
+        F.when(trainable & latest, F.element_at("_steps", -2)["item_idx"]).cast("int").alias("valid_item_idx"),
+        F.when(trainable & latest, F.element_at("_steps", -1)["item_idx"]).cast("int").alias("test_item_idx"),
         # every item of the whole history (not only the window): what evaluation must not draw
         # as a negative, as in the SASRec protocol
         F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int"))))
@@ -53,5 +67,10 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int) -> Dat
 
 
 def training_rows(sequences: DataFrame, min_train_steps: int) -> DataFrame:
-    """Users with enough history for train + validation + test targets."""
+    """Windows of users with enough history for train + validation + test targets."""
     return sequences.where(F.col("n_steps") >= min_train_steps)
+
+
+def inference_rows(sequences: DataFrame) -> DataFrame:
+    """One row per user: the latest window."""
+    return sequences.where(F.col("window") == 0)

@@ -67,7 +67,7 @@ def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[t
 
 
 def embed_frame(pdf: pd.DataFrame, model, item_ids: np.ndarray, categories: np.ndarray | None,
-                top_k: int, top_n: int, cold_max_events: int, version: str) -> pd.DataFrame:
+                top_k: int, top_n: int, cold_min_steps: int, version: str) -> pd.DataFrame:
     """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model)."""
     encoder = model.encoder
     vocab_size = encoder.args["vocab_size"]
@@ -99,7 +99,7 @@ def embed_frame(pdf: pd.DataFrame, model, item_ids: np.ndarray, categories: np.n
             values, counts = np.unique(labels.astype(str), return_counts=True)
             top_interest = str(values[np.argmax(counts)])
         rows.append((pdf["user_id"].iat[i], user[i].tolist(), interests[i].tolist(), explain,
-                     int(pdf["n_events"].iat[i]), bool(pdf["n_steps"].iat[i] < cold_max_events),
+                     int(pdf["n_events"].iat[i]), bool(pdf["n_steps"].iat[i] < cold_min_steps),
                      version, recs, top_interest))
     return pd.DataFrame(rows, columns=[f.name for f in EMBED_SCHEMA.fields])
 
@@ -124,7 +124,7 @@ def ship_model(spark: SparkSession, model_dir: str) -> str:
 
 
 def embed_users(spark: SparkSession, rows: DataFrame, model_dir: str, vocab: pd.DataFrame,
-                top_k: int, top_n: int, cold_max_events: int, batch_size: int) -> DataFrame:
+                top_k: int, top_n: int, cold_min_steps: int, batch_size: int) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
     ``vocab`` maps item indices to ids for explanations and recommendations (the run date's
@@ -151,7 +151,7 @@ def embed_users(spark: SparkSession, rows: DataFrame, model_dir: str, vocab: pd.
         item_ids, categories = shared.value
         for pdf in batches:
             if len(pdf):
-                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_max_events, version)
+                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version)
 
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:

@@ -80,7 +80,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
     embedded = embed.embed_users(spark, rows, model_dir, date_vocab, e.top_items,
-                                 e.top_n_recommendations, e.cold_start_max_events, e.batch_size)
+                                 e.top_n_recommendations, e.cold_start_min_steps, e.batch_size)
     if e.users_table:
         prior = embed.popularity_prior(model_dir, date_vocab)
         popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
