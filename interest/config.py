@@ -167,6 +167,7 @@ class TrainConfig:
     max_failures: int = 3
     fail_at_step: int | None = None  # test-only hook: the last worker raises once at this step
     init_from: str | None = None  # warm start: an exported model folder to copy weights from
+    step_timeout_s: float = 900.0  # a training step slower than this is a hang: fail loudly
 
 
 @dataclass

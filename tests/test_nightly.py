@@ -238,3 +238,17 @@ def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, pl
     users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
     line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
     assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
+
+
+def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch):
+    import interest.models.export as export
+    from interest.serving import embed
+
+    calls: list[str] = []
+    real = export.load_model
+    monkeypatch.setattr(export, "load_model", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(embed, "_MODELS", {})
+    first = embed._model(str(planted_model))
+    for _ in range(5):  # every later Arrow batch in this executor process
+        assert embed._model(str(planted_model)) is first
+    assert calls == [str(planted_model)]

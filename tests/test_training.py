@@ -45,6 +45,8 @@ def test_encoder_learns_planted_interests_and_reloads_identically(planted, kind)
     stored = json.loads((Path(out.model_dir) / "metrics.json").read_text())
     assert stored["test"]["full_ndcg@10"] == pytest.approx(test["full_ndcg@10"])
     assert not Path(checkpoint_dir(cfg, DATE)).exists()
+    board = Path(cfg.paths.resolve("reports"), "tensorboard", kind, f"dt={DATE}")
+    assert list(board.glob("events.out.tfevents.*"))  # TensorBoard scalars were written
 
 
 @pytest.mark.slow
@@ -94,3 +96,22 @@ def test_evaluation_report_has_table_and_curves(planted):
         heatmap = plt.imread(out["paths"][f"attention_{kind}"])
         assert heatmap.shape[:2] == (400, 1200) and heatmap[..., :3].std() > 0.01
     assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity"]
+
+
+def test_a_hung_step_ends_the_process_with_a_message():
+    import subprocess
+    import sys
+
+    code = ("import time\nfrom interest.training.loop import StepWatchdog\n"
+            "with StepWatchdog(2.0, lambda: 'at step 7, worker 0'):\n    time.sleep(30)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3
+    assert "no training step finished in 2s (at step 7, worker 0)" in run.stderr
+
+
+def test_one_tensorflow_op_at_a_time_by_default():
+    import os
+
+    import interest  # noqa: F401  (sets the default before TensorFlow starts)
+
+    assert os.environ["TF_NUM_INTEROP_THREADS"] == "1"

@@ -33,6 +33,43 @@ class InjectedFailure(RuntimeError):
     """Raised by the test-only ``train.fail_at_step`` hook to simulate a lost worker."""
 
 
+class StepWatchdog:
+    """Ends the process when no training step completes for ``timeout_s`` seconds.
+
+    A hung step (a native deadlock, a lost peer that collectives keep waiting for) must not
+    stall a nightly job forever: the process exits with a message, so a scheduler retry or the
+    distributed launcher's next attempt resumes from the last checkpoint.
+    """
+
+    def __init__(self, timeout_s: float, describe: Callable[[], str]) -> None:
+        import threading
+
+        self.timeout_s, self.describe = timeout_s, describe
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="step-watchdog")
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(30.0, self.timeout_s / 4)):
+            if time.monotonic() - self._last > self.timeout_s:
+                import sys
+
+                print(f"[train] no training step finished in {self.timeout_s:.0f}s "
+                      f"({self.describe()}); stopping the process so the job can be retried "
+                      "from its last checkpoint", file=sys.stderr, flush=True)
+                os._exit(3)
+
+    def __enter__(self) -> StepWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
 @dataclass
 class WorkerInfo:
     """Where this process sits in a (possibly distributed) training job."""
@@ -248,6 +285,8 @@ class Trainer:
                  f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
                  f"{self.encoder.count_params():,} parameters, objective {t.objective}")
         with contextlib.ExitStack() as stack:
+            watchdog = stack.enter_context(StepWatchdog(
+                t.step_timeout_s, lambda: f"at step {int(self.step.numpy())}, worker {self.worker.rank}"))
             iterator = iter(self._dataset(stack))
             for epoch in range(first_epoch, t.epochs):
                 tic = time.perf_counter()
@@ -258,6 +297,7 @@ class Trainer:
                             and self.worker.rank == self.worker.workers - 1 and self.worker.attempt == 0):
                         raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
                     ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
+                    watchdog.beat()
                     loss_sum, count, steps = loss_sum + float(ls), count + float(n), steps + 1
                     self.step.assign_add(1)
                     if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
@@ -271,6 +311,7 @@ class Trainer:
                     "lr": float(self.optimizer.learning_rate.numpy()),
                 }
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                    watchdog.beat()  # validation is not a hang
                     row.update({f"valid_{name}": v for name, v in self._validate().items()
                                 if name != "users"})
                     if f"valid_{metric}" not in row:  # sampled metrics omitted (tiny catalogue)
