@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from pyspark.sql import types as T
 
 from interest.data.reader import SEQUENCE_FEATURES, local_path
 from interest.etl.vocab import FIRST_ITEM, UNKNOWN
+
+if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
+    from interest.models.export import LoadedModel
 
 ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
 ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
@@ -123,18 +127,16 @@ def ship_model(spark: SparkSession, model_dir: str) -> str:
     return _SHIPPED[key]
 
 
-def embed_users(spark: SparkSession, rows: DataFrame, model_dir: str, vocab: pd.DataFrame,
+def embed_users(spark: SparkSession, rows: DataFrame, model: LoadedModel, vocab: pd.DataFrame,
                 top_k: int, top_n: int, cold_min_steps: int, batch_size: int) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
-    ``vocab`` maps item indices to ids for explanations and recommendations (the run date's
-    vocabulary: a superset of the model's when the vocabulary grew).
+    ``model`` is the driver's copy (loaded once by the caller); executors load their own from the
+    shipped archive. ``vocab`` maps item indices to ids for explanations and recommendations (the
+    run date's vocabulary: a superset of the model's when the vocabulary grew).
     """
-    from interest.models.export import load_model
-
-    model = load_model(model_dir)  # on the driver: fail early, and learn the version
     version = model.version
-    shipped = ship_model(spark, model_dir)
+    shipped = ship_model(spark, model.path)
     size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
     ids = np.array([None] * size, dtype=object)
     ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
@@ -159,12 +161,9 @@ def embed_users(spark: SparkSession, rows: DataFrame, model_dir: str, vocab: pd.
     return rows.select(*needed).mapInPandas(run, EMBED_SCHEMA)
 
 
-def popularity_prior(model_dir: str, vocab: pd.DataFrame) -> np.ndarray:
+def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
     """The fallback embedding for a user with no events: the popularity-weighted mean of the
     item embeddings, normalised. Its nearest items are the popular ones."""
-    from interest.models.export import load_model
-
-    model = load_model(model_dir)
     table = np.asarray(model.encoder.item_table)
     counts = np.zeros(len(table))
     known = vocab[vocab["item_idx"] < len(table)]
@@ -193,11 +192,8 @@ def fallback_users(spark: SparkSession, users: DataFrame, embedded: DataFrame, p
     )
 
 
-def item_embeddings(model_dir: str, vocab: pd.DataFrame) -> pd.DataFrame:
+def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
     """The model's item table as rows: item_idx, item_id, category, embedding (L2-normalised)."""
-    from interest.models.export import load_model
-
-    model = load_model(model_dir)
     table = l2_normalize(np.asarray(model.encoder.item_table))
     known = vocab[(vocab["item_idx"] >= FIRST_ITEM) & (vocab["item_idx"] < len(table))].sort_values("item_idx")
     return pd.DataFrame({

@@ -79,10 +79,10 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         raise
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
-    embedded = embed.embed_users(spark, rows, model_dir, date_vocab, e.top_items,
+    embedded = embed.embed_users(spark, rows, model, date_vocab, e.top_items,
                                  e.top_n_recommendations, e.cold_start_min_steps, e.batch_size)
     if e.users_table:
-        prior = embed.popularity_prior(model_dir, date_vocab)
+        prior = embed.popularity_prior(model, date_vocab)
         popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
             e.top_n_recommendations, "count")
         recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
@@ -107,7 +107,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     report["users"] = publish.publish_partition(
         spark, db, e.table, date, embedded.select(*embed.USER_COLUMNS), user_gates,
         table_location(cfg, e.table))
-    items = spark.createDataFrame(embed.item_embeddings(model_dir, date_vocab), schema=ITEM_DDL)
+    items = spark.createDataFrame(embed.item_embeddings(model, date_vocab), schema=ITEM_DDL)
     report["items"] = publish.publish_partition(
         spark, db, e.item_table, date, items,
         publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding",
