@@ -174,7 +174,10 @@ class TrainConfig:
 class EvalConfig:
     k: int = 10
     sampled_negatives: int = 100
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # test negatives, one draw each
+    # validation negatives (best-epoch selection, early stopping): a seed no test draw uses, so
+    # model selection never tunes on the draws the test is reported on
+    valid_seed: int = 0
 
 
 @dataclass
@@ -333,6 +336,9 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
+        (cfg.eval.valid_seed not in cfg.eval.seeds,
+         f"eval.valid_seed ({cfg.eval.valid_seed}) must differ from every test seed in eval.seeds "
+         f"{list(cfg.eval.seeds)}: validation would tune on a test draw"),
     ]
     for ok, message in checks:
         if not ok:

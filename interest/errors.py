@@ -5,6 +5,7 @@ from interest.config import ConfigError
 from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError
 from interest.models.export import ModelNotFoundError
+from interest.nightly import BackfillError
 from interest.serving.pipeline import EmbedInputError
 from interest.serving.publish import PublishGateError
 from interest.spark import JavaNotFoundError
@@ -13,5 +14,5 @@ from interest.training.run import TrainingInputError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
-    TrainingInputError, DistributedTrainingError, EmbedInputError, PublishGateError,
+    TrainingInputError, DistributedTrainingError, EmbedInputError, PublishGateError, BackfillError,
 )

@@ -8,6 +8,7 @@ item indices keep their meaning and a warm-started model keeps its items' vector
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -20,15 +21,13 @@ from pyspark.sql import SparkSession
 from interest.config import Config
 from interest.data.reader import local_path
 from interest.etl.pipeline import run_sessionize
-from interest.models.export import ModelNotFoundError, find_model_for_date, resolve_model_dir
+from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import drift, run_embed
 
 
-def previous_model(cfg: Config) -> str | None:
-    try:
-        return resolve_model_dir(cfg.paths.resolve("models"), cfg.model.encoder)
-    except ModelNotFoundError:
-        return None
+def previous_model(cfg: Config, date: str) -> str | None:
+    """The newest model trained on data before ``date`` (a backfill never builds on the future)."""
+    return find_model_before(cfg.paths.resolve("models"), cfg.model.encoder, date)
 
 
 def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | None,
@@ -62,7 +61,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    previous = previous_model(cfg)
+    previous = previous_model(cfg, date)
     base_vocab = f"{previous}/vocab.parquet" if previous else None
 
     tic = time.perf_counter()
@@ -101,6 +100,55 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     out = Path(local_path(cfg.paths.resolve("reports"))) / "nightly" / f"dt={date}"
     report["report_files"] = write_report(out, report, moved)
     return report
+
+
+class BackfillError(ValueError):
+    """A backfill range cannot run as asked (bad range, raw partitions missing)."""
+
+
+def dates_between(start: str, end: str) -> list[str]:
+    """Every date from ``start`` to ``end``, inclusive, in order."""
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise BackfillError(f"backfill range is empty: --from {start} is after --to {end}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def report_path(cfg: Config, date: str) -> Path:
+    """The nightly report of ``date``: written last, so its presence means the date is done."""
+    return Path(local_path(cfg.paths.resolve("reports"))) / "nightly" / f"dt={date}" / "report.json"
+
+
+def missing_raw_partitions(spark: SparkSession, cfg: Config, dates: list[str]) -> list[str]:
+    """Dates without a ``dt=`` folder in a date-partitioned raw source (none for other sources)."""
+    from interest import io
+
+    source = cfg.ingest.path or cfg.paths.resolve("raw_events")
+    present = io.list_dirs(spark, source)
+    if not any(name.startswith("dt=") for name in present):
+        return []  # not partitioned by date: the window is cut by event time instead
+    return [d for d in dates if f"dt={d}" not in present]
+
+
+def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False,
+                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run the refresh for every date of [start, end] in date order, skipping dates already done
+    (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
+    builds on the newest model before it, so the result does not depend on the order of runs."""
+    dates = dates_between(start, end)
+    missing = missing_raw_partitions(spark, cfg, dates)
+    if missing:
+        raise BackfillError(
+            f"backfill {start} .. {end}: no raw partition for {', '.join(missing)} under "
+            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}; nothing was run")
+    reports = []
+    for n, date in enumerate(dates, 1):
+        if not redo and report_path(cfg, date).is_file():
+            log(f"[backfill] {date} ({n}/{len(dates)}): already done, skipped")
+            continue
+        log(f"[backfill] {date} ({n}/{len(dates)})")
+        reports.append(run_nightly(spark, cfg, date, log=log))
+    return reports
 
 
 def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None) -> dict[str, str]:

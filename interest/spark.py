@@ -53,7 +53,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = cfg.paths.resolve("warehouse")
-    metastore = cfg.paths.resolve("metastore")
+    metastore = embedded_metastore_dir(cfg)
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     if not launched_by_spark_submit():
         builder = builder.master(cfg.spark.master)
@@ -82,6 +82,26 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     return spark
 
 
+def embedded_metastore_dir(cfg: Config) -> str:
+    """A local folder for the embedded Derby metastore.
+
+    Derby is local by nature: it takes a plain path, never a URL. ``paths.metastore`` under a
+    ``file://`` root becomes that local path; under a remote root (``hdfs://``, ``s3a://``) the
+    metastore gets a folder of its own in the temp directory, one per root, since a cluster
+    keeps its tables in a real metastore (``conf/cluster.yaml``).
+    """
+    import hashlib
+    import tempfile
+
+    metastore = cfg.paths.resolve("metastore")
+    if metastore.startswith("file://"):
+        return metastore[len("file://"):]
+    if "://" not in metastore:
+        return metastore
+    digest = hashlib.sha1(metastore.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), "interest-metastore", digest)
+
+
 # Loggers that warn on every embedded-metastore call about things that are expected locally.
 NOISY_LOGGERS = ("org.apache.hadoop.hive", "hive", "org.datanucleus", "DataNucleus",
                  "org.apache.hadoop.util.NativeCodeLoader")
@@ -103,9 +123,7 @@ def _derby_home(spark: SparkSession, metastore: str) -> None:
     The Hive client is created lazily on the first catalog access, so setting the driver JVM's
     system properties here works both when Python starts the JVM and under spark-submit.
     """
-    if "://" in metastore and not metastore.startswith("file://"):
-        return  # a remote metastore: nothing local to place
-    local = metastore.replace("file://", "")
+    local = metastore  # always a local folder (embedded_metastore_dir)
     os.makedirs(local, exist_ok=True)
     system = spark.sparkContext._jvm.java.lang.System  # type: ignore[union-attr]
     system.setProperty("derby.system.home", local)

@@ -13,15 +13,16 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, required=True)
-    parser.add_argument("--model", default=None, help="model folder (default: latest of model.encoder)")
+    parser.add_argument("--model", default=None, help="model folder (default: model.encoder's model for --date: the one "
+                        "trained on that date's data, else the newest trained before it)")
     args = parser.parse_args()
     cfg = load_job_config(args)
 
-    from interest.models.export import resolve_model_dir
+    from interest.models.export import model_as_of
     from interest.serving.pipeline import run_embed
     from interest.spark import get_spark
 
-    model_dir = args.model or resolve_model_dir(cfg.paths.resolve("models"), cfg.model.encoder)
+    model_dir = args.model or model_as_of(cfg.paths.resolve("models"), cfg.model.encoder, args.date)
     spark = get_spark(cfg, app_name=f"interest-embed-{args.date}")
     try:
         report = run_embed(spark, cfg, args.date, model_dir)

@@ -1,6 +1,7 @@
 """The nightly refresh for one date: sessionize -> train (or reuse) -> embed -> gates -> publish.
 
     python jobs/nightly.py --date 2026-11-26            # default date: yesterday (UTC)
+    python jobs/nightly.py --from 2026-11-20 --to 2026-11-26   # backfill in date order, resumable
     spark-submit --master yarn --py-files dist/interest.zip jobs/nightly.py --conf conf/cluster.yaml
 """
 from __future__ import annotations
@@ -11,18 +12,29 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard, yest
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, default=None, help="run date D (default: yesterday, UTC)")
+    parser.add_argument("--from", dest="start", type=date_arg, default=None,
+                        help="backfill: first date of a range run in date order (with --to); "
+                             "dates already done are skipped, so a stopped backfill resumes")
+    parser.add_argument("--to", dest="end", type=date_arg, default=None, help="backfill: last date")
+    parser.add_argument("--redo", action="store_true", help="backfill: run done dates again too")
     parser.add_argument("--force-retrain", action="store_true",
                         help="train again even if a model for this date exists")
     parser.add_argument("--show", type=int, default=3, help="print this many rows of the table")
     args = parser.parse_args()
     cfg = load_job_config(args)
-    date = args.date or yesterday()
+    if (args.start is None) != (args.end is None) or (args.start and args.date):
+        parser.error("a backfill needs both --from and --to, and no --date")
+    date = args.end or args.date or yesterday()
 
-    from interest.nightly import run_nightly
+    from interest.nightly import run_backfill, run_nightly
     from interest.spark import get_spark
 
-    spark = get_spark(cfg, app_name=f"interest-nightly-{date}")
+    spark = get_spark(cfg, app_name=f"interest-nightly-{args.start + '..' if args.start else ''}{date}")
     try:
+        if args.start:
+            done = run_backfill(spark, cfg, args.start, args.end, redo=args.redo)
+            print(f"[backfill] {args.start} .. {args.end}: {len(done)} date(s) run")
+            return 0
         report = run_nightly(spark, cfg, date, force_retrain=args.force_retrain)
         table = f"`{cfg.embed.database}`.`{cfg.embed.table}`"
         print(f"\n[nightly] table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")

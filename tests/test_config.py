@@ -34,6 +34,7 @@ def test_defaults_and_overrides_with_types():
     ("model.heads=3", "model.dim must be divisible by model.heads"),
     ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
     ("nodot", "must look like section.key=value"),
+    ("eval.valid_seed=2", "must differ from every test seed in eval.seeds"),
 ])
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):

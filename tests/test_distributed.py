@@ -51,7 +51,17 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted):
     assert any("resumed from checkpoint at step 10" in line for line in out.chief_log)
     assert out.metrics["resumed_from_step"] == 10 and out.metrics["workers"] == 2
     model = load_model(out.model_dir)
-    assert model.metrics["test"]["full_ndcg@10"] > 0
+    steps_per_epoch = -(-model.metrics["train_rows"] // cfg.train.batch_size)
+    assert model.metrics["steps"] == 2 * steps_per_epoch  # no step lost or run twice in total
+    # ... and it ends where an uninterrupted run of the same training ends (the global batch is
+    # the same for 1 and 2 workers, so one process is the reference)
+    clean = train_and_export(make_config(planted, *PLANTED, "model.encoder=memory", "train.epochs=2",
+                                         "paths.models='{root}/models_clean'",
+                                         "paths.checkpoints='{root}/ckpt_clean'"), DATE, log=lambda _m: None)
+    a, b = model.metrics["test"], clean.metrics["test"]
+    assert abs(a["full_ndcg@10"] - b["full_ndcg@10"]) <= TOLERANCE, (a, b)
+    assert abs(a["full_hr@10"] - b["full_hr@10"]) <= 2 * TOLERANCE, (a, b)
+    assert a["full_ndcg@10"] > 1.5 * clean.metrics["popularity"]["test"]["full_ndcg@10"], a
 
 
 @pytest.mark.slow

@@ -62,7 +62,16 @@ def test_future_steps_never_change_earlier_positions(kind):
         changed = {k: v.copy() for k, v in inp.items()}
         changed["item_idx"][:, t + 1:] = np.where(changed["item_idx"][:, t + 1:] > 0,
                                                  (changed["item_idx"][:, t + 1:] + 5) % 38 + 2, 0)
-        changed["event_type_idx"][:, t + 1:] = np.where(changed["item_idx"][:, t + 1:] > 0, 4, 0)
+        future = changed["item_idx"][:, t + 1:] > 0
+        changed["event_type_idx"][:, t + 1:] = np.where(future, 4, 0)
+        changed["time_gap_bucket"][:, t + 1:] = np.where(future, 5, 0)
+        # the hardest case for the session-level encoder: future steps join step t's session
+        # (or, where they already are in it, start a new one)
+        same = changed["session_idx"][:, t:t + 1]
+        if (np.where(future, same, 0) == inp["session_idx"][:, t + 1:]).all():
+            same = same + 1
+        changed["session_idx"][:, t + 1:] = np.where(future, same, 0)
+        assert all((changed[f][:, t + 1:] != inp[f][:, t + 1:]).any() for f in changed)
         after = np.asarray(enc(changed, training=False)["sequence"])
         np.testing.assert_allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-5)
         assert np.abs(after[:, t + 1:] - before[:, t + 1:]).max() > 1e-4  # the future did change

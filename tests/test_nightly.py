@@ -13,7 +13,17 @@ import pandas as pd
 import pytest
 
 from interest.models.encoders import build_encoder
-from interest.models.export import load_model, save_model, warm_start
+from interest.models.export import (
+    ModelNotFoundError,
+    find_model_before,
+    load_model,
+    model_as_of,
+    model_versions,
+    new_version,
+    resolve_model_dir,
+    save_model,
+    warm_start,
+)
 from interest.nightly import run_nightly
 from interest.serving.pipeline import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, partitions
@@ -102,6 +112,30 @@ def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
         warm_start(build_encoder("self_attention", vocab_size=14, **args), old)
 
 
+def test_lineage_follows_data_dates_not_the_order_of_runs(tmp_path):
+    encoder = build_encoder("self_attention", vocab_size=10, max_len=8, dim=8, heads=2, blocks=1)
+    vocab = pd.DataFrame({"item_idx": [2], "item_id": ["a"], "category": ["c"], "count": [1]})
+    root, kind = str(tmp_path / "models"), "self_attention"
+
+    def export(date: str) -> str:
+        return save_model(encoder, vocab, {"date": date}, {}, root, new_version(date))
+
+    d3 = export("2026-11-03")
+    d1 = export("2026-11-01")  # a backfill after a later date ...
+    assert resolve_model_dir(root, kind) == d3  # ... never moves LATEST backwards
+    d2 = export("2026-11-02")
+    assert resolve_model_dir(root, kind) == d3
+    assert [find_model_before(root, kind, d) for d in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-09")] \
+        == [None, d1, d2, d3]
+    d2_again = export("2026-11-02")  # a re-run of an old date: the newest of that date wins
+    assert find_model_before(root, kind, "2026-11-03") == d2_again != d2
+    d4 = export("2026-11-04")
+    assert resolve_model_dir(root, kind) == d4
+    assert model_as_of(root, kind, "2026-11-02") == d2_again and model_as_of(root, kind, "2026-11-07") == d4
+    with pytest.raises(ModelNotFoundError, match="up to 2026-10-01"):
+        model_as_of(root, kind, "2026-10-01")
+
+
 @pytest.fixture(scope="module")
 def embedded(spark, planted):
     """A published dt=DATE partition (database 'embed_gates') and the model behind it."""
@@ -172,7 +206,61 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         run_embed(spark, cfg, "2020-01-01", report["model"]["path"])
 
 
-def _job(args: list[str], root: Path, **kw) -> subprocess.Popen:
+@pytest.mark.slow
+def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, planted):
+    from chispa import assert_df_equality
+
+    from interest.nightly import BackfillError, run_backfill
+
+    cfg = cfg_for(planted, "backfill")
+    dates = ["2026-11-24", PREV, DATE]
+    with pytest.raises(BackfillError, match="no raw partition for 2026-11-27 under .*; nothing was run"):
+        run_backfill(spark, cfg, DATE, "2026-11-27", log=lambda _m: None)
+    assert not spark.catalog.tableExists(f"backfill.{cfg.embed.table}")  # nothing was published
+    lines: list[str] = []
+    assert len(run_backfill(spark, cfg, dates[0], dates[-1], log=lines.append)) == 3
+    assert [ln for ln in lines if ln.startswith("[backfill]")] == [
+        f"[backfill] {d} ({n}/3)" for n, d in enumerate(dates, 1)]
+    models = cfg.paths.resolve("models")
+
+    def snapshot() -> dict:
+        tables = {t: spark.table(f"backfill.{t}").orderBy(*spark.table(f"backfill.{t}").columns[:1], "dt")
+                  for t in (cfg.embed.table, cfg.embed.item_table, cfg.embed.recommendations_table)}
+        return {"tables": {t: df.toPandas() for t, df in tables.items()}, "frames": tables,
+                "versions": model_versions(models, cfg.model.encoder),
+                "latest": resolve_model_dir(models, cfg.model.encoder)}
+
+    before = snapshot()
+    assert [d for d, _ in before["versions"]] == dates and before["latest"] == before["versions"][-1][1]
+    # each date built on the model of the date before it
+    trained = [load_model(p).config["config"]["train"]["init_from"] for _, p in before["versions"]]
+    assert trained == [None, before["versions"][0][1], before["versions"][1][1]]
+    lines.clear()
+    assert run_backfill(spark, cfg, dates[0], dates[-1], log=lines.append) == []  # resumes: all done
+    assert all("already done, skipped" in ln for ln in lines)
+    for date in (DATE, dates[0], PREV):  # an operator clears and re-runs dates out of order
+        run_nightly(spark, cfg, date, log=lambda _m: None)
+    after = snapshot()
+    assert after["versions"] == before["versions"] and after["latest"] == before["latest"]
+    for table, frame in after["tables"].items():
+        assert sorted(frame.dt.unique()) == dates, table
+        assert_df_equality(spark.createDataFrame(frame), spark.createDataFrame(before["tables"][table]),
+                           ignore_nullable=True)
+
+
+@pytest.mark.slow
+def test_a_file_url_root_runs_and_writes_only_under_it(planted, planted_model, tmp_path):
+    root = copy_planted(planted, planted_model, tmp_path / "url")
+    run = _job(["jobs/embed.py", "--date", DATE], f"file://{root}")
+    out, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, out[-3000:]
+    day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
+    assert len(list(day.iterdir())) == 1
+    assert (root / "metastore" / "metastore_db").is_dir()  # Derby got a plain local path
+    assert not list(ROOT.glob("file:*")) and not (ROOT / "metastore_db").exists()
+
+
+def _job(args: list[str], root: Path | str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     sets = [f"paths.root={root}", *FAST, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}"]
     return subprocess.Popen([sys.executable, *args, *[a for s in sets for a in ("--set", s)]], cwd=ROOT,

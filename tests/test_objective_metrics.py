@@ -85,3 +85,29 @@ def test_evaluate_scores_perfect_and_popularity_like():
     assert flat["full_hr@3"] == 0.0 and flat["sampled_hr@3"] == 0.0
     tiny = M.evaluate_scores(lambda a, b: np.zeros((b - a, 12)), hist, targets, 12, k=3, negatives=50, seeds=(1,))
     assert "sampled_hr@3" not in tiny and "too few unseen items" in tiny["sampled_note"]
+
+
+def test_sampled_negatives_are_distinct():
+    # 100 negatives out of 150 unseen items: drawing with replacement repeats some in every row
+    hist = np.tile(np.array([[0, 2, 3]]), (20, 1))
+    targets = np.full(20, 4)
+    negs = M.sample_negatives(hist, targets, 2 + 153, 100, seed=3)
+    assert all(len(set(row.tolist())) == 100 for row in negs)
+    assert not np.isin(negs, [2, 3, 4]).any()
+
+
+def test_unknown_targets_are_excluded_and_counted():
+    # Three users; the second's target is the unknown item (1). Its "rank" among real items would
+    # be -1 (a hit with NDCG = inf) if it were scored; it must be left out and counted instead.
+    scores = np.array([[0, 5, 1, 3, 2, 0.5], [0, 9, 1, 1, 1, 1], [0, 0, 4, 3, 2, 1.]])
+    targets = np.array([3, 1, 5])
+    hist = np.zeros((3, 2), dtype=np.int64)
+    got = M.evaluate_scores(lambda a, b: scores[a:b], hist, targets, 6, k=2, negatives=2, seeds=(1,))
+    expected = M.Ranking.from_ranks(M.rank_full(scores[[0, 2]], targets[[0, 2]]), k=2)
+    assert got["excluded_targets"] == 1 and got["users"] == 2
+    assert got["full_hr@2"] == pytest.approx(expected.hr) and got["full_ndcg@2"] == pytest.approx(expected.ndcg)
+    assert np.isfinite(got["full_ndcg@2"]) and got["full_ndcg@2"] <= 1.0
+    with pytest.raises(ValueError, match="real items"):
+        M.rank_full(scores, targets)
+    with pytest.raises(ValueError, match="nothing to rank"):
+        M.evaluate_scores(lambda a, b: scores[a:b], hist[:1], np.array([1]), 6, k=2)

@@ -14,9 +14,12 @@ def events(spark, rows):
     """rows: (user, item, type, 'HH:MM:SS' on 2026-11-26 or a full timestamp)."""
     def full(t):
         return t if t.startswith("20") else f"2026-11-26 {t}"
-    df = spark.createDataFrame([(u, i, e, full(t)) for u, i, e, t in rows],
-                               "user_id string, item_id string, event_type string, ts_s string")
-    return (df.withColumn("ts", F.col("ts_s").cast("timestamp"))
+    df = spark.createDataFrame([(u, i, e, full(t), n) for n, (u, i, e, t) in enumerate(rows)],
+                               "user_id string, item_id string, event_type string, ts_s string, n long")
+    arrival = F.struct(F.lit("part-0").alias("file"), F.lit(0).cast("long").alias("block"),
+                       F.col("n").alias("row"))  # as ingest.with_ingest_order: the list's order
+    return (df.withColumn("ts", F.col("ts_s").cast("timestamp")).withColumn("ingest_order", arrival)
+            .drop("n")
               .withColumn("ts_raw", F.col("ts_s")).withColumn("category", F.lit("c"))
               .withColumn("dt", F.lit("2026-11-26")).drop("ts_s"))
 
@@ -53,16 +56,19 @@ def test_session_boundary_exactly_at_gap(spark):
     assert_df_equality(got, expected, ignore_nullable=True)
 
 
-def test_out_of_order_input_and_ties_are_ordered(spark):
-    # Input shuffled; two events share a timestamp: funnel stage, then item id, orders them.
-    rows = [("u", "z", "view", "12:00:00"), ("u", "b", "click", "09:00:00"),
-            ("u", "c", "view", "09:00:00"), ("u", "a", "view", "09:00:00"),
+def test_out_of_order_input_and_ties_follow_arrival_not_ids(spark):
+    # Input shuffled in time; three events share a timestamp: the order they arrived in the
+    # source breaks the tie (c, b, a), neither the funnel stage nor the item id (a, b, c).
+    rows = [("u", "z", "view", "12:00:00"), ("u", "c", "view", "09:00:00"),
+            ("u", "b", "click", "09:00:00"), ("u", "a", "view", "09:00:00"),
             ("v", "x", "view", "08:00:00")]
     df = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
     order = [r["item_id"] for r in df.where("user_id = 'u'").orderBy(*sessions.ORDER).collect()]
-    assert order == ["a", "c", "b", "z"]
+    assert order == ["c", "b", "a", "z"]
+    steps = sessions.with_step_gaps(sessions.to_steps(df, True), [60.0]).where("user_id = 'u'")
+    assert [r["item_id"] for r in steps.orderBy("step_no").collect()] == ["c", "b", "a", "z"]
     got = df.select("user_id", "item_id", "session_idx")
-    expected = spark.createDataFrame([("u", "a", 1), ("u", "c", 1), ("u", "b", 1), ("u", "z", 2),
+    expected = spark.createDataFrame([("u", "c", 1), ("u", "b", 1), ("u", "a", 1), ("u", "z", 2),
                                       ("v", "x", 1)], "user_id string, item_id string, session_idx int")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 

@@ -16,7 +16,8 @@ LATEST = dt.datetime(2026, 11, 27, 1, 0, 0)  # run date 2026-11-26 + 60 min skew
 
 def canonical(spark, rows):
     cols = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record"]
-    return spark.createDataFrame(rows, ",".join(f"{c} string" for c in cols))
+    return spark.createDataFrame(rows, ",".join(f"{c} string" for c in cols)).withColumn(
+        ingest.INGEST_ORDER, ingest.no_ingest_order())
 
 
 def reasons(spark, rows, ts_format="auto"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from chispa import assert_df_equality
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from interest.etl import sequences, vocab
@@ -13,7 +14,9 @@ def steps_of(spark, rows):
                                      "event_rank int, time_gap_bucket int")
     return (df.withColumn("ts", F.timestamp_seconds(F.col("sec") + F.lit(1_790_000_000)))
               .withColumn("category", F.concat(F.lit("c_"), "item_id"))
-              .withColumn("n_events", F.lit(1).cast("long")).drop("sec"))
+              .withColumn("n_events", F.lit(1).cast("long"))
+              .withColumn("step_no", F.row_number().over(Window.partitionBy("user_id").orderBy("sec")))
+              .drop("sec"))
 
 
 def test_vocab_frequency_order_min_count_and_ties(spark):
@@ -24,6 +27,22 @@ def test_vocab_frequency_order_min_count_and_ties(spark):
     expected = spark.createDataFrame(
         [(2, "a", "c_a", 3), (3, "b", "c_b", 2), (4, "c", "c_c", 2)],
         "item_idx int, item_id string, category string, count long")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_held_out_targets_do_not_count_for_the_vocabulary(spark):
+    # u and v are trainable (3 steps): their last two steps are validation/test targets and
+    # must not count. w is too short to be evaluated: all its steps count.
+    rows = [("u", "a", 1, 1, 0, 1), ("u", "b", 2, 1, 0, 2), ("u", "held", 3, 1, 0, 2),
+            ("v", "b", 1, 1, 0, 1), ("v", "a", 2, 1, 0, 2), ("v", "held", 3, 1, 0, 2),
+            ("w", "b", 1, 1, 0, 1)]
+    steps = sequences.mark_held_out(steps_of(spark, rows), min_train_steps=3)
+    held = {(r["user_id"], r["item_id"]) for r in steps.where("held_out").collect()}
+    assert held == {("u", "b"), ("u", "held"), ("v", "a"), ("v", "held")}
+    got = vocab.build_vocab(steps.where(~F.col("held_out")), min_count=1)
+    # counting every step would give held -> 2 steps, b -> 3, a -> 2 (and "held" a vocab entry)
+    expected = spark.createDataFrame([(2, "b", "c_b", 2), (3, "a", "c_a", 1)],
+                                     "item_idx int, item_id string, category string, count long")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 

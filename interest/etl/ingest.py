@@ -1,8 +1,9 @@
 """Reading raw click logs (Parquet, CSV, JSON lines, MovieLens ``u.data``) into one canonical shape.
 
 Canonical raw events: ``user_id``, ``item_id``, ``event_type``, ``ts_raw`` (the text as logged),
-``category``, ``dt`` (the source partition, when there is one) and ``_corrupt_record`` (the line,
-when the reader could not parse it). Everything is a string here: typing happens in validation,
+``category``, ``dt`` (the source partition, when there is one), ``_corrupt_record`` (the line,
+when the reader could not parse it) and ``ingest_order`` (where the row sits in the source: file,
+split, row), which breaks ties in event time the way the rows arrived, never by an identifier. Everything is a string here: typing happens in validation,
 so that a value that does not parse becomes a reject with a reason instead of a lost row.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pyspark.sql import types as T
 
 from interest.config import IngestConfig
 
-CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record"]
+CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record",
+             "ingest_order"]
 CORRUPT = "_corrupt_record"
+INGEST_ORDER = "ingest_order"
 MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "ts"]
 
 
@@ -48,6 +51,22 @@ def read_source(spark: SparkSession, cfg: IngestConfig, path: str) -> DataFrame:
             raise IngestError(f"raw events path does not exist: {path}") from None
         raise
     raise IngestError(f"unknown ingest.format {cfg.format!r}")
+
+
+def with_ingest_order(df: DataFrame) -> DataFrame:
+    """Add ``ingest_order``: struct(file, block, row), the position of each row in its source file.
+
+    Must be applied to the file scan itself, before any shuffle: ``file`` and ``block`` (the byte
+    offset of the split) come from Spark's ``_metadata`` column, and ``row`` is
+    ``monotonically_increasing_id``, which increases along a split inside one task. Ordering by
+    the struct therefore follows the files' own row order whatever the partitioning, and is the
+    same on every run over the same files. Filter partitions *before* this: a non-deterministic
+    column stops Spark from pushing later filters down to the scan.
+    """
+    return df.withColumn(INGEST_ORDER, F.struct(
+        F.col("_metadata.file_path").alias("file"),
+        F.col("_metadata.file_block_start").alias("block"),
+        F.monotonically_increasing_id().alias("row")))
 
 
 def _mapped_columns(cfg: IngestConfig) -> list[str | None]:
@@ -85,7 +104,13 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
         text(cols.category).alias("category"),
         (F.col("dt").cast("string") if "dt" in df.columns else F.lit(None).cast("string")).alias("dt"),
         (F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")).alias(CORRUPT),
+        F.col(INGEST_ORDER) if INGEST_ORDER in df.columns else no_ingest_order().alias(INGEST_ORDER),
     )
+
+
+def no_ingest_order() -> Column:
+    """A typed null ``ingest_order`` for frames that were not read from files."""
+    return F.lit(None).cast("struct<file:string,block:bigint,row:bigint>")
 
 
 def in_partition_window(df: DataFrame, start: str | None, end: str) -> DataFrame:

@@ -63,11 +63,10 @@ def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame,
     source = cfg.ingest.path or cfg.paths.resolve("raw_events")
     raw = ingest.read_source(spark, cfg.ingest, source)
     partitioned = "dt" in raw.columns
-    canonical = ingest.to_canonical(raw, cfg.ingest)
-    if partitioned:
+    if partitioned:  # before ingest_order, so that partition pruning still reaches the scan
         start, end = window_bounds(date, cfg.sessionize.lookback_days)
-        canonical = ingest.in_partition_window(canonical, start, end)
-    return canonical, partitioned
+        raw = ingest.in_partition_window(raw, start, end)
+    return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned
 
 
 def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:
@@ -87,7 +86,7 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     """Valid rows -> deduplicated events with ``copies``, ``event_rank`` and a bot ``reject_reason``."""
     s = cfg.sessionize
     valid = flagged.where(F.col("reject_reason").isNull() & ~F.col("outside")).select(
-        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt")
+        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order")
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
     return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)
 
@@ -147,9 +146,11 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
     events_kept = events.count()
     if events_kept == 0:
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
-    steps = sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s)
+    steps = sequences.mark_held_out(sessions.with_step_gaps(
+        sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
-    items = vocab.build_vocab(steps, s.min_item_count, previous).persist(keep)
+    # counted on training steps only: held-out targets must not shape the vocabulary or the counts
+    items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
     windows = sequences.build_sequences(
         vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows).persist(keep)
     seqs = sequences.inference_rows(windows)

@@ -9,7 +9,7 @@ what the model sees in training is what it sees at night.
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 SEQUENCE_ARRAYS = ["item_idx", "event_type_idx", "time_gap_bucket", "session_idx"]
@@ -23,16 +23,16 @@ def _padded(window: Column, field: str, max_len: int) -> Column:
 
 def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1
                     ) -> DataFrame:
-    """Steps (with item_idx, time_gap_bucket, session_idx, event_rank) -> rows per user.
+    """Steps (with step_no, item_idx, time_gap_bucket, session_idx, event_rank) -> rows per user.
 
     ``window`` 0 is the latest ``max_len`` steps (the user's inference row, and the only window
     with held-out targets). With ``max_windows`` > 1, long histories also get older windows for
     training, ending ``max_len - 3`` steps apart: the training view of a window targets its steps
     except the first and the last two, so consecutive windows make every step a target once.
     """
-    step = F.struct(
-        F.col("ts").cast("double").alias("t"), "event_rank", "item_id", "item_idx",
-        (F.col("event_rank") + 1).alias("event_type_idx"), "time_gap_bucket", "session_idx")
+    step = F.struct(  # step_no first: the sort key (time, then arrival order; never an id)
+        "step_no", "item_idx", (F.col("event_rank") + 1).alias("event_type_idx"),
+        "time_gap_bucket", "session_idx")
     grouped = steps.groupBy("user_id").agg(
         F.sort_array(F.collect_list(step)).alias("_steps"),
         F.sum("n_events").cast("long").alias("n_events"),
@@ -64,6 +64,17 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
         F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int"))))
         .alias("history_idx"),
     )
+
+
+HELD_OUT_STEPS = 2  # the validation and test targets: the last two steps of a trainable user
+
+
+def mark_held_out(steps: DataFrame, min_train_steps: int) -> DataFrame:
+    """Add ``held_out``: the step is a validation or test target (one of the last two steps of a
+    user with enough history to be evaluated). Counts that feed the vocabulary, the popularity
+    baseline and the loss's log Q skip these, so nothing learns from what it is scored on."""
+    n = F.max("step_no").over(Window.partitionBy("user_id"))
+    return steps.withColumn("held_out", (n >= min_train_steps) & (F.col("step_no") > n - HELD_OUT_STEPS))
 
 
 def training_rows(sequences: DataFrame, min_train_steps: int) -> DataFrame:

@@ -1,8 +1,11 @@
 """Clean events -> sessions -> steps: dedupe, bot filtering, sessionization, funnel merging.
 
 All functions are pure ``DataFrame -> DataFrame``. A user's events are always ordered by
-``(ts, event_rank, item_id)``: event time, then funnel stage, then item id, so ties in time are
-broken the same way on every run.
+``(ts, ingest_order, event_rank)``: event time, then the order in which the rows arrived in the
+source (file, split, row; see ``ingest.with_ingest_order``), then funnel stage. Ties in time are
+broken the same way on every run, and never by an identifier: ids carry no meaning, and sorting by
+them would plant a signal (the next item "follows" the last one in id order) that real traffic
+does not have and a model would learn.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pyspark.sql import functions as F
 from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED
 
 KEYS = ["user_id", "item_id", "event_type", "ts"]
-ORDER = ["ts", "event_rank", "item_id"]
+ORDER = ["ts", "ingest_order", "event_rank"]
 
 
 def with_event_rank(df: DataFrame, event_types: list[str]) -> DataFrame:
@@ -33,6 +36,7 @@ def dedupe(df: DataFrame) -> DataFrame:
         F.min("category").alias("category"),
         F.min("dt").alias("dt"),
         F.min("ts_raw").alias("ts_raw"),
+        F.min("ingest_order").alias("ingest_order"),  # the first arrival of the copies
         F.count(F.lit(1)).alias("copies"),
     )
 
@@ -88,7 +92,8 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
     A merged step keeps the first event's time and the deepest funnel stage reached, so
     "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged.
     """
-    cols = ["user_id", "session_idx", "ts", "item_id", "event_rank", "category", "n_events"]
+    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category",
+            "n_events"]
     if not collapse_repeats:
         return df.withColumn("n_events", F.lit(1)).select(*cols)
     in_session = Window.partitionBy("user_id", "session_idx").orderBy(*ORDER)
@@ -97,6 +102,7 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
     df = df.withColumn("_changed", changed).withColumn("_run", run)
     return df.groupBy("user_id", "session_idx", "_run").agg(
         F.min("ts").alias("ts"),
+        F.min(F.struct("ts", "ingest_order"))["ingest_order"].alias("ingest_order"),  # first event's
         F.first("item_id").alias("item_id"),
         F.max("event_rank").alias("event_rank"),
         F.min("category").alias("category"),
@@ -112,11 +118,13 @@ def time_gap_bucket(gap_s: Column, edges_s: list[float]) -> Column:
 
 
 def with_step_gaps(steps: DataFrame, edges_s: list[float]) -> DataFrame:
-    """Add ``gap_s`` since the previous step of the user and its ``time_gap_bucket``."""
+    """Add ``step_no`` (1-based position in the user's ordered steps), ``gap_s`` since the
+    previous step and its ``time_gap_bucket``. Later stages order steps by ``step_no`` alone."""
     by_user = Window.partitionBy("user_id").orderBy(*ORDER)
     secs = F.col("ts").cast("double")
-    return steps.withColumn("gap_s", secs - F.lag(secs).over(by_user)).withColumn(
-        "time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s))
+    return (steps.withColumn("step_no", F.row_number().over(by_user).cast("int"))
+            .withColumn("gap_s", secs - F.lag(secs).over(by_user))
+            .withColumn("time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s)))
 
 
 def sessions_table(events: DataFrame) -> DataFrame:

@@ -11,7 +11,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from interest.etl.ingest import CORRUPT
+from interest.etl.ingest import CORRUPT, INGEST_ORDER
 
 # Checked in this order; the first that applies is the row's reason.
 REASONS = (
@@ -67,6 +67,7 @@ def normalize(df: DataFrame, ts_format: str) -> DataFrame:
         _blank_to_null(F.col("category")).alias("category"),
         "dt",
         CORRUPT,
+        INGEST_ORDER,
     )
 
 

@@ -167,8 +167,12 @@ class MemoryEncoder(Encoder):
 
     Write: slot k has a learned address; after step t it holds its initial content plus the
     attention-weighted sum (over steps <= t) of the steps that match its address. Read: the
-    current step queries the K slots; the read-out is the user state. Explanation: read weight ×
-    write weight, summed over slots.
+    current step queries the K slots; the read-out is the user state. Explanation: how much of
+    what the read drew on each step wrote. A slot's content is ``Σ_j w_kj v_j``, so its length
+    along its own direction splits exactly into the steps' shares ``w_kj (v_j · ŝ_k)``; those
+    shares (negative ones clipped to 0), weighted by the read attention over the slots and
+    normalised to sum to 1, are the explanation. Read weight × write weight alone ignores what a
+    step wrote, and on planted data does no better than shuffled weights.
     """
 
     def __init__(self, **kwargs):
@@ -206,10 +210,23 @@ class MemoryEncoder(Encoder):
         read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, L, 1, D], [B, L, 1, K]
         seq = self.out(read[:, :, 0], training=training) * keep_f  # [B, L, D]
         out = {"sequence": seq, "user": seq[:, -1], "interests": slots[:, -1],
-               "attention": ops.einsum("bk,bkj->bj", read_w[:, -1, 0], write_w[:, -1])}  # [B, L]
+               "attention": _written_share(read_w[:, -1:], write_w[:, -1:], values, written[:, -1:])[:, 0]}
         if return_matrix:
-            out["attention_matrix"] = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w)  # [B, L, L]
+            out["attention_matrix"] = _written_share(read_w, write_w, values, written)  # [B, L, L]
         return out
+
+
+def _written_share(read_w, write_w, values, written):
+    """Each step's share of what the read drew from memory, normalised per position.
+
+    read_w [B, T, 1, K], write_w [B, T, K, L], values [B, 1, L, D], written [B, T, K, D] -> [B, T, L].
+    """
+    direction = written / ops.maximum(ops.norm(written, axis=-1, keepdims=True), 1e-9)  # [B, T, K, D]
+    along = ops.relu(ops.einsum("bjd,btkd->btkj", values[:, 0], direction))  # [B, T, K, L]
+    share = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w * along)  # [B, T, L]
+    total = ops.sum(share, axis=-1, keepdims=True)  # [B, T, 1]
+    plain = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w)  # fallback: nothing along any slot
+    return ops.where(total > 1e-9, share / ops.maximum(total, 1e-9), plain)
 
 
 @keras.saving.register_keras_serializable(package="interest")

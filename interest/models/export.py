@@ -6,10 +6,13 @@
         vocab.parquet         item_idx <-> item_id (+ category, count) the model was trained with
         config.json           the run's full configuration and data spec
         metrics.json          training history, validation/test metrics, timings, workers
-    models/<encoder>/LATEST   the newest version's name (written last)
+    models/<encoder>/LATEST   the version trained on the newest data (written last)
 
 Versions are written to a staging folder and renamed into place, so a reader never sees a
-half-written model, and LATEST moves only after the folder is complete.
+half-written model, and LATEST moves only after the folder is complete. Every version records the
+date of the data it was trained on (``config.json``). Lineage follows those dates, not the wall
+clock: LATEST only ever moves forward in data date (a backfill of an older date leaves it alone),
+and the model a run for date D builds on is the newest one trained on data before D.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def new_version(date: str | None = None) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    # to the microsecond: versions of one date sort by name in the order they were made
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     return f"{date or 'adhoc'}_{stamp}_{uuid.uuid4().hex[:6]}"
 
 
@@ -56,10 +60,37 @@ def save_model(encoder: Encoder, vocab: pd.DataFrame, config: dict[str, Any],
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    tmp = root / f".LATEST-{uuid.uuid4().hex[:6]}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, root / "LATEST")
+    current = _latest_date(root)
+    if current is None or str(config.get("date") or "") >= current:
+        tmp = root / f".LATEST-{uuid.uuid4().hex[:6]}"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, root / "LATEST")
     return str(final)
+
+
+def _latest_date(root: Path) -> str | None:
+    """The data date of the version LATEST names (None without LATEST)."""
+    latest = root / "LATEST"
+    if not latest.is_file():
+        return None
+    return _data_date(root / latest.read_text().strip()) or ""
+
+
+def _data_date(folder: Path) -> str | None:
+    config = folder / "config.json"
+    return json.loads(config.read_text()).get("date") if config.is_file() else None
+
+
+def model_versions(models_root: str, encoder: str) -> list[tuple[str, str]]:
+    """(data date, folder) of every complete version of ``encoder``, oldest data first; versions
+    of one date in the order they were made (the name starts with the date and a UTC stamp)."""
+    base = Path(local_path(models_root)) / encoder
+    if not base.is_dir():
+        return []
+    found = [(_data_date(p), p) for p in base.iterdir()
+             if p.is_dir() and not p.name.startswith("_") and (p / "encoder.json").is_file()]
+    return [(date, str(p)) for date, p in sorted(
+        ((d, p) for d, p in found if d), key=lambda dp: (dp[0], dp[1].name))]
 
 
 def _json_default(value: Any) -> Any:
@@ -84,13 +115,24 @@ def resolve_model_dir(path_or_root: str, encoder: str | None = None) -> str:
 
 def find_model_for_date(models_root: str, encoder: str, date: str) -> str | None:
     """The newest exported version of ``encoder`` trained on ``date``'s data, if any."""
-    base = Path(local_path(models_root)) / encoder
-    if not base.is_dir():
-        return None
-    found = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith("_")
-             and (p / "config.json").is_file()
-             and json.loads((p / "config.json").read_text()).get("date") == date]
-    return str(max(found, key=lambda p: p.name)) if found else None
+    found = [path for d, path in model_versions(models_root, encoder) if d == date]
+    return found[-1] if found else None
+
+
+def find_model_before(models_root: str, encoder: str, date: str) -> str | None:
+    """The model a run for ``date`` builds on: the newest version trained on data before
+    ``date`` (never one trained on later data, whatever order dates are run in)."""
+    found = [path for d, path in model_versions(models_root, encoder) if d < date]
+    return found[-1] if found else None
+
+
+def model_as_of(models_root: str, encoder: str, date: str) -> str:
+    """The model that serves ``date``: the one trained on its data, else the newest before it."""
+    found = find_model_for_date(models_root, encoder, date) or find_model_before(models_root, encoder, date)
+    if found is None:
+        raise ModelNotFoundError(f"no {encoder} model trained on data up to {date} under {models_root} "
+                                 "(train one with jobs/train.py)")
+    return found
 
 
 def warm_start(new: Encoder, old: Encoder) -> list[str]:

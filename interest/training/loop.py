@@ -261,7 +261,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         e = self.cfg.eval
         return evaluate_split(self.encoder, self.data.eval_rows, "valid", k=e.k,
-                              negatives=e.sampled_negatives, seeds=(e.seeds[0],) if e.seeds else ())
+                              negatives=e.sampled_negatives, seeds=(e.valid_seed,))
 
     def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None
             ) -> TrainResult:
