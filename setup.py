@@ -26,7 +26,7 @@ setup(
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "chispa>=0.10", "psutil>=5.9", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "chispa>=0.10", "jinja2>=3.1", "psutil>=5.9", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
         # A GPU install replaces tensorflow-cpu with the CUDA build of the same version.
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },

@@ -1,26 +1,39 @@
-"""Example Airflow DAG: the nightly refresh as one SparkSubmitOperator task per day.
+"""Example Airflow DAG (Airflow 2.x and 3.x): the nightly refresh, one SparkSubmitOperator per day.
 
-Set in Airflow: a Spark connection ``spark_interest`` (master yarn / k8s://… / spark://…), the
-Variable ``interest_home`` (the checkout on the scheduler/edge node, with ``make package`` run),
-and the Python environment every executor uses (``spark.pyspark.python`` or a shipped archive;
-see the README, "Running on a cluster").
+The date handed to ``--date`` is the day that just ended: the DAG uses an explicit data-interval
+timetable (``CronDataIntervalTimetable``), so the run that starts at 02:30 on D+1 covers the
+interval [D 02:30, D+1 02:30) and passes ``data_interval_start | ds`` = D. (With a bare cron string,
+Airflow 3 schedules a ``CronTriggerTimetable`` whose ``ds`` is the day the run starts, which would
+process a day still in progress.) ``depends_on_past`` and ``max_active_runs=1`` keep dates in
+order: each date builds on the model of the date before it, and a failed date holds the next one.
+
+Set on the scheduler/edge node: a Spark connection ``spark_interest`` (master yarn / k8s://… /
+spark://…), the environment variable ``INTEREST_HOME`` (the checkout, with ``make package`` run),
+and the Python environment every executor uses (see the README, "Running on a cluster").
 """
 from __future__ import annotations
 
-import pendulum
-from airflow import DAG
-from airflow.models import Variable
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+import os
 
-HOME = Variable.get("interest_home", default_var="/opt/interest")
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
+
+HOME = os.environ.get("INTEREST_HOME", "/opt/interest")
+RUN_DATE = "{{ data_interval_start | ds }}"  # the day that just ended, in UTC
 
 with DAG(
     dag_id="interest_nightly",
-    schedule="30 2 * * *",
+    schedule=CronDataIntervalTimetable("30 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=True,  # backfills are safe: a run for a date replaces that date's partition exactly
-    max_active_runs=1,  # runs for consecutive dates build on each other's models
-    default_args={"retries": 1, "retry_delay": pendulum.duration(minutes=20)},
+    catchup=True,  # backfills are safe: each date builds on the newest model before it
+    max_active_runs=1,
+    default_args={"depends_on_past": True, "retries": 1, "retry_delay": pendulum.duration(minutes=20)},
     tags=["interest"],
 ) as dag:
     SparkSubmitOperator(
@@ -28,7 +41,7 @@ with DAG(
         conn_id="spark_interest",
         application=f"{HOME}/jobs/nightly.py",
         py_files=f"{HOME}/dist/interest.zip",
-        application_args=["--conf", f"{HOME}/conf/cluster.yaml", "--date", "{{ ds }}"],
+        application_args=["--conf", f"{HOME}/conf/cluster.yaml", "--date", RUN_DATE],
         conf={"spark.dynamicAllocation.enabled": "false"},
-        name="interest-nightly-{{ ds }}",
+        name=f"interest-nightly-{RUN_DATE}",
     )
