@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "PyYAML>=6.0",
     "dacite>=1.8,<2",
     "matplotlib>=3.8,<4",
+    "fsspec>=2024.2",  # the one filesystem API for models, reports and checkpoints (hdfs via WebHDFS)
+    "requests>=2.31",  # fsspec's WebHDFS client
 ]
 
 setup(

@@ -64,7 +64,7 @@ def main() -> None:
     if pop:
         from interest.data.reader import load_rows
         from interest.evaluation.leakage import id_adjacency_metrics
-        from interest.serving.pipeline import read_vocab
+        from interest.data.reader import read_vocab
 
         vocab = read_vocab(summary["outputs"]["vocab"]).sort_values("item_idx")
         rule = id_adjacency_metrics(["<pad>", "<unknown>", *vocab.item_id.astype(str)],

@@ -204,6 +204,14 @@ class NightlyConfig:
 
 
 @dataclass
+class StorageConfig:
+    """How non-DataFrame files reach remote roots (see interest.storage)."""
+
+    webhdfs_port: int = 9870  # the namenode's HTTP port: hdfs:// files go through WebHDFS
+    webhdfs_user: str | None = None  # default: $HADOOP_USER_NAME, else the login name
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -215,6 +223,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,12 +1,11 @@
-"""Storage helpers over Hadoop's FileSystem API, so the same code works on file://, hdfs://, s3a://.
+"""Spark output helpers over Hadoop's FileSystem API (in the JVM), for file://, hdfs://, s3a://.
 
-The one idea here: a dataset is written to a hidden staging folder next to its final place and
+Files that are not DataFrames go through ``interest.storage``. The one idea here: a dataset is written to a hidden staging folder next to its final place and
 swapped in only when complete, so a reader never sees half of it and a failed run leaves the
 previous version in place.
 """
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Callable
@@ -25,47 +24,10 @@ def _jvm_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return fs, hpath
 
 
-def exists(spark: SparkSession, path: str) -> bool:
-    fs, hpath = _jvm_path(spark, path)
-    return bool(fs.exists(hpath))
-
-
 def delete(spark: SparkSession, path: str) -> None:
     fs, hpath = _jvm_path(spark, path)
     if fs.exists(hpath):
         fs.delete(hpath, True)
-
-
-def list_dirs(spark: SparkSession, path: str) -> list[str]:
-    """Names of the sub-folders of ``path`` (empty when it does not exist)."""
-    fs, hpath = _jvm_path(spark, path)
-    if not fs.exists(hpath):
-        return []
-    return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.isDirectory())
-
-
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file (overwriting) through Hadoop's FileSystem."""
-    fs, hpath = _jvm_path(spark, path)
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
-def read_text(spark: SparkSession, path: str) -> str:
-    fs, hpath = _jvm_path(spark, path)
-    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
-    stream = fs.open(hpath)
-    try:
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-    finally:
-        stream.close()
-
-
-def write_json(spark: SparkSession, path: str, data: dict[str, Any]) -> None:
-    write_text(spark, path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], None]) -> None:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, fine
 from pyspark.sql import SparkSession
 
 from interest.config import Config
-from interest.data.reader import local_path
+from interest import storage
 from interest.etl.pipeline import run_sessionize
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import drift, run_embed
@@ -52,7 +52,7 @@ def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | 
         from interest.training.run import train_and_export
 
         outcome = train_and_export(cfg, date, log=log)
-    how = f"warm start from {Path(previous).name}" if cfg.train.init_from else "from scratch"
+    how = f"warm start from {storage.name(previous)}" if cfg.train.init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 
 
@@ -65,7 +65,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     base_vocab = f"{previous}/vocab.parquet" if previous else None
 
     tic = time.perf_counter()
-    log(f"[nightly] {date}: sessionize" + (f" (vocabulary grows from {Path(previous).name})" if previous else ""))
+    log(f"[nightly] {date}: sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
     sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
     timings["sessionize"] = time.perf_counter() - tic
 
@@ -73,7 +73,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain, log)
     timings["train"] = time.perf_counter() - tic
     log(f"[nightly] model: {action}: {model_dir}")
-    metrics = json.loads((Path(local_path(model_dir)) / "metrics.json").read_text())
+    metrics = json.loads(storage.read_text(storage.join(model_dir, "metrics.json")))
 
     tic = time.perf_counter()
     log("[nightly] embed and publish")
@@ -85,7 +85,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     report = {
         "date": date,
         "encoder": cfg.model.encoder,
-        "model": {"path": model_dir, "version": Path(model_dir).name, "action": action,
+        "model": {"path": model_dir, "version": storage.name(model_dir), "action": action,
                   "trained_on": metrics.get("date"), "workers": metrics.get("workers"),
                   "test": metrics.get("test"), "popularity_test": (metrics.get("popularity") or {}).get("test")},
         "sessionize": {k: sessionized[k] for k in (
@@ -97,8 +97,10 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "table": f"{cfg.embed.database}.{cfg.embed.table}",
     }
-    out = Path(local_path(cfg.paths.resolve("reports"))) / "nightly" / f"dt={date}"
-    report["report_files"] = write_report(out, report, moved)
+    out = nightly_report_dir(cfg, date)
+    with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
+        files = write_report(Path(local), report, moved)
+    report["report_files"] = {k: storage.join(out, Path(v).name) for k, v in files.items()}
     return report
 
 
@@ -114,17 +116,19 @@ def dates_between(start: str, end: str) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def report_path(cfg: Config, date: str) -> Path:
+def nightly_report_dir(cfg: Config, date: str) -> str:
+    return storage.join(storage.normalize(cfg.paths.resolve("reports")), "nightly", f"dt={date}")
+
+
+def report_path(cfg: Config, date: str) -> str:
     """The nightly report of ``date``: written last, so its presence means the date is done."""
-    return Path(local_path(cfg.paths.resolve("reports"))) / "nightly" / f"dt={date}" / "report.json"
+    return storage.join(nightly_report_dir(cfg, date), "report.json")
 
 
-def missing_raw_partitions(spark: SparkSession, cfg: Config, dates: list[str]) -> list[str]:
+def missing_raw_partitions(cfg: Config, dates: list[str]) -> list[str]:
     """Dates without a ``dt=`` folder in a date-partitioned raw source (none for other sources)."""
-    from interest import io
-
     source = cfg.ingest.path or cfg.paths.resolve("raw_events")
-    present = io.list_dirs(spark, source)
+    present = storage.list_dirs(source)
     if not any(name.startswith("dt=") for name in present):
         return []  # not partitioned by date: the window is cut by event time instead
     return [d for d in dates if f"dt={d}" not in present]
@@ -136,14 +140,14 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
     dates = dates_between(start, end)
-    missing = missing_raw_partitions(spark, cfg, dates)
+    missing = missing_raw_partitions(cfg, dates)
     if missing:
         raise BackfillError(
             f"backfill {start} .. {end}: no raw partition for {', '.join(missing)} under "
             f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}; nothing was run")
     reports = []
     for n, date in enumerate(dates, 1):
-        if not redo and report_path(cfg, date).is_file():
+        if not redo and storage.is_file(report_path(cfg, date)):
             log(f"[backfill] {date} ({n}/{len(dates)}): already done, skipped")
             continue
         log(f"[backfill] {date} ({n}/{len(dates)})")

@@ -108,3 +108,12 @@ def standalone(tmp_path_factory: pytest.TempPathFactory):
 
     with StandaloneCluster(tmp_path_factory.mktemp("standalone"), workers=2, cores=1) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def hdfs(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node HDFS (MiniDFSCluster) on 127.0.0.1 for the session; see minihdfs.py."""
+    from minihdfs import MiniHdfs
+
+    with MiniHdfs(tmp_path_factory.mktemp("hdfs")) as cluster:
+        yield cluster

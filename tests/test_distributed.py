@@ -8,7 +8,7 @@ from interest.models.export import load_model, resolve_model_dir
 from interest.training.distributed import DistributedTrainingError, reserve_port, train_on_spark
 from interest.training.run import TrainingInputError, train_and_export
 
-from conftest import DATE, PLANTED, make_config
+from conftest import DATE, PLANTED, ROOT, make_config
 
 # Two workers and one worker see the same global batch, so the optimisation is the same up to the
 # order of the data; on this data the test NDCG@10 of such runs differs by a few hundredths.
@@ -103,3 +103,56 @@ def test_reserved_ports_are_held_and_outside_the_ephemeral_range():
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.slow
+def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(standalone, hdfs, planted, tmp_path):
+    """The whole nightly with paths.root on a real HDFS: sessionize, 2-worker barrier training on
+    the standalone cluster with checkpoints on HDFS and one injected worker failure, embed and
+    publish. Every output is on HDFS; the local disks of the driver and the workers hold none."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from standalone import package_zip
+
+    from interest import storage
+
+    storage.configure(hdfs.http_port)
+    root = f"{hdfs.url}/interest"
+    storage.upload(str(planted / "raw" / "events"), f"{root}/raw/events")
+    temp = Path(tempfile.gettempdir())
+
+    def scratch() -> set[str]:
+        return {p.name for p in temp.glob("interest-*") if p.name != "interest-metastore"}
+
+    before = scratch()
+    sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *PLANTED, "train.epochs=2",
+            "train.workers=2", "train.fail_at_step=12", "model.encoder=memory",
+            "spark.conf={spark.sql.shuffle.partitions: '4'}"]
+    run = standalone.submit("jobs/nightly.py", "--conf", "conf/local.yaml", "--date", DATE,
+                            *[a for s in sets for a in ("--set", s)], py_files=package_zip(tmp_path))
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    assert "attempt 1 failed" in out and "InjectedFailure" in out, out[-4000:]
+    assert "resumed from checkpoint at step 10" in out  # read back from HDFS by the new attempt
+    fs, inner = storage.fs_path(root)
+    files = [p[len(inner):] for p in fs.find(inner)]
+    for prefix in ("/sequences/dt=", "/vocab/dt=", "/events_rejected/dt=", "/sessions/dt=",
+                   "/reports/sessionize/", "/reports/nightly/", "/reports/tensorboard/memory/",
+                   "/warehouse/default.db/user_interest_embeddings/dt=", "/warehouse/default.db/item_embeddings/",
+                   "/warehouse/default.db/user_recommendations/"):
+        assert any(f.startswith(prefix) for f in files), (prefix, files[:50])
+    models = [f for f in files if f.startswith("/models/memory/")]
+    assert "/models/memory/LATEST" in models and any(f.endswith("/encoder.weights.h5") for f in models)
+    assert not [f for f in files if f.startswith("/checkpoints/") and not f.endswith("/")]  # cleared when done
+    # nothing of it on local disks: no scratch left in the temp directory, nothing in the working
+    # directory, and in the workers' folders only Spark's logs and the application files it shipped
+    assert scratch() == before
+    assert not [p for p in ROOT.iterdir() if p.name.startswith(("hdfs:", "file:", "metastore_db", "derby"))]
+    work = standalone.workdir / "work"
+    ours = [p for p in work.rglob("*") if p.is_file() and (
+        p.suffix in (".parquet", ".png", ".md") or p.name.startswith(("events.out", "ckpt-", "report.", "summary.")))
+        and ".zip" not in str(p.relative_to(work))]
+    assert not ours, ours[:10]
+    assert os.path.isdir(work)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import tensorflow as tf
+
+from interest import storage
 
 SEQUENCE_FEATURES = ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")
 SHIFT = {"train": 3, "valid": 2, "test": 1, "infer": 0}
@@ -103,6 +104,15 @@ def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
 
+    if not storage.is_local(path):
+        # Petastorm reaches remote files only through libhdfs; fetch this worker's shard of the
+        # files (one row group each) into scratch and read them locally, unsharded.
+        with storage.scratch("interest-shard-") as folder:
+            _fetch_shard(path, folder, shard, num_shards)
+            with petastorm_batches(folder, spec, batch_size, shuffle=shuffle, seed=seed, epochs=epochs,
+                                   buffer=buffer, drop_remainder=drop_remainder, workers=workers) as ds:
+                yield ds
+        return
     quiet = _quiet_petastorm()
     try:
         reader = make_batch_reader(
@@ -131,9 +141,25 @@ def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle
 
 
 def _dataset(path: str) -> pq.ParquetDataset:
-    """A pyarrow dataset on any filesystem pyarrow knows (local, hdfs://, s3://)."""
-    fs, inner = pafs.FileSystem.from_uri(to_url(path))
+    """A pyarrow dataset on any path the storage layer reaches (local, hdfs://, s3a://)."""
+    fs, inner = storage.arrow_filesystem(path)
     return pq.ParquetDataset(inner, filesystem=fs)
+
+
+def read_vocab(path: str) -> "pd.DataFrame":
+    """A vocabulary folder -> pandas, ordered by item index."""
+    return _dataset(path).read().to_pandas().sort_values("item_idx")
+
+
+def _fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | None) -> None:
+    files = sorted(f.path for f in _dataset(path).fragments)  # inner paths of the Parquet files
+    mine = files[shard::num_shards] if shard is not None and num_shards else files
+    if not mine:
+        raise ValueError(f"no Parquet files for shard {shard} of {num_shards} under {path}")
+    base = path.rstrip("/")
+    root = storage.fs_path(base)[1].rstrip("/")
+    for inner in mine:
+        storage.download(base + inner[len(root):], f"{folder}/{inner.rsplit('/', 1)[-1]}")
 
 
 def count_rows(path: str) -> int:

@@ -7,6 +7,7 @@ folder (so re-running a date replaces it exactly), and accounts for every input 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from interest import io
+from interest import io, storage
 from interest.config import Config
 from interest.etl import ingest, sessions, sequences, validate, vocab
 
@@ -220,7 +221,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         "outputs": {k: getattr(paths, k) for k in ("train", "infer", "vocab", "rejects", "sessions")},
         "wall_s": round(time.perf_counter() - started, 2),
     }
-    io.write_json(spark, paths.summary, summary)
+    storage.write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     for frame in (windows, items, events, cleaned, flagged):
         frame.unpersist()
     return summary

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from interest.config import Config
-from interest.data.reader import local_path
+from interest import storage
 from interest.models.export import load_model, resolve_model_dir
 from interest.training.loop import evaluate_popularity, evaluate_split
 from interest.training.run import training_data
@@ -16,11 +16,16 @@ from interest.training.run import training_data
 def evaluate_models(cfg: Config, date: str, model_dirs: list[str]) -> dict[str, Any]:
     """Evaluate each model (and popularity) on the test split; write the report. Returns paths+rows."""
     data, _ = training_data(cfg, date)
+    target = storage.join(storage.normalize(cfg.paths.resolve("reports")), "evaluation", f"dt={date}")
+    with storage.local_output(target) as local:  # matplotlib writes local files
+        return _evaluate(cfg, date, model_dirs, data, Path(local), target)
+
+
+def _evaluate(cfg: Config, date: str, model_dirs: list[str], data, out: Path, target: str
+              ) -> dict[str, Any]:
     e = cfg.eval
     seeds = tuple(e.seeds)
     results, histories, figures = [], {}, {}
-    out = Path(local_path(cfg.paths.resolve("reports"))) / "evaluation" / f"dt={date}"
-    out.mkdir(parents=True, exist_ok=True)
     vocab = {int(i): (str(c) if c is not None else str(item)) for i, item, c in
              data_vocab_labels(cfg, date)}
     for model_dir in model_dirs:
@@ -44,13 +49,13 @@ def evaluate_models(cfg: Config, date: str, model_dirs: list[str]) -> dict[str, 
 
     paths = write_report(out, date, results, histories, e.k, e.sampled_negatives,
                          int(len(data.eval_rows["item_idx"])), extra_figures=figures)
-    return {"results": results, "paths": {k: str(v) for k, v in paths.items()}}
+    return {"results": results, "paths": {k: storage.join(target, Path(v).name) for k, v in paths.items()}}
 
 
 def data_vocab_labels(cfg: Config, date: str) -> list[tuple[int, str, str | None]]:
     """(item_idx, item_id, category) of the date's vocabulary, for labelling pictures."""
     from interest.etl.pipeline import SessionizePaths
-    from interest.serving.pipeline import read_vocab
+    from interest.data.reader import read_vocab
 
     vocab = read_vocab(SessionizePaths.for_date(cfg, date).vocab)
     cats = vocab["category"] if "category" in vocab else [None] * len(vocab)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interest.data.reader import local_path
+from interest import storage
 from interest.models.encoders import Encoder, build_encoder
 
 
@@ -42,55 +41,68 @@ def new_version(date: str | None = None) -> str:
     return f"{date or 'adhoc'}_{stamp}_{uuid.uuid4().hex[:6]}"
 
 
+def _base(models_root: str, encoder: str) -> str:
+    """``<models root>/<encoder>``: a local path for local roots (file:// included), else a URL."""
+    root = storage.normalize(models_root)
+    return storage.join(root, encoder)
+
+
 def save_model(encoder: Encoder, vocab: pd.DataFrame, config: dict[str, Any],
                metrics: dict[str, Any], models_root: str, version: str) -> str:
-    """Write a model version atomically and point LATEST at it; returns its folder."""
-    root = Path(local_path(models_root)) / encoder.kind
-    final = root / version
-    staging = root / f"_staging-{version}"
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        (staging / "encoder.json").write_text(json.dumps({"kind": encoder.kind, "args": encoder.args},
-                                                         indent=2))
-        encoder.save_weights(str(staging / "encoder.weights.h5"))
-        vocab.to_parquet(staging / "vocab.parquet", index=False)
-        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    """Write a model version atomically and move LATEST forward to it; returns its folder.
+
+    The files are made in a local scratch folder (Keras writes local files only), copied to a
+    hidden staging folder beside the final one and renamed into place.
+    """
+    root = _base(models_root, encoder.kind)
+    final, staging = storage.join(root, version), storage.join(root, f"_staging-{version}")
+    with storage.scratch("interest-export-") as local:
+        with open(os.path.join(local, "encoder.json"), "w") as f:
+            json.dump({"kind": encoder.kind, "args": encoder.args}, f, indent=2)
+        encoder.save_weights(os.path.join(local, "encoder.weights.h5"))
+        vocab.to_parquet(os.path.join(local, "vocab.parquet"), index=False)
+        with open(os.path.join(local, "config.json"), "w") as f:
+            json.dump(config, f, indent=2, default=str)
+        with open(os.path.join(local, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, default=_json_default)
+        try:
+            storage.upload(local, staging)
+            storage.rename(staging, final)
+        except BaseException:
+            storage.delete(staging)
+            raise
     current = _latest_date(root)
     if current is None or str(config.get("date") or "") >= current:
-        tmp = root / f".LATEST-{uuid.uuid4().hex[:6]}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, root / "LATEST")
-    return str(final)
+        storage.write_text(storage.join(root, "LATEST"), version + "\n")
+    return final
 
 
-def _latest_date(root: Path) -> str | None:
+def _latest_date(root: str) -> str | None:
     """The data date of the version LATEST names (None without LATEST)."""
-    latest = root / "LATEST"
-    if not latest.is_file():
+    latest = storage.join(root, "LATEST")
+    if not storage.is_file(latest):
         return None
-    return _data_date(root / latest.read_text().strip()) or ""
+    return _data_date(storage.join(root, storage.read_text(latest).strip())) or ""
 
 
-def _data_date(folder: Path) -> str | None:
-    config = folder / "config.json"
-    return json.loads(config.read_text()).get("date") if config.is_file() else None
+def _data_date(folder: str) -> str | None:
+    config = storage.join(folder, "config.json")
+    return json.loads(storage.read_text(config)).get("date") if storage.is_file(config) else None
 
 
 def model_versions(models_root: str, encoder: str) -> list[tuple[str, str]]:
     """(data date, folder) of every complete version of ``encoder``, oldest data first; versions
     of one date in the order they were made (the name starts with the date and a UTC stamp)."""
-    base = Path(local_path(models_root)) / encoder
-    if not base.is_dir():
-        return []
-    found = [(_data_date(p), p) for p in base.iterdir()
-             if p.is_dir() and not p.name.startswith("_") and (p / "encoder.json").is_file()]
-    return [(date, str(p)) for date, p in sorted(
-        ((d, p) for d, p in found if d), key=lambda dp: (dp[0], dp[1].name))]
+    base = _base(models_root, encoder)
+    found = []
+    for version in storage.list_dirs(base):
+        folder = storage.join(base, version)
+        if version.startswith("_") or not storage.is_file(storage.join(folder, "encoder.json")):
+            continue
+        date = _data_date(folder)
+        if date:
+            found.append((date, version, folder))
+    return [(date, folder) for date, _, folder in sorted(found)]
 
 
 def _json_default(value: Any) -> Any:
@@ -101,13 +113,13 @@ def _json_default(value: Any) -> Any:
 
 def resolve_model_dir(path_or_root: str, encoder: str | None = None) -> str:
     """A model folder, or the LATEST version under ``<models root>/<encoder>``."""
-    path = Path(local_path(path_or_root))
-    if (path / "encoder.json").is_file():
-        return str(path)
-    base = path / encoder if encoder else path
-    latest = base / "LATEST"
-    if latest.is_file():
-        return str(base / latest.read_text().strip())
+    path = storage.normalize(path_or_root)
+    if storage.is_file(storage.join(path, "encoder.json")):
+        return path
+    base = storage.join(path, encoder) if encoder else path
+    latest = storage.join(base, "LATEST")
+    if storage.is_file(latest):
+        return storage.join(base, storage.read_text(latest).strip())
     raise ModelNotFoundError(f"no exported model at {path_or_root}"
                              + (f" for encoder {encoder!r}" if encoder else "")
                              + " (train one with jobs/train.py)")
@@ -170,21 +182,26 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
-        return Path(self.path).name
+        return storage.name(self.path)
 
 
 def load_model(path: str) -> LoadedModel:
-    """Rebuild the encoder from its JSON and load the weights (no training code involved)."""
-    folder = Path(local_path(path))
-    if not (folder / "encoder.json").is_file():
+    """Rebuild the encoder from its JSON and load the weights (no training code involved).
+
+    A remote folder is copied to local scratch first: Keras reads local files only.
+    """
+    path = storage.normalize(path)
+    if not storage.is_file(storage.join(path, "encoder.json")):
         raise ModelNotFoundError(f"{path} is not an exported model folder (no encoder.json)")
-    meta = json.loads((folder / "encoder.json").read_text())
-    encoder = build_encoder(meta["kind"], **meta["args"])
-    encoder.load_weights(str(folder / "encoder.weights.h5"))
-    return LoadedModel(
-        encoder=encoder,
-        vocab=pd.read_parquet(folder / "vocab.parquet"),
-        config=json.loads((folder / "config.json").read_text()),
-        metrics=json.loads((folder / "metrics.json").read_text()),
-        path=str(folder),
-    )
+    with storage.local_copy(path) as local:
+        folder = Path(local)
+        meta = json.loads((folder / "encoder.json").read_text())
+        encoder = build_encoder(meta["kind"], **meta["args"])
+        encoder.load_weights(str(folder / "encoder.weights.h5"))
+        return LoadedModel(
+            encoder=encoder,
+            vocab=pd.read_parquet(folder / "vocab.parquet"),
+            config=json.loads((folder / "config.json").read_text()),
+            metrics=json.loads((folder / "metrics.json").read_text()),
+            path=path,
+        )

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from interest.data.reader import SEQUENCE_FEATURES, local_path
+from interest.data.reader import SEQUENCE_FEATURES
 from interest.etl.vocab import FIRST_ITEM, UNKNOWN
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
@@ -113,15 +113,22 @@ _SHIPPED: dict[str, str] = {}
 
 def ship_model(spark: SparkSession, model_dir: str) -> str:
     """Zip the model folder once per session and add it as an archive; returns its SparkFiles name."""
-    folder = str(Path(local_path(model_dir)).resolve())
-    key = f"{spark.sparkContext.applicationId}:{folder}"  # a new session needs it shipped again
+    from interest import storage
+
+    where = storage.normalize(model_dir)
+    where = str(Path(where).resolve()) if storage.is_local(where) else where
+    key = f"{spark.sparkContext.applicationId}:{where}"  # a new session needs it shipped again
     if key not in _SHIPPED:
+        import atexit
         import hashlib
         import shutil
         import tempfile
 
-        name = f"{Path(folder).name}-{hashlib.sha1(folder.encode()).hexdigest()[:8]}"
-        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="interest-model-")) / name), "zip", folder)
+        name = f"{storage.name(where)}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+        holder = tempfile.mkdtemp(prefix="interest-model-")
+        atexit.register(shutil.rmtree, holder, True)  # served to executors until the driver ends
+        with storage.local_copy(where) as folder:  # a remote model is fetched to zip it
+            archive = shutil.make_archive(str(Path(holder) / name), "zip", folder)
         spark.sparkContext.addArchive(archive)
         _SHIPPED[key] = Path(archive).name
     return _SHIPPED[key]

@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest.config import Config
-from interest.data.reader import to_url
+from interest.data.reader import read_vocab
 from interest.etl.pipeline import SessionizePaths
 from interest.models.export import load_model
 from interest.serving import embed, publish
@@ -35,11 +33,6 @@ RECS_DDL = ("user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score
 
 class EmbedInputError(ValueError):
     """The inference rows and the model do not fit together (or are missing)."""
-
-
-def read_vocab(path: str) -> pd.DataFrame:
-    fs, inner = pafs.FileSystem.from_uri(to_url(path))
-    return pq.ParquetDataset(inner, filesystem=fs).read().to_pandas().sort_values("item_idx")
 
 
 def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, model_dir: str,

@@ -16,7 +16,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from interest import io
+from interest import io, storage
 
 
 class PublishGateError(RuntimeError):
@@ -147,9 +147,9 @@ def _remove_orphans(spark: SparkSession, location: str, date: str, referenced: s
     """
     day = f"{location.rstrip('/')}/dt={date}"
     keep = {r.rstrip("/").rsplit("/", 1)[-1] for r in referenced if r}
-    for name in io.list_dirs(spark, day):
+    for name in storage.list_dirs(day):
         if name.startswith("run=") and name not in keep:
-            io.delete(spark, f"{day}/{name}")
+            storage.delete(f"{day}/{name}")
 
 
 def apply_retention(spark: SparkSession, database: str, table: str, keep: int) -> list[str]:

@@ -20,9 +20,11 @@ path, so these fail in seconds with a clear message instead of a hung barrier st
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,11 +77,12 @@ def check_slots(spark: SparkSession, workers: int, wait_s: float = 30.0) -> None
 
 def check_checkpoint_path(path: str) -> None:
     """The checkpoint folder must be writable (and, on a cluster, shared by all executors)."""
+    from interest import storage
+
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = Path(path) / f".probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        probe = storage.join(path, f".probe-{os.getpid()}")
+        storage.write_text(probe, "ok")
+        storage.delete(probe)
     except OSError as exc:
         raise DistributedTrainingError(
             f"checkpoint path {path} is not writable ({exc.strerror or exc}); set "
@@ -141,7 +144,15 @@ def _barrier_task(cfg_dict: dict[str, Any], date: str, workers: int, attempt: in
             peers = ctx.allGather(f"{host}:{port}")
             tf_config = {"cluster": {"worker": peers}, "task": {"type": "worker", "index": rank}}
             cores = max(int(ctx.cpus()), 1)
-            with tempfile.TemporaryDirectory(prefix="interest-worker-") as tmp:
+            # One scratch folder per job and rank, named so that the next attempt removes what a
+            # killed attempt left (a killed task never runs its cleanup); the worker's TMPDIR points
+            # into it, so every scratch file of the worker is removed with it.
+            key = hashlib.sha1(json.dumps([cfg_dict, date], sort_keys=True, default=str).encode()
+                               ).hexdigest()[:10]
+            tmp = os.path.join(tempfile.gettempdir(), f"interest-worker-{key}-{rank}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            try:
                 spec = Path(tmp) / "job.json"
                 result, error = Path(tmp) / "result.json", Path(tmp) / "error.txt"
                 spec.write_text(json.dumps({"config": cfg_dict, "date": date, "rank": rank,
@@ -151,7 +162,7 @@ def _barrier_task(cfg_dict: dict[str, Any], date: str, workers: int, attempt: in
                        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                        "TF_NUM_INTRAOP_THREADS": str(cores), "TF_NUM_INTEROP_THREADS": "1",
                        "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-                       "INTEREST_RESERVED_FD": str(sock.fileno())}
+                       "INTEREST_RESERVED_FD": str(sock.fileno()), "TMPDIR": tmp}
                 proc = subprocess.Popen([sys.executable, "-m", "interest.training.worker", str(spec)],
                                         env=env, preexec_fn=_die_with_parent, pass_fds=(sock.fileno(),),
                                         stdout=sys.stderr, stderr=subprocess.STDOUT)
@@ -161,6 +172,8 @@ def _barrier_task(cfg_dict: dict[str, Any], date: str, workers: int, attempt: in
                     why = error.read_text().strip() if error.exists() else f"exit code {code}"
                     raise RuntimeError(f"training worker {rank} on {host}:{port} failed: {why}")
                 payload = result.read_text()
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         finally:
             sock.close()
         yield payload

@@ -265,6 +265,13 @@ class Trainer:
 
     def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None
             ) -> TrainResult:
+        """Train; checkpoints go to ``checkpoint_dir`` (a local path or a URL: TensorFlow writes
+        into local scratch, and the chief mirrors it to the URL after every save)."""
+        with _checkpoint_mirror(checkpoint_dir, self.worker.is_chief) as (local, push):
+            return self._fit(local, tensorboard_dir, push)
+
+    def _fit(self, checkpoint_dir: str | None, tensorboard_dir: str | None,
+             push: Callable[[], None]) -> TrainResult:
         t, k = self.cfg.train, self.cfg.eval.k
         metric = f"{t.early_stop_metric}@{k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
@@ -302,6 +309,7 @@ class Trainer:
                     self.step.assign_add(1)
                     if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
                         manager.save(checkpoint_number=int(self.step.numpy()))
+                        push()
                 seconds = time.perf_counter() - tic
                 row: dict[str, Any] = {
                     "epoch": epoch + 1, "step": int(self.step.numpy()),
@@ -325,6 +333,7 @@ class Trainer:
                         self._best_weights = self.encoder.get_weights()
                         if best_manager is not None:
                             best_manager.save(checkpoint_number=int(self.step.numpy()))
+                            push()
                     else:
                         self.since_best.assign_add(1)
                 result.history.append(row)
@@ -336,6 +345,7 @@ class Trainer:
                                 tf.summary.scalar(name, value)
                 if manager is not None:
                     manager.save(checkpoint_number=int(self.step.numpy()))
+                    push()
                 if int(self.since_best.numpy()) >= t.patience:
                     result.stopped_early = True
                     self.log(f"[train] early stop: no {metric} gain in {t.patience} evaluations")
@@ -354,6 +364,24 @@ class Trainer:
             self.encoder.set_weights(self._best_weights)
         elif best_manager is not None and self._chief_best is not None:
             best_manager.checkpoint.restore(self._chief_best).expect_partial()
+
+
+@contextlib.contextmanager
+def _checkpoint_mirror(directory: str | None, is_chief: bool):
+    """(local checkpoint folder, push): the folder itself for a local path; for a URL, a scratch
+    copy of what the URL holds (so a restarted worker resumes) and a push that mirrors the chief's
+    folder back to the URL."""
+    from interest import storage
+
+    if directory is None:
+        yield None, lambda: None
+    elif storage.is_local(directory):
+        yield storage.local_path(directory), lambda: None
+    else:
+        with storage.scratch("interest-ckpt-") as local:
+            if storage.exists(directory):
+                storage.download(directory, local)
+            yield local, (lambda: storage.mirror(local, directory)) if is_chief else (lambda: None)
 
 
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:

@@ -1,17 +1,16 @@
 """The training stage for one run date: sessionize outputs in, an exported model version out."""
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pyarrow.fs as pafs
 import tensorflow as tf
 
 from interest.config import Config
-from interest.data.reader import SequenceSpec, count_rows, load_rows, local_path, to_url
+from interest import storage
+from interest.data.reader import SequenceSpec, count_rows, load_rows, read_vocab
 from interest.etl.pipeline import SessionizePaths
 from interest.models.encoders import Encoder
 from interest.models.export import new_version, save_model
@@ -29,26 +28,18 @@ class TrainingInputError(FileNotFoundError):
     """The sequences for the date are missing or empty."""
 
 
-def _exists(path: str) -> bool:
-    fs, inner = pafs.FileSystem.from_uri(to_url(path))
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
-
-
 def training_data(cfg: Config, date: str) -> tuple[TrainData, Any]:
     """Load the vocabulary, count the train rows and sample the evaluation users for ``date``."""
     paths = SessionizePaths.for_date(cfg, date)
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
-        if not _exists(path):
+        if not storage.exists(path):
             raise TrainingInputError(
                 f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first "
                 "(or check paths.root / paths.sequences)")
     rows = count_rows(paths.train)
     if rows == 0:
         raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
-    fs, inner = pafs.FileSystem.from_uri(to_url(paths.vocab))
-    import pyarrow.parquet as pq
-
-    vocab = pq.ParquetDataset(inner, filesystem=fs).read().to_pandas().sort_values("item_idx")
+    vocab = read_vocab(paths.vocab)
     vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
     spec = SequenceSpec.from_config(cfg, vocab_size)
     eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
@@ -76,7 +67,8 @@ def checkpoint_dir(cfg: Config, date: str) -> str:
     key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len},
                      sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return f"{local_path(cfg.paths.resolve('checkpoints'))}/{cfg.model.encoder}/dt={date}/{digest}"
+    return storage.join(storage.normalize(cfg.paths.resolve("checkpoints")), cfg.model.encoder,
+                        f"dt={date}", digest)
 
 
 def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
@@ -92,8 +84,10 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
     data, vocab = training_data(cfg, date)
     trainer = Trainer(cfg, data, strategy, worker, log)
     ckpt = checkpoint_dir(cfg, date)
-    tensorboard = f"{local_path(cfg.paths.resolve('reports'))}/tensorboard/{cfg.model.encoder}/dt={date}"
-    result = trainer.fit(ckpt, tensorboard)
+    tensorboard = storage.join(storage.normalize(cfg.paths.resolve("reports")), "tensorboard",
+                               cfg.model.encoder, f"dt={date}")
+    with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
+        result = trainer.fit(ckpt, board)
     if on_trained is not None:
         on_trained(result.encoder)
     if not worker.is_chief:
@@ -127,7 +121,7 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
               "train_path": data.train_path}
     model_dir = save_model(result.encoder, vocab, config, metrics,
                            cfg.paths.resolve("models"), version or new_version(date))
-    shutil.rmtree(ckpt, ignore_errors=True)  # finished: a re-run of the date starts afresh
+    storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     k = e.k
     log(f"[train] done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
         f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "

@@ -47,6 +47,9 @@ def main(job_path: str) -> int:
     from interest.training.run import train_and_export
 
     cfg = from_dict(job["config"])
+    from interest import storage
+
+    storage.configure(cfg.storage.webhdfs_port, cfg.storage.webhdfs_user)
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING,
         timeout_seconds=600.0)

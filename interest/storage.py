@@ -1,0 +1,301 @@
+"""One filesystem API for everything that is not a DataFrame: models, LATEST, JSON, reports, PNGs,
+checkpoints, and the sequence files a training worker reads.
+
+Paths are local paths or URLs (``file://``, ``hdfs://``, ``s3a://``). The layer is fsspec:
+
+- it works in every Python process (the driver, executors, training workers) with no JVM, which
+  Hadoop's FileSystem through Spark's gateway cannot (it exists on the driver only);
+- ``hdfs://namenode:8020/...`` goes through WebHDFS, plain HTTP to the namenode's web port
+  (``storage.webhdfs_port``), so no libhdfs/JNI is needed; ``pyarrow.fs``'s HDFS client needs
+  libhdfs and a Hadoop install on every node, which pip cannot provide;
+- ``s3a://`` (Hadoop's name) maps to s3fs's ``s3://`` when s3fs is installed.
+
+Spark's own DataFrame reads and writes stay on Hadoop's FileSystem in the JVM. TensorFlow has no
+HDFS or S3 plugin here, so code that TensorFlow or Keras must read or write works in a local scratch
+folder (``scratch()``) and moves it with ``upload`` / ``download``. Scratch folders live in the
+temp directory and are removed when done, so nothing is left outside ``paths.root``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class StorageError(OSError):
+    """A location cannot be reached or written (one line naming the URL)."""
+
+
+@dataclass
+class _Settings:
+    webhdfs_port: int = 9870
+    webhdfs_user: str | None = None
+
+
+_SETTINGS = _Settings()
+
+
+def configure(webhdfs_port: int | None = None, webhdfs_user: str | None = None) -> None:
+    """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process)."""
+    if webhdfs_port is not None:
+        _SETTINGS.webhdfs_port = int(webhdfs_port)
+    _SETTINGS.webhdfs_user = webhdfs_user
+    _filesystem.cache_clear()
+
+
+def is_local(path: str) -> bool:
+    return path.startswith("file:") or "://" not in path
+
+
+def local_path(path: str) -> str:
+    """A local path or ``file:`` URL (``file:///x`` or Hadoop's ``file:/x``) -> the plain path."""
+    return urlparse(path).path if path.startswith("file:") else path
+
+
+def normalize(path: str) -> str:
+    """Local paths and ``file://`` URLs -> a plain local path; other URLs as they are."""
+    return local_path(path) if is_local(path) else path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or a URL."""
+    return posixpath.join(base.rstrip("/"), *parts) if "://" in base else os.path.join(base, *parts)
+
+
+def name(path: str) -> str:
+    return posixpath.basename(path.rstrip("/"))
+
+
+def parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(scheme: str, netloc: str) -> fsspec.AbstractFileSystem:
+    if scheme in ("", "file"):
+        return LocalFileSystem()
+    if scheme == "hdfs":
+        host = netloc.split(":")[0] or "localhost"
+        user = _SETTINGS.webhdfs_user or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+        return fsspec.filesystem("webhdfs", host=host, port=_SETTINGS.webhdfs_port, user=user)
+    if scheme in ("s3a", "s3"):
+        return fsspec.filesystem("s3")
+    return fsspec.filesystem(scheme)
+
+
+def fs_path(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a local path or URL."""
+    if is_local(path):
+        return _filesystem("", ""), str(Path(local_path(path)).resolve())
+    parsed = urlparse(path)
+    fs = _filesystem(parsed.scheme, parsed.netloc)
+    if parsed.scheme in ("s3a", "s3"):
+        return fs, f"{parsed.netloc}{parsed.path}"
+    return fs, parsed.path
+
+
+def _call(path: str, what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot {what} {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # connection errors from HTTP clients are not OSErrors
+        if "Connection" in type(exc).__name__ or "connect" in str(exc).lower():
+            raise StorageError(f"cannot {what} {path}: unreachable ({type(exc).__name__})") from None
+        raise
+
+
+def exists(path: str) -> bool:
+    fs, inner = fs_path(path)
+    return bool(_call(path, "reach", fs.exists, inner))
+
+
+def is_file(path: str) -> bool:
+    fs, inner = fs_path(path)
+    return bool(_call(path, "reach", fs.isfile, inner))
+
+
+def list_dirs(path: str) -> list[str]:
+    """Names of the sub-folders of ``path`` (empty when it does not exist)."""
+    fs, inner = fs_path(path)
+    if not _call(path, "reach", fs.exists, inner):
+        return []
+    entries = _call(path, "list", fs.ls, inner, detail=True)
+    return sorted(name(e["name"]) for e in entries if e["type"] == "directory")
+
+
+def makedirs(path: str) -> None:
+    fs, inner = fs_path(path)
+    _call(path, "create", fs.makedirs, inner, exist_ok=True)
+
+
+def read_bytes(path: str) -> bytes:
+    fs, inner = fs_path(path)
+    return _call(path, "read", fs.cat_file, inner)
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a small file whole: to a hidden sibling first, then renamed over ``path``, so a
+    reader sees the old content or the new one, never a part."""
+    fs, inner = fs_path(path)
+    folder = parent(inner)
+    _call(path, "create", fs.makedirs, folder, exist_ok=True)
+    tmp = f"{folder}/.{name(inner)}-{uuid.uuid4().hex[:8]}"
+    _call(path, "write", fs.pipe_file, tmp, data)
+    if isinstance(fs, LocalFileSystem):
+        os.replace(tmp, inner)
+        return
+    if fs.exists(inner):  # HDFS renames do not overwrite: readers retry on a missing file
+        fs.rm(inner)
+    _call(path, "write", fs.mv, tmp, inner)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def delete(path: str) -> None:
+    fs, inner = fs_path(path)
+    if _call(path, "reach", fs.exists, inner):
+        _call(path, "delete", fs.rm, inner, recursive=True)
+
+
+def rename(src: str, dst: str) -> None:
+    """Move a file or folder (a metadata operation on HDFS and local disks)."""
+    fs, a = fs_path(src)
+    _, b = fs_path(dst)
+    _call(dst, "write", fs.makedirs, parent(b), exist_ok=True)
+    if isinstance(fs, LocalFileSystem):
+        os.replace(a, b)
+    else:
+        _call(dst, "write", fs.mv, a, b, recursive=True)
+
+
+def upload(local: str, path: str) -> None:
+    """Copy a local file or folder to ``path`` (replacing what is there)."""
+    if is_local(path):
+        target = local_path(path)
+        if os.path.abspath(local) == os.path.abspath(target):
+            return
+        if os.path.isdir(local):
+            shutil.copytree(local, target, dirs_exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            shutil.copy2(local, target)
+        return
+    fs, inner = fs_path(path)
+    if os.path.isdir(local):
+        _call(path, "write", fs.makedirs, inner, exist_ok=True)
+        for root, _dirs, files in os.walk(local):
+            rel = os.path.relpath(root, local)
+            folder = inner if rel == "." else f"{inner}/{rel}"
+            _call(path, "write", fs.makedirs, folder, exist_ok=True)
+            for f in files:
+                _call(path, "write", fs.put_file, os.path.join(root, f), f"{folder}/{f}")
+    else:
+        _call(path, "write", fs.makedirs, parent(inner), exist_ok=True)
+        _call(path, "write", fs.put_file, local, inner)
+
+
+def download(path: str, local: str) -> str:
+    """Copy a file or folder at ``path`` into ``local`` (created); returns ``local``."""
+    fs, inner = fs_path(path)
+    if _call(path, "reach", fs.isdir, inner):
+        os.makedirs(local, exist_ok=True)
+        for entry in _call(path, "list", fs.find, inner, withdirs=True, detail=True).values():
+            rel = posixpath.relpath(entry["name"], inner)
+            target = os.path.join(local, rel)
+            if entry["type"] == "directory":
+                os.makedirs(target, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                _call(path, "read", fs.get_file, entry["name"], target)
+    else:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        _call(path, "read", fs.get_file, inner, local)
+    return local
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "interest-") -> Iterator[str]:
+    """A private local folder in the temp directory, removed afterwards."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """A local path holding what is at ``path``: the path itself when local, else a scratch copy."""
+    if is_local(path):
+        yield local_path(path)
+        return
+    with scratch("interest-copy-") as folder:
+        yield download(path, os.path.join(folder, name(path)))
+
+
+@contextlib.contextmanager
+def local_output(path: str) -> Iterator[str]:
+    """A local folder to write ``path``'s contents into; uploaded to ``path`` when the block ends
+    without an error (local paths are written in place)."""
+    if is_local(path):
+        os.makedirs(local_path(path), exist_ok=True)
+        yield local_path(path)
+        return
+    with scratch("interest-out-") as folder:
+        yield folder
+        upload(folder, path)
+
+
+def mirror(local: str, path: str) -> None:
+    """Make the folder at ``path`` hold exactly the files of the local folder ``local``: new and
+    changed files are copied, files gone locally are deleted (a checkpoint folder after a save).
+    A no-op when ``path`` is ``local`` itself."""
+    if is_local(path) and os.path.abspath(local_path(path)) == os.path.abspath(local):
+        return
+    fs, inner = fs_path(path)
+    _call(path, "write", fs.makedirs, inner, exist_ok=True)
+    remote = {posixpath.relpath(e["name"], inner): e["size"] for e in
+              _call(path, "list", fs.find, inner, detail=True).values() if e["type"] == "file"}
+    here = {}
+    for root, _dirs, files in os.walk(local):
+        for f in files:
+            full = os.path.join(root, f)
+            here[os.path.relpath(full, local).replace(os.sep, "/")] = full
+    for rel, full in here.items():
+        if remote.get(rel) != os.path.getsize(full) or rel.endswith("checkpoint"):
+            target = f"{inner}/{rel}"
+            _call(path, "write", fs.makedirs, parent(target), exist_ok=True)
+            _call(path, "write", fs.put_file, full, target)
+    for rel in set(remote) - set(here):
+        _call(path, "delete", fs.rm, f"{inner}/{rel}")
+
+
+def arrow_filesystem(path: str):
+    """(pyarrow filesystem, inner path) for pyarrow's dataset readers on any URL."""
+    import pyarrow.fs as pafs
+
+    if is_local(path):
+        return pafs.LocalFileSystem(), str(Path(local_path(path)).resolve())
+    fs, inner = fs_path(path)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
