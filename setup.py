@@ -29,6 +29,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "chispa>=0.10", "jinja2>=3.1", "psutil>=5.9", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        "s3": ["s3fs>=2024.2"],  # s3a:// roots for the storage layer (Spark needs hadoop-aws too)
         # A GPU install replaces tensorflow-cpu with the CUDA build of the same version.
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },

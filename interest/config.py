@@ -209,6 +209,7 @@ class StorageConfig:
 
     webhdfs_port: int = 9870  # the namenode's HTTP port: hdfs:// files go through WebHDFS
     webhdfs_user: str | None = None  # default: $HADOOP_USER_NAME, else the login name
+    webhdfs_host: str | None = None  # the namenode for hdfs:/// URLs that name none
 
 
 @dataclass

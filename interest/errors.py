@@ -9,10 +9,12 @@ from interest.nightly import BackfillError
 from interest.serving.pipeline import EmbedInputError
 from interest.serving.publish import PublishGateError
 from interest.spark import JavaNotFoundError
+from interest.storage import StorageError
 from interest.training.distributed import DistributedTrainingError
 from interest.training.run import TrainingInputError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
     TrainingInputError, DistributedTrainingError, EmbedInputError, PublishGateError, BackfillError,
+    StorageError,
 )

@@ -61,6 +61,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
     previous = previous_model(cfg, date)
     base_vocab = f"{previous}/vocab.parquet" if previous else None
 
@@ -140,6 +141,7 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
     dates = dates_between(start, end)
+    storage.check_writable(cfg.paths.root)
     missing = missing_raw_partitions(cfg, dates)
     if missing:
         raise BackfillError(

@@ -50,7 +50,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     """Build (or return) the SparkSession for a job described by ``cfg``."""
     from interest import storage
 
-    storage.configure(cfg.storage.webhdfs_port, cfg.storage.webhdfs_user)
+    storage.configure_from(cfg)
     if not launched_by_spark_submit():
         require_java()
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

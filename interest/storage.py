@@ -42,17 +42,26 @@ class StorageError(OSError):
 class _Settings:
     webhdfs_port: int = 9870
     webhdfs_user: str | None = None
+    webhdfs_host: str | None = None
 
 
 _SETTINGS = _Settings()
 
 
-def configure(webhdfs_port: int | None = None, webhdfs_user: str | None = None) -> None:
+def configure(webhdfs_port: int | None = None, webhdfs_user: str | None = None,
+              webhdfs_host: str | None = None) -> None:
     """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process)."""
     if webhdfs_port is not None:
         _SETTINGS.webhdfs_port = int(webhdfs_port)
     _SETTINGS.webhdfs_user = webhdfs_user
+    _SETTINGS.webhdfs_host = webhdfs_host
     _filesystem.cache_clear()
+
+
+def configure_from(cfg) -> None:
+    """``configure`` from a Config's ``storage`` section."""
+    s = cfg.storage
+    configure(s.webhdfs_port, s.webhdfs_user, s.webhdfs_host)
 
 
 def is_local(path: str) -> bool:
@@ -87,7 +96,10 @@ def _filesystem(scheme: str, netloc: str) -> fsspec.AbstractFileSystem:
     if scheme in ("", "file"):
         return LocalFileSystem()
     if scheme == "hdfs":
-        host = netloc.split(":")[0] or "localhost"
+        host = netloc.split(":")[0] or _SETTINGS.webhdfs_host
+        if not host:
+            raise StorageError("an hdfs:/// URL names no namenode: write hdfs://<namenode>:<port>/... "
+                               "or set storage.webhdfs_host")
         user = _SETTINGS.webhdfs_user or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
         return fsspec.filesystem("webhdfs", host=host, port=_SETTINGS.webhdfs_port, user=user)
     if scheme in ("s3a", "s3"):
@@ -107,15 +119,18 @@ def fs_path(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def _call(path: str, what: str, fn, *args, **kwargs):
+    """Run a filesystem call; failures other than a missing file become one-line StorageErrors."""
     try:
         return fn(*args, **kwargs)
     except FileNotFoundError:
         raise
-    except OSError as exc:
-        raise StorageError(f"cannot {what} {path}: {exc.strerror or exc}") from None
-    except Exception as exc:  # connection errors from HTTP clients are not OSErrors
-        if "Connection" in type(exc).__name__ or "connect" in str(exc).lower():
-            raise StorageError(f"cannot {what} {path}: unreachable ({type(exc).__name__})") from None
+    except Exception as exc:
+        text = str(exc)
+        if "Connection" in type(exc).__name__ or "Connection refused" in text or "connect" in text.lower():
+            why = "connection refused" if "refused" in text else type(exc).__name__
+            raise StorageError(f"cannot {what} {path}: unreachable ({why})") from None
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot {what} {path}: {exc.strerror or text}") from None
         raise
 
 
@@ -187,6 +202,19 @@ def rename(src: str, dst: str) -> None:
         os.replace(a, b)
     else:
         _call(dst, "write", fs.mv, a, b, recursive=True)
+
+
+def check_writable(path: str) -> None:
+    """Fail with one line naming ``path`` unless a file can be written and removed under it (an
+    unreachable namenode, a read-only or missing mount), before any stage starts writing."""
+    probe = join(normalize(path), f".probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_text(probe, "ok")
+        delete(probe)
+    except StorageError as exc:
+        raise StorageError(f"{normalize(path)} is not writable: {exc}") from None
+    except OSError as exc:
+        raise StorageError(f"{normalize(path)} is not writable: {exc.strerror or exc}") from None
 
 
 def upload(local: str, path: str) -> None:

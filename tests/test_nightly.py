@@ -340,3 +340,24 @@ def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch)
     for _ in range(5):  # every later Arrow batch in this executor process
         assert embed._model(str(planted_model)) is first
     assert calls == [str(planted_model)]
+
+
+def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp_path):
+    import socket
+
+    from interest import storage
+    from interest.storage import StorageError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = f"hdfs://127.0.0.1:{port}/interest"
+    storage.configure(port)
+    try:
+        with pytest.raises(StorageError, match=rf"^{root} is not writable: .*unreachable") as err:
+            run_nightly(spark, make_config(tmp_path, f"paths.root={root}"), DATE, log=lambda _m: None)
+        assert "\n" not in str(err.value)
+    finally:
+        storage.configure(9870)
+    with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable"):
+        run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE, log=lambda _m: None)

@@ -80,13 +80,11 @@ def check_checkpoint_path(path: str) -> None:
     from interest import storage
 
     try:
-        probe = storage.join(path, f".probe-{os.getpid()}")
-        storage.write_text(probe, "ok")
-        storage.delete(probe)
+        storage.check_writable(path)
     except OSError as exc:
         raise DistributedTrainingError(
-            f"checkpoint path {path} is not writable ({exc.strerror or exc}); set "
-            "paths.checkpoints to a folder every executor can reach") from None
+            f"checkpoint path {exc}; set paths.checkpoints to a folder every executor can "
+            "reach") from None
 
 
 def ephemeral_range() -> tuple[int, int]:

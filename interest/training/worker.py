@@ -49,7 +49,7 @@ def main(job_path: str) -> int:
     cfg = from_dict(job["config"])
     from interest import storage
 
-    storage.configure(cfg.storage.webhdfs_port, cfg.storage.webhdfs_user)
+    storage.configure_from(cfg)
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING,
         timeout_seconds=600.0)
