@@ -36,10 +36,6 @@ def to_url(path: str) -> str:
     return "file://" + str(Path(path).resolve())  # not as_uri(): it would escape "dt=..."
 
 
-def local_path(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 @dataclass(frozen=True)
 class SequenceSpec:
     """What the model needs to know about the data it is fed."""
