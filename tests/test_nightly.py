@@ -277,6 +277,11 @@ rows = spark.sql("SELECT user_id, size(embedding) AS d, size(interests) AS k, si
                  "is_cold_start FROM default.user_interest_embeddings WHERE dt = '%s'" % sys.argv[2]).collect()
 print("ROWS", len(rows), len({r.user_id for r in rows}), sorted({r.d for r in rows}), sorted({r.k for r in rows}),
       max(r.t for r in rows))
+from interest.serving.publish import partitions
+versions = spark.sql("SELECT DISTINCT model_version FROM default.user_interest_embeddings WHERE dt = '%s'"
+                     % sys.argv[2]).collect()
+print("SEEN", partitions(spark, "default", "user_interest_embeddings")[sys.argv[2]].rstrip("/").rsplit("/", 1)[-1],
+      sorted(r.model_version for r in versions))
 """
 
 
@@ -302,6 +307,9 @@ def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, plant
     line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
     users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
     assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
+    # readers still see the first run's partition folder and its model version, not the new run's
+    seen = next(ln for ln in read.stdout.splitlines() if ln.startswith("SEEN"))
+    assert seen == f"SEEN {published[0]} ['{planted_model.name}']", (seen, published)
     # the next run clears the orphan folder and publishes again
     third = _job(["jobs/embed.py", "--date", DATE], root)
     out, _ = third.communicate(timeout=600)
