@@ -1,8 +1,8 @@
 """Spark output helpers over Hadoop's FileSystem API (in the JVM), for file://, hdfs://, s3a://.
 
-Files that are not DataFrames go through ``interest.storage``. The one idea here: a dataset is written to a hidden staging folder next to its final place and
-swapped in only when complete, so a reader never sees half of it and a failed run leaves the
-previous version in place.
+Files that are not DataFrames go through ``interest.storage``. The one idea here: a dataset is
+written to a hidden staging folder next to its final place and swapped in only when complete, so
+a reader never sees half of it and a failed run leaves the previous version in place.
 """
 from __future__ import annotations
 

@@ -141,7 +141,6 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
     dates = dates_between(start, end)
-    storage.check_writable(cfg.paths.root)
     missing = missing_raw_partitions(cfg, dates)
     if missing:
         raise BackfillError(
