@@ -5,7 +5,10 @@ from setuptools import find_packages, setup
 # (import fails on pyarrow>=16, reads fail on 15) and numpy<2 aliases (np.unicode_), and
 # Spark 4.1's Arrow features need pyarrow>=15. See DESIGN notes in the README.
 INSTALL_REQUIRES = [
-    "pyspark>=3.5.1,<3.6",
+    "pyspark>=3.5.3,<3.6",
+    # Delta Lake tables (embed.table_format: delta); its jars come through spark.jars.packages at
+    # the same version (interest.spark), and delta-spark 3.3 is the line built for Spark 3.5.
+    "delta-spark==3.3.2",
     "pyarrow==14.0.2",
     "numpy>=1.26,<1.27",
     "pandas>=2.2,<2.3",

@@ -1,13 +1,15 @@
 """Benchmark the nightly refresh and the embedding throughput on generated events.
 
-    python benchmarks/nightly.py --events 1000000 [--storage local hdfs]
+    python benchmarks/nightly.py --events 1000000 [--storage local hdfs] [--table-format delta parquet]
 
 Generates the clickstream (not timed), then runs ``jobs/nightly.py`` for the last day as a fresh
 process (JVM start included): sessionize, train (config epochs), embed, gates, publish. Prints the
 stage timings from the run report and the embedding throughput (users embedded and published
 per second of the embed stage), with the peak memory of the process tree. With ``--storage hdfs``
 the same run has ``paths.root`` on a real HDFS (Hadoop's MiniDFSCluster on 127.0.0.1, as in the
-tests), the raw events uploaded to it first (not timed).
+tests), the raw events uploaded to it first (not timed). Each table format runs in a root of its
+own on the same generated events; "publish s" is the staging, gates and commit of the three
+tables, "retention s" the retention pass (Delta: DELETE + VACUUM when a date is dropped).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--storage", nargs="+", default=["local"], choices=["local", "hdfs"])
+    parser.add_argument("--table-format", nargs="+", default=["delta"], choices=["delta", "parquet"])
     parser.add_argument("--work", default=None)
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-nightly-bench-"))
@@ -42,7 +45,7 @@ def main() -> None:
     if code:
         sys.exit(f"generation failed: see {work / 'generate.log'}")
     rows = []
-    for where in args.storage:
+    for where, fmt in [(w, f) for w in args.storage for f in args.table_format]:
         with contextlib.ExitStack() as stack:
             if where == "hdfs":
                 sys.path.insert(0, str(ROOT / "tests"))
@@ -53,26 +56,28 @@ def main() -> None:
                 (work / "hdfs").mkdir(exist_ok=True)
                 hdfs = stack.enter_context(MiniHdfs(work / "hdfs"))
                 storage.configure(hdfs.http_port)
-                root = f"{hdfs.url}/interest"
+                root = f"{hdfs.url}/interest-{fmt}"
                 storage.upload(str(work / "raw" / "events"), f"{root}/raw/events")
                 sets = ["--set", f"paths.root={root}", "--set", f"storage.webhdfs_port={hdfs.http_port}", *common]
             else:
-                root, sets = str(work), local
+                root = str(work / f"root-{fmt}")
+                sets = ["--set", f"paths.root={root}", "--set", f"paths.raw_events={work}/raw/events", *common]
+            sets += ["--set", f"embed.table_format={fmt}"]
             wall, peak, code = run_measured(
                 [sys.executable, "jobs/nightly.py", "--date", DATE, "--show", "0", *sets], env,
-                work / f"nightly-{where}.log")
+                work / f"nightly-{where}-{fmt}.log")
             if code:
-                sys.exit(f"nightly failed: see {work / f'nightly-{where}.log'}")
+                sys.exit(f"nightly failed: see {work / f'nightly-{where}-{fmt}.log'}")
             from interest import storage
 
             report = json.loads(storage.read_text(f"{root}/reports/nightly/dt={DATE}/report.json"))
         t, e, s = report["timings_s"], report["embed"], report["sessionize"]
-        rows.append([where, f"{s['rows_in']:,}", f"{e['rows']:,}", t["sessionize"], t["train"],
-                     t["embed_publish"], f"{wall:.0f}", e["inference_seconds"],
-                     f"{e['users_per_second']:,.0f}", f"{peak / 2**30:.2f}"])
+        rows.append([where, fmt, f"{s['rows_in']:,}", f"{e['rows']:,}", t["sessionize"], t["train"],
+                     t["embed_publish"], e["publish_seconds"], e["retention_seconds"], f"{wall:.0f}",
+                     e["inference_seconds"], f"{e['users_per_second']:,.0f}", f"{peak / 2**30:.2f}"])
     print(f"machine: {machine()}; local[2], driver memory 6g, {args.epochs} training epochs\n")
-    print(table(["paths.root", "events in", "users", "sessionize s", "train s", "embed+publish s",
-                 "nightly wall s", "inference s", "embed users/s", "peak RSS GiB"], rows))
+    print(table(["paths.root", "tables", "events in", "users", "sessionize s", "train s", "embed+publish s",
+                 "publish s", "retention s", "nightly wall s", "inference s", "embed users/s", "peak RSS GiB"], rows))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ except ImportError:  # Airflow 2
 HOME = os.environ.get("INTEREST_HOME", "/opt/interest")
 RUN_DATE = "{{ data_interval_start | ds }}"  # the day that just ended, in UTC
 
+DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"  # at the delta-spark version setup.py pins
+
 with DAG(
     dag_id="interest_nightly",
     schedule=CronDataIntervalTimetable("30 2 * * *", timezone="UTC"),
@@ -42,6 +44,9 @@ with DAG(
         application=f"{HOME}/jobs/nightly.py",
         py_files=f"{HOME}/dist/interest.zip",
         application_args=["--conf", f"{HOME}/conf/cluster.yaml", "--date", RUN_DATE],
-        conf={"spark.dynamicAllocation.enabled": "false"},
+        packages=DELTA_PACKAGE,  # Delta tables (embed.table_format: delta, the default)
+        conf={"spark.dynamicAllocation.enabled": "false",
+              "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+              "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"},
         name=f"interest-nightly-{RUN_DATE}",
     )

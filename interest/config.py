@@ -192,6 +192,10 @@ class EmbedConfig:
     cold_start_min_steps: int = 5  # users with fewer steps than this are flagged is_cold_start
     users_table: str | None = None  # optional known users; those without events get the fallback
     retention_days: int = 7
+    # delta: transactional tables (one commit per dt, history, RESTORE); parquet: Hive tables
+    # whose dt partitions are swapped in one metastore call, for clusters without Delta
+    table_format: Literal["delta", "parquet"] = "delta"
+    vacuum_retain_hours: int = 168  # Delta files a retention DELETE leaves stay this long (time travel, RESTORE)
     min_coverage: float = 0.95
     max_row_change: float = 0.5  # today's rows within ±50% of yesterday's
     norm_tolerance: float = 1e-3
@@ -346,6 +350,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
+        (cfg.embed.vacuum_retain_hours >= 0, "embed.vacuum_retain_hours must be 0 or more"),
         (cfg.eval.valid_seed not in cfg.eval.seeds,
          f"eval.valid_seed ({cfg.eval.valid_seed}) must differ from every test seed in eval.seeds "
          f"{list(cfg.eval.seeds)}: validation would tune on a test draw"),

@@ -7,8 +7,8 @@ from interest.etl.pipeline import SessionizeError
 from interest.models.export import ModelNotFoundError
 from interest.nightly import BackfillError
 from interest.serving.pipeline import EmbedInputError
-from interest.serving.publish import PublishGateError
-from interest.spark import JavaNotFoundError
+from interest.serving.publish import PublishGateError, TableFormatError
+from interest.spark import DeltaNotAvailableError, JavaNotFoundError
 from interest.storage import StorageError
 from interest.training.distributed import DistributedTrainingError
 from interest.training.run import TrainingInputError
@@ -16,5 +16,5 @@ from interest.training.run import TrainingInputError
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, IngestError, SessionizeError, JavaNotFoundError, ModelNotFoundError,
     TrainingInputError, DistributedTrainingError, EmbedInputError, PublishGateError, BackfillError,
-    StorageError,
+    StorageError, TableFormatError, DeltaNotAvailableError,
 )

@@ -74,15 +74,56 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     }
     if not launched_by_spark_submit():
         defaults["spark.pyspark.python"] = sys.executable
-    for key, value in {**defaults, **cfg.spark.conf}.items():
+    settings = {**defaults, **cfg.spark.conf}
+    if cfg.embed.table_format == "delta":
+        settings.update(delta_settings(settings.get("spark.jars.packages")))
+    for key, value in settings.items():
         builder = builder.config(key, str(value))
     if cfg.spark.enable_hive:
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
+    if cfg.embed.table_format == "delta":
+        require_delta(spark)
     if cfg.spark.enable_hive:
         _derby_home(spark, metastore)
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     return spark
+
+
+def delta_package() -> str:
+    """The Delta jar matching the installed delta-spark (the two must move together)."""
+    from importlib.metadata import version
+
+    return f"io.delta:delta-spark_2.12:{version('delta-spark')}"
+
+
+def delta_settings(packages: str | None) -> dict[str, str]:
+    """Session settings for Delta tables: the jar from Maven (as clusters take JVM packages), the
+    SQL extension (MERGE, RESTORE, VACUUM) and the catalog that makes the metastore know Delta.
+
+    Under spark-submit the JVM is already running, so the jar must come from ``--packages``;
+    ``require_delta`` says so if it did not.
+    """
+    jars = [p for p in (packages or "").split(",") if p and not p.startswith("io.delta:delta-spark")]
+    return {"spark.jars.packages": ",".join([*jars, delta_package()]),
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
+
+
+class DeltaNotAvailableError(RuntimeError):
+    """embed.table_format is delta but the session has no Delta jars."""
+
+
+def require_delta(spark: SparkSession) -> None:
+    """Fail at start-up, in one line, when the Delta classes are not on the driver's classpath."""
+    try:
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
+            "io.delta.tables.DeltaTable", True, False)
+    except Exception:
+        raise DeltaNotAvailableError(
+            f"embed.table_format is delta but Delta Lake is not on the classpath: submit with "
+            f"--packages {delta_package()} (and the settings in README, 'Table format'), or set "
+            f"embed.table_format: parquet") from None
 
 
 def embedded_metastore_dir(cfg: Config) -> str:

@@ -38,7 +38,9 @@ def main() -> int:
         report = run_nightly(spark, cfg, date, force_retrain=args.force_retrain)
         table = f"`{cfg.embed.database}`.`{cfg.embed.table}`"
         print(f"\n[nightly] table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")
-        print(f"[nightly] location: {report['embed']['users']['location']}")
+        users = report["embed"]["users"]
+        commit = f" (Delta version {users['version']})" if "version" in users else ""
+        print(f"[nightly] location: {users['location']}{commit}")
         if args.show:
             spark.sql(f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
                       f"n_interests, top_items, n_events, is_cold_start, model_version FROM {table} "

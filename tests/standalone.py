@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pyspark
 
+from interest.spark import delta_settings
+
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +89,7 @@ class StandaloneCluster:
         """spark-submit a job script to this cluster (client mode) and wait for it."""
         settings = {"spark.executor.cores": str(self.cores), "spark.executor.memory": "1g",
                     "spark.cores.max": str(self.cores * self.n_workers), "spark.ui.enabled": "false",
-                    "spark.pyspark.python": sys.executable, **(conf or {})}
+                    "spark.pyspark.python": sys.executable, **delta_settings(None), **(conf or {})}
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", self.url, "--deploy-mode", "client"]
         for key, value in settings.items():
             cmd += ["--conf", f"{key}={value}"]

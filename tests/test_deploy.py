@@ -71,3 +71,20 @@ def test_cron_line_passes_yesterday_and_holds_a_lock(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_every_submit_example_asks_for_the_delta_jar_the_package_pins():
+    from interest.spark import delta_package
+
+    jar = delta_package()
+    assert jar == "io.delta:delta-spark_2.12:3.3.2"
+    tree = ast.parse(DAG.read_text())
+    consts = {t.id: n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    op = _kwargs(_calls(tree, "SparkSubmitOperator")[0])
+    assert consts[op["packages"].id] == jar
+    assert "DeltaCatalog" in ast.literal_eval(op["conf"])["spark.sql.catalog.spark_catalog"]
+    submit = (ROOT / "deploy" / "submit.sh").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert f"--packages {jar}" in submit and f"--packages {jar}" in readme
+    subprocess.run(["bash", "-n", str(ROOT / "deploy" / "submit.sh")], check=True)

@@ -143,6 +143,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
                    "/warehouse/default.db/user_interest_embeddings/dt=", "/warehouse/default.db/item_embeddings/",
                    "/warehouse/default.db/user_recommendations/"):
         assert any(f.startswith(prefix) for f in files), (prefix, files[:50])
+    assert "/warehouse/default.db/user_interest_embeddings/_delta_log/00000000000000000001.json" in files
     models = [f for f in files if f.startswith("/models/memory/")]
     assert "/models/memory/LATEST" in models and any(f.endswith("/encoder.weights.h5") for f in models)
     assert not [f for f in files if f.startswith("/checkpoints/") and not f.endswith("/")]  # cleared when done

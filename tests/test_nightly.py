@@ -26,7 +26,8 @@ from interest.models.export import (
 )
 from interest.nightly import run_nightly
 from interest.serving.pipeline import EmbedInputError, run_embed
-from interest.serving.publish import PublishGateError, partitions
+from interest.serving.publish import PublishGateError, dates, version
+from interest.serving.publish import history as table_history
 
 from conftest import DATE, PLANTED, ROOT, copy_planted, make_config
 
@@ -70,7 +71,10 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     assert "reused the model already trained" in second["model"]["action"]
     rows2 = table_rows(spark, cfg, DATE)
     pd.testing.assert_frame_equal(rows1, rows2)
-    assert list(partitions(spark, cfg.embed.database, cfg.embed.table)) == [DATE]
+    assert dates(spark, cfg.embed.database, cfg.embed.table) == [DATE]
+    # the second run replaced dt=DATE in one commit per table (replaceWhere), nothing more
+    ops = [h["operation"] for h in table_history(spark, cfg.embed.database, cfg.embed.table)]
+    assert ops == ["WRITE", "WRITE", "CREATE TABLE"]
     items1 = table_rows(spark, cfg, DATE, cfg.embed.item_table)
     assert len(items1) == first["sessionize"]["vocab_size"] - 2
 
@@ -82,7 +86,7 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     day1 = run_nightly(spark, cfg, PREV, log=lambda _m: None)
     cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
     day2 = run_nightly(spark, cfg2, DATE, log=lambda _m: None)
-    assert sorted(partitions(spark, cfg.embed.database, cfg.embed.table)) == [PREV, DATE]
+    assert dates(spark, cfg.embed.database, cfg.embed.table) == [PREV, DATE]
     v1 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={PREV}").set_index("item_idx").item_id
     v2 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={DATE}").set_index("item_idx").item_id
     assert len(v2) > len(v1)  # the vocabulary grew
@@ -147,7 +151,7 @@ def embedded(spark, planted):
 @pytest.mark.slow
 def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
     cfg, report = embedded
-    before = partitions(spark, cfg.embed.database, cfg.embed.table)[DATE]
+    before = version(spark, cfg.embed.database, cfg.embed.table)
     rows_before = table_rows(spark, cfg, DATE)
     model = load_model(report["model"]["path"])
     weights = model.encoder.get_weights()
@@ -159,10 +163,10 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
                                                r"finite_embedding: \d+ row\(s\) with NaN") as info:
         run_embed(spark, cfg, DATE, broken)
     assert info.value.report["finite_embedding"]["ok"] is False
-    assert partitions(spark, cfg.embed.database, cfg.embed.table)[DATE] == before
+    assert version(spark, cfg.embed.database, cfg.embed.table) == before  # no commit
     pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
-    day = Path(before.replace("file:", "")).parent
-    assert [p.name for p in day.iterdir()] == [Path(before).name]  # the rejected run left nothing
+    staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
+    assert not list(staged.rglob("*.parquet"))  # the rejected run left nothing staged
 
 
 @pytest.mark.slow
@@ -254,15 +258,16 @@ def test_a_file_url_root_runs_and_writes_only_under_it(planted, planted_model, t
     run = _job(["jobs/embed.py", "--date", DATE], f"file://{root}")
     out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-3000:]
-    day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
-    assert len(list(day.iterdir())) == 1
+    table = root / "warehouse" / "default.db" / "user_interest_embeddings"
+    assert (table / "_delta_log").is_dir() and list((table / f"dt={DATE}").glob("*.parquet"))
     assert (root / "metastore" / "metastore_db").is_dir()  # Derby got a plain local path
     assert not list(ROOT.glob("file:*")) and not (ROOT / "metastore_db").exists()
 
 
-def _job(args: list[str], root: Path | str, **kw) -> subprocess.Popen:
+def _job(args: list[str], root: Path | str, *extra: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}"]
+    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
+            *extra]
     return subprocess.Popen([sys.executable, *args, *[a for s in sets for a in ("--set", s)]], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -271,50 +276,102 @@ READ_BACK = """
 import sys
 from interest.config import load_config
 from interest.spark import get_spark
-cfg = load_config("conf/local.yaml", [f"paths.root={sys.argv[1]}", "spark.conf={spark.ui.enabled: 'false'}"])
+from interest.serving.publish import partitions, version
+root, date, fmt = sys.argv[1:4]
+cfg = load_config("conf/local.yaml", [f"paths.root={root}", f"embed.table_format={fmt}",
+                                      "spark.conf={spark.ui.enabled: 'false'}"])
 spark = get_spark(cfg, "read-back")
 rows = spark.sql("SELECT user_id, size(embedding) AS d, size(interests) AS k, size(top_items) AS t, "
-                 "is_cold_start FROM default.user_interest_embeddings WHERE dt = '%s'" % sys.argv[2]).collect()
+                 "is_cold_start, input_file_name() AS f FROM default.user_interest_embeddings "
+                 "WHERE dt = '%s'" % date).collect()
 print("ROWS", len(rows), len({r.user_id for r in rows}), sorted({r.d for r in rows}), sorted({r.k for r in rows}),
       max(r.t for r in rows))
-from interest.serving.publish import partitions
-versions = spark.sql("SELECT DISTINCT model_version FROM default.user_interest_embeddings WHERE dt = '%s'"
-                     % sys.argv[2]).collect()
-print("SEEN", partitions(spark, "default", "user_interest_embeddings")[sys.argv[2]].rstrip("/").rsplit("/", 1)[-1],
-      sorted(r.model_version for r in versions))
+versions = sorted(r.model_version for r in spark.sql(
+    "SELECT DISTINCT model_version FROM default.user_interest_embeddings WHERE dt = '%s'" % date).collect())
+if fmt == "parquet":  # the partition's folder
+    seen = partitions(spark, "default", "user_interest_embeddings")[date].rstrip("/").rsplit("/", 1)[-1]
+else:  # the table version and the data files readers get
+    seen = (version(spark, "default", "user_interest_embeddings"), sorted({r.f.rsplit("/", 1)[-1] for r in rows}))
+print("SEEN", seen, versions)
 """
 
 
+def _read_back(root: Path, table_format: str) -> tuple[str, str]:
+    """(ROWS line, SEEN line) as a new reader process sees the table."""
+    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE, table_format], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    lines = read.stdout.splitlines()
+    try:
+        return (next(ln for ln in lines if ln.startswith("ROWS")), next(ln for ln in lines if ln.startswith("SEEN")))
+    except StopIteration:
+        raise AssertionError(read.stderr[-3000:]) from None
+
+
+def _kill_when(job: subprocess.Popen, started) -> None:
+    """SIGKILL the job (and its JVM) as soon as ``started()`` is true: mid-publish."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not started() and job.poll() is None:
+        time.sleep(0.05)
+    assert job.poll() is None, "the embed job ended before it could be interrupted"
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+
 @pytest.mark.slow
-def test_a_run_killed_while_writing_leaves_the_previous_partition(planted, planted_model, tmp_path):
+def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(planted, planted_model, tmp_path):
     root = copy_planted(planted, planted_model, tmp_path / "kill")
-    first = _job(["jobs/embed.py", "--date", DATE], root)
+    first = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet")
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
     day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
     published = [p.name for p in day.iterdir()]
     assert len(published) == 1
     # run the embed job again and kill it once its new folder appears (mid-write)
-    again = _job(["jobs/embed.py", "--date", DATE], root, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and len(list(day.iterdir())) < 2 and again.poll() is None:
-        time.sleep(0.05)
-    assert again.poll() is None, "the embed job ended before it could be interrupted"
-    os.killpg(again.pid, signal.SIGKILL)
-    again.wait()
-    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
-    line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
+    again = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet", start_new_session=True)
+    _kill_when(again, lambda: len(list(day.iterdir())) >= 2)
+    rows, seen = _read_back(root, "parquet")
     users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
-    assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
+    assert rows == f"ROWS {users} {users} [32] [1] 5"
     # readers still see the first run's partition folder and its model version, not the new run's
-    seen = next(ln for ln in read.stdout.splitlines() if ln.startswith("SEEN"))
     assert seen == f"SEEN {published[0]} ['{planted_model.name}']", (seen, published)
     # the next run clears the orphan folder and publishes again
-    third = _job(["jobs/embed.py", "--date", DATE], root)
+    third = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet")
     out, _ = third.communicate(timeout=600)
     assert third.returncode == 0, out[-3000:]
     assert len(list(day.iterdir())) == 1 and published[0] not in [p.name for p in day.iterdir()]
+
+
+@pytest.mark.slow
+def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, planted_model, tmp_path):
+    """Delta (the default): a killed publish leaves readers on the first commit and its files; a
+    publish with another model, then ``jobs/rollback.py``, gives readers the first model back."""
+    root = copy_planted(planted, planted_model, tmp_path / "delta")
+    first = _job(["jobs/embed.py", "--date", DATE], root)
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    rows, seen = _read_back(root, "delta")
+    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
+    assert rows == f"ROWS {users} {users} [32] [1] 5"
+    assert seen.startswith("SEEN (1, ['part-") and seen.endswith(f"['{planted_model.name}']"), seen
+    table = root / "warehouse" / "default.db" / "user_interest_embeddings"
+    staging = table / "_staging" / f"dt={DATE}"
+    again = _job(["jobs/embed.py", "--date", DATE], root, start_new_session=True)
+    _kill_when(again, lambda: staging.is_dir() and any(staging.iterdir()))
+    assert _read_back(root, "delta") == (rows, seen)  # same commit, same files
+    # a bad night: another model published over dt=DATE (the killed run's staging is cleared)
+    model = load_model(str(planted_model))
+    bad = save_model(model.encoder, model.vocab, model.config, model.metrics, str(tmp_path / "other"), "bad-night")
+    night = _job(["jobs/embed.py", "--date", DATE, "--model", bad], root)
+    out, _ = night.communicate(timeout=600)
+    assert night.returncode == 0, out[-3000:]
+    assert not list(staging.iterdir())
+    assert _read_back(root, "delta")[1].endswith("['bad-night']")
+    undo = _job(["jobs/rollback.py"], root)
+    out, _ = undo.communicate(timeout=600)
+    assert undo.returncode == 0, out[-3000:]
+    assert "default.user_interest_embeddings: version 2 -> restored version 1" in out, out[-2000:]
+    rows_after, seen_after = _read_back(root, "delta")
+    assert rows_after == rows and seen_after == seen.replace("SEEN (1,", "SEEN (3,")  # RESTORE is commit 3
 
 
 @pytest.mark.slow
@@ -329,11 +386,10 @@ def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, pl
     errors = [ln for ln in out.splitlines() if "Error" in ln or "error:" in ln or "Exception" in ln][:8]
     assert run.returncode == 0, errors
     assert "published to default.user_interest_embeddings" in run.stdout
-    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
-    line = next(ln for ln in read.stdout.splitlines() if ln.startswith("ROWS"))
-    assert line == f"ROWS {users} {users} [32] [1] 5", (line, read.stderr[-2000:])
+    rows, seen = _read_back(root, "delta")
+    assert rows == f"ROWS {users} {users} [32] [1] 5"
+    assert seen.endswith(f"['{planted_model.name}']"), seen
 
 
 def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch):

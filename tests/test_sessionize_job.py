@@ -133,6 +133,23 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     assert [list(x) for x in again.item_idx] == [list(x) for x in infer.item_idx]  # deterministic
 
 
+def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_path):
+    raw = tmp_path / "raw" / "events" / f"dt={DATE}"
+    raw.mkdir(parents=True)
+    (raw / "part-0.csv").write_text("user_id,item_id,ts\nu,a,2026-11-26T10:00:00Z\nu,b,2026-11-26T10:01:00Z\n"
+                                    "v,a,2026-11-26T11:00:00Z\n")
+    cfg = make_config(tmp_path, "ingest.format=csv", "sessionize.min_item_count=1",
+                      "ingest.constant_event_type=click", "sessionize.event_types=[click]")
+    summary = run_sessionize(spark, cfg, DATE)  # no event_type and no category column: no mapping needed
+    assert summary["rows_in"] == 3 and summary["users"] == 2
+    vocab = pd.read_parquet(summary["outputs"]["vocab"])
+    assert sorted(vocab.item_id) == ["a", "b"] and vocab.category.isna().all()
+    (raw / "part-0.csv").write_text("user_id,ts\nu,2026-11-26T10:00:00Z\n")
+    with pytest.raises(IngestError, match=r"raw events lack column\(s\) \['item_id'\]; present: \['dt', 'ts', "
+                                          r"'user_id'\]\. Map them with ingest.columns"):
+        run_sessionize(spark, cfg, DATE)
+
+
 @pytest.fixture(scope="module")
 def ml100k_run(spark, tmp_path_factory, ml100k):
     cfg = make_config(tmp_path_factory.mktemp("ml100k"), f"ingest.path={ml100k / 'u.data'}",

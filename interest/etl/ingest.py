@@ -80,7 +80,10 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
     if cfg.format == "movielens":
         cols = type(cols)(user_id="user_id", item_id="item_id", event_type=None, ts="ts", category=None)
     missing = [name for name in (cols.user_id, cols.item_id, cols.ts) if name not in df.columns]
-    missing += [n for n in (cols.event_type, cols.category) if n and n not in df.columns]
+    # optional columns may be absent: category becomes null, the event type the constant one
+    cols = type(cols)(user_id=cols.user_id, item_id=cols.item_id, ts=cols.ts,
+                      event_type=cols.event_type if cols.event_type in df.columns else None,
+                      category=cols.category if cols.category in df.columns else None)
     if missing:
         raise IngestError(
             f"raw events lack column(s) {missing}; present: {sorted(df.columns)}. "

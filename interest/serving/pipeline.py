@@ -89,7 +89,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     db = e.database
     tables = {e.table: USER_DDL, e.item_table: ITEM_DDL, e.recommendations_table: RECS_DDL}
     for table, ddl in tables.items():
-        publish.ensure_table(spark, db, table, ddl, table_location(cfg, table))
+        publish.ensure_table(spark, db, table, ddl, table_location(cfg, table), e.table_format)
     user_gates = publish.Gates(vector_columns=["embedding", "interests"], unit_norm_column="embedding",
                                norm_tolerance=e.norm_tolerance, expected_rows=active,
                                coverage_filter="n_events > 0", min_coverage=e.min_coverage,
@@ -97,24 +97,29 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     report: dict[str, Any] = {"model": model_dir, "model_version": model.version, "active_users": active,
                               "inference_seconds": round(inference_s, 2),
                               "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1)}
+    tic = time.perf_counter()
     report["users"] = publish.publish_partition(
         spark, db, e.table, date, embedded.select(*embed.USER_COLUMNS), user_gates,
-        table_location(cfg, e.table))
+        table_location(cfg, e.table), e.table_format)
     items = spark.createDataFrame(embed.item_embeddings(model, date_vocab), schema=ITEM_DDL)
     report["items"] = publish.publish_partition(
         spark, db, e.item_table, date, items,
         publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding",
-                      norm_tolerance=e.norm_tolerance), table_location(cfg, e.item_table))
+                      norm_tolerance=e.norm_tolerance), table_location(cfg, e.item_table), e.table_format)
     report["recommendations"] = publish.publish_partition(
         spark, db, e.recommendations_table, date,
         embedded.select("user_id", "recommendations", "top_interest", "model_version"),
-        publish.Gates(), table_location(cfg, e.recommendations_table))
+        publish.Gates(), table_location(cfg, e.recommendations_table), e.table_format)
+    report["publish_seconds"] = round(time.perf_counter() - tic, 2)  # stage, gate and commit the three tables
     counts = embedded.agg(F.count(F.lit(1)).alias("rows"),
                           F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
                           F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback")).first()
     report.update(rows=int(counts["rows"]), cold_start=int(counts["cold"] or 0),
                   fallback=int(counts["fallback"] or 0))
-    report["retention_dropped"] = {t: publish.apply_retention(spark, db, t, e.retention_days) for t in tables}
+    tic = time.perf_counter()
+    report["retention_dropped"] = {t: publish.apply_retention(spark, db, t, e.retention_days, e.table_format,
+                                                              e.vacuum_retain_hours) for t in tables}
+    report["retention_seconds"] = round(time.perf_counter() - tic, 2)
     embedded.unpersist()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
@@ -127,7 +132,7 @@ def drift(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] | None:
     top interest changed: share of those users whose dominant recommended category changed.
     """
     e = cfg.embed
-    dates = sorted(publish.partitions(spark, e.database, e.table))
+    dates = publish.dates(spark, e.database, e.table)
     earlier = [d for d in dates if d < date]
     if date not in dates or not earlier:
         return None

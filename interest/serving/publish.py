@@ -1,11 +1,15 @@
 """Publishing a dt partition of a metastore table atomically, behind quality gates.
 
-A run writes its rows to a fresh folder (``<table>/dt=D/run=<id>``) that no reader knows about,
-checks the gates on what it wrote, and only then points the table's ``dt=D`` partition at that
-folder with one metastore operation. Readers see either the previous partition or the new one,
-never a half-written one; a failed gate or a killed run leaves the table as it was (the orphan
-folder is removed by the next run). Re-publishing a date swaps in a new folder and deletes the
-old one, so the date's rows are replaced exactly.
+Two table formats, one contract: readers see either the previous dt=D or the new one, never a
+half-written one; a failed gate or a killed run leaves the table as it was; re-publishing a date
+replaces its rows exactly. Every run first writes its rows to a folder no reader knows about
+(``run=<id>``) and checks the gates on exactly those rows; only then does it commit.
+
+- ``delta`` (default): the staged rows go into the Delta table in one commit that replaces
+  dt=D (``replaceWhere``). The table keeps its history: ``rollback`` restores the version before
+  a bad night, and retention is Delta's own DELETE plus VACUUM.
+- ``parquet``: a Hive table whose ``dt=D`` partition is pointed at the staged folder with one
+  metastore operation (``<table>/dt=D/run=<id>``); the old folder is then deleted.
 """
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType, _parse_datatype_string
 
 from interest import io, storage
+
+STAGING = "_staging"  # Delta tables: staged runs live in <table>/_staging, which Delta and VACUUM skip
 
 
 class PublishGateError(RuntimeError):
@@ -27,6 +34,10 @@ class PublishGateError(RuntimeError):
         lines = "; ".join(f"{k}: {v['detail']}" for k, v in failed.items())
         super().__init__(f"not publishing {table} dt={date}: {lines}")
         self.report = report
+
+
+class TableFormatError(RuntimeError):
+    """The table in the metastore is not what this job writes (schema or format); left as it is."""
 
 
 @dataclass
@@ -46,15 +57,62 @@ def table_name(database: str, table: str) -> str:
     return f"`{database}`.`{table}`"
 
 
-def ensure_table(spark: SparkSession, database: str, table: str, schema_ddl: str, location: str) -> None:
-    """Create the database and the dt-partitioned Parquet table (external, at ``location``)."""
+def ensure_table(spark: SparkSession, database: str, table: str, schema_ddl: str, location: str,
+                 table_format: str = "delta") -> None:
+    """Create the database and the dt-partitioned table (external, at ``location``) if missing;
+    refuse, in one line, a table that exists in another format or with another schema."""
+    name = table_name(database, table)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {table_name(database, table)} ({schema_ddl}, dt STRING) "
-              f"USING PARQUET PARTITIONED BY (dt) LOCATION '{location}'")
+    expected = _parse_datatype_string(f"{schema_ddl}, dt STRING")
+    if spark.catalog.tableExists(f"{database}.{table}"):
+        provider = _provider(spark, name)
+        if provider != table_format:
+            raise TableFormatError(
+                f"table {database}.{table} is a {provider} table but embed.table_format is "
+                f"{table_format}: set embed.table_format: {provider}, or convert it "
+                f"(CONVERT TO DELTA / a new table); the table was left as it is")
+        _check_schema(f"{database}.{table}", spark.table(name).schema, expected)
+        return
+    using = "DELTA" if table_format == "delta" else "PARQUET"
+    try:
+        spark.sql(f"CREATE TABLE {name} ({schema_ddl}, dt STRING) USING {using} "
+                  f"PARTITIONED BY (dt) LOCATION '{location}'")
+    except Exception as exc:  # a Delta log already at the location, with another schema
+        if "schema" not in str(exc).lower():
+            raise
+        existing = spark.read.format("delta").load(location).schema
+        _check_schema(f"{database}.{table} (at {location})", existing, expected)
+        raise
+
+
+def _provider(spark: SparkSession, name: str) -> str:
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
+    found = next((r[1] for r in rows if r[0] and r[0].strip() == "Provider"), "hive")
+    return str(found).strip().lower()
+
+
+def _check_schema(what: str, actual: StructType, expected: StructType) -> None:
+    """Column names and types must match ours (nullability aside)."""
+    have = {f.name: f.dataType.simpleString() for f in actual.fields}
+    want = {f.name: f.dataType.simpleString() for f in expected.fields}
+    if have == want:
+        return
+    diffs = [f"{c}: table has {have.get(c, 'nothing')}, we write {want.get(c, 'nothing')}"
+             for c in sorted(set(have) | set(want)) if have.get(c) != want.get(c)]
+    raise TableFormatError(f"table {what} has another schema than this job writes ({'; '.join(diffs)}); "
+                           f"the table was left as it is: migrate it or publish to another table")
+
+
+def dates(spark: SparkSession, database: str, table: str) -> list[str]:
+    """The published dt values of the table, oldest first (either format)."""
+    name = table_name(database, table)
+    if _provider(spark, name) == "delta":
+        return sorted(r.dt for r in spark.table(name).select("dt").distinct().collect())
+    return sorted(partitions(spark, database, table))
 
 
 def partitions(spark: SparkSession, database: str, table: str) -> dict[str, str]:
-    """dt -> location of every partition of the table."""
+    """dt -> location of every partition of a Parquet (Hive) table."""
     name = table_name(database, table)
     out = {}
     for row in spark.sql(f"SHOW PARTITIONS {name}").collect():
@@ -63,6 +121,18 @@ def partitions(spark: SparkSession, database: str, table: str) -> dict[str, str]
         location = next((r[1] for r in desc if r[0] and r[0].strip() == "Location"), None)
         out[dt] = location
     return out
+
+
+def history(spark: SparkSession, database: str, table: str) -> list[dict[str, Any]]:
+    """A Delta table's commits, newest first: version, timestamp, operation, parameters."""
+    rows = spark.sql(f"DESCRIBE HISTORY {table_name(database, table)}").select(
+        "version", "timestamp", "operation", "operationParameters").collect()
+    return [r.asDict() for r in rows]
+
+
+def version(spark: SparkSession, database: str, table: str) -> int:
+    """The current version of a Delta table."""
+    return int(history(spark, database, table)[0]["version"])
 
 
 def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_rows: int | None
@@ -109,24 +179,22 @@ def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_r
 
 
 def publish_partition(spark: SparkSession, database: str, table: str, date: str, rows: DataFrame,
-                      gates: Gates, location: str) -> dict[str, Any]:
+                      gates: Gates, location: str, table_format: str = "delta") -> dict[str, Any]:
     """Write ``rows`` as partition dt=``date`` of the table, atomically, if the gates pass.
 
-    Returns the gate report plus where the partition lives. Raises PublishGateError (and
-    publishes nothing) when a gate fails.
+    Returns the gate report plus where the partition lives (and, for Delta, the committed
+    version). Raises PublishGateError (and publishes nothing) when a gate fails.
     """
+    if table_format == "delta":
+        return _publish_delta(spark, database, table, date, rows, gates, location)
     name = table_name(database, table)
     existing = partitions(spark, database, table)
-    _remove_orphans(spark, location, date, set(existing.values()))
-    folder = f"{location.rstrip('/')}/dt={date}/run={uuid.uuid4().hex[:12]}"
-    rows.drop("dt").write.mode("errorifexists").parquet(folder)
-    staged = spark.read.parquet(folder)
-    earlier = sorted(d for d in existing if d < date)
-    previous_rows = (spark.read.parquet(existing[earlier[-1]]).count() if earlier else None)
-    report = check_gates(spark, staged, gates, previous_rows)
-    if not all(v.get("ok", True) for v in report.values() if isinstance(v, dict)):
-        io.delete(spark, folder)
-        raise PublishGateError(f"{database}.{table}", date, report)
+    day = f"{location.rstrip('/')}/dt={date}"
+    _remove_orphans(day, set(existing.values()))
+    folder = f"{day}/run={uuid.uuid4().hex[:12]}"
+    previous = sorted(d for d in existing if d < date)
+    staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder,
+                                     lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None)
     if date in existing:
         spark.sql(f"ALTER TABLE {name} PARTITION (dt='{date}') SET LOCATION '{folder}'")
         old = existing[date]
@@ -139,25 +207,94 @@ def publish_partition(spark: SparkSession, database: str, table: str, date: str,
     return report
 
 
-def _remove_orphans(spark: SparkSession, location: str, date: str, referenced: set[str]) -> None:
-    """Folders of earlier runs for ``date`` that never got published (failed gate, killed run).
+def _publish_delta(spark: SparkSession, database: str, table: str, date: str, rows: DataFrame,
+                   gates: Gates, location: str) -> dict[str, Any]:
+    """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
+    name = table_name(database, table)
+    day = f"{location.rstrip('/')}/{STAGING}/dt={date}"
+    _remove_orphans(day, set())  # staged runs are never referenced once committed or failed
+    folder = f"{day}/run={uuid.uuid4().hex[:12]}"
+    table_df = spark.table(name)
+
+    def previous_rows() -> int | None:
+        earlier = table_df.where(F.col("dt") < date).agg(F.max("dt")).first()[0]
+        return table_df.where(F.col("dt") == earlier).count() if earlier else None
+
+    staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder, previous_rows)
+    before = version(spark, database, table)
+    where = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]  # as the metastore spells it
+    (staged.withColumn("dt", F.lit(date)).select(*table_df.columns)
+     .write.format("delta").mode("overwrite").option("replaceWhere", f"dt = '{date}'").save(where))
+    io.delete(spark, folder)
+    report.update(location=location, version=version(spark, database, table), previous_version=before)
+    return report
+
+
+def _stage_and_gate(spark: SparkSession, table: str, date: str, rows: DataFrame, gates: Gates,
+                    folder: str, previous_rows) -> tuple[DataFrame, dict[str, Any]]:
+    """Write the rows to ``folder`` and check the gates on exactly what was written."""
+    rows.drop("dt").write.mode("errorifexists").parquet(folder)
+    staged = spark.read.parquet(folder)
+    report = check_gates(spark, staged, gates, previous_rows())
+    if not all(v.get("ok", True) for v in report.values() if isinstance(v, dict)):
+        io.delete(spark, folder)
+        raise PublishGateError(table, date, report)
+    return staged, report
+
+
+def _remove_orphans(day: str, referenced: set[str]) -> None:
+    """Folders of earlier runs for one date that were never published (failed gate, killed run).
 
     Run folders are compared by name (``run=<id>``, unique per run), which does not depend on how
     the metastore spells the filesystem URI.
     """
-    day = f"{location.rstrip('/')}/dt={date}"
     keep = {r.rstrip("/").rsplit("/", 1)[-1] for r in referenced if r}
     for name in storage.list_dirs(day):
         if name.startswith("run=") and name not in keep:
             storage.delete(f"{day}/{name}")
 
 
-def apply_retention(spark: SparkSession, database: str, table: str, keep: int) -> list[str]:
-    """Drop all but the newest ``keep`` partitions (and their folders); returns the dropped dates."""
+def apply_retention(spark: SparkSession, database: str, table: str, keep: int, table_format: str = "delta",
+                    vacuum_retain_hours: int = 168) -> list[str]:
+    """Drop all but the newest ``keep`` dates; returns the dropped dates.
+
+    Delta: one DELETE for the old dates, then VACUUM, which removes files no version younger
+    than ``vacuum_retain_hours`` needs (so RESTORE to a recent version still works).
+    Parquet: each old partition is dropped from the metastore and its folder deleted.
+    """
+    present = dates(spark, database, table)
+    dropped = present[:-keep] if keep > 0 and len(present) > keep else []
+    name = table_name(database, table)
+    if table_format == "delta":
+        if dropped:
+            spark.sql(f"DELETE FROM {name} WHERE dt <= '{dropped[-1]}'")
+            spark.sql(f"VACUUM {name} RETAIN {vacuum_retain_hours} HOURS")
+        return dropped
     existing = partitions(spark, database, table)
-    dropped = sorted(existing)[:-keep] if keep > 0 and len(existing) > keep else []
     for dt in dropped:
-        spark.sql(f"ALTER TABLE {table_name(database, table)} DROP IF EXISTS PARTITION (dt='{dt}')")
+        spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (dt='{dt}')")
         if existing[dt]:
             io.delete(spark, existing[dt].rsplit("/run=", 1)[0])
     return dropped
+
+
+def rollback(spark: SparkSession, database: str, table: str, to_version: int | None = None
+             ) -> tuple[int, int]:
+    """RESTORE a Delta table to ``to_version``, by default the version before its latest publish
+    (the last WRITE, so that night's retention DELETE is undone too). Returns (from, to)."""
+    name = table_name(database, table)
+    if _provider(spark, name) != "delta":
+        raise TableFormatError(f"table {database}.{table} is not a Delta table: rollback needs "
+                               f"embed.table_format: delta")
+    commits = history(spark, database, table)
+    current = int(commits[0]["version"])
+    if to_version is None:
+        writes = [int(c["version"]) for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
+        if not writes or writes[0] == 0:
+            raise TableFormatError(f"table {database}.{table} has no earlier publish to roll back to")
+        to_version = writes[0] - 1
+    if not 0 <= to_version < current:
+        raise TableFormatError(f"table {database}.{table} is at version {current}: cannot roll back to "
+                               f"{to_version}")
+    spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {to_version}")
+    return current, to_version

@@ -1,0 +1,41 @@
+"""Roll the published Delta tables back to the version before their latest publish.
+
+    python jobs/rollback.py                                   # all three tables, undo the last night
+    python jobs/rollback.py --table user_recommendations      # one table
+    python jobs/rollback.py --table user_interest_embeddings --version 4
+
+After a bad night, this puts back exactly what readers saw before it (Delta RESTORE: one new
+commit, so the bad version stays in the history and can itself be restored). Run it before the
+next nightly; a later publish for another date is not undone unless you name an older --version.
+"""
+from __future__ import annotations
+
+from interest.cli import job_parser, load_job_config, main_guard
+
+
+def main() -> int:
+    parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--table", action="append", default=None,
+                        help="table to roll back (repeatable; default: the three embed tables)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="restore this version (default: the one before the latest publish)")
+    args = parser.parse_args()
+    cfg = load_job_config(args)
+
+    from interest.serving.publish import rollback
+    from interest.spark import get_spark
+
+    e = cfg.embed
+    tables = args.table or [e.table, e.item_table, e.recommendations_table]
+    spark = get_spark(cfg, app_name="interest-rollback")
+    try:
+        for table in tables:
+            before, after = rollback(spark, e.database, table, args.version)
+            print(f"[rollback] {e.database}.{table}: version {before} -> restored version {after}")
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,122 @@
+"""Publishing to Delta and Parquet tables: one commit per date, gates first, retention, rollback,
+and tables that are not what we write are refused in one line and left as they are."""
+from __future__ import annotations
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from interest.serving.publish import (
+    Gates,
+    PublishGateError,
+    TableFormatError,
+    apply_retention,
+    dates,
+    ensure_table,
+    history,
+    partitions,
+    publish_partition,
+    rollback,
+    version,
+)
+
+DDL = "user_id STRING, embedding ARRAY<FLOAT>"
+UNIT = Gates(vector_columns=["embedding"], unit_norm_column="embedding")
+
+
+def rows(spark, *pairs: tuple[str, list[float]]):
+    return spark.createDataFrame(list(pairs), schema=DDL)
+
+
+def read(spark, db: str, date: str):
+    return spark.table(f"`{db}`.`t`").where(F.col("dt") == date).drop("dt").orderBy("user_id")
+
+
+@pytest.fixture()
+def table(spark, tmp_path, request):
+    """An empty dt-partitioned table in a database of its own."""
+    db = f"tables_{request.node.name.split('[')[0][5:40]}".replace("-", "_")
+    fmt = getattr(request, "param", "delta")
+    ensure_table(spark, db, "t", DDL, str(tmp_path / "t"), fmt)
+    yield db, str(tmp_path / "t"), fmt
+    spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+
+
+@pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
+def test_a_date_is_replaced_exactly_and_other_dates_are_untouched(spark, table):
+    db, location, fmt = table
+    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
+    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])),
+                      UNIT, location, fmt)
+    report = publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("c", [0.6, 0.8])), UNIT, location, fmt)
+    assert report["unit_norm"]["ok"] and report["rows"] == 1
+    assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
+    assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("c", [0.6, 0.8])), ignore_nullable=True)
+    assert_df_equality(read(spark, db, "2026-11-25"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
+    if fmt == "delta":  # one commit per publish, the replacement by replaceWhere on dt
+        commits = history(spark, db, "t")
+        assert [c["operation"] for c in commits] == ["WRITE", "WRITE", "WRITE", "CREATE TABLE"]
+        assert commits[0]["operationParameters"]["predicate"] == "dt = '2026-11-26'"
+        assert (report["previous_version"], report["version"]) == (2, 3)
+    else:
+        assert sorted(partitions(spark, db, "t")) == ["2026-11-25", "2026-11-26"]
+
+
+@pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
+def test_a_failed_gate_commits_nothing(spark, table):
+    db, location, fmt = table
+    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
+    before = history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")
+    with pytest.raises(PublishGateError, match=r"not publishing tables_\w+\.t dt=2026-11-26: unit_norm: "
+                                               r"max \|norm - 1\| = 1\.00e\+00"):
+        publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [2.0, 0.0])), UNIT, location, fmt)
+    assert (history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")) == before
+    assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
+
+
+def test_delta_retention_deletes_and_vacuums_and_rollback_restores_the_night_before(spark, table):
+    db, location, fmt = table
+    for day, vec in (("2026-11-24", [1.0, 0.0]), ("2026-11-25", [0.0, 1.0])):
+        publish_partition(spark, db, "t", day, rows(spark, ("a", vec)), UNIT, location, fmt)
+    good = version(spark, db, "t")
+    # a bad night: dt=26 published and, with retention 2, dt=24 deleted and vacuumed
+    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt)
+    assert apply_retention(spark, db, "t", 2, fmt, vacuum_retain_hours=168) == ["2026-11-24"]
+    assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
+    ops = [c["operation"] for c in history(spark, db, "t")]
+    assert ops[:4] == ["VACUUM END", "VACUUM START", "DELETE", "WRITE"]
+    assert apply_retention(spark, db, "t", 2, fmt) == []  # nothing more to drop: no new commit
+    assert [c["operation"] for c in history(spark, db, "t")][:1] == ["VACUUM END"]
+    # roll back the last publish: dt=26 disappears and dt=24 is back, as readers saw it before
+    current = version(spark, db, "t")
+    assert rollback(spark, db, "t") == (current, good)
+    assert dates(spark, db, "t") == ["2026-11-24", "2026-11-25"]
+    assert_df_equality(read(spark, db, "2026-11-24"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
+    assert history(spark, db, "t")[0]["operation"] == "RESTORE"
+    with pytest.raises(TableFormatError, match=r"is at version \d+: cannot roll back to 99"):
+        rollback(spark, db, "t", 99)
+
+
+def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spark, tmp_path):
+    db = "tables_mismatch"
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    spark.sql(f"CREATE TABLE {db}.d (user_id STRING, embedding ARRAY<DOUBLE>, dt STRING) USING DELTA "
+              f"PARTITIONED BY (dt) LOCATION '{tmp_path / 'd'}'")
+    spark.sql(f"INSERT INTO {db}.d VALUES ('x', array(1.0D), '2026-11-25')")
+    with pytest.raises(TableFormatError, match=rf"table {db}\.d has another schema than this job writes "
+                                               r"\(embedding: table has array<double>, we write array<float>\)"):
+        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
+    assert version(spark, db, "d") == 1 and spark.table(f"{db}.d").count() == 1
+    with pytest.raises(TableFormatError, match=rf"table {db}\.d is a delta table but embed.table_format "
+                                               r"is parquet: set embed.table_format: delta"):
+        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "parquet")
+    with pytest.raises(TableFormatError, match="is not a Delta table: rollback needs"):
+        spark.sql(f"CREATE TABLE {db}.p ({DDL}, dt STRING) USING PARQUET PARTITIONED BY (dt) "
+                  f"LOCATION '{tmp_path / 'p'}'")
+        rollback(spark, db, "p")
+    # a Delta log at the location from another metastore, with another schema
+    spark.sql(f"DROP TABLE {db}.d")  # external: the files and the log stay
+    with pytest.raises(TableFormatError, match=r"has another schema .*embedding: table has array<double>"):
+        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
+    assert spark.read.format("delta").load(str(tmp_path / "d")).count() == 1
+    spark.sql(f"DROP DATABASE {db} CASCADE")
