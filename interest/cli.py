@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from interest.config import Config, ConfigError, load_config
+from interest.errors import EXIT_RETRYABLE, EXIT_USER_ERROR, RetryableError, UserError
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -38,12 +39,14 @@ def load_job_config(args: argparse.Namespace) -> Config:
 
 
 def main_guard(body: Callable[[], int | None]) -> None:
-    """Run a job body; known user errors print one clear line and exit 2."""
-    from interest.errors import USER_ERRORS
-
+    """Run a job body; errors a user can act on print one clear line and exit 2, faults worth
+    retrying exit 75 (see interest.errors); anything else is a bug and keeps its traceback."""
     try:
         code = body()
-    except USER_ERRORS as exc:
+    except RetryableError as exc:  # first: a retryable fault may also be a UserError subclass
+        print(f"error (worth a retry): {exc}", file=sys.stderr)
+        sys.exit(EXIT_RETRYABLE)
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     sys.exit(code or 0)

@@ -16,8 +16,10 @@ from typing import Any, Literal
 import dacite
 import yaml
 
+from interest.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override is wrong; the message names the key."""
 
 

@@ -18,8 +18,9 @@ from typing import Any
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 from pyspark.sql import SparkSession
 
-from interest.config import Config
 from interest import storage
+from interest.config import Config
+from interest.errors import UserError
 from interest.etl.pipeline import run_sessionize
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import drift, run_embed
@@ -105,7 +106,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     return report
 
 
-class BackfillError(ValueError):
+class BackfillError(UserError, ValueError):
     """A backfill range cannot run as asked (bad range, raw partitions missing)."""
 
 

@@ -14,9 +14,10 @@ import sys
 from pyspark.sql import SparkSession
 
 from interest.config import Config
+from interest.errors import UserError
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(UserError, RuntimeError):
     """Spark needs a Java runtime (17); raised before Spark prints a JVM stack trace."""
 
 
@@ -65,7 +66,8 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         "spark.sql.warehouse.dir": warehouse,
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
-        "spark.ui.showConsoleProgress": "true",
+        # Spark's [Stage n:===>] bars redraw a terminal line; in a log file they are spam
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
         ),
@@ -110,7 +112,7 @@ def delta_settings(packages: str | None) -> dict[str, str]:
             "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
 
 
-class DeltaNotAvailableError(RuntimeError):
+class DeltaNotAvailableError(UserError, RuntimeError):
     """embed.table_format is delta but the session has no Delta jars."""
 
 

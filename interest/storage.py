@@ -33,9 +33,15 @@ from urllib.parse import urlparse
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from interest.errors import RetryableError, UserError
 
-class StorageError(OSError):
+
+class StorageError(UserError, OSError):
     """A location cannot be reached or written (one line naming the URL)."""
+
+
+class StorageUnreachableError(RetryableError, StorageError):
+    """The filesystem did not answer (namenode down, network): worth a retry (exit 75)."""
 
 
 @dataclass
@@ -128,7 +134,7 @@ def _call(path: str, what: str, fn, *args, **kwargs):
         text = str(exc)
         if "Connection" in type(exc).__name__ or "Connection refused" in text or "connect" in text.lower():
             why = "connection refused" if "refused" in text else type(exc).__name__
-            raise StorageError(f"cannot {what} {path}: unreachable ({why})") from None
+            raise StorageUnreachableError(f"cannot {what} {path}: unreachable ({why})") from None
         if isinstance(exc, OSError):
             raise StorageError(f"cannot {what} {path}: {exc.strerror or text}") from None
         raise
@@ -212,7 +218,7 @@ def check_writable(path: str) -> None:
         write_text(probe, "ok")
         delete(probe)
     except StorageError as exc:
-        raise StorageError(f"{normalize(path)} is not writable: {exc}") from None
+        raise type(exc)(f"{normalize(path)} is not writable: {exc}") from None
     except OSError as exc:
         raise StorageError(f"{normalize(path)} is not writable: {exc.strerror or exc}") from None
 

@@ -410,6 +410,7 @@ def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp
     import socket
 
     from interest import storage
+    from interest.errors import RetryableError
     from interest.storage import StorageError
 
     with socket.socket() as s:  # a port nothing listens on
@@ -421,7 +422,9 @@ def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp
         with pytest.raises(StorageError, match=rf"^{root} is not writable: .*unreachable") as err:
             run_nightly(spark, make_config(tmp_path, f"paths.root={root}"), DATE, log=lambda _m: None)
         assert "\n" not in str(err.value)
+        assert isinstance(err.value, RetryableError)  # jobs exit 75: a scheduler may retry it
     finally:
         storage.configure(9870)
-    with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable"):
+    with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable") as err:
         run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE, log=lambda _m: None)
+    assert not isinstance(err.value, RetryableError)  # exit 2: it needs a person

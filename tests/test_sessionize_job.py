@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -223,10 +224,13 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     gen = subprocess.run([sys.executable, "jobs/generate.py", *sets], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr
-    run = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-X", "importtime", "jobs/sessionize.py", "--date", DATE, *sets],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "all rows accounted for: True" in run.stdout and "duplicates removed" in run.stdout
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in run.stderr.splitlines() if ln.startswith("import time:")}
+    assert "interest.etl.pipeline" in imported and not {"tensorflow", "keras"} & imported  # ETL never loads TF
+    assert "[Stage " not in run.stderr  # no console progress bars when stderr is not a terminal
     bad = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets,
                           "--set", "sessionize.max_lenn=3"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
@@ -236,3 +240,12 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "raw events path does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+    with socket.socket() as s:  # a port nothing listens on: the namenode is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = subprocess.run([sys.executable, "jobs/nightly.py", "--date", DATE, *sets, "--set",
+                           f"paths.root=hdfs://127.0.0.1:{port}/interest", "--set", f"storage.webhdfs_port={port}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert down.returncode == 75, down.stderr[-2000:]  # EX_TEMPFAIL: worth a retry
+    assert f"error (worth a retry): hdfs://127.0.0.1:{port}/interest is not writable" in down.stderr
+    assert "Traceback" not in down.stderr

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interest.config import IngestConfig
+from interest.errors import UserError
 
 CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record",
              "ingest_order"]
@@ -21,7 +22,7 @@ INGEST_ORDER = "ingest_order"
 MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "ts"]
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """The source cannot be read as configured (missing path, missing columns)."""
 
 
@@ -86,7 +87,8 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
                       category=cols.category if cols.category in df.columns else None)
     if missing:
         raise IngestError(
-            f"raw events lack column(s) {missing}; present: {sorted(df.columns)}. "
+            f"raw events lack column(s) {missing}; present: "
+            f"{sorted(c for c in df.columns if c not in (CORRUPT, INGEST_ORDER))}. "
             "Map them with ingest.columns.<field>=<source column>."
         )
 

@@ -18,12 +18,13 @@ from pyspark.sql import functions as F
 
 from interest import io, storage
 from interest.config import Config
+from interest.errors import UserError
 from interest.etl import ingest, sessions, sequences, validate, vocab
 
 LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
 
 
-class SessionizeError(RuntimeError):
+class SessionizeError(UserError, RuntimeError):
     """The stage cannot produce a valid output (no events, broken accounting)."""
 
 

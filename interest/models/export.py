@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from interest import storage
+from interest.errors import UserError
 from interest.models.encoders import Encoder, build_encoder
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """No exported model where one was expected."""
 
 

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from interest.config import Config
 from interest.data.reader import read_vocab
+from interest.errors import UserError
 from interest.etl.pipeline import SessionizePaths
 from interest.models.export import load_model
 from interest.serving import embed, publish
@@ -31,7 +32,7 @@ RECS_DDL = ("user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score
             "top_interest STRING, model_version STRING")
 
 
-class EmbedInputError(ValueError):
+class EmbedInputError(UserError, ValueError):
     """The inference rows and the model do not fit together (or are missing)."""
 
 

@@ -22,11 +22,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, _parse_datatype_string
 
 from interest import io, storage
+from interest.errors import UserError
 
 STAGING = "_staging"  # Delta tables: staged runs live in <table>/_staging, which Delta and VACUUM skip
 
 
-class PublishGateError(RuntimeError):
+class PublishGateError(UserError, RuntimeError):
     """A quality gate failed; nothing was published. ``report`` has every gate's result."""
 
     def __init__(self, table: str, date: str, report: dict[str, Any]) -> None:
@@ -36,7 +37,7 @@ class PublishGateError(RuntimeError):
         self.report = report
 
 
-class TableFormatError(RuntimeError):
+class TableFormatError(UserError, RuntimeError):
     """The table in the metastore is not what this job writes (schema or format); left as it is."""
 
 

@@ -37,10 +37,11 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from interest.config import Config
+from interest.errors import UserError
 from interest.training.run import TrainOutcome, checkpoint_dir, training_data
 
 
-class DistributedTrainingError(RuntimeError):
+class DistributedTrainingError(UserError, RuntimeError):
     """The distributed job cannot start or did not finish; the message says why."""
 
 

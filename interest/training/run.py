@@ -8,9 +8,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from interest.config import Config
 from interest import storage
+from interest.config import Config
 from interest.data.reader import SequenceSpec, count_rows, load_rows, read_vocab
+from interest.errors import UserError
 from interest.etl.pipeline import SessionizePaths
 from interest.models.encoders import Encoder
 from interest.models.export import new_version, save_model
@@ -24,7 +25,7 @@ from interest.training.loop import (
 )
 
 
-class TrainingInputError(FileNotFoundError):
+class TrainingInputError(UserError, FileNotFoundError):
     """The sequences for the date are missing or empty."""
 
 
