@@ -11,7 +11,7 @@ from interest.etl.pipeline import run_sessionize
 from interest.evaluation.explain import share_in_interests
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model
-from interest.data.reader import SEQUENCE_FEATURES
+from interest.schema import SEQUENCE_FEATURES
 from interest.serving.embed import embed_frame, top_weighted_items
 from interest.synth import generate
 from interest.training.run import train_and_export

@@ -24,9 +24,8 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from interest import storage
+from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS, n_gap_buckets
 
-SEQUENCE_FEATURES = ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")
-SHIFT = {"train": 3, "valid": 2, "test": 1, "infer": 0}
 
 
 def to_url(path: str) -> str:
@@ -49,7 +48,7 @@ class SequenceSpec:
     def from_config(cls, cfg, vocab_size: int) -> SequenceSpec:
         s = cfg.sessionize
         return cls(max_len=s.max_len, vocab_size=vocab_size, n_event_types=len(s.event_types),
-                   n_gap_buckets=len(s.time_gap_edges_s) + 3)
+                   n_gap_buckets=n_gap_buckets(s.time_gap_edges_s))
 
 
 def shift_right(x: tf.Tensor, k: int) -> tf.Tensor:
@@ -71,7 +70,7 @@ def split_view(batch: dict[str, tf.Tensor], split: str) -> tuple[dict[str, tf.Te
     if split == "train":
         targets = tf.where(inputs["item_idx"] > 0, shift_right(items, 2), tf.zeros_like(items))
     elif split in ("valid", "test"):
-        targets = items[:, -k]
+        targets = items[:, TARGET_POS[split]]
     else:
         targets = tf.zeros_like(items[:, :0])
     return inputs, targets

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-SEQUENCE_ARRAYS = ["item_idx", "event_type_idx", "time_gap_bucket", "session_idx"]
+from interest.schema import HELD_OUT_STEPS, SEQUENCE_FEATURES, TARGET_POS, window_stride
 
 
 def _padded(window: Column, field: str, max_len: int) -> Column:
@@ -40,7 +40,7 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
         F.max("ts").alias("last_ts"),
     )
     size = F.size("_steps")
-    stride = max_len - 3
+    stride = window_stride(max_len)
     extra = F.least(F.lit(max_windows - 1),
                     F.ceil(F.greatest(size - max_len, F.lit(0)) / F.lit(stride)).cast("int"))
     grouped = grouped.withColumn("window", F.explode(F.sequence(F.lit(0), extra)))
@@ -51,22 +51,19 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
     return grouped.select(
         "user_id",
         F.col("window").cast("int").alias("window"),
-        *[_padded(window, name, max_len).alias(name) for name in SEQUENCE_ARRAYS],
+        *[_padded(window, name, max_len).alias(name) for name in SEQUENCE_FEATURES],
         F.size(window).cast("int").alias("length"),
         size.cast("int").alias("n_steps"),
         "n_events",
         "n_sessions",
         "last_ts",
-        F.when(trainable & latest, F.element_at("_steps", -2)["item_idx"]).cast("int").alias("valid_item_idx"),
-        F.when(trainable & latest, F.element_at("_steps", -1)["item_idx"]).cast("int").alias("test_item_idx"),
+        *[F.when(trainable & latest, F.element_at("_steps", TARGET_POS[split])["item_idx"]).cast("int")
+          .alias(f"{split}_item_idx") for split in ("valid", "test")],
         # every item of the whole history (not only the window): what evaluation must not draw
         # as a negative, as in the SASRec protocol
         F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int"))))
         .alias("history_idx"),
     )
-
-
-HELD_OUT_STEPS = 2  # the validation and test targets: the last two steps of a trainable user
 
 
 def mark_held_out(steps: DataFrame, min_train_steps: int) -> DataFrame:

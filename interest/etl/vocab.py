@@ -10,7 +10,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
+from interest.schema import FIRST_ITEM, PAD, UNKNOWN  # noqa: F401  (re-exported)
+
 VOCAB_COLUMNS = ["item_idx", "item_id", "category", "count"]
 
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from interest.config import Config
 from interest import storage
+from interest.config import Config
 from interest.models.export import load_model, resolve_model_dir
+from interest.schema import SEQUENCE_FEATURES, SHIFT
 from interest.training.loop import evaluate_popularity, evaluate_split
 from interest.training.run import training_data
 
@@ -68,10 +69,9 @@ def attention_figure(encoder, rows: dict, labels: dict[int, str], path: Path, us
     from interest.data.reader import shift_right
 
     longest = np.argsort(-rows["n_steps"], kind="stable")[:users]
-    picked = {k: v[longest] for k, v in rows.items() if k in ("item_idx", "event_type_idx",
-                                                               "time_gap_bucket", "session_idx")}
+    picked = {k: v[longest] for k, v in rows.items() if k in SEQUENCE_FEATURES}
     matrices = attention_matrices(encoder, picked, "test")
-    items = np.asarray(shift_right(picked["item_idx"], 1))
+    items = np.asarray(shift_right(picked["item_idx"], SHIFT["test"]))
     names = [[labels.get(int(i), "?") for i in row] for row in items]
     titles = [f"{encoder.kind}: user {rows['user_id'][i]}" for i in longest]
     return plot_attention(matrices, items, names, titles, path)

@@ -12,8 +12,9 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 import numpy as np
 
-from interest.data.reader import SEQUENCE_FEATURES, split_view
+from interest.data.reader import split_view
 from interest.models.encoders import Encoder
+from interest.schema import SEQUENCE_FEATURES
 
 HEATMAP_SIZE = (12.0, 4.0)  # inches at 100 dpi per figure row group
 DPI = 100

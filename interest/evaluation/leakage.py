@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from interest.etl.vocab import FIRST_ITEM
+from interest.schema import FIRST_ITEM
 from interest.evaluation.metrics import evaluate_scores
 
 

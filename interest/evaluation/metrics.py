@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from interest.etl.vocab import FIRST_ITEM
+from interest.schema import FIRST_ITEM
 
 
 def rank_full(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from interest.models.layers import (
     padding_mask,
     scaled_dot_product_attention,
 )
+from interest.schema import SEQUENCE_FEATURES
 
 ENCODERS: dict[str, type[Encoder]] = {}
 
@@ -72,8 +73,7 @@ class Encoder(keras.Model):
 
     def dummy_inputs(self, batch: int = 2):
         zeros = ops.zeros((batch, self.max_len), dtype="int32")
-        return {"item_idx": zeros, "event_type_idx": zeros, "time_gap_bucket": zeros,
-                "session_idx": zeros}
+        return {name: zeros for name in SEQUENCE_FEATURES}  # [B, L] each
 
 
 @register("self_attention")

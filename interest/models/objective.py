@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from interest.etl.vocab import FIRST_ITEM
+from interest.schema import FIRST_ITEM
 
 
 def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -20,8 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from interest.data.reader import SEQUENCE_FEATURES
-from interest.etl.vocab import FIRST_ITEM, UNKNOWN
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
     from interest.models.export import LoadedModel

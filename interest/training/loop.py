@@ -27,6 +27,7 @@ from interest.data.reader import SequenceSpec, petastorm_batches, split_view
 from interest.evaluation.metrics import evaluate_scores
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import item_log_q, next_item_loss
+from interest.schema import SEQUENCE_FEATURES, TARGET_POS
 
 
 class InjectedFailure(RuntimeError):
@@ -124,7 +125,7 @@ def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int
     n = len(rows["item_idx"])
     for start in range(0, n, batch):
         chunk = {k: tf.constant(v[start:start + batch]) for k, v in rows.items()
-                 if k in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}
+                 if k in SEQUENCE_FEATURES}
         inputs, _ = split_view(chunk, split)
         out.append(encoder(inputs, training=False)["user"].numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
@@ -133,8 +134,7 @@ def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int
 def evaluate_split(encoder: Encoder, rows: dict[str, np.ndarray], split: str, k: int = 10,
                    negatives: int = 100, seeds: tuple[int, ...] = ()) -> dict[str, float]:
     """Metrics of the encoder on the valid or test targets of ``rows``."""
-    target_pos = {"valid": -2, "test": -1}[split]
-    targets = rows["item_idx"][:, target_pos].astype(np.int64)
+    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
     users = encode(encoder, rows, split)
     table = encoder.item_table.numpy()
     return evaluate_scores(lambda a, b: users[a:b] @ table.T, rows.get("history_idx", rows["item_idx"]),
@@ -145,8 +145,7 @@ def evaluate_popularity(rows: dict[str, np.ndarray], item_counts: np.ndarray, sp
                         k: int = 10, negatives: int = 100, seeds: tuple[int, ...] = ()
                         ) -> dict[str, float]:
     """The popularity baseline: every user gets the same scores, the items' step counts."""
-    target_pos = {"valid": -2, "test": -1}[split]
-    targets = rows["item_idx"][:, target_pos].astype(np.int64)
+    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
     pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties
     return evaluate_scores(lambda a, b: np.broadcast_to(pop, (b - a, len(pop))),
                            rows.get("history_idx", rows["item_idx"]), targets, len(item_counts),

@@ -1,0 +1,36 @@
+"""The facts every layer shares about sequences, in one module with no heavy imports.
+
+Item indices: 0 pads, 1 is the unknown item, real items start at 2. A user's row stores the
+window of their latest steps as aligned arrays (``SEQUENCE_FEATURES``); the temporal
+leave-one-out split is a *view* of that window, never a copy:
+
+- train: inputs are the window shifted right by ``SHIFT["train"]`` (3), targets the window shifted
+  by 2 at every position, so the last two steps never train;
+- valid: inputs shifted by 2, the target is the step at ``TARGET_POS["valid"]`` (-2);
+- test: inputs shifted by 1, the target is the step at ``TARGET_POS["test"]`` (-1);
+- infer: the window itself.
+
+Older windows of long histories end ``WINDOW_STRIDE_OFFSET`` steps apart from max_len (stride
+``max_len - 3``), so every step is a training target exactly once. ``HELD_OUT_STEPS`` is how many
+of a user's last steps are validation and test, which the vocabulary counts skip.
+"""
+from __future__ import annotations
+
+PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
+
+SEQUENCE_FEATURES: tuple[str, ...] = ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")
+
+SHIFT: dict[str, int] = {"train": 3, "valid": 2, "test": 1, "infer": 0}
+TARGET_POS: dict[str, int] = {"valid": -2, "test": -1}
+HELD_OUT_STEPS = 2
+WINDOW_STRIDE_OFFSET = SHIFT["train"]  # windows end max_len - 3 steps apart
+
+
+def window_stride(max_len: int) -> int:
+    """Steps between the ends of a user's consecutive stored windows."""
+    return max_len - WINDOW_STRIDE_OFFSET
+
+
+def n_gap_buckets(time_gap_edges_s: list[int] | tuple[int, ...]) -> int:
+    """Time-gap buckets: padding, first step of a session, one per edge interval, and beyond."""
+    return len(time_gap_edges_s) + 3
