@@ -208,6 +208,12 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         run_embed(spark, cfg, DATE, other)
     with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
         run_embed(spark, cfg, "2020-01-01", report["model"]["path"])
+    args = {**model.encoder.args, "max_len": model.encoder.args["max_len"] + 5}
+    longer = save_model(build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics,
+                        str(tmp_path), "longer")
+    with pytest.raises(EmbedInputError, match=r"hold 30 steps per row but model .*longer was trained with "
+                                              r"max_len 35: sessionize 2026-11-26 with --set sessionize.max_len=35"):
+        run_embed(spark, cfg, DATE, longer)
 
 
 @pytest.mark.slow

@@ -49,6 +49,16 @@ def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, 
             f"sessionize {date} with --base-vocab {model_dir}/vocab.parquet")
 
 
+def check_max_len(rows: DataFrame, model_max_len: int, model_dir: str, date: str) -> None:
+    """The date's arrays must be as long as the model's positions (else a Keras shape error)."""
+    stored = rows.select(F.size("item_idx").alias("n")).first()
+    if stored is not None and stored["n"] != model_max_len:
+        raise EmbedInputError(
+            f"the sequences of {date} hold {stored['n']} steps per row but model {model_dir} was "
+            f"trained with max_len {model_max_len}: sessionize {date} with "
+            f"--set sessionize.max_len={model_max_len}, or train a model on these sequences")
+
+
 def table_location(cfg: Config, table: str) -> str:
     return f"{cfg.paths.resolve('warehouse')}/{cfg.embed.database}.db/{table}"
 
@@ -73,6 +83,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         raise
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
+    check_max_len(rows, model.encoder.args["max_len"], model_dir, date)
     embedded = embed.embed_users(spark, rows, model, date_vocab, e.top_items,
                                  e.top_n_recommendations, e.cold_start_min_steps, e.batch_size)
     if e.users_table:
