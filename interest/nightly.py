@@ -24,6 +24,7 @@ from interest.errors import UserError
 from interest.etl.pipeline import run_sessionize
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import drift, run_embed
+from interest.training.launch import train_model
 
 
 def previous_model(cfg: Config, date: str) -> str | None:
@@ -45,14 +46,7 @@ def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | 
     if previous and cfg.nightly.warm_start:
         cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         cfg.train.init_from = previous
-    if cfg.train.workers > 1:
-        from interest.training.distributed import train_on_spark
-
-        outcome = train_on_spark(spark, cfg, date, log=log)
-    else:
-        from interest.training.run import train_and_export
-
-        outcome = train_and_export(cfg, date, log=log)
+    outcome = train_model(cfg, date, spark, log=log)
     how = f"warm start from {storage.name(previous)}" if cfg.train.init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 

@@ -23,19 +23,16 @@ def main() -> int:
         args.overrides.append(f"train.workers={args.workers}")
     cfg = load_job_config(args)
 
-    from interest.spark import launched_by_spark_submit
+    from interest.training.launch import train_model, trains_on_spark
 
-    if cfg.train.workers == 1 and not launched_by_spark_submit():
-        from interest.training.run import train_and_export
-
-        train_and_export(cfg, args.date)  # one process, no Spark needed
+    if not trains_on_spark(cfg):
+        train_model(cfg, args.date)  # one process, no Spark needed
         return 0
     from interest.spark import get_spark
-    from interest.training.distributed import train_on_spark
 
     spark = get_spark(cfg, app_name=f"interest-train-{cfg.model.encoder}-{args.date}")
     try:
-        outcome = train_on_spark(spark, cfg, args.date)
+        outcome = train_model(cfg, args.date, spark)
     finally:
         spark.stop()
     print(f"[train] {cfg.train.workers} worker(s), {outcome.attempts} attempt(s); model: {outcome.model_dir}")

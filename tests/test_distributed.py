@@ -157,3 +157,15 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
         and ".zip" not in str(p.relative_to(work))]
     assert not ours, ours[:10]
     assert os.path.isdir(work)
+
+
+def test_one_rule_decides_where_training_runs(monkeypatch, tmp_path):
+    from interest.training.launch import train_model, trains_on_spark
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert not trains_on_spark(make_config(tmp_path))  # one worker, a local job: this process
+    assert trains_on_spark(make_config(tmp_path, "train.workers=2"))
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")  # what spark-submit hands the Python driver
+    assert trains_on_spark(make_config(tmp_path))  # on a cluster, training goes to an executor
+    with pytest.raises(ValueError, match="training on Spark needs a SparkSession"):
+        train_model(make_config(tmp_path), "2026-11-26")
