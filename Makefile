@@ -6,9 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATE   ?= 2026-11-26
 
-.PHONY: demo test test-fast package clean java
+.PHONY: demo test test-fast lint package clean java
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools<70" wheel
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -24,6 +24,11 @@ demo: java $(VENV)/.installed
 
 test: java $(VENV)/.installed
 	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check interest jobs benchmarks tests deploy
+	$(VENV)/bin/ruff format --check interest jobs benchmarks tests deploy
+	$(VENV)/bin/mypy
 
 test-fast: java $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"

@@ -1,4 +1,5 @@
 """Helpers for benchmark scripts: machine description, peak memory of a process tree, tables."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None
-                 ) -> tuple[float, int, int]:
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> tuple[float, int, int]:
     """Run a command; return (wall seconds, peak RSS bytes of its tree, exit code)."""
     started = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
@@ -77,5 +77,6 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     cells = [headers, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *[line(r) for r in cells[1:]]])
+    return "\n".join(
+        [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in cells[1:]]]
+    )

@@ -7,6 +7,7 @@ the same optimisation); each worker is a separate TensorFlow process with its ta
 Reported: training sequences/s (epochs after the first), seconds per epoch, and wall time until
 validation NDCG@10 (full ranking) first reaches ``--target``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,18 +40,28 @@ def main() -> None:
     from interest.training.distributed import train_on_spark
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-dist-bench-"))
-    base = [f"paths.root={work}", f"generator.users={args.users}", "generator.days=14",
-            f"model.encoder={args.encoder}", f"train.epochs={args.epochs}", "train.patience=100",
-            "train.batch_size=256", "eval.seeds=[1]", "sessionize.min_row_groups=16",
-            "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}"]
+    base = [
+        f"paths.root={work}",
+        f"generator.users={args.users}",
+        "generator.days=14",
+        f"model.encoder={args.encoder}",
+        f"train.epochs={args.epochs}",
+        "train.patience=100",
+        "train.batch_size=256",
+        "eval.seeds=[1]",
+        "sessionize.min_row_groups=16",
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}",
+    ]
     cfg = load_config(ROOT / "conf" / "local.yaml", base)
     generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     spark = get_spark(cfg, "interest-dist-bench")
     summary = run_sessionize(spark, cfg, DATE)
     rows = []
     for workers in (1, 2):
-        wcfg = load_config(ROOT / "conf" / "local.yaml", base + [
-            f"train.workers={workers}", f"paths.models='{{root}}/models_{workers}'"])
+        wcfg = load_config(
+            ROOT / "conf" / "local.yaml",
+            base + [f"train.workers={workers}", f"paths.models='{{root}}/models_{workers}'"],
+        )
         tic = time.perf_counter()
         out = train_on_spark(spark, wcfg, DATE, log=lambda _m: None)
         wall = time.perf_counter() - tic
@@ -61,13 +72,24 @@ def main() -> None:
             elapsed += h["seconds"]
             if reached is None and h.get("valid_full_ndcg@10", 0) >= args.target:
                 reached = (h["epoch"], elapsed)
-        rows.append([workers, f"{rate:,.0f}", f"{statistics.mean(h['seconds'] for h in hist[1:]):.1f}",
-                     f"{reached[1]:.0f} (epoch {reached[0]})" if reached else f"not reached ({hist[-1]['valid_full_ndcg@10']:.3f})",
-                     f"{out.metrics['test']['full_ndcg@10']:.4f}", f"{wall:.0f}"])
+        rows.append(
+            [
+                workers,
+                f"{rate:,.0f}",
+                f"{statistics.mean(h['seconds'] for h in hist[1:]):.1f}",
+                f"{reached[1]:.0f} (epoch {reached[0]})"
+                if reached
+                else f"not reached ({hist[-1]['valid_full_ndcg@10']:.3f})",
+                f"{out.metrics['test']['full_ndcg@10']:.4f}",
+                f"{wall:.0f}",
+            ]
+        )
         print(table(HEAD, rows[-1:]), flush=True)
     spark.stop()
-    print(f"\nmachine: {machine()}; local[2], {summary['train_users']:,} training sequences "
-          f"(max_len {cfg.sessionize.max_len}), {args.encoder}, global batch 256, {args.epochs} epochs\n")
+    print(
+        f"\nmachine: {machine()}; local[2], {summary['train_users']:,} training sequences "
+        f"(max_len {cfg.sessionize.max_len}), {args.encoder}, global batch 256, {args.epochs} epochs\n"
+    )
     print(table(HEAD, rows))
 
 

@@ -8,6 +8,7 @@ up to ``--epochs`` epochs keeping the best validation NDCG@10. Test metrics with
 with 100 distinct sampled negatives (mean ± std over seeds 1, 2, 3; validation draws its own seed).
 A model-free id-adjacency rule is reported as a leakage sentinel (see interest.evaluation.leakage).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,9 @@ DATE = "1998-04-22"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ml100k", default=os.environ.get("ML100K_DIR", str(ROOT.parent / "shared" / "data" / "ml-100k")))
+    parser.add_argument(
+        "--ml100k", default=os.environ.get("ML100K_DIR", str(ROOT.parent / "shared" / "data" / "ml-100k"))
+    )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--encoders", nargs="+", default=["self_attention", "hierarchical", "memory"])
     parser.add_argument("--work", default=None)
@@ -41,14 +44,22 @@ def main() -> None:
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-ml100k-"))
-    base = [f"paths.root={work}", f"ingest.path={udata}", f"train.epochs={args.epochs}",
-            f"train.patience={args.epochs}", *args.overrides]
+    base = [
+        f"paths.root={work}",
+        f"ingest.path={udata}",
+        f"train.epochs={args.epochs}",
+        f"train.patience={args.epochs}",
+        *args.overrides,
+    ]
     cfg = load_config(ROOT / "conf" / "ml100k.yaml", base)
     spark = get_spark(cfg, "interest-ml100k")
     summary = run_sessionize(spark, cfg, DATE)
     spark.stop()
-    print(f"sessionized: {summary['rows_in']:,} rows, {summary['users']} users, "
-          f"{summary['items_seen']} items, {summary['sessions']:,} sessions", flush=True)
+    print(
+        f"sessionized: {summary['rows_in']:,} rows, {summary['users']} users, "
+        f"{summary['items_seen']} items, {summary['sessions']:,} sessions",
+        flush=True,
+    )
     rows, pop = [], None
     for encoder in args.encoders:
         ecfg = load_config(ROOT / "conf" / "ml100k.yaml", base + [f"model.encoder={encoder}"])
@@ -56,34 +67,63 @@ def main() -> None:
         m = out.metrics
         t = m["test"]
         pop = m["popularity"]["test"]
-        rows.append([encoder, m["best_epoch"], m["epochs_run"], f"{m['train_seconds'] / 60:.1f}",
-                     f"{t['full_hr@10']:.4f}", f"{t['full_ndcg@10']:.4f}", f"{t['full_mrr']:.4f}",
-                     f"{t['sampled_hr@10']:.4f} ± {t['sampled_hr@10_std']:.4f}",
-                     f"{t['sampled_ndcg@10']:.4f} ± {t['sampled_ndcg@10_std']:.4f}"])
+        rows.append(
+            [
+                encoder,
+                m["best_epoch"],
+                m["epochs_run"],
+                f"{m['train_seconds'] / 60:.1f}",
+                f"{t['full_hr@10']:.4f}",
+                f"{t['full_ndcg@10']:.4f}",
+                f"{t['full_mrr']:.4f}",
+                f"{t['sampled_hr@10']:.4f} ± {t['sampled_hr@10_std']:.4f}",
+                f"{t['sampled_ndcg@10']:.4f} ± {t['sampled_ndcg@10_std']:.4f}",
+            ]
+        )
         print(table(HEAD, rows[-1:]), flush=True)
     if pop:
-        from interest.data.reader import load_rows
+        from interest.data.reader import load_rows, read_vocab
         from interest.evaluation.leakage import id_adjacency_metrics
-        from interest.data.reader import read_vocab
 
         vocab = read_vocab(summary["outputs"]["vocab"]).sort_values("item_idx")
-        rule = id_adjacency_metrics(["<pad>", "<unknown>", *vocab.item_id.astype(str)],
-                                    load_rows(summary["outputs"]["infer"]))
-        rows.append(["popularity", "–", "–", "–", f"{pop['full_hr@10']:.4f}", f"{pop['full_ndcg@10']:.4f}",
-                     f"{pop['full_mrr']:.4f}", f"{pop['sampled_hr@10']:.4f} ± {pop['sampled_hr@10_std']:.4f}",
-                     f"{pop['sampled_ndcg@10']:.4f} ± {pop['sampled_ndcg@10_std']:.4f}"])
-        rows.append(["id adjacency (leakage sentinel)", "–", "–", "–", f"{rule['full_hr@10']:.4f}",
-                     f"{rule['full_ndcg@10']:.4f}", f"{rule['full_mrr']:.4f}",
-                     f"{rule['sampled_hr@10']:.4f} ± {rule['sampled_hr@10_std']:.4f}",
-                     f"{rule['sampled_ndcg@10']:.4f} ± {rule['sampled_ndcg@10_std']:.4f}"])
-    print(f"\nmachine: {machine()}; MovieLens 100K, {args.epochs} epochs max; "
-          f"{pop['users'] if pop else '?'} test users ranked, "
-          f"{pop['excluded_targets'] if pop else '?'} excluded (test item outside the vocabulary)\n")
+        rule = id_adjacency_metrics(
+            ["<pad>", "<unknown>", *vocab.item_id.astype(str)], load_rows(summary["outputs"]["infer"])
+        )
+        rows.append(
+            [
+                "popularity",
+                "–",
+                "–",
+                "–",
+                f"{pop['full_hr@10']:.4f}",
+                f"{pop['full_ndcg@10']:.4f}",
+                f"{pop['full_mrr']:.4f}",
+                f"{pop['sampled_hr@10']:.4f} ± {pop['sampled_hr@10_std']:.4f}",
+                f"{pop['sampled_ndcg@10']:.4f} ± {pop['sampled_ndcg@10_std']:.4f}",
+            ]
+        )
+        rows.append(
+            [
+                "id adjacency (leakage sentinel)",
+                "–",
+                "–",
+                "–",
+                f"{rule['full_hr@10']:.4f}",
+                f"{rule['full_ndcg@10']:.4f}",
+                f"{rule['full_mrr']:.4f}",
+                f"{rule['sampled_hr@10']:.4f} ± {rule['sampled_hr@10_std']:.4f}",
+                f"{rule['sampled_ndcg@10']:.4f} ± {rule['sampled_ndcg@10_std']:.4f}",
+            ]
+        )
+    print(
+        f"\nmachine: {machine()}; MovieLens 100K, {args.epochs} epochs max; "
+        f"{pop['users'] if pop else '?'} test users ranked, "
+        f"{pop['excluded_targets'] if pop else '?'} excluded (test item outside the vocabulary)\n"
+    )
     print(table(HEAD, rows))
 
 
-HEAD = ["model", "best epoch", "epochs", "train min", "HR@10", "NDCG@10", "MRR",
-        "HR@10 (100 neg)", "NDCG@10 (100 neg)"]
+HEAD = ["model", "best epoch", "epochs", "train min", "HR@10", "NDCG@10", "MRR", "HR@10 (100 neg)", "NDCG@10 (100 neg)"]
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ tests), the raw events uploaded to it first (not timed). Each table format runs 
 own on the same generated events; "publish s" is the staging, gates and commit of the three
 tables, "retention s" the retention pass (Delta: DELETE + VACUUM when a date is dropped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def main() -> None:
     spark_conf = "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '16', spark.driver.memory: '6g'}"
     common = ["--set", f"train.epochs={args.epochs}", "--set", spark_conf]
     local = ["--set", f"paths.root={work}", *common]
-    _, _, code = run_measured([sys.executable, "jobs/generate.py", "--events", str(args.events), *local],
-                              env, work / "generate.log")
+    _, _, code = run_measured(
+        [sys.executable, "jobs/generate.py", "--events", str(args.events), *local], env, work / "generate.log"
+    )
     if code:
         sys.exit(f"generation failed: see {work / 'generate.log'}")
     rows = []
@@ -49,9 +51,9 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             if where == "hdfs":
                 sys.path.insert(0, str(ROOT / "tests"))
-                from minihdfs import MiniHdfs
-
                 from interest import storage
+
+                from minihdfs import MiniHdfs
 
                 (work / "hdfs").mkdir(exist_ok=True)
                 hdfs = stack.enter_context(MiniHdfs(work / "hdfs"))
@@ -64,20 +66,54 @@ def main() -> None:
                 sets = ["--set", f"paths.root={root}", "--set", f"paths.raw_events={work}/raw/events", *common]
             sets += ["--set", f"embed.table_format={fmt}"]
             wall, peak, code = run_measured(
-                [sys.executable, "jobs/nightly.py", "--date", DATE, "--show", "0", *sets], env,
-                work / f"nightly-{where}-{fmt}.log")
+                [sys.executable, "jobs/nightly.py", "--date", DATE, "--show", "0", *sets],
+                env,
+                work / f"nightly-{where}-{fmt}.log",
+            )
             if code:
                 sys.exit(f"nightly failed: see {work / f'nightly-{where}-{fmt}.log'}")
             from interest import storage
 
             report = json.loads(storage.read_text(f"{root}/reports/nightly/dt={DATE}/report.json"))
         t, e, s = report["timings_s"], report["embed"], report["sessionize"]
-        rows.append([where, fmt, f"{s['rows_in']:,}", f"{e['rows']:,}", t["sessionize"], t["train"],
-                     t["embed_publish"], e["publish_seconds"], e["retention_seconds"], f"{wall:.0f}",
-                     e["inference_seconds"], f"{e['users_per_second']:,.0f}", f"{peak / 2**30:.2f}"])
+        rows.append(
+            [
+                where,
+                fmt,
+                f"{s['rows_in']:,}",
+                f"{e['rows']:,}",
+                t["sessionize"],
+                t["train"],
+                t["embed_publish"],
+                e["publish_seconds"],
+                e["retention_seconds"],
+                f"{wall:.0f}",
+                e["inference_seconds"],
+                f"{e['users_per_second']:,.0f}",
+                f"{peak / 2**30:.2f}",
+            ]
+        )
     print(f"machine: {machine()}; local[2], driver memory 6g, {args.epochs} training epochs\n")
-    print(table(["paths.root", "tables", "events in", "users", "sessionize s", "train s", "embed+publish s",
-                 "publish s", "retention s", "nightly wall s", "inference s", "embed users/s", "peak RSS GiB"], rows))
+    print(
+        table(
+            [
+                "paths.root",
+                "tables",
+                "events in",
+                "users",
+                "sessionize s",
+                "train s",
+                "embed+publish s",
+                "publish s",
+                "retention s",
+                "nightly wall s",
+                "inference s",
+                "embed users/s",
+                "peak RSS GiB",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ is Petastorm alone (rows/s over a full epoch, batch 128, no model) against readi
 directly with pyarrow into numpy; if Petastorm's rate is far above the training rate, input never
 limits training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,45 +66,75 @@ def main() -> None:
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-train-bench-"))
-    base = [f"paths.root={work}", f"generator.users={args.users}", "generator.days=14",
-            "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}"]
+    base = [
+        f"paths.root={work}",
+        f"generator.users={args.users}",
+        "generator.days=14",
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}",
+    ]
     cfg = load_config(ROOT / "conf" / "local.yaml", base)
     generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     spark = get_spark(cfg, "interest-train-bench")
     pipeline_rows, train_rows = [], []
     for length in args.lengths:
-        lcfg = load_config(ROOT / "conf" / "local.yaml", base + [
-            f"sessionize.max_len={length}", f"paths.sequences='{{root}}/sequences_{length}'",
-            f"paths.vocab='{{root}}/vocab_{length}'"])
+        lcfg = load_config(
+            ROOT / "conf" / "local.yaml",
+            base
+            + [
+                f"sessionize.max_len={length}",
+                f"paths.sequences='{{root}}/sequences_{length}'",
+                f"paths.vocab='{{root}}/vocab_{length}'",
+            ],
+        )
         summary = run_sessionize(spark, lcfg, DATE)
         path = SessionizePaths.for_date(lcfg, DATE).train
         spec = SequenceSpec.from_config(lcfg, summary["vocab_size"])
         peta, arrow = petastorm_rate(path, spec, 128), pyarrow_rate(path)
-        pipeline_rows.append([length, f"{summary['train_users']:,}", f"{peta:,.0f}", f"{arrow:,.0f}",
-                              f"{arrow / peta:.1f}x"])
-        print(table(["max_len", "rows", "Petastorm rows/s", "pyarrow rows/s", "pyarrow / Petastorm"],
-                    pipeline_rows[-1:]), flush=True)
+        pipeline_rows.append(
+            [length, f"{summary['train_users']:,}", f"{peta:,.0f}", f"{arrow:,.0f}", f"{arrow / peta:.1f}x"]
+        )
+        print(
+            table(["max_len", "rows", "Petastorm rows/s", "pyarrow rows/s", "pyarrow / Petastorm"], pipeline_rows[-1:]),
+            flush=True,
+        )
         for encoder in ("self_attention", "hierarchical", "memory"):
-            tcfg = load_config(ROOT / "conf" / "local.yaml", base + [
-                f"sessionize.max_len={length}", f"paths.sequences='{{root}}/sequences_{length}'",
-                f"paths.vocab='{{root}}/vocab_{length}'", f"model.encoder={encoder}",
-                f"train.epochs={args.epochs}", "train.patience=100", "eval.seeds=[1]",
-                f"paths.models='{{root}}/models_{length}'"])
+            tcfg = load_config(
+                ROOT / "conf" / "local.yaml",
+                base
+                + [
+                    f"sessionize.max_len={length}",
+                    f"paths.sequences='{{root}}/sequences_{length}'",
+                    f"paths.vocab='{{root}}/vocab_{length}'",
+                    f"model.encoder={encoder}",
+                    f"train.epochs={args.epochs}",
+                    "train.patience=100",
+                    "eval.seeds=[1]",
+                    f"paths.models='{{root}}/models_{length}'",
+                ],
+            )
             out = train_and_export(tcfg, DATE, log=lambda _m: None)
-            later = [h["sequences_per_s"] for h in out.metrics["history"][1:]] or \
-                [out.metrics["history"][0]["sequences_per_s"]]
+            later = [h["sequences_per_s"] for h in out.metrics["history"][1:]] or [
+                out.metrics["history"][0]["sequences_per_s"]
+            ]
             rate = statistics.mean(later)
-            train_rows.append([encoder, length, f"{rate:,.0f}", f"{peta / rate:.0f}x",
-                               f"{out.metrics['history'][-1]['seconds']:.1f}"])
-            print(table(["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch"],
-                        train_rows[-1:]), flush=True)
+            train_rows.append(
+                [encoder, length, f"{rate:,.0f}", f"{peta / rate:.0f}x", f"{out.metrics['history'][-1]['seconds']:.1f}"]
+            )
+            print(
+                table(["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch"], train_rows[-1:]),
+                flush=True,
+            )
     spark.stop()
-    print(f"\nmachine: {machine()}; TensorFlow on CPU, batch 128, d=64, 2 blocks, full softmax, "
-          f"{args.users:,} generated users\n")
+    print(
+        f"\nmachine: {machine()}; TensorFlow on CPU, batch 128, d=64, 2 blocks, full softmax, "
+        f"{args.users:,} generated users\n"
+    )
     print("Input pipeline alone (one epoch of the train rows, batch 128):\n")
     print(table(["max_len", "rows", "Petastorm rows/s", "pyarrow rows/s", "pyarrow / Petastorm"], pipeline_rows))
-    print("\nTraining throughput (epochs after the first), and how many times faster Petastorm "
-          "alone delivers rows than training consumes them:\n")
+    print(
+        "\nTraining throughput (epochs after the first), and how many times faster Petastorm "
+        "alone delivers rows than training consumes them:\n"
+    )
     print(table(["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch"], train_rows))
 
 

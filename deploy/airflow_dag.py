@@ -11,6 +11,7 @@ Set on the scheduler/edge node: a Spark connection ``spark_interest`` (master ya
 spark://…), the environment variable ``INTEREST_HOME`` (the checkout, with ``make package`` run),
 and the Python environment every executor uses (see the README, "Running on a cluster").
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,10 @@ with DAG(
         py_files=f"{HOME}/dist/interest.zip",
         application_args=["--conf", f"{HOME}/conf/cluster.yaml", "--date", RUN_DATE],
         packages=DELTA_PACKAGE,  # Delta tables (embed.table_format: delta, the default)
-        conf={"spark.dynamicAllocation.enabled": "false",
-              "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-              "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"},
+        conf={
+            "spark.dynamicAllocation.enabled": "false",
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        },
         name=f"interest-nightly-{RUN_DATE}",
     )

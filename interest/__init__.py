@@ -1,4 +1,5 @@
 """interest: user interest embeddings from clickstream logs with attention encoders, on Spark."""
+
 import os
 
 # TensorFlow 2.21's oneDNN kernels block their calling thread until their parallel work is done.

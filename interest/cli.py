@@ -1,4 +1,5 @@
 """Shared command-line handling for the jobs: ``--conf``, repeated ``--set key=value``, a date."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,17 @@ from interest.errors import EXIT_RETRYABLE, EXIT_USER_ERROR, RetryableError, Use
 
 def job_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--conf", default="conf/local.yaml",
-                        help="YAML profile (default: conf/local.yaml, the embedded local setup)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config key, e.g. --set model.dim=64")
+    parser.add_argument(
+        "--conf", default="conf/local.yaml", help="YAML profile (default: conf/local.yaml, the embedded local setup)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set model.dim=64",
+    )
     return parser
 
 

@@ -4,6 +4,7 @@ One config object travels through every job, so a profile (``conf/local.yaml``,
 ``conf/cluster.yaml``) fully describes a run. Unknown keys and wrong types fail loudly with the
 dotted key that is wrong, because a silently ignored typo in a nightly job is worse than a crash.
 """
+
 from __future__ import annotations
 
 import copy
@@ -284,13 +285,12 @@ def _check_keys(cls: type, data: Any, prefix: str = "") -> None:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"unknown configuration key {prefix + str(key)!r} "
-                f"(known in this section: {', '.join(sorted(fields))})"
+                f"unknown configuration key {prefix + str(key)!r} (known in this section: {', '.join(sorted(fields))})"
             )
         ftype = cls.__annotations__.get(key) if hasattr(cls, "__annotations__") else None
         sub = globals().get(ftype) if isinstance(ftype, str) else None
         if sub is not None and dataclasses.is_dataclass(sub):
-            _check_keys(sub, value, f"{prefix}{key}.")
+            _check_keys(sub, value, f"{prefix}{key}.")  # type: ignore[arg-type]
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -341,21 +341,26 @@ def _check_values(cfg: Config) -> None:
         (s.session_gap_minutes > 0, "sessionize.session_gap_minutes must be positive"),
         (s.min_item_count >= 1, "sessionize.min_item_count must be at least 1"),
         (s.lookback_days >= 0, "sessionize.lookback_days must be 0 (everything) or more"),
-        (len(s.event_types) == len(set(s.event_types)) and s.event_types,
-         "sessionize.event_types must be a non-empty list without repeats"),
-        (list(s.time_gap_edges_s) == sorted(s.time_gap_edges_s),
-         "sessionize.time_gap_edges_s must be increasing"),
-        (s.rows_per_row_group > 0 and s.min_row_groups > 0,
-         "sessionize.rows_per_row_group and min_row_groups must be positive"),
+        (
+            len(s.event_types) == len(set(s.event_types)) and s.event_types,
+            "sessionize.event_types must be a non-empty list without repeats",
+        ),
+        (list(s.time_gap_edges_s) == sorted(s.time_gap_edges_s), "sessionize.time_gap_edges_s must be increasing"),
+        (
+            s.rows_per_row_group > 0 and s.min_row_groups > 0,
+            "sessionize.rows_per_row_group and min_row_groups must be positive",
+        ),
         (cfg.model.dim % cfg.model.heads == 0, "model.dim must be divisible by model.heads"),
         (cfg.model.memory_slots >= 1, "model.memory_slots must be at least 1"),
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
         (cfg.embed.vacuum_retain_hours >= 0, "embed.vacuum_retain_hours must be 0 or more"),
-        (cfg.eval.valid_seed not in cfg.eval.seeds,
-         f"eval.valid_seed ({cfg.eval.valid_seed}) must differ from every test seed in eval.seeds "
-         f"{list(cfg.eval.seeds)}: validation would tune on a test draw"),
+        (
+            cfg.eval.valid_seed not in cfg.eval.seeds,
+            f"eval.valid_seed ({cfg.eval.valid_seed}) must differ from every test seed in eval.seeds "
+            f"{list(cfg.eval.seeds)}: validation would tune on a test draw",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -7,6 +7,7 @@ without a change is pointless. ``RetryableError`` marks faults worth retrying as
 here, at the ground floor, so ``cli.main_guard`` knows them without importing a stage (and
 TensorFlow with it) into jobs that never train.
 """
+
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2

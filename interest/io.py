@@ -4,6 +4,7 @@ Files that are not DataFrames go through ``interest.storage``. The one idea here
 written to a hidden staging folder next to its final place and swapped in only when complete, so
 a reader never sees half of it and a failed run leaves the previous version in place.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,14 +14,16 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from interest.spark import jvm
+
 # Large enough that one Spark output file is one Parquet row group (Petastorm shards by group).
 ROW_GROUP_BYTES = 256 * 1024 * 1024
 
 
 def _jvm_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    hpath = jvm(spark).org.apache.hadoop.fs.Path(path)
+    context: Any = spark.sparkContext
+    fs = hpath.getFileSystem(context._jsc.hadoopConfiguration())
     return fs, hpath
 
 
@@ -30,7 +33,7 @@ def delete(spark: SparkSession, path: str) -> None:
         fs.delete(hpath, True)
 
 
-def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], None]) -> None:
+def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], object]) -> None:
     """Write into a staging folder with ``write(staging)``, then swap it into ``final``.
 
     The staging folder is a hidden sibling (``_staging-…``), which Spark's readers and partition
@@ -61,14 +64,20 @@ def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], N
         fs.delete(trash_path, True)
 
 
-def write_parquet_groups(df: DataFrame, path: str, rows: int, rows_per_group: int,
-                         min_groups: int, sort_key: str) -> int:
+def write_parquet_groups(
+    df: DataFrame, path: str, rows: int, rows_per_group: int, min_groups: int, sort_key: str
+) -> int:
     """Write ``df`` as Parquet with one row group per file and enough files to shard.
 
     Rows are hash-partitioned by ``sort_key`` and sorted inside each file, so the same input
     gives the same files' contents on every run. Returns the number of files asked for.
     """
     groups = max(min_groups, math.ceil(rows / max(rows_per_group, 1)))
-    (df.repartition(groups, sort_key).sortWithinPartitions(sort_key)
-       .write.mode("overwrite").option("parquet.block.size", ROW_GROUP_BYTES).parquet(path))
+    (
+        df.repartition(groups, sort_key)
+        .sortWithinPartitions(sort_key)
+        .write.mode("overwrite")
+        .option("parquet.block.size", ROW_GROUP_BYTES)
+        .parquet(path)
+    )
     return groups

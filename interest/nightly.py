@@ -5,6 +5,7 @@ D's data is reused instead of retrained (so a second run computes the same embed
 table's dt=D partition is swapped in whole. The vocabulary grows from the previous model's, so
 item indices keep their meaning and a warm-started model keeps its items' vectors.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,27 +33,31 @@ def previous_model(cfg: Config, date: str) -> str | None:
     return find_model_before(cfg.paths.resolve("models"), cfg.model.encoder, date)
 
 
-def model_for_date(spark: SparkSession, cfg: Config, date: str, previous: str | None,
-                   force_retrain: bool, log: Callable[[str], None]) -> tuple[str, str]:
+def model_for_date(
+    spark: SparkSession, cfg: Config, date: str, previous: str | None, force_retrain: bool, log: Callable[[str], None]
+) -> tuple[str, str]:
     """(model folder, what was done): reuse D's model, train one, or reuse the previous one."""
     existing = find_model_for_date(cfg.paths.resolve("models"), cfg.model.encoder, date)
     if existing and not force_retrain:
         return existing, f"reused the model already trained on {date}"
     if not cfg.nightly.retrain:
         if previous is None:
-            raise ModelNotFoundError("nightly.retrain is false but there is no model to reuse: "
-                                     "train one first (jobs/train.py) or set nightly.retrain=true")
+            raise ModelNotFoundError(
+                "nightly.retrain is false but there is no model to reuse: "
+                "train one first (jobs/train.py) or set nightly.retrain=true"
+            )
         return previous, "reused the previous model (nightly.retrain=false)"
     if previous and cfg.nightly.warm_start:
         cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         cfg.train.init_from = previous
     outcome = train_model(cfg, date, spark, log=log)
-    how = f"warm start from {storage.name(previous)}" if cfg.train.init_from else "from scratch"
+    how = f"warm start from {storage.name(previous)}" if previous and cfg.train.init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 
 
-def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_nightly(
+    spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -81,12 +86,32 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     report = {
         "date": date,
         "encoder": cfg.model.encoder,
-        "model": {"path": model_dir, "version": storage.name(model_dir), "action": action,
-                  "trained_on": metrics.get("date"), "workers": metrics.get("workers"),
-                  "test": metrics.get("test"), "popularity_test": (metrics.get("popularity") or {}).get("test")},
-        "sessionize": {k: sessionized[k] for k in (
-            "rows_in", "rejected", "rejected_total", "duplicates_removed", "events_kept", "steps",
-            "users", "train_users", "cold_users", "sessions", "items_seen", "vocab_size")},
+        "model": {
+            "path": model_dir,
+            "version": storage.name(model_dir),
+            "action": action,
+            "trained_on": metrics.get("date"),
+            "workers": metrics.get("workers"),
+            "test": metrics.get("test"),
+            "popularity_test": (metrics.get("popularity") or {}).get("test"),
+        },
+        "sessionize": {
+            k: sessionized[k]
+            for k in (
+                "rows_in",
+                "rejected",
+                "rejected_total",
+                "duplicates_removed",
+                "events_kept",
+                "steps",
+                "users",
+                "train_users",
+                "cold_users",
+                "sessions",
+                "items_seen",
+                "vocab_size",
+            )
+        },
         "embed": {k: v for k, v in published.items() if k != "retention_dropped"},
         "retention_dropped": published["retention_dropped"],
         "drift": {k: v for k, v in moved.items() if k != "cosines"} if moved else None,
@@ -130,8 +155,9 @@ def missing_raw_partitions(cfg: Config, dates: list[str]) -> list[str]:
     return [d for d in dates if f"dt={d}" not in present]
 
 
-def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False,
-                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_backfill(
+    spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Run the refresh for every date of [start, end] in date order, skipping dates already done
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
@@ -140,7 +166,8 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     if missing:
         raise BackfillError(
             f"backfill {start} .. {end}: no raw partition for {', '.join(missing)} under "
-            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}; nothing was run")
+            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}; nothing was run"
+        )
     reports = []
     for n, date in enumerate(dates, 1):
         if not redo and storage.is_file(report_path(cfg, date)):
@@ -160,8 +187,11 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
         ax = fig.subplots()
         ax.hist(moved["cosines"], bins=40, range=(-1, 1), color="#4C72B0")
         ax.axvline(moved["mean_cosine"], color="k", ls="--", label=f"mean {moved['mean_cosine']:.3f}")
-        ax.set(title=f"embedding drift {moved['previous_date']} → {report['date']}",
-               xlabel="cosine(today, previous)", ylabel="users")
+        ax.set(
+            title=f"embedding drift {moved['previous_date']} → {report['date']}",
+            xlabel="cosine(today, previous)",
+            ylabel="users",
+        )
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "drift.png")
@@ -175,7 +205,8 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
         f"{e['cold_start']:,} cold start, {e['fallback']:,} fallback) from model `{m['version']}` "
         f"({m['action']}).",
         "",
-        "| stage | count |", "|---|---|",
+        "| stage | count |",
+        "|---|---|",
         f"| raw rows in | {s['rows_in']:,} |",
         *[f"| rejected: {reason} | {n:,} |" for reason, n in s["rejected"].items()],
         f"| duplicates removed | {s['duplicates_removed']:,} |",
@@ -188,14 +219,24 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
     ]
     if m.get("test"):
         t, p = m["test"], m.get("popularity_test") or {}
-        lines += [f"Model test metrics (trained on {m['trained_on']}): NDCG@10 {t.get('full_ndcg@10', 0):.4f}, "
-                  f"HR@10 {t.get('full_hr@10', 0):.4f} (popularity NDCG@10 {p.get('full_ndcg@10', 0):.4f}).", ""]
+        lines += [
+            f"Model test metrics (trained on {m['trained_on']}): NDCG@10 {t.get('full_ndcg@10', 0):.4f}, "
+            f"HR@10 {t.get('full_hr@10', 0):.4f} (popularity NDCG@10 {p.get('full_ndcg@10', 0):.4f}).",
+            "",
+        ]
     gates = {k: v for k, v in e["users"].items() if isinstance(v, dict)}
-    lines += ["Gates: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'} ({v['detail']})" for k, v in gates.items()), ""]
+    lines += [
+        "Gates: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'} ({v['detail']})" for k, v in gates.items()),
+        "",
+    ]
     if d:
-        lines += [f"Drift since {d['previous_date']}: mean cosine {d['mean_cosine']:.3f} over "
-                  f"{d['users_in_both']:,} users; top interest changed for {d['top_interest_changed']:.1%}.",
-                  "", "![drift](drift.png)", ""]
+        lines += [
+            f"Drift since {d['previous_date']}: mean cosine {d['mean_cosine']:.3f} over "
+            f"{d['users_in_both']:,} users; top interest changed for {d['top_interest_changed']:.1%}.",
+            "",
+            "![drift](drift.png)",
+            "",
+        ]
     else:
         lines += ["Drift: no earlier partition to compare with.", ""]
     lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]

@@ -14,6 +14,7 @@ Older windows of long histories end ``WINDOW_STRIDE_OFFSET`` steps apart from ma
 ``max_len - 3``), so every step is a training target exactly once. ``HELD_OUT_STEPS`` is how many
 of a user's last steps are validation and test, which the vocabulary counts skip.
 """
+
 from __future__ import annotations
 
 PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2

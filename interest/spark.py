@@ -4,12 +4,14 @@ It keeps the metastore (embedded Derby) and warehouse inside the run's data fold
 scatter ``metastore_db/`` and ``derby.log`` into the working directory, pins the session time zone
 to UTC so dates mean the same everywhere, and points Python workers at this interpreter.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -40,6 +42,12 @@ def require_java() -> str:
         "`apt-get install openjdk-17-jre-headless` or `brew install openjdk@17`) and make sure "
         "`java` is on PATH or JAVA_HOME points at it."
     )
+
+
+def jvm(spark: SparkSession) -> Any:
+    """The driver JVM's py4j view (untyped: py4j has no stubs)."""
+    context: Any = spark.sparkContext
+    return context._jvm
 
 
 def launched_by_spark_submit() -> bool:
@@ -107,9 +115,11 @@ def delta_settings(packages: str | None) -> dict[str, str]:
     ``require_delta`` says so if it did not.
     """
     jars = [p for p in (packages or "").split(",") if p and not p.startswith("io.delta:delta-spark")]
-    return {"spark.jars.packages": ",".join([*jars, delta_package()]),
-            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
+    return {
+        "spark.jars.packages": ",".join([*jars, delta_package()]),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
 
 
 class DeltaNotAvailableError(UserError, RuntimeError):
@@ -119,13 +129,13 @@ class DeltaNotAvailableError(UserError, RuntimeError):
 def require_delta(spark: SparkSession) -> None:
     """Fail at start-up, in one line, when the Delta classes are not on the driver's classpath."""
     try:
-        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
-            "io.delta.tables.DeltaTable", True, False)
+        jvm(spark).org.apache.spark.util.Utils.classForName("io.delta.tables.DeltaTable", True, False)
     except Exception:
         raise DeltaNotAvailableError(
             f"embed.table_format is delta but Delta Lake is not on the classpath: submit with "
             f"--packages {delta_package()} (and the settings in README, 'Table format'), or set "
-            f"embed.table_format: parquet") from None
+            f"embed.table_format: parquet"
+        ) from None
 
 
 def embedded_metastore_dir(cfg: Config) -> str:
@@ -141,7 +151,7 @@ def embedded_metastore_dir(cfg: Config) -> str:
 
     metastore = cfg.paths.resolve("metastore")
     if metastore.startswith("file://"):
-        return metastore[len("file://"):]
+        return metastore[len("file://") :]
     if "://" not in metastore:
         return metastore
     digest = hashlib.sha1(metastore.encode()).hexdigest()[:12]
@@ -149,16 +159,21 @@ def embedded_metastore_dir(cfg: Config) -> str:
 
 
 # Loggers that warn on every embedded-metastore call about things that are expected locally.
-NOISY_LOGGERS = ("org.apache.hadoop.hive", "hive", "org.datanucleus", "DataNucleus",
-                 "org.apache.hadoop.util.NativeCodeLoader")
+NOISY_LOGGERS = (
+    "org.apache.hadoop.hive",
+    "hive",
+    "org.datanucleus",
+    "DataNucleus",
+    "org.apache.hadoop.util.NativeCodeLoader",
+)
 
 
 def _quiet_loggers(spark: SparkSession) -> None:
-    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    view = jvm(spark)
     try:
-        level = jvm.org.apache.logging.log4j.Level.ERROR
+        level = view.org.apache.logging.log4j.Level.ERROR
         for name in NOISY_LOGGERS:
-            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+            view.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
     except Exception:  # a cluster with another logging backend: keep its settings
         pass
 
@@ -171,6 +186,6 @@ def _derby_home(spark: SparkSession, metastore: str) -> None:
     """
     local = metastore  # always a local folder (embedded_metastore_dir)
     os.makedirs(local, exist_ok=True)
-    system = spark.sparkContext._jvm.java.lang.System  # type: ignore[union-attr]
+    system = jvm(spark).java.lang.System
     system.setProperty("derby.system.home", local)
     system.setProperty("derby.stream.error.file", os.path.join(local, "derby.log"))

@@ -15,6 +15,7 @@ HDFS or S3 plugin here, so code that TensorFlow or Keras must read or write work
 folder (``scratch()``) and moves it with ``upload`` / ``download``. Scratch folders live in the
 temp directory and are removed when done, so nothing is left outside ``paths.root``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,9 @@ class _Settings:
 _SETTINGS = _Settings()
 
 
-def configure(webhdfs_port: int | None = None, webhdfs_user: str | None = None,
-              webhdfs_host: str | None = None) -> None:
+def configure(
+    webhdfs_port: int | None = None, webhdfs_user: str | None = None, webhdfs_host: str | None = None
+) -> None:
     """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process)."""
     if webhdfs_port is not None:
         _SETTINGS.webhdfs_port = int(webhdfs_port)
@@ -104,8 +106,9 @@ def _filesystem(scheme: str, netloc: str) -> fsspec.AbstractFileSystem:
     if scheme == "hdfs":
         host = netloc.split(":")[0] or _SETTINGS.webhdfs_host
         if not host:
-            raise StorageError("an hdfs:/// URL names no namenode: write hdfs://<namenode>:<port>/... "
-                               "or set storage.webhdfs_host")
+            raise StorageError(
+                "an hdfs:/// URL names no namenode: write hdfs://<namenode>:<port>/... or set storage.webhdfs_host"
+            )
         user = _SETTINGS.webhdfs_user or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
         return fsspec.filesystem("webhdfs", host=host, port=_SETTINGS.webhdfs_port, user=user)
     if scheme in ("s3a", "s3"):
@@ -309,8 +312,11 @@ def mirror(local: str, path: str) -> None:
         return
     fs, inner = fs_path(path)
     _call(path, "write", fs.makedirs, inner, exist_ok=True)
-    remote = {posixpath.relpath(e["name"], inner): e["size"] for e in
-              _call(path, "list", fs.find, inner, detail=True).values() if e["type"] == "file"}
+    remote = {
+        posixpath.relpath(e["name"], inner): e["size"]
+        for e in _call(path, "list", fs.find, inner, detail=True).values()
+        if e["type"] == "file"
+    }
     here = {}
     for root, _dirs, files in os.walk(local):
         for f in files:

@@ -17,6 +17,7 @@ Generation is vectorised with numpy per (day, chunk of users) and seeded by
 a chunk at a time. Every broken row is broken in exactly one way and the counts are kept, so a
 test can check that each row lands where it should.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,8 +34,7 @@ from interest.config import GeneratorConfig
 
 FUNNEL = ("view", "click", "cart", "purchase")
 FUNNEL_P = (0.25, 0.3, 0.5)  # P(click | view), P(cart | click), P(purchase | cart)
-BAD_KINDS = ("null_user_id", "null_item_id", "unparseable_ts", "negative_ts", "future_ts",
-             "unknown_event_type")
+BAD_KINDS = ("null_user_id", "null_item_id", "unparseable_ts", "negative_ts", "future_ts", "unknown_event_type")
 MALFORMED = "malformed_line"
 
 
@@ -75,7 +75,7 @@ def build_world(cfg: GeneratorConfig) -> World:
     for c in range(n_cat):
         members = np.flatnonzero(item_category == c)
         ranks = rng.permutation(len(members)) + 1
-        within[members] = ranks ** -cfg.popularity_exponent
+        within[members] = ranks**-cfg.popularity_exponent
     order = np.argsort(item_category, kind="stable")
     cum = np.empty(n_items)
     for c in range(n_cat):
@@ -107,8 +107,9 @@ def build_world(cfg: GeneratorConfig) -> World:
     return World(item_category, cum, order, global_cum, activity, is_bot, interests, weights)
 
 
-def _day_events(cfg: GeneratorConfig, world: World, day: int, users: np.ndarray,
-                day_start: float) -> dict[str, np.ndarray]:
+def _day_events(
+    cfg: GeneratorConfig, world: World, day: int, users: np.ndarray, day_start: float
+) -> dict[str, np.ndarray]:
     """Events of one day for a chunk of users, as column arrays (ts in epoch seconds)."""
     rng = np.random.default_rng([cfg.seed, 2, day, int(users[0]) if len(users) else 0])
     humans = users[~world.is_bot[users]]
@@ -155,8 +156,7 @@ def _day_events(cfg: GeneratorConfig, world: World, day: int, users: np.ndarray,
         cols_ts.append(stage_ts[alive])
     # Bots: thousands of uniformly random views spread over the day.
     if len(bots):
-        n_bot = rng.integers(int(cfg.bot_events_per_day * 0.8), int(cfg.bot_events_per_day * 1.2) + 1,
-                             size=len(bots))
+        n_bot = rng.integers(int(cfg.bot_events_per_day * 0.8), int(cfg.bot_events_per_day * 1.2) + 1, size=len(bots))
         cols_user.append(np.repeat(bots, n_bot))
         cols_item.append(rng.integers(0, len(world.item_category), size=int(n_bot.sum())))
         cols_type.append(np.zeros(int(n_bot.sum()), dtype=np.int8))
@@ -176,8 +176,9 @@ def _iso(ts: np.ndarray) -> np.ndarray:
     return np.char.add(text.astype(str), "Z")
 
 
-def _to_table(cfg: GeneratorConfig, world: World, ev: dict[str, np.ndarray],
-              rng: np.random.Generator, counts: dict[str, int]) -> tuple[pa.Table, np.ndarray]:
+def _to_table(
+    cfg: GeneratorConfig, world: World, ev: dict[str, np.ndarray], rng: np.random.Generator, counts: dict[str, int]
+) -> tuple[pa.Table, np.ndarray]:
     """Column arrays -> raw string columns with duplicates and bad rows, and a mask of the rows
     left intact (neither broken nor duplicated), the only ones a text writer may tear."""
     _separate_collisions(ev)
@@ -218,13 +219,15 @@ def _to_table(cfg: GeneratorConfig, world: World, ev: dict[str, np.ndarray],
     intact[bad] = False
     intact[n:] = False
     intact[dup] = False
-    return pa.table({
-        "user_id": pa.array(user, pa.string()),
-        "item_id": pa.array(item, pa.string()),
-        "event_type": pa.array(etype, pa.string()),
-        "ts": pa.array(ts, pa.string()),
-        "category": pa.array(cat.astype(object), pa.string()),
-    }), intact
+    return pa.table(
+        {
+            "user_id": pa.array(user, pa.string()),
+            "item_id": pa.array(item, pa.string()),
+            "event_type": pa.array(etype, pa.string()),
+            "ts": pa.array(ts, pa.string()),
+            "category": pa.array(cat.astype(object), pa.string()),
+        }
+    ), intact
 
 
 def _separate_collisions(ev: dict[str, np.ndarray]) -> None:
@@ -234,8 +237,11 @@ def _separate_collisions(ev: dict[str, np.ndarray]) -> None:
     while len(ms):
         order = np.lexsort((ms, ev["type"], ev["item"], ev["user"]))
         same = np.flatnonzero(
-            (np.diff(ms[order]) == 0) & (np.diff(ev["type"][order]) == 0)
-            & (np.diff(ev["item"][order]) == 0) & (np.diff(ev["user"][order]) == 0))
+            (np.diff(ms[order]) == 0)
+            & (np.diff(ev["type"][order]) == 0)
+            & (np.diff(ev["item"][order]) == 0)
+            & (np.diff(ev["user"][order]) == 0)
+        )
         if not len(same):
             break
         ms[order[same + 1]] += 1
@@ -246,8 +252,15 @@ def world_ids(values: np.ndarray, width: int) -> np.ndarray:
     return np.char.zfill(values.astype(str), width)
 
 
-def _write(table: pa.Table, intact: np.ndarray, path: Path, fmt: str, rng: np.random.Generator,
-           malformed_rate: float, counts: dict[str, int]) -> None:
+def _write(
+    table: pa.Table,
+    intact: np.ndarray,
+    path: Path,
+    fmt: str,
+    rng: np.random.Generator,
+    malformed_rate: float,
+    counts: dict[str, int],
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         pq.write_table(table, path.with_suffix(".parquet"), row_group_size=500_000)
@@ -284,8 +297,7 @@ def dates_ending(end_date: str, days: int) -> list[str]:
     return [(end - dt.timedelta(days=days - 1 - d)).isoformat() for d in range(days)]
 
 
-def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool = True
-             ) -> GenerationSummary:
+def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool = True) -> GenerationSummary:
     """Write the clickstream as ``out_dir/dt=YYYY-MM-DD/part-NNNNN.<fmt>`` plus ground truth.
 
     Local paths only: the generator is for tests, demos and benchmarks; a cluster reads real logs.
@@ -297,10 +309,10 @@ def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool 
     world = build_world(cfg)
     dates = dates_ending(cfg.end_date, cfg.days)
     counts = {name: 0 for name in (*BAD_KINDS, MALFORMED, "duplicates")}
-    summary = GenerationSummary(users=cfg.users, items=cfg.items, days=cfg.days,
-                                bots=int(world.is_bot.sum()), dates=dates)
-    chunks = [np.arange(s, min(s + cfg.users_per_file, cfg.users))
-              for s in range(0, cfg.users, cfg.users_per_file)]
+    summary = GenerationSummary(
+        users=cfg.users, items=cfg.items, days=cfg.days, bots=int(world.is_bot.sum()), dates=dates
+    )
+    chunks = [np.arange(s, min(s + cfg.users_per_file, cfg.users)) for s in range(0, cfg.users, cfg.users_per_file)]
     for d, date in enumerate(dates):
         day_start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc).timestamp()
         day_events = 0
@@ -308,8 +320,7 @@ def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool 
             ev = _day_events(cfg, world, d, users, day_start)
             rng = np.random.default_rng([cfg.seed, 3, d, c])
             table, intact = _to_table(cfg, world, ev, rng, counts)
-            _write(table, intact, out / f"dt={date}" / f"part-{c:05d}", cfg.format, rng,
-                   cfg.bad_row_rate, counts)
+            _write(table, intact, out / f"dt={date}" / f"part-{c:05d}", cfg.format, rng, cfg.bad_row_rate, counts)
             day_events += table.num_rows
             summary.files += 1
         summary.events += day_events
@@ -327,16 +338,27 @@ def _write_truth(world: World, truth: Path, dates: list[str]) -> None:
     n_users = len(world.activity)
     last = world.interests[-1]
     strongest = np.argmax(world.weights, axis=1)
-    pq.write_table(pa.table({
-        "user_id": pa.array(np.char.add("u", world_ids(np.arange(n_users), 7)).astype(object)),
-        "is_bot": pa.array(world.is_bot),
-        "interests_first": pa.array([[f"c{c:03d}" for c in row if c >= 0] for row in world.interests[0]]),
-        "interests_last": pa.array([[f"c{c:03d}" for c in row if c >= 0] for row in last]),
-        "weights": pa.array([[float(x) for x, c in zip(w, row) if c >= 0]
-                             for w, row in zip(world.weights, last)]),
-        "dominant_last": pa.array([f"c{last[u, strongest[u]]:03d}" for u in range(n_users)]),
-    }), truth / "users.parquet")
-    pq.write_table(pa.table({
-        "item_id": pa.array(np.char.add("i", world_ids(np.arange(len(world.item_category)), 6)).astype(object)),
-        "category": pa.array(np.char.add("c", world_ids(world.item_category, 3)).astype(object)),
-    }), truth / "items.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(np.char.add("u", world_ids(np.arange(n_users), 7)).astype(object)),
+                "is_bot": pa.array(world.is_bot),
+                "interests_first": pa.array([[f"c{c:03d}" for c in row if c >= 0] for row in world.interests[0]]),
+                "interests_last": pa.array([[f"c{c:03d}" for c in row if c >= 0] for row in last]),
+                "weights": pa.array(
+                    [[float(x) for x, c in zip(w, row) if c >= 0] for w, row in zip(world.weights, last)]
+                ),
+                "dominant_last": pa.array([f"c{last[u, strongest[u]]:03d}" for u in range(n_users)]),
+            }
+        ),
+        truth / "users.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(np.char.add("i", world_ids(np.arange(len(world.item_category)), 6)).astype(object)),
+                "category": pa.array(np.char.add("c", world_ids(world.item_category, 3)).astype(object)),
+            }
+        ),
+        truth / "items.parquet",
+    )

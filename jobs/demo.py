@@ -1,7 +1,8 @@
 """The README's main command: generate a sample clickstream, then run the nightly refresh on it.
 
-    python jobs/demo.py                  # the embedded local default (conf/local.yaml), data under ./data
+python jobs/demo.py                  # the embedded local default (conf/local.yaml), data under ./data
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -14,8 +15,7 @@ from interest.config import absolute
 
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--date", type=date_arg, default=None,
-                        help="run date (default: the generator's last day)")
+    parser.add_argument("--date", type=date_arg, default=None, help="run date (default: the generator's last day)")
     args = parser.parse_args()
     cfg = load_job_config(args)
     date = args.date or cfg.generator.end_date
@@ -29,15 +29,17 @@ def main() -> int:
         if code:
             return code
     root = absolute(cfg.paths.root)
-    print(f"\nDone. Everything is under {root}:\n"
-          f"  table      {cfg.embed.database}.{cfg.embed.table} (metastore {root}/metastore, "
-          f"files {root}/warehouse)\n"
-          f"  models     {root}/models\n"
-          f"  reports    {root}/reports/nightly/dt={date}/report.md\n"
-          f"  sequences  {root}/sequences/dt={date}\n"
-          f"Query it: .venv/bin/python -c \"from interest.config import load_config; "
-          f"from interest.spark import get_spark; s = get_spark(load_config('{args.conf}')); "
-          f"s.sql('SELECT * FROM {cfg.embed.database}.{cfg.embed.table}').show()\"")
+    print(
+        f"\nDone. Everything is under {root}:\n"
+        f"  table      {cfg.embed.database}.{cfg.embed.table} (metastore {root}/metastore, "
+        f"files {root}/warehouse)\n"
+        f"  models     {root}/models\n"
+        f"  reports    {root}/reports/nightly/dt={date}/report.md\n"
+        f"  sequences  {root}/sequences/dt={date}\n"
+        f'Query it: .venv/bin/python -c "from interest.config import load_config; '
+        f"from interest.spark import get_spark; s = get_spark(load_config('{args.conf}')); "
+        f"s.sql('SELECT * FROM {cfg.embed.database}.{cfg.embed.table}').show()\""
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
 """Embed every active user of a date with an exported model and publish the tables.
 
-    python jobs/embed.py --date 2026-11-26                       # the encoder's latest model
-    python jobs/embed.py --date 2026-11-26 --model data/models/memory/<version>
+python jobs/embed.py --date 2026-11-26                       # the encoder's latest model
+python jobs/embed.py --date 2026-11-26 --model data/models/memory/<version>
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,12 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, required=True)
-    parser.add_argument("--model", default=None, help="model folder (default: model.encoder's model for --date: the one "
-                        "trained on that date's data, else the newest trained before it)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder (default: model.encoder's model for --date: the one "
+        "trained on that date's data, else the newest trained before it)",
+    )
     args = parser.parse_args()
     cfg = load_job_config(args)
 
@@ -29,8 +34,10 @@ def main() -> int:
     finally:
         spark.stop()
     gates = {k: v["ok"] for k, v in report["users"].items() if isinstance(v, dict)}
-    print(f"[embed] {report['rows']:,} users ({report['cold_start']:,} cold start) published to "
-          f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report['model_version']}")
+    print(
+        f"[embed] {report['rows']:,} users ({report['cold_start']:,} cold start) published to "
+        f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report['model_version']}"
+    )
     print(f"[embed] gates: {json.dumps(gates)}; {report['seconds']} s")
     return 0
 

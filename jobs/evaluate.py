@@ -1,8 +1,9 @@
 """Evaluate exported encoders beside a popularity baseline; write a Markdown report with curves.
 
-    python jobs/evaluate.py --date 2026-11-26                       # latest model of each encoder
-    python jobs/evaluate.py --date 2026-11-26 --models data/models/memory/<version>
+python jobs/evaluate.py --date 2026-11-26                       # latest model of each encoder
+python jobs/evaluate.py --date 2026-11-26 --models data/models/memory/<version>
 """
+
 from __future__ import annotations
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
@@ -13,8 +14,13 @@ ALL = ["self_attention", "hierarchical", "memory"]
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, required=True, help="evaluate on this date's test targets")
-    parser.add_argument("--encoders", nargs="+", choices=ALL, default=None,
-                        help="latest exported model of these encoders (default: all that exist)")
+    parser.add_argument(
+        "--encoders",
+        nargs="+",
+        choices=ALL,
+        default=None,
+        help="latest exported model of these encoders (default: all that exist)",
+    )
     parser.add_argument("--models", nargs="+", default=None, help="explicit model folders")
     args = parser.parse_args()
     cfg = load_job_config(args)
@@ -35,8 +41,7 @@ def main() -> int:
                 if args.encoders:
                     raise
         if not dirs:
-            raise ModelNotFoundError(f"no exported models under {cfg.paths.resolve('models')}: "
-                                     "run jobs/train.py first")
+            raise ModelNotFoundError(f"no exported models under {cfg.paths.resolve('models')}: run jobs/train.py first")
     out = evaluate_models(cfg, args.date, dirs)
     print(markdown_table(out["results"], cfg.eval.k, cfg.eval.sampled_negatives))
     for name, path in out["paths"].items():

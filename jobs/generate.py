@@ -1,7 +1,8 @@
 """Generate a synthetic clickstream (planted interests, drift, sessions, funnel, bots, bad rows).
 
-    python jobs/generate.py --conf conf/local.yaml --events 1000000
+python jobs/generate.py --conf conf/local.yaml --events 1000000
 """
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,9 @@ from interest.synth import generate, users_for_events
 
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=None,
-                        help="about this many events (sets generator.users); default: from config")
+    parser.add_argument(
+        "--events", type=int, default=None, help="about this many events (sets generator.users); default: from config"
+    )
     args = parser.parse_args()
     cfg = load_job_config(args)
     gen = cfg.generator
@@ -24,9 +26,11 @@ def main() -> int:
     out, truth = cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth")
     summary = generate(gen, out, truth)
     wall = time.perf_counter() - started
-    print(f"[generate] {summary.events:,} events, {gen.users:,} users ({summary.bots} bots), "
-          f"{gen.items:,} items, {summary.days} days in {wall:.1f} s "
-          f"({summary.events / max(wall, 1e-9):,.0f} events/s)")
+    print(
+        f"[generate] {summary.events:,} events, {gen.users:,} users ({summary.bots} bots), "
+        f"{gen.items:,} items, {summary.days} days in {wall:.1f} s "
+        f"({summary.events / max(wall, 1e-9):,.0f} events/s)"
+    )
     print(f"[generate] planted dirt: {summary.counts}")
     print(f"[generate] events: {out}\n[generate] truth:  {truth}")
     return 0

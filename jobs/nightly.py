@@ -1,9 +1,10 @@
 """The nightly refresh for one date: sessionize -> train (or reuse) -> embed -> gates -> publish.
 
-    python jobs/nightly.py --date 2026-11-26            # default date: yesterday (UTC)
-    python jobs/nightly.py --from 2026-11-20 --to 2026-11-26   # backfill in date order, resumable
-    spark-submit --master yarn --py-files dist/interest.zip jobs/nightly.py --conf conf/cluster.yaml
+python jobs/nightly.py --date 2026-11-26            # default date: yesterday (UTC)
+python jobs/nightly.py --from 2026-11-20 --to 2026-11-26   # backfill in date order, resumable
+spark-submit --master yarn --py-files dist/interest.zip jobs/nightly.py --conf conf/cluster.yaml
 """
+
 from __future__ import annotations
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard, yesterday
@@ -12,13 +13,17 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard, yest
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, default=None, help="run date D (default: yesterday, UTC)")
-    parser.add_argument("--from", dest="start", type=date_arg, default=None,
-                        help="backfill: first date of a range run in date order (with --to); "
-                             "dates already done are skipped, so a stopped backfill resumes")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=date_arg,
+        default=None,
+        help="backfill: first date of a range run in date order (with --to); "
+        "dates already done are skipped, so a stopped backfill resumes",
+    )
     parser.add_argument("--to", dest="end", type=date_arg, default=None, help="backfill: last date")
     parser.add_argument("--redo", action="store_true", help="backfill: run done dates again too")
-    parser.add_argument("--force-retrain", action="store_true",
-                        help="train again even if a model for this date exists")
+    parser.add_argument("--force-retrain", action="store_true", help="train again even if a model for this date exists")
     parser.add_argument("--show", type=int, default=3, help="print this many rows of the table")
     args = parser.parse_args()
     cfg = load_job_config(args)
@@ -42,9 +47,11 @@ def main() -> int:
         commit = f" (Delta version {users['version']})" if "version" in users else ""
         print(f"[nightly] location: {users['location']}{commit}")
         if args.show:
-            spark.sql(f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
-                      f"n_interests, top_items, n_events, is_cold_start, model_version FROM {table} "
-                      f"WHERE dt = '{date}' ORDER BY user_id LIMIT {args.show}").show(truncate=60)
+            spark.sql(
+                f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
+                f"n_interests, top_items, n_events, is_cold_start, model_version FROM {table} "
+                f"WHERE dt = '{date}' ORDER BY user_id LIMIT {args.show}"
+            ).show(truncate=60)
         for name, path in report["report_files"].items():
             print(f"[nightly] report {name}: {path}")
     finally:

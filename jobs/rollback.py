@@ -8,6 +8,7 @@ After a bad night, this puts back exactly what readers saw before it (Delta REST
 commit, so the bad version stays in the history and can itself be restored). Run it before the
 next nightly; a later publish for another date is not undone unless you name an older --version.
 """
+
 from __future__ import annotations
 
 from interest.cli import job_parser, load_job_config, main_guard
@@ -15,10 +16,15 @@ from interest.cli import job_parser, load_job_config, main_guard
 
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--table", action="append", default=None,
-                        help="table to roll back (repeatable; default: the three embed tables)")
-    parser.add_argument("--version", type=int, default=None,
-                        help="restore this version (default: the one before the latest publish)")
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=None,
+        help="table to roll back (repeatable; default: the three embed tables)",
+    )
+    parser.add_argument(
+        "--version", type=int, default=None, help="restore this version (default: the one before the latest publish)"
+    )
     args = parser.parse_args()
     cfg = load_job_config(args)
 

@@ -1,8 +1,9 @@
 """Sessionize raw click logs for one date: rejects, vocabulary, sessions, per-user sequences.
 
-    python jobs/sessionize.py --conf conf/local.yaml --date 2026-11-26
-    spark-submit --master spark://host:7077 jobs/sessionize.py --conf conf/cluster.yaml --date D
+python jobs/sessionize.py --conf conf/local.yaml --date 2026-11-26
+spark-submit --master spark://host:7077 jobs/sessionize.py --conf conf/cluster.yaml --date D
 """
+
 from __future__ import annotations
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
@@ -10,10 +11,10 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard
 
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
-    parser.add_argument("--date", type=date_arg, required=True,
-                        help="the run date D: the lookback window ends with this day")
-    parser.add_argument("--base-vocab", default=None,
-                        help="a previous vocabulary whose item indices must be kept")
+    parser.add_argument(
+        "--date", type=date_arg, required=True, help="the run date D: the lookback window ends with this day"
+    )
+    parser.add_argument("--base-vocab", default=None, help="a previous vocabulary whose item indices must be kept")
     args = parser.parse_args()
     cfg = load_job_config(args)
 

@@ -1,9 +1,10 @@
 """Train an attention encoder on one date's sequences and export a versioned model.
 
-    python jobs/train.py --date 2026-11-26 --encoder memory              # one process
-    python jobs/train.py --date 2026-11-26 --workers 2                   # 2 Spark barrier tasks
-    spark-submit --master spark://host:7077 jobs/train.py --conf conf/cluster.yaml --date D
+python jobs/train.py --date 2026-11-26 --encoder memory              # one process
+python jobs/train.py --date 2026-11-26 --workers 2                   # 2 Spark barrier tasks
+spark-submit --master spark://host:7077 jobs/train.py --conf conf/cluster.yaml --date D
 """
+
 from __future__ import annotations
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
@@ -12,10 +13,15 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, required=True, help="use the sequences of this run date")
-    parser.add_argument("--encoder", choices=["self_attention", "hierarchical", "memory"], default=None,
-                        help="shorthand for --set model.encoder=...")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="train as N Spark barrier tasks (shorthand for --set train.workers=N)")
+    parser.add_argument(
+        "--encoder",
+        choices=["self_attention", "hierarchical", "memory"],
+        default=None,
+        help="shorthand for --set model.encoder=...",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="train as N Spark barrier tasks (shorthand for --set train.workers=N)"
+    )
     args = parser.parse_args()
     if args.encoder:
         args.overrides.append(f"model.encoder={args.encoder}")

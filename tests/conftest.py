@@ -1,4 +1,5 @@
 """Shared fixtures: one SparkSession for the whole run (Hive-enabled, metastore in a temp dir)."""
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,15 @@ ML100K = Path(os.environ.get("ML100K_DIR", ROOT.parent / "shared" / "data" / "ml
 
 def make_config(root: Path, *overrides: str) -> Config:
     """The local profile pointed at ``root``, with test-sized Spark settings."""
-    return load_config(ROOT / "conf" / "local.yaml", [
-        f"paths.root={root}",
-        "spark.conf={spark.sql.shuffle.partitions: '4', spark.ui.enabled: 'false', "
-        "spark.driver.memory: '2g', spark.default.parallelism: '4'}",
-        *overrides,
-    ])
+    return load_config(
+        ROOT / "conf" / "local.yaml",
+        [
+            f"paths.root={root}",
+            "spark.conf={spark.sql.shuffle.partitions: '4', spark.ui.enabled: 'false', "
+            "spark.driver.memory: '2g', spark.default.parallelism: '4'}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +48,27 @@ def cfg(tmp_path: Path) -> Config:
 
 DATE = "2026-11-26"
 # A small clickstream whose users have clear planted interests (no drift, little noise).
-PLANTED = ["generator.users=700", "generator.items=300", "generator.categories=10", "generator.days=6",
-           "generator.interest_noise=0.05", "generator.drift_per_day=0.0", "generator.bot_share=0.0",
-           "sessionize.max_len=30", "sessionize.min_row_groups=4", "model.dim=32", "model.heads=2",
-           "model.dropout=0.1", "train.batch_size=64", "train.epochs=10", "train.learning_rate=0.003",
-           "train.warmup_steps=10", "train.patience=10", "train.checkpoint_every_steps=5",
-           "eval.seeds=[1, 2]"]
+PLANTED = [
+    "generator.users=700",
+    "generator.items=300",
+    "generator.categories=10",
+    "generator.days=6",
+    "generator.interest_noise=0.05",
+    "generator.drift_per_day=0.0",
+    "generator.bot_share=0.0",
+    "sessionize.max_len=30",
+    "sessionize.min_row_groups=4",
+    "model.dim=32",
+    "model.heads=2",
+    "model.dropout=0.1",
+    "train.batch_size=64",
+    "train.epochs=10",
+    "train.learning_rate=0.003",
+    "train.warmup_steps=10",
+    "train.patience=10",
+    "train.checkpoint_every_steps=5",
+    "eval.seeds=[1, 2]",
+]
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +89,13 @@ def planted_model(planted: Path) -> Path:
     """A self-attention model trained briefly on the planted data (for jobs that need a model)."""
     from interest.training.run import train_and_export
 
-    cfg = make_config(planted, *PLANTED, "train.epochs=2", "paths.models='{root}/models_shared'",
-                      "paths.checkpoints='{root}/ckpt_shared'")
+    cfg = make_config(
+        planted,
+        *PLANTED,
+        "train.epochs=2",
+        "paths.models='{root}/models_shared'",
+        "paths.checkpoints='{root}/ckpt_shared'",
+    )
     return Path(train_and_export(cfg, DATE, log=lambda _m: None).model_dir)
 
 
@@ -92,8 +116,10 @@ def copy_planted(planted: Path, model: Path | None, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "u.data").is_file():
-        pytest.skip(f"MovieLens 100K not found at {ML100K} (set ML100K_DIR); it cannot be "
-                    "redistributed, so it is not part of the repository")
+        pytest.skip(
+            f"MovieLens 100K not found at {ML100K} (set ML100K_DIR); it cannot be "
+            "redistributed, so it is not part of the repository"
+        )
     return ML100K
 
 

@@ -6,6 +6,7 @@ by SHA-1), and is started by the single-file Java program ``MiniHdfs.java`` besi
 pyspark's own Hadoop client jars on the class path. WebHDFS is on, so Python reaches it as our
 storage layer does on a real cluster.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ HERE = Path(__file__).resolve().parent
 JAR_DIR = HERE.parent / ".jars"
 MAVEN = "https://repo1.maven.org/maven2"
 JARS = {  # path on Maven Central -> SHA-1
-    "org/apache/hadoop/hadoop-client-minicluster/3.3.4/hadoop-client-minicluster-3.3.4.jar":
-        "85a4188e940bfe5e2661363f998fe1f37ec07831",
+    "org/apache/hadoop/hadoop-client-minicluster/3.3.4/hadoop-client-minicluster-3.3.4.jar": (
+        "85a4188e940bfe5e2661363f998fe1f37ec07831"
+    ),
     "junit/junit/4.13.2/junit-4.13.2.jar": "8ac9e16d933b6fb43bc7f576336b8f4d7eb5ba12",
 }
 
@@ -68,9 +70,22 @@ class MiniHdfs:
         classpath = os.pathsep.join([*map(str, fetch_jars()), f"{spark_jars}/*"])
         self.log = open(self.base / "minihdfs.log", "w")
         self.proc = subprocess.Popen(
-            ["java", "--add-opens=java.base/java.lang=ALL-UNNAMED", "-Xmx512m", "-cp", classpath,
-             str(HERE / "MiniHdfs.java"), str(self.base / "dfs"), str(self.rpc_port), str(self.http_port)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            [
+                "java",
+                "--add-opens=java.base/java.lang=ALL-UNNAMED",
+                "-Xmx512m",
+                "-cp",
+                classpath,
+                str(HERE / "MiniHdfs.java"),
+                str(self.base / "dfs"),
+                str(self.rpc_port),
+                str(self.http_port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

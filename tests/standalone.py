@@ -3,6 +3,7 @@
 Ports are chosen by the daemons themselves (``--port 0``) and read back from their logs, so tests
 never race for a port. Used as a context manager; everything is stopped on exit.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,27 +52,52 @@ class StandaloneCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-                "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-                "SPARK_WORKER_DIR": str(self.workdir / "work"), "SPARK_LOG_DIR": str(self.workdir / "logs")}
+        return {
+            **os.environ,
+            "SPARK_HOME": str(SPARK_HOME),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_WORKER_DIR": str(self.workdir / "work"),
+            "SPARK_LOG_DIR": str(self.workdir / "logs"),
+        }
 
     def _start(self, name: str, *args: str) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
-        proc = subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=self.env,
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=self.workdir)
+        proc = subprocess.Popen(
+            [str(SPARK_HOME / "bin" / "spark-class"), *args],
+            env=self.env,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
         self.procs.append(proc)
         return proc, log
 
     def __enter__(self) -> StandaloneCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        proc, log = self._start("master", "org.apache.spark.deploy.master.Master",
-                                "--host", "127.0.0.1", "--port", "0", "--webui-port", "0")
+        proc, log = self._start(
+            "master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0"
+        )
         self.url = _wait_for(log, r"Starting Spark master at (spark://[\d.]+:\d+)", proc).group(1)
         for i in range(self.n_workers):
-            proc, log = self._start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", self.url,
-                                    "--host", "127.0.0.1", "--port", "0", "--webui-port", "0",
-                                    "--cores", str(self.cores), "--memory", self.memory,
-                                    "--work-dir", str(self.workdir / "work"))
+            proc, log = self._start(
+                f"worker{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                self.url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--webui-port",
+                "0",
+                "--cores",
+                str(self.cores),
+                "--memory",
+                self.memory,
+                "--work-dir",
+                str(self.workdir / "work"),
+            )
             _wait_for(log, r"Successfully registered with master", proc)
         return self
 
@@ -84,12 +110,24 @@ class StandaloneCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def submit(self, script: str, *args: str, conf: dict[str, str] | None = None,
-               py_files: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    def submit(
+        self,
+        script: str,
+        *args: str,
+        conf: dict[str, str] | None = None,
+        py_files: Path | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess:
         """spark-submit a job script to this cluster (client mode) and wait for it."""
-        settings = {"spark.executor.cores": str(self.cores), "spark.executor.memory": "1g",
-                    "spark.cores.max": str(self.cores * self.n_workers), "spark.ui.enabled": "false",
-                    "spark.pyspark.python": sys.executable, **delta_settings(None), **(conf or {})}
+        settings = {
+            "spark.executor.cores": str(self.cores),
+            "spark.executor.memory": "1g",
+            "spark.cores.max": str(self.cores * self.n_workers),
+            "spark.ui.enabled": "false",
+            "spark.pyspark.python": sys.executable,
+            **delta_settings(None),
+            **(conf or {}),
+        }
         cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", self.url, "--deploy-mode", "client"]
         for key, value in settings.items():
             cmd += ["--conf", f"{key}={value}"]

@@ -1,4 +1,5 @@
 """Typed configuration: profiles load, and a wrong key, type or value names the key."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,26 +17,36 @@ def test_profiles_load(profile):
 
 
 def test_defaults_and_overrides_with_types():
-    cfg = load_config(None, ["model.dim=32", "sessionize.session_gap_minutes=15",
-                             "sessionize.event_types=[a, b]", "train.fail_at_step=null"])
+    cfg = load_config(
+        None,
+        [
+            "model.dim=32",
+            "sessionize.session_gap_minutes=15",
+            "sessionize.event_types=[a, b]",
+            "train.fail_at_step=null",
+        ],
+    )
     assert cfg.model.dim == 32 and cfg.sessionize.session_gap_minutes == 15.0
     assert cfg.sessionize.event_types == ["a", "b"] and cfg.train.fail_at_step is None
     assert parse_override("a.b=1.5") == ("a.b", 1.5)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.dimm=3", "unknown configuration key 'model.dimm'"),
-    ("ingest.columns.userid=x", "unknown configuration key 'ingest.columns.userid'"),
-    ("modle.dim=3", "unknown configuration key 'modle'"),
-    ("model.dim=abc", "'model.dim' has the wrong type"),
-    ("train.epochs=2.5", "'train.epochs' has the wrong type"),
-    ("model.encoder=lstm", "'model.encoder'"),
-    ("model=3", "'model' must be a section"),
-    ("model.heads=3", "model.dim must be divisible by model.heads"),
-    ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
-    ("nodot", "must look like section.key=value"),
-    ("eval.valid_seed=2", "must differ from every test seed in eval.seeds"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.dimm=3", "unknown configuration key 'model.dimm'"),
+        ("ingest.columns.userid=x", "unknown configuration key 'ingest.columns.userid'"),
+        ("modle.dim=3", "unknown configuration key 'modle'"),
+        ("model.dim=abc", "'model.dim' has the wrong type"),
+        ("train.epochs=2.5", "'train.epochs' has the wrong type"),
+        ("model.encoder=lstm", "'model.encoder'"),
+        ("model=3", "'model' must be a section"),
+        ("model.heads=3", "model.dim must be divisible by model.heads"),
+        ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
+        ("nodot", "must look like section.key=value"),
+        ("eval.valid_seed=2", "must differ from every test seed in eval.seeds"),
+    ],
+)
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_config(ROOT / "conf" / "local.yaml", [override])

@@ -1,6 +1,7 @@
 """The scheduling examples: the Airflow DAG passes the day that just ended and keeps dates in order;
 the cron line passes yesterday's date and holds a lock. Airflow is not installed: the DAG is parsed
 and its date template rendered as Airflow renders it."""
+
 from __future__ import annotations
 
 import ast
@@ -18,8 +19,11 @@ CRON = ROOT / "deploy" / "crontab.example"
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
+    ]
 
 
 def _kwargs(call: ast.Call) -> dict[str, ast.AST]:
@@ -28,8 +32,13 @@ def _kwargs(call: ast.Call) -> dict[str, ast.AST]:
 
 def test_airflow_dag_runs_for_the_day_that_just_ended_in_order():
     tree = ast.parse(DAG.read_text())
-    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    constants = {
+        t.id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)
+    }
     dag = _kwargs(_calls(tree, "DAG")[0])
     timetable = dag["schedule"]
     assert isinstance(timetable, ast.Call) and timetable.func.id == "CronDataIntervalTimetable"
@@ -79,8 +88,13 @@ def test_every_submit_example_asks_for_the_delta_jar_the_package_pins():
     jar = delta_package()
     assert jar == "io.delta:delta-spark_2.12:3.3.2"
     tree = ast.parse(DAG.read_text())
-    consts = {t.id: n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-              for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    consts = {
+        t.id: n.value.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)
+    }
     op = _kwargs(_calls(tree, "SparkSubmitOperator")[0])
     assert consts[op["packages"].id] == jar
     assert "DeltaCatalog" in ast.literal_eval(op["conf"])["spark.sql.catalog.spark_catalog"]

@@ -1,5 +1,6 @@
 """Distributed training as Spark barrier tasks: on a real standalone cluster via spark-submit,
 resuming from a checkpoint after a worker fails, and the clear errors before launching."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,18 +21,25 @@ def test_two_workers_on_standalone_cluster_match_one_worker(standalone, planted,
     from standalone import package_zip
 
     common = [*PLANTED, "model.encoder=self_attention", "train.epochs=6"]
-    sets = [f"paths.root={planted}", *common, "paths.models='{root}/models_dist'",
-            "paths.checkpoints='{root}/ckpt_dist'", "spark.conf={spark.sql.shuffle.partitions: '4'}"]
-    args = ["--conf", "conf/local.yaml", "--date", DATE, "--workers", "2",
-            *[a for s in sets for a in ("--set", s)]]
+    sets = [
+        f"paths.root={planted}",
+        *common,
+        "paths.models='{root}/models_dist'",
+        "paths.checkpoints='{root}/ckpt_dist'",
+        "spark.conf={spark.sql.shuffle.partitions: '4'}",
+    ]
+    args = ["--conf", "conf/local.yaml", "--date", DATE, "--workers", "2", *[a for s in sets for a in ("--set", s)]]
     run = standalone.submit("jobs/train.py", *args, py_files=package_zip(tmp_path))
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])
     assert "2 worker(s), 1 attempt(s)" in run.stdout
     assert "[train] epoch   6/6" in run.stdout  # the chief's progress, relayed to the driver
     dist = load_model(resolve_model_dir(f"{planted}/models_dist", "self_attention"))
     assert dist.metrics["workers"] == 2 and dist.metrics["steps"] > 0
-    single = train_and_export(make_config(planted, *common, "paths.models='{root}/models_single'",
-                                          "paths.checkpoints='{root}/ckpt_single'"), DATE, log=lambda _m: None)
+    single = train_and_export(
+        make_config(planted, *common, "paths.models='{root}/models_single'", "paths.checkpoints='{root}/ckpt_single'"),
+        DATE,
+        log=lambda _m: None,
+    )
     a, b = dist.metrics["test"], single.metrics["test"]
     pop = single.metrics["popularity"]["test"]["full_ndcg@10"]
     assert abs(a["full_ndcg@10"] - b["full_ndcg@10"]) <= TOLERANCE, (a, b)
@@ -41,9 +49,16 @@ def test_two_workers_on_standalone_cluster_match_one_worker(standalone, planted,
 
 @pytest.mark.slow
 def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted):
-    cfg = make_config(planted, *PLANTED, "model.encoder=memory", "train.workers=2", "train.epochs=2",
-                      "train.fail_at_step=12", "paths.models='{root}/models_fault'",
-                      "paths.checkpoints='{root}/ckpt_fault'")
+    cfg = make_config(
+        planted,
+        *PLANTED,
+        "model.encoder=memory",
+        "train.workers=2",
+        "train.epochs=2",
+        "train.fail_at_step=12",
+        "paths.models='{root}/models_fault'",
+        "paths.checkpoints='{root}/ckpt_fault'",
+    )
     lines: list[str] = []
     out = train_on_spark(spark, cfg, DATE, log=lines.append)
     assert out.attempts == 2
@@ -55,9 +70,18 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted):
     assert model.metrics["steps"] == 2 * steps_per_epoch  # no step lost or run twice in total
     # ... and it ends where an uninterrupted run of the same training ends (the global batch is
     # the same for 1 and 2 workers, so one process is the reference)
-    clean = train_and_export(make_config(planted, *PLANTED, "model.encoder=memory", "train.epochs=2",
-                                         "paths.models='{root}/models_clean'",
-                                         "paths.checkpoints='{root}/ckpt_clean'"), DATE, log=lambda _m: None)
+    clean = train_and_export(
+        make_config(
+            planted,
+            *PLANTED,
+            "model.encoder=memory",
+            "train.epochs=2",
+            "paths.models='{root}/models_clean'",
+            "paths.checkpoints='{root}/ckpt_clean'",
+        ),
+        DATE,
+        log=lambda _m: None,
+    )
     a, b = model.metrics["test"], clean.metrics["test"]
     assert abs(a["full_ndcg@10"] - b["full_ndcg@10"]) <= TOLERANCE, (a, b)
     assert abs(a["full_hr@10"] - b["full_hr@10"]) <= 2 * TOLERANCE, (a, b)
@@ -66,20 +90,31 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted):
 
 @pytest.mark.slow
 def test_too_many_failures_stop_with_a_clear_error(spark, planted):
-    cfg = make_config(planted, *PLANTED, "train.workers=2", "train.epochs=1", "train.max_failures=0",
-                      "train.fail_at_step=3", "paths.models='{root}/models_fail'",
-                      "paths.checkpoints='{root}/ckpt_fail'")
+    cfg = make_config(
+        planted,
+        *PLANTED,
+        "train.workers=2",
+        "train.epochs=1",
+        "train.max_failures=0",
+        "train.fail_at_step=3",
+        "paths.models='{root}/models_fail'",
+        "paths.checkpoints='{root}/ckpt_fail'",
+    )
     with pytest.raises(DistributedTrainingError, match=r"failed 1 time\(s\).*max_failures=0.*InjectedFailure"):
         train_on_spark(spark, cfg, DATE, log=lambda _m: None)
 
 
 def test_clear_errors_before_launching(spark, planted, tmp_path):
     with pytest.raises(DistributedTrainingError, match=r"needs 3 task slots .* 2 slot\(s\), 2 free"):
-        train_on_spark(spark, make_config(planted, *PLANTED, "train.workers=3", "train.batch_size=63"),
-                       DATE, log=lambda _m: None)
+        train_on_spark(
+            spark, make_config(planted, *PLANTED, "train.workers=3", "train.batch_size=63"), DATE, log=lambda _m: None
+        )
     with pytest.raises(DistributedTrainingError, match="checkpoint path .* is not writable"):
-        train_on_spark(spark, make_config(planted, *PLANTED, "train.workers=2",
-                                          "paths.checkpoints=/proc/interest-checkpoints"), DATE)
+        train_on_spark(
+            spark,
+            make_config(planted, *PLANTED, "train.workers=2", "paths.checkpoints=/proc/interest-checkpoints"),
+            DATE,
+        )
     with pytest.raises(TrainingInputError, match="no sequences for 2026-11-26"):
         train_on_spark(spark, make_config(tmp_path, "train.workers=2"), DATE)
     with pytest.raises(DistributedTrainingError, match="must divide evenly over 2 workers"):
@@ -96,6 +131,7 @@ def test_reserved_ports_are_held_and_outside_the_ephemeral_range():
         low, _ = ephemeral_range()
         assert port_a < low and port_b < low
         import socket
+
         probe = socket.socket()
         with pytest.raises(OSError):
             probe.bind(("", port_a))
@@ -114,9 +150,9 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
     import tempfile
     from pathlib import Path
 
-    from standalone import package_zip
-
     from interest import storage
+
+    from standalone import package_zip
 
     storage.configure(hdfs.http_port)
     root = f"{hdfs.url}/interest"
@@ -127,21 +163,43 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
         return {p.name for p in temp.glob("interest-*") if p.name != "interest-metastore"}
 
     before = scratch()
-    sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *PLANTED, "train.epochs=2",
-            "train.workers=2", "train.fail_at_step=12", "model.encoder=memory",
-            "spark.conf={spark.sql.shuffle.partitions: '4'}"]
-    run = standalone.submit("jobs/nightly.py", "--conf", "conf/local.yaml", "--date", DATE,
-                            *[a for s in sets for a in ("--set", s)], py_files=package_zip(tmp_path))
+    sets = [
+        f"paths.root={root}",
+        f"storage.webhdfs_port={hdfs.http_port}",
+        *PLANTED,
+        "train.epochs=2",
+        "train.workers=2",
+        "train.fail_at_step=12",
+        "model.encoder=memory",
+        "spark.conf={spark.sql.shuffle.partitions: '4'}",
+    ]
+    run = standalone.submit(
+        "jobs/nightly.py",
+        "--conf",
+        "conf/local.yaml",
+        "--date",
+        DATE,
+        *[a for s in sets for a in ("--set", s)],
+        py_files=package_zip(tmp_path),
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     assert "attempt 1 failed" in out and "InjectedFailure" in out, out[-4000:]
     assert "resumed from checkpoint at step 10" in out  # read back from HDFS by the new attempt
     fs, inner = storage.fs_path(root)
-    files = [p[len(inner):] for p in fs.find(inner)]
-    for prefix in ("/sequences/dt=", "/vocab/dt=", "/events_rejected/dt=", "/sessions/dt=",
-                   "/reports/sessionize/", "/reports/nightly/", "/reports/tensorboard/memory/",
-                   "/warehouse/default.db/user_interest_embeddings/dt=", "/warehouse/default.db/item_embeddings/",
-                   "/warehouse/default.db/user_recommendations/"):
+    files = [p[len(inner) :] for p in fs.find(inner)]
+    for prefix in (
+        "/sequences/dt=",
+        "/vocab/dt=",
+        "/events_rejected/dt=",
+        "/sessions/dt=",
+        "/reports/sessionize/",
+        "/reports/nightly/",
+        "/reports/tensorboard/memory/",
+        "/warehouse/default.db/user_interest_embeddings/dt=",
+        "/warehouse/default.db/item_embeddings/",
+        "/warehouse/default.db/user_recommendations/",
+    ):
         assert any(f.startswith(prefix) for f in files), (prefix, files[:50])
     assert "/warehouse/default.db/user_interest_embeddings/_delta_log/00000000000000000001.json" in files
     models = [f for f in files if f.startswith("/models/memory/")]
@@ -152,9 +210,15 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
     assert scratch() == before
     assert not [p for p in ROOT.iterdir() if p.name.startswith(("hdfs:", "file:", "metastore_db", "derby"))]
     work = standalone.workdir / "work"
-    ours = [p for p in work.rglob("*") if p.is_file() and (
-        p.suffix in (".parquet", ".png", ".md") or p.name.startswith(("events.out", "ckpt-", "report.", "summary.")))
-        and ".zip" not in str(p.relative_to(work))]
+    ours = [
+        p
+        for p in work.rglob("*")
+        if p.is_file()
+        and (
+            p.suffix in (".parquet", ".png", ".md") or p.name.startswith(("events.out", "ckpt-", "report.", "summary."))
+        )
+        and ".zip" not in str(p.relative_to(work))
+    ]
     assert not ours, ours[:10]
     assert os.path.isdir(work)
 

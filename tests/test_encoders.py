@@ -1,5 +1,6 @@
 """The encoder contract: shapes, attention that sums to 1 and never touches padding or the future,
 padding invariance, and learning (each encoder overfits a tiny dataset)."""
+
 from __future__ import annotations
 
 import keras
@@ -12,8 +13,9 @@ from interest.models.encoders import ENCODERS, build_encoder
 from interest.models.objective import next_item_loss
 
 KINDS = sorted(ENCODERS)
-ARGS = dict(vocab_size=40, dim=16, heads=2, blocks=2, ff_mult=2, dropout=0.0, memory_slots=3,
-            n_event_types=4, n_gap_buckets=6)
+ARGS = dict(
+    vocab_size=40, dim=16, heads=2, blocks=2, ff_mult=2, dropout=0.0, memory_slots=3, n_event_types=4, n_gap_buckets=6
+)
 
 
 def batch(max_len=12, seed=0, lengths=(12, 7, 3, 1)):
@@ -23,12 +25,15 @@ def batch(max_len=12, seed=0, lengths=(12, 7, 3, 1)):
     items = np.zeros((b, max_len), "int32")
     sessions = np.zeros((b, max_len), "int32")
     for i, n in enumerate(lengths):
-        items[i, max_len - n:] = rng.integers(2, 40, n)
-        sessions[i, max_len - n:] = 1 + np.arange(n) // 3
+        items[i, max_len - n :] = rng.integers(2, 40, n)
+        sessions[i, max_len - n :] = 1 + np.arange(n) // 3
     real = (items > 0).astype("int32")
-    return {"item_idx": items, "event_type_idx": real * rng.integers(1, 5, items.shape).astype("int32"),
-            "time_gap_bucket": real * rng.integers(1, 7, items.shape).astype("int32"),
-            "session_idx": sessions}
+    return {
+        "item_idx": items,
+        "event_type_idx": real * rng.integers(1, 5, items.shape).astype("int32"),
+        "time_gap_bucket": real * rng.integers(1, 7, items.shape).astype("int32"),
+        "session_idx": sessions,
+    }
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -60,21 +65,22 @@ def test_future_steps_never_change_earlier_positions(kind):
     before = np.asarray(enc(inp, training=False)["sequence"])
     for t in (3, 7, 10):
         changed = {k: v.copy() for k, v in inp.items()}
-        changed["item_idx"][:, t + 1:] = np.where(changed["item_idx"][:, t + 1:] > 0,
-                                                 (changed["item_idx"][:, t + 1:] + 5) % 38 + 2, 0)
-        future = changed["item_idx"][:, t + 1:] > 0
-        changed["event_type_idx"][:, t + 1:] = np.where(future, 4, 0)
-        changed["time_gap_bucket"][:, t + 1:] = np.where(future, 5, 0)
+        changed["item_idx"][:, t + 1 :] = np.where(
+            changed["item_idx"][:, t + 1 :] > 0, (changed["item_idx"][:, t + 1 :] + 5) % 38 + 2, 0
+        )
+        future = changed["item_idx"][:, t + 1 :] > 0
+        changed["event_type_idx"][:, t + 1 :] = np.where(future, 4, 0)
+        changed["time_gap_bucket"][:, t + 1 :] = np.where(future, 5, 0)
         # the hardest case for the session-level encoder: future steps join step t's session
         # (or, where they already are in it, start a new one)
-        same = changed["session_idx"][:, t:t + 1]
-        if (np.where(future, same, 0) == inp["session_idx"][:, t + 1:]).all():
+        same = changed["session_idx"][:, t : t + 1]
+        if (np.where(future, same, 0) == inp["session_idx"][:, t + 1 :]).all():
             same = same + 1
-        changed["session_idx"][:, t + 1:] = np.where(future, same, 0)
-        assert all((changed[f][:, t + 1:] != inp[f][:, t + 1:]).any() for f in changed)
+        changed["session_idx"][:, t + 1 :] = np.where(future, same, 0)
+        assert all((changed[f][:, t + 1 :] != inp[f][:, t + 1 :]).any() for f in changed)
         after = np.asarray(enc(changed, training=False)["sequence"])
         np.testing.assert_allclose(after[:, : t + 1], before[:, : t + 1], atol=1e-5)
-        assert np.abs(after[:, t + 1:] - before[:, t + 1:]).max() > 1e-4  # the future did change
+        assert np.abs(after[:, t + 1 :] - before[:, t + 1 :]).max() > 1e-4  # the future did change
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,6 +1,7 @@
 """Explanations against planted truth: the items the attention picks should be the user's
 interests, more often than the items that uninformed attention (uniform, or the model's weights
 shuffled over the history) would pick."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,7 @@ def noisy(spark, tmp_path_factory):
     return root
 
 
-def control_tops(items: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator | None
-                 ) -> list[int]:
+def control_tops(items: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator | None) -> list[int]:
     """Top-k items of one user under control attention: uniform over the real steps, or (with
     ``rng``) the given weights permuted over the real steps. items, weights: [L]."""
     real = items > 0
@@ -56,8 +56,9 @@ def test_explanations_point_at_planted_interests(noisy, kind):
     vocab = pd.read_parquet(noisy / "vocab" / f"dt={DATE}").sort_values("item_idx")
     ids = np.array(["<pad>", "<unknown>", *vocab.item_id], dtype=object)
     model = load_model(out.model_dir)
-    rows = embed_frame(infer, model, ids, None, top_k=5, top_n=10, cold_min_steps=3,
-                       version="test")  # the embed job's per-batch code
+    rows = embed_frame(
+        infer, model, ids, None, top_k=5, top_n=10, cold_min_steps=3, version="test"
+    )  # the embed job's per-batch code
     wanted = [set(truth.interests_last[u]) for u in rows.user_id]
     explained = share_in_interests([[t[0] for t in tops] for tops in rows.top_items], wanted, category)
 
@@ -69,8 +70,10 @@ def test_explanations_point_at_planted_interests(noisy, kind):
         "uniform": [control_tops(it, w, 5, None) for it, w in zip(feats["item_idx"], attention)],
         "shuffled": [control_tops(it, w, 5, rng) for it, w in zip(feats["item_idx"], attention)],
     }
-    shares = {name: share_in_interests([[ids[i] for i in tops] for tops in lists], wanted, category)
-              for name, lists in controls.items()}
+    shares = {
+        name: share_in_interests([[ids[i] for i in tops] for tops in lists], wanted, category)
+        for name, lists in controls.items()
+    }
     assert explained >= MIN_PRECISION, (explained, shares)
     for name, share in shares.items():
         assert explained >= share + MIN_LIFT, (name, explained, shares)

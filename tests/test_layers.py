@@ -1,4 +1,5 @@
 """Attention layers against a NumPy reference of softmax(QKᵀ/√d_k)·V, masks, serialisation."""
+
 from __future__ import annotations
 
 import keras
@@ -41,8 +42,19 @@ def test_multi_head_attention_matches_numpy_with_its_weights():
     mask = np.broadcast_to(np.tril(np.ones((6, 6), bool)), (2, 6, 6))
     mha = L.MultiHeadAttention(8, 2)
     out, w = mha(x, attention_mask=mask)
-    wq, bq, wk, bk, wv, bv, wo, bo = (np.asarray(t) for t in (
-        mha.q.kernel, mha.q.bias, mha.k.kernel, mha.k.bias, mha.v.kernel, mha.v.bias, mha.o.kernel, mha.o.bias))
+    wq, bq, wk, bk, wv, bv, wo, bo = (
+        np.asarray(t)
+        for t in (
+            mha.q.kernel,
+            mha.q.bias,
+            mha.k.kernel,
+            mha.k.bias,
+            mha.v.kernel,
+            mha.v.bias,
+            mha.o.kernel,
+            mha.o.bias,
+        )
+    )
     split = lambda t: t.reshape(2, 6, 2, 4).transpose(0, 2, 1, 3)  # noqa: E731
     ref, ref_w = np_attention(split(x @ wq + bq), split(x @ wk + bk), split(x @ wv + bv), mask[:, None])
     ref = ref.transpose(0, 2, 1, 3).reshape(2, 6, 8) @ wo + bo
@@ -51,12 +63,15 @@ def test_multi_head_attention_matches_numpy_with_its_weights():
     assert np.asarray(w)[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]].max() == 0  # no future
 
 
-@pytest.mark.parametrize("make,call", [
-    (lambda: L.MultiHeadAttention(8, 2, 0.1, name="m"), lambda l, x, m, k: l(x, attention_mask=m)[0]),
-    (lambda: L.FeedForward(8, 3, 0.1, name="f"), lambda l, x, m, k: l(x)),
-    (lambda: L.TransformerBlock(8, 2, 2, 0.1, name="t"), lambda l, x, m, k: l(x, m, k)[0]),
-    (lambda: L.QueryPooling(8, 2, name="p"), lambda l, x, m, k: l(x, x, m)[0]),
-])
+@pytest.mark.parametrize(
+    "make,call",
+    [
+        (lambda: L.MultiHeadAttention(8, 2, 0.1, name="m"), lambda layer, x, m, k: layer(x, attention_mask=m)[0]),
+        (lambda: L.FeedForward(8, 3, 0.1, name="f"), lambda layer, x, m, k: layer(x)),
+        (lambda: L.TransformerBlock(8, 2, 2, 0.1, name="t"), lambda layer, x, m, k: layer(x, m, k)[0]),
+        (lambda: L.QueryPooling(8, 2, name="p"), lambda layer, x, m, k: layer(x, x, m)[0]),
+    ],
+)
 def test_layers_serialise_and_rebuild_identically(make, call):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 5, 8)).astype("float32")
@@ -75,8 +90,11 @@ def test_layers_serialise_and_rebuild_identically(make, call):
 def test_sequence_embedding_zeroes_padding_and_counts_positions_from_the_end():
     emb = L.SequenceEmbedding(vocab_size=10, max_len=4, dim=6, n_event_types=2, n_gap_buckets=3)
     items = np.array([[0, 0, 3, 4]], "int32")
-    feats = {"item_idx": items, "event_type_idx": np.array([[2, 1, 1, 2]], "int32"),
-             "time_gap_bucket": np.array([[3, 3, 1, 2]], "int32")}
+    feats = {
+        "item_idx": items,
+        "event_type_idx": np.array([[2, 1, 1, 2]], "int32"),
+        "time_gap_bucket": np.array([[3, 3, 1, 2]], "int32"),
+    }
     x = np.asarray(emb(feats))
     assert (x[0, :2] == 0).all() and (np.abs(x[0, 2:]).sum(-1) > 0).all()
     pos = np.asarray(emb.positions.embeddings)

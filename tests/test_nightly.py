@@ -1,4 +1,5 @@
 """The embed job, atomic publishing behind gates, and the nightly refresh (idempotent per date)."""
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,17 @@ FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
 
 def cfg_for(planted: Path, database: str, *extra: str):
     """A config on the planted data with its own models and table database (tests share one metastore)."""
-    return make_config(planted, *FAST, f"embed.database={database}", f"paths.models='{{root}}/models_{database}'",
-                       f"paths.checkpoints='{{root}}/ckpt_{database}'",
-                       f"paths.sequences='{{root}}/sequences_{database}'", f"paths.vocab='{{root}}/vocab_{database}'",
-                       f"paths.reports='{{root}}/reports_{database}'", *extra)
+    return make_config(
+        planted,
+        *FAST,
+        f"embed.database={database}",
+        f"paths.models='{{root}}/models_{database}'",
+        f"paths.checkpoints='{{root}}/ckpt_{database}'",
+        f"paths.sequences='{{root}}/sequences_{database}'",
+        f"paths.vocab='{{root}}/vocab_{database}'",
+        f"paths.reports='{{root}}/reports_{database}'",
+        *extra,
+    )
 
 
 def table_rows(spark, cfg, date: str, table: str | None = None) -> pd.DataFrame:
@@ -83,7 +91,7 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
 def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted):
     # A high minimum count leaves items out on the first day that qualify on the second.
     cfg = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=true")
-    day1 = run_nightly(spark, cfg, PREV, log=lambda _m: None)
+    run_nightly(spark, cfg, PREV, log=lambda _m: None)
     cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
     day2 = run_nightly(spark, cfg2, DATE, log=lambda _m: None)
     assert dates(spark, cfg.embed.database, cfg.embed.table) == [PREV, DATE]
@@ -129,8 +137,12 @@ def test_lineage_follows_data_dates_not_the_order_of_runs(tmp_path):
     assert resolve_model_dir(root, kind) == d3  # ... never moves LATEST backwards
     d2 = export("2026-11-02")
     assert resolve_model_dir(root, kind) == d3
-    assert [find_model_before(root, kind, d) for d in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-09")] \
-        == [None, d1, d2, d3]
+    assert [find_model_before(root, kind, d) for d in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-09")] == [
+        None,
+        d1,
+        d2,
+        d3,
+    ]
     d2_again = export("2026-11-02")  # a re-run of an old date: the newest of that date wins
     assert find_model_before(root, kind, "2026-11-03") == d2_again != d2
     d4 = export("2026-11-04")
@@ -159,8 +171,11 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
     weights[table_index][2:6] = np.nan  # the most popular items: many users have them
     model.encoder.set_weights(weights)
     broken = save_model(model.encoder, model.vocab, model.config, model.metrics, str(tmp_path), "broken")
-    with pytest.raises(PublishGateError, match=r"user_interest_embeddings dt=2026-11-26: "
-                                               r"finite_embedding: \d+ row\(s\) with NaN") as info:
+    with pytest.raises(
+        PublishGateError,
+        match=r"user_interest_embeddings dt=2026-11-26: "
+        r"finite_embedding: \d+ row\(s\) with NaN",
+    ) as info:
         run_embed(spark, cfg, DATE, broken)
     assert info.value.report["finite_embedding"]["ok"] is False
     assert version(spark, cfg.embed.database, cfg.embed.table) == before  # no commit
@@ -176,11 +191,20 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
     infer = pd.read_parquet(f"{cfg.paths.resolve('sequences')}/dt={DATE}/infer")
     extra = ["never-seen-1", "never-seen-2"]
     pd.DataFrame({"user_id": [*infer.user_id[:5], *extra]}).to_parquet(known.with_suffix(".parquet"))
-    out = run_embed(spark, make_config(cfg.paths.root, *FAST, f"embed.database={cfg.embed.database}",
-                                       f"paths.sequences={cfg.paths.resolve('sequences')}",
-                                       f"paths.vocab={cfg.paths.resolve('vocab')}",
-                                       f"embed.users_table={known.with_suffix('.parquet')}",
-                                       "embed.cold_start_min_steps=8"), DATE, report["model"]["path"])
+    out = run_embed(
+        spark,
+        make_config(
+            cfg.paths.root,
+            *FAST,
+            f"embed.database={cfg.embed.database}",
+            f"paths.sequences={cfg.paths.resolve('sequences')}",
+            f"paths.vocab={cfg.paths.resolve('vocab')}",
+            f"embed.users_table={known.with_suffix('.parquet')}",
+            "embed.cold_start_min_steps=8",
+        ),
+        DATE,
+        report["model"]["path"],
+    )
     assert out["fallback"] == 2 and out["rows"] == len(infer) + 2
     rows = table_rows(spark, cfg, DATE).set_index("user_id")
     for user in extra:
@@ -209,10 +233,14 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
     with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
         run_embed(spark, cfg, "2020-01-01", report["model"]["path"])
     args = {**model.encoder.args, "max_len": model.encoder.args["max_len"] + 5}
-    longer = save_model(build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics,
-                        str(tmp_path), "longer")
-    with pytest.raises(EmbedInputError, match=r"hold 30 steps per row but model .*longer was trained with "
-                                              r"max_len 35: sessionize 2026-11-26 with --set sessionize.max_len=35"):
+    longer = save_model(
+        build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics, str(tmp_path), "longer"
+    )
+    with pytest.raises(
+        EmbedInputError,
+        match=r"hold 30 steps per row but model .*longer was trained with "
+        r"max_len 35: sessionize 2026-11-26 with --set sessionize.max_len=35",
+    ):
         run_embed(spark, cfg, DATE, longer)
 
 
@@ -230,15 +258,21 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     lines: list[str] = []
     assert len(run_backfill(spark, cfg, dates[0], dates[-1], log=lines.append)) == 3
     assert [ln for ln in lines if ln.startswith("[backfill]")] == [
-        f"[backfill] {d} ({n}/3)" for n, d in enumerate(dates, 1)]
+        f"[backfill] {d} ({n}/3)" for n, d in enumerate(dates, 1)
+    ]
     models = cfg.paths.resolve("models")
 
     def snapshot() -> dict:
-        tables = {t: spark.table(f"backfill.{t}").orderBy(*spark.table(f"backfill.{t}").columns[:1], "dt")
-                  for t in (cfg.embed.table, cfg.embed.item_table, cfg.embed.recommendations_table)}
-        return {"tables": {t: df.toPandas() for t, df in tables.items()}, "frames": tables,
-                "versions": model_versions(models, cfg.model.encoder),
-                "latest": resolve_model_dir(models, cfg.model.encoder)}
+        tables = {
+            t: spark.table(f"backfill.{t}").orderBy(*spark.table(f"backfill.{t}").columns[:1], "dt")
+            for t in (cfg.embed.table, cfg.embed.item_table, cfg.embed.recommendations_table)
+        }
+        return {
+            "tables": {t: df.toPandas() for t, df in tables.items()},
+            "frames": tables,
+            "versions": model_versions(models, cfg.model.encoder),
+            "latest": resolve_model_dir(models, cfg.model.encoder),
+        }
 
     before = snapshot()
     assert [d for d, _ in before["versions"]] == dates and before["latest"] == before["versions"][-1][1]
@@ -254,8 +288,9 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     assert after["versions"] == before["versions"] and after["latest"] == before["latest"]
     for table, frame in after["tables"].items():
         assert sorted(frame.dt.unique()) == dates, table
-        assert_df_equality(spark.createDataFrame(frame), spark.createDataFrame(before["tables"][table]),
-                           ignore_nullable=True)
+        assert_df_equality(
+            spark.createDataFrame(frame), spark.createDataFrame(before["tables"][table]), ignore_nullable=True
+        )
 
 
 @pytest.mark.slow
@@ -272,10 +307,21 @@ def test_a_file_url_root_runs_and_writes_only_under_it(planted, planted_model, t
 
 def _job(args: list[str], root: Path | str, *extra: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
-            *extra]
-    return subprocess.Popen([sys.executable, *args, *[a for s in sets for a in ("--set", s)]], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    sets = [
+        f"paths.root={root}",
+        *FAST,
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
+        *extra,
+    ]
+    return subprocess.Popen(
+        [sys.executable, *args, *[a for s in sets for a in ("--set", s)]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 READ_BACK = """
@@ -304,8 +350,14 @@ print("SEEN", seen, versions)
 
 def _read_back(root: Path, table_format: str) -> tuple[str, str]:
     """(ROWS line, SEEN line) as a new reader process sees the table."""
-    read = subprocess.run([sys.executable, "-c", READ_BACK, str(root), DATE, table_format], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_BACK, str(root), DATE, table_format],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     lines = read.stdout.splitlines()
     try:
         return (next(ln for ln in lines if ln.startswith("ROWS")), next(ln for ln in lines if ln.startswith("SEEN")))
@@ -386,8 +438,15 @@ def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, pl
 
     root = copy_planted(planted, planted_model, tmp_path / "cluster")
     sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
-    run = standalone.submit("jobs/embed.py", "--conf", "conf/local.yaml", "--date", DATE,
-                            *[a for s in sets for a in ("--set", s)], py_files=package_zip(tmp_path))
+    run = standalone.submit(
+        "jobs/embed.py",
+        "--conf",
+        "conf/local.yaml",
+        "--date",
+        DATE,
+        *[a for s in sets for a in ("--set", s)],
+        py_files=package_zip(tmp_path),
+    )
     out = run.stdout + run.stderr
     errors = [ln for ln in out.splitlines() if "Error" in ln or "error:" in ln or "Exception" in ln][:8]
     assert run.returncode == 0, errors

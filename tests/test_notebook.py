@@ -1,4 +1,5 @@
 """The walkthrough notebook runs top to bottom and draws its figures (so it cannot rot)."""
+
 from __future__ import annotations
 
 import nbformat
@@ -13,8 +14,9 @@ def test_walkthrough_notebook_executes_with_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("INTEREST_NOTEBOOK_ROOT", str(tmp_path / "data"))
     nb = nbformat.read(ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+        ).execute()
     except Exception as exc:  # CellExecutionError: show the cell's error, not the kernel's noise
         pytest.fail(str(exc)[-3000:])
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]

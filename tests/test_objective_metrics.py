@@ -1,4 +1,5 @@
 """The next-item objective against a NumPy reference, and the ranking metrics on known ranks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_unknown_objective_is_rejected():
 
 
 def test_ranks_and_metrics_on_known_values():
-    scores = np.array([[0, 0, 5, 4, 3, 2], [0, 0, 1, 1, 1, 9], [0, 0, 3, 3, 3, 3.]])
+    scores = np.array([[0, 0, 5, 4, 3, 2], [0, 0, 1, 1, 1, 9], [0, 0, 3, 3, 3, 3.0]])
     targets = np.array([4, 3, 2])
     ranks = M.rank_full(scores, targets)
     assert ranks.tolist() == [2, 3, 3]  # ties count against the target
@@ -78,8 +79,9 @@ def test_sampled_negatives_avoid_history_and_are_seeded():
 def test_evaluate_scores_perfect_and_popularity_like():
     hist = np.tile(np.array([[0, 0, 2, 3]]), (4, 1))
     targets = np.array([5, 6, 7, 8])
-    perfect = M.evaluate_scores(lambda a, b: np.eye(12)[targets[a:b]] * 10, hist, targets, 12,
-                                k=10, negatives=5, seeds=(1, 2))
+    perfect = M.evaluate_scores(
+        lambda a, b: np.eye(12)[targets[a:b]] * 10, hist, targets, 12, k=10, negatives=5, seeds=(1, 2)
+    )
     assert perfect["full_hr@10"] == 1.0 and perfect["full_ndcg@10"] == 1.0 and perfect["sampled_hr@10"] == 1.0
     flat = M.evaluate_scores(lambda a, b: np.zeros((b - a, 12)), hist, targets, 12, k=3, negatives=5, seeds=(1,))
     assert flat["full_hr@3"] == 0.0 and flat["sampled_hr@3"] == 0.0
@@ -99,7 +101,7 @@ def test_sampled_negatives_are_distinct():
 def test_unknown_targets_are_excluded_and_counted():
     # Three users; the second's target is the unknown item (1). Its "rank" among real items would
     # be -1 (a hit with NDCG = inf) if it were scored; it must be left out and counted instead.
-    scores = np.array([[0, 5, 1, 3, 2, 0.5], [0, 9, 1, 1, 1, 1], [0, 0, 4, 3, 2, 1.]])
+    scores = np.array([[0, 5, 1, 3, 2, 0.5], [0, 9, 1, 1, 1, 1], [0, 0, 4, 3, 2, 1.0]])
     targets = np.array([3, 1, 5])
     hist = np.zeros((3, 2), dtype=np.int64)
     got = M.evaluate_scores(lambda a, b: scores[a:b], hist, targets, 6, k=2, negatives=2, seeds=(1,))

@@ -1,4 +1,5 @@
 """Petastorm reading: every row once per epoch, static shapes, disjoint shards, split views."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,9 +16,11 @@ def seq_path(spark, tmp_path_factory):
     rows = [(f"u{i:03d}", [0] * (6 - 1 - i % 5) + list(range(2, 3 + i % 5)), 3 + i % 5) for i in range(40)]
     df = spark.createDataFrame(rows, "user_id string, item_idx array<int>, n_steps int")
     from pyspark.sql import functions as F
+
     for col in ("event_type_idx", "time_gap_bucket", "session_idx"):
         df = df.withColumn(col, F.transform("item_idx", lambda x: F.when(x > 0, 1).otherwise(0)))
     from interest.io import write_parquet_groups
+
     write_parquet_groups(df, path, 40, 5, 4, "user_id")
     return path
 
@@ -41,8 +44,9 @@ def test_one_epoch_reads_every_row_once_with_static_shapes(seq_path):
 def test_shards_are_disjoint_and_cover_everything(seq_path):
     parts = []
     for shard in range(2):
-        with petastorm_batches(seq_path, SPEC, 4, epochs=1, shuffle=False, shard=shard,
-                               num_shards=2, drop_remainder=False) as ds:
+        with petastorm_batches(
+            seq_path, SPEC, 4, epochs=1, shuffle=False, shard=shard, num_shards=2, drop_remainder=False
+        ) as ds:
             parts.append(collect(ds))
     assert len(parts[0]) > 0 and len(parts[1]) > 0 and len(parts[0]) + len(parts[1]) == 40
 

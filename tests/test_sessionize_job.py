@@ -1,4 +1,5 @@
 """The sessionize stage end to end on generated logs (all formats) and, when present, ml-100k."""
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,21 @@ from interest.synth import BAD_KINDS, MALFORMED, generate
 from conftest import ROOT, make_config
 
 DATE = "2026-11-26"
-SMALL = ["generator.users=300", "generator.items=200", "generator.categories=8", "generator.days=4",
-         "generator.bot_share=0.01", "generator.bad_row_rate=0.01", "generator.duplicate_rate=0.01",
-         "sessionize.min_row_groups=3"]
+SMALL = [
+    "generator.users=300",
+    "generator.items=200",
+    "generator.categories=8",
+    "generator.days=4",
+    "generator.bot_share=0.01",
+    "generator.bad_row_rate=0.01",
+    "generator.duplicate_rate=0.01",
+    "sessionize.min_row_groups=3",
+]
 
 
 def generated(tmp_path: Path, fmt: str, *extra: str):
     cfg = make_config(tmp_path, *SMALL, f"generator.format={fmt}", f"ingest.format={fmt}", *extra)
-    planted = generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"),
-                       progress=False)
+    planted = generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     return cfg, planted
 
 
@@ -41,7 +48,8 @@ def test_every_row_is_accounted_for(spark, tmp_path, fmt):
     assert summary["rejected"].get("malformed_line", 0) == planted.counts[MALFORMED]
     assert summary["duplicates_removed"] == planted.counts["duplicates"]
     assert summary["accounted"] and summary["rows_in"] == (
-        summary["rejected_total"] + summary["duplicates_removed"] + summary["events_kept"])
+        summary["rejected_total"] + summary["duplicates_removed"] + summary["events_kept"]
+    )
     # bots: exactly the planted bots are excluded, and none of them has a sequence
     truth = pd.read_parquet(Path(cfg.paths.resolve("truth")) / "users.parquet")
     bots = set(truth.loc[truth.is_bot, "user_id"])
@@ -89,8 +97,9 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     for k, before in snap.items():
         after = pd.read_parquet(second["outputs"][k])
         sort = "user_id" if "user_id" in after else "item_idx"
-        pd.testing.assert_frame_equal(before.sort_values(sort).reset_index(drop=True),
-                                      after.sort_values(sort).reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            before.sort_values(sort).reset_index(drop=True), after.sort_values(sort).reset_index(drop=True)
+        )
     parent = Path(first["outputs"]["train"]).parent.parent
     assert [p.name for p in parent.iterdir()] == [f"dt={DATE}"]  # no staging or trash left behind
 
@@ -115,12 +124,17 @@ def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path):
 def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     # u's last three events share a second; the file lists them zz, aa, mm. v makes every item
     # a training item (u's last two steps are held out and do not count for the vocabulary).
-    lines = ["user_id,item_id,event_type,ts,category",
-             "v,aa,view,2026-11-25T08:00:00Z,c", "v,mm,view,2026-11-25T08:01:00Z,c",
-             "v,zz,view,2026-11-25T08:02:00Z,c", "v,b0,view,2026-11-25T08:03:00Z,c",
-             "u,b0,view,2026-11-26T10:00:00Z,c",
-             "u,zz,view,2026-11-26T10:05:00Z,c", "u,aa,view,2026-11-26T10:05:00Z,c",
-             "u,mm,view,2026-11-26T10:05:00Z,c"]
+    lines = [
+        "user_id,item_id,event_type,ts,category",
+        "v,aa,view,2026-11-25T08:00:00Z,c",
+        "v,mm,view,2026-11-25T08:01:00Z,c",
+        "v,zz,view,2026-11-25T08:02:00Z,c",
+        "v,b0,view,2026-11-25T08:03:00Z,c",
+        "u,b0,view,2026-11-26T10:00:00Z,c",
+        "u,zz,view,2026-11-26T10:05:00Z,c",
+        "u,aa,view,2026-11-26T10:05:00Z,c",
+        "u,mm,view,2026-11-26T10:05:00Z,c",
+    ]
     raw = tmp_path / "raw" / "events" / f"dt={DATE}"
     raw.mkdir(parents=True)
     (raw / "part-0.csv").write_text("\n".join(lines) + "\n")
@@ -137,27 +151,43 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
 def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_path):
     raw = tmp_path / "raw" / "events" / f"dt={DATE}"
     raw.mkdir(parents=True)
-    (raw / "part-0.csv").write_text("user_id,item_id,ts\nu,a,2026-11-26T10:00:00Z\nu,b,2026-11-26T10:01:00Z\n"
-                                    "v,a,2026-11-26T11:00:00Z\n")
-    cfg = make_config(tmp_path, "ingest.format=csv", "sessionize.min_item_count=1",
-                      "ingest.constant_event_type=click", "sessionize.event_types=[click]")
+    (raw / "part-0.csv").write_text(
+        "user_id,item_id,ts\nu,a,2026-11-26T10:00:00Z\nu,b,2026-11-26T10:01:00Z\nv,a,2026-11-26T11:00:00Z\n"
+    )
+    cfg = make_config(
+        tmp_path,
+        "ingest.format=csv",
+        "sessionize.min_item_count=1",
+        "ingest.constant_event_type=click",
+        "sessionize.event_types=[click]",
+    )
     summary = run_sessionize(spark, cfg, DATE)  # no event_type and no category column: no mapping needed
     assert summary["rows_in"] == 3 and summary["users"] == 2
     vocab = pd.read_parquet(summary["outputs"]["vocab"])
     assert sorted(vocab.item_id) == ["a", "b"] and vocab.category.isna().all()
     (raw / "part-0.csv").write_text("user_id,ts\nu,2026-11-26T10:00:00Z\n")
-    with pytest.raises(IngestError, match=r"raw events lack column\(s\) \['item_id'\]; present: \['dt', 'ts', "
-                                          r"'user_id'\]\. Map them with ingest.columns"):
+    with pytest.raises(
+        IngestError,
+        match=r"raw events lack column\(s\) \['item_id'\]; present: \['dt', 'ts', "
+        r"'user_id'\]\. Map them with ingest.columns",
+    ):
         run_sessionize(spark, cfg, DATE)
 
 
 @pytest.fixture(scope="module")
 def ml100k_run(spark, tmp_path_factory, ml100k):
-    cfg = make_config(tmp_path_factory.mktemp("ml100k"), f"ingest.path={ml100k / 'u.data'}",
-                      "ingest.format=movielens", "ingest.ts_format=epoch_s",
-                      "ingest.constant_event_type=rate", "sessionize.event_types=[rate]",
-                      "sessionize.lookback_days=0", "sessionize.bot_max_events_per_day=100000",
-                      "sessionize.min_item_count=1", "sessionize.max_len=200")
+    cfg = make_config(
+        tmp_path_factory.mktemp("ml100k"),
+        f"ingest.path={ml100k / 'u.data'}",
+        "ingest.format=movielens",
+        "ingest.ts_format=epoch_s",
+        "ingest.constant_event_type=rate",
+        "sessionize.event_types=[rate]",
+        "sessionize.lookback_days=0",
+        "sessionize.bot_max_events_per_day=100000",
+        "sessionize.min_item_count=1",
+        "sessionize.max_len=200",
+    )
     summary = run_sessionize(spark, cfg, "1998-04-22")
     raw = pd.read_csv(ml100k / "u.data", sep="\t", names=["u", "i", "r", "t"], dtype=str)
     raw["t"] = raw.t.astype(int)
@@ -206,8 +236,7 @@ def test_ml100k_leakage_sentinel_sits_at_its_null(ml100k_run):
         last2 = raw.assign(k=key).sort_values(["u", "t", "k"], kind="stable").groupby("u").tail(2)
         pairs = {u: list(items) for u, items in last2.groupby("u").i}
         items = np.array([[index.get(pairs[u][0], 1), index.get(pairs[u][1], 1)] for u in users])
-        return id_adjacency_metrics(ids, {"item_idx": items, "history_idx": rows["history_idx"]})[
-            "sampled_hr@10"]
+        return id_adjacency_metrics(ids, {"item_idx": items, "history_idx": rows["history_idx"]})["sampled_hr@10"]
 
     null = [rule_with_ties_by(np.random.default_rng(s).permutation(len(raw))) for s in range(6)]
     mean, std = float(np.mean(null)), float(np.std(null))
@@ -218,34 +247,70 @@ def test_ml100k_leakage_sentinel_sits_at_its_null(ml100k_run):
 
 @pytest.mark.slow
 def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
-    cfg_over = [f"paths.root={tmp_path}", *SMALL, "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}"]
+    cfg_over = [
+        f"paths.root={tmp_path}",
+        *SMALL,
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sets = [a for o in cfg_over for a in ("--set", o)]
-    gen = subprocess.run([sys.executable, "jobs/generate.py", *sets], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    gen = subprocess.run(
+        [sys.executable, "jobs/generate.py", *sets], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert gen.returncode == 0, gen.stderr
-    run = subprocess.run([sys.executable, "-X", "importtime", "jobs/sessionize.py", "--date", DATE, *sets],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "jobs/sessionize.py", "--date", DATE, *sets],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "all rows accounted for: True" in run.stdout and "duplicates removed" in run.stdout
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in run.stderr.splitlines() if ln.startswith("import time:")}
     assert "interest.etl.pipeline" in imported and not {"tensorflow", "keras"} & imported  # ETL never loads TF
     assert "[Stage " not in run.stderr  # no console progress bars when stderr is not a terminal
-    bad = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets,
-                          "--set", "sessionize.max_lenn=3"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "jobs/sessionize.py", "--date", DATE, *sets, "--set", "sessionize.max_lenn=3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "unknown configuration key 'sessionize.max_lenn'" in bad.stderr
-    missing = subprocess.run([sys.executable, "jobs/sessionize.py", "--date", DATE, *sets,
-                              "--set", f"ingest.path={tmp_path / 'nope'}"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "jobs/sessionize.py", "--date", DATE, *sets, "--set", f"ingest.path={tmp_path / 'nope'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "raw events path does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
     with socket.socket() as s:  # a port nothing listens on: the namenode is down
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    down = subprocess.run([sys.executable, "jobs/nightly.py", "--date", DATE, *sets, "--set",
-                           f"paths.root=hdfs://127.0.0.1:{port}/interest", "--set", f"storage.webhdfs_port={port}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    down = subprocess.run(
+        [
+            sys.executable,
+            "jobs/nightly.py",
+            "--date",
+            DATE,
+            *sets,
+            "--set",
+            f"paths.root=hdfs://127.0.0.1:{port}/interest",
+            "--set",
+            f"storage.webhdfs_port={port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert down.returncode == 75, down.stderr[-2000:]  # EX_TEMPFAIL: worth a retry
     assert f"error (worth a retry): hdfs://127.0.0.1:{port}/interest is not writable" in down.stderr
     assert "Traceback" not in down.stderr

@@ -1,4 +1,5 @@
 """The generator: deterministic, the planted structure is really there, dirt is counted exactly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,11 @@ def small(**kw) -> GeneratorConfig:
 
 
 def read_all(path):
-    return pd.read_parquet(path).sort_values(["dt", "user_id", "ts", "item_id", "event_type"],
-                                             na_position="first").reset_index(drop=True)
+    return (
+        pd.read_parquet(path)
+        .sort_values(["dt", "user_id", "ts", "item_id", "event_type"], na_position="first")
+        .reset_index(drop=True)
+    )
 
 
 def test_same_seed_same_events_other_seed_different(tmp_path):
@@ -30,8 +34,9 @@ def test_same_seed_same_events_other_seed_different(tmp_path):
 
 
 def test_planted_counts_match_the_data(tmp_path):
-    s = generate(small(bad_row_rate=0.02, duplicate_rate=0.02), str(tmp_path / "e"), str(tmp_path / "t"),
-                 progress=False)
+    s = generate(
+        small(bad_row_rate=0.02, duplicate_rate=0.02), str(tmp_path / "e"), str(tmp_path / "t"), progress=False
+    )
     df = pd.read_parquet(tmp_path / "e")
     assert len(df) == s.events
     assert df.user_id.isna().sum() == s.counts["null_user_id"]
@@ -42,8 +47,7 @@ def test_planted_counts_match_the_data(tmp_path):
     assert ((df.ts > "2026-11-27") & (df.ts != "not-a-timestamp")).sum() == s.counts["future_ts"]
     # broken rows can coincide (two unparseable times of one user and item); the planted
     # duplicates are the repeats among rows that are otherwise valid
-    valid = (df.user_id.notna() & df.item_id.notna() & df.ts.between("1970", "2026-11-27")
-             & (df.event_type != "hover"))
+    valid = df.user_id.notna() & df.item_id.notna() & df.ts.between("1970", "2026-11-27") & (df.event_type != "hover")
     assert df[valid].duplicated(["user_id", "item_id", "event_type", "ts"]).sum() == s.counts["duplicates"]
 
 
@@ -65,7 +69,8 @@ def test_interests_drift_and_funnel_and_popularity():
     pop = np.diff(np.r_[0, world.global_cum])
     assert np.sort(pop)[::-1][:30].sum() > 0.2  # a popularity skew a baseline can use
     assert users_for_events(cfg, 1_000_000) == pytest.approx(
-        1_000_000 / (30 * (expected_events_per_user_day(cfg) + cfg.bot_share * cfg.bot_events_per_day)), rel=0.01)
+        1_000_000 / (30 * (expected_events_per_user_day(cfg) + cfg.bot_share * cfg.bot_events_per_day)), rel=0.01
+    )
 
 
 def test_more_items_than_categories_required():

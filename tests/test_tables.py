@@ -1,5 +1,6 @@
 """Publishing to Delta and Parquet tables: one commit per date, gates first, retention, rollback,
 and tables that are not what we write are refused in one line and left as they are."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,9 @@ def table(spark, tmp_path, request):
 def test_a_date_is_replaced_exactly_and_other_dates_are_untouched(spark, table):
     db, location, fmt = table
     publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
-    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])),
-                      UNIT, location, fmt)
+    publish_partition(
+        spark, db, "t", "2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])), UNIT, location, fmt
+    )
     report = publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("c", [0.6, 0.8])), UNIT, location, fmt)
     assert report["unit_norm"]["ok"] and report["rows"] == 1
     assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
@@ -67,8 +69,11 @@ def test_a_failed_gate_commits_nothing(spark, table):
     db, location, fmt = table
     publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
     before = history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")
-    with pytest.raises(PublishGateError, match=r"not publishing tables_\w+\.t dt=2026-11-26: unit_norm: "
-                                               r"max \|norm - 1\| = 1\.00e\+00"):
+    with pytest.raises(
+        PublishGateError,
+        match=r"not publishing tables_\w+\.t dt=2026-11-26: unit_norm: "
+        r"max \|norm - 1\| = 1\.00e\+00",
+    ):
         publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [2.0, 0.0])), UNIT, location, fmt)
     assert (history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")) == before
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
@@ -100,19 +105,28 @@ def test_delta_retention_deletes_and_vacuums_and_rollback_restores_the_night_bef
 def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spark, tmp_path):
     db = "tables_mismatch"
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
-    spark.sql(f"CREATE TABLE {db}.d (user_id STRING, embedding ARRAY<DOUBLE>, dt STRING) USING DELTA "
-              f"PARTITIONED BY (dt) LOCATION '{tmp_path / 'd'}'")
+    spark.sql(
+        f"CREATE TABLE {db}.d (user_id STRING, embedding ARRAY<DOUBLE>, dt STRING) USING DELTA "
+        f"PARTITIONED BY (dt) LOCATION '{tmp_path / 'd'}'"
+    )
     spark.sql(f"INSERT INTO {db}.d VALUES ('x', array(1.0D), '2026-11-25')")
-    with pytest.raises(TableFormatError, match=rf"table {db}\.d has another schema than this job writes "
-                                               r"\(embedding: table has array<double>, we write array<float>\)"):
+    with pytest.raises(
+        TableFormatError,
+        match=rf"table {db}\.d has another schema than this job writes "
+        r"\(embedding: table has array<double>, we write array<float>\)",
+    ):
         ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
     assert version(spark, db, "d") == 1 and spark.table(f"{db}.d").count() == 1
-    with pytest.raises(TableFormatError, match=rf"table {db}\.d is a delta table but embed.table_format "
-                                               r"is parquet: set embed.table_format: delta"):
+    with pytest.raises(
+        TableFormatError,
+        match=rf"table {db}\.d is a delta table but embed.table_format "
+        r"is parquet: set embed.table_format: delta",
+    ):
         ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "parquet")
     with pytest.raises(TableFormatError, match="is not a Delta table: rollback needs"):
-        spark.sql(f"CREATE TABLE {db}.p ({DDL}, dt STRING) USING PARQUET PARTITIONED BY (dt) "
-                  f"LOCATION '{tmp_path / 'p'}'")
+        spark.sql(
+            f"CREATE TABLE {db}.p ({DDL}, dt STRING) USING PARQUET PARTITIONED BY (dt) LOCATION '{tmp_path / 'p'}'"
+        )
         rollback(spark, db, "p")
     # a Delta log at the location from another metastore, with another schema
     spark.sql(f"DROP TABLE {db}.d")  # external: the files and the log stay

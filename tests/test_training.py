@@ -1,5 +1,6 @@
 """Training end to end on generated data: the encoders learn planted interests far better than
 popularity, exports reproduce the run's best-epoch metrics, checkpoints resume, early stopping stops."""
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     # and the best epoch's validation metrics (a last-epoch export would miss the latter).
     loaded = load_model(out.model_dir)
     from interest.training.run import training_data
+
     data, _ = training_data(cfg, DATE)
     e = cfg.eval
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, tuple(e.seeds))
@@ -56,8 +58,14 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
 
 @pytest.mark.slow
 def test_failure_resumes_from_the_last_checkpoint(planted):
-    cfg = cfg_for(planted, "model.encoder=memory", "train.fail_at_step=7", "train.epochs=2",
-                  "paths.models='{root}/models_resume'", "paths.checkpoints='{root}/ckpt_resume'")
+    cfg = cfg_for(
+        planted,
+        "model.encoder=memory",
+        "train.fail_at_step=7",
+        "train.epochs=2",
+        "paths.models='{root}/models_resume'",
+        "paths.checkpoints='{root}/ckpt_resume'",
+    )
     with pytest.raises(InjectedFailure, match="step 7"):
         train_and_export(cfg, DATE, log=lambda _m: None)
     lines: list[str] = []
@@ -69,13 +77,21 @@ def test_failure_resumes_from_the_last_checkpoint(planted):
 
 
 def test_early_stopping_when_validation_stops_improving(planted):
-    cfg = cfg_for(planted, "train.learning_rate=0.0", "train.patience=1", "train.epochs=6",
-                  "train.decay=constant", "paths.models='{root}/models_es'", "paths.checkpoints='{root}/ckpt_es'")
+    cfg = cfg_for(
+        planted,
+        "train.learning_rate=0.0",
+        "train.patience=1",
+        "train.epochs=6",
+        "train.decay=constant",
+        "paths.models='{root}/models_es'",
+        "paths.checkpoints='{root}/ckpt_es'",
+    )
     lines: list[str] = []
     out = train_and_export(cfg, DATE, log=lines.append)
     assert out.metrics["stopped_early"] and out.metrics["epochs_run"] == 2
-    assert any(line.startswith("[train] epoch   1/6  loss") and "seq/s" in line and "valid NDCG@10" in line
-               for line in lines)
+    assert any(
+        line.startswith("[train] epoch   1/6  loss") and "seq/s" in line and "valid NDCG@10" in line for line in lines
+    )
     assert any("early stop" in line for line in lines)
 
 
@@ -87,9 +103,14 @@ def test_missing_sequences_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_evaluation_report_has_table_and_curves(planted):
     cfg = cfg_for(planted, "train.epochs=3", "paths.models='{root}/models_eval'")
-    dirs = [train_and_export(make_config(planted, *PLANTED, "train.epochs=3", f"model.encoder={k}",
-                                         "paths.models='{root}/models_eval'"), DATE, log=lambda _m: None).model_dir
-            for k in ("self_attention", "memory")]
+    dirs = [
+        train_and_export(
+            make_config(planted, *PLANTED, "train.epochs=3", f"model.encoder={k}", "paths.models='{root}/models_eval'"),
+            DATE,
+            log=lambda _m: None,
+        ).model_dir
+        for k in ("self_attention", "memory")
+    ]
     out = evaluate_models(cfg, DATE, dirs)
     report = Path(out["paths"]["report"]).read_text()
     assert "| self_attention |" in report and "| memory |" in report and "| popularity |" in report
@@ -107,8 +128,10 @@ def test_a_hung_step_ends_the_process_with_a_message():
     import subprocess
     import sys
 
-    code = ("import time\nfrom interest.training.loop import StepWatchdog\n"
-            "with StepWatchdog(2.0, lambda: 'at step 7, worker 0'):\n    time.sleep(30)\n")
+    code = (
+        "import time\nfrom interest.training.loop import StepWatchdog\n"
+        "with StepWatchdog(2.0, lambda: 'at step 7, worker 0'):\n    time.sleep(30)\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 3
     assert "no training step finished in 2s (at step 7, worker 0)" in run.stderr

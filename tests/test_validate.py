@@ -1,4 +1,5 @@
 """Validation: each rejection reason on inline rows, with exact expected frames (chispa)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,12 +18,12 @@ LATEST = dt.datetime(2026, 11, 27, 1, 0, 0)  # run date 2026-11-26 + 60 min skew
 def canonical(spark, rows):
     cols = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record"]
     return spark.createDataFrame(rows, ",".join(f"{c} string" for c in cols)).withColumn(
-        ingest.INGEST_ORDER, ingest.no_ingest_order())
+        ingest.INGEST_ORDER, ingest.no_ingest_order()
+    )
 
 
 def reasons(spark, rows, ts_format="auto"):
-    df = validate.with_reject_reason(validate.normalize(canonical(spark, rows), ts_format),
-                                     EVENT_TYPES, LATEST)
+    df = validate.with_reject_reason(validate.normalize(canonical(spark, rows), ts_format), EVENT_TYPES, LATEST)
     return df.select("user_id", "item_id", "reject_reason")
 
 
@@ -42,20 +43,33 @@ def test_each_reason_is_assigned(spark):
         ("u11", "i11", None, ok, "c1", "2026-11-26", None),
         ("u12", "i12", " CLICK ", "2026-11-27T01:00:00Z", "c1", "2026-11-26", None),  # at the limit
     ]
-    expected = spark.createDataFrame([
-        ("u1", "i1", None), (None, None, "malformed_line"), (None, "i3", "null_user_id"),
-        (None, "i4", "null_user_id"), ("u5", None, "null_item_id"), ("u6", "i6", "null_ts"),
-        ("u7", "i7", "unparseable_ts"), ("u8", "i8", "negative_ts"), ("u9", "i9", "future_ts"),
-        ("u10", "i10", "unknown_event_type"), ("u11", "i11", "unknown_event_type"),
-        ("u12", "i12", None),
-    ], "user_id string, item_id string, reject_reason string")
+    expected = spark.createDataFrame(
+        [
+            ("u1", "i1", None),
+            (None, None, "malformed_line"),
+            (None, "i3", "null_user_id"),
+            (None, "i4", "null_user_id"),
+            ("u5", None, "null_item_id"),
+            ("u6", "i6", "null_ts"),
+            ("u7", "i7", "unparseable_ts"),
+            ("u8", "i8", "negative_ts"),
+            ("u9", "i9", "future_ts"),
+            ("u10", "i10", "unknown_event_type"),
+            ("u11", "i11", "unknown_event_type"),
+            ("u12", "i12", None),
+        ],
+        "user_id string, item_id string, reject_reason string",
+    )
     actual = reasons(spark, rows)
     # the torn line's fields are whatever the reader salvaged; only its reason matters
-    assert_df_equality(actual.withColumn("user_id", F.when(F.col("reject_reason") == "malformed_line", None)
-                                         .otherwise(F.col("user_id")))
-                       .withColumn("item_id", F.when(F.col("reject_reason") == "malformed_line", None)
-                                   .otherwise(F.col("item_id"))),
-                       expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        actual.withColumn(
+            "user_id", F.when(F.col("reject_reason") == "malformed_line", None).otherwise(F.col("user_id"))
+        ).withColumn("item_id", F.when(F.col("reject_reason") == "malformed_line", None).otherwise(F.col("item_id"))),
+        expected,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
 
 
 def test_first_reason_wins(spark):
@@ -63,14 +77,17 @@ def test_first_reason_wins(spark):
     assert reasons(spark, rows).first()["reject_reason"] == "null_user_id"
 
 
-@pytest.mark.parametrize("fmt,raw,expected", [
-    ("epoch_s", "874965758", "1997-09-22 22:02:38"),
-    ("epoch_ms", "874965758123", "1997-09-22 22:02:38.123"),
-    ("auto", "874965758", "1997-09-22 22:02:38"),
-    ("auto", "2026-11-26T07:06:45.119Z", "2026-11-26 07:06:45.119"),
-    ("yyyy/MM/dd HH:mm", "2026/11/26 07:06", "2026-11-26 07:06:00"),
-    ("epoch_s", "soon", None),
-])
+@pytest.mark.parametrize(
+    "fmt,raw,expected",
+    [
+        ("epoch_s", "874965758", "1997-09-22 22:02:38"),
+        ("epoch_ms", "874965758123", "1997-09-22 22:02:38.123"),
+        ("auto", "874965758", "1997-09-22 22:02:38"),
+        ("auto", "2026-11-26T07:06:45.119Z", "2026-11-26 07:06:45.119"),
+        ("yyyy/MM/dd HH:mm", "2026/11/26 07:06", "2026-11-26 07:06:00"),
+        ("epoch_s", "soon", None),
+    ],
+)
 def test_parse_ts(spark, fmt, raw, expected):
     df = spark.createDataFrame([(raw,)], "ts_raw string")
     got = df.select(validate.parse_ts(F.col("ts_raw"), fmt).cast("string").alias("t")).first()["t"]
@@ -78,37 +95,47 @@ def test_parse_ts(spark, fmt, raw, expected):
 
 
 def test_rejects_view_keeps_raw_values_and_line(spark):
-    rows = [("u1", "i1", "hover", "2026-11-26T10:00:00Z", "c1", "2026-11-26", None),
-            (None, None, None, None, None, "2026-11-26", "u2,i2\"")]
-    flagged = validate.with_reject_reason(validate.normalize(canonical(spark, rows), "auto"),
-                                          EVENT_TYPES, LATEST)
-    expected = spark.createDataFrame([
-        ("u1", "i1", "hover", "2026-11-26T10:00:00Z", "c1", "2026-11-26", "unknown_event_type", None),
-        (None, None, None, None, None, "2026-11-26", "malformed_line", "u2,i2\""),
-    ], "user_id string, item_id string, event_type string, ts_raw string, category string, "
-       "source_dt string, reject_reason string, raw_line string")
-    assert_df_equality(validate.rejects_view(flagged), expected, ignore_row_order=True,
-                       ignore_nullable=True)
+    rows = [
+        ("u1", "i1", "hover", "2026-11-26T10:00:00Z", "c1", "2026-11-26", None),
+        (None, None, None, None, None, "2026-11-26", 'u2,i2"'),
+    ]
+    flagged = validate.with_reject_reason(validate.normalize(canonical(spark, rows), "auto"), EVENT_TYPES, LATEST)
+    expected = spark.createDataFrame(
+        [
+            ("u1", "i1", "hover", "2026-11-26T10:00:00Z", "c1", "2026-11-26", "unknown_event_type", None),
+            (None, None, None, None, None, "2026-11-26", "malformed_line", 'u2,i2"'),
+        ],
+        "user_id string, item_id string, event_type string, ts_raw string, category string, "
+        "source_dt string, reject_reason string, raw_line string",
+    )
+    assert_df_equality(validate.rejects_view(flagged), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_column_mapping_and_missing_column(spark):
-    src = spark.createDataFrame([("a", 7, "click", "2026-11-26T00:00:00Z")],
-                                "uid string, sku long, action string, at string")
+    src = spark.createDataFrame(
+        [("a", 7, "click", "2026-11-26T00:00:00Z")], "uid string, sku long, action string, at string"
+    )
     cfg = IngestConfig(format="parquet")
     cfg.columns.user_id, cfg.columns.item_id, cfg.columns.event_type, cfg.columns.ts = "uid", "sku", "action", "at"
     cfg.columns.category = None
     got = ingest.to_canonical(src, cfg).first()
-    assert (got["user_id"], got["item_id"], got["event_type"], got["ts_raw"]) == ("a", "7", "click",
-                                                                                  "2026-11-26T00:00:00Z")
+    assert (got["user_id"], got["item_id"], got["event_type"], got["ts_raw"]) == (
+        "a",
+        "7",
+        "click",
+        "2026-11-26T00:00:00Z",
+    )
     cfg.columns.ts = "event_time"
     with pytest.raises(ingest.IngestError, match="event_time"):
         ingest.to_canonical(src, cfg)
 
 
 def test_timestamp_typed_source_round_trips(spark):
-    src = spark.createDataFrame([("u", "i", "view")], "user_id string, item_id string, event_type string") \
-        .withColumn("ts", F.lit("2026-11-26 07:06:45.119").cast("timestamp")) \
+    src = (
+        spark.createDataFrame([("u", "i", "view")], "user_id string, item_id string, event_type string")
+        .withColumn("ts", F.lit("2026-11-26 07:06:45.119").cast("timestamp"))
         .withColumn("category", F.lit(None).cast("string"))
+    )
     canon = ingest.to_canonical(src, IngestConfig())
     typed = validate.normalize(canon, "auto")
     assert typed.select(F.col("ts").cast("string")).first()[0] == "2026-11-26 07:06:45.119"

@@ -1,4 +1,5 @@
 """Vocabulary (order, min count, unknown index, growth) and per-user sequences (padding, truncation)."""
+
 from __future__ import annotations
 
 from chispa import assert_df_equality
@@ -10,39 +11,57 @@ from interest.etl import sequences, vocab
 
 def steps_of(spark, rows):
     """rows: (user, item, second, session, event_rank, gap_bucket)."""
-    df = spark.createDataFrame(rows, "user_id string, item_id string, sec int, session_idx int, "
-                                     "event_rank int, time_gap_bucket int")
-    return (df.withColumn("ts", F.timestamp_seconds(F.col("sec") + F.lit(1_790_000_000)))
-              .withColumn("category", F.concat(F.lit("c_"), "item_id"))
-              .withColumn("n_events", F.lit(1).cast("long"))
-              .withColumn("step_no", F.row_number().over(Window.partitionBy("user_id").orderBy("sec")))
-              .drop("sec"))
+    df = spark.createDataFrame(
+        rows, "user_id string, item_id string, sec int, session_idx int, event_rank int, time_gap_bucket int"
+    )
+    return (
+        df.withColumn("ts", F.timestamp_seconds(F.col("sec") + F.lit(1_790_000_000)))
+        .withColumn("category", F.concat(F.lit("c_"), "item_id"))
+        .withColumn("n_events", F.lit(1).cast("long"))
+        .withColumn("step_no", F.row_number().over(Window.partitionBy("user_id").orderBy("sec")))
+        .drop("sec")
+    )
 
 
 def test_vocab_frequency_order_min_count_and_ties(spark):
-    rows = [("u", "b", 1, 1, 0, 1), ("u", "a", 2, 1, 0, 2), ("v", "a", 3, 1, 0, 1),
-            ("v", "c", 4, 1, 0, 2), ("w", "c", 5, 1, 0, 1), ("w", "rare", 6, 1, 0, 2),
-            ("w", "b", 7, 1, 0, 2), ("w", "a", 8, 1, 0, 2)]
+    rows = [
+        ("u", "b", 1, 1, 0, 1),
+        ("u", "a", 2, 1, 0, 2),
+        ("v", "a", 3, 1, 0, 1),
+        ("v", "c", 4, 1, 0, 2),
+        ("w", "c", 5, 1, 0, 1),
+        ("w", "rare", 6, 1, 0, 2),
+        ("w", "b", 7, 1, 0, 2),
+        ("w", "a", 8, 1, 0, 2),
+    ]
     got = vocab.build_vocab(steps_of(spark, rows), min_count=2)
     expected = spark.createDataFrame(
         [(2, "a", "c_a", 3), (3, "b", "c_b", 2), (4, "c", "c_c", 2)],
-        "item_idx int, item_id string, category string, count long")
+        "item_idx int, item_id string, category string, count long",
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_held_out_targets_do_not_count_for_the_vocabulary(spark):
     # u and v are trainable (3 steps): their last two steps are validation/test targets and
     # must not count. w is too short to be evaluated: all its steps count.
-    rows = [("u", "a", 1, 1, 0, 1), ("u", "b", 2, 1, 0, 2), ("u", "held", 3, 1, 0, 2),
-            ("v", "b", 1, 1, 0, 1), ("v", "a", 2, 1, 0, 2), ("v", "held", 3, 1, 0, 2),
-            ("w", "b", 1, 1, 0, 1)]
+    rows = [
+        ("u", "a", 1, 1, 0, 1),
+        ("u", "b", 2, 1, 0, 2),
+        ("u", "held", 3, 1, 0, 2),
+        ("v", "b", 1, 1, 0, 1),
+        ("v", "a", 2, 1, 0, 2),
+        ("v", "held", 3, 1, 0, 2),
+        ("w", "b", 1, 1, 0, 1),
+    ]
     steps = sequences.mark_held_out(steps_of(spark, rows), min_train_steps=3)
     held = {(r["user_id"], r["item_id"]) for r in steps.where("held_out").collect()}
     assert held == {("u", "b"), ("u", "held"), ("v", "a"), ("v", "held")}
     got = vocab.build_vocab(steps.where(~F.col("held_out")), min_count=1)
     # counting every step would give held -> 2 steps, b -> 3, a -> 2 (and "held" a vocab entry)
-    expected = spark.createDataFrame([(2, "b", "c_b", 2), (3, "a", "c_a", 1)],
-                                     "item_idx int, item_id string, category string, count long")
+    expected = spark.createDataFrame(
+        [(2, "b", "c_b", 2), (3, "a", "c_a", 1)], "item_idx int, item_id string, category string, count long"
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -54,35 +73,44 @@ def test_unknown_items_map_to_index_1(spark):
 
 
 def test_vocab_growth_keeps_existing_indices(spark):
-    previous = spark.createDataFrame([(2, "a", "c_a", 9), (3, "old", "c_old", 4)],
-                                     "item_idx int, item_id string, category string, count long")
-    rows = [("u", "new1", 1, 1, 0, 1), ("u", "new1", 2, 1, 0, 2), ("u", "a", 3, 1, 0, 2),
-            ("v", "new2", 4, 1, 0, 1), ("v", "new2", 5, 1, 0, 2), ("v", "new2", 6, 1, 0, 2)]
+    previous = spark.createDataFrame(
+        [(2, "a", "c_a", 9), (3, "old", "c_old", 4)], "item_idx int, item_id string, category string, count long"
+    )
+    rows = [
+        ("u", "new1", 1, 1, 0, 1),
+        ("u", "new1", 2, 1, 0, 2),
+        ("u", "a", 3, 1, 0, 2),
+        ("v", "new2", 4, 1, 0, 1),
+        ("v", "new2", 5, 1, 0, 2),
+        ("v", "new2", 6, 1, 0, 2),
+    ]
     got = vocab.build_vocab(steps_of(spark, rows), min_count=2, previous=previous)
     expected = spark.createDataFrame(
         [(2, "a", "c_a", 1), (3, "old", "c_old", 0), (4, "new2", "c_new2", 3), (5, "new1", "c_new1", 2)],
-        "item_idx int, item_id string, category string, count long")
+        "item_idx int, item_id string, category string, count long",
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def seq_rows(spark, rows, max_len=4, min_train=3, max_windows=1):
     voc = vocab.build_vocab(steps_of(spark, rows), min_count=1)
-    return sequences.build_sequences(vocab.apply_vocab(steps_of(spark, rows), voc), max_len, min_train,
-                                     max_windows)
+    return sequences.build_sequences(vocab.apply_vocab(steps_of(spark, rows), voc), max_len, min_train, max_windows)
 
 
 def test_padding_alignment_and_targets(spark):
     # u: 3 steps (a, b, c) out of order in the input; v: one step (cold).
-    rows = [("u", "c", 30, 2, 1, 9), ("u", "a", 10, 1, 0, 1), ("u", "b", 20, 1, 3, 4),
-            ("v", "a", 5, 1, 0, 1)]
+    rows = [("u", "c", 30, 2, 1, 9), ("u", "a", 10, 1, 0, 1), ("u", "b", 20, 1, 3, 4), ("v", "a", 5, 1, 0, 1)]
     got = seq_rows(spark, rows).drop("last_ts")
     # vocab: a (2 steps) -> 2, then b -> 3, c -> 4
-    expected = spark.createDataFrame([
-        ("u", 0, [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4, [2, 3, 4]),
-        ("v", 0, [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None, [2]),
-    ], "user_id string, window int, item_idx array<int>, event_type_idx array<int>, time_gap_bucket array<int>, "
-       "session_idx array<int>, length int, n_steps int, n_events long, n_sessions int, "
-       "valid_item_idx int, test_item_idx int, history_idx array<int>")
+    expected = spark.createDataFrame(
+        [
+            ("u", 0, [0, 2, 3, 4], [0, 1, 4, 2], [0, 1, 4, 9], [0, 1, 1, 2], 3, 3, 3, 2, 3, 4, [2, 3, 4]),
+            ("v", 0, [0, 0, 0, 2], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 1], 1, 1, 1, 1, None, None, [2]),
+        ],
+        "user_id string, window int, item_idx array<int>, event_type_idx array<int>, time_gap_bucket array<int>, "
+        "session_idx array<int>, length int, n_steps int, n_events long, n_sessions int, "
+        "valid_item_idx int, test_item_idx int, history_idx array<int>",
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -98,8 +126,13 @@ def test_long_histories_keep_the_latest_steps(spark):
 
 
 def test_training_rows_filter(spark):
-    rows = [("u", "a", 1, 1, 0, 1), ("u", "b", 2, 1, 0, 2), ("u", "c", 3, 1, 0, 2),
-            ("v", "a", 1, 1, 0, 1), ("v", "b", 2, 1, 0, 2)]
+    rows = [
+        ("u", "a", 1, 1, 0, 1),
+        ("u", "b", 2, 1, 0, 2),
+        ("u", "c", 3, 1, 0, 2),
+        ("v", "a", 1, 1, 0, 1),
+        ("v", "b", 2, 1, 0, 2),
+    ]
     seqs = seq_rows(spark, rows)
     assert [r["user_id"] for r in sequences.training_rows(seqs, 3).collect()] == ["u"]
     assert seqs.count() == 2
@@ -118,8 +151,9 @@ def test_older_windows_make_every_step_a_training_target_once(spark):
     assert u[0]["item_idx"] == [7, 8, 9, 10, 11] and u[1]["item_idx"] == [5, 6, 7, 8, 9]
     assert u[3]["item_idx"] == [0, 2, 3, 4, 5]  # the oldest window is left-padded
     assert u[0]["test_item_idx"] == 11 and u[1]["test_item_idx"] is None
-    batch = {f: tf.constant([r[f] for r in u]) for f in
-             ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}
+    batch = {
+        f: tf.constant([r[f] for r in u]) for f in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")
+    }
     _, targets = split_view(batch, "train")
     got = sorted(int(t) for t in np.asarray(targets).ravel() if t > 0)
     assert got == list(range(3, 10))  # steps 2..8 (items 3..9) once; 10 and 11 are held out

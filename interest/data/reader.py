@@ -10,6 +10,7 @@ stored window of the latest steps, training inputs are ``W`` shifted right by 3 
 shifted by 2 at every position; validation feeds ``W`` shifted by 2 and asks for ``W[-2]``; test
 feeds ``W`` shifted by 1 and asks for ``W[-1]``; inference feeds ``W`` itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 
 from interest import storage
 from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS, n_gap_buckets
-
 
 
 def to_url(path: str) -> str:
@@ -47,8 +48,12 @@ class SequenceSpec:
     @classmethod
     def from_config(cls, cfg, vocab_size: int) -> SequenceSpec:
         s = cfg.sessionize
-        return cls(max_len=s.max_len, vocab_size=vocab_size, n_event_types=len(s.event_types),
-                   n_gap_buckets=n_gap_buckets(s.time_gap_edges_s))
+        return cls(
+            max_len=s.max_len,
+            vocab_size=vocab_size,
+            n_event_types=len(s.event_types),
+            n_gap_buckets=n_gap_buckets(s.time_gap_edges_s),
+        )
 
 
 def shift_right(x: tf.Tensor, k: int) -> tf.Tensor:
@@ -87,11 +92,20 @@ def _quiet_petastorm() -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle: bool = True,
-                      seed: int = 0, epochs: int | None = None, shard: int | None = None,
-                      num_shards: int | None = None, buffer: int = 2048,
-                      drop_remainder: bool = True, workers: int = 2
-                      ) -> Iterator[tf.data.Dataset]:
+def petastorm_batches(
+    path: str,
+    spec: SequenceSpec,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    epochs: int | None = None,
+    shard: int | None = None,
+    num_shards: int | None = None,
+    buffer: int = 2048,
+    drop_remainder: bool = True,
+    workers: int = 2,
+) -> Iterator[tf.data.Dataset]:
     """A tf.data.Dataset of {feature: int32 [B, L]} batches streamed by Petastorm.
 
     ``epochs=None`` repeats forever. Use as a context manager: the reader's threads stop on exit.
@@ -104,16 +118,31 @@ def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle
         # files (one row group each) into scratch and read them locally, unsharded.
         with storage.scratch("interest-shard-") as folder:
             _fetch_shard(path, folder, shard, num_shards)
-            with petastorm_batches(folder, spec, batch_size, shuffle=shuffle, seed=seed, epochs=epochs,
-                                   buffer=buffer, drop_remainder=drop_remainder, workers=workers) as ds:
+            with petastorm_batches(
+                folder,
+                spec,
+                batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                epochs=epochs,
+                buffer=buffer,
+                drop_remainder=drop_remainder,
+                workers=workers,
+            ) as ds:
                 yield ds
         return
     quiet = _quiet_petastorm()
     try:
         reader = make_batch_reader(
-            to_url(path), schema_fields=list(SEQUENCE_FEATURES), num_epochs=epochs,
-            shuffle_row_groups=shuffle, seed=seed, cur_shard=shard, shard_count=num_shards,
-            workers_count=workers)
+            to_url(path),
+            schema_fields=list(SEQUENCE_FEATURES),
+            num_epochs=epochs,
+            shuffle_row_groups=shuffle,
+            seed=seed,
+            cur_shard=shard,
+            shard_count=num_shards,
+            workers_count=workers,
+        )
     except Exception:
         quiet.__exit__(None, None, None)
         raise
@@ -123,8 +152,7 @@ def petastorm_batches(path: str, spec: SequenceSpec, batch_size: int, *, shuffle
             L = spec.max_len
 
             def fix(row) -> dict[str, tf.Tensor]:
-                return {f: tf.ensure_shape(tf.cast(getattr(row, f), tf.int32), [L])
-                        for f in SEQUENCE_FEATURES}
+                return {f: tf.ensure_shape(tf.cast(getattr(row, f), tf.int32), [L]) for f in SEQUENCE_FEATURES}
 
             ds = ds.unbatch().map(fix, num_parallel_calls=tf.data.AUTOTUNE)
             if shuffle:
@@ -141,7 +169,7 @@ def _dataset(path: str) -> pq.ParquetDataset:
     return pq.ParquetDataset(inner, filesystem=fs)
 
 
-def read_vocab(path: str) -> "pd.DataFrame":
+def read_vocab(path: str) -> pd.DataFrame:
     """A vocabulary folder -> pandas, ordered by item index."""
     return _dataset(path).read().to_pandas().sort_values("item_idx")
 
@@ -154,7 +182,7 @@ def _fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | No
     base = path.rstrip("/")
     root = storage.fs_path(base)[1].rstrip("/")
     for inner in mine:
-        storage.download(base + inner[len(root):], f"{folder}/{inner.rsplit('/', 1)[-1]}")
+        storage.download(base + inner[len(root) :], f"{folder}/{inner.rsplit('/', 1)[-1]}")
 
 
 def count_rows(path: str) -> int:
@@ -162,8 +190,9 @@ def count_rows(path: str) -> int:
     return sum(frag.metadata.num_rows for frag in _dataset(path).fragments)
 
 
-def load_rows(path: str, columns: list[str] | None = None, limit: int | None = None,
-              seed: int = 0) -> dict[str, np.ndarray]:
+def load_rows(
+    path: str, columns: list[str] | None = None, limit: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Read a (small) sequences dataset into numpy, sorted by user, optionally a fixed sample.
 
     Used for evaluation and tests: the order and the sample depend only on the data and the seed,

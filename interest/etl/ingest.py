@@ -3,9 +3,11 @@
 Canonical raw events: ``user_id``, ``item_id``, ``event_type``, ``ts_raw`` (the text as logged),
 ``category``, ``dt`` (the source partition, when there is one), ``_corrupt_record`` (the line,
 when the reader could not parse it) and ``ingest_order`` (where the row sits in the source: file,
-split, row), which breaks ties in event time the way the rows arrived, never by an identifier. Everything is a string here: typing happens in validation,
-so that a value that does not parse becomes a reject with a reason instead of a lost row.
+split, row), which breaks ties in event time the way the rows arrived, never by an identifier.
+Everything is a string here: typing happens in validation, so that a value that does not parse
+becomes a reject with a reason instead of a lost row.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -15,8 +17,7 @@ from pyspark.sql import types as T
 from interest.config import IngestConfig
 from interest.errors import UserError
 
-CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record",
-             "ingest_order"]
+CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record", "ingest_order"]
 CORRUPT = "_corrupt_record"
 INGEST_ORDER = "ingest_order"
 MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "ts"]
@@ -42,11 +43,17 @@ def read_source(spark: SparkSession, cfg: IngestConfig, path: str) -> DataFrame:
             return reader.options(**permissive).schema(_string_schema(names)).json(path)
         if cfg.format == "csv":
             header = spark.read.options(**{"header": "true", **cfg.options}).csv(path).columns
-            return (reader.options(**{"header": "true", **cfg.options, **permissive})
-                    .schema(_string_schema(header)).csv(path))
+            return (
+                reader.options(**{"header": "true", **cfg.options, **permissive})
+                .schema(_string_schema(header))
+                .csv(path)
+            )
         if cfg.format == "movielens":
-            return (reader.options(sep="\t", header="false", **permissive)
-                    .schema(_string_schema(MOVIELENS_COLUMNS)).csv(path))
+            return (
+                reader.options(sep="\t", header="false", **permissive)
+                .schema(_string_schema(MOVIELENS_COLUMNS))
+                .csv(path)
+            )
     except Exception as exc:  # Spark raises AnalysisException for a missing path
         if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
             raise IngestError(f"raw events path does not exist: {path}") from None
@@ -64,10 +71,14 @@ def with_ingest_order(df: DataFrame) -> DataFrame:
     same on every run over the same files. Filter partitions *before* this: a non-deterministic
     column stops Spark from pushing later filters down to the scan.
     """
-    return df.withColumn(INGEST_ORDER, F.struct(
-        F.col("_metadata.file_path").alias("file"),
-        F.col("_metadata.file_block_start").alias("block"),
-        F.monotonically_increasing_id().alias("row")))
+    return df.withColumn(
+        INGEST_ORDER,
+        F.struct(
+            F.col("_metadata.file_path").alias("file"),
+            F.col("_metadata.file_block_start").alias("block"),
+            F.monotonically_increasing_id().alias("row"),
+        ),
+    )
 
 
 def _mapped_columns(cfg: IngestConfig) -> list[str | None]:
@@ -82,9 +93,13 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
         cols = type(cols)(user_id="user_id", item_id="item_id", event_type=None, ts="ts", category=None)
     missing = [name for name in (cols.user_id, cols.item_id, cols.ts) if name not in df.columns]
     # optional columns may be absent: category becomes null, the event type the constant one
-    cols = type(cols)(user_id=cols.user_id, item_id=cols.item_id, ts=cols.ts,
-                      event_type=cols.event_type if cols.event_type in df.columns else None,
-                      category=cols.category if cols.category in df.columns else None)
+    cols = type(cols)(
+        user_id=cols.user_id,
+        item_id=cols.item_id,
+        ts=cols.ts,
+        event_type=cols.event_type if cols.event_type in df.columns else None,
+        category=cols.category if cols.category in df.columns else None,
+    )
     if missing:
         raise IngestError(
             f"raw events lack column(s) {missing}; present: "
@@ -99,8 +114,11 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
 
     event_type = text(cols.event_type) if cols.event_type else F.lit(cfg.constant_event_type)
     ts_type = df.schema[cols.ts].dataType
-    ts_raw = (F.date_format(F.col(f"`{cols.ts}`"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
-              if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType)) else text(cols.ts))
+    ts_raw = (
+        F.date_format(F.col(f"`{cols.ts}`"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+        if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType))
+        else text(cols.ts)
+    )
     return df.select(
         text(cols.user_id).alias("user_id"),
         text(cols.item_id).alias("item_id"),

@@ -4,6 +4,7 @@ It wires the pure transforms together, writes every output atomically under the 
 folder (so re-running a date replaces it exactly), and accounts for every input row:
 ``rows_in = out_of_window + rejected + duplicates_removed + events_kept``, checked, not assumed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 from interest import io, storage
 from interest.config import Config
 from interest.errors import UserError
-from interest.etl import ingest, sessions, sequences, validate, vocab
+from interest.etl import ingest, sequences, sessions, validate, vocab
 
 LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
 
@@ -75,8 +76,7 @@ def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataF
     """Typed rows with ``reject_reason`` and ``outside`` (before the window, when not by partition)."""
     s = cfg.sessionize
     typed = validate.normalize(raw, cfg.ingest.ts_format)
-    flagged = validate.with_reject_reason(
-        typed, s.event_types, validate.run_end(date, s.max_future_skew_minutes))
+    flagged = validate.with_reject_reason(typed, s.event_types, validate.run_end(date, s.max_future_skew_minutes))
     start, _ = window_bounds(date, s.lookback_days)
     if partitioned or start is None:
         return flagged.withColumn("outside", F.lit(False))
@@ -88,7 +88,8 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     """Valid rows -> deduplicated events with ``copies``, ``event_rank`` and a bot ``reject_reason``."""
     s = cfg.sessionize
     valid = flagged.where(F.col("reject_reason").isNull() & ~F.col("outside")).select(
-        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order")
+        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order"
+    )
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
     return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)
 
@@ -96,8 +97,15 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
 def _quarantine(flagged: DataFrame, cleaned: DataFrame) -> DataFrame:
     """All rejected rows in one layout: validation rejects and bot rejects."""
     bots = cleaned.where(F.col("reject_reason").isNotNull()).select(
-        "user_id", "item_id", "event_type", "ts_raw", "category",
-        F.col("dt").alias("source_dt"), "reject_reason", F.lit(None).cast("string").alias("raw_line"))
+        "user_id",
+        "item_id",
+        "event_type",
+        "ts_raw",
+        "category",
+        F.col("dt").alias("source_dt"),
+        "reject_reason",
+        F.lit(None).cast("string").alias("raw_line"),
+    )
     return validate.rejects_view(flagged).unionByName(bots)
 
 
@@ -112,8 +120,7 @@ def _length_histogram(seqs: DataFrame) -> dict[str, int]:
     return {label: int(rows.get(label, 0)) for label in labels}
 
 
-def run_sessionize(spark: SparkSession, cfg: Config, date: str,
-                   base_vocab: str | None = None) -> dict[str, Any]:
+def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str | None = None) -> dict[str, Any]:
     """Run the stage for ``date``; returns the summary (also written as JSON next to the outputs).
 
     ``base_vocab``: a previous vocabulary whose item indices must be kept (nightly warm start).
@@ -130,13 +137,15 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         start, end = window_bounds(date, s.lookback_days)
         raise SessionizeError(
             f"no raw events in the window {start or 'beginning'} .. {end} under "
-            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}")
+            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}"
+        )
     rejected = {r["reject_reason"]: r["count"] for r in by_reason if r["reject_reason"]}
     outside = sum(r["count"] for r in by_reason if r["outside"])
 
     cleaned = clean_events(flagged, cfg).persist(keep)
-    tallies = cleaned.groupBy("reject_reason").agg(
-        F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies")).collect()
+    tallies = (
+        cleaned.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies")).collect()
+    )
     duplicates = sum(int(r["copies"]) - int(r["rows"]) for r in tallies)
     for r in tallies:
         if r["reject_reason"]:
@@ -144,17 +153,22 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
 
     events = sessions.sessionize(
         cleaned.where(F.col("reject_reason").isNull()).drop("reject_reason", "copies"),
-        s.session_gap_minutes, s.max_session_events, s.max_session_minutes).persist(keep)
+        s.session_gap_minutes,
+        s.max_session_events,
+        s.max_session_minutes,
+    ).persist(keep)
     events_kept = events.count()
     if events_kept == 0:
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
-    steps = sequences.mark_held_out(sessions.with_step_gaps(
-        sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps)
+    steps = sequences.mark_held_out(
+        sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
+    )
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
     items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
     windows = sequences.build_sequences(
-        vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows).persist(keep)
+        vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows
+    ).persist(keep)
     seqs = sequences.inference_rows(windows)
     train_rows = int(sequences.training_rows(windows, s.min_train_steps).count())
 
@@ -165,32 +179,56 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         F.sum("n_sessions").alias("sessions"),
         F.sum(F.when(F.col("n_steps") >= s.min_train_steps, 1).otherwise(0)).alias("train_users"),
         F.expr("percentile(n_steps, array(0.5, 0.9, 0.99))").alias("q"),
-        F.min("n_steps").alias("min"), F.max("n_steps").alias("max"),
-    ).first()
-    item_stats = vocab.apply_vocab(steps, items).agg(
-        F.countDistinct("item_id").alias("seen"),
-        F.sum(F.when(F.col("item_idx") == vocab.UNKNOWN, 1).otherwise(0)).alias("unknown")).first()
-    top_idx = items.agg(F.max("item_idx")).first()[0] or vocab.FIRST_ITEM - 1
+        F.min("n_steps").alias("min"),
+        F.max("n_steps").alias("max"),
+    ).collect()[0]
+    item_stats = (
+        vocab.apply_vocab(steps, items)
+        .agg(
+            F.countDistinct("item_id").alias("seen"),
+            F.sum(F.when(F.col("item_idx") == vocab.UNKNOWN, 1).otherwise(0)).alias("unknown"),
+        )
+        .collect()[0]
+    )
+    top_idx = items.agg(F.max("item_idx")).collect()[0][0] or vocab.FIRST_ITEM - 1
     total_rejected = sum(rejected.values())
     accounted = rows_in == outside + total_rejected + duplicates + events_kept
     if not accounted or int(stats["events"]) != events_kept:
         raise SessionizeError(
             f"row accounting failed: in={rows_in} outside={outside} rejected={total_rejected} "
-            f"duplicates={duplicates} kept={events_kept} in_sequences={stats['events']}")
+            f"duplicates={duplicates} kept={events_kept} in_sequences={stats['events']}"
+        )
 
-    io.replace_atomically(spark, paths.rejects, lambda p: _quarantine(flagged, cleaned)
-                          .write.mode("overwrite").parquet(p))
-    io.replace_atomically(spark, paths.vocab, lambda p: items.coalesce(1).sortWithinPartitions(
-        "item_idx").write.mode("overwrite").parquet(p))
+    io.replace_atomically(
+        spark, paths.rejects, lambda p: _quarantine(flagged, cleaned).write.mode("overwrite").parquet(p)
+    )
+    io.replace_atomically(
+        spark,
+        paths.vocab,
+        lambda p: items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(p),
+    )
     if s.write_sessions:
-        io.replace_atomically(spark, paths.sessions, lambda p: sessions.sessions_table(events)
-                              .write.mode("overwrite").parquet(p))
+        io.replace_atomically(
+            spark, paths.sessions, lambda p: sessions.sessions_table(events).write.mode("overwrite").parquet(p)
+        )
     n_users, n_train = int(stats["users"]), int(stats["train_users"])
-    io.replace_atomically(spark, paths.infer, lambda p: io.write_parquet_groups(
-        seqs, p, n_users, s.rows_per_row_group, s.min_row_groups, "user_id"))
-    io.replace_atomically(spark, paths.train, lambda p: io.write_parquet_groups(
-        sequences.training_rows(windows, s.min_train_steps), p, train_rows, s.rows_per_row_group,
-        s.min_row_groups, "user_id"))
+    io.replace_atomically(
+        spark,
+        paths.infer,
+        lambda p: io.write_parquet_groups(seqs, p, n_users, s.rows_per_row_group, s.min_row_groups, "user_id"),
+    )
+    io.replace_atomically(
+        spark,
+        paths.train,
+        lambda p: io.write_parquet_groups(
+            sequences.training_rows(windows, s.min_train_steps),
+            p,
+            train_rows,
+            s.rows_per_row_group,
+            s.min_row_groups,
+            "user_id",
+        ),
+    )
 
     q = stats["q"] or [0, 0, 0]
     window_start, window_end = window_bounds(date, s.lookback_days)
@@ -215,8 +253,12 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str,
         "vocab_size": int(top_idx) + 1,  # embedding rows: padding + unknown + items
         "unknown_steps": int(item_stats["unknown"] or 0),
         "sequence_length": {
-            "max_len": s.max_len, "min": int(stats["min"]), "p50": float(q[0]),
-            "p90": float(q[1]), "p99": float(q[2]), "max": int(stats["max"]),
+            "max_len": s.max_len,
+            "min": int(stats["min"]),
+            "p50": float(q[0]),
+            "p90": float(q[1]),
+            "p99": float(q[2]),
+            "max": int(stats["max"]),
             "histogram": _length_histogram(seqs),
         },
         "outputs": {k: getattr(paths, k) for k in ("train", "infer", "vocab", "rejects", "sessions")},
@@ -240,8 +282,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [f"    {reason:<18} {n:>12,}" for reason, n in summary["rejected"].items()]
     lines += [
         f"  duplicates removed   {summary['duplicates_removed']:>12,}",
-        f"  events kept          {summary['events_kept']:>12,}   "
-        f"(all rows accounted for: {summary['accounted']})",
+        f"  events kept          {summary['events_kept']:>12,}   (all rows accounted for: {summary['accounted']})",
         f"  steps (merged)       {summary['steps']:>12,}   ({summary['repeats_merged']:,} funnel repeats merged)",
         f"  users                {summary['users']:>12,}   "
         f"({summary['train_users']:,} trainable in {summary['train_rows']:,} training rows, "
@@ -251,8 +292,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"(unknown steps {summary['unknown_steps']:,})",
     ]
     sl = summary["sequence_length"]
-    lines.append(f"  steps per user       min {sl['min']}  p50 {sl['p50']:g}  p90 {sl['p90']:g}  "
-                 f"p99 {sl['p99']:g}  max {sl['max']}  (window keeps {sl['max_len']})")
+    lines.append(
+        f"  steps per user       min {sl['min']}  p50 {sl['p50']:g}  p90 {sl['p90']:g}  "
+        f"p99 {sl['p99']:g}  max {sl['max']}  (window keeps {sl['max_len']})"
+    )
     lines.append("  histogram            " + "  ".join(f"{k}:{v}" for k, v in sl["histogram"].items()))
     lines += [f"  {name:<20} {path}" for name, path in summary["outputs"].items()]
     return "\n".join(lines)

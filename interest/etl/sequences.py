@@ -7,6 +7,7 @@ split is read off the same row: the last step is the test target, the one before
 validation target, the rest is training history. The same rows serve inference (all steps), so
 what the model sees in training is what it sees at night.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
@@ -21,8 +22,7 @@ def _padded(window: Column, field: str, max_len: int) -> Column:
     return F.concat(pad, values)
 
 
-def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1
-                    ) -> DataFrame:
+def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1) -> DataFrame:
     """Steps (with step_no, item_idx, time_gap_bucket, session_idx, event_rank) -> rows per user.
 
     ``window`` 0 is the latest ``max_len`` steps (the user's inference row, and the only window
@@ -31,8 +31,8 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
     except the first and the last two, so consecutive windows make every step a target once.
     """
     step = F.struct(  # step_no first: the sort key (time, then arrival order; never an id)
-        "step_no", "item_idx", (F.col("event_rank") + 1).alias("event_type_idx"),
-        "time_gap_bucket", "session_idx")
+        "step_no", "item_idx", (F.col("event_rank") + 1).alias("event_type_idx"), "time_gap_bucket", "session_idx"
+    )
     grouped = steps.groupBy("user_id").agg(
         F.sort_array(F.collect_list(step)).alias("_steps"),
         F.sum("n_events").cast("long").alias("n_events"),
@@ -41,8 +41,7 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
     )
     size = F.size("_steps")
     stride = window_stride(max_len)
-    extra = F.least(F.lit(max_windows - 1),
-                    F.ceil(F.greatest(size - max_len, F.lit(0)) / F.lit(stride)).cast("int"))
+    extra = F.least(F.lit(max_windows - 1), F.ceil(F.greatest(size - max_len, F.lit(0)) / F.lit(stride)).cast("int"))
     grouped = grouped.withColumn("window", F.explode(F.sequence(F.lit(0), extra)))
     end = size - F.col("window") * stride  # 1-based index of the window's last step
     window = F.slice("_steps", F.greatest(end - max_len + 1, F.lit(1)), F.least(end, F.lit(max_len)))
@@ -57,12 +56,15 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
         "n_events",
         "n_sessions",
         "last_ts",
-        *[F.when(trainable & latest, F.element_at("_steps", TARGET_POS[split])["item_idx"]).cast("int")
-          .alias(f"{split}_item_idx") for split in ("valid", "test")],
+        *[
+            F.when(trainable & latest, F.element_at("_steps", TARGET_POS[split])["item_idx"])
+            .cast("int")
+            .alias(f"{split}_item_idx")
+            for split in ("valid", "test")
+        ],
         # every item of the whole history (not only the window): what evaluation must not draw
         # as a negative, as in the SASRec protocol
-        F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int"))))
-        .alias("history_idx"),
+        F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int")))).alias("history_idx"),
     )
 
 

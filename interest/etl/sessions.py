@@ -7,6 +7,7 @@ broken the same way on every run, and never by an identifier: ids carry no meani
 them would plant a signal (the next item "follows" the last one in id order) that real traffic
 does not have and a model would learn.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
@@ -51,7 +52,8 @@ def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
     per_day = Window.partitionBy("user_id", day)
     if policy == "exclude":
         flagged = df.withColumn("_n", F.count(F.lit(1)).over(per_day)).withColumn(
-            "_busiest", F.max("_n").over(Window.partitionBy("user_id")))
+            "_busiest", F.max("_n").over(Window.partitionBy("user_id"))
+        )
         reason = F.when(F.col("_busiest") > max_events_per_day, F.lit(BOT_EXCLUDED))
     elif policy == "cap":
         order = per_day.orderBy(*ORDER)
@@ -72,15 +74,16 @@ def sessionize(df: DataFrame, gap_minutes: float, max_events: int, max_minutes: 
     secs = F.col("ts").cast("double")
     df = df.withColumn("gap_s", secs - F.lag(secs).over(by_user))
     df = df.withColumn(
-        "_base", F.sum(F.when(F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60), 1)
-                       .otherwise(0)).over(by_user.rowsBetween(Window.unboundedPreceding, 0)))
+        "_base",
+        F.sum(F.when(F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60), 1).otherwise(0)).over(
+            by_user.rowsBetween(Window.unboundedPreceding, 0)
+        ),
+    )
     in_base = Window.partitionBy("user_id", "_base").orderBy(*ORDER)
     pos = F.row_number().over(in_base) - 1
     since_start = secs - F.min(secs).over(Window.partitionBy("user_id", "_base"))
-    df = df.withColumn("_pos", pos).withColumn(
-        "_chunk", F.floor(since_start / (max_minutes * 60)))
-    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (
-        F.col("_chunk") != F.lag("_chunk").over(in_base))
+    df = df.withColumn("_pos", pos).withColumn("_chunk", F.floor(since_start / (max_minutes * 60)))
+    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (F.col("_chunk") != F.lag("_chunk").over(in_base))
     df = df.withColumn("_new", F.when(cut, 1).otherwise(0))
     session = F.sum("_new").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
     return df.withColumn("session_idx", session.cast("int")).drop("_base", "_pos", "_chunk", "_new")
@@ -92,22 +95,25 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
     A merged step keeps the first event's time and the deepest funnel stage reached, so
     "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged.
     """
-    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category",
-            "n_events"]
+    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category", "n_events"]
     if not collapse_repeats:
         return df.withColumn("n_events", F.lit(1)).select(*cols)
     in_session = Window.partitionBy("user_id", "session_idx").orderBy(*ORDER)
     changed = F.when(F.lag("item_id").over(in_session) == F.col("item_id"), 0).otherwise(1)
     run = F.sum("_changed").over(in_session.rowsBetween(Window.unboundedPreceding, 0))
     df = df.withColumn("_changed", changed).withColumn("_run", run)
-    return df.groupBy("user_id", "session_idx", "_run").agg(
-        F.min("ts").alias("ts"),
-        F.min(F.struct("ts", "ingest_order"))["ingest_order"].alias("ingest_order"),  # first event's
-        F.first("item_id").alias("item_id"),
-        F.max("event_rank").alias("event_rank"),
-        F.min("category").alias("category"),
-        F.count(F.lit(1)).alias("n_events"),
-    ).select(*cols)
+    return (
+        df.groupBy("user_id", "session_idx", "_run")
+        .agg(
+            F.min("ts").alias("ts"),
+            F.min(F.struct("ts", "ingest_order"))["ingest_order"].alias("ingest_order"),  # first event's
+            F.first("item_id").alias("item_id"),
+            F.max("event_rank").alias("event_rank"),
+            F.min("category").alias("category"),
+            F.count(F.lit(1)).alias("n_events"),
+        )
+        .select(*cols)
+    )
 
 
 def time_gap_bucket(gap_s: Column, edges_s: list[float]) -> Column:
@@ -122,16 +128,22 @@ def with_step_gaps(steps: DataFrame, edges_s: list[float]) -> DataFrame:
     previous step and its ``time_gap_bucket``. Later stages order steps by ``step_no`` alone."""
     by_user = Window.partitionBy("user_id").orderBy(*ORDER)
     secs = F.col("ts").cast("double")
-    return (steps.withColumn("step_no", F.row_number().over(by_user).cast("int"))
-            .withColumn("gap_s", secs - F.lag(secs).over(by_user))
-            .withColumn("time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s)))
+    return (
+        steps.withColumn("step_no", F.row_number().over(by_user).cast("int"))
+        .withColumn("gap_s", secs - F.lag(secs).over(by_user))
+        .withColumn("time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s))
+    )
 
 
 def sessions_table(events: DataFrame) -> DataFrame:
     """One row per session: bounds, size and duration (for distributions and analysis)."""
-    return events.groupBy("user_id", "session_idx").agg(
-        F.min("ts").alias("start_ts"),
-        F.max("ts").alias("end_ts"),
-        F.count(F.lit(1)).alias("n_events"),
-        F.countDistinct("item_id").alias("n_items"),
-    ).withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
+    return (
+        events.groupBy("user_id", "session_idx")
+        .agg(
+            F.min("ts").alias("start_ts"),
+            F.max("ts").alias("end_ts"),
+            F.count(F.lit(1)).alias("n_events"),
+            F.countDistinct("item_id").alias("n_items"),
+        )
+        .withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
+    )

@@ -4,6 +4,7 @@ Reasons are checked in a fixed order and the first that applies wins, so counts 
 up to the number of rejected rows. "Future" is judged against the run's date (not the wall
 clock), so re-running an old date rejects the same rows.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -84,8 +85,7 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
         ("unparseable_ts", F.col("ts").isNull()),
         ("negative_ts", F.col("ts") < epoch),
         ("future_ts", F.col("ts") > latest_lit),
-        ("unknown_event_type",
-         F.col("event_type").isNull() | ~F.col("event_type").isin(*event_types)),
+        ("unknown_event_type", F.col("event_type").isNull() | ~F.col("event_type").isin(*event_types)),
     ]
     reason = F.lit(None).cast("string")
     for name, broken in reversed(rules):
@@ -96,6 +96,12 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
 def rejects_view(df: DataFrame) -> DataFrame:
     """Rows with a reason, in the quarantine layout: the raw values as seen, the reason, the line."""
     return df.where(F.col("reject_reason").isNotNull()).select(
-        "user_id", "item_id", "event_type", "ts_raw", "category",
-        F.col("dt").alias("source_dt"), "reject_reason", F.col(CORRUPT).alias("raw_line"),
+        "user_id",
+        "item_id",
+        "event_type",
+        "ts_raw",
+        "category",
+        F.col("dt").alias("source_dt"),
+        "reject_reason",
+        F.col(CORRUPT).alias("raw_line"),
     )

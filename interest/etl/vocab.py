@@ -5,6 +5,7 @@ Index 0 is padding and 1 the unknown item (rare or unseen), so real items start 
 vocabulary, existing items keep their index and new items are appended, so a warm-started model's
 embedding rows keep meaning the same item.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
@@ -16,8 +17,7 @@ VOCAB_COLUMNS = ["item_idx", "item_id", "category", "count"]
 
 
 def item_counts(steps: DataFrame) -> DataFrame:
-    return steps.groupBy("item_id").agg(
-        F.count(F.lit(1)).alias("count"), F.min("category").alias("category"))
+    return steps.groupBy("item_id").agg(F.count(F.lit(1)).alias("count"), F.min("category").alias("category"))
 
 
 def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
@@ -28,10 +28,12 @@ def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = N
         return _numbered(eligible, FIRST_ITEM)
     prev = previous.select("item_id", "item_idx", F.col("category").alias("_prev_category"))
     kept = prev.join(counts, "item_id", "left").select(
-        F.col("item_idx").cast("int"), "item_id",
+        F.col("item_idx").cast("int"),
+        "item_id",
         F.coalesce("category", "_prev_category").alias("category"),
-        F.coalesce("count", F.lit(0)).cast("long").alias("count"))
-    top = previous.agg(F.max("item_idx")).first()[0]
+        F.coalesce("count", F.lit(0)).cast("long").alias("count"),
+    )
+    top = previous.agg(F.max("item_idx")).collect()[0][0]
     start = max(int(top), FIRST_ITEM - 1) if top is not None else FIRST_ITEM - 1
     new = _numbered(eligible.join(prev, "item_id", "left_anti"), start + 1)
     return kept.unionByName(new)
@@ -53,4 +55,5 @@ def apply_vocab(steps: DataFrame, vocab: DataFrame) -> DataFrame:
     """Add ``item_idx``; items outside the vocabulary map to UNKNOWN instead of failing."""
     lookup = F.broadcast(vocab.select("item_id", "item_idx"))
     return steps.join(lookup, "item_id", "left").withColumn(
-        "item_idx", F.coalesce(F.col("item_idx"), F.lit(UNKNOWN)).cast("int"))
+        "item_idx", F.coalesce(F.col("item_idx"), F.lit(UNKNOWN)).cast("int")
+    )

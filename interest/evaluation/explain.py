@@ -4,13 +4,14 @@ The attention weights say which history steps the user vector drew on. They are 
 the model, not a proof that those steps caused anything (see README, "How to read the
 explanations"): these helpers make them visible and measurable against known structure.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 
 from interest.data.reader import split_view
 from interest.models.encoders import Encoder
@@ -20,8 +21,7 @@ HEATMAP_SIZE = (12.0, 4.0)  # inches at 100 dpi per figure row group
 DPI = 100
 
 
-def attention_matrices(encoder: Encoder, rows: dict[str, np.ndarray], split: str = "infer"
-                       ) -> np.ndarray:
+def attention_matrices(encoder: Encoder, rows: dict[str, np.ndarray], split: str = "infer") -> np.ndarray:
     """[N, L, L] per-position attention (row t explains the state after step t) for ``rows``."""
     import tensorflow as tf
 
@@ -30,9 +30,14 @@ def attention_matrices(encoder: Encoder, rows: dict[str, np.ndarray], split: str
     return np.asarray(encoder(inputs, training=False, return_matrix=True)["attention_matrix"])
 
 
-def plot_attention(matrices: Sequence[np.ndarray], items: Sequence[np.ndarray],
-                   labels: Sequence[Sequence[str]], titles: Sequence[str], path: Path,
-                   last: int = 20) -> Path:
+def plot_attention(
+    matrices: Sequence[np.ndarray],
+    items: Sequence[np.ndarray],
+    labels: Sequence[Sequence[str]],
+    titles: Sequence[str],
+    path: Path,
+    last: int = 20,
+) -> Path:
     """One heatmap per user: rows = the user's state after each of the last ``last`` steps,
     columns = the history steps it could attend to, labelled (e.g. by item category)."""
     n = len(matrices)
@@ -53,8 +58,9 @@ def plot_attention(matrices: Sequence[np.ndarray], items: Sequence[np.ndarray],
     return path
 
 
-def share_in_interests(item_lists: Sequence[Sequence[str]], interests: Sequence[set[str]],
-                       category_of: dict[str, str]) -> float:
+def share_in_interests(
+    item_lists: Sequence[Sequence[str]], interests: Sequence[set[str]], category_of: dict[str, str]
+) -> float:
     """Mean over users of the share of their listed items whose category is one of their
     interests: for explanations (top items) and, as the baseline, for whole histories."""
     shares = []

@@ -5,14 +5,15 @@ follows the last one in sort order, and this rule, which knows nothing but ids, 
 Identifiers carry no meaning in real traffic, so on a sound pipeline it sits at chance level:
 ``k / (negatives + 1)`` for HR@k with sampled negatives.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
 
-from interest.schema import FIRST_ITEM
 from interest.evaluation.metrics import evaluate_scores
+from interest.schema import FIRST_ITEM
 
 
 def id_adjacency_scores(item_ids: Sequence[str], last_items: np.ndarray) -> np.ndarray:
@@ -31,15 +32,26 @@ def id_adjacency_scores(item_ids: Sequence[str], last_items: np.ndarray) -> np.n
     return scores
 
 
-def id_adjacency_metrics(item_ids: Sequence[str], rows: dict[str, np.ndarray], k: int = 10,
-                         negatives: int = 100, seeds: tuple[int, ...] = (1, 2, 3)
-                         ) -> dict[str, float]:
+def id_adjacency_metrics(
+    item_ids: Sequence[str],
+    rows: dict[str, np.ndarray],
+    k: int = 10,
+    negatives: int = 100,
+    seeds: tuple[int, ...] = (1, 2, 3),
+) -> dict[str, float]:
     """The rule's test metrics on sequence rows (the test target is the last step, its input
     the step before), with the same protocol as the models; adds ``chance_hr@k``."""
     items = rows["item_idx"]
     targets, last = items[:, -1].astype(np.int64), items[:, -2].astype(np.int64)
-    out = evaluate_scores(lambda a, b: id_adjacency_scores(item_ids, last[a:b]),
-                          rows.get("history_idx", items), targets, len(item_ids), k=k,
-                          negatives=negatives, seeds=seeds, batch=256)
+    out = evaluate_scores(
+        lambda a, b: id_adjacency_scores(item_ids, last[a:b]),
+        rows.get("history_idx", items),
+        targets,
+        len(item_ids),
+        k=k,
+        negatives=negatives,
+        seeds=seeds,
+        batch=256,
+    )
     out[f"chance_hr@{k}"] = k / (negatives + 1)
     return out

@@ -2,13 +2,15 @@
 
 Full ranking ranks the target among every real item (pad and unknown excluded). Sampled ranking
 (the SASRec paper's protocol) ranks it among ``n`` distinct negatives drawn uniformly from the
-items the user never interacted with. Targets that are not real items are excluded and counted. Ties count against the target, so a model that scores everything
-the same gets no credit.
+items the user never interacted with. Targets that are not real items are excluded and counted.
+Ties count against the target, so a model that scores everything the same gets no credit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,13 @@ def rank_full(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def _check_targets(targets: np.ndarray) -> None:
     if len(targets) and int(np.min(targets)) < FIRST_ITEM:
-        raise ValueError(f"targets must be real items (index >= {FIRST_ITEM}); filter unknown "
-                         "targets out first (evaluate_scores does, and counts them)")
+        raise ValueError(
+            f"targets must be real items (index >= {FIRST_ITEM}); filter unknown "
+            "targets out first (evaluate_scores does, and counts them)"
+        )
 
 
-def sample_negatives(histories, targets: np.ndarray, vocab_size: int, n: int,
-                     seed: int) -> np.ndarray:
+def sample_negatives(histories, targets: np.ndarray, vocab_size: int, n: int, seed: int) -> np.ndarray:
     """[N, n] distinct items the user never interacted with (nor the target), uniform over real
     items without replacement.
 
@@ -80,16 +83,22 @@ class Ranking:
         ranks = np.asarray(ranks)
         hit = ranks < k
         ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
-        return cls(float(hit.mean()), float(ndcg.mean()), float((1.0 / (ranks + 1.0)).mean()),
-                   int(len(ranks)))
+        return cls(float(hit.mean()), float(ndcg.mean()), float((1.0 / (ranks + 1.0)).mean()), int(len(ranks)))
 
     def as_dict(self, k: int, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}hr@{k}": self.hr, f"{prefix}ndcg@{k}": self.ndcg, f"{prefix}mrr": self.mrr}
 
 
-def evaluate_scores(score_fn: Callable[[int, int], np.ndarray], histories: np.ndarray,
-                    targets: np.ndarray, vocab_size: int, k: int = 10, negatives: int = 100,
-                    seeds: tuple[int, ...] = (), batch: int = 1024) -> dict[str, float]:
+def evaluate_scores(
+    score_fn: Callable[[int, int], np.ndarray],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    vocab_size: int,
+    k: int = 10,
+    negatives: int = 100,
+    seeds: tuple[int, ...] = (),
+    batch: int = 1024,
+) -> dict[str, Any]:
     """Full-ranking metrics, plus sampled-negative metrics averaged over ``seeds``.
 
     ``score_fn(start, stop)`` returns scores [stop - start, V] for those users. Users whose target
@@ -100,10 +109,11 @@ def evaluate_scores(score_fn: Callable[[int, int], np.ndarray], histories: np.nd
     keep = targets >= FIRST_ITEM  # [N]
     kept_targets = targets[keep]
     kept_histories = [h for h, ok in zip(histories, keep) if ok]
-    full, sampled = [], {s: [] for s in seeds}
+    full: list[np.ndarray] = []
+    sampled: dict[int, list[np.ndarray]] = {s: [] for s in seeds}
+    note: str | None
     try:
-        negs = {s: sample_negatives(kept_histories, kept_targets, vocab_size, negatives, s)
-                for s in seeds}
+        negs = {s: sample_negatives(kept_histories, kept_targets, vocab_size, negatives, s) for s in seeds}
     except ValueError as exc:  # a catalogue too small for the protocol: report full ranking only
         seeds, negs, sampled, note = (), {}, {}, str(exc)
     else:
@@ -118,20 +128,22 @@ def evaluate_scores(score_fn: Callable[[int, int], np.ndarray], histories: np.nd
         t = targets[start:stop][rows]
         full.append(rank_full(scores, t))
         for s in seeds:
-            sampled[s].append(rank_sampled(scores, t, negs[s][done:done + len(t)]))
+            sampled[s].append(rank_sampled(scores, t, negs[s][done : done + len(t)]))
         done += len(t)
     if not full:
         raise ValueError(f"no target is a real item ({len(targets)} users, all unknown): nothing to rank")
-    out = Ranking.from_ranks(np.concatenate(full), k).as_dict(k, "full_")
+    out: dict[str, Any] = dict(Ranking.from_ranks(np.concatenate(full), k).as_dict(k, "full_"))
     if seeds:
         per_seed = [Ranking.from_ranks(np.concatenate(sampled[s]), k) for s in seeds]
-        out.update({
-            f"sampled_hr@{k}": float(np.mean([r.hr for r in per_seed])),
-            f"sampled_ndcg@{k}": float(np.mean([r.ndcg for r in per_seed])),
-            f"sampled_mrr": float(np.mean([r.mrr for r in per_seed])),
-            f"sampled_hr@{k}_std": float(np.std([r.hr for r in per_seed])),
-            f"sampled_ndcg@{k}_std": float(np.std([r.ndcg for r in per_seed])),
-        })
+        out.update(
+            {
+                f"sampled_hr@{k}": float(np.mean([r.hr for r in per_seed])),
+                f"sampled_ndcg@{k}": float(np.mean([r.ndcg for r in per_seed])),
+                "sampled_mrr": float(np.mean([r.mrr for r in per_seed])),
+                f"sampled_hr@{k}_std": float(np.std([r.hr for r in per_seed])),
+                f"sampled_ndcg@{k}_std": float(np.std([r.ndcg for r in per_seed])),
+            }
+        )
     if note:
         out["sampled_note"] = f"sampled metrics omitted: {note}"
     out["users"] = int(keep.sum())

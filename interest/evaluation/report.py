@@ -1,4 +1,5 @@
 """The evaluation report: one table of every encoder beside popularity, and the curves as PNG."""
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,37 @@ def _fmt(metrics: dict[str, Any], key: str) -> str:
 
 def markdown_table(results: list[dict[str, Any]], k: int, negatives: int) -> str:
     """results: [{"model", "version", "epochs", "train_s", "test": {...}}] -> a Markdown table."""
-    head = ["model", "version", "best epoch", "train s", f"HR@{k}", f"NDCG@{k}", "MRR",
-            f"HR@{k} ({negatives} neg)", f"NDCG@{k} ({negatives} neg)"]
+    head = [
+        "model",
+        "version",
+        "best epoch",
+        "train s",
+        f"HR@{k}",
+        f"NDCG@{k}",
+        "MRR",
+        f"HR@{k} ({negatives} neg)",
+        f"NDCG@{k} ({negatives} neg)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         t = r["test"]
-        lines.append("| " + " | ".join([
-            r["model"], r.get("version", "–"), str(r.get("best_epoch") or "–"),
-            f"{r['train_s']:.0f}" if r.get("train_s") is not None else "–",
-            _fmt(t, f"full_hr@{k}"), _fmt(t, f"full_ndcg@{k}"), _fmt(t, "full_mrr"),
-            _fmt(t, f"sampled_hr@{k}"), _fmt(t, f"sampled_ndcg@{k}")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["model"],
+                    r.get("version", "–"),
+                    str(r.get("best_epoch") or "–"),
+                    f"{r['train_s']:.0f}" if r.get("train_s") is not None else "–",
+                    _fmt(t, f"full_hr@{k}"),
+                    _fmt(t, f"full_ndcg@{k}"),
+                    _fmt(t, "full_mrr"),
+                    _fmt(t, f"sampled_hr@{k}"),
+                    _fmt(t, f"sampled_ndcg@{k}"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -40,8 +62,13 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], k: int, path: Path) 
     left, right = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history if f"valid_full_ndcg@{k}" in h]
-        left.plot(epochs, [h[f"valid_full_ndcg@{k}"] for h in history if f"valid_full_ndcg@{k}" in h],
-                  marker="o", ms=3, label=name)
+        left.plot(
+            epochs,
+            [h[f"valid_full_ndcg@{k}"] for h in history if f"valid_full_ndcg@{k}" in h],
+            marker="o",
+            ms=3,
+            label=name,
+        )
         right.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name)
     left.set(title=f"validation NDCG@{k} (full ranking)", xlabel="epoch", ylabel=f"NDCG@{k}")
     right.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
@@ -53,9 +80,16 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], k: int, path: Path) 
     return path
 
 
-def write_report(out_dir: Path, date: str, results: list[dict[str, Any]],
-                 histories: dict[str, list[dict[str, Any]]], k: int, negatives: int,
-                 users: int, extra_figures: dict[str, Path] | None = None) -> dict[str, Path]:
+def write_report(
+    out_dir: Path,
+    date: str,
+    results: list[dict[str, Any]],
+    histories: dict[str, list[dict[str, Any]]],
+    k: int,
+    negatives: int,
+    users: int,
+    extra_figures: dict[str, Path] | None = None,
+) -> dict[str, Path]:
     """Write report.md, metrics.json and validation_curves.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = plot_curves(histories, k, out_dir / "validation_curves.png") if histories else None

@@ -15,6 +15,7 @@ to a dict:
 Scores for items are dot products with the item embedding table (shared with the input side),
 so one objective and one evaluation serve all three.
 """
+
 from __future__ import annotations
 
 import keras
@@ -39,6 +40,7 @@ def register(name: str):
         ENCODERS[name] = cls
         cls.kind = name
         return keras.saving.register_keras_serializable(package="interest")(cls)
+
     return wrap
 
 
@@ -47,17 +49,35 @@ class Encoder(keras.Model):
 
     kind = "base"
 
-    def __init__(self, vocab_size: int, max_len: int, dim: int = 64, heads: int = 2,
-                 blocks: int = 2, ff_mult: int = 2, dropout: float = 0.2, memory_slots: int = 4,
-                 n_event_types: int = 0, n_gap_buckets: int = 0, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        dim: int = 64,
+        heads: int = 2,
+        blocks: int = 2,
+        ff_mult: int = 2,
+        dropout: float = 0.2,
+        memory_slots: int = 4,
+        n_event_types: int = 0,
+        n_gap_buckets: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.args = dict(vocab_size=vocab_size, max_len=max_len, dim=dim, heads=heads,
-                         blocks=blocks, ff_mult=ff_mult, dropout=dropout,
-                         memory_slots=memory_slots, n_event_types=n_event_types,
-                         n_gap_buckets=n_gap_buckets)
+        self.args = dict(
+            vocab_size=vocab_size,
+            max_len=max_len,
+            dim=dim,
+            heads=heads,
+            blocks=blocks,
+            ff_mult=ff_mult,
+            dropout=dropout,
+            memory_slots=memory_slots,
+            n_event_types=n_event_types,
+            n_gap_buckets=n_gap_buckets,
+        )
         self.dim, self.max_len = dim, max_len
-        self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets,
-                                       dropout, name="embed")
+        self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets, dropout, name="embed")
 
     @property
     def item_table(self):
@@ -88,8 +108,10 @@ class SelfAttentionEncoder(Encoder):
         a = self.args
         if a["blocks"] < 1:
             raise ValueError("the self-attention encoder needs model.blocks >= 1")
-        self.blocks_ = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
-                                         name=f"block{i}") for i in range(a["blocks"])]
+        self.blocks_ = [
+            TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"], name=f"block{i}")
+            for i in range(a["blocks"])
+        ]
         self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
 
     def call(self, inputs, training=None, return_matrix=False):
@@ -121,9 +143,10 @@ class HierarchicalEncoder(Encoder):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         a = self.args
-        self.item_blocks = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
-                                             name=f"item_block{i}")
-                            for i in range(max(a["blocks"] - 1, 0))]
+        self.item_blocks = [
+            TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"], name=f"item_block{i}")
+            for i in range(max(a["blocks"] - 1, 0))
+        ]
         self.item_pool = QueryPooling(a["dim"], a["heads"], name="item_pool")
         self.session_norm = layers.LayerNormalization(epsilon=1e-6, name="session_norm")
         self.session_pool = QueryPooling(a["dim"], a["heads"], name="session_pool")
@@ -178,8 +201,10 @@ class MemoryEncoder(Encoder):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         a = self.args
-        self.blocks_ = [TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"],
-                                         name=f"block{i}") for i in range(max(a["blocks"] - 1, 0))]
+        self.blocks_ = [
+            TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"], name=f"block{i}")
+            for i in range(max(a["blocks"] - 1, 0))
+        ]
         self.write_key = layers.Dense(a["dim"], name="write_key")
         self.write_value = layers.Dense(a["dim"], name="write_value")
         self.read_query = layers.Dense(a["dim"], name="read_query")
@@ -209,8 +234,12 @@ class MemoryEncoder(Encoder):
         query = self.read_query(x)[:, :, None, :]  # [B, L, 1, D]
         read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, L, 1, D], [B, L, 1, K]
         seq = self.out(read[:, :, 0], training=training) * keep_f  # [B, L, D]
-        out = {"sequence": seq, "user": seq[:, -1], "interests": slots[:, -1],
-               "attention": _written_share(read_w[:, -1:], write_w[:, -1:], values, written[:, -1:])[:, 0]}
+        out = {
+            "sequence": seq,
+            "user": seq[:, -1],
+            "interests": slots[:, -1],
+            "attention": _written_share(read_w[:, -1:], write_w[:, -1:], values, written[:, -1:])[:, 0],
+        }
         if return_matrix:
             out["attention_matrix"] = _written_share(read_w, write_w, values, written)  # [B, L, L]
         return out
@@ -263,8 +292,14 @@ def build_encoder(kind: str, **args) -> Encoder:
 def encoder_args(model_cfg, spec) -> dict:
     """Constructor arguments from the model config and the data spec."""
     return dict(
-        vocab_size=spec.vocab_size, max_len=spec.max_len, dim=model_cfg.dim, heads=model_cfg.heads,
-        blocks=model_cfg.blocks, ff_mult=model_cfg.ff_mult, dropout=model_cfg.dropout,
+        vocab_size=spec.vocab_size,
+        max_len=spec.max_len,
+        dim=model_cfg.dim,
+        heads=model_cfg.heads,
+        blocks=model_cfg.blocks,
+        ff_mult=model_cfg.ff_mult,
+        dropout=model_cfg.dropout,
         memory_slots=model_cfg.memory_slots,
         n_event_types=spec.n_event_types if model_cfg.use_event_type else 0,
-        n_gap_buckets=spec.n_gap_buckets if model_cfg.use_time_gap else 0)
+        n_gap_buckets=spec.n_gap_buckets if model_cfg.use_time_gap else 0,
+    )

@@ -14,6 +14,7 @@ date of the data it was trained on (``config.json``). Lineage follows those date
 clock: LATEST only ever moves forward in data date (a backfill of an older date leaves it alone),
 and the model a run for date D builds on is the newest one trained on data before D.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +49,14 @@ def _base(models_root: str, encoder: str) -> str:
     return storage.join(root, encoder)
 
 
-def save_model(encoder: Encoder, vocab: pd.DataFrame, config: dict[str, Any],
-               metrics: dict[str, Any], models_root: str, version: str) -> str:
+def save_model(
+    encoder: Encoder,
+    vocab: pd.DataFrame,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    models_root: str,
+    version: str,
+) -> str:
     """Write a model version atomically and move LATEST forward to it; returns its folder.
 
     The files are made in a local scratch folder (Keras writes local files only), copied to a
@@ -121,9 +128,11 @@ def resolve_model_dir(path_or_root: str, encoder: str | None = None) -> str:
     latest = storage.join(base, "LATEST")
     if storage.is_file(latest):
         return storage.join(base, storage.read_text(latest).strip())
-    raise ModelNotFoundError(f"no exported model at {path_or_root}"
-                             + (f" for encoder {encoder!r}" if encoder else "")
-                             + " (train one with jobs/train.py)")
+    raise ModelNotFoundError(
+        f"no exported model at {path_or_root}"
+        + (f" for encoder {encoder!r}" if encoder else "")
+        + " (train one with jobs/train.py)"
+    )
 
 
 def find_model_for_date(models_root: str, encoder: str, date: str) -> str | None:
@@ -143,8 +152,9 @@ def model_as_of(models_root: str, encoder: str, date: str) -> str:
     """The model that serves ``date``: the one trained on its data, else the newest before it."""
     found = find_model_for_date(models_root, encoder, date) or find_model_before(models_root, encoder, date)
     if found is None:
-        raise ModelNotFoundError(f"no {encoder} model trained on data up to {date} under {models_root} "
-                                 "(train one with jobs/train.py)")
+        raise ModelNotFoundError(
+            f"no {encoder} model trained on data up to {date} under {models_root} (train one with jobs/train.py)"
+        )
     return found
 
 
@@ -156,8 +166,10 @@ def warm_start(new: Encoder, old: Encoder) -> list[str]:
     names of the weights that were only partly copied.
     """
     if new.kind != old.kind or len(new.weights) != len(old.weights):
-        raise ValueError(f"cannot warm start a {new.kind} encoder from a {old.kind} with a different "
-                         "architecture; train from scratch (unset train.init_from)")
+        raise ValueError(
+            f"cannot warm start a {new.kind} encoder from a {old.kind} with a different "
+            "architecture; train from scratch (unset train.init_from)"
+        )
     partial = []
     for target, source in zip(new.weights, old.weights):
         value, old_value = np.array(target.numpy()), source.numpy()

@@ -6,6 +6,7 @@ query may look at a key. Masked keys get exactly zero weight, and a query with n
 explanations never point at padding. Keras' own MultiHeadAttention is not used because it does
 neither, and because the encoders need the per-head weights and a learned-query pooling variant.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,7 @@ class MultiHeadAttention(layers.Layer):
         return self.drop(self.o(out), training=training), weights
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
-                "dropout": self.dropout_rate}
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "dropout": self.dropout_rate}
 
 
 @keras.saving.register_keras_serializable(package="interest")
@@ -109,8 +109,7 @@ class FeedForward(layers.Layer):
         return self.drop2(self.outer(h), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "mult": self.mult,
-                "dropout": self.dropout_rate}
+        return {**super().get_config(), "dim": self.dim, "mult": self.mult, "dropout": self.dropout_rate}
 
 
 @keras.saving.register_keras_serializable(package="interest")
@@ -142,8 +141,13 @@ class TransformerBlock(layers.Layer):
         return x, weights
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
-                "ff_mult": self.ff_mult, "dropout": self.dropout_rate}
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "heads": self.heads,
+            "ff_mult": self.ff_mult,
+            "dropout": self.dropout_rate,
+        }
 
 
 @keras.saving.register_keras_serializable(package="interest")
@@ -164,8 +168,9 @@ class QueryPooling(layers.Layer):
         self.value = layers.Dense(dim, name="value")
 
     def build(self, shape):
-        self.context = self.add_weight(name="context", shape=(self.heads, self.dim // self.heads),
-                                       initializer="glorot_uniform")
+        self.context = self.add_weight(
+            name="context", shape=(self.heads, self.dim // self.heads), initializer="glorot_uniform"
+        )
         self.key.build(shape)
         self.query.build(shape)
         self.value.build(shape)
@@ -202,8 +207,17 @@ class SequenceEmbedding(layers.Layer):
     change what its steps look like.
     """
 
-    def __init__(self, vocab_size: int, max_len: int, dim: int, n_event_types: int = 0,
-                 n_gap_buckets: int = 0, dropout: float = 0.0, use_position: bool = True, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        dim: int,
+        n_event_types: int = 0,
+        n_gap_buckets: int = 0,
+        dropout: float = 0.0,
+        use_position: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vocab_size, self.max_len, self.dim = vocab_size, max_len, dim
         self.n_event_types, self.n_gap_buckets = n_event_types, n_gap_buckets
@@ -211,10 +225,16 @@ class SequenceEmbedding(layers.Layer):
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.items = layers.Embedding(vocab_size, dim, embeddings_initializer=init, name="items")
         self.positions = layers.Embedding(max_len, dim, embeddings_initializer=init, name="positions")
-        self.event_types = (layers.Embedding(n_event_types + 1, dim, embeddings_initializer=init,
-                                             name="event_types") if n_event_types else None)
-        self.gaps = (layers.Embedding(n_gap_buckets + 1, dim, embeddings_initializer=init,
-                                      name="gaps") if n_gap_buckets else None)
+        self.event_types = (
+            layers.Embedding(n_event_types + 1, dim, embeddings_initializer=init, name="event_types")
+            if n_event_types
+            else None
+        )
+        self.gaps = (
+            layers.Embedding(n_gap_buckets + 1, dim, embeddings_initializer=init, name="gaps")
+            if n_gap_buckets
+            else None
+        )
         self.drop = layers.Dropout(dropout)
 
     def build(self, shape=None):
@@ -241,7 +261,13 @@ class SequenceEmbedding(layers.Layer):
         return x * ops.expand_dims(ops.cast(padding_mask(items), x.dtype), -1)  # [B, L, D]
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "max_len": self.max_len,
-                "dim": self.dim, "n_event_types": self.n_event_types,
-                "n_gap_buckets": self.n_gap_buckets, "dropout": self.dropout_rate,
-                "use_position": self.use_position}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_len": self.max_len,
+            "dim": self.dim,
+            "n_event_types": self.n_event_types,
+            "n_gap_buckets": self.n_gap_buckets,
+            "dropout": self.dropout_rate,
+            "use_position": self.use_position,
+        }

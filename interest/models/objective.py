@@ -7,6 +7,7 @@ subtracts log Q (each candidate's expected sampling rate) so the estimate is not
 popular items (mixed negative sampling, Yang et al., 2020). Pad (0) and unknown (1) are never
 targets and never candidates.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,11 +53,18 @@ def bce_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, seed: tf.Tensor) -> t
     pos_logit = tf.reduce_sum(h * tf.gather(table, y), -1)  # [N]
     neg_logit = tf.reduce_sum(h * tf.gather(table, neg), -1)  # [N]
     valid_neg = tf.cast(tf.not_equal(neg, y), pos_logit.dtype)
-    return (tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit) * valid_neg)
+    return tf.nn.softplus(-pos_logit) + tf.nn.softplus(neg_logit) * valid_neg
 
 
-def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf.Tensor,
-                         num_negatives: int, seed: tf.Tensor, in_batch: bool = True) -> tf.Tensor:
+def sampled_softmax_loss(
+    h: tf.Tensor,
+    y: tf.Tensor,
+    table: tf.Tensor,
+    log_q: tf.Tensor,
+    num_negatives: int,
+    seed: tf.Tensor,
+    in_batch: bool = True,
+) -> tf.Tensor:
     """h [N, D], y [N] -> per-position loss [N] against sampled candidates.
 
     Candidates: up to ``num_negatives`` targets drawn from this batch (``in_batch``) plus
@@ -66,8 +74,9 @@ def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf
     """
     n = tf.shape(y)[0]
     vocab = tf.shape(table)[0]
-    uniform = tf.random.stateless_uniform([num_negatives], seed=seed + 1, minval=FIRST_ITEM,
-                                          maxval=vocab, dtype=tf.int32)
+    uniform = tf.random.stateless_uniform(
+        [num_negatives], seed=seed + 1, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32
+    )
     if in_batch and num_negatives:
         pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(n, 1), dtype=tf.int32)
         cands = tf.concat([tf.gather(y, pick), uniform], 0)  # [C]
@@ -82,9 +91,16 @@ def sampled_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, log_q: tf
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.zeros([n], tf.int32), logits=logits)
 
 
-def next_item_loss(sequence: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, objective: str,
-                   log_q: tf.Tensor | None = None, num_negatives: int = 0,
-                   seed: tf.Tensor | None = None, in_batch: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+def next_item_loss(
+    sequence: tf.Tensor,
+    targets: tf.Tensor,
+    table: tf.Tensor,
+    objective: str,
+    log_q: tf.Tensor | None = None,
+    num_negatives: int = 0,
+    seed: tf.Tensor | None = None,
+    in_batch: bool = True,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L]."""
     h, y = gather_targets(sequence, targets)
     if objective == "full_softmax":

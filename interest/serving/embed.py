@@ -6,10 +6,11 @@ executor Python process (a module-level cache), not per batch. Item indices the
 model has never seen (a vocabulary that grew after it was trained) become the unknown index, so a
 reused model keeps working on newer data.
 """
+
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,19 +28,20 @@ if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (
 
 ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
 ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
-EMBED_SCHEMA = T.StructType([
-    T.StructField("user_id", T.StringType()),
-    T.StructField("embedding", T.ArrayType(T.FloatType())),
-    T.StructField("interests", T.ArrayType(T.ArrayType(T.FloatType()))),
-    T.StructField("top_items", T.ArrayType(ITEM_WEIGHT)),
-    T.StructField("n_events", T.LongType()),
-    T.StructField("is_cold_start", T.BooleanType()),
-    T.StructField("model_version", T.StringType()),
-    T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
-    T.StructField("top_interest", T.StringType()),
-])
-USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start",
-                "model_version"]
+EMBED_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType()),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),
+        T.StructField("interests", T.ArrayType(T.ArrayType(T.FloatType()))),
+        T.StructField("top_items", T.ArrayType(ITEM_WEIGHT)),
+        T.StructField("n_events", T.LongType()),
+        T.StructField("is_cold_start", T.BooleanType()),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
+        T.StructField("top_interest", T.StringType()),
+    ]
+)
+USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
 
 _MODELS: dict[str, object] = {}
 
@@ -69,8 +71,16 @@ def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[t
     return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
-def embed_frame(pdf: pd.DataFrame, model, item_ids: np.ndarray, categories: np.ndarray | None,
-                top_k: int, top_n: int, cold_min_steps: int, version: str) -> pd.DataFrame:
+def embed_frame(
+    pdf: pd.DataFrame,
+    model,
+    item_ids: np.ndarray,
+    categories: np.ndarray | None,
+    top_k: int,
+    top_n: int,
+    cold_min_steps: int,
+    version: str,
+) -> pd.DataFrame:
     """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model)."""
     encoder = model.encoder
     vocab_size = encoder.args["vocab_size"]
@@ -94,16 +104,28 @@ def embed_frame(pdf: pd.DataFrame, model, item_ids: np.ndarray, categories: np.n
         best = best[np.argsort(-s[best], kind="stable")]
         best = best[np.isfinite(s[best])]
         recs = [(str(item_ids[j]), float(s[j])) for j in best]
-        explain = [(str(item_ids[j]) if j < len(item_ids) else None, float(w))
-                   for j, w in top_weighted_items(seen[i], attention[i], top_k)]
+        explain = [
+            (str(item_ids[j]) if j < len(item_ids) else None, float(w))
+            for j, w in top_weighted_items(seen[i], attention[i], top_k)
+        ]
         top_interest = None
         if len(best):
             labels = categories[best] if categories is not None else item_ids[best[:1]]
             values, counts = np.unique(labels.astype(str), return_counts=True)
             top_interest = str(values[np.argmax(counts)])
-        rows.append((pdf["user_id"].iat[i], user[i].tolist(), interests[i].tolist(), explain,
-                     int(pdf["n_events"].iat[i]), bool(pdf["n_steps"].iat[i] < cold_min_steps),
-                     version, recs, top_interest))
+        rows.append(
+            (
+                pdf["user_id"].iat[i],
+                user[i].tolist(),
+                interests[i].tolist(),
+                explain,
+                int(pdf["n_events"].iat[i]),
+                bool(pdf["n_steps"].iat[i] < cold_min_steps),
+                version,
+                recs,
+                top_interest,
+            )
+        )
     return pd.DataFrame(rows, columns=[f.name for f in EMBED_SCHEMA.fields])
 
 
@@ -133,8 +155,16 @@ def ship_model(spark: SparkSession, model_dir: str) -> str:
     return _SHIPPED[key]
 
 
-def embed_users(spark: SparkSession, rows: DataFrame, model: LoadedModel, vocab: pd.DataFrame,
-                top_k: int, top_n: int, cold_min_steps: int, batch_size: int) -> DataFrame:
+def embed_users(
+    spark: SparkSession,
+    rows: DataFrame,
+    model: LoadedModel,
+    vocab: pd.DataFrame,
+    top_k: int,
+    top_n: int,
+    cold_min_steps: int,
+    batch_size: int,
+) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
     ``model`` is the driver's copy (loaded once by the caller); executors load their own from the
@@ -154,7 +184,7 @@ def embed_users(spark: SparkSession, rows: DataFrame, model: LoadedModel, vocab:
     shared = spark.sparkContext.broadcast((ids, cats))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         loaded = _model(SparkFiles.get(shipped))
         item_ids, categories = shared.value
         for pdf in batches:
@@ -177,14 +207,31 @@ def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
     return l2_normalize(counts @ table / max(counts.sum(), 1.0))
 
 
-def fallback_users(spark: SparkSession, users: DataFrame, embedded: DataFrame, prior: np.ndarray,
-                   version: str, recommendations: list[tuple[str, float]]) -> DataFrame:
+def fallback_users(
+    spark: SparkSession,
+    users: DataFrame,
+    embedded: DataFrame,
+    prior: np.ndarray,
+    version: str,
+    recommendations: list[tuple[str, float]],
+) -> DataFrame:
     """Known users without events in the window get the prior, flagged cold start."""
-    missing = users.select(F.col("user_id").cast("string")).distinct().join(
-        embedded.select("user_id"), "user_id", "left_anti")
+    missing = (
+        users.select(F.col("user_id").cast("string"))
+        .distinct()
+        .join(embedded.select("user_id"), "user_id", "left_anti")
+    )
     vec = [float(x) for x in prior]
-    recs = F.array(*[F.struct(F.lit(i).alias("item_id"), F.lit(float(s)).cast("float").alias("score"))
-                     for i, s in recommendations]) if recommendations else F.array().cast(T.ArrayType(ITEM_SCORE))
+    recs = (
+        F.array(
+            *[
+                F.struct(F.lit(i).alias("item_id"), F.lit(float(s)).cast("float").alias("score"))
+                for i, s in recommendations
+            ]
+        )
+        if recommendations
+        else F.array().cast(T.ArrayType(ITEM_SCORE))
+    )
     return missing.select(
         "user_id",
         F.array(*[F.lit(x).cast("float") for x in vec]).alias("embedding"),
@@ -202,10 +249,12 @@ def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
     """The model's item table as rows: item_idx, item_id, category, embedding (L2-normalised)."""
     table = l2_normalize(np.asarray(model.encoder.item_table))
     known = vocab[(vocab["item_idx"] >= FIRST_ITEM) & (vocab["item_idx"] < len(table))].sort_values("item_idx")
-    return pd.DataFrame({
-        "item_idx": known["item_idx"].astype("int32").to_numpy(),
-        "item_id": known["item_id"].astype(str).to_numpy(),
-        "category": known["category"].to_numpy() if "category" in known else None,
-        "embedding": [table[i].tolist() for i in known["item_idx"].to_numpy()],
-        "model_version": model.version,
-    })
+    return pd.DataFrame(
+        {
+            "item_idx": known["item_idx"].astype("int32").to_numpy(),
+            "item_id": known["item_id"].astype(str).to_numpy(),
+            "category": known["category"].to_numpy() if "category" in known else None,
+            "embedding": [table[i].tolist() for i in known["item_idx"].to_numpy()],
+            "model_version": model.version,
+        }
+    )

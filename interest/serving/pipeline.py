@@ -6,6 +6,7 @@
 - ``user_recommendations``: top-N new items per user by dot product, and the user's top interest
   (the dominant category of those items), so the embeddings can be used and checked at once.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,29 +25,34 @@ from interest.etl.pipeline import SessionizePaths
 from interest.models.export import load_model
 from interest.serving import embed, publish
 
-USER_DDL = ("user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
-            "top_items ARRAY<STRUCT<item_id: STRING, weight: FLOAT>>, n_events BIGINT, "
-            "is_cold_start BOOLEAN, model_version STRING")
+USER_DDL = (
+    "user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
+    "top_items ARRAY<STRUCT<item_id: STRING, weight: FLOAT>>, n_events BIGINT, "
+    "is_cold_start BOOLEAN, model_version STRING"
+)
 ITEM_DDL = "item_idx INT, item_id STRING, category STRING, embedding ARRAY<FLOAT>, model_version STRING"
-RECS_DDL = ("user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score: FLOAT>>, "
-            "top_interest STRING, model_version STRING")
+RECS_DDL = (
+    "user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score: FLOAT>>, "
+    "top_interest STRING, model_version STRING"
+)
 
 
 class EmbedInputError(UserError, ValueError):
     """The inference rows and the model do not fit together (or are missing)."""
 
 
-def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, model_dir: str,
-                           date: str) -> None:
+def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, model_dir: str, date: str) -> None:
     """Every index the model knows must mean the same item in the date's vocabulary."""
     merged = model_vocab[["item_idx", "item_id"]].merge(
-        date_vocab[["item_idx", "item_id"]], on="item_idx", how="left", suffixes=("_model", "_date"))
+        date_vocab[["item_idx", "item_id"]], on="item_idx", how="left", suffixes=("_model", "_date")
+    )
     differ = merged[merged.item_id_model != merged.item_id_date]
     if len(differ):
         raise EmbedInputError(
             f"the sequences of {date} index items differently from model {model_dir} "
             f"({len(differ)} of {len(merged)} indices differ, e.g. {differ.iloc[0].to_dict()}); "
-            f"sessionize {date} with --base-vocab {model_dir}/vocab.parquet")
+            f"sessionize {date} with --base-vocab {model_dir}/vocab.parquet"
+        )
 
 
 def check_max_len(rows: DataFrame, model_max_len: int, model_dir: str, date: str) -> None:
@@ -56,7 +62,8 @@ def check_max_len(rows: DataFrame, model_max_len: int, model_dir: str, date: str
         raise EmbedInputError(
             f"the sequences of {date} hold {stored['n']} steps per row but model {model_dir} was "
             f"trained with max_len {model_max_len}: sessionize {date} with "
-            f"--set sessionize.max_len={model_max_len}, or train a model on these sequences")
+            f"--set sessionize.max_len={model_max_len}, or train a model on these sequences"
+        )
 
 
 def table_location(cfg: Config, table: str) -> str:
@@ -78,21 +85,25 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         date_vocab = read_vocab(paths.vocab)
     except Exception as exc:
         if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc).lower() or isinstance(exc, FileNotFoundError):
-            raise EmbedInputError(f"no inference rows for {date} at {paths.infer}: run "
-                                  f"jobs/sessionize.py --date {date} first") from None
+            raise EmbedInputError(
+                f"no inference rows for {date} at {paths.infer}: run jobs/sessionize.py --date {date} first"
+            ) from None
         raise
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
-    check_max_len(rows, model.encoder.args["max_len"], model_dir, date)
-    embedded = embed.embed_users(spark, rows, model, date_vocab, e.top_items,
-                                 e.top_n_recommendations, e.cold_start_min_steps, e.batch_size)
+    check_max_len(rows, int(model.encoder.args["max_len"]), model_dir, date)
+    embedded = embed.embed_users(
+        spark, rows, model, date_vocab, e.top_items, e.top_n_recommendations, e.cold_start_min_steps, e.batch_size
+    )
     if e.users_table:
         prior = embed.popularity_prior(model, date_vocab)
         popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
-            e.top_n_recommendations, "count")
+            e.top_n_recommendations, "count"
+        )
         recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
-        embedded = embedded.unionByName(embed.fallback_users(
-            spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs))
+        embedded = embedded.unionByName(
+            embed.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
+        )
     embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
     tic = time.perf_counter()
     embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
@@ -102,35 +113,66 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     tables = {e.table: USER_DDL, e.item_table: ITEM_DDL, e.recommendations_table: RECS_DDL}
     for table, ddl in tables.items():
         publish.ensure_table(spark, db, table, ddl, table_location(cfg, table), e.table_format)
-    user_gates = publish.Gates(vector_columns=["embedding", "interests"], unit_norm_column="embedding",
-                               norm_tolerance=e.norm_tolerance, expected_rows=active,
-                               coverage_filter="n_events > 0", min_coverage=e.min_coverage,
-                               max_row_change=e.max_row_change)
-    report: dict[str, Any] = {"model": model_dir, "model_version": model.version, "active_users": active,
-                              "inference_seconds": round(inference_s, 2),
-                              "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1)}
+    user_gates = publish.Gates(
+        vector_columns=["embedding", "interests"],
+        unit_norm_column="embedding",
+        norm_tolerance=e.norm_tolerance,
+        expected_rows=active,
+        coverage_filter="n_events > 0",
+        min_coverage=e.min_coverage,
+        max_row_change=e.max_row_change,
+    )
+    report: dict[str, Any] = {
+        "model": model_dir,
+        "model_version": model.version,
+        "active_users": active,
+        "inference_seconds": round(inference_s, 2),
+        "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1),
+    }
     tic = time.perf_counter()
     report["users"] = publish.publish_partition(
-        spark, db, e.table, date, embedded.select(*embed.USER_COLUMNS), user_gates,
-        table_location(cfg, e.table), e.table_format)
+        spark,
+        db,
+        e.table,
+        date,
+        embedded.select(*embed.USER_COLUMNS),
+        user_gates,
+        table_location(cfg, e.table),
+        e.table_format,
+    )
     items = spark.createDataFrame(embed.item_embeddings(model, date_vocab), schema=ITEM_DDL)
     report["items"] = publish.publish_partition(
-        spark, db, e.item_table, date, items,
-        publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding",
-                      norm_tolerance=e.norm_tolerance), table_location(cfg, e.item_table), e.table_format)
+        spark,
+        db,
+        e.item_table,
+        date,
+        items,
+        publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding", norm_tolerance=e.norm_tolerance),
+        table_location(cfg, e.item_table),
+        e.table_format,
+    )
     report["recommendations"] = publish.publish_partition(
-        spark, db, e.recommendations_table, date,
+        spark,
+        db,
+        e.recommendations_table,
+        date,
         embedded.select("user_id", "recommendations", "top_interest", "model_version"),
-        publish.Gates(), table_location(cfg, e.recommendations_table), e.table_format)
+        publish.Gates(),
+        table_location(cfg, e.recommendations_table),
+        e.table_format,
+    )
     report["publish_seconds"] = round(time.perf_counter() - tic, 2)  # stage, gate and commit the three tables
-    counts = embedded.agg(F.count(F.lit(1)).alias("rows"),
-                          F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
-                          F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback")).first()
-    report.update(rows=int(counts["rows"]), cold_start=int(counts["cold"] or 0),
-                  fallback=int(counts["fallback"] or 0))
+    counts = embedded.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
+        F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback"),
+    ).collect()[0]
+    report.update(rows=int(counts["rows"]), cold_start=int(counts["cold"] or 0), fallback=int(counts["fallback"] or 0))
     tic = time.perf_counter()
-    report["retention_dropped"] = {t: publish.apply_retention(spark, db, t, e.retention_days, e.table_format,
-                                                              e.vacuum_retain_hours) for t in tables}
+    report["retention_dropped"] = {
+        t: publish.apply_retention(spark, db, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
+        for t in tables
+    }
     report["retention_seconds"] = round(time.perf_counter() - tic, 2)
     embedded.unpersist()
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -154,12 +196,17 @@ def drift(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] | None:
     today = users.where(F.col("dt") == date).select("user_id", F.col("embedding").alias("a"))
     before = users.where(F.col("dt") == prev).select("user_id", F.col("embedding").alias("b"))
     both = today.join(before, "user_id")
-    cosine = F.aggregate(F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0).cast("double"),
-                         lambda acc, v: acc + v.cast("double"))
-    sims = both.select(cosine.alias("cos")).toPandas()["cos"].to_numpy()
-    ti = (recs.where(F.col("dt") == date).select("user_id", F.col("top_interest").alias("t1"))
-          .join(recs.where(F.col("dt") == prev).select("user_id", F.col("top_interest").alias("t0")), "user_id"))
-    changed = ti.agg(F.avg((F.col("t1") != F.col("t0")).cast("double")).alias("c")).first()["c"]
+    cosine = F.aggregate(
+        F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double")
+    )
+    frame: Any = both.select(cosine.alias("cos")).toPandas()
+    sims = np.asarray(frame["cos"], dtype=np.float64)
+    ti = (
+        recs.where(F.col("dt") == date)
+        .select("user_id", F.col("top_interest").alias("t1"))
+        .join(recs.where(F.col("dt") == prev).select("user_id", F.col("top_interest").alias("t0")), "user_id")
+    )
+    changed = ti.agg(F.avg((F.col("t1") != F.col("t0")).cast("double")).alias("c")).collect()[0]["c"]
     return {
         "previous_date": prev,
         "users_in_both": int(len(sims)),

@@ -11,11 +11,12 @@ replaces its rows exactly. Every run first writes its rows to a folder no reader
 - ``parquet``: a Hive table whose ``dt=D`` partition is pointed at the staged folder with one
   metastore operation (``<table>/dt=D/run=<id>``); the old folder is then deleted.
 """
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -58,26 +59,29 @@ def table_name(database: str, table: str) -> str:
     return f"`{database}`.`{table}`"
 
 
-def ensure_table(spark: SparkSession, database: str, table: str, schema_ddl: str, location: str,
-                 table_format: str = "delta") -> None:
+def ensure_table(
+    spark: SparkSession, database: str, table: str, schema_ddl: str, location: str, table_format: str = "delta"
+) -> None:
     """Create the database and the dt-partitioned table (external, at ``location``) if missing;
     refuse, in one line, a table that exists in another format or with another schema."""
     name = table_name(database, table)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    expected = _parse_datatype_string(f"{schema_ddl}, dt STRING")
+    expected = cast(StructType, _parse_datatype_string(f"{schema_ddl}, dt STRING"))
     if spark.catalog.tableExists(f"{database}.{table}"):
         provider = _provider(spark, name)
         if provider != table_format:
             raise TableFormatError(
                 f"table {database}.{table} is a {provider} table but embed.table_format is "
                 f"{table_format}: set embed.table_format: {provider}, or convert it "
-                f"(CONVERT TO DELTA / a new table); the table was left as it is")
+                f"(CONVERT TO DELTA / a new table); the table was left as it is"
+            )
         _check_schema(f"{database}.{table}", spark.table(name).schema, expected)
         return
     using = "DELTA" if table_format == "delta" else "PARQUET"
     try:
-        spark.sql(f"CREATE TABLE {name} ({schema_ddl}, dt STRING) USING {using} "
-                  f"PARTITIONED BY (dt) LOCATION '{location}'")
+        spark.sql(
+            f"CREATE TABLE {name} ({schema_ddl}, dt STRING) USING {using} PARTITIONED BY (dt) LOCATION '{location}'"
+        )
     except Exception as exc:  # a Delta log already at the location, with another schema
         if "schema" not in str(exc).lower():
             raise
@@ -98,10 +102,15 @@ def _check_schema(what: str, actual: StructType, expected: StructType) -> None:
     want = {f.name: f.dataType.simpleString() for f in expected.fields}
     if have == want:
         return
-    diffs = [f"{c}: table has {have.get(c, 'nothing')}, we write {want.get(c, 'nothing')}"
-             for c in sorted(set(have) | set(want)) if have.get(c) != want.get(c)]
-    raise TableFormatError(f"table {what} has another schema than this job writes ({'; '.join(diffs)}); "
-                           f"the table was left as it is: migrate it or publish to another table")
+    diffs = [
+        f"{c}: table has {have.get(c, 'nothing')}, we write {want.get(c, 'nothing')}"
+        for c in sorted(set(have) | set(want))
+        if have.get(c) != want.get(c)
+    ]
+    raise TableFormatError(
+        f"table {what} has another schema than this job writes ({'; '.join(diffs)}); "
+        f"the table was left as it is: migrate it or publish to another table"
+    )
 
 
 def dates(spark: SparkSession, database: str, table: str) -> list[str]:
@@ -115,19 +124,22 @@ def dates(spark: SparkSession, database: str, table: str) -> list[str]:
 def partitions(spark: SparkSession, database: str, table: str) -> dict[str, str]:
     """dt -> location of every partition of a Parquet (Hive) table."""
     name = table_name(database, table)
-    out = {}
+    out: dict[str, str] = {}
     for row in spark.sql(f"SHOW PARTITIONS {name}").collect():
         dt = row[0].split("=", 1)[1]
         desc = spark.sql(f"DESCRIBE FORMATTED {name} PARTITION (dt='{dt}')").collect()
         location = next((r[1] for r in desc if r[0] and r[0].strip() == "Location"), None)
-        out[dt] = location
+        out[dt] = location or ""
     return out
 
 
 def history(spark: SparkSession, database: str, table: str) -> list[dict[str, Any]]:
     """A Delta table's commits, newest first: version, timestamp, operation, parameters."""
-    rows = spark.sql(f"DESCRIBE HISTORY {table_name(database, table)}").select(
-        "version", "timestamp", "operation", "operationParameters").collect()
+    rows = (
+        spark.sql(f"DESCRIBE HISTORY {table_name(database, table)}")
+        .select("version", "timestamp", "operation", "operationParameters")
+        .collect()
+    )
     return [r.asDict() for r in rows]
 
 
@@ -136,51 +148,66 @@ def version(spark: SparkSession, database: str, table: str) -> int:
     return int(history(spark, database, table)[0]["version"])
 
 
-def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_rows: int | None
-                ) -> dict[str, Any]:
+def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_rows: int | None) -> dict[str, Any]:
     """Evaluate every gate on the staged rows; returns {gate: {"ok", "detail", ...}}."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     for col in gates.vector_columns:
         # A NaN computed in pandas arrives as a null element (Arrow's from_pandas conversion),
         # so a missing value counts as broken, like NaN and inf.
         flat = F.flatten(col) if col == "interests" else F.col(col)
-        broken = F.col(col).isNull() | F.exists(
-            flat, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+        broken = F.col(col).isNull() | F.exists(flat, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
         aggs.append(F.sum(F.when(broken, 1).otherwise(0)).alias(f"bad_{col}"))
     if gates.unit_norm_column:
-        norm = F.sqrt(F.aggregate(gates.unit_norm_column, F.lit(0.0).cast("double"),
-                                  lambda acc, x: acc + x.cast("double") * x.cast("double")))
+        norm = F.sqrt(
+            F.aggregate(
+                gates.unit_norm_column,
+                F.lit(0.0).cast("double"),
+                lambda acc, x: acc + x.cast("double") * x.cast("double"),
+            )
+        )
         error = F.coalesce(F.abs(norm - 1.0), F.lit(float("nan")))  # a null norm fails too
         aggs.append(F.max(error).alias("norm_error"))
     if gates.coverage_filter:
         aggs.append(F.sum(F.when(F.expr(gates.coverage_filter), 1).otherwise(0)).alias("covered"))
-    stats = staged.agg(*aggs).first().asDict()
+    stats = staged.agg(*aggs).collect()[0].asDict()
     report: dict[str, Any] = {"rows": int(stats["rows"])}
     for col in gates.vector_columns:
         bad = int(stats[f"bad_{col}"] or 0)
-        report[f"finite_{col}"] = {"ok": bad == 0,
-                                   "detail": f"{bad} row(s) with NaN, inf or missing values in {col}"}
+        report[f"finite_{col}"] = {"ok": bad == 0, "detail": f"{bad} row(s) with NaN, inf or missing values in {col}"}
     if gates.unit_norm_column:
         err = float(stats["norm_error"]) if stats["norm_error"] is not None else 0.0
-        report["unit_norm"] = {"ok": err <= gates.norm_tolerance,  # False for NaN too
-                               "detail": f"max |norm - 1| = {err:.2e} (tolerance {gates.norm_tolerance:g})"}
+        report["unit_norm"] = {
+            "ok": err <= gates.norm_tolerance,  # False for NaN too
+            "detail": f"max |norm - 1| = {err:.2e} (tolerance {gates.norm_tolerance:g})",
+        }
     if gates.coverage_filter and gates.expected_rows:
         share = int(stats["covered"] or 0) / gates.expected_rows
-        report["coverage"] = {"ok": share >= gates.min_coverage,
-                              "detail": f"{share:.1%} of {gates.expected_rows:,} active users "
-                                        f"(minimum {gates.min_coverage:.0%})"}
+        report["coverage"] = {
+            "ok": share >= gates.min_coverage,
+            "detail": f"{share:.1%} of {gates.expected_rows:,} active users (minimum {gates.min_coverage:.0%})",
+        }
     if gates.max_row_change is not None and previous_rows:
         change = abs(report["rows"] - previous_rows) / previous_rows
-        report["row_change"] = {"ok": change <= gates.max_row_change,
-                                "detail": f"{report['rows']:,} rows vs {previous_rows:,} in the previous "
-                                          f"partition ({change:.0%}, limit {gates.max_row_change:.0%})"}
+        report["row_change"] = {
+            "ok": change <= gates.max_row_change,
+            "detail": f"{report['rows']:,} rows vs {previous_rows:,} in the previous "
+            f"partition ({change:.0%}, limit {gates.max_row_change:.0%})",
+        }
     if report["rows"] == 0:
         report["not_empty"] = {"ok": False, "detail": "no rows"}
     return report
 
 
-def publish_partition(spark: SparkSession, database: str, table: str, date: str, rows: DataFrame,
-                      gates: Gates, location: str, table_format: str = "delta") -> dict[str, Any]:
+def publish_partition(
+    spark: SparkSession,
+    database: str,
+    table: str,
+    date: str,
+    rows: DataFrame,
+    gates: Gates,
+    location: str,
+    table_format: str = "delta",
+) -> dict[str, Any]:
     """Write ``rows`` as partition dt=``date`` of the table, atomically, if the gates pass.
 
     Returns the gate report plus where the partition lives (and, for Delta, the committed
@@ -194,8 +221,15 @@ def publish_partition(spark: SparkSession, database: str, table: str, date: str,
     _remove_orphans(day, set(existing.values()))
     folder = f"{day}/run={uuid.uuid4().hex[:12]}"
     previous = sorted(d for d in existing if d < date)
-    staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder,
-                                     lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None)
+    staged, report = _stage_and_gate(
+        spark,
+        f"{database}.{table}",
+        date,
+        rows,
+        gates,
+        folder,
+        lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None,
+    )
     if date in existing:
         spark.sql(f"ALTER TABLE {name} PARTITION (dt='{date}') SET LOCATION '{folder}'")
         old = existing[date]
@@ -208,8 +242,9 @@ def publish_partition(spark: SparkSession, database: str, table: str, date: str,
     return report
 
 
-def _publish_delta(spark: SparkSession, database: str, table: str, date: str, rows: DataFrame,
-                   gates: Gates, location: str) -> dict[str, Any]:
+def _publish_delta(
+    spark: SparkSession, database: str, table: str, date: str, rows: DataFrame, gates: Gates, location: str
+) -> dict[str, Any]:
     """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
     name = table_name(database, table)
     day = f"{location.rstrip('/')}/{STAGING}/dt={date}"
@@ -218,21 +253,28 @@ def _publish_delta(spark: SparkSession, database: str, table: str, date: str, ro
     table_df = spark.table(name)
 
     def previous_rows() -> int | None:
-        earlier = table_df.where(F.col("dt") < date).agg(F.max("dt")).first()[0]
+        earlier = table_df.where(F.col("dt") < date).agg(F.max("dt")).collect()[0][0]
         return table_df.where(F.col("dt") == earlier).count() if earlier else None
 
     staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder, previous_rows)
     before = version(spark, database, table)
-    where = spark.sql(f"DESCRIBE DETAIL {name}").first()["location"]  # as the metastore spells it
-    (staged.withColumn("dt", F.lit(date)).select(*table_df.columns)
-     .write.format("delta").mode("overwrite").option("replaceWhere", f"dt = '{date}'").save(where))
+    where = spark.sql(f"DESCRIBE DETAIL {name}").collect()[0]["location"]  # as the metastore spells it
+    (
+        staged.withColumn("dt", F.lit(date))
+        .select(*table_df.columns)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"dt = '{date}'")
+        .save(where)
+    )
     io.delete(spark, folder)
     report.update(location=location, version=version(spark, database, table), previous_version=before)
     return report
 
 
-def _stage_and_gate(spark: SparkSession, table: str, date: str, rows: DataFrame, gates: Gates,
-                    folder: str, previous_rows) -> tuple[DataFrame, dict[str, Any]]:
+def _stage_and_gate(
+    spark: SparkSession, table: str, date: str, rows: DataFrame, gates: Gates, folder: str, previous_rows
+) -> tuple[DataFrame, dict[str, Any]]:
     """Write the rows to ``folder`` and check the gates on exactly what was written."""
     rows.drop("dt").write.mode("errorifexists").parquet(folder)
     staged = spark.read.parquet(folder)
@@ -256,8 +298,14 @@ def _remove_orphans(day: str, referenced: set[str]) -> None:
             storage.delete(f"{day}/{name}")
 
 
-def apply_retention(spark: SparkSession, database: str, table: str, keep: int, table_format: str = "delta",
-                    vacuum_retain_hours: int = 168) -> list[str]:
+def apply_retention(
+    spark: SparkSession,
+    database: str,
+    table: str,
+    keep: int,
+    table_format: str = "delta",
+    vacuum_retain_hours: int = 168,
+) -> list[str]:
     """Drop all but the newest ``keep`` dates; returns the dropped dates.
 
     Delta: one DELETE for the old dates, then VACUUM, which removes files no version younger
@@ -280,14 +328,14 @@ def apply_retention(spark: SparkSession, database: str, table: str, keep: int, t
     return dropped
 
 
-def rollback(spark: SparkSession, database: str, table: str, to_version: int | None = None
-             ) -> tuple[int, int]:
+def rollback(spark: SparkSession, database: str, table: str, to_version: int | None = None) -> tuple[int, int]:
     """RESTORE a Delta table to ``to_version``, by default the version before its latest publish
     (the last WRITE, so that night's retention DELETE is undone too). Returns (from, to)."""
     name = table_name(database, table)
     if _provider(spark, name) != "delta":
-        raise TableFormatError(f"table {database}.{table} is not a Delta table: rollback needs "
-                               f"embed.table_format: delta")
+        raise TableFormatError(
+            f"table {database}.{table} is not a Delta table: rollback needs embed.table_format: delta"
+        )
     commits = history(spark, database, table)
     current = int(commits[0]["version"])
     if to_version is None:
@@ -296,7 +344,6 @@ def rollback(spark: SparkSession, database: str, table: str, to_version: int | N
             raise TableFormatError(f"table {database}.{table} has no earlier publish to roll back to")
         to_version = writes[0] - 1
     if not 0 <= to_version < current:
-        raise TableFormatError(f"table {database}.{table} is at version {current}: cannot roll back to "
-                               f"{to_version}")
+        raise TableFormatError(f"table {database}.{table} is at version {current}: cannot roll back to {to_version}")
     spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {to_version}")
     return current, to_version

@@ -18,18 +18,19 @@ the stage again (up to ``train.max_failures`` times) and every worker resumes fr
 last checkpoint. Before launching, the driver checks the slots, the sequences and the checkpoint
 path, so these fail in seconds with a clear message instead of a hung barrier stage.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ class DistributedTrainingError(UserError, RuntimeError):
 
 def free_slots(spark: SparkSession) -> tuple[int, int]:
     """(task slots of the application, tasks running now): what a barrier stage can get."""
-    jsc = spark.sparkContext._jsc.sc()  # type: ignore[union-attr]
+    context: Any = spark.sparkContext
+    jsc = context._jsc.sc()
     profile = jsc.resourceProfileManager().defaultResourceProfile()
     slots = int(jsc.maxNumConcurrentTasks(profile))
     tracker = spark.sparkContext.statusTracker()
@@ -61,7 +63,7 @@ def free_slots(spark: SparkSession) -> tuple[int, int]:
 def check_slots(spark: SparkSession, workers: int, wait_s: float = 30.0) -> None:
     """Fail fast when the cluster cannot run ``workers`` tasks at once (on a cluster, waiting up
     to ``wait_s`` for executors that are still registering; in local mode, not at all)."""
-    if spark.sparkContext.master.startswith("local"):
+    if str(spark.sparkContext.master).startswith("local"):
         wait_s = 0.0
     deadline = time.monotonic() + wait_s
     while True:
@@ -72,7 +74,8 @@ def check_slots(spark: SparkSession, workers: int, wait_s: float = 30.0) -> None
             raise DistributedTrainingError(
                 f"training needs {workers} task slots at once (train.workers={workers}) but the "
                 f"application has {slots} slot(s), {max(slots - running, 0)} free: lower "
-                f"train.workers or give the job more executor cores")
+                f"train.workers or give the job more executor cores"
+            )
         time.sleep(1.0)
 
 
@@ -84,8 +87,8 @@ def check_checkpoint_path(path: str) -> None:
         storage.check_writable(path)
     except OSError as exc:
         raise DistributedTrainingError(
-            f"checkpoint path {exc}; set paths.checkpoints to a folder every executor can "
-            "reach") from None
+            f"checkpoint path {exc}; set paths.checkpoints to a folder every executor can reach"
+        ) from None
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -127,11 +130,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _barrier_task(cfg_dict: dict[str, Any], date: str, workers: int, attempt: int
-                  ) -> Callable[[Iterator[Any]], Iterator[str]]:
+def _barrier_task(
+    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int
+) -> Callable[[Iterable[int]], Iterable[str]]:
     """The function each barrier task runs (on an executor)."""
 
-    def run(_rows: Iterator[Any]) -> Iterator[str]:
+    def run(_rows: Iterable[int]) -> Iterator[str]:
         from pyspark import BarrierTaskContext
 
         ctx = BarrierTaskContext.get()
@@ -146,25 +150,46 @@ def _barrier_task(cfg_dict: dict[str, Any], date: str, workers: int, attempt: in
             # One scratch folder per job and rank, named so that the next attempt removes what a
             # killed attempt left (a killed task never runs its cleanup); the worker's TMPDIR points
             # into it, so every scratch file of the worker is removed with it.
-            key = hashlib.sha1(json.dumps([cfg_dict, date], sort_keys=True, default=str).encode()
-                               ).hexdigest()[:10]
+            key = hashlib.sha1(json.dumps([cfg_dict, date], sort_keys=True, default=str).encode()).hexdigest()[:10]
             tmp = os.path.join(tempfile.gettempdir(), f"interest-worker-{key}-{rank}")
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
             try:
                 spec = Path(tmp) / "job.json"
                 result, error = Path(tmp) / "result.json", Path(tmp) / "error.txt"
-                spec.write_text(json.dumps({"config": cfg_dict, "date": date, "rank": rank,
-                                            "workers": workers, "attempt": attempt, "cores": cores,
-                                            "result": str(result), "error": str(error)}))
-                env = {**os.environ, "TF_CONFIG": json.dumps(tf_config),
-                       "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-                       "TF_NUM_INTRAOP_THREADS": str(cores), "TF_NUM_INTEROP_THREADS": "1",
-                       "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-                       "INTEREST_RESERVED_FD": str(sock.fileno()), "TMPDIR": tmp}
-                proc = subprocess.Popen([sys.executable, "-m", "interest.training.worker", str(spec)],
-                                        env=env, preexec_fn=_die_with_parent, pass_fds=(sock.fileno(),),
-                                        stdout=sys.stderr, stderr=subprocess.STDOUT)
+                spec.write_text(
+                    json.dumps(
+                        {
+                            "config": cfg_dict,
+                            "date": date,
+                            "rank": rank,
+                            "workers": workers,
+                            "attempt": attempt,
+                            "cores": cores,
+                            "result": str(result),
+                            "error": str(error),
+                        }
+                    )
+                )
+                env = {
+                    **os.environ,
+                    "TF_CONFIG": json.dumps(tf_config),
+                    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+                    "TF_NUM_INTRAOP_THREADS": str(cores),
+                    "TF_NUM_INTEROP_THREADS": "1",
+                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                    "PYTHONUNBUFFERED": "1",
+                    "INTEREST_RESERVED_FD": str(sock.fileno()),
+                    "TMPDIR": tmp,
+                }
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "interest.training.worker", str(spec)],
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                    pass_fds=(sock.fileno(),),
+                    stdout=sys.stderr,
+                    stderr=subprocess.STDOUT,
+                )
                 sock.close()  # the child holds the reservation now
                 code = proc.wait()
                 if code != 0:
@@ -186,13 +211,15 @@ class DistributedOutcome(TrainOutcome):
     chief_log: list[str] | None = None
 
 
-def train_on_spark(spark: SparkSession, cfg: Config, date: str,
-                   log: Callable[[str], None] = print) -> DistributedOutcome:
+def train_on_spark(
+    spark: SparkSession, cfg: Config, date: str, log: Callable[[str], None] = print
+) -> DistributedOutcome:
     """Train ``cfg.model.encoder`` with ``cfg.train.workers`` barrier tasks; returns the chief's export."""
     workers = cfg.train.workers
     if cfg.train.batch_size % workers:
         raise DistributedTrainingError(
-            f"train.batch_size ({cfg.train.batch_size}) must divide evenly over {workers} workers")
+            f"train.batch_size ({cfg.train.batch_size}) must divide evenly over {workers} workers"
+        )
     training_data(cfg, date)  # a missing or empty sequences path fails here, on the driver
     check_checkpoint_path(checkpoint_dir(cfg, date))
     check_slots(spark, workers)
@@ -200,13 +227,17 @@ def train_on_spark(spark: SparkSession, cfg: Config, date: str,
     failures: list[str] = []
     for attempt in range(cfg.train.max_failures + 1):
         if attempt:
-            log(f"[train] attempt {attempt + 1}/{cfg.train.max_failures + 1}: running the barrier "
-                f"stage again; workers resume from the last checkpoint")
-        sc.setJobDescription(f"interest train {cfg.model.encoder} {date} ({workers} workers, "
-                             f"attempt {attempt + 1})")
+            log(
+                f"[train] attempt {attempt + 1}/{cfg.train.max_failures + 1}: running the barrier "
+                f"stage again; workers resume from the last checkpoint"
+            )
+        sc.setJobDescription(f"interest train {cfg.model.encoder} {date} ({workers} workers, attempt {attempt + 1})")
         try:
-            rdd = sc.parallelize(range(workers), workers).barrier().mapPartitions(
-                _barrier_task(cfg.to_dict(), date, workers, attempt))
+            rdd = (
+                sc.parallelize(range(workers), workers)
+                .barrier()
+                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt))
+            )
             results = [json.loads(r) for r in rdd.collect()]
         except Exception as exc:  # Py4JJavaError wrapping the task's failure
             reason = _short_reason(exc)
@@ -217,13 +248,14 @@ def train_on_spark(spark: SparkSession, cfg: Config, date: str,
         if len(checksums) != 1:
             raise DistributedTrainingError(f"workers ended with different weights: {sorted(checksums)}")
         chief = next(r for r in results if r["rank"] == 0)
-        if not sc.master.startswith("local"):  # in local mode the chief printed to this console
+        if not str(sc.master).startswith("local"):  # in local mode the chief printed to this console
             for line in chief["log"]:
                 log(line)
         return DistributedOutcome(chief["model_dir"], chief["metrics"], attempt + 1, chief["log"])
     raise DistributedTrainingError(
         f"training failed {len(failures)} time(s), the limit (train.max_failures="
-        f"{cfg.train.max_failures}) is reached; last error: {failures[-1]}")
+        f"{cfg.train.max_failures}) is reached; last error: {failures[-1]}"
+    )
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
 """Where a training run goes: one rule for every job (jobs/train.py and the nightly)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,8 +21,9 @@ def trains_on_spark(cfg: Config) -> bool:
     return cfg.train.workers > 1 or launched_by_spark_submit()
 
 
-def train_model(cfg: Config, date: str, spark: SparkSession | None = None,
-                log: Callable[[str], None] = print) -> TrainOutcome:
+def train_model(
+    cfg: Config, date: str, spark: SparkSession | None = None, log: Callable[[str], None] = print
+) -> TrainOutcome:
     """Train ``cfg.model.encoder`` on ``date``'s sequences where ``trains_on_spark`` says."""
     if not trains_on_spark(cfg):
         from interest.training.run import train_and_export

@@ -6,6 +6,7 @@ weights stay identical on every worker. Around it: Adam with linear warm-up and 
 validation NDCG@10 every epoch with early stopping (best weights kept), checkpoints every K steps
 that a restarted run resumes from, a progress line per epoch, and TensorBoard scalars.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,9 +59,13 @@ class StepWatchdog:
             if time.monotonic() - self._last > self.timeout_s:
                 import sys
 
-                print(f"[train] no training step finished in {self.timeout_s:.0f}s "
-                      f"({self.describe()}); stopping the process so the job can be retried "
-                      "from its last checkpoint", file=sys.stderr, flush=True)
+                print(
+                    f"[train] no training step finished in {self.timeout_s:.0f}s "
+                    f"({self.describe()}); stopping the process so the job can be retried "
+                    "from its last checkpoint",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(3)
 
     def __enter__(self) -> StepWatchdog:
@@ -113,50 +118,81 @@ def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.L
     if t.decay == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=t.learning_rate * 1e-2 if warmup else t.learning_rate,
-            decay_steps=max(total_steps - warmup, 1), alpha=0.05,
-            warmup_target=t.learning_rate if warmup else None, warmup_steps=warmup)
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=0.05,
+            warmup_target=t.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     return t.learning_rate
 
 
-def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int = 512
-           ) -> np.ndarray:
+def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int = 512) -> np.ndarray:
     """User vectors [N, D] of numpy rows for a split view (valid/test/infer)."""
     out = []
     n = len(rows["item_idx"])
     for start in range(0, n, batch):
-        chunk = {k: tf.constant(v[start:start + batch]) for k, v in rows.items()
-                 if k in SEQUENCE_FEATURES}
+        chunk = {k: tf.constant(v[start : start + batch]) for k, v in rows.items() if k in SEQUENCE_FEATURES}
         inputs, _ = split_view(chunk, split)
         out.append(encoder(inputs, training=False)["user"].numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
 
-def evaluate_split(encoder: Encoder, rows: dict[str, np.ndarray], split: str, k: int = 10,
-                   negatives: int = 100, seeds: tuple[int, ...] = ()) -> dict[str, float]:
+def evaluate_split(
+    encoder: Encoder,
+    rows: dict[str, np.ndarray],
+    split: str,
+    k: int = 10,
+    negatives: int = 100,
+    seeds: tuple[int, ...] = (),
+) -> dict[str, float]:
     """Metrics of the encoder on the valid or test targets of ``rows``."""
     targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
     users = encode(encoder, rows, split)
     table = encoder.item_table.numpy()
-    return evaluate_scores(lambda a, b: users[a:b] @ table.T, rows.get("history_idx", rows["item_idx"]),
-                           targets, table.shape[0], k=k, negatives=negatives, seeds=seeds)
+    return evaluate_scores(
+        lambda a, b: users[a:b] @ table.T,
+        rows.get("history_idx", rows["item_idx"]),
+        targets,
+        table.shape[0],
+        k=k,
+        negatives=negatives,
+        seeds=seeds,
+    )
 
 
-def evaluate_popularity(rows: dict[str, np.ndarray], item_counts: np.ndarray, split: str,
-                        k: int = 10, negatives: int = 100, seeds: tuple[int, ...] = ()
-                        ) -> dict[str, float]:
+def evaluate_popularity(
+    rows: dict[str, np.ndarray],
+    item_counts: np.ndarray,
+    split: str,
+    k: int = 10,
+    negatives: int = 100,
+    seeds: tuple[int, ...] = (),
+) -> dict[str, float]:
     """The popularity baseline: every user gets the same scores, the items' step counts."""
     targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
     pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties
-    return evaluate_scores(lambda a, b: np.broadcast_to(pop, (b - a, len(pop))),
-                           rows.get("history_idx", rows["item_idx"]), targets, len(item_counts),
-                           k=k, negatives=negatives, seeds=seeds)
+    return evaluate_scores(
+        lambda a, b: np.broadcast_to(pop, (b - a, len(pop))),
+        rows.get("history_idx", rows["item_idx"]),
+        targets,
+        len(item_counts),
+        k=k,
+        negatives=negatives,
+        seeds=seeds,
+    )
 
 
 class Trainer:
     """Owns the encoder, the optimizer and the compiled step for one training run."""
 
-    def __init__(self, cfg: Config, data: TrainData, strategy: tf.distribute.Strategy | None = None,
-                 worker: WorkerInfo | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        data: TrainData,
+        strategy: tf.distribute.Strategy | None = None,
+        worker: WorkerInfo | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.cfg, self.data = cfg, data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.worker = worker or WorkerInfo()
@@ -172,11 +208,10 @@ class Trainer:
                 from interest.models.export import load_model, warm_start
 
                 grown = warm_start(self.encoder, load_model(t.init_from).encoder)
-                self.log(f"[train] warm start from {t.init_from}"
-                         + (f" (grown: {', '.join(grown)})" if grown else ""))
-            self.optimizer = keras.optimizers.Adam(learning_rate(cfg, self.total_steps),
-                                                   beta_1=0.9, beta_2=0.98,
-                                                   weight_decay=t.weight_decay or None)
+                self.log(f"[train] warm start from {t.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98, weight_decay=t.weight_decay or None
+            )
             self.optimizer.build(self.encoder.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_ndcg")
@@ -188,8 +223,7 @@ class Trainer:
 
         @tf.function
         def mean_over_workers(x):
-            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(tf.identity, args=(x,)),
-                                   axis=None)
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(tf.identity, args=(x,)), axis=None)
 
         self._mean_over_workers = mean_over_workers
 
@@ -199,13 +233,24 @@ class Trainer:
 
         def replica_step(batch, step):
             inputs, targets = split_view(batch, "train")  # [B, L] each
-            seed = tf.stack([tf.cast(t.seed, tf.int64), step * 1000 + tf.cast(
-                tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)])
+            seed = tf.stack(
+                [
+                    tf.cast(t.seed, tf.int64),
+                    step * 1000 + tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64),
+                ]
+            )
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
-                loss_sum, n = next_item_loss(out["sequence"], targets, encoder.item_table,
-                                             t.objective, self.log_q, t.num_negatives, seed,
-                                             t.in_batch_negatives)
+                loss_sum, n = next_item_loss(
+                    out["sequence"],
+                    targets,
+                    encoder.item_table,
+                    t.objective,
+                    self.log_q,
+                    t.num_negatives,
+                    seed,
+                    t.in_batch_negatives,
+                )
                 loss = loss_sum / tf.maximum(n, 1.0) / replicas
             variables = encoder.trainable_variables
             grads = tape.gradient(loss, variables)
@@ -215,8 +260,10 @@ class Trainer:
         @tf.function
         def train_step(iterator, step):
             loss_sum, n = strategy.run(replica_step, args=(next(iterator), step))
-            return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
-                    strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None))
+            return (
+                strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None),
+            )
 
         return train_step
 
@@ -225,16 +272,24 @@ class Trainer:
 
         def make(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             shards = ctx.num_input_pipelines
-            return stack.enter_context(petastorm_batches(
-                data.train_path, data.spec, ctx.get_per_replica_batch_size(self.global_batch),
-                shuffle=True, seed=t.seed + 7919 * self.worker.attempt,
-                shard=ctx.input_pipeline_id if shards > 1 else None,
-                num_shards=shards if shards > 1 else None, buffer=t.shuffle_buffer))
+            return stack.enter_context(
+                petastorm_batches(
+                    data.train_path,
+                    data.spec,
+                    ctx.get_per_replica_batch_size(self.global_batch),
+                    shuffle=True,
+                    seed=t.seed + 7919 * self.worker.attempt,
+                    shard=ctx.input_pipeline_id if shards > 1 else None,
+                    num_shards=shards if shards > 1 else None,
+                    buffer=t.shuffle_buffer,
+                )
+            )
 
         return self.strategy.distribute_datasets_from_function(make)
 
-    def _checkpoints(self, directory: str | None
-                     ) -> tuple[tf.train.CheckpointManager | None, tf.train.CheckpointManager | None]:
+    def _checkpoints(
+        self, directory: str | None
+    ) -> tuple[tf.train.CheckpointManager | None, tf.train.CheckpointManager | None]:
         """Managers for the training state and the best weights.
 
         Under several workers every one saves (variables may need collectives), but only the
@@ -243,13 +298,15 @@ class Trainer:
         """
         if not directory:
             return None, None
-        target = directory if self.worker.is_chief else os.path.join(
-            directory, f"_worker{self.worker.rank}")
-        state = tf.train.Checkpoint(encoder=self.encoder, optimizer=self.optimizer, step=self.step,
-                                    best=self.best, since_best=self.since_best)
+        target = directory if self.worker.is_chief else os.path.join(directory, f"_worker{self.worker.rank}")
+        state = tf.train.Checkpoint(
+            encoder=self.encoder, optimizer=self.optimizer, step=self.step, best=self.best, since_best=self.since_best
+        )
         best = tf.train.Checkpoint(encoder=self.encoder)
-        return (tf.train.CheckpointManager(state, target, max_to_keep=2),
-                tf.train.CheckpointManager(best, os.path.join(target, "best"), max_to_keep=1))
+        return (
+            tf.train.CheckpointManager(state, target, max_to_keep=2),
+            tf.train.CheckpointManager(best, os.path.join(target, "best"), max_to_keep=1),
+        )
 
     def _agree(self, value: float) -> float:
         """The mean of a value over workers, so every worker takes the same early-stop decision."""
@@ -259,18 +316,17 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         e = self.cfg.eval
-        return evaluate_split(self.encoder, self.data.eval_rows, "valid", k=e.k,
-                              negatives=e.sampled_negatives, seeds=(e.valid_seed,))
+        return evaluate_split(
+            self.encoder, self.data.eval_rows, "valid", k=e.k, negatives=e.sampled_negatives, seeds=(e.valid_seed,)
+        )
 
-    def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None
-            ) -> TrainResult:
+    def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None) -> TrainResult:
         """Train; checkpoints go to ``checkpoint_dir`` (a local path or a URL: TensorFlow writes
         into local scratch, and the chief mirrors it to the URL after every save)."""
         with _checkpoint_mirror(checkpoint_dir, self.worker.is_chief) as (local, push):
             return self._fit(local, tensorboard_dir, push)
 
-    def _fit(self, checkpoint_dir: str | None, tensorboard_dir: str | None,
-             push: Callable[[], None]) -> TrainResult:
+    def _fit(self, checkpoint_dir: str | None, tensorboard_dir: str | None, push: Callable[[], None]) -> TrainResult:
         t, k = self.cfg.train, self.cfg.eval.k
         metric = f"{t.early_stop_metric}@{k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
@@ -280,27 +336,32 @@ class Trainer:
             manager.checkpoint.restore(latest)
             result.resumed_from_step = int(self.step.numpy())
             self.log(f"[train] resumed from checkpoint at step {result.resumed_from_step} ({latest})")
-        self._chief_best = (tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "best"))
-                            if checkpoint_dir else None)
-        writer = (tf.summary.create_file_writer(tensorboard_dir)
-                  if tensorboard_dir and self.worker.is_chief else None)
+        self._chief_best = tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "best")) if checkpoint_dir else None
+        writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()
         first_epoch = int(self.step.numpy()) // self.steps_per_epoch
-        self.log(f"[train] {self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
-                 f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
-                 f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
-                 f"{self.encoder.count_params():,} parameters, objective {t.objective}")
+        self.log(
+            f"[train] {self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
+            f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
+            f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
+            f"{self.encoder.count_params():,} parameters, objective {t.objective}"
+        )
         with contextlib.ExitStack() as stack:
-            watchdog = stack.enter_context(StepWatchdog(
-                t.step_timeout_s, lambda: f"at step {int(self.step.numpy())}, worker {self.worker.rank}"))
+            watchdog = stack.enter_context(
+                StepWatchdog(t.step_timeout_s, lambda: f"at step {int(self.step.numpy())}, worker {self.worker.rank}")
+            )
             iterator = iter(self._dataset(stack))
             for epoch in range(first_epoch, t.epochs):
                 tic = time.perf_counter()
                 loss_sum, count, steps = 0.0, 0.0, 0
                 while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
                     step = int(self.step.numpy())
-                    if (t.fail_at_step is not None and step == t.fail_at_step
-                            and self.worker.rank == self.worker.workers - 1 and self.worker.attempt == 0):
+                    if (
+                        t.fail_at_step is not None
+                        and step == t.fail_at_step
+                        and self.worker.rank == self.worker.workers - 1
+                        and self.worker.attempt == 0
+                    ):
                         raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
                     ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
                     watchdog.beat()
@@ -311,7 +372,8 @@ class Trainer:
                         push()
                 seconds = time.perf_counter() - tic
                 row: dict[str, Any] = {
-                    "epoch": epoch + 1, "step": int(self.step.numpy()),
+                    "epoch": epoch + 1,
+                    "step": int(self.step.numpy()),
                     "loss": loss_sum / max(count, 1.0),
                     "sequences_per_s": steps * self.global_batch / max(seconds, 1e-9),
                     "seconds": seconds,
@@ -319,8 +381,7 @@ class Trainer:
                 }
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     watchdog.beat()  # validation is not a hang
-                    row.update({f"valid_{name}": v for name, v in self._validate().items()
-                                if name != "users"})
+                    row.update({f"valid_{name}": v for name, v in self._validate().items() if name != "users"})
                     if f"valid_{metric}" not in row:  # sampled metrics omitted (tiny catalogue)
                         metric = f"full_{t.early_stop_metric.split('_')[1]}@{k}"
                     score = self._agree(row[f"valid_{metric}"])
@@ -385,14 +446,17 @@ def _checkpoint_mirror(directory: str | None, is_chief: bool):
 
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:
     """One line per epoch: loss, throughput, learning rate and the validation metrics."""
-    line = (f"[train] epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
-            f"{row['sequences_per_s']:>8,.0f} seq/s  lr {row['lr']:.2e}")
+    line = (
+        f"[train] epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
+        f"{row['sequences_per_s']:>8,.0f} seq/s  lr {row['lr']:.2e}"
+    )
     k = metric.split("@")[1]
     if f"valid_full_ndcg@{k}" in row:
         line += f"  valid NDCG@{k} {row[f'valid_full_ndcg@{k}']:.4f}  HR@{k} {row[f'valid_full_hr@{k}']:.4f}"
         if f"valid_sampled_ndcg@{k}" in row:
-            line += (f"  (sampled: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f}  "
-                     f"HR@{k} {row[f'valid_sampled_hr@{k}']:.4f})")
+            line += (
+                f"  (sampled: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f}  HR@{k} {row[f'valid_sampled_hr@{k}']:.4f})"
+            )
     return line + f"  {row['seconds']:.1f}s"
 
 

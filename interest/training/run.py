@@ -1,4 +1,5 @@
 """The training stage for one run date: sessionize outputs in, an exported model version out."""
+
 from __future__ import annotations
 
 import time
@@ -36,7 +37,8 @@ def training_data(cfg: Config, date: str) -> tuple[TrainData, Any]:
         if not storage.exists(path):
             raise TrainingInputError(
                 f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first "
-                "(or check paths.root / paths.sequences)")
+                "(or check paths.root / paths.sequences)"
+            )
     rows = count_rows(paths.train)
     if rows == 0:
         raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
@@ -65,17 +67,20 @@ def checkpoint_dir(cfg: Config, date: str) -> str:
     import json
 
     train = {k: v for k, v in asdict(cfg.train).items() if k not in _NOT_IN_CHECKPOINT_KEY}
-    key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len},
-                     sort_keys=True)
+    key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return storage.join(storage.normalize(cfg.paths.resolve("checkpoints")), cfg.model.encoder,
-                        f"dt={date}", digest)
+    return storage.join(storage.normalize(cfg.paths.resolve("checkpoints")), cfg.model.encoder, f"dt={date}", digest)
 
 
-def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | None = None,
-                     worker: WorkerInfo | None = None, log: Callable[[str], None] = print,
-                     version: str | None = None,
-                     on_trained: Callable[[Encoder], None] | None = None) -> TrainOutcome:
+def train_and_export(
+    cfg: Config,
+    date: str,
+    strategy: tf.distribute.Strategy | None = None,
+    worker: WorkerInfo | None = None,
+    log: Callable[[str], None] = print,
+    version: str | None = None,
+    on_trained: Callable[[Encoder], None] | None = None,
+) -> TrainOutcome:
     """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports.
 
     ``on_trained`` sees the final (best) encoder on every worker, before the chief exports.
@@ -85,8 +90,9 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
     data, vocab = training_data(cfg, date)
     trainer = Trainer(cfg, data, strategy, worker, log)
     ckpt = checkpoint_dir(cfg, date)
-    tensorboard = storage.join(storage.normalize(cfg.paths.resolve("reports")), "tensorboard",
-                               cfg.model.encoder, f"dt={date}")
+    tensorboard = storage.join(
+        storage.normalize(cfg.paths.resolve("reports")), "tensorboard", cfg.model.encoder, f"dt={date}"
+    )
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
         result = trainer.fit(ckpt, board)
     if on_trained is not None:
@@ -118,14 +124,16 @@ def train_and_export(cfg: Config, date: str, strategy: tf.distribute.Strategy | 
         "popularity": popularity,
         "history": result.history,
     }
-    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date,
-              "train_path": data.train_path}
-    model_dir = save_model(result.encoder, vocab, config, metrics,
-                           cfg.paths.resolve("models"), version or new_version(date))
+    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
+    model_dir = save_model(
+        result.encoder, vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
+    )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     k = e.k
-    log(f"[train] done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
+    log(
+        f"[train] done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
         f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
-        f"popularity NDCG@{k} {popularity['test'][f'full_ndcg@{k}']:.4f}")
+        f"popularity NDCG@{k} {popularity['test'][f'full_ndcg@{k}']:.4f}"
+    )
     log(f"[train] model: {model_dir}")
     return TrainOutcome(model_dir, metrics)

@@ -5,6 +5,7 @@ same ``train_and_export`` as a single process, under MultiWorkerMirroredStrategy
 the result (rank, the chief's model folder and metrics, a checksum of the final weights and the
 chief's log lines) to the path the task gave it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,8 @@ def main(job_path: str) -> int:
 
     storage.configure_from(cfg)
     options = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.RING,
-        timeout_seconds=600.0)
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING, timeout_seconds=600.0
+    )
     address = json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"][job["rank"]]
     release_reserved_port()
     try:
@@ -60,8 +61,10 @@ def main(job_path: str) -> int:
     except tf.errors.UnknownError as exc:
         if "gRPC server" not in str(exc):
             raise
-        message = (f"port clash: the TensorFlow server could not bind {address} (another process "
-                   "took the port); the stage will be retried with new ports")
+        message = (
+            f"port clash: the TensorFlow server could not bind {address} (another process "
+            "took the port); the stage will be retried with new ports"
+        )
         Path(job["error"]).write_text(f"PortClashError: {message}")
         raise PortClashError(message) from None
     worker = WorkerInfo(rank=job["rank"], workers=job["workers"], attempt=job["attempt"])
@@ -73,15 +76,29 @@ def main(job_path: str) -> int:
 
     captured: dict = {}
     try:
-        outcome = train_and_export(cfg, job["date"], strategy, worker, log,
-                                   on_trained=lambda enc: captured.update(checksum=weights_checksum(enc)))
+        outcome = train_and_export(
+            cfg,
+            job["date"],
+            strategy,
+            worker,
+            log,
+            on_trained=lambda enc: captured.update(checksum=weights_checksum(enc)),
+        )
     except BaseException as exc:
         Path(job["error"]).write_text(f"{type(exc).__name__}: {exc}")
         raise
-    Path(job["result"]).write_text(json.dumps({
-        "rank": worker.rank, "model_dir": outcome.model_dir, "metrics": outcome.metrics,
-        "weights_checksum": captured["checksum"], "log": lines,
-    }, default=str))
+    Path(job["result"]).write_text(
+        json.dumps(
+            {
+                "rank": worker.rank,
+                "model_dir": outcome.model_dir,
+                "metrics": outcome.metrics,
+                "weights_checksum": captured["checksum"],
+                "log": lines,
+            },
+            default=str,
+        )
+    )
     return 0
 
 
