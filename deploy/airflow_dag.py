@@ -28,7 +28,7 @@ except ImportError:  # Airflow 2
 HOME = os.environ.get("INTEREST_HOME", "/opt/interest")
 RUN_DATE = "{{ data_interval_start | ds }}"  # the day that just ended, in UTC
 
-DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"  # at the delta-spark version setup.py pins
+DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"  # at the delta-spark version pyproject.toml pins
 
 with DAG(
     dag_id="interest_nightly",

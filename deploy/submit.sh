@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 make -s package
 DELTA_OPTS=()
 if [ "${DELTA:-1}" = 1 ]; then
-  # the jar at the version of the delta-spark pip package (setup.py pins both)
+  # the jar at the version of the delta-spark pip package (pyproject.toml pins both)
   DELTA_OPTS=(--packages io.delta:delta-spark_2.12:3.3.2
               --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
               --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog)
