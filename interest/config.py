@@ -171,6 +171,7 @@ class TrainConfig:
     fail_at_step: int | None = None  # test-only hook: the last worker raises once at this step
     init_from: str | None = None  # warm start: an exported model folder to copy weights from
     step_timeout_s: float = 900.0  # a training step slower than this is a hang: fail loudly
+    progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 
 @dataclass

@@ -4,6 +4,7 @@ popularity, exports reproduce the run's best-epoch metrics, checkpoints resume, 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -69,10 +70,30 @@ def test_failure_resumes_from_the_last_checkpoint(planted):
     with pytest.raises(InjectedFailure, match="step 7"):
         train_and_export(cfg, DATE, log=lambda _m: None)
     lines: list[str] = []
+    # a progress line after every step inside an epoch (a setting the checkpoints do not depend on)
+    cfg = cfg_for(
+        planted,
+        "model.encoder=memory",
+        "train.fail_at_step=7",
+        "train.epochs=2",
+        "paths.models='{root}/models_resume'",
+        "paths.checkpoints='{root}/ckpt_resume'",
+        "train.progress_every_s=0",
+    )
     out = train_and_export(cfg, DATE, worker=WorkerInfo(attempt=1), log=lines.append)
     assert out.metrics["resumed_from_step"] == 5
     assert any("resumed from checkpoint at step 5" in line for line in lines)
-    assert out.metrics["steps"] == 2 * int(np.ceil(out.metrics["train_rows"] / 64))
+    per_epoch = int(np.ceil(out.metrics["train_rows"] / 64))
+    assert out.metrics["steps"] == 2 * per_epoch
+    # the resumed epoch reports from step 6 on, the next from step 1, never at an epoch's end
+    steps = [
+        re.search(r"epoch +(\d)/2  step +(\d+)/(\d+)  loss \d+\.\d+  [\d.]+ steps/s  epoch ETA \d+s", ln)
+        for ln in lines
+        if " steps/s " in ln
+    ]
+    assert [(int(m[1]), int(m[2])) for m in steps] == [(1, s) for s in range(6, per_epoch)] + [
+        (2, s) for s in range(1, per_epoch)
+    ]
     assert np.isfinite(out.metrics["test"]["full_ndcg@10"])
 
 

@@ -352,7 +352,7 @@ class Trainer:
             )
             iterator = iter(self._dataset(stack))
             for epoch in range(first_epoch, t.epochs):
-                tic = time.perf_counter()
+                tic = last_line = time.perf_counter()
                 loss_sum, count, steps = 0.0, 0.0, 0
                 while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
                     step = int(self.step.numpy())
@@ -370,6 +370,13 @@ class Trainer:
                     if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
                         manager.save(checkpoint_number=int(self.step.numpy()))
                         push()
+                    now, done = time.perf_counter(), int(self.step.numpy()) - epoch * self.steps_per_epoch
+                    if now - last_line >= t.progress_every_s and done < self.steps_per_epoch:
+                        last_line = now
+                        rate = steps / max(now - tic, 1e-9)
+                        self.log(
+                            _step_line(epoch, t.epochs, done, self.steps_per_epoch, loss_sum / max(count, 1.0), rate)
+                        )
                 seconds = time.perf_counter() - tic
                 row: dict[str, Any] = {
                     "epoch": epoch + 1,
@@ -442,6 +449,15 @@ def _checkpoint_mirror(directory: str | None, is_chief: bool):
             if storage.exists(directory):
                 storage.download(directory, local)
             yield local, (lambda: storage.mirror(local, directory)) if is_chief else (lambda: None)
+
+
+def _step_line(epoch: int, epochs: int, done: int, steps_per_epoch: int, loss: float, rate: float) -> str:
+    """Within an epoch: the step reached, the running loss, steps/s and the time left in the epoch."""
+    eta = (steps_per_epoch - done) / max(rate, 1e-9)
+    return (
+        f"[train] epoch {epoch + 1:>3}/{epochs}  step {done:>5}/{steps_per_epoch}  loss {loss:.4f}  "
+        f"{rate:.2f} steps/s  epoch ETA {eta:.0f}s"
+    )
 
 
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:

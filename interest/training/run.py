@@ -57,7 +57,15 @@ class TrainOutcome:
 
 # Settings that do not change what is being trained: a run may resume from a checkpoint written
 # under different values of these (more workers, another failure budget).
-_NOT_IN_CHECKPOINT_KEY = {"workers", "max_failures", "fail_at_step", "checkpoint_every_steps", "eval_every"}
+_NOT_IN_CHECKPOINT_KEY = {
+    "workers",
+    "max_failures",
+    "fail_at_step",
+    "checkpoint_every_steps",
+    "eval_every",
+    "step_timeout_s",
+    "progress_every_s",
+}
 
 
 def checkpoint_dir(cfg: Config, date: str) -> str:
