@@ -44,6 +44,29 @@ def require_java() -> str:
     )
 
 
+def job_group(stage: str, date: str, step: str) -> str:
+    """The Spark job group of one step of one stage's run (what the Spark UI and status tracker show)."""
+    return f"interest:{stage}:{date}:{step}"
+
+
+class JobLabels:
+    """Labels the Spark jobs of a stage run step by step: ``label("write sequences")`` puts every
+    job that follows in the group ``interest:<stage>:<date>:<step>`` with the description
+    ``interest <stage> <date>: <step>``, so the Spark UI says which step of which run is working."""
+
+    def __init__(self, spark: SparkSession, stage: str, date: str) -> None:
+        self.context, self.stage, self.date = spark.sparkContext, stage, date
+
+    def __call__(self, step: str) -> None:
+        self.context.setJobGroup(job_group(self.stage, self.date, step), f"interest {self.stage} {self.date}: {step}")
+
+    def clear(self) -> None:
+        """Later jobs of this thread are no longer this stage's."""
+        context: Any = self.context
+        context.setLocalProperty("spark.jobGroup.id", None)
+        context.setLocalProperty("spark.job.description", None)
+
+
 def jvm(spark: SparkSession) -> Any:
     """The driver JVM's py4j view (untyped: py4j has no stubs)."""
     context: Any = spark.sparkContext

@@ -15,6 +15,7 @@ import pytest
 
 from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError, run_sessionize
+from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
 from conftest import ROOT, make_config
@@ -91,7 +92,17 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     cfg, _ = generated(tmp_path, "parquet")
     first = run_sessionize(spark, cfg, DATE)
     snap = {k: pd.read_parquet(first["outputs"][k]) for k in ("train", "infer", "vocab")}
+    tracker = spark.sparkContext.statusTracker()
+    steps = ["read and validate", "deduplicate and exclude bots", "sessions", "vocabulary and sequences",
+             "write rejects", "write vocabulary", "write sessions", "write sequences", "summary"]
+    before = {step: set(tracker.getJobIdsForGroup(job_group("sessionize", DATE, step))) for step in steps}
     second = run_sessionize(spark, cfg, DATE)
+    # every step's Spark jobs carry its label (the Spark UI says which step runs), and none after
+    new = {step: set(tracker.getJobIdsForGroup(job_group("sessionize", DATE, step))) - before[step] for step in steps}
+    assert all(new.values()), new
+    unlabelled = set(tracker.getJobIdsForGroup(None))
+    spark.range(3).count()
+    assert set(tracker.getJobIdsForGroup(None)) - unlabelled
     for key in ("rows_in", "rejected", "duplicates_removed", "events_kept", "users", "sessions"):
         assert first[key] == second[key]
     for k, before in snap.items():

@@ -21,6 +21,7 @@ from interest import io, storage
 from interest.config import Config
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
+from interest.spark import JobLabels
 
 LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
 
@@ -129,6 +130,8 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     s = cfg.sessionize
     paths = SessionizePaths.for_date(cfg, date)
     keep = StorageLevel.MEMORY_AND_DISK
+    label = JobLabels(spark, "sessionize", date)
+    label("read and validate")
     raw, partitioned = read_window(spark, cfg, date)
     flagged = classify(raw, cfg, date, partitioned).persist(keep)
     by_reason = flagged.groupBy("reject_reason", "outside").count().collect()
@@ -142,6 +145,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     rejected = {r["reject_reason"]: r["count"] for r in by_reason if r["reject_reason"]}
     outside = sum(r["count"] for r in by_reason if r["outside"])
 
+    label("deduplicate and exclude bots")
     cleaned = clean_events(flagged, cfg).persist(keep)
     tallies = (
         cleaned.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies")).collect()
@@ -151,6 +155,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         if r["reject_reason"]:
             rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["rows"])
 
+    label("sessions")
     events = sessions.sessionize(
         cleaned.where(F.col("reject_reason").isNull()).drop("reject_reason", "copies"),
         s.session_gap_minutes,
@@ -163,6 +168,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     steps = sequences.mark_held_out(
         sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
     )
+    label("vocabulary and sequences")
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
     items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
@@ -199,19 +205,23 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
             f"duplicates={duplicates} kept={events_kept} in_sequences={stats['events']}"
         )
 
+    label("write rejects")
     io.replace_atomically(
         spark, paths.rejects, lambda p: _quarantine(flagged, cleaned).write.mode("overwrite").parquet(p)
     )
+    label("write vocabulary")
     io.replace_atomically(
         spark,
         paths.vocab,
         lambda p: items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(p),
     )
     if s.write_sessions:
+        label("write sessions")
         io.replace_atomically(
             spark, paths.sessions, lambda p: sessions.sessions_table(events).write.mode("overwrite").parquet(p)
         )
     n_users, n_train = int(stats["users"]), int(stats["train_users"])
+    label("write sequences")
     io.replace_atomically(
         spark,
         paths.infer,
@@ -230,6 +240,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         ),
     )
 
+    label("summary")
     q = stats["q"] or [0, 0, 0]
     window_start, window_end = window_bounds(date, s.lookback_days)
     summary: dict[str, Any] = {
@@ -267,6 +278,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     storage.write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     for frame in (windows, items, events, cleaned, flagged):
         frame.unpersist()
+    label.clear()
     return summary
 
 

@@ -24,6 +24,7 @@ from interest.errors import UserError
 from interest.etl.pipeline import SessionizePaths
 from interest.models.export import load_model
 from interest.serving import embed, publish
+from interest.spark import JobLabels
 
 USER_DDL = (
     "user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
@@ -105,6 +106,8 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
             embed.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
         )
     embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
+    label = JobLabels(spark, "embed", date)
+    label("inference")
     tic = time.perf_counter()
     embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
     inference_s = time.perf_counter() - tic
@@ -130,6 +133,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1),
     }
     tic = time.perf_counter()
+    label(f"publish {e.table}")
     report["users"] = publish.publish_partition(
         spark,
         db,
@@ -141,6 +145,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         e.table_format,
     )
     items = spark.createDataFrame(embed.item_embeddings(model, date_vocab), schema=ITEM_DDL)
+    label(f"publish {e.item_table}")
     report["items"] = publish.publish_partition(
         spark,
         db,
@@ -151,6 +156,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         table_location(cfg, e.item_table),
         e.table_format,
     )
+    label(f"publish {e.recommendations_table}")
     report["recommendations"] = publish.publish_partition(
         spark,
         db,
@@ -169,12 +175,14 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
     ).collect()[0]
     report.update(rows=int(counts["rows"]), cold_start=int(counts["cold"] or 0), fallback=int(counts["fallback"] or 0))
     tic = time.perf_counter()
+    label("retention")
     report["retention_dropped"] = {
         t: publish.apply_retention(spark, db, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
         for t in tables
     }
     report["retention_seconds"] = round(time.perf_counter() - tic, 2)
     embedded.unpersist()
+    label.clear()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 

@@ -39,6 +39,7 @@ from pyspark.sql import SparkSession
 
 from interest.config import Config
 from interest.errors import UserError
+from interest.spark import JobLabels
 from interest.training.run import TrainOutcome, checkpoint_dir, training_data
 
 
@@ -224,6 +225,7 @@ def train_on_spark(
     check_checkpoint_path(checkpoint_dir(cfg, date))
     check_slots(spark, workers)
     sc = spark.sparkContext
+    label = JobLabels(spark, "train", date)
     failures: list[str] = []
     for attempt in range(cfg.train.max_failures + 1):
         if attempt:
@@ -231,7 +233,7 @@ def train_on_spark(
                 f"[train] attempt {attempt + 1}/{cfg.train.max_failures + 1}: running the barrier "
                 f"stage again; workers resume from the last checkpoint"
             )
-        sc.setJobDescription(f"interest train {cfg.model.encoder} {date} ({workers} workers, attempt {attempt + 1})")
+        label(f"{cfg.model.encoder}, {workers} workers, attempt {attempt + 1}")
         try:
             rdd = (
                 sc.parallelize(range(workers), workers)
