@@ -93,8 +93,17 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     first = run_sessionize(spark, cfg, DATE)
     snap = {k: pd.read_parquet(first["outputs"][k]) for k in ("train", "infer", "vocab")}
     tracker = spark.sparkContext.statusTracker()
-    steps = ["read and validate", "deduplicate and exclude bots", "sessions", "vocabulary and sequences",
-             "write rejects", "write vocabulary", "write sessions", "write sequences", "summary"]
+    steps = [
+        "read and validate",
+        "deduplicate and exclude bots",
+        "sessions",
+        "vocabulary and sequences",
+        "write rejects",
+        "write vocabulary",
+        "write sessions",
+        "write sequences",
+        "summary",
+    ]
     before = {step: set(tracker.getJobIdsForGroup(job_group("sessionize", DATE, step))) for step in steps}
     second = run_sessionize(spark, cfg, DATE)
     # every step's Spark jobs carry its label (the Spark UI says which step runs), and none after
