@@ -24,7 +24,7 @@ class ConfigError(UserError, ValueError):
     """A configuration file or override is wrong; the message names the key."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[2]"  # ignored when launched by spark-submit (its --master wins)
     app_name: str = "interest"
@@ -33,7 +33,7 @@ class SparkConfig:
     conf: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathsConfig:
     """Where everything lives. Relative local paths resolve against the working directory."""
 
@@ -57,7 +57,7 @@ class PathsConfig:
         return absolute(value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ColumnsConfig:
     """Source column names for the canonical event fields (None = not present in the source)."""
 
@@ -68,7 +68,7 @@ class ColumnsConfig:
     category: str | None = "category"
 
 
-@dataclass
+@dataclass(frozen=True)
 class IngestConfig:
     format: Literal["parquet", "csv", "json", "movielens"] = "parquet"
     path: str | None = None  # None = paths.raw_events
@@ -81,7 +81,7 @@ class IngestConfig:
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
 
 
-@dataclass
+@dataclass(frozen=True)
 class SessionizeConfig:
     # Funnel order matters: it breaks ties in time and picks the stage kept when repeats merge.
     event_types: list[str] = field(default_factory=lambda: ["view", "click", "cart", "purchase"])
@@ -108,7 +108,7 @@ class SessionizeConfig:
     write_sessions: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class GeneratorConfig:
     """The synthetic clickstream (see interest.synth for the model it plants)."""
 
@@ -131,7 +131,7 @@ class GeneratorConfig:
     users_per_file: int = 50000
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     encoder: Literal["self_attention", "hierarchical", "memory"] = "self_attention"
     dim: int = 64
@@ -144,7 +144,7 @@ class ModelConfig:
     use_time_gap: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     # full_softmax: every item; sampled_softmax: in-batch + uniform negatives with log-Q correction;
     # bce: SASRec's original loss (one uniform negative per position, binary cross-entropy)
@@ -174,7 +174,7 @@ class TrainConfig:
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     k: int = 10
     sampled_negatives: int = 100
@@ -184,7 +184,7 @@ class EvalConfig:
     valid_seed: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbedConfig:
     table: str = "user_interest_embeddings"
     item_table: str = "item_embeddings"
@@ -205,13 +205,13 @@ class EmbedConfig:
     norm_tolerance: float = 1e-3
 
 
-@dataclass
+@dataclass(frozen=True)
 class NightlyConfig:
     retrain: bool = True
     warm_start: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class StorageConfig:
     """How non-DataFrame files reach remote roots (see interest.storage)."""
 
@@ -220,7 +220,7 @@ class StorageConfig:
     webhdfs_host: str | None = None  # the namenode for hdfs:/// URLs that name none
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -8,7 +8,7 @@ item indices keep their meaning and a warm-started model keeps its items' vector
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -48,8 +48,7 @@ def model_for_date(
             )
         return previous, "reused the previous model (nightly.retrain=false)"
     if previous and cfg.nightly.warm_start:
-        cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
-        cfg.train.init_from = previous
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=previous))
     outcome = train_model(cfg, date, spark, log=log)
     how = f"warm start from {storage.name(previous)}" if previous and cfg.train.init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"

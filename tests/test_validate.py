@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from interest.config import IngestConfig
+from interest.config import ColumnsConfig, IngestConfig
 from interest.etl import ingest, validate
 
 EVENT_TYPES = ["view", "click", "cart", "purchase"]
@@ -115,9 +116,8 @@ def test_column_mapping_and_missing_column(spark):
     src = spark.createDataFrame(
         [("a", 7, "click", "2026-11-26T00:00:00Z")], "uid string, sku long, action string, at string"
     )
-    cfg = IngestConfig(format="parquet")
-    cfg.columns.user_id, cfg.columns.item_id, cfg.columns.event_type, cfg.columns.ts = "uid", "sku", "action", "at"
-    cfg.columns.category = None
+    columns = ColumnsConfig(user_id="uid", item_id="sku", event_type="action", ts="at", category=None)
+    cfg = IngestConfig(format="parquet", columns=columns)
     got = ingest.to_canonical(src, cfg).first()
     assert (got["user_id"], got["item_id"], got["event_type"], got["ts_raw"]) == (
         "a",
@@ -125,7 +125,7 @@ def test_column_mapping_and_missing_column(spark):
         "click",
         "2026-11-26T00:00:00Z",
     )
-    cfg.columns.ts = "event_time"
+    cfg = dataclasses.replace(cfg, columns=dataclasses.replace(columns, ts="event_time"))
     with pytest.raises(ingest.IngestError, match="event_time"):
         ingest.to_canonical(src, cfg)
 
