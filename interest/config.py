@@ -79,6 +79,9 @@ class IngestConfig:
     # Used when the source has no event type column (e.g. MovieLens ratings).
     constant_event_type: str = "view"
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
+    # A Parquet source file that cannot be read (truncated upload, not Parquet): "fail" stops the
+    # job naming the file; "skip" goes on without it and lists it in the summary and the report
+    on_corrupt_file: Literal["fail", "skip"] = "fail"
 
 
 @dataclass(frozen=True)

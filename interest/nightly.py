@@ -98,6 +98,7 @@ def run_nightly(
             k: sessionized[k]
             for k in (
                 "rows_in",
+                "skipped_files",
                 "rejected",
                 "rejected_total",
                 "duplicates_removed",
@@ -207,6 +208,10 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
         "| stage | count |",
         "|---|---|",
         f"| raw rows in | {s['rows_in']:,} |",
+        *[
+            f"| skipped source file: {f['path']} ({f['bytes']:,} bytes) | {f['error']} |"
+            for f in s.get("skipped_files", [])
+        ],
         *[f"| rejected: {reason} | {n:,} |" for reason, n in s["rejected"].items()],
         f"| duplicates removed | {s['duplicates_removed']:,} |",
         f"| events kept | {s['events_kept']:,} |",

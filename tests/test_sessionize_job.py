@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interest.etl.ingest import IngestError
-from interest.etl.pipeline import SessionizeError, run_sessionize
+from interest.etl.pipeline import SessionizeError, format_summary, run_sessionize
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
@@ -334,3 +334,28 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     assert down.returncode == 75, down.stderr[-2000:]  # EX_TEMPFAIL: worth a retry
     assert f"error (worth a retry): hdfs://127.0.0.1:{port}/interest is not writable" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark, tmp_path):
+    cfg, _ = generated(tmp_path, "parquet")
+    day = Path(cfg.paths.resolve("raw_events")) / f"dt={DATE}"
+    victim = sorted(day.glob("*.parquet"))[0]
+    kept_rows = sum(
+        pq.read_metadata(p).num_rows
+        for p in Path(cfg.paths.resolve("raw_events")).rglob("*.parquet")
+        if p != victim and "dt=" in str(p)
+    )
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # an interrupted upload
+    size = victim.stat().st_size
+    with pytest.raises(
+        IngestError,
+        match=rf"^corrupt source file .*{victim.name} \({size:,} bytes\): .*"
+        r"set ingest.on_corrupt_file: skip to go on without it$",
+    ):
+        run_sessionize(spark, cfg, DATE)
+    skip = make_config(tmp_path, *SMALL, "ingest.on_corrupt_file=skip")
+    summary = run_sessionize(spark, skip, DATE)
+    [skipped] = summary["skipped_files"]
+    assert skipped["path"].endswith(f"dt={DATE}/{victim.name}") and skipped["bytes"] == size and skipped["error"]
+    assert summary["rows_in"] == kept_rows and summary["accounted"]  # every other row is still accounted for
+    assert f"skipped file         {skipped['path']}" in format_summary(summary)

@@ -10,10 +10,15 @@ becomes a reject with a reason instead of a lost row.
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from interest import storage
 from interest.config import IngestConfig
 from interest.errors import UserError
 
@@ -134,6 +139,45 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
 def no_ingest_order() -> Column:
     """A typed null ``ingest_order`` for frames that were not read from files."""
     return F.lit(None).cast("struct<file:string,block:bigint,row:bigint>")
+
+
+@dataclass(frozen=True)
+class CorruptFile:
+    """A source file that cannot be read, and why."""
+
+    path: str
+    bytes: int
+    error: str
+
+
+def corrupt_parquet_files(files: list[str], threads: int = 16) -> list[CorruptFile]:
+    """Files among ``files`` whose Parquet footer cannot be read (a truncated upload, another
+    format). Only the footer is read, so this costs one small read per file, done in parallel."""
+    import pyarrow.parquet as pq
+
+    def check(path: str) -> CorruptFile | None:
+        fs, inner = storage.arrow_filesystem(path)
+        try:
+            pq.read_metadata(inner, filesystem=fs)
+            return None
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a broken file
+            size = fs.get_file_info(inner).size or 0
+            return CorruptFile(path, int(size), str(exc).splitlines()[0][:300])
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [c for c in pool.map(check, files) if c is not None]
+
+
+def source_files(df: DataFrame, window: tuple[str | None, str] | None) -> list[str]:
+    """The data files behind ``df``: those whose ``dt=`` partition lies in ``window`` (start, end),
+    or all of them when the source is not partitioned by date (``window`` None)."""
+    files = []
+    for path in sorted(df.inputFiles()):
+        match = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", path)
+        start, end = window or (None, "")
+        if window is None or match is None or ((start is None or match[1] >= start) and match[1] <= end):
+            files.append(path)
+    return files
 
 
 def in_partition_window(df: DataFrame, start: str | None, end: str) -> DataFrame:

@@ -7,6 +7,7 @@ folder (so re-running a date replaces it exactly), and accounts for every input 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -62,15 +63,35 @@ def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
     return (end - dt.timedelta(days=lookback_days - 1)).isoformat(), end.isoformat()
 
 
-def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool]:
-    """Canonical raw rows of the window; the flag says whether ``dt`` partitions did the windowing."""
+def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
+    """Canonical raw rows of the window; whether ``dt`` partitions did the windowing; and the
+    source files left out as unreadable (``ingest.on_corrupt_file: skip``; with ``fail``, the
+    first one stops the job naming it)."""
     source = cfg.ingest.path or cfg.paths.resolve("raw_events")
     raw = ingest.read_source(spark, cfg.ingest, source)
     partitioned = "dt" in raw.columns
+    start, end = window_bounds(date, cfg.sessionize.lookback_days)
+    skipped: list[ingest.CorruptFile] = []
+    if cfg.ingest.format == "parquet":
+        files = ingest.source_files(raw, (start, end) if partitioned else None)
+        skipped = ingest.corrupt_parquet_files(files)
+        if skipped and cfg.ingest.on_corrupt_file == "fail":
+            bad = skipped[0]
+            raise ingest.IngestError(
+                f"corrupt source file {bad.path} ({bad.bytes:,} bytes): {bad.error}"
+                f"{f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''}; set "
+                f"ingest.on_corrupt_file: skip to go on without it"
+            )
+        if skipped:
+            broken = {c.path for c in skipped}
+            raw = (
+                spark.read.options(**cfg.ingest.options)
+                .option("basePath", source)
+                .parquet(*[f for f in files if f not in broken])
+            )
     if partitioned:  # before ingest_order, so that partition pruning still reaches the scan
-        start, end = window_bounds(date, cfg.sessionize.lookback_days)
         raw = ingest.in_partition_window(raw, start, end)
-    return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned
+    return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, skipped
 
 
 def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:
@@ -132,7 +153,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     keep = StorageLevel.MEMORY_AND_DISK
     label = JobLabels(spark, "sessionize", date)
     label("read and validate")
-    raw, partitioned = read_window(spark, cfg, date)
+    raw, partitioned, skipped = read_window(spark, cfg, date)
     flagged = classify(raw, cfg, date, partitioned).persist(keep)
     by_reason = flagged.groupBy("reject_reason", "outside").count().collect()
     rows_in = sum(r["count"] for r in by_reason)
@@ -247,6 +268,8 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         "date": date,
         "window": {"start": window_start, "end": window_end},
         "rows_in": rows_in,
+        # source files left out as unreadable (ingest.on_corrupt_file: skip): their rows are not in rows_in
+        "skipped_files": [dataclasses.asdict(c) for c in skipped],
         "out_of_window": outside,
         "rejected": dict(sorted(rejected.items())),
         "rejected_total": total_rejected,
@@ -288,6 +311,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"sessionize {summary['date']}  window {summary['window']['start'] or '…'} .. "
         f"{summary['window']['end']}  ({summary['wall_s']} s)",
         f"  rows in              {summary['rows_in']:>12,}",
+        *[f"  skipped file         {f['path']} ({f['bytes']:,} bytes): {f['error']}" for f in summary["skipped_files"]],
         f"  out of window        {summary['out_of_window']:>12,}",
         f"  rejected             {summary['rejected_total']:>12,}",
     ]
