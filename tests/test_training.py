@@ -59,27 +59,18 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
 
 @pytest.mark.slow
 def test_failure_resumes_from_the_last_checkpoint(planted):
-    cfg = cfg_for(
-        planted,
+    sets = [
         "model.encoder=memory",
         "train.fail_at_step=7",
         "train.epochs=2",
         "paths.models='{root}/models_resume'",
         "paths.checkpoints='{root}/ckpt_resume'",
-    )
+    ]
     with pytest.raises(InjectedFailure, match="step 7"):
-        train_and_export(cfg, DATE, log=lambda _m: None)
+        train_and_export(cfg_for(planted, *sets), DATE, log=lambda _m: None)
     lines: list[str] = []
     # a progress line after every step inside an epoch (a setting the checkpoints do not depend on)
-    cfg = cfg_for(
-        planted,
-        "model.encoder=memory",
-        "train.fail_at_step=7",
-        "train.epochs=2",
-        "paths.models='{root}/models_resume'",
-        "paths.checkpoints='{root}/ckpt_resume'",
-        "train.progress_every_s=0",
-    )
+    cfg = cfg_for(planted, *sets, "train.progress_every_s=0")
     out = train_and_export(cfg, DATE, worker=WorkerInfo(attempt=1), log=lines.append)
     assert out.metrics["resumed_from_step"] == 5
     assert any("resumed from checkpoint at step 5" in line for line in lines)
