@@ -118,17 +118,7 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
 
 def _quarantine(flagged: DataFrame, cleaned: DataFrame) -> DataFrame:
     """All rejected rows in one layout: validation rejects and bot rejects."""
-    bots = cleaned.where(F.col("reject_reason").isNotNull()).select(
-        "user_id",
-        "item_id",
-        "event_type",
-        "ts_raw",
-        "category",
-        F.col("dt").alias("source_dt"),
-        "reject_reason",
-        F.lit(None).cast("string").alias("raw_line"),
-    )
-    return validate.rejects_view(flagged).unionByName(bots)
+    return validate.rejects_view(flagged).unionByName(validate.rejects_view(cleaned))
 
 
 def _length_histogram(seqs: DataFrame) -> dict[str, int]:

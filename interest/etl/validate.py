@@ -94,7 +94,9 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
 
 
 def rejects_view(df: DataFrame) -> DataFrame:
-    """Rows with a reason, in the quarantine layout: the raw values as seen, the reason, the line."""
+    """Rows with a reason, in the quarantine layout: the raw values as seen, the reason, the line
+    (null for rows that parsed, and for frames past parsing, such as the bot rejects)."""
+    raw_line = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
     return df.where(F.col("reject_reason").isNotNull()).select(
         "user_id",
         "item_id",
@@ -103,5 +105,5 @@ def rejects_view(df: DataFrame) -> DataFrame:
         "category",
         F.col("dt").alias("source_dt"),
         "reject_reason",
-        F.col(CORRUPT).alias("raw_line"),
+        raw_line.alias("raw_line"),
     )
