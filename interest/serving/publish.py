@@ -312,15 +312,16 @@ def apply_retention(
     than ``vacuum_retain_hours`` needs (so RESTORE to a recent version still works).
     Parquet: each old partition is dropped from the metastore and its folder deleted.
     """
-    present = dates(spark, database, table)
-    dropped = present[:-keep] if keep > 0 and len(present) > keep else []
     name = table_name(database, table)
+    # Parquet: one metastore listing gives both the dates and their folders
+    existing = partitions(spark, database, table) if table_format == "parquet" else {}
+    present = sorted(existing) if table_format == "parquet" else dates(spark, database, table)
+    dropped = present[:-keep] if keep > 0 and len(present) > keep else []
     if table_format == "delta":
         if dropped:
             spark.sql(f"DELETE FROM {name} WHERE dt <= '{dropped[-1]}'")
             spark.sql(f"VACUUM {name} RETAIN {vacuum_retain_hours} HOURS")
         return dropped
-    existing = partitions(spark, database, table)
     for dt in dropped:
         spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (dt='{dt}')")
         if existing[dt]:

@@ -137,6 +137,22 @@ def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
 
+def _evaluate_targets(
+    rows: dict[str, np.ndarray],
+    split: str,
+    score_fn: Callable[[int, int], np.ndarray],
+    vocab_size: int,
+    k: int,
+    negatives: int,
+    seeds: tuple[int, ...],
+) -> dict[str, Any]:
+    """Rank the ``split`` targets of ``rows`` (valid or test) with ``score_fn``, never drawing a
+    negative from the user's whole history."""
+    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
+    histories = rows.get("history_idx", rows["item_idx"])
+    return evaluate_scores(score_fn, histories, targets, vocab_size, k=k, negatives=negatives, seeds=seeds)
+
+
 def evaluate_split(
     encoder: Encoder,
     rows: dict[str, np.ndarray],
@@ -144,20 +160,11 @@ def evaluate_split(
     k: int = 10,
     negatives: int = 100,
     seeds: tuple[int, ...] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics of the encoder on the valid or test targets of ``rows``."""
-    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
-    users = encode(encoder, rows, split)
-    table = encoder.item_table.numpy()
-    return evaluate_scores(
-        lambda a, b: users[a:b] @ table.T,
-        rows.get("history_idx", rows["item_idx"]),
-        targets,
-        table.shape[0],
-        k=k,
-        negatives=negatives,
-        seeds=seeds,
-    )
+    users = encode(encoder, rows, split)  # [N, D]
+    table = encoder.item_table.numpy()  # [V, D]
+    return _evaluate_targets(rows, split, lambda a, b: users[a:b] @ table.T, table.shape[0], k, negatives, seeds)
 
 
 def evaluate_popularity(
@@ -167,18 +174,11 @@ def evaluate_popularity(
     k: int = 10,
     negatives: int = 100,
     seeds: tuple[int, ...] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The popularity baseline: every user gets the same scores, the items' step counts."""
-    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
-    pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties
-    return evaluate_scores(
-        lambda a, b: np.broadcast_to(pop, (b - a, len(pop))),
-        rows.get("history_idx", rows["item_idx"]),
-        targets,
-        len(item_counts),
-        k=k,
-        negatives=negatives,
-        seeds=seeds,
+    pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties, [V]
+    return _evaluate_targets(
+        rows, split, lambda a, b: np.broadcast_to(pop, (b - a, len(pop))), len(item_counts), k, negatives, seeds
     )
 
 
