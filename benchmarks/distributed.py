@@ -63,7 +63,7 @@ def main() -> None:
             base + [f"train.workers={workers}", f"paths.models='{{root}}/models_{workers}'"],
         )
         tic = time.perf_counter()
-        out = train_on_spark(spark, wcfg, DATE, log=lambda _m: None)
+        out = train_on_spark(spark, wcfg, DATE)
         wall = time.perf_counter() - tic
         hist = out.metrics["history"]
         rate = statistics.mean(h["sequences_per_s"] for h in hist[1:]) if len(hist) > 1 else hist[0]["sequences_per_s"]

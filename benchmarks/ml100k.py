@@ -82,7 +82,7 @@ def main() -> None:
         )
         print(table(HEAD, rows[-1:]), flush=True)
     if pop:
-        from interest.data.reader import load_rows, read_vocab
+        from interest.data.files import load_rows, read_vocab
         from interest.evaluation.leakage import id_adjacency_metrics
 
         vocab = read_vocab(summary["outputs"]["vocab"]).sort_values("item_idx")

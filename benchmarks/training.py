@@ -27,7 +27,8 @@ DATE = "2026-11-26"
 
 
 def petastorm_rate(path: str, spec, batch: int, repeats: int = 3) -> float:
-    from interest.data.reader import count_rows, petastorm_batches
+    from interest.data.files import count_rows
+    from interest.data.reader import petastorm_batches
 
     rows, rates = count_rows(path), []
     for _ in range(repeats):
@@ -40,7 +41,8 @@ def petastorm_rate(path: str, spec, batch: int, repeats: int = 3) -> float:
 
 
 def pyarrow_rate(path: str, repeats: int = 3) -> float:
-    from interest.data.reader import SEQUENCE_FEATURES, load_rows
+    from interest.data.files import load_rows
+    from interest.schema import SEQUENCE_FEATURES
 
     rates = []
     for _ in range(repeats):
@@ -59,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from interest.config import load_config
-    from interest.data.reader import SequenceSpec
-    from interest.etl.pipeline import SessionizePaths, run_sessionize
+    from interest.data.files import SequenceSpec, SessionizePaths
+    from interest.etl.pipeline import run_sessionize
     from interest.spark import get_spark
     from interest.synth import generate
     from interest.training.run import train_and_export
@@ -112,7 +114,7 @@ def main() -> None:
                     f"paths.models='{{root}}/models_{length}'",
                 ],
             )
-            out = train_and_export(tcfg, DATE, log=lambda _m: None)
+            out = train_and_export(tcfg, DATE)
             later = [h["sequences_per_s"] for h in out.metrics["history"][1:]] or [
                 out.metrics["history"][0]["sequences_per_s"]
             ]

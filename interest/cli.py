@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import sys
 from collections.abc import Callable
 
+from interest import logs
 from interest.config import Config, ConfigError, load_config
 from interest.errors import EXIT_RETRYABLE, EXIT_USER_ERROR, RetryableError, UserError
 
@@ -24,6 +26,12 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set model.dim=64",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show debug lines and the Spark, TensorFlow and py4j logs too"
+    )
+    parser.add_argument(
+        "--log-file", default=None, metavar="PATH", help="also write every line, and the full trace of an error, here"
+    )
     return parser
 
 
@@ -38,8 +46,11 @@ def yesterday() -> str:
     return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
 
 
-def load_job_config(args: argparse.Namespace) -> Config:
-    """Load the profile; a config error ends the job with its message, not a traceback."""
+def load_job_config(args: argparse.Namespace, stage: str, date: str | None = None) -> Config:
+    """Set up logging for the job's ``stage`` and ``date`` and load the profile; a config error
+    ends the job with its message, not a traceback."""
+    logs.setup(verbose=args.verbose, log_file=args.log_file)
+    logs.begin(stage, date)
     try:
         return load_config(args.conf, args.overrides)
     except ConfigError as exc:
@@ -47,14 +58,27 @@ def load_job_config(args: argparse.Namespace) -> Config:
 
 
 def main_guard(body: Callable[[], int | None]) -> None:
-    """Run a job body; errors a user can act on print one clear line and exit 2, faults worth
-    retrying exit 75 (see interest.errors); anything else is a bug and keeps its traceback."""
+    """Run a job body. Errors a user can act on print one line (the stage, the date, the cause)
+    and exit 2; faults worth retrying exit 75 (see interest.errors). Anything else is a bug: exit
+    1, with its traceback on the terminal, or one line there and the trace in ``--log-file``."""
     try:
         code = body()
     except RetryableError as exc:  # first: a retryable fault may also be a UserError subclass
-        print(f"error (worth a retry): {exc}", file=sys.stderr)
+        _one_line("error (worth a retry)", exc)
         sys.exit(EXIT_RETRYABLE)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _one_line("error", exc)
         sys.exit(EXIT_USER_ERROR)
+    except Exception as exc:
+        if not logs.log_file():
+            raise
+        _one_line(f"bug ({type(exc).__name__}, full trace in {logs.log_file()})", exc)
+        sys.exit(1)
     sys.exit(code or 0)
+
+
+def _one_line(kind: str, exc: BaseException) -> None:
+    """``kind [stage dt=D]: cause`` on stderr; the full trace goes to the log file, if any."""
+    where = logs.where(exc)
+    logging.getLogger(__name__).debug("%s", kind, exc_info=exc)
+    print(f"{kind}{f' [{where}]' if where else ''}: {exc}", file=sys.stderr)

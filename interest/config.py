@@ -12,12 +12,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import dacite
 import yaml
 
 from interest.errors import UserError
+from interest.schema import EncoderName
 
 
 class ConfigError(UserError, ValueError):
@@ -136,7 +137,7 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: Literal["self_attention", "hierarchical", "memory"] = "self_attention"
+    encoder: EncoderName = "self_attention"
     dim: int = 64
     heads: int = 2
     blocks: int = 2
@@ -308,6 +309,11 @@ def from_dict(data: dict[str, Any]) -> Config:
         keys = ", ".join(sorted(exc.keys))
         raise ConfigError(f"unknown configuration key(s): {keys}") from None
     except dacite.WrongTypeError as exc:
+        if get_origin(exc.field_type) is Literal:
+            raise ConfigError(
+                f"configuration key {exc.field_path!r} must be one of {list(get_args(exc.field_type))}, "
+                f"got {exc.value!r}"
+            ) from None
         raise ConfigError(
             f"configuration key {exc.field_path!r} has the wrong type: expected "
             f"{getattr(exc.field_type, '__name__', exc.field_type)}, got {exc.value!r}"

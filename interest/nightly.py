@@ -11,21 +11,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 from pyspark.sql import SparkSession
 
-from interest import storage
+from interest import logs, storage
 from interest.config import Config
 from interest.errors import UserError
 from interest.etl.pipeline import run_sessionize
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import drift, run_embed
 from interest.training.launch import train_model
+
+log = logging.getLogger(__name__)
 
 
 def previous_model(cfg: Config, date: str) -> str | None:
@@ -34,7 +36,7 @@ def previous_model(cfg: Config, date: str) -> str | None:
 
 
 def model_for_date(
-    spark: SparkSession, cfg: Config, date: str, previous: str | None, force_retrain: bool, log: Callable[[str], None]
+    spark: SparkSession, cfg: Config, date: str, previous: str | None, force_retrain: bool
 ) -> tuple[str, str]:
     """(model folder, what was done): reuse D's model, train one, or reuse the previous one."""
     existing = find_model_for_date(cfg.paths.resolve("models"), cfg.model.encoder, date)
@@ -49,15 +51,18 @@ def model_for_date(
         return previous, "reused the previous model (nightly.retrain=false)"
     if previous and cfg.nightly.warm_start:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=previous))
-    outcome = train_model(cfg, date, spark, log=log)
+    outcome = train_model(cfg, date, spark)
     how = f"warm start from {storage.name(previous)}" if previous and cfg.train.init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 
 
-def run_nightly(
-    spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False) -> dict[str, Any]:
     """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
+    with logs.stage("nightly", date):
+        return _run_nightly(spark, cfg, date, force_retrain)
+
+
+def _run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> dict[str, Any]:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
@@ -65,18 +70,18 @@ def run_nightly(
     base_vocab = f"{previous}/vocab.parquet" if previous else None
 
     tic = time.perf_counter()
-    log(f"[nightly] {date}: sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
+    log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
     sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
     timings["sessionize"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain, log)
+    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
     timings["train"] = time.perf_counter() - tic
-    log(f"[nightly] model: {action}: {model_dir}")
+    log.info(f"model: {action}: {model_dir}")
     metrics = json.loads(storage.read_text(storage.join(model_dir, "metrics.json")))
 
     tic = time.perf_counter()
-    log("[nightly] embed and publish")
+    log.info("embed and publish")
     published = run_embed(spark, cfg, date, model_dir)
     timings["embed_publish"] = time.perf_counter() - tic
     moved = drift(spark, cfg, date)
@@ -155,9 +160,7 @@ def missing_raw_partitions(cfg: Config, dates: list[str]) -> list[str]:
     return [d for d in dates if f"dt={d}" not in present]
 
 
-def run_backfill(
-    spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False, log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
+def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False) -> list[dict[str, Any]]:
     """Run the refresh for every date of [start, end] in date order, skipping dates already done
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
@@ -171,10 +174,10 @@ def run_backfill(
     reports = []
     for n, date in enumerate(dates, 1):
         if not redo and storage.is_file(report_path(cfg, date)):
-            log(f"[backfill] {date} ({n}/{len(dates)}): already done, skipped")
+            log.info(f"{date} ({n}/{len(dates)}): already done, skipped")
             continue
-        log(f"[backfill] {date} ({n}/{len(dates)})")
-        reports.append(run_nightly(spark, cfg, date, log=log))
+        log.info(f"{date} ({n}/{len(dates)})")
+        reports.append(run_nightly(spark, cfg, date))
     return reports
 
 

@@ -17,7 +17,15 @@ of a user's last steps are validation and test, which the vocabulary counts skip
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal, get_args
+
 PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
+
+# The encoder families; ``interest.models.encoders`` registers exactly these (a test checks), and
+# config, jobs and reports take the names from here so they never need TensorFlow to know them.
+EncoderName = Literal["self_attention", "hierarchical", "memory"]
+ENCODER_NAMES: tuple[str, ...] = get_args(EncoderName)
 
 SEQUENCE_FEATURES: tuple[str, ...] = ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")
 
@@ -32,6 +40,6 @@ def window_stride(max_len: int) -> int:
     return max_len - WINDOW_STRIDE_OFFSET
 
 
-def n_gap_buckets(time_gap_edges_s: list[int] | tuple[int, ...]) -> int:
+def n_gap_buckets(time_gap_edges_s: Sequence[float]) -> int:
     """Time-gap buckets: padding, first step of a session, one per edge interval, and beyond."""
     return len(time_gap_edges_s) + 3

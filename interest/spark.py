@@ -15,6 +15,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from interest import logs
 from interest.config import Config
 from interest.errors import UserError
 
@@ -119,7 +120,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         require_delta(spark)
     if cfg.spark.enable_hive:
         _derby_home(spark, metastore)
-    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    if not logs.verbose():
+        _quiet_loggers(spark)
+    spark.sparkContext.setLogLevel("INFO" if logs.verbose() else cfg.spark.log_level)  # --verbose shows it all
     return spark
 
 

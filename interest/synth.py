@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interest.config import GeneratorConfig
+
+log = logging.getLogger(__name__)
 
 FUNNEL = ("view", "click", "cart", "purchase")
 FUNNEL_P = (0.25, 0.3, 0.5)  # P(click | view), P(cart | click), P(purchase | cart)
@@ -325,7 +328,7 @@ def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool 
             summary.files += 1
         summary.events += day_events
         if progress:
-            print(f"[generate] {date}: {day_events:,} events", flush=True)
+            log.info(f"{date}: {day_events:,} events")
     summary.counts = counts
     _write_truth(world, truth, dates)
     (truth / "summary.json").write_text(json.dumps(asdict(summary), indent=2))

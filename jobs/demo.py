@@ -17,7 +17,7 @@ def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, default=None, help="run date (default: the generator's last day)")
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "demo", args.date)
     date = args.date or cfg.generator.end_date
     if cfg.generator.end_date != date:
         args.overrides.append(f"generator.end_date={date}")

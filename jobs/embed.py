@@ -7,8 +7,11 @@ python jobs/embed.py --date 2026-11-26 --model data/models/memory/<version>
 from __future__ import annotations
 
 import json
+import logging
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -21,7 +24,7 @@ def main() -> int:
         "trained on that date's data, else the newest trained before it)",
     )
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "embed", args.date)
 
     from interest.models.export import model_as_of
     from interest.serving.pipeline import run_embed
@@ -34,11 +37,11 @@ def main() -> int:
     finally:
         spark.stop()
     gates = {k: v["ok"] for k, v in report["users"].items() if isinstance(v, dict)}
-    print(
-        f"[embed] {report['rows']:,} users ({report['cold_start']:,} cold start) published to "
+    log.info(
+        f"{report['rows']:,} users ({report['cold_start']:,} cold start) published to "
         f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report['model_version']}"
     )
-    print(f"[embed] gates: {json.dumps(gates)}; {report['seconds']} s")
+    log.info(f"gates: {json.dumps(gates)}; {report['seconds']} s")
     return 0
 
 

@@ -6,9 +6,15 @@ python jobs/evaluate.py --date 2026-11-26 --models data/models/memory/<version>
 
 from __future__ import annotations
 
-from interest.cli import date_arg, job_parser, load_job_config, main_guard
+import logging
 
-ALL = ["self_attention", "hierarchical", "memory"]
+from interest.cli import date_arg, job_parser, load_job_config, main_guard
+from interest.schema import ENCODER_NAMES
+
+ALL = list(ENCODER_NAMES)
+
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -23,7 +29,7 @@ def main() -> int:
     )
     parser.add_argument("--models", nargs="+", default=None, help="explicit model folders")
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "evaluate", args.date)
 
     from interest.evaluation.evaluate import evaluate_models, latest_models
     from interest.evaluation.report import markdown_table
@@ -45,7 +51,7 @@ def main() -> int:
     out = evaluate_models(cfg, args.date, dirs)
     print(markdown_table(out["results"], cfg.eval.k, cfg.eval.sampled_negatives))
     for name, path in out["paths"].items():
-        print(f"[evaluate] {name}: {path}")
+        log.info(f"{name}: {path}")
     return 0
 
 

@@ -5,10 +5,13 @@ python jobs/generate.py --conf conf/local.yaml --events 1000000
 
 from __future__ import annotations
 
+import logging
 import time
 
 from interest.cli import job_parser, load_job_config, main_guard
 from interest.synth import generate, users_for_events
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -17,7 +20,7 @@ def main() -> int:
         "--events", type=int, default=None, help="about this many events (sets generator.users); default: from config"
     )
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "generate")
     gen = cfg.generator
     if args.events:
         gen.users = users_for_events(gen, args.events)
@@ -26,13 +29,14 @@ def main() -> int:
     out, truth = cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth")
     summary = generate(gen, out, truth)
     wall = time.perf_counter() - started
-    print(
-        f"[generate] {summary.events:,} events, {gen.users:,} users ({summary.bots} bots), "
+    log.info(
+        f"{summary.events:,} events, {gen.users:,} users ({summary.bots} bots), "
         f"{gen.items:,} items, {summary.days} days in {wall:.1f} s "
         f"({summary.events / max(wall, 1e-9):,.0f} events/s)"
     )
-    print(f"[generate] planted dirt: {summary.counts}")
-    print(f"[generate] events: {out}\n[generate] truth:  {truth}")
+    log.info(f"planted dirt: {summary.counts}")
+    log.info(f"events: {out}")
+    log.info(f"truth:  {truth}")
     return 0
 
 

@@ -7,7 +7,11 @@ spark-submit --master yarn --py-files dist/interest.zip jobs/nightly.py --conf c
 
 from __future__ import annotations
 
+import logging
+
 from interest.cli import date_arg, job_parser, load_job_config, main_guard, yesterday
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -26,10 +30,10 @@ def main() -> int:
     parser.add_argument("--force-retrain", action="store_true", help="train again even if a model for this date exists")
     parser.add_argument("--show", type=int, default=3, help="print this many rows of the table")
     args = parser.parse_args()
-    cfg = load_job_config(args)
     if (args.start is None) != (args.end is None) or (args.start and args.date):
         parser.error("a backfill needs both --from and --to, and no --date")
     date = args.end or args.date or yesterday()
+    cfg = load_job_config(args, "backfill" if args.start else "nightly", None if args.start else date)
 
     from interest.nightly import run_backfill, run_nightly
     from interest.spark import get_spark
@@ -38,14 +42,14 @@ def main() -> int:
     try:
         if args.start:
             done = run_backfill(spark, cfg, args.start, args.end, redo=args.redo)
-            print(f"[backfill] {args.start} .. {args.end}: {len(done)} date(s) run")
+            log.info(f"{args.start} .. {args.end}: {len(done)} date(s) run")
             return 0
         report = run_nightly(spark, cfg, date, force_retrain=args.force_retrain)
         table = f"`{cfg.embed.database}`.`{cfg.embed.table}`"
-        print(f"\n[nightly] table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")
+        log.info(f"table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")
         users = report["embed"]["users"]
         commit = f" (Delta version {users['version']})" if "version" in users else ""
-        print(f"[nightly] location: {users['location']}{commit}")
+        log.info(f"location: {users['location']}{commit}")
         if args.show:
             spark.sql(
                 f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
@@ -53,7 +57,7 @@ def main() -> int:
                 f"WHERE dt = '{date}' ORDER BY user_id LIMIT {args.show}"
             ).show(truncate=60)
         for name, path in report["report_files"].items():
-            print(f"[nightly] report {name}: {path}")
+            log.info(f"report {name}: {path}")
     finally:
         spark.stop()
     return 0

@@ -11,7 +11,11 @@ next nightly; a later publish for another date is not undone unless you name an 
 
 from __future__ import annotations
 
+import logging
+
 from interest.cli import job_parser, load_job_config, main_guard
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -26,7 +30,7 @@ def main() -> int:
         "--version", type=int, default=None, help="restore this version (default: the one before the latest publish)"
     )
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "rollback")
 
     from interest.serving.publish import rollback
     from interest.spark import get_spark
@@ -37,7 +41,7 @@ def main() -> int:
     try:
         for table in tables:
             before, after = rollback(spark, e.database, table, args.version)
-            print(f"[rollback] {e.database}.{table}: version {before} -> restored version {after}")
+            log.info(f"{e.database}.{table}: version {before} -> restored version {after}")
     finally:
         spark.stop()
     return 0

@@ -16,7 +16,7 @@ def main() -> int:
     )
     parser.add_argument("--base-vocab", default=None, help="a previous vocabulary whose item indices must be kept")
     args = parser.parse_args()
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "sessionize", args.date)
 
     from interest.etl.pipeline import format_summary, run_sessionize
     from interest.spark import get_spark

@@ -7,7 +7,12 @@ spark-submit --master spark://host:7077 jobs/train.py --conf conf/cluster.yaml -
 
 from __future__ import annotations
 
+import logging
+
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
+from interest.schema import ENCODER_NAMES
+
+log = logging.getLogger("interest.jobs")
 
 
 def main() -> int:
@@ -15,7 +20,7 @@ def main() -> int:
     parser.add_argument("--date", type=date_arg, required=True, help="use the sequences of this run date")
     parser.add_argument(
         "--encoder",
-        choices=["self_attention", "hierarchical", "memory"],
+        choices=ENCODER_NAMES,
         default=None,
         help="shorthand for --set model.encoder=...",
     )
@@ -27,7 +32,7 @@ def main() -> int:
         args.overrides.append(f"model.encoder={args.encoder}")
     if args.workers:
         args.overrides.append(f"train.workers={args.workers}")
-    cfg = load_job_config(args)
+    cfg = load_job_config(args, "train", args.date)
 
     from interest.training.launch import train_model, trains_on_spark
 
@@ -41,7 +46,7 @@ def main() -> int:
         outcome = train_model(cfg, args.date, spark)
     finally:
         spark.stop()
-    print(f"[train] {cfg.train.workers} worker(s), {outcome.attempts} attempt(s); model: {outcome.model_dir}")
+    log.info(f"{cfg.train.workers} worker(s), {outcome.attempts} attempt(s); model: {outcome.model_dir}")
     return 0
 
 

@@ -96,7 +96,7 @@ def planted_model(planted: Path) -> Path:
         "paths.models='{root}/models_shared'",
         "paths.checkpoints='{root}/ckpt_shared'",
     )
-    return Path(train_and_export(cfg, DATE, log=lambda _m: None).model_dir)
+    return Path(train_and_export(cfg, DATE).model_dir)
 
 
 def copy_planted(planted: Path, model: Path | None, dest: Path) -> Path:
@@ -143,3 +143,21 @@ def hdfs(tmp_path_factory: pytest.TempPathFactory):
 
     with MiniHdfs(tmp_path_factory.mktemp("hdfs")) as cluster:
         yield cluster
+
+
+@pytest.fixture()
+def log_lines():
+    """The messages logged under ``interest`` while the test runs (INFO and above)."""
+    import logging
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("interest"), Keep(logging.INFO)
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

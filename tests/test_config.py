@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from interest.config import ConfigError, load_config, parse_override
@@ -39,7 +41,7 @@ def test_defaults_and_overrides_with_types():
         ("modle.dim=3", "unknown configuration key 'modle'"),
         ("model.dim=abc", "'model.dim' has the wrong type"),
         ("train.epochs=2.5", "'train.epochs' has the wrong type"),
-        ("model.encoder=lstm", "'model.encoder'"),
+        ("model.encoder=lstm", "'model.encoder' must be one of ['self_attention', 'hierarchical', 'memory']"),
         ("model=3", "'model' must be a section"),
         ("model.heads=3", "model.dim must be divisible by model.heads"),
         ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
@@ -48,7 +50,7 @@ def test_defaults_and_overrides_with_types():
     ],
 )
 def test_bad_config_names_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(ROOT / "conf" / "local.yaml", [override])
 
 

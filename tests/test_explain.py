@@ -49,7 +49,7 @@ def control_tops(items: np.ndarray, weights: np.ndarray, k: int, rng: np.random.
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 def test_explanations_point_at_planted_interests(noisy, kind):
-    out = train_and_export(make_config(noisy, *NOISY, f"model.encoder={kind}"), DATE, log=lambda _m: None)
+    out = train_and_export(make_config(noisy, *NOISY, f"model.encoder={kind}"), DATE)
     truth = pd.read_parquet(noisy / "raw" / "truth" / "users.parquet").set_index("user_id")
     category = pd.read_parquet(noisy / "raw" / "truth" / "items.parquet").set_index("item_id").category.to_dict()
     infer = pd.read_parquet(noisy / "sequences" / f"dt={DATE}" / "infer")

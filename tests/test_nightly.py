@@ -60,7 +60,7 @@ def table_rows(spark, cfg, date: str, table: str | None = None) -> pd.DataFrame:
 @pytest.mark.slow
 def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     cfg = cfg_for(planted, "nightly_idem")
-    first = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    first = run_nightly(spark, cfg, DATE)
     rows1 = table_rows(spark, cfg, DATE)
     assert "trained" in first["model"]["action"]
     assert len(rows1) == first["embed"]["rows"] == first["sessionize"]["users"]
@@ -75,7 +75,7 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     report_md = Path(first["report_files"]["markdown"]).read_text()
     assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
 
-    second = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    second = run_nightly(spark, cfg, DATE)
     assert "reused the model already trained" in second["model"]["action"]
     rows2 = table_rows(spark, cfg, DATE)
     pd.testing.assert_frame_equal(rows1, rows2)
@@ -91,9 +91,9 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
 def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted):
     # A high minimum count leaves items out on the first day that qualify on the second.
     cfg = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=true")
-    run_nightly(spark, cfg, PREV, log=lambda _m: None)
+    run_nightly(spark, cfg, PREV)
     cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
-    day2 = run_nightly(spark, cfg2, DATE, log=lambda _m: None)
+    day2 = run_nightly(spark, cfg2, DATE)
     assert dates(spark, cfg.embed.database, cfg.embed.table) == [PREV, DATE]
     v1 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={PREV}").set_index("item_idx").item_id
     v2 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={DATE}").set_index("item_idx").item_id
@@ -156,7 +156,7 @@ def test_lineage_follows_data_dates_not_the_order_of_runs(tmp_path):
 def embedded(spark, planted):
     """A published dt=DATE partition (database 'embed_gates') and the model behind it."""
     cfg = cfg_for(planted, "embed_gates", "embed.cold_start_min_steps=8")
-    report = run_nightly(spark, cfg, DATE, log=lambda _m: None)
+    report = run_nightly(spark, cfg, DATE)
     return cfg, report
 
 
@@ -245,7 +245,7 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
 
 
 @pytest.mark.slow
-def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, planted):
+def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, planted, log_lines):
     from chispa import assert_df_equality
 
     from interest.nightly import BackfillError, run_backfill
@@ -253,13 +253,11 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     cfg = cfg_for(planted, "backfill")
     dates = ["2026-11-24", PREV, DATE]
     with pytest.raises(BackfillError, match="no raw partition for 2026-11-27 under .*; nothing was run"):
-        run_backfill(spark, cfg, DATE, "2026-11-27", log=lambda _m: None)
+        run_backfill(spark, cfg, DATE, "2026-11-27")
     assert not spark.catalog.tableExists(f"backfill.{cfg.embed.table}")  # nothing was published
-    lines: list[str] = []
-    assert len(run_backfill(spark, cfg, dates[0], dates[-1], log=lines.append)) == 3
-    assert [ln for ln in lines if ln.startswith("[backfill]")] == [
-        f"[backfill] {d} ({n}/3)" for n, d in enumerate(dates, 1)
-    ]
+    lines = log_lines
+    assert len(run_backfill(spark, cfg, dates[0], dates[-1])) == 3
+    assert [ln for ln in lines if ln.endswith("/3)")] == [f"{d} ({n}/3)" for n, d in enumerate(dates, 1)]
     models = cfg.paths.resolve("models")
 
     def snapshot() -> dict:
@@ -280,10 +278,10 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     trained = [load_model(p).config["config"]["train"]["init_from"] for _, p in before["versions"]]
     assert trained == [None, before["versions"][0][1], before["versions"][1][1]]
     lines.clear()
-    assert run_backfill(spark, cfg, dates[0], dates[-1], log=lines.append) == []  # resumes: all done
+    assert run_backfill(spark, cfg, dates[0], dates[-1]) == []  # resumes: all done
     assert all("already done, skipped" in ln for ln in lines)
     for date in (DATE, dates[0], PREV):  # an operator clears and re-runs dates out of order
-        run_nightly(spark, cfg, date, log=lambda _m: None)
+        run_nightly(spark, cfg, date)
     after = snapshot()
     assert after["versions"] == before["versions"] and after["latest"] == before["latest"]
     for table, frame in after["tables"].items():
@@ -485,11 +483,11 @@ def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp
     storage.configure(port)
     try:
         with pytest.raises(StorageError, match=rf"^{root} is not writable: .*unreachable") as err:
-            run_nightly(spark, make_config(tmp_path, f"paths.root={root}"), DATE, log=lambda _m: None)
+            run_nightly(spark, make_config(tmp_path, f"paths.root={root}"), DATE)
         assert "\n" not in str(err.value)
         assert isinstance(err.value, RetryableError)  # jobs exit 75: a scheduler may retry it
     finally:
         storage.configure(9870)
     with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable") as err:
-        run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE, log=lambda _m: None)
+        run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE)
     assert not isinstance(err.value, RetryableError)  # exit 2: it needs a person

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from interest.evaluation import metrics as M
 from interest.models import objective as O
+from interest.scoring import metrics as M
 
 
 def test_full_softmax_matches_numpy_and_skips_pad_and_unknown():

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from interest.data.reader import SequenceSpec, count_rows, load_rows, petastorm_batches, split_view
+from interest.data.files import SequenceSpec, count_rows, load_rows
+from interest.data.reader import petastorm_batches, split_view
 
 
 @pytest.fixture(scope="module")

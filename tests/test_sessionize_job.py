@@ -242,7 +242,7 @@ def test_ml100k_leakage_sentinel_sits_at_its_null(ml100k_run):
     ties by item id moves it from ~0.18 to ~0.30 (20 null deviations)."""
     import numpy as np
 
-    from interest.data.reader import load_rows
+    from interest.data.files import load_rows
     from interest.evaluation.leakage import id_adjacency_metrics
 
     summary, raw, vocab = ml100k_run

@@ -11,11 +11,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from interest.data.files import TrainingInputError
 from interest.evaluation.evaluate import evaluate_models
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model, resolve_model_dir
-from interest.training.loop import InjectedFailure, WorkerInfo, evaluate_split
-from interest.training.run import TrainingInputError, checkpoint_dir, train_and_export
+from interest.scoring.offline import evaluate_split
+from interest.training.loop import InjectedFailure, WorkerInfo
+from interest.training.run import checkpoint_dir, train_and_export
 
 from conftest import DATE, PLANTED, make_config
 
@@ -28,7 +30,7 @@ def cfg_for(root: Path, *extra: str):
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(planted, kind):
     cfg = cfg_for(planted, f"model.encoder={kind}")
-    out = train_and_export(cfg, DATE, log=lambda _m: None)
+    out = train_and_export(cfg, DATE)
     test, pop = out.metrics["test"], out.metrics["popularity"]["test"]
     assert test["full_ndcg@10"] > 2.0 * pop["full_ndcg@10"], (test, pop)
     assert test["full_hr@10"] > 1.5 * pop["full_hr@10"]
@@ -40,7 +42,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     # The export holds the best epoch's weights: reloaded, it reproduces the run's test metrics
     # and the best epoch's validation metrics (a last-epoch export would miss the latter).
     loaded = load_model(out.model_dir)
-    from interest.training.run import training_data
+    from interest.data.files import training_data
 
     data, _ = training_data(cfg, DATE)
     e = cfg.eval
@@ -58,7 +60,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
 
 
 @pytest.mark.slow
-def test_failure_resumes_from_the_last_checkpoint(planted):
+def test_failure_resumes_from_the_last_checkpoint(planted, log_lines):
     sets = [
         "model.encoder=memory",
         "train.fail_at_step=7",
@@ -67,11 +69,11 @@ def test_failure_resumes_from_the_last_checkpoint(planted):
         "paths.checkpoints='{root}/ckpt_resume'",
     ]
     with pytest.raises(InjectedFailure, match="step 7"):
-        train_and_export(cfg_for(planted, *sets), DATE, log=lambda _m: None)
-    lines: list[str] = []
+        train_and_export(cfg_for(planted, *sets), DATE)
+    lines = log_lines
     # a progress line after every step inside an epoch (a setting the checkpoints do not depend on)
     cfg = cfg_for(planted, *sets, "train.progress_every_s=0")
-    out = train_and_export(cfg, DATE, worker=WorkerInfo(attempt=1), log=lines.append)
+    out = train_and_export(cfg, DATE, worker=WorkerInfo(attempt=1))
     assert out.metrics["resumed_from_step"] == 5
     assert any("resumed from checkpoint at step 5" in line for line in lines)
     per_epoch = int(np.ceil(out.metrics["train_rows"] / 64))
@@ -88,7 +90,7 @@ def test_failure_resumes_from_the_last_checkpoint(planted):
     assert np.isfinite(out.metrics["test"]["full_ndcg@10"])
 
 
-def test_early_stopping_when_validation_stops_improving(planted):
+def test_early_stopping_when_validation_stops_improving(planted, log_lines):
     cfg = cfg_for(
         planted,
         "train.learning_rate=0.0",
@@ -98,12 +100,10 @@ def test_early_stopping_when_validation_stops_improving(planted):
         "paths.models='{root}/models_es'",
         "paths.checkpoints='{root}/ckpt_es'",
     )
-    lines: list[str] = []
-    out = train_and_export(cfg, DATE, log=lines.append)
+    lines = log_lines
+    out = train_and_export(cfg, DATE)
     assert out.metrics["stopped_early"] and out.metrics["epochs_run"] == 2
-    assert any(
-        line.startswith("[train] epoch   1/6  loss") and "seq/s" in line and "valid NDCG@10" in line for line in lines
-    )
+    assert any(line.startswith("epoch   1/6  loss") and "seq/s" in line and "valid NDCG@10" in line for line in lines)
     assert any("early stop" in line for line in lines)
 
 
@@ -119,7 +119,6 @@ def test_evaluation_report_has_table_and_curves(planted):
         train_and_export(
             make_config(planted, *PLANTED, "train.epochs=3", f"model.encoder={k}", "paths.models='{root}/models_eval'"),
             DATE,
-            log=lambda _m: None,
         ).model_dir
         for k in ("self_attention", "memory")
     ]

@@ -1,4 +1,5 @@
-"""Sequences Parquet -> tf.data, through Petastorm for training and pyarrow for small eval sets.
+"""Sequences Parquet -> tf.data, streamed by Petastorm for training (readers without TensorFlow
+are in ``interest.data.files``).
 
 Training streams with Petastorm's batch reader (one element per Parquet row group), re-batched to
 the training batch size, shuffled by row group and through a buffer, repeated forever (the loop
@@ -16,44 +17,12 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import tensorflow as tf
 
 from interest import storage
-from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS, n_gap_buckets
-
-
-def to_url(path: str) -> str:
-    """Petastorm wants URLs: a local path becomes file:///abs/path."""
-    if "://" in path:
-        return path
-    return "file://" + str(Path(path).resolve())  # not as_uri(): it would escape "dt=..."
-
-
-@dataclass(frozen=True)
-class SequenceSpec:
-    """What the model needs to know about the data it is fed."""
-
-    max_len: int
-    vocab_size: int  # rows of the item table: 0 = pad, 1 = unknown, 2.. = items
-    n_event_types: int
-    n_gap_buckets: int
-
-    @classmethod
-    def from_config(cls, cfg, vocab_size: int) -> SequenceSpec:
-        s = cfg.sessionize
-        return cls(
-            max_len=s.max_len,
-            vocab_size=vocab_size,
-            n_event_types=len(s.event_types),
-            n_gap_buckets=n_gap_buckets(s.time_gap_edges_s),
-        )
+from interest.data.files import SequenceSpec, fetch_shard, to_url
+from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS
 
 
 def shift_right(x: tf.Tensor, k: int) -> tf.Tensor:
@@ -117,7 +86,7 @@ def petastorm_batches(
         # Petastorm reaches remote files only through libhdfs; fetch this worker's shard of the
         # files (one row group each) into scratch and read them locally, unsharded.
         with storage.scratch("interest-shard-") as folder:
-            _fetch_shard(path, folder, shard, num_shards)
+            fetch_shard(path, folder, shard, num_shards)
             with petastorm_batches(
                 folder,
                 spec,
@@ -161,65 +130,3 @@ def petastorm_batches(
             yield ds
     finally:
         quiet.__exit__(None, None, None)
-
-
-def _dataset(path: str) -> pq.ParquetDataset:
-    """A pyarrow dataset on any path the storage layer reaches (local, hdfs://, s3a://)."""
-    fs, inner = storage.arrow_filesystem(path)
-    return pq.ParquetDataset(inner, filesystem=fs)
-
-
-def read_vocab(path: str) -> pd.DataFrame:
-    """A vocabulary folder -> pandas, ordered by item index."""
-    return _dataset(path).read().to_pandas().sort_values("item_idx")
-
-
-def _fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | None) -> None:
-    files = sorted(f.path for f in _dataset(path).fragments)  # inner paths of the Parquet files
-    mine = files[shard::num_shards] if shard is not None and num_shards else files
-    if not mine:
-        raise ValueError(f"no Parquet files for shard {shard} of {num_shards} under {path}")
-    base = path.rstrip("/")
-    root = storage.fs_path(base)[1].rstrip("/")
-    for inner in mine:
-        storage.download(base + inner[len(root) :], f"{folder}/{inner.rsplit('/', 1)[-1]}")
-
-
-def count_rows(path: str) -> int:
-    """Rows of a Parquet dataset from its footers (no data read)."""
-    return sum(frag.metadata.num_rows for frag in _dataset(path).fragments)
-
-
-def load_rows(
-    path: str, columns: list[str] | None = None, limit: int | None = None, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Read a (small) sequences dataset into numpy, sorted by user, optionally a fixed sample.
-
-    Used for evaluation and tests: the order and the sample depend only on the data and the seed,
-    so every worker computes the same metric from the same rows.
-    """
-    dataset = _dataset(path)
-    cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps", "history_idx"])
-    if "history_idx" not in dataset.schema.names:  # written before the column existed
-        cols = [c for c in cols if c != "history_idx"]
-    if "window" in dataset.schema.names:  # evaluation reads each user's latest window only
-        table = dataset.read(columns=[*cols, "window"])
-        table = table.filter(pc.equal(table.column("window"), 0)).drop(["window"])
-    else:
-        table = dataset.read(columns=cols)
-    if "user_id" in cols:
-        table = table.sort_by("user_id")
-    if limit is not None and table.num_rows > limit:
-        pick = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=limit, replace=False))
-        table = table.take(pick)
-    out: dict[str, np.ndarray] = {}
-    for name in cols:
-        col = table.column(name)
-        if name in SEQUENCE_FEATURES:
-            flat = col.combine_chunks()
-            out[name] = np.asarray(flat.flatten(), dtype=np.int32).reshape(table.num_rows, -1)
-        elif name == "history_idx":  # ragged: one array per user
-            out[name] = np.array([np.asarray(v, dtype=np.int64) for v in col.to_pylist()], dtype=object)
-        else:
-            out[name] = col.to_numpy(zero_copy_only=False)
-    return out

@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
@@ -20,6 +19,7 @@ from pyspark.sql import functions as F
 
 from interest import io, storage
 from interest.config import Config
+from interest.data.files import SessionizePaths
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
 from interest.spark import JobLabels
@@ -29,30 +29,6 @@ LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
 
 class SessionizeError(UserError, RuntimeError):
     """The stage cannot produce a valid output (no events, broken accounting)."""
-
-
-@dataclass(frozen=True)
-class SessionizePaths:
-    """Where one run date's outputs live."""
-
-    train: str
-    infer: str
-    vocab: str
-    rejects: str
-    sessions: str
-    summary: str
-
-    @classmethod
-    def for_date(cls, cfg: Config, date: str) -> SessionizePaths:
-        p = cfg.paths
-        return cls(
-            train=f"{p.resolve('sequences')}/dt={date}/train",
-            infer=f"{p.resolve('sequences')}/dt={date}/infer",
-            vocab=f"{p.resolve('vocab')}/dt={date}",
-            rejects=f"{p.resolve('rejects')}/dt={date}",
-            sessions=f"{p.resolve('sessions')}/dt={date}",
-            summary=f"{p.resolve('reports')}/sessionize/dt={date}/summary.json",
-        )
 
 
 def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:

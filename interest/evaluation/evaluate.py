@@ -9,10 +9,10 @@ import numpy as np
 
 from interest import storage
 from interest.config import Config
+from interest.data.files import SessionizePaths, read_vocab, training_data
 from interest.models.export import load_model, resolve_model_dir
 from interest.schema import SEQUENCE_FEATURES, SHIFT
-from interest.training.loop import evaluate_popularity, evaluate_split
-from interest.training.run import training_data
+from interest.scoring.offline import evaluate_popularity, evaluate_split
 
 
 def evaluate_models(cfg: Config, date: str, model_dirs: list[str]) -> dict[str, Any]:
@@ -70,9 +70,6 @@ def _evaluate(cfg: Config, date: str, model_dirs: list[str], data, out: Path, ta
 
 def data_vocab_labels(cfg: Config, date: str) -> list[tuple[int, str, str | None]]:
     """(item_idx, item_id, category) of the date's vocabulary, for labelling pictures."""
-    from interest.data.reader import read_vocab
-    from interest.etl.pipeline import SessionizePaths
-
     vocab = read_vocab(SessionizePaths.for_date(cfg, date).vocab)
     cats = vocab["category"] if "category" in vocab else [None] * len(vocab)
     return list(zip(vocab["item_idx"], vocab["item_id"], cats))

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from interest.evaluation.metrics import evaluate_scores
 from interest.schema import FIRST_ITEM
+from interest.scoring.metrics import evaluate_scores
 
 
 def id_adjacency_scores(item_ids: Sequence[str], last_items: np.ndarray) -> np.ndarray:

@@ -30,12 +30,16 @@ from interest.models.layers import (
     padding_mask,
     scaled_dot_product_attention,
 )
-from interest.schema import SEQUENCE_FEATURES
+from interest.schema import ENCODER_NAMES, SEQUENCE_FEATURES
 
 ENCODERS: dict[str, type[Encoder]] = {}
 
 
 def register(name: str):
+    """Register an encoder family under one of ``schema.ENCODER_NAMES``."""
+    if name not in ENCODER_NAMES:
+        raise ValueError(f"encoder {name!r} is not in interest.schema.ENCODER_NAMES")
+
     def wrap(cls):
         ENCODERS[name] = cls
         cls.kind = name

@@ -19,9 +19,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest.config import Config
-from interest.data.reader import read_vocab
+from interest.data.files import SessionizePaths, read_vocab
 from interest.errors import UserError
-from interest.etl.pipeline import SessionizePaths
 from interest.models.export import load_model
 from interest.serving import embed, publish
 from interest.spark import JobLabels

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -37,10 +38,14 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from interest import logs
 from interest.config import Config
+from interest.data.files import training_data
 from interest.errors import UserError
 from interest.spark import JobLabels
-from interest.training.run import TrainOutcome, checkpoint_dir, training_data
+from interest.training.run import TrainOutcome, checkpoint_dir
+
+log = logging.getLogger(__name__)
 
 
 class DistributedTrainingError(UserError, RuntimeError):
@@ -212,10 +217,13 @@ class DistributedOutcome(TrainOutcome):
     chief_log: list[str] | None = None
 
 
-def train_on_spark(
-    spark: SparkSession, cfg: Config, date: str, log: Callable[[str], None] = print
-) -> DistributedOutcome:
+def train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedOutcome:
     """Train ``cfg.model.encoder`` with ``cfg.train.workers`` barrier tasks; returns the chief's export."""
+    with logs.stage("train", date):
+        return _train_on_spark(spark, cfg, date)
+
+
+def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedOutcome:
     workers = cfg.train.workers
     if cfg.train.batch_size % workers:
         raise DistributedTrainingError(
@@ -229,8 +237,8 @@ def train_on_spark(
     failures: list[str] = []
     for attempt in range(cfg.train.max_failures + 1):
         if attempt:
-            log(
-                f"[train] attempt {attempt + 1}/{cfg.train.max_failures + 1}: running the barrier "
+            log.info(
+                f"attempt {attempt + 1}/{cfg.train.max_failures + 1}: running the barrier "
                 f"stage again; workers resume from the last checkpoint"
             )
         label(f"{cfg.model.encoder}, {workers} workers, attempt {attempt + 1}")
@@ -244,7 +252,7 @@ def train_on_spark(
         except Exception as exc:  # Py4JJavaError wrapping the task's failure
             reason = _short_reason(exc)
             failures.append(reason)
-            log(f"[train] attempt {attempt + 1} failed: {reason}")
+            log.warning(f"attempt {attempt + 1} failed: {reason}")
             continue
         checksums = {r["weights_checksum"] for r in results}
         if len(checksums) != 1:
@@ -252,7 +260,7 @@ def train_on_spark(
         chief = next(r for r in results if r["rank"] == 0)
         if not str(sc.master).startswith("local"):  # in local mode the chief printed to this console
             for line in chief["log"]:
-                log(line)
+                log.info(line)
         return DistributedOutcome(chief["model_dir"], chief["metrics"], attempt + 1, chief["log"])
     raise DistributedTrainingError(
         f"training failed {len(failures)} time(s), the limit (train.max_failures="

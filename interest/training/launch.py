@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from interest.config import Config
@@ -21,16 +20,14 @@ def trains_on_spark(cfg: Config) -> bool:
     return cfg.train.workers > 1 or launched_by_spark_submit()
 
 
-def train_model(
-    cfg: Config, date: str, spark: SparkSession | None = None, log: Callable[[str], None] = print
-) -> TrainOutcome:
+def train_model(cfg: Config, date: str, spark: SparkSession | None = None) -> TrainOutcome:
     """Train ``cfg.model.encoder`` on ``date``'s sequences where ``trains_on_spark`` says."""
     if not trains_on_spark(cfg):
         from interest.training.run import train_and_export
 
-        return train_and_export(cfg, date, log=log)
+        return train_and_export(cfg, date)
     if spark is None:
         raise ValueError("training on Spark needs a SparkSession")
     from interest.training.distributed import train_on_spark
 
-    return train_on_spark(spark, cfg, date, log=log)
+    return train_on_spark(spark, cfg, date)

@@ -10,6 +10,7 @@ that a restarted run resumes from, a progress line per epoch, and TensorBoard sc
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -20,15 +21,16 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from interest.config import Config
-from interest.data.reader import SequenceSpec, petastorm_batches, split_view
-from interest.evaluation.metrics import evaluate_scores
+from interest.data.files import TrainData
+from interest.data.reader import petastorm_batches, split_view
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import item_log_q, next_item_loss
-from interest.schema import SEQUENCE_FEATURES, TARGET_POS
+from interest.scoring.offline import evaluate_split
+
+log = logging.getLogger(__name__)
 
 
 class InjectedFailure(RuntimeError):
@@ -57,14 +59,9 @@ class StepWatchdog:
     def _watch(self) -> None:
         while not self._stop.wait(min(30.0, self.timeout_s / 4)):
             if time.monotonic() - self._last > self.timeout_s:
-                import sys
-
-                print(
-                    f"[train] no training step finished in {self.timeout_s:.0f}s "
-                    f"({self.describe()}); stopping the process so the job can be retried "
-                    "from its last checkpoint",
-                    file=sys.stderr,
-                    flush=True,
+                log.error(
+                    f"no training step finished in {self.timeout_s:.0f}s ({self.describe()}); "
+                    "stopping the process so the job can be retried from its last checkpoint"
                 )
                 os._exit(3)
 
@@ -87,17 +84,6 @@ class WorkerInfo:
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
-
-
-@dataclass
-class TrainData:
-    """Inputs of a training run: the streamed train rows and in-memory evaluation rows."""
-
-    train_path: str
-    train_rows: int
-    spec: SequenceSpec
-    item_counts: np.ndarray  # [V] step counts per item index (0 for pad/unknown)
-    eval_rows: dict[str, np.ndarray]  # load_rows(...) of a fixed user sample
 
 
 @dataclass
@@ -126,62 +112,6 @@ def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.L
     return t.learning_rate
 
 
-def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int = 512) -> np.ndarray:
-    """User vectors [N, D] of numpy rows for a split view (valid/test/infer)."""
-    out = []
-    n = len(rows["item_idx"])
-    for start in range(0, n, batch):
-        chunk = {k: tf.constant(v[start : start + batch]) for k, v in rows.items() if k in SEQUENCE_FEATURES}
-        inputs, _ = split_view(chunk, split)
-        out.append(encoder(inputs, training=False)["user"].numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
-
-
-def _evaluate_targets(
-    rows: dict[str, np.ndarray],
-    split: str,
-    score_fn: Callable[[int, int], np.ndarray],
-    vocab_size: int,
-    k: int,
-    negatives: int,
-    seeds: tuple[int, ...],
-) -> dict[str, Any]:
-    """Rank the ``split`` targets of ``rows`` (valid or test) with ``score_fn``, never drawing a
-    negative from the user's whole history."""
-    targets = rows["item_idx"][:, TARGET_POS[split]].astype(np.int64)  # [N]
-    histories = rows.get("history_idx", rows["item_idx"])
-    return evaluate_scores(score_fn, histories, targets, vocab_size, k=k, negatives=negatives, seeds=seeds)
-
-
-def evaluate_split(
-    encoder: Encoder,
-    rows: dict[str, np.ndarray],
-    split: str,
-    k: int = 10,
-    negatives: int = 100,
-    seeds: tuple[int, ...] = (),
-) -> dict[str, Any]:
-    """Metrics of the encoder on the valid or test targets of ``rows``."""
-    users = encode(encoder, rows, split)  # [N, D]
-    table = encoder.item_table.numpy()  # [V, D]
-    return _evaluate_targets(rows, split, lambda a, b: users[a:b] @ table.T, table.shape[0], k, negatives, seeds)
-
-
-def evaluate_popularity(
-    rows: dict[str, np.ndarray],
-    item_counts: np.ndarray,
-    split: str,
-    k: int = 10,
-    negatives: int = 100,
-    seeds: tuple[int, ...] = (),
-) -> dict[str, Any]:
-    """The popularity baseline: every user gets the same scores, the items' step counts."""
-    pop = item_counts.astype(np.float64) + np.linspace(0, 1e-3, len(item_counts))  # stable ties, [V]
-    return _evaluate_targets(
-        rows, split, lambda a, b: np.broadcast_to(pop, (b - a, len(pop))), len(item_counts), k, negatives, seeds
-    )
-
-
 class Trainer:
     """Owns the encoder, the optimizer and the compiled step for one training run."""
 
@@ -191,12 +121,11 @@ class Trainer:
         data: TrainData,
         strategy: tf.distribute.Strategy | None = None,
         worker: WorkerInfo | None = None,
-        log: Callable[[str], None] = print,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.worker = worker or WorkerInfo()
-        self.log = log if self.worker.is_chief else (lambda _msg: None)
+        self.log = log.info if self.worker.is_chief else (lambda _msg: None)  # the chief speaks for all
         t = cfg.train
         self.global_batch = t.batch_size  # over all workers: the model does not depend on N
         self.steps_per_epoch = max(1, math.ceil(data.train_rows / self.global_batch))
@@ -208,7 +137,7 @@ class Trainer:
                 from interest.models.export import load_model, warm_start
 
                 grown = warm_start(self.encoder, load_model(t.init_from).encoder)
-                self.log(f"[train] warm start from {t.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+                self.log(f"warm start from {t.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
             self.optimizer = keras.optimizers.Adam(
                 learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98, weight_decay=t.weight_decay or None
             )
@@ -335,13 +264,13 @@ class Trainer:
         if manager is not None and latest:
             manager.checkpoint.restore(latest)
             result.resumed_from_step = int(self.step.numpy())
-            self.log(f"[train] resumed from checkpoint at step {result.resumed_from_step} ({latest})")
+            self.log(f"resumed from checkpoint at step {result.resumed_from_step} ({latest})")
         self._chief_best = tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "best")) if checkpoint_dir else None
         writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()
         first_epoch = int(self.step.numpy()) // self.steps_per_epoch
         self.log(
-            f"[train] {self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
+            f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
             f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
             f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
             f"{self.encoder.count_params():,} parameters, objective {t.objective}"
@@ -415,7 +344,7 @@ class Trainer:
                     push()
                 if int(self.since_best.numpy()) >= t.patience:
                     result.stopped_early = True
-                    self.log(f"[train] early stop: no {metric} gain in {t.patience} evaluations")
+                    self.log(f"early stop: no {metric} gain in {t.patience} evaluations")
                     break
         self._restore_best(result, best_manager)
         result.steps = int(self.step.numpy())
@@ -455,7 +384,7 @@ def _step_line(epoch: int, epochs: int, done: int, steps_per_epoch: int, loss: f
     """Within an epoch: the step reached, the running loss, steps/s and the time left in the epoch."""
     eta = (steps_per_epoch - done) / max(rate, 1e-9)
     return (
-        f"[train] epoch {epoch + 1:>3}/{epochs}  step {done:>5}/{steps_per_epoch}  loss {loss:.4f}  "
+        f"epoch {epoch + 1:>3}/{epochs}  step {done:>5}/{steps_per_epoch}  loss {loss:.4f}  "
         f"{rate:.2f} steps/s  epoch ETA {eta:.0f}s"
     )
 
@@ -463,7 +392,7 @@ def _step_line(epoch: int, epochs: int, done: int, steps_per_epoch: int, loss: f
 def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:
     """One line per epoch: loss, throughput, learning rate and the validation metrics."""
     line = (
-        f"[train] epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
+        f"epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.4f}  "
         f"{row['sequences_per_s']:>8,.0f} seq/s  lr {row['lr']:.2e}"
     )
     k = metric.split("@")[1]
@@ -474,9 +403,3 @@ def _progress_line(row: dict[str, Any], epochs: int, metric: str) -> str:
                 f"  (sampled: NDCG@{k} {row[f'valid_sampled_ndcg@{k}']:.4f}  HR@{k} {row[f'valid_sampled_hr@{k}']:.4f})"
             )
     return line + f"  {row['seconds']:.1f}s"
-
-
-def item_counts_from_vocab(vocab: pd.DataFrame, vocab_size: int) -> np.ndarray:
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    counts[vocab["item_idx"].to_numpy()] = vocab["count"].to_numpy()
-    return counts

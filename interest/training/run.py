@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -9,44 +10,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from interest import storage
+from interest import logs, storage
 from interest.config import Config
-from interest.data.reader import SequenceSpec, count_rows, load_rows, read_vocab
-from interest.errors import UserError
-from interest.etl.pipeline import SessionizePaths
+from interest.data.files import training_data
 from interest.models.encoders import Encoder
 from interest.models.export import new_version, save_model
-from interest.training.loop import (
-    TrainData,
-    Trainer,
-    WorkerInfo,
-    evaluate_popularity,
-    evaluate_split,
-    item_counts_from_vocab,
-)
+from interest.scoring.offline import evaluate_popularity, evaluate_split
+from interest.training.loop import Trainer, WorkerInfo
 
-
-class TrainingInputError(UserError, FileNotFoundError):
-    """The sequences for the date are missing or empty."""
-
-
-def training_data(cfg: Config, date: str) -> tuple[TrainData, Any]:
-    """Load the vocabulary, count the train rows and sample the evaluation users for ``date``."""
-    paths = SessionizePaths.for_date(cfg, date)
-    for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
-        if not storage.exists(path):
-            raise TrainingInputError(
-                f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first "
-                "(or check paths.root / paths.sequences)"
-            )
-    rows = count_rows(paths.train)
-    if rows == 0:
-        raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
-    vocab = read_vocab(paths.vocab)
-    vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
-    spec = SequenceSpec.from_config(cfg, vocab_size)
-    eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
-    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows), vocab
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,7 +57,6 @@ def train_and_export(
     date: str,
     strategy: tf.distribute.Strategy | None = None,
     worker: WorkerInfo | None = None,
-    log: Callable[[str], None] = print,
     version: str | None = None,
     on_trained: Callable[[Encoder], None] | None = None,
 ) -> TrainOutcome:
@@ -93,10 +64,21 @@ def train_and_export(
 
     ``on_trained`` sees the final (best) encoder on every worker, before the chief exports.
     """
-    worker = worker or WorkerInfo()
+    with logs.stage("train", date):
+        return _train_and_export(cfg, date, strategy, worker or WorkerInfo(), version, on_trained)
+
+
+def _train_and_export(
+    cfg: Config,
+    date: str,
+    strategy: tf.distribute.Strategy | None,
+    worker: WorkerInfo,
+    version: str | None,
+    on_trained: Callable[[Encoder], None] | None,
+) -> TrainOutcome:
     started = time.perf_counter()
     data, vocab = training_data(cfg, date)
-    trainer = Trainer(cfg, data, strategy, worker, log)
+    trainer = Trainer(cfg, data, strategy, worker)
     ckpt = checkpoint_dir(cfg, date)
     tensorboard = storage.join(
         storage.normalize(cfg.paths.resolve("reports")), "tensorboard", cfg.model.encoder, f"dt={date}"
@@ -138,10 +120,10 @@ def train_and_export(
     )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     k = e.k
-    log(
-        f"[train] done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
+    log.info(
+        f"done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
         f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
         f"popularity NDCG@{k} {popularity['test'][f'full_ndcg@{k}']:.4f}"
     )
-    log(f"[train] model: {model_dir}")
+    log.info(f"model: {model_dir}")
     return TrainOutcome(model_dir, metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,21 @@ def release_reserved_port() -> None:
             os.close(int(fd))
         except OSError:
             pass
+
+
+def _collect_log_lines() -> list[str]:
+    """Log to this process's stdout (the executor's log) and keep the messages for the result."""
+    from interest import logs
+
+    logs.setup()
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logging.getLogger(logs.ROOT).addHandler(Keep(logging.INFO))
+    return lines
 
 
 def main(job_path: str) -> int:
@@ -68,12 +84,7 @@ def main(job_path: str) -> int:
         Path(job["error"]).write_text(f"PortClashError: {message}")
         raise PortClashError(message) from None
     worker = WorkerInfo(rank=job["rank"], workers=job["workers"], attempt=job["attempt"])
-    lines: list[str] = []
-
-    def log(message: str) -> None:
-        print(message, flush=True)
-        lines.append(message)
-
+    lines = _collect_log_lines()
     captured: dict = {}
     try:
         outcome = train_and_export(
@@ -81,7 +92,6 @@ def main(job_path: str) -> int:
             job["date"],
             strategy,
             worker,
-            log,
             on_trained=lambda enc: captured.update(checksum=weights_checksum(enc)),
         )
     except BaseException as exc:

@@ -1,0 +1,180 @@
+"""Sequences on disk without TensorFlow: the date's locations, the vocabulary, row counts, numpy
+rows for evaluation, and the inputs of a training run.
+
+Everything here is pyarrow, NumPy and pandas, so the serving and evaluation stages (and the
+training driver) can read sequences without loading TensorFlow; ``interest.data.reader`` builds
+the tf.data pipelines on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from interest import storage
+from interest.errors import UserError
+from interest.schema import SEQUENCE_FEATURES, n_gap_buckets
+
+if TYPE_CHECKING:
+    from interest.config import Config
+
+
+def to_url(path: str) -> str:
+    """Petastorm wants URLs: a local path becomes file:///abs/path."""
+    if "://" in path:
+        return path
+    return "file://" + str(Path(path).resolve())  # not as_uri(): it would escape "dt=..."
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """What the model needs to know about the data it is fed."""
+
+    max_len: int
+    vocab_size: int  # rows of the item table: 0 = pad, 1 = unknown, 2.. = items
+    n_event_types: int
+    n_gap_buckets: int
+
+    @classmethod
+    def from_config(cls, cfg: Config, vocab_size: int) -> SequenceSpec:
+        s = cfg.sessionize
+        return cls(
+            max_len=s.max_len,
+            vocab_size=vocab_size,
+            n_event_types=len(s.event_types),
+            n_gap_buckets=n_gap_buckets(s.time_gap_edges_s),
+        )
+
+
+@dataclass(frozen=True)
+class SessionizePaths:
+    """Where one run date's sessionize outputs live."""
+
+    train: str
+    infer: str
+    vocab: str
+    rejects: str
+    sessions: str
+    summary: str
+
+    @classmethod
+    def for_date(cls, cfg: Config, date: str) -> SessionizePaths:
+        p = cfg.paths
+        return cls(
+            train=f"{p.resolve('sequences')}/dt={date}/train",
+            infer=f"{p.resolve('sequences')}/dt={date}/infer",
+            vocab=f"{p.resolve('vocab')}/dt={date}",
+            rejects=f"{p.resolve('rejects')}/dt={date}",
+            sessions=f"{p.resolve('sessions')}/dt={date}",
+            summary=f"{p.resolve('reports')}/sessionize/dt={date}/summary.json",
+        )
+
+
+def _dataset(path: str) -> pq.ParquetDataset:
+    """A pyarrow dataset on any path the storage layer reaches (local, hdfs://, s3a://)."""
+    fs, inner = storage.arrow_filesystem(path)
+    return pq.ParquetDataset(inner, filesystem=fs)
+
+
+def read_vocab(path: str) -> pd.DataFrame:
+    """A vocabulary folder -> pandas, ordered by item index."""
+    return _dataset(path).read().to_pandas().sort_values("item_idx")
+
+
+def fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | None) -> None:
+    """Copy this worker's share of the Parquet files under ``path`` into a local ``folder``."""
+    files = sorted(f.path for f in _dataset(path).fragments)  # inner paths of the Parquet files
+    mine = files[shard::num_shards] if shard is not None and num_shards else files
+    if not mine:
+        raise ValueError(f"no Parquet files for shard {shard} of {num_shards} under {path}")
+    base = path.rstrip("/")
+    root = storage.fs_path(base)[1].rstrip("/")
+    for inner in mine:
+        storage.download(base + inner[len(root) :], f"{folder}/{inner.rsplit('/', 1)[-1]}")
+
+
+def count_rows(path: str) -> int:
+    """Rows of a Parquet dataset from its footers (no data read)."""
+    return sum(frag.metadata.num_rows for frag in _dataset(path).fragments)
+
+
+def load_rows(
+    path: str, columns: list[str] | None = None, limit: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Read a (small) sequences dataset into numpy, sorted by user, optionally a fixed sample.
+
+    Used for evaluation and tests: the order and the sample depend only on the data and the seed,
+    so every worker computes the same metric from the same rows.
+    """
+    dataset = _dataset(path)
+    cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps", "history_idx"])
+    if "history_idx" not in dataset.schema.names:  # written before the column existed
+        cols = [c for c in cols if c != "history_idx"]
+    if "window" in dataset.schema.names:  # evaluation reads each user's latest window only
+        table = dataset.read(columns=[*cols, "window"])
+        table = table.filter(pc.equal(table.column("window"), 0)).drop(["window"])
+    else:
+        table = dataset.read(columns=cols)
+    if "user_id" in cols:
+        table = table.sort_by("user_id")
+    if limit is not None and table.num_rows > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=limit, replace=False))
+        table = table.take(pick)
+    out: dict[str, np.ndarray] = {}
+    for name in cols:
+        col = table.column(name)
+        if name in SEQUENCE_FEATURES:
+            flat = col.combine_chunks()
+            out[name] = np.asarray(flat.flatten(), dtype=np.int32).reshape(table.num_rows, -1)
+        elif name == "history_idx":  # ragged: one array per user
+            out[name] = np.array([np.asarray(v, dtype=np.int64) for v in col.to_pylist()], dtype=object)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def item_counts_from_vocab(vocab: pd.DataFrame, vocab_size: int) -> np.ndarray:
+    """Training step counts per item index [V] (0 for pad/unknown), the popularity prior."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    counts[vocab["item_idx"].to_numpy()] = vocab["count"].to_numpy()
+    return counts
+
+
+class TrainingInputError(UserError, FileNotFoundError):
+    """The sequences for the date are missing or empty."""
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Inputs of a training run: the streamed train rows and in-memory evaluation rows."""
+
+    train_path: str
+    train_rows: int
+    spec: SequenceSpec
+    item_counts: np.ndarray  # [V] step counts per item index (0 for pad/unknown)
+    eval_rows: dict[str, np.ndarray]  # load_rows(...) of a fixed user sample
+
+
+def training_data(cfg: Config, date: str) -> tuple[TrainData, pd.DataFrame]:
+    """Load the vocabulary, count the train rows and sample the evaluation users for ``date``."""
+    paths = SessionizePaths.for_date(cfg, date)
+    for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
+        if not storage.exists(path):
+            raise TrainingInputError(
+                f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first "
+                "(or check paths.root / paths.sequences)"
+            )
+    rows = count_rows(paths.train)
+    if rows == 0:
+        raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
+    vocab = read_vocab(paths.vocab)
+    vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
+    spec = SequenceSpec.from_config(cfg, vocab_size)
+    eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
+    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows), vocab
