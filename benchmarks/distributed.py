@@ -87,7 +87,7 @@ def main() -> None:
         print(table(HEAD, rows[-1:]), flush=True)
     spark.stop()
     print(
-        f"\nmachine: {machine()}; local[2], {summary['train_users']:,} training sequences "
+        f"\nmachine: {machine()}; local[2], {summary.train_users:,} training sequences "
         f"(max_len {cfg.sessionize.max_len}), {args.encoder}, global batch 256, {args.epochs} epochs\n"
     )
     print(table(HEAD, rows))

@@ -56,8 +56,8 @@ def main() -> None:
     summary = run_sessionize(spark, cfg, DATE)
     spark.stop()
     print(
-        f"sessionized: {summary['rows_in']:,} rows, {summary['users']} users, "
-        f"{summary['items_seen']} items, {summary['sessions']:,} sessions",
+        f"sessionized: {summary.rows_in:,} rows, {summary.users} users, "
+        f"{summary.items_seen} items, {summary.sessions:,} sessions",
         flush=True,
     )
     rows, pop = [], None
@@ -85,9 +85,9 @@ def main() -> None:
         from interest.data.files import load_rows, read_vocab
         from interest.evaluation.leakage import id_adjacency_metrics
 
-        vocab = read_vocab(summary["outputs"]["vocab"]).sort_values("item_idx")
+        vocab = read_vocab(summary.outputs.vocab).sort_values("item_idx")
         rule = id_adjacency_metrics(
-            ["<pad>", "<unknown>", *vocab.item_id.astype(str)], load_rows(summary["outputs"]["infer"])
+            ["<pad>", "<unknown>", *vocab.item_id.astype(str)], load_rows(summary.outputs.infer)
         )
         rows.append(
             [

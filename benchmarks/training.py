@@ -90,10 +90,10 @@ def main() -> None:
         )
         summary = run_sessionize(spark, lcfg, DATE)
         path = SessionizePaths.for_date(lcfg, DATE).train
-        spec = SequenceSpec.from_config(lcfg, summary["vocab_size"])
+        spec = SequenceSpec.from_config(lcfg, summary.vocab_size)
         peta, arrow = petastorm_rate(path, spec, 128), pyarrow_rate(path)
         pipeline_rows.append(
-            [length, f"{summary['train_users']:,}", f"{peta:,.0f}", f"{arrow:,.0f}", f"{arrow / peta:.1f}x"]
+            [length, f"{summary.train_users:,}", f"{peta:,.0f}", f"{arrow:,.0f}", f"{arrow / peta:.1f}x"]
         )
         print(
             table(["max_len", "rows", "Petastorm rows/s", "pyarrow rows/s", "pyarrow / Petastorm"], pipeline_rows[-1:]),

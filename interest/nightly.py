@@ -13,18 +13,20 @@ import datetime as dt
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 from pyspark.sql import SparkSession
 
 from interest import logs, storage
 from interest.config import Config
 from interest.errors import UserError
-from interest.etl.pipeline import run_sessionize
+from interest.etl.pipeline import SessionizeSummary, run_sessionize
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
-from interest.serving.pipeline import drift, run_embed
+from interest.serving.pipeline import EmbedResult, drift, run_embed
 from interest.training.launch import train_model
 
 log = logging.getLogger(__name__)
@@ -56,78 +58,102 @@ def model_for_date(
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 
 
-def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelUsed:
+    """The model a night's embeddings came from, and how it was obtained."""
+
+    path: str
+    version: str
+    action: str  # reused / trained (warm start or from scratch)
+    trained_on: str | None
+    workers: int | None
+    test: dict[str, Any] | None  # its test metrics on the date it was trained on
+    popularity_test: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the published embeddings moved since the previous published date."""
+
+    previous_date: str
+    users_in_both: int
+    mean_cosine: float | None
+    cosine_quantiles: dict[float, float]
+    top_interest_changed: float | None  # share of users whose dominant recommended category changed
+
+
+@dataclass(frozen=True)
+class NightlyReport:
+    """One night's refresh: every stage's result, the drift and the timings (report.json)."""
+
+    date: str
+    encoder: str
+    table: str
+    model: ModelUsed
+    sessionize: SessionizeSummary
+    embed: EmbedResult
+    drift: Drift | None
+    timings_s: dict[str, float]
+    report_files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False) -> NightlyReport:
     """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
     with logs.stage("nightly", date):
-        return _run_nightly(spark, cfg, date, force_retrain)
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
+        previous = previous_model(cfg, date)
+        base_vocab = f"{previous}/vocab.parquet" if previous else None
+
+        tic = time.perf_counter()
+        log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
+        sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
+        timings["sessionize"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
+        timings["train"] = time.perf_counter() - tic
+        log.info(f"model: {action}: {model_dir}")
+
+        tic = time.perf_counter()
+        log.info("embed and publish")
+        published = run_embed(spark, cfg, date, model_dir)
+        timings["embed_publish"] = time.perf_counter() - tic
+        moved = drift(spark, cfg, date)
+        timings["total"] = time.perf_counter() - started
+
+        report = NightlyReport(
+            date=date,
+            encoder=cfg.model.encoder,
+            table=f"{cfg.embed.database}.{cfg.embed.table}",
+            model=_model_used(model_dir, action),
+            sessionize=sessionized,
+            embed=published,
+            drift=Drift(**{k: v for k, v in moved.items() if k != "cosines"}) if moved else None,
+            timings_s={k: round(v, 1) for k, v in timings.items()},
+        )
+        out = nightly_report_dir(cfg, date)
+        with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
+            files = write_report(Path(local), report, moved["cosines"] if moved else None)
+        log.info(f"done in {timings['total']:.1f} s")
+        return dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
 
 
-def _run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> dict[str, Any]:
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
-    previous = previous_model(cfg, date)
-    base_vocab = f"{previous}/vocab.parquet" if previous else None
-
-    tic = time.perf_counter()
-    log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
-    sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
-    timings["sessionize"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
-    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
-    timings["train"] = time.perf_counter() - tic
-    log.info(f"model: {action}: {model_dir}")
+def _model_used(model_dir: str, action: str) -> ModelUsed:
     metrics = json.loads(storage.read_text(storage.join(model_dir, "metrics.json")))
-
-    tic = time.perf_counter()
-    log.info("embed and publish")
-    published = run_embed(spark, cfg, date, model_dir)
-    timings["embed_publish"] = time.perf_counter() - tic
-    moved = drift(spark, cfg, date)
-    timings["total"] = time.perf_counter() - started
-
-    report = {
-        "date": date,
-        "encoder": cfg.model.encoder,
-        "model": {
-            "path": model_dir,
-            "version": storage.name(model_dir),
-            "action": action,
-            "trained_on": metrics.get("date"),
-            "workers": metrics.get("workers"),
-            "test": metrics.get("test"),
-            "popularity_test": (metrics.get("popularity") or {}).get("test"),
-        },
-        "sessionize": {
-            k: sessionized[k]
-            for k in (
-                "rows_in",
-                "skipped_files",
-                "rejected",
-                "rejected_total",
-                "duplicates_removed",
-                "events_kept",
-                "steps",
-                "users",
-                "train_users",
-                "cold_users",
-                "sessions",
-                "items_seen",
-                "vocab_size",
-            )
-        },
-        "embed": {k: v for k, v in published.items() if k != "retention_dropped"},
-        "retention_dropped": published["retention_dropped"],
-        "drift": {k: v for k, v in moved.items() if k != "cosines"} if moved else None,
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "table": f"{cfg.embed.database}.{cfg.embed.table}",
-    }
-    out = nightly_report_dir(cfg, date)
-    with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
-        files = write_report(Path(local), report, moved)
-    report["report_files"] = {k: storage.join(out, Path(v).name) for k, v in files.items()}
-    return report
+    return ModelUsed(
+        path=model_dir,
+        version=storage.name(model_dir),
+        action=action,
+        trained_on=metrics.get("date"),
+        workers=metrics.get("workers"),
+        test=metrics.get("test"),
+        popularity_test=(metrics.get("popularity") or {}).get("test"),
+    )
 
 
 class BackfillError(UserError, ValueError):
@@ -160,7 +186,7 @@ def missing_raw_partitions(cfg: Config, dates: list[str]) -> list[str]:
     return [d for d in dates if f"dt={d}" not in present]
 
 
-def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False) -> list[dict[str, Any]]:
+def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False) -> list[NightlyReport]:
     """Run the refresh for every date of [start, end] in date order, skipping dates already done
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
@@ -181,17 +207,19 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     return reports
 
 
-def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None) -> dict[str, str]:
+def write_report(out: Path, report: NightlyReport, cosines: Any | None) -> dict[str, str]:
     """report.json, report.md and (from the second day on) drift.png."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
-    if moved and len(moved["cosines"]):
+    d = report.drift
+    if d is not None and cosines is not None and len(cosines):
         fig = Figure(figsize=(6, 3.5), dpi=100)
         ax = fig.subplots()
-        ax.hist(moved["cosines"], bins=40, range=(-1, 1), color="#4C72B0")
-        ax.axvline(moved["mean_cosine"], color="k", ls="--", label=f"mean {moved['mean_cosine']:.3f}")
+        ax.hist(cosines, bins=40, range=(-1, 1), color="#4C72B0")
+        mean = float(np.mean(cosines))
+        ax.axvline(mean, color="k", ls="--", label=f"mean {mean:.3f}")
         ax.set(
-            title=f"embedding drift {moved['previous_date']} → {report['date']}",
+            title=f"embedding drift {d.previous_date} → {report.date}",
             xlabel="cosine(today, previous)",
             ylabel="users",
         )
@@ -199,53 +227,49 @@ def write_report(out: Path, report: dict[str, Any], moved: dict[str, Any] | None
         fig.tight_layout()
         fig.savefig(out / "drift.png")
         files["drift_figure"] = str(out / "drift.png")
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    s, m, e, d = report["sessionize"], report["model"], report["embed"], report["drift"]
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    s, m, e = report.sessionize, report.model, report.embed
     lines = [
-        f"# Nightly refresh {report['date']}",
+        f"# Nightly refresh {report.date}",
         "",
-        f"Table `{report['table']}` partition `dt={report['date']}` ({e['rows']:,} users, "
-        f"{e['cold_start']:,} cold start, {e['fallback']:,} fallback) from model `{m['version']}` "
-        f"({m['action']}).",
+        f"Table `{report.table}` partition `dt={report.date}` ({e.rows:,} users, "
+        f"{e.cold_start:,} cold start, {e.fallback:,} fallback) from model `{m.version}` "
+        f"({m.action}).",
         "",
         "| stage | count |",
         "|---|---|",
-        f"| raw rows in | {s['rows_in']:,} |",
-        *[
-            f"| skipped source file: {f['path']} ({f['bytes']:,} bytes) | {f['error']} |"
-            for f in s.get("skipped_files", [])
-        ],
-        *[f"| rejected: {reason} | {n:,} |" for reason, n in s["rejected"].items()],
-        f"| duplicates removed | {s['duplicates_removed']:,} |",
-        f"| events kept | {s['events_kept']:,} |",
-        f"| users / trainable / cold | {s['users']:,} / {s['train_users']:,} / {s['cold_users']:,} |",
-        f"| sessions | {s['sessions']:,} |",
-        f"| vocabulary rows | {s['vocab_size']:,} |",
-        f"| embeddings published | {e['rows']:,} |",
+        f"| raw rows in | {s.rows_in:,} |",
+        *[f"| skipped source file: {f.path} ({f.bytes:,} bytes) | {f.error} |" for f in s.skipped_files],
+        *[f"| rejected: {reason} | {n:,} |" for reason, n in s.rejected.items()],
+        f"| duplicates removed | {s.duplicates_removed:,} |",
+        f"| events kept | {s.events_kept:,} |",
+        f"| users / trainable / cold | {s.users:,} / {s.train_users:,} / {s.cold_users:,} |",
+        f"| sessions | {s.sessions:,} |",
+        f"| vocabulary rows | {s.vocab_size:,} |",
+        f"| embeddings published | {e.rows:,} |",
         "",
     ]
-    if m.get("test"):
-        t, p = m["test"], m.get("popularity_test") or {}
+    if m.test:
+        t, p = m.test, m.popularity_test or {}
         lines += [
-            f"Model test metrics (trained on {m['trained_on']}): NDCG@10 {t.get('full_ndcg@10', 0):.4f}, "
+            f"Model test metrics (trained on {m.trained_on}): NDCG@10 {t.get('full_ndcg@10', 0):.4f}, "
             f"HR@10 {t.get('full_hr@10', 0):.4f} (popularity NDCG@10 {p.get('full_ndcg@10', 0):.4f}).",
             "",
         ]
-    gates = {k: v for k, v in e["users"].items() if isinstance(v, dict)}
     lines += [
-        "Gates: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'} ({v['detail']})" for k, v in gates.items()),
+        "Gates: " + ", ".join(f"{k} {'ok' if g.ok else 'FAILED'} ({g.detail})" for k, g in e.users.gates.items()),
         "",
     ]
     if d:
         lines += [
-            f"Drift since {d['previous_date']}: mean cosine {d['mean_cosine']:.3f} over "
-            f"{d['users_in_both']:,} users; top interest changed for {d['top_interest_changed']:.1%}.",
+            f"Drift since {d.previous_date}: mean cosine {d.mean_cosine or 0:.3f} over "
+            f"{d.users_in_both:,} users; top interest changed for {d.top_interest_changed or 0:.1%}.",
             "",
             "![drift](drift.png)",
             "",
         ]
     else:
         lines += ["Drift: no earlier partition to compare with.", ""]
-    lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in report.timings_s.items()), ""]
     (out / "report.md").write_text("\n".join(lines))
     return files

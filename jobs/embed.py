@@ -36,12 +36,12 @@ def main() -> int:
         report = run_embed(spark, cfg, args.date, model_dir)
     finally:
         spark.stop()
-    gates = {k: v["ok"] for k, v in report["users"].items() if isinstance(v, dict)}
+    gates = {k: g.ok for k, g in report.users.gates.items()}
     log.info(
-        f"{report['rows']:,} users ({report['cold_start']:,} cold start) published to "
-        f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report['model_version']}"
+        f"{report.rows:,} users ({report.cold_start:,} cold start) published to "
+        f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report.model_version}"
     )
-    log.info(f"gates: {json.dumps(gates)}; {report['seconds']} s")
+    log.info(f"gates: {json.dumps(gates)}; {report.seconds} s")
     return 0
 
 

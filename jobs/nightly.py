@@ -46,17 +46,17 @@ def main() -> int:
             return 0
         report = run_nightly(spark, cfg, date, force_retrain=args.force_retrain)
         table = f"`{cfg.embed.database}`.`{cfg.embed.table}`"
-        log.info(f"table {report['table']}, partition dt={date}: {report['embed']['rows']:,} users")
-        users = report["embed"]["users"]
-        commit = f" (Delta version {users['version']})" if "version" in users else ""
-        log.info(f"location: {users['location']}{commit}")
+        log.info(f"table {report.table}, partition dt={date}: {report.embed.rows:,} users")
+        users = report.embed.users
+        commit = f" (Delta version {users.version})" if users.version is not None else ""
+        log.info(f"location: {users.location}{commit}")
         if args.show:
             spark.sql(
                 f"SELECT user_id, slice(embedding, 1, 4) AS embedding_head, size(interests) AS "
                 f"n_interests, top_items, n_events, is_cold_start, model_version FROM {table} "
                 f"WHERE dt = '{date}' ORDER BY user_id LIMIT {args.show}"
             ).show(truncate=60)
-        for name, path in report["report_files"].items():
+        for name, path in report.report_files.items():
             log.info(f"report {name}: {path}")
     finally:
         spark.stop()

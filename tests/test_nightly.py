@@ -62,8 +62,8 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     cfg = cfg_for(planted, "nightly_idem")
     first = run_nightly(spark, cfg, DATE)
     rows1 = table_rows(spark, cfg, DATE)
-    assert "trained" in first["model"]["action"]
-    assert len(rows1) == first["embed"]["rows"] == first["sessionize"]["users"]
+    assert "trained" in first.model.action
+    assert len(rows1) == first.embed.rows == first.sessionize.users
     assert np.allclose([np.linalg.norm(v) for v in rows1.embedding], 1.0, atol=1e-5)
     assert rows1.user_id.is_unique and rows1.model_version.nunique() == 1
     assert all(len(t) <= cfg.embed.top_items for t in rows1.top_items)
@@ -72,11 +72,11 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     vocab = pd.read_parquet(f"{planted}/vocab_nightly_idem/dt={DATE}").set_index("item_idx").item_id
     history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
     assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows1.user_id, rows1.top_items))
-    report_md = Path(first["report_files"]["markdown"]).read_text()
+    report_md = Path(first.report_files["markdown"]).read_text()
     assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
 
     second = run_nightly(spark, cfg, DATE)
-    assert "reused the model already trained" in second["model"]["action"]
+    assert "reused the model already trained" in second.model.action
     rows2 = table_rows(spark, cfg, DATE)
     pd.testing.assert_frame_equal(rows1, rows2)
     assert dates(spark, cfg.embed.database, cfg.embed.table) == [DATE]
@@ -84,7 +84,7 @@ def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
     ops = [h["operation"] for h in table_history(spark, cfg.embed.database, cfg.embed.table)]
     assert ops == ["WRITE", "WRITE", "CREATE TABLE"]
     items1 = table_rows(spark, cfg, DATE, cfg.embed.item_table)
-    assert len(items1) == first["sessionize"]["vocab_size"] - 2
+    assert len(items1) == first.sessionize.vocab_size - 2
 
 
 @pytest.mark.slow
@@ -101,14 +101,14 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     pd.testing.assert_series_equal(v2.loc[v1.index], v1)  # and old items kept their index
     assert v2.index.max() == len(v2) + 1  # new items appended after the old ones
     # the reused model knows the old items only: they keep their vectors, new items are unknown
-    assert "reused the previous model" in day2["model"]["action"]
+    assert "reused the previous model" in day2.model.action
     i1 = table_rows(spark, cfg, PREV, cfg.embed.item_table).set_index("item_id")
     i2 = table_rows(spark, cfg, DATE, cfg.embed.item_table).set_index("item_id")
     assert set(i2.index) == set(i1.index)
     for item in i1.index[:20]:
         np.testing.assert_array_equal(i1.embedding[item], i2.embedding[item])
-    assert day2["drift"]["users_in_both"] > 0 and 0 < day2["drift"]["mean_cosine"] <= 1.0
-    assert Path(day2["report_files"]["drift_figure"]).stat().st_size > 1000
+    assert day2.drift.users_in_both > 0 and 0 < day2.drift.mean_cosine <= 1.0
+    assert Path(day2.report_files["drift_figure"]).stat().st_size > 1000
 
 
 def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
@@ -165,7 +165,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
     cfg, report = embedded
     before = version(spark, cfg.embed.database, cfg.embed.table)
     rows_before = table_rows(spark, cfg, DATE)
-    model = load_model(report["model"]["path"])
+    model = load_model(report.model.path)
     weights = model.encoder.get_weights()
     table_index = next(i for i, w in enumerate(model.encoder.weights) if "items" in w.path)
     weights[table_index][2:6] = np.nan  # the most popular items: many users have them
@@ -177,7 +177,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
         r"finite_embedding: \d+ row\(s\) with NaN",
     ) as info:
         run_embed(spark, cfg, DATE, broken)
-    assert info.value.report["finite_embedding"]["ok"] is False
+    assert info.value.report.gates["finite_embedding"].ok is False
     assert version(spark, cfg.embed.database, cfg.embed.table) == before  # no commit
     pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
     staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
@@ -203,9 +203,9 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
             "embed.cold_start_min_steps=8",
         ),
         DATE,
-        report["model"]["path"],
+        report.model.path,
     )
-    assert out["fallback"] == 2 and out["rows"] == len(infer) + 2
+    assert out.fallback == 2 and out.rows == len(infer) + 2
     rows = table_rows(spark, cfg, DATE).set_index("user_id")
     for user in extra:
         assert rows.is_cold_start[user] and rows.n_events[user] == 0 and len(rows.top_items[user]) == 0
@@ -224,14 +224,14 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
 
 def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path):
     cfg, report = embedded
-    model = load_model(report["model"]["path"])
+    model = load_model(report.model.path)
     shuffled = model.vocab.copy()
     shuffled["item_id"] = shuffled["item_id"].iloc[::-1].to_numpy()
     other = save_model(model.encoder, shuffled, model.config, model.metrics, str(tmp_path), "other")
     with pytest.raises(EmbedInputError, match="index items differently .* --base-vocab"):
         run_embed(spark, cfg, DATE, other)
     with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
-        run_embed(spark, cfg, "2020-01-01", report["model"]["path"])
+        run_embed(spark, cfg, "2020-01-01", report.model.path)
     args = {**model.encoder.args, "max_len": model.encoder.args["max_len"] + 5}
     longer = save_model(
         build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics, str(tmp_path), "longer"
@@ -242,6 +242,19 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         r"max_len 35: sessionize 2026-11-26 with --set sessionize.max_len=35",
     ):
         run_embed(spark, cfg, DATE, longer)
+    assert model.encoder.args["n_event_types"] > 2  # the planted funnel has more event types
+    fewer = save_model(
+        build_encoder(model.encoder.kind, **{**model.encoder.args, "n_event_types": 2}),
+        model.vocab,
+        model.config,
+        model.metrics,
+        str(tmp_path),
+        "fewer",
+    )
+    with pytest.raises(
+        EmbedInputError, match=r"use event_type_idx up to \d+ but model .*fewer knows 2: sessionize.event_types"
+    ):
+        run_embed(spark, cfg, DATE, fewer)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from interest.etl.ingest import IngestError
-from interest.etl.pipeline import SessionizeError, format_summary, run_sessionize
+from interest.etl.pipeline import SessionizeError, Window, format_summary, run_sessionize
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
@@ -43,24 +43,24 @@ def generated(tmp_path: Path, fmt: str, *extra: str):
 def test_every_row_is_accounted_for(spark, tmp_path, fmt):
     cfg, planted = generated(tmp_path, fmt)
     summary = run_sessionize(spark, cfg, DATE)
-    assert summary["rows_in"] == planted.events
+    assert summary.rows_in == planted.events
     for reason in BAD_KINDS:
-        assert summary["rejected"].get(reason, 0) == planted.counts[reason], reason
-    assert summary["rejected"].get("malformed_line", 0) == planted.counts[MALFORMED]
-    assert summary["duplicates_removed"] == planted.counts["duplicates"]
-    assert summary["accounted"] and summary["rows_in"] == (
-        summary["rejected_total"] + summary["duplicates_removed"] + summary["events_kept"]
+        assert summary.rejected.get(reason, 0) == planted.counts[reason], reason
+    assert summary.rejected.get("malformed_line", 0) == planted.counts[MALFORMED]
+    assert summary.duplicates_removed == planted.counts["duplicates"]
+    assert summary.accounted and summary.rows_in == (
+        summary.rejected_total + summary.duplicates_removed + summary.events_kept
     )
     # bots: exactly the planted bots are excluded, and none of them has a sequence
     truth = pd.read_parquet(Path(cfg.paths.resolve("truth")) / "users.parquet")
     bots = set(truth.loc[truth.is_bot, "user_id"])
-    rejects = pd.read_parquet(summary["outputs"]["rejects"])
+    rejects = pd.read_parquet(summary.outputs.rejects)
     assert bots and set(rejects.loc[rejects.reject_reason == "bot_user", "user_id"]) == bots
-    assert len(rejects) == summary["rejected_total"]
-    infer = pd.read_parquet(summary["outputs"]["infer"])
+    assert len(rejects) == summary.rejected_total
+    infer = pd.read_parquet(summary.outputs.infer)
     assert not bots & set(infer.user_id)
-    assert infer.user_id.is_unique and len(infer) == summary["users"]
-    assert infer.n_events.sum() == summary["events_kept"]
+    assert infer.user_id.is_unique and len(infer) == summary.users
+    assert infer.n_events.sum() == summary.events_kept
     if fmt != "parquet":
         torn = rejects[rejects.reject_reason == "malformed_line"]
         assert torn.raw_line.notna().all()
@@ -69,29 +69,29 @@ def test_every_row_is_accounted_for(spark, tmp_path, fmt):
 def test_outputs_are_shardable_and_well_formed(spark, tmp_path):
     cfg, _ = generated(tmp_path, "parquet")
     summary = run_sessionize(spark, cfg, DATE)
-    files = sorted(Path(summary["outputs"]["train"]).glob("*.parquet"))
+    files = sorted(Path(summary.outputs.train).glob("*.parquet"))
     assert len(files) >= 3
     assert all(pq.ParquetFile(f).num_row_groups == 1 for f in files)
-    train = pd.read_parquet(summary["outputs"]["train"])
+    train = pd.read_parquet(summary.outputs.train)
     max_len = cfg.sessionize.max_len
-    assert (train.n_steps >= 3).all() and len(train) == summary["train_users"]
+    assert (train.n_steps >= 3).all() and len(train) == summary.train_users
     for col in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx"):
         assert train[col].map(len).eq(max_len).all()
     row = train.iloc[0]
     pad = max_len - row.length
     assert (row.item_idx[:pad] == 0).all() and (row.item_idx[pad:] > 0).all()
     assert row.item_idx[-1] == row.test_item_idx and row.item_idx[-2] == row.valid_item_idx
-    vocab = pd.read_parquet(summary["outputs"]["vocab"]).sort_values("item_idx")
+    vocab = pd.read_parquet(summary.outputs.vocab).sort_values("item_idx")
     assert list(vocab.item_idx) == list(range(2, 2 + len(vocab)))
     assert vocab["count"].is_monotonic_decreasing
     saved = json.loads(Path(cfg.paths.resolve("reports"), "sessionize", f"dt={DATE}", "summary.json").read_text())
-    assert saved["rows_in"] == summary["rows_in"]
+    assert saved["rows_in"] == summary.rows_in
 
 
 def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     cfg, _ = generated(tmp_path, "parquet")
     first = run_sessionize(spark, cfg, DATE)
-    snap = {k: pd.read_parquet(first["outputs"][k]) for k in ("train", "infer", "vocab")}
+    snap = {k: pd.read_parquet(first.outputs[k]) for k in ("train", "infer", "vocab")}
     tracker = spark.sparkContext.statusTracker()
     steps = [
         "read and validate",
@@ -113,23 +113,23 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     spark.range(3).count()
     assert set(tracker.getJobIdsForGroup(None)) - unlabelled
     for key in ("rows_in", "rejected", "duplicates_removed", "events_kept", "users", "sessions"):
-        assert first[key] == second[key]
+        assert getattr(first, key) == getattr(second, key)
     for k, before in snap.items():
-        after = pd.read_parquet(second["outputs"][k])
+        after = pd.read_parquet(second.outputs[k])
         sort = "user_id" if "user_id" in after else "item_idx"
         pd.testing.assert_frame_equal(
             before.sort_values(sort).reset_index(drop=True), after.sort_values(sort).reset_index(drop=True)
         )
-    parent = Path(first["outputs"]["train"]).parent.parent
+    parent = Path(first.outputs.train).parent.parent
     assert [p.name for p in parent.iterdir()] == [f"dt={DATE}"]  # no staging or trash left behind
 
 
 def test_lookback_window_limits_the_days_read(spark, tmp_path):
     cfg, planted = generated(tmp_path, "parquet", "sessionize.lookback_days=2")
     summary = run_sessionize(spark, cfg, DATE)
-    assert summary["window"] == {"start": "2026-11-25", "end": DATE}
+    assert summary.window == Window("2026-11-25", DATE)
     last_two = pq.read_table(cfg.paths.resolve("raw_events"), filters=[("dt", ">=", "2026-11-25")])
-    assert summary["rows_in"] == last_two.num_rows < planted.events
+    assert summary.rows_in == last_two.num_rows < planted.events
 
 
 def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path):
@@ -160,8 +160,8 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     (raw / "part-0.csv").write_text("\n".join(lines) + "\n")
     cfg = make_config(tmp_path, "ingest.format=csv", "sessionize.min_item_count=1")
     summary = run_sessionize(spark, cfg, DATE)
-    names = pd.read_parquet(summary["outputs"]["vocab"]).set_index("item_idx").item_id
-    infer = pd.read_parquet(summary["outputs"]["infer"]).set_index("user_id")
+    names = pd.read_parquet(summary.outputs.vocab).set_index("item_idx").item_id
+    infer = pd.read_parquet(summary.outputs.infer).set_index("user_id")
     assert [names.get(i) for i in infer.loc["u"].item_idx if i > 0] == ["b0", "zz", "aa", "mm"]
     assert [names.get(i) for i in infer.loc["v"].item_idx if i > 0] == ["aa", "mm", "zz", "b0"]
     again = pd.read_parquet(run_sessionize(spark, cfg, DATE)["outputs"]["infer"]).set_index("user_id")
@@ -182,8 +182,8 @@ def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_pat
         "sessionize.event_types=[click]",
     )
     summary = run_sessionize(spark, cfg, DATE)  # no event_type and no category column: no mapping needed
-    assert summary["rows_in"] == 3 and summary["users"] == 2
-    vocab = pd.read_parquet(summary["outputs"]["vocab"])
+    assert summary.rows_in == 3 and summary.users == 2
+    vocab = pd.read_parquet(summary.outputs.vocab)
     assert sorted(vocab.item_id) == ["a", "b"] and vocab.category.isna().all()
     (raw / "part-0.csv").write_text("user_id,ts\nu,2026-11-26T10:00:00Z\n")
     with pytest.raises(
@@ -211,20 +211,20 @@ def ml100k_run(spark, tmp_path_factory, ml100k):
     summary = run_sessionize(spark, cfg, "1998-04-22")
     raw = pd.read_csv(ml100k / "u.data", sep="\t", names=["u", "i", "r", "t"], dtype=str)
     raw["t"] = raw.t.astype(int)
-    vocab = pd.read_parquet(summary["outputs"]["vocab"]).sort_values("item_idx")
+    vocab = pd.read_parquet(summary.outputs.vocab).sort_values("item_idx")
     return summary, raw, vocab
 
 
 def test_ml100k_every_row_accounted(ml100k_run):
     summary, raw, vocab = ml100k_run
-    assert summary["rows_in"] == 100_000 and summary["events_kept"] == 100_000
-    assert summary["rejected_total"] == 0 and summary["duplicates_removed"] == 0
-    assert summary["users"] == 943 and summary["train_users"] == 943
+    assert summary.rows_in == 100_000 and summary.events_kept == 100_000
+    assert summary.rejected_total == 0 and summary.duplicates_removed == 0
+    assert summary.users == 943 and summary.train_users == 943
     # 4 of the 1,682 items are only ever someone's validation or test item: they are not
     # counted into the vocabulary (held-out steps never count) and map to unknown
-    assert summary["items_seen"] == 1682 and summary["vocab_size"] == 1680
-    assert summary["unknown_steps"] == 4
-    infer = pd.read_parquet(summary["outputs"]["infer"])
+    assert summary.items_seen == 1682 and summary.vocab_size == 1680
+    assert summary.unknown_steps == 4
+    infer = pd.read_parquet(summary.outputs.infer)
     assert infer.n_steps.sum() == 100_000
     # the test target is each user's latest rating, ties in time broken by the file's own row
     # order (a stable sort), never by item id: 415 users' last two ratings share a second
@@ -247,7 +247,7 @@ def test_ml100k_leakage_sentinel_sits_at_its_null(ml100k_run):
 
     summary, raw, vocab = ml100k_run
     ids = ["<pad>", "<unknown>", *vocab.item_id]
-    rows = load_rows(summary["outputs"]["infer"])
+    rows = load_rows(summary.outputs.infer)
     ours = id_adjacency_metrics(ids, rows)["sampled_hr@10"]
     index = dict(zip(vocab.item_id, vocab.item_idx))
     users = [str(u) for u in rows["user_id"]]
@@ -355,7 +355,7 @@ def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark
         run_sessionize(spark, cfg, DATE)
     skip = make_config(tmp_path, *SMALL, "ingest.on_corrupt_file=skip")
     summary = run_sessionize(spark, skip, DATE)
-    [skipped] = summary["skipped_files"]
-    assert skipped["path"].endswith(f"dt={DATE}/{victim.name}") and skipped["bytes"] == size and skipped["error"]
-    assert summary["rows_in"] == kept_rows and summary["accounted"]  # every other row is still accounted for
-    assert f"skipped file         {skipped['path']}" in format_summary(summary)
+    [skipped] = summary.skipped_files
+    assert skipped.path.endswith(f"dt={DATE}/{victim.name}") and skipped.bytes == size and skipped.error
+    assert summary.rows_in == kept_rows and summary.accounted  # every other row is still accounted for
+    assert f"skipped file         {skipped.path}" in format_summary(summary)

@@ -51,7 +51,7 @@ def test_a_date_is_replaced_exactly_and_other_dates_are_untouched(spark, table):
         spark, db, "t", "2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])), UNIT, location, fmt
     )
     report = publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("c", [0.6, 0.8])), UNIT, location, fmt)
-    assert report["unit_norm"]["ok"] and report["rows"] == 1
+    assert report.gates["unit_norm"].ok and report.rows == 1
     assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("c", [0.6, 0.8])), ignore_nullable=True)
     assert_df_equality(read(spark, db, "2026-11-25"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
@@ -59,7 +59,7 @@ def test_a_date_is_replaced_exactly_and_other_dates_are_untouched(spark, table):
         commits = history(spark, db, "t")
         assert [c["operation"] for c in commits] == ["WRITE", "WRITE", "WRITE", "CREATE TABLE"]
         assert commits[0]["operationParameters"]["predicate"] == "dt = '2026-11-26'"
-        assert (report["previous_version"], report["version"]) == (2, 3)
+        assert (report.previous_version, report.version) == (2, 3)
     else:
         assert sorted(partitions(spark, db, "t")) == ["2026-11-25", "2026-11-26"]
 

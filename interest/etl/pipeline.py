@@ -10,19 +10,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from interest import io, storage
+from interest import io, logs, storage
 from interest.config import Config
 from interest.data.files import SessionizePaths
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
 from interest.spark import JobLabels
+
+log = logging.getLogger(__name__)
 
 LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
 
@@ -108,40 +112,155 @@ def _length_histogram(seqs: DataFrame) -> dict[str, int]:
     return {label: int(rows.get(label, 0)) for label in labels}
 
 
-def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Window:
+    """The run's lookback window of dates (``start`` None: unbounded)."""
+
+    start: str | None
+    end: str
+
+
+@dataclass(frozen=True)
+class SequenceLengths:
+    """Steps per user: quantiles and a histogram, against the stored window ``max_len``."""
+
+    max_len: int
+    min: int
+    p50: float
+    p90: float
+    p99: float
+    max: int
+    histogram: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SessionizeSummary:
+    """What the stage did for one date, with every input row accounted for:
+    ``rows_in = out_of_window + rejected_total + duplicates_removed + events_kept``."""
+
+    date: str
+    window: Window
+    rows_in: int
+    skipped_files: tuple[ingest.CorruptFile, ...]  # unreadable source files left out; not in rows_in
+    out_of_window: int
+    rejected: dict[str, int]  # reason -> rows
+    rejected_total: int
+    duplicates_removed: int
+    events_kept: int
+    accounted: bool
+    steps: int
+    repeats_merged: int
+    users: int
+    train_users: int
+    train_rows: int
+    cold_users: int
+    sessions: int
+    items_seen: int
+    vocab_size: int  # embedding rows: padding + unknown + items
+    unknown_steps: int
+    sequence_length: SequenceLengths
+    outputs: SessionizePaths
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Intake:
+    """Rows of the window flagged by validation, and their tallies."""
+
+    flagged: DataFrame  # persisted
+    rows_in: int
+    outside: int
+    rejected: dict[str, int]
+    skipped: tuple[ingest.CorruptFile, ...]
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The stage's frames after cleaning: events, vocabulary, windows and inference rows."""
+
+    cleaned: DataFrame  # persisted, with bot rejects
+    duplicates: int
+    rejected: dict[str, int]  # validation and bot rejects together
+    events: DataFrame  # persisted, sessionized
+    events_kept: int
+    steps: DataFrame
+    items: DataFrame  # persisted vocabulary
+    windows: DataFrame  # persisted
+    seqs: DataFrame  # one inference row per user
+    train_rows: int
+
+
+def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str | None = None) -> SessionizeSummary:
     """Run the stage for ``date``; returns the summary (also written as JSON next to the outputs).
 
     ``base_vocab``: a previous vocabulary whose item indices must be kept (nightly warm start).
     """
-    started = time.perf_counter()
-    s = cfg.sessionize
-    paths = SessionizePaths.for_date(cfg, date)
-    keep = StorageLevel.MEMORY_AND_DISK
-    label = JobLabels(spark, "sessionize", date)
-    label("read and validate")
+    with logs.stage("sessionize", date):
+        started = time.perf_counter()
+        label = JobLabels(spark, "sessionize", date)
+        label("read and validate")
+        intake = _read_and_flag(spark, cfg, date)
+        built = _build(spark, cfg, date, intake, base_vocab, label)
+        try:
+            stats = _statistics(built, cfg.sessionize.min_train_steps)
+            _check_accounting(intake, built, int(stats["events"]))
+            paths = SessionizePaths.for_date(cfg, date)
+            _write_outputs(spark, cfg, paths, intake, built, int(stats["users"]), label)
+            label("summary")
+            summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started)
+            storage.write_text(
+                paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+            )
+        finally:
+            for frame in (built.windows, built.items, built.events, built.cleaned, intake.flagged):
+                frame.unpersist()
+            label.clear()
+        log.info(
+            f"{summary.rows_in:,} rows in, {summary.events_kept:,} events kept, {summary.users:,} users "
+            f"({summary.train_users:,} trainable), vocabulary {summary.vocab_size:,}, {summary.wall_s} s"
+        )
+        return summary
+
+
+def _read_and_flag(spark: SparkSession, cfg: Config, date: str) -> _Intake:
+    """Read the window and flag every row; stops with a clear error when the window is empty."""
     raw, partitioned, skipped = read_window(spark, cfg, date)
-    flagged = classify(raw, cfg, date, partitioned).persist(keep)
+    flagged = classify(raw, cfg, date, partitioned).persist(StorageLevel.MEMORY_AND_DISK)
     by_reason = flagged.groupBy("reject_reason", "outside").count().collect()
     rows_in = sum(r["count"] for r in by_reason)
     if rows_in == 0:
-        start, end = window_bounds(date, s.lookback_days)
+        flagged.unpersist()
+        start, end = window_bounds(date, cfg.sessionize.lookback_days)
         raise SessionizeError(
             f"no raw events in the window {start or 'beginning'} .. {end} under "
             f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}"
         )
-    rejected = {r["reject_reason"]: r["count"] for r in by_reason if r["reject_reason"]}
-    outside = sum(r["count"] for r in by_reason if r["outside"])
+    return _Intake(
+        flagged,
+        rows_in,
+        outside=sum(r["count"] for r in by_reason if r["outside"]),
+        rejected={r["reject_reason"]: r["count"] for r in by_reason if r["reject_reason"]},
+        skipped=tuple(skipped),
+    )
 
+
+def _build(
+    spark: SparkSession, cfg: Config, date: str, intake: _Intake, base_vocab: str | None, label: JobLabels
+) -> _Built:
+    """Deduplicate, exclude bots, sessionize, build the vocabulary and the stored windows."""
+    s, keep = cfg.sessionize, StorageLevel.MEMORY_AND_DISK
     label("deduplicate and exclude bots")
-    cleaned = clean_events(flagged, cfg).persist(keep)
+    cleaned = clean_events(intake.flagged, cfg).persist(keep)
     tallies = (
         cleaned.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies")).collect()
     )
-    duplicates = sum(int(r["copies"]) - int(r["rows"]) for r in tallies)
+    rejected = dict(intake.rejected)
     for r in tallies:
         if r["reject_reason"]:
             rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["rows"])
-
     label("sessions")
     events = sessions.sessionize(
         cleaned.where(F.col("reject_reason").isNull()).drop("reject_reason", "copies"),
@@ -162,142 +281,176 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     windows = sequences.build_sequences(
         vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows
     ).persist(keep)
-    seqs = sequences.inference_rows(windows)
-    train_rows = int(sequences.training_rows(windows, s.min_train_steps).count())
+    return _Built(
+        cleaned,
+        duplicates=sum(int(r["copies"]) - int(r["rows"]) for r in tallies),
+        rejected=rejected,
+        events=events,
+        events_kept=events_kept,
+        steps=steps,
+        items=items,
+        windows=windows,
+        seqs=sequences.inference_rows(windows),
+        train_rows=int(sequences.training_rows(windows, s.min_train_steps).count()),
+    )
 
-    stats = seqs.agg(
+
+def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
+    """Per-user counts and length quantiles of the inference rows, and the vocabulary's reach."""
+    stats = built.seqs.agg(
         F.count(F.lit(1)).alias("users"),
         F.sum("n_steps").alias("steps"),
         F.sum("n_events").alias("events"),
         F.sum("n_sessions").alias("sessions"),
-        F.sum(F.when(F.col("n_steps") >= s.min_train_steps, 1).otherwise(0)).alias("train_users"),
+        F.sum(F.when(F.col("n_steps") >= min_train_steps, 1).otherwise(0)).alias("train_users"),
         F.expr("percentile(n_steps, array(0.5, 0.9, 0.99))").alias("q"),
         F.min("n_steps").alias("min"),
         F.max("n_steps").alias("max"),
     ).collect()[0]
     item_stats = (
-        vocab.apply_vocab(steps, items)
+        vocab.apply_vocab(built.steps, built.items)
         .agg(
             F.countDistinct("item_id").alias("seen"),
             F.sum(F.when(F.col("item_idx") == vocab.UNKNOWN, 1).otherwise(0)).alias("unknown"),
         )
         .collect()[0]
     )
-    top_idx = items.agg(F.max("item_idx")).collect()[0][0] or vocab.FIRST_ITEM - 1
-    total_rejected = sum(rejected.values())
-    accounted = rows_in == outside + total_rejected + duplicates + events_kept
-    if not accounted or int(stats["events"]) != events_kept:
+    top_idx = built.items.agg(F.max("item_idx")).collect()[0][0] or vocab.FIRST_ITEM - 1
+    return {
+        **stats.asDict(),
+        "seen": item_stats["seen"],
+        "unknown": item_stats["unknown"],
+        "top_idx": top_idx,
+        "histogram": _length_histogram(built.seqs),
+    }
+
+
+def _check_accounting(intake: _Intake, built: _Built, events_in_sequences: int) -> None:
+    """Every input row is out of the window, rejected, a duplicate or kept, and every kept event
+    is in a sequence: checked, not assumed."""
+    total_rejected = sum(built.rejected.values())
+    if (
+        intake.rows_in != intake.outside + total_rejected + built.duplicates + built.events_kept
+        or events_in_sequences != built.events_kept
+    ):
         raise SessionizeError(
-            f"row accounting failed: in={rows_in} outside={outside} rejected={total_rejected} "
-            f"duplicates={duplicates} kept={events_kept} in_sequences={stats['events']}"
+            f"row accounting failed: in={intake.rows_in} outside={intake.outside} rejected={total_rejected} "
+            f"duplicates={built.duplicates} kept={built.events_kept} in_sequences={events_in_sequences}"
         )
 
+
+def _write_outputs(
+    spark: SparkSession,
+    cfg: Config,
+    paths: SessionizePaths,
+    intake: _Intake,
+    built: _Built,
+    n_users: int,
+    label: JobLabels,
+) -> None:
+    """Each output replaced atomically: rejects, vocabulary, sessions (optional), sequences."""
+    s = cfg.sessionize
     label("write rejects")
     io.replace_atomically(
-        spark, paths.rejects, lambda p: _quarantine(flagged, cleaned).write.mode("overwrite").parquet(p)
+        spark, paths.rejects, lambda p: _quarantine(intake.flagged, built.cleaned).write.mode("overwrite").parquet(p)
     )
     label("write vocabulary")
     io.replace_atomically(
         spark,
         paths.vocab,
-        lambda p: items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(p),
+        lambda p: built.items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(p),
     )
     if s.write_sessions:
         label("write sessions")
         io.replace_atomically(
-            spark, paths.sessions, lambda p: sessions.sessions_table(events).write.mode("overwrite").parquet(p)
+            spark, paths.sessions, lambda p: sessions.sessions_table(built.events).write.mode("overwrite").parquet(p)
         )
-    n_users, n_train = int(stats["users"]), int(stats["train_users"])
     label("write sequences")
     io.replace_atomically(
         spark,
         paths.infer,
-        lambda p: io.write_parquet_groups(seqs, p, n_users, s.rows_per_row_group, s.min_row_groups, "user_id"),
+        lambda p: io.write_parquet_groups(built.seqs, p, n_users, s.rows_per_row_group, s.min_row_groups, "user_id"),
     )
     io.replace_atomically(
         spark,
         paths.train,
         lambda p: io.write_parquet_groups(
-            sequences.training_rows(windows, s.min_train_steps),
+            sequences.training_rows(built.windows, s.min_train_steps),
             p,
-            train_rows,
+            built.train_rows,
             s.rows_per_row_group,
             s.min_row_groups,
             "user_id",
         ),
     )
 
-    label("summary")
+
+def _summarise(
+    cfg: Config,
+    date: str,
+    paths: SessionizePaths,
+    intake: _Intake,
+    built: _Built,
+    stats: dict[str, Any],
+    seconds: float,
+) -> SessionizeSummary:
     q = stats["q"] or [0, 0, 0]
-    window_start, window_end = window_bounds(date, s.lookback_days)
-    summary: dict[str, Any] = {
-        "date": date,
-        "window": {"start": window_start, "end": window_end},
-        "rows_in": rows_in,
-        # source files left out as unreadable (ingest.on_corrupt_file: skip): their rows are not in rows_in
-        "skipped_files": [dataclasses.asdict(c) for c in skipped],
-        "out_of_window": outside,
-        "rejected": dict(sorted(rejected.items())),
-        "rejected_total": total_rejected,
-        "duplicates_removed": duplicates,
-        "events_kept": events_kept,
-        "accounted": accounted,
-        "steps": int(stats["steps"]),
-        "repeats_merged": events_kept - int(stats["steps"]),
-        "users": n_users,
-        "train_users": n_train,
-        "train_rows": train_rows,
-        "cold_users": n_users - n_train,
-        "sessions": int(stats["sessions"]),
-        "items_seen": int(item_stats["seen"]),
-        "vocab_size": int(top_idx) + 1,  # embedding rows: padding + unknown + items
-        "unknown_steps": int(item_stats["unknown"] or 0),
-        "sequence_length": {
-            "max_len": s.max_len,
-            "min": int(stats["min"]),
-            "p50": float(q[0]),
-            "p90": float(q[1]),
-            "p99": float(q[2]),
-            "max": int(stats["max"]),
-            "histogram": _length_histogram(seqs),
-        },
-        "outputs": {k: getattr(paths, k) for k in ("train", "infer", "vocab", "rejects", "sessions")},
-        "wall_s": round(time.perf_counter() - started, 2),
-    }
-    storage.write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    for frame in (windows, items, events, cleaned, flagged):
-        frame.unpersist()
-    label.clear()
-    return summary
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as the table the job prints."""
-    lines = [
-        f"sessionize {summary['date']}  window {summary['window']['start'] or '…'} .. "
-        f"{summary['window']['end']}  ({summary['wall_s']} s)",
-        f"  rows in              {summary['rows_in']:>12,}",
-        *[f"  skipped file         {f['path']} ({f['bytes']:,} bytes): {f['error']}" for f in summary["skipped_files"]],
-        f"  out of window        {summary['out_of_window']:>12,}",
-        f"  rejected             {summary['rejected_total']:>12,}",
-    ]
-    lines += [f"    {reason:<18} {n:>12,}" for reason, n in summary["rejected"].items()]
-    lines += [
-        f"  duplicates removed   {summary['duplicates_removed']:>12,}",
-        f"  events kept          {summary['events_kept']:>12,}   (all rows accounted for: {summary['accounted']})",
-        f"  steps (merged)       {summary['steps']:>12,}   ({summary['repeats_merged']:,} funnel repeats merged)",
-        f"  users                {summary['users']:>12,}   "
-        f"({summary['train_users']:,} trainable in {summary['train_rows']:,} training rows, "
-        f"{summary['cold_users']:,} too short to train on)",
-        f"  sessions             {summary['sessions']:>12,}",
-        f"  items seen / vocab   {summary['items_seen']:>12,} / {summary['vocab_size']:,} "
-        f"(unknown steps {summary['unknown_steps']:,})",
-    ]
-    sl = summary["sequence_length"]
-    lines.append(
-        f"  steps per user       min {sl['min']}  p50 {sl['p50']:g}  p90 {sl['p90']:g}  "
-        f"p99 {sl['p99']:g}  max {sl['max']}  (window keeps {sl['max_len']})"
+    n_users, n_train = int(stats["users"]), int(stats["train_users"])
+    return SessionizeSummary(
+        date=date,
+        window=Window(*window_bounds(date, cfg.sessionize.lookback_days)),
+        rows_in=intake.rows_in,
+        skipped_files=intake.skipped,
+        out_of_window=intake.outside,
+        rejected=dict(sorted(built.rejected.items())),
+        rejected_total=sum(built.rejected.values()),
+        duplicates_removed=built.duplicates,
+        events_kept=built.events_kept,
+        accounted=True,  # _check_accounting raised otherwise
+        steps=int(stats["steps"]),
+        repeats_merged=built.events_kept - int(stats["steps"]),
+        users=n_users,
+        train_users=n_train,
+        train_rows=built.train_rows,
+        cold_users=n_users - n_train,
+        sessions=int(stats["sessions"]),
+        items_seen=int(stats["seen"]),
+        vocab_size=int(stats["top_idx"]) + 1,
+        unknown_steps=int(stats["unknown"] or 0),
+        sequence_length=SequenceLengths(
+            max_len=cfg.sessionize.max_len,
+            min=int(stats["min"]),
+            p50=float(q[0]),
+            p90=float(q[1]),
+            p99=float(q[2]),
+            max=int(stats["max"]),
+            histogram=stats["histogram"],
+        ),
+        outputs=paths,
+        wall_s=round(seconds, 2),
     )
-    lines.append("  histogram            " + "  ".join(f"{k}:{v}" for k, v in sl["histogram"].items()))
-    lines += [f"  {name:<20} {path}" for name, path in summary["outputs"].items()]
+
+
+def format_summary(summary: SessionizeSummary) -> str:
+    """The summary as the table the job prints."""
+    sm, sl = summary, summary.sequence_length
+    lines = [
+        f"sessionize {sm.date}  window {sm.window.start or '…'} .. {sm.window.end}  ({sm.wall_s} s)",
+        f"  rows in              {sm.rows_in:>12,}",
+        *[f"  skipped file         {f.path} ({f.bytes:,} bytes): {f.error}" for f in sm.skipped_files],
+        f"  out of window        {sm.out_of_window:>12,}",
+        f"  rejected             {sm.rejected_total:>12,}",
+        *[f"    {reason:<18} {n:>12,}" for reason, n in sm.rejected.items()],
+        f"  duplicates removed   {sm.duplicates_removed:>12,}",
+        f"  events kept          {sm.events_kept:>12,}   (all rows accounted for: {sm.accounted})",
+        f"  steps (merged)       {sm.steps:>12,}   ({sm.repeats_merged:,} funnel repeats merged)",
+        f"  users                {sm.users:>12,}   ({sm.train_users:,} trainable in {sm.train_rows:,} training "
+        f"rows, {sm.cold_users:,} too short to train on)",
+        f"  sessions             {sm.sessions:>12,}",
+        f"  items seen / vocab   {sm.items_seen:>12,} / {sm.vocab_size:,} (unknown steps {sm.unknown_steps:,})",
+        f"  steps per user       min {sl.min}  p50 {sl.p50:g}  p90 {sl.p90:g}  p99 {sl.p99:g}  max {sl.max}  "
+        f"(window keeps {sl.max_len})",
+        "  histogram            " + "  ".join(f"{k}:{v}" for k, v in sl.histogram.items()),
+    ]
+    lines += [f"  {name:<20} {path}" for name, path in dataclasses.asdict(sm.outputs).items()]
     return "\n".join(lines)

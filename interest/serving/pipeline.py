@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,12 +21,16 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from interest import logs
 from interest.config import Config
 from interest.data.files import SessionizePaths, read_vocab
 from interest.errors import UserError
 from interest.models.export import load_model
+from interest.schema import SEQUENCE_FEATURES
 from interest.serving import embed, publish
 from interest.spark import JobLabels
+
+log = logging.getLogger(__name__)
 
 USER_DDL = (
     "user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
@@ -55,15 +62,39 @@ def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, 
         )
 
 
-def check_max_len(rows: DataFrame, model_max_len: int, model_dir: str, date: str) -> None:
-    """The date's arrays must be as long as the model's positions (else a Keras shape error)."""
-    stored = rows.select(F.size("item_idx").alias("n")).first()
-    if stored is not None and stored["n"] != model_max_len:
+def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str, date: str) -> None:
+    """The date's arrays must have the model's features, length and index ranges: a mismatch
+    would otherwise surface as a Keras shape error or an out-of-range embedding lookup."""
+    missing = [f for f in SEQUENCE_FEATURES if f not in rows.columns]
+    if missing:
         raise EmbedInputError(
-            f"the sequences of {date} hold {stored['n']} steps per row but model {model_dir} was "
-            f"trained with max_len {model_max_len}: sessionize {date} with "
-            f"--set sessionize.max_len={model_max_len}, or train a model on these sequences"
+            f"the sequences of {date} lack the feature(s) {', '.join(missing)} that model {model_dir} reads: "
+            f"sessionize {date} again with this version"
         )
+    stats = rows.agg(
+        F.max(F.size("item_idx")).alias("len"),
+        F.min(F.size("item_idx")).alias("min_len"),
+        F.max(F.array_max("event_type_idx")).alias("event_type"),
+        F.max(F.array_max("time_gap_bucket")).alias("gap"),
+    ).first()
+    if stats is None or stats["len"] is None:
+        return
+    max_len = int(model_args["max_len"])
+    if stats["len"] != max_len or stats["min_len"] != max_len:
+        raise EmbedInputError(
+            f"the sequences of {date} hold {stats['len']} steps per row but model {model_dir} was "
+            f"trained with max_len {max_len}: sessionize {date} with "
+            f"--set sessionize.max_len={max_len}, or train a model on these sequences"
+        )
+    for feature, value, known, key in (
+        ("event_type_idx", stats["event_type"], model_args.get("n_event_types", 0), "sessionize.event_types"),
+        ("time_gap_bucket", stats["gap"], model_args.get("n_gap_buckets", 0), "sessionize.time_gap_edges_s"),
+    ):
+        if known and value is not None and value > known:
+            raise EmbedInputError(
+                f"the sequences of {date} use {feature} up to {value} but model {model_dir} knows {known}: "
+                f"{key} changed since the model was trained; sessionize with the model's settings or retrain"
+            )
 
 
 def table_location(cfg: Config, table: str) -> str:
@@ -75,10 +106,86 @@ def _users_table(spark: SparkSession, name: str) -> DataFrame:
     return spark.read.parquet(name) if "/" in name else spark.table(name)
 
 
-def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EmbedResult:
+    """The embed stage for one date: what was inferred, and the three partitions published."""
+
+    date: str
+    model: str
+    model_version: str
+    active_users: int
+    rows: int  # users published (active users, plus known users without events as fallback)
+    cold_start: int
+    fallback: int
+    inference_seconds: float
+    users_per_second: float
+    users: publish.PublishResult
+    items: publish.PublishResult
+    recommendations: publish.PublishResult
+    publish_seconds: float
+    retention_dropped: dict[str, list[str]]  # table -> dates dropped by retention
+    retention_seconds: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> EmbedResult:
     """Embed every active user of ``date`` with the model and publish the three tables."""
-    started = time.perf_counter()
-    e = cfg.embed
+    with logs.stage("embed", date):
+        started = time.perf_counter()
+        rows, date_vocab, model = _load_inputs(spark, cfg, date, model_dir)
+        embedded = _embedded_users(spark, cfg, rows, model, date_vocab).persist(StorageLevel.MEMORY_AND_DISK)
+        label = JobLabels(spark, "embed", date)
+        try:
+            label("inference")
+            tic = time.perf_counter()
+            embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
+            inference_s = time.perf_counter() - tic
+            active = rows.count()
+            tic = time.perf_counter()
+            users, items, recs = _publish_tables(spark, cfg, date, model, date_vocab, embedded, active, label)
+            publish_s = time.perf_counter() - tic
+            counts = embedded.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
+                F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback"),
+            ).collect()[0]
+            tic = time.perf_counter()
+            label("retention")
+            dropped = _apply_retention(spark, cfg)
+            retention_s = time.perf_counter() - tic
+        finally:
+            embedded.unpersist()
+            label.clear()
+        result = EmbedResult(
+            date=date,
+            model=model_dir,
+            model_version=model.version,
+            active_users=active,
+            rows=int(counts["rows"]),
+            cold_start=int(counts["cold"] or 0),
+            fallback=int(counts["fallback"] or 0),
+            inference_seconds=round(inference_s, 2),
+            users_per_second=round(embedded_rows / max(inference_s, 1e-9), 1),
+            users=users,
+            items=items,
+            recommendations=recs,
+            publish_seconds=round(publish_s, 2),  # stage, gate and commit the three tables
+            retention_dropped=dropped,
+            retention_seconds=round(retention_s, 2),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        log.info(
+            f"{result.rows:,} users ({result.cold_start:,} cold start) published with model "
+            f"{result.model_version}; {result.users_per_second:,.0f} users/s, {result.seconds} s"
+        )
+        return result
+
+
+def _load_inputs(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any]:
+    """The date's inference rows and vocabulary, and the model, checked to fit together."""
     paths = SessionizePaths.for_date(cfg, date)
     try:
         rows = spark.read.parquet(paths.infer)
@@ -91,30 +198,52 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         raise
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
-    check_max_len(rows, int(model.encoder.args["max_len"]), model_dir, date)
+    check_model_fits(rows, model.encoder.args, model_dir, date)
+    return rows, date_vocab, model
+
+
+def _embedded_users(
+    spark: SparkSession, cfg: Config, rows: DataFrame, model: Any, date_vocab: pd.DataFrame
+) -> DataFrame:
+    """Active users embedded by the model, plus (with ``embed.users_table``) every known user
+    without events today, who gets the popularity prior and the most popular items."""
+    e = cfg.embed
     embedded = embed.embed_users(
         spark, rows, model, date_vocab, e.top_items, e.top_n_recommendations, e.cold_start_min_steps, e.batch_size
     )
-    if e.users_table:
-        prior = embed.popularity_prior(model, date_vocab)
-        popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
-            e.top_n_recommendations, "count"
-        )
-        recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
-        embedded = embedded.unionByName(
-            embed.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
-        )
-    embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
-    label = JobLabels(spark, "embed", date)
-    label("inference")
-    tic = time.perf_counter()
-    embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
-    inference_s = time.perf_counter() - tic
-    active = rows.count()
-    db = e.database
-    tables = {e.table: USER_DDL, e.item_table: ITEM_DDL, e.recommendations_table: RECS_DDL}
-    for table, ddl in tables.items():
+    if not e.users_table:
+        return embedded
+    prior = embed.popularity_prior(model, date_vocab)
+    popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
+        e.top_n_recommendations, "count"
+    )
+    recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
+    return embedded.unionByName(
+        embed.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
+    )
+
+
+def _publish_tables(
+    spark: SparkSession,
+    cfg: Config,
+    date: str,
+    model: Any,
+    date_vocab: pd.DataFrame,
+    embedded: DataFrame,
+    active: int,
+    label: JobLabels,
+) -> tuple[publish.PublishResult, publish.PublishResult, publish.PublishResult]:
+    """Users, items and recommendations, each gated and published as its dt partition."""
+    e, db = cfg.embed, cfg.embed.database
+    for table, ddl in ((e.table, USER_DDL), (e.item_table, ITEM_DDL), (e.recommendations_table, RECS_DDL)):
         publish.ensure_table(spark, db, table, ddl, table_location(cfg, table), e.table_format)
+
+    def put(table: str, frame: DataFrame, gates: publish.Gates) -> publish.PublishResult:
+        label(f"publish {table}")
+        return publish.publish_partition(
+            spark, db, table, date, frame, gates, table_location(cfg, table), e.table_format
+        )
+
     user_gates = publish.Gates(
         vector_columns=["embedding", "interests"],
         unit_norm_column="embedding",
@@ -124,66 +253,26 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> di
         min_coverage=e.min_coverage,
         max_row_change=e.max_row_change,
     )
-    report: dict[str, Any] = {
-        "model": model_dir,
-        "model_version": model.version,
-        "active_users": active,
-        "inference_seconds": round(inference_s, 2),
-        "users_per_second": round(embedded_rows / max(inference_s, 1e-9), 1),
-    }
-    tic = time.perf_counter()
-    label(f"publish {e.table}")
-    report["users"] = publish.publish_partition(
-        spark,
-        db,
-        e.table,
-        date,
-        embedded.select(*embed.USER_COLUMNS),
-        user_gates,
-        table_location(cfg, e.table),
-        e.table_format,
-    )
+    users = put(e.table, embedded.select(*embed.USER_COLUMNS), user_gates)
     items = spark.createDataFrame(embed.item_embeddings(model, date_vocab), schema=ITEM_DDL)
-    label(f"publish {e.item_table}")
-    report["items"] = publish.publish_partition(
-        spark,
-        db,
-        e.item_table,
-        date,
-        items,
-        publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding", norm_tolerance=e.norm_tolerance),
-        table_location(cfg, e.item_table),
-        e.table_format,
+    item_gates = publish.Gates(
+        vector_columns=["embedding"], unit_norm_column="embedding", norm_tolerance=e.norm_tolerance
     )
-    label(f"publish {e.recommendations_table}")
-    report["recommendations"] = publish.publish_partition(
-        spark,
-        db,
+    published_items = put(e.item_table, items, item_gates)
+    recs = put(
         e.recommendations_table,
-        date,
         embedded.select("user_id", "recommendations", "top_interest", "model_version"),
         publish.Gates(),
-        table_location(cfg, e.recommendations_table),
-        e.table_format,
     )
-    report["publish_seconds"] = round(time.perf_counter() - tic, 2)  # stage, gate and commit the three tables
-    counts = embedded.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
-        F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback"),
-    ).collect()[0]
-    report.update(rows=int(counts["rows"]), cold_start=int(counts["cold"] or 0), fallback=int(counts["fallback"] or 0))
-    tic = time.perf_counter()
-    label("retention")
-    report["retention_dropped"] = {
-        t: publish.apply_retention(spark, db, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
-        for t in tables
+    return users, published_items, recs
+
+
+def _apply_retention(spark: SparkSession, cfg: Config) -> dict[str, list[str]]:
+    e = cfg.embed
+    return {
+        t: publish.apply_retention(spark, e.database, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
+        for t in (e.table, e.item_table, e.recommendations_table)
     }
-    report["retention_seconds"] = round(time.perf_counter() - tic, 2)
-    embedded.unpersist()
-    label.clear()
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    return report
 
 
 def drift(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] | None:

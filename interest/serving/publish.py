@@ -28,12 +28,46 @@ from interest.errors import UserError
 STAGING = "_staging"  # Delta tables: staged runs live in <table>/_staging, which Delta and VACUUM skip
 
 
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every gate's verdict on a staged partition of ``rows`` rows."""
+
+    rows: int
+    gates: dict[str, GateResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(g.ok for g in self.gates.values())
+
+    @property
+    def failed(self) -> dict[str, GateResult]:
+        return {name: g for name, g in self.gates.items() if not g.ok}
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """One table's partition made visible: its gates, where it lives and (Delta) the commit."""
+
+    table: str
+    date: str
+    rows: int
+    gates: dict[str, GateResult]
+    location: str
+    version: int | None = None  # Delta: the commit that published the partition
+    previous_version: int | None = None
+
+
 class PublishGateError(UserError, RuntimeError):
     """A quality gate failed; nothing was published. ``report`` has every gate's result."""
 
-    def __init__(self, table: str, date: str, report: dict[str, Any]) -> None:
-        failed = {k: v for k, v in report.items() if isinstance(v, dict) and not v.get("ok", True)}
-        lines = "; ".join(f"{k}: {v['detail']}" for k, v in failed.items())
+    def __init__(self, table: str, date: str, report: GateReport) -> None:
+        lines = "; ".join(f"{name}: {g.detail}" for name, g in report.failed.items())
         super().__init__(f"not publishing {table} dt={date}: {lines}")
         self.report = report
 
@@ -148,8 +182,8 @@ def version(spark: SparkSession, database: str, table: str) -> int:
     return int(history(spark, database, table)[0]["version"])
 
 
-def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_rows: int | None) -> dict[str, Any]:
-    """Evaluate every gate on the staged rows; returns {gate: {"ok", "detail", ...}}."""
+def check_gates(staged: DataFrame, gates: Gates, previous_rows: int | None) -> GateReport:
+    """Evaluate every gate on the staged rows in one aggregation (a pure DataFrame check)."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     for col in gates.vector_columns:
         # A NaN computed in pandas arrives as a null element (Arrow's from_pandas conversion),
@@ -170,32 +204,33 @@ def check_gates(spark: SparkSession, staged: DataFrame, gates: Gates, previous_r
     if gates.coverage_filter:
         aggs.append(F.sum(F.when(F.expr(gates.coverage_filter), 1).otherwise(0)).alias("covered"))
     stats = staged.agg(*aggs).collect()[0].asDict()
-    report: dict[str, Any] = {"rows": int(stats["rows"])}
+    rows = int(stats["rows"])
+    out: dict[str, GateResult] = {}
     for col in gates.vector_columns:
         bad = int(stats[f"bad_{col}"] or 0)
-        report[f"finite_{col}"] = {"ok": bad == 0, "detail": f"{bad} row(s) with NaN, inf or missing values in {col}"}
+        out[f"finite_{col}"] = GateResult(bad == 0, f"{bad} row(s) with NaN, inf or missing values in {col}")
     if gates.unit_norm_column:
         err = float(stats["norm_error"]) if stats["norm_error"] is not None else 0.0
-        report["unit_norm"] = {
-            "ok": err <= gates.norm_tolerance,  # False for NaN too
-            "detail": f"max |norm - 1| = {err:.2e} (tolerance {gates.norm_tolerance:g})",
-        }
+        out["unit_norm"] = GateResult(
+            err <= gates.norm_tolerance,  # False for NaN too
+            f"max |norm - 1| = {err:.2e} (tolerance {gates.norm_tolerance:g})",
+        )
     if gates.coverage_filter and gates.expected_rows:
         share = int(stats["covered"] or 0) / gates.expected_rows
-        report["coverage"] = {
-            "ok": share >= gates.min_coverage,
-            "detail": f"{share:.1%} of {gates.expected_rows:,} active users (minimum {gates.min_coverage:.0%})",
-        }
+        out["coverage"] = GateResult(
+            share >= gates.min_coverage,
+            f"{share:.1%} of {gates.expected_rows:,} active users (minimum {gates.min_coverage:.0%})",
+        )
     if gates.max_row_change is not None and previous_rows:
-        change = abs(report["rows"] - previous_rows) / previous_rows
-        report["row_change"] = {
-            "ok": change <= gates.max_row_change,
-            "detail": f"{report['rows']:,} rows vs {previous_rows:,} in the previous "
-            f"partition ({change:.0%}, limit {gates.max_row_change:.0%})",
-        }
-    if report["rows"] == 0:
-        report["not_empty"] = {"ok": False, "detail": "no rows"}
-    return report
+        change = abs(rows - previous_rows) / previous_rows
+        out["row_change"] = GateResult(
+            change <= gates.max_row_change,
+            f"{rows:,} rows vs {previous_rows:,} in the previous partition ({change:.0%}, "
+            f"limit {gates.max_row_change:.0%})",
+        )
+    if rows == 0:
+        out["not_empty"] = GateResult(False, "no rows")
+    return GateReport(rows, out)
 
 
 def publish_partition(
@@ -207,11 +242,11 @@ def publish_partition(
     gates: Gates,
     location: str,
     table_format: str = "delta",
-) -> dict[str, Any]:
+) -> PublishResult:
     """Write ``rows`` as partition dt=``date`` of the table, atomically, if the gates pass.
 
-    Returns the gate report plus where the partition lives (and, for Delta, the committed
-    version). Raises PublishGateError (and publishes nothing) when a gate fails.
+    Returns the gates' verdicts, where the partition lives and, for Delta, the committed
+    version. Raises PublishGateError (and publishes nothing) when a gate fails.
     """
     if table_format == "delta":
         return _publish_delta(spark, database, table, date, rows, gates, location)
@@ -238,13 +273,12 @@ def publish_partition(
     else:
         spark.sql(f"ALTER TABLE {name} ADD PARTITION (dt='{date}') LOCATION '{folder}'")
     spark.sql(f"REFRESH TABLE {name}")
-    report["location"] = folder
-    return report
+    return PublishResult(f"{database}.{table}", date, report.rows, report.gates, folder)
 
 
 def _publish_delta(
     spark: SparkSession, database: str, table: str, date: str, rows: DataFrame, gates: Gates, location: str
-) -> dict[str, Any]:
+) -> PublishResult:
     """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
     name = table_name(database, table)
     day = f"{location.rstrip('/')}/{STAGING}/dt={date}"
@@ -268,19 +302,20 @@ def _publish_delta(
         .save(where)
     )
     io.delete(spark, folder)
-    report.update(location=location, version=version(spark, database, table), previous_version=before)
-    return report
+    return PublishResult(
+        f"{database}.{table}", date, report.rows, report.gates, location, version(spark, database, table), before
+    )
 
 
 def _stage_and_gate(
     spark: SparkSession, table: str, date: str, rows: DataFrame, gates: Gates, folder: str, previous_rows
-) -> tuple[DataFrame, dict[str, Any]]:
+) -> tuple[DataFrame, GateReport]:
     """Write the rows to ``folder`` and check the gates on exactly what was written."""
     rows.drop("dt").write.mode("errorifexists").parquet(folder)
     staged = spark.read.parquet(folder)
     # the previous date's row count costs a query: only the row-change gate needs it
-    report = check_gates(spark, staged, gates, previous_rows() if gates.max_row_change is not None else None)
-    if not all(v.get("ok", True) for v in report.values() if isinstance(v, dict)):
+    report = check_gates(staged, gates, previous_rows() if gates.max_row_change is not None else None)
+    if not report.ok:
         io.delete(spark, folder)
         raise PublishGateError(table, date, report)
     return staged, report

@@ -211,7 +211,7 @@ def _barrier_task(
     return run
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistributedOutcome(TrainOutcome):
     attempts: int = 1
     chief_log: list[str] | None = None

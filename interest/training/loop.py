@@ -256,95 +256,33 @@ class Trainer:
             return self._fit(local, tensorboard_dir, push)
 
     def _fit(self, checkpoint_dir: str | None, tensorboard_dir: str | None, push: Callable[[], None]) -> TrainResult:
-        t, k = self.cfg.train, self.cfg.eval.k
-        metric = f"{t.early_stop_metric}@{k}"
+        t = self.cfg.train
+        self._metric = f"{t.early_stop_metric}@{self.cfg.eval.k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
         result = TrainResult(self.encoder)
-        latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
-        if manager is not None and latest:
-            manager.checkpoint.restore(latest)
-            result.resumed_from_step = int(self.step.numpy())
-            self.log(f"resumed from checkpoint at step {result.resumed_from_step} ({latest})")
-        self._chief_best = tf.train.latest_checkpoint(os.path.join(checkpoint_dir, "best")) if checkpoint_dir else None
+        self._resume(manager, checkpoint_dir, result)
         writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()
-        first_epoch = int(self.step.numpy()) // self.steps_per_epoch
-        self.log(
-            f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
-            f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
-            f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
-            f"{self.encoder.count_params():,} parameters, objective {t.objective}"
-        )
+        self._announce()
         with contextlib.ExitStack() as stack:
             watchdog = stack.enter_context(
                 StepWatchdog(t.step_timeout_s, lambda: f"at step {int(self.step.numpy())}, worker {self.worker.rank}")
             )
             iterator = iter(self._dataset(stack))
-            for epoch in range(first_epoch, t.epochs):
-                tic = last_line = time.perf_counter()
-                loss_sum, count, steps = 0.0, 0.0, 0
-                while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
-                    step = int(self.step.numpy())
-                    if (
-                        t.fail_at_step is not None
-                        and step == t.fail_at_step
-                        and self.worker.rank == self.worker.workers - 1
-                        and self.worker.attempt == 0
-                    ):
-                        raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
-                    ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
-                    watchdog.beat()
-                    loss_sum, count, steps = loss_sum + float(ls), count + float(n), steps + 1
-                    self.step.assign_add(1)
-                    if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
-                        manager.save(checkpoint_number=int(self.step.numpy()))
-                        push()
-                    now, done = time.perf_counter(), int(self.step.numpy()) - epoch * self.steps_per_epoch
-                    if now - last_line >= t.progress_every_s and done < self.steps_per_epoch:
-                        last_line = now
-                        rate = steps / max(now - tic, 1e-9)
-                        self.log(
-                            _step_line(epoch, t.epochs, done, self.steps_per_epoch, loss_sum / max(count, 1.0), rate)
-                        )
-                seconds = time.perf_counter() - tic
-                row: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "step": int(self.step.numpy()),
-                    "loss": loss_sum / max(count, 1.0),
-                    "sequences_per_s": steps * self.global_batch / max(seconds, 1e-9),
-                    "seconds": seconds,
-                    "lr": float(self.optimizer.learning_rate.numpy()),
-                }
+            for epoch in range(int(self.step.numpy()) // self.steps_per_epoch, t.epochs):
+                row = self._run_epoch(epoch, iterator, watchdog, manager, push)
                 if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                     watchdog.beat()  # validation is not a hang
-                    row.update({f"valid_{name}": v for name, v in self._validate().items() if name != "users"})
-                    if f"valid_{metric}" not in row:  # sampled metrics omitted (tiny catalogue)
-                        metric = f"full_{t.early_stop_metric.split('_')[1]}@{k}"
-                    score = self._agree(row[f"valid_{metric}"])
-                    if score > float(self.best.numpy()):
-                        self.best.assign(score)
-                        self.since_best.assign(0)
-                        result.best_epoch = epoch + 1
-                        result.best_valid = {k_: v for k_, v in row.items() if k_.startswith("valid_")}
-                        self._best_weights = self.encoder.get_weights()
-                        if best_manager is not None:
-                            best_manager.save(checkpoint_number=int(self.step.numpy()))
-                            push()
-                    else:
-                        self.since_best.assign_add(1)
+                    self._validate_epoch(row, result, best_manager, push)
                 result.history.append(row)
-                self.log(_progress_line(row, t.epochs, metric))
-                if writer is not None:
-                    with writer.as_default(step=int(self.step.numpy())):
-                        for name, value in row.items():
-                            if isinstance(value, float):
-                                tf.summary.scalar(name, value)
+                self.log(_progress_line(row, t.epochs, self._metric))
+                _write_scalars(writer, row, int(self.step.numpy()))
                 if manager is not None:
                     manager.save(checkpoint_number=int(self.step.numpy()))
                     push()
                 if int(self.since_best.numpy()) >= t.patience:
                     result.stopped_early = True
-                    self.log(f"early stop: no {metric} gain in {t.patience} evaluations")
+                    self.log(f"early stop: no {self._metric} gain in {t.patience} evaluations")
                     break
         self._restore_best(result, best_manager)
         result.steps = int(self.step.numpy())
@@ -352,6 +290,91 @@ class Trainer:
         if not self.worker.is_chief and checkpoint_dir:
             shutil.rmtree(os.path.join(checkpoint_dir, f"_worker{self.worker.rank}"), ignore_errors=True)
         return result
+
+    def _resume(self, manager: tf.train.CheckpointManager | None, directory: str | None, result: TrainResult) -> None:
+        """Restore the training state of the latest checkpoint, if a previous attempt left one."""
+        latest = tf.train.latest_checkpoint(directory) if directory else None
+        if manager is not None and latest:
+            manager.checkpoint.restore(latest)
+            result.resumed_from_step = int(self.step.numpy())
+            self.log(f"resumed from checkpoint at step {result.resumed_from_step} ({latest})")
+        self._chief_best = tf.train.latest_checkpoint(os.path.join(directory, "best")) if directory else None
+
+    def _announce(self) -> None:
+        t = self.cfg.train
+        self.log(
+            f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
+            f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
+            f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
+            f"{self.encoder.count_params():,} parameters, objective {t.objective}"
+        )
+
+    def _run_epoch(
+        self,
+        epoch: int,
+        iterator: Any,
+        watchdog: StepWatchdog,
+        manager: tf.train.CheckpointManager | None,
+        push: Callable[[], None],
+    ) -> dict[str, Any]:
+        """Train until the end of ``epoch`` (from wherever a resumed run stands); its history row."""
+        t = self.cfg.train
+        tic = last_line = time.perf_counter()
+        loss_sum, count, steps = 0.0, 0.0, 0
+        while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
+            step = int(self.step.numpy())
+            if (
+                t.fail_at_step is not None
+                and step == t.fail_at_step
+                and self.worker.rank == self.worker.workers - 1
+                and self.worker.attempt == 0
+            ):
+                raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
+            ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
+            watchdog.beat()
+            loss_sum, count, steps = loss_sum + float(ls), count + float(n), steps + 1
+            self.step.assign_add(1)
+            if manager is not None and int(self.step.numpy()) % t.checkpoint_every_steps == 0:
+                manager.save(checkpoint_number=int(self.step.numpy()))
+                push()
+            now, done = time.perf_counter(), int(self.step.numpy()) - epoch * self.steps_per_epoch
+            if now - last_line >= t.progress_every_s and done < self.steps_per_epoch:
+                last_line = now
+                rate = steps / max(now - tic, 1e-9)
+                self.log(_step_line(epoch, t.epochs, done, self.steps_per_epoch, loss_sum / max(count, 1.0), rate))
+        seconds = time.perf_counter() - tic
+        return {
+            "epoch": epoch + 1,
+            "step": int(self.step.numpy()),
+            "loss": loss_sum / max(count, 1.0),
+            "sequences_per_s": steps * self.global_batch / max(seconds, 1e-9),
+            "seconds": seconds,
+            "lr": float(self.optimizer.learning_rate.numpy()),
+        }
+
+    def _validate_epoch(
+        self,
+        row: dict[str, Any],
+        result: TrainResult,
+        best_manager: tf.train.CheckpointManager | None,
+        push: Callable[[], None],
+    ) -> None:
+        """Add the validation metrics to ``row``; keep the weights when the early-stop metric improved."""
+        row.update({f"valid_{name}": v for name, v in self._validate().items() if name != "users"})
+        if f"valid_{self._metric}" not in row:  # sampled metrics omitted (tiny catalogue)
+            self._metric = f"full_{self.cfg.train.early_stop_metric.split('_')[1]}@{self.cfg.eval.k}"
+        score = self._agree(row[f"valid_{self._metric}"])
+        if score <= float(self.best.numpy()):
+            self.since_best.assign_add(1)
+            return
+        self.best.assign(score)
+        self.since_best.assign(0)
+        result.best_epoch = row["epoch"]
+        result.best_valid = {k: v for k, v in row.items() if k.startswith("valid_")}
+        self._best_weights = self.encoder.get_weights()
+        if best_manager is not None:
+            best_manager.save(checkpoint_number=int(self.step.numpy()))
+            push()
 
     def _restore_best(self, result: TrainResult, best_manager) -> None:
         """End on the best validated weights: from memory, or from the best checkpoint when the
@@ -378,6 +401,16 @@ def _checkpoint_mirror(directory: str | None, is_chief: bool):
             if storage.exists(directory):
                 storage.download(directory, local)
             yield local, (lambda: storage.mirror(local, directory)) if is_chief else (lambda: None)
+
+
+def _write_scalars(writer: Any, row: dict[str, Any], step: int) -> None:
+    """The epoch's numbers as TensorBoard scalars (the chief only: others have no writer)."""
+    if writer is None:
+        return
+    with writer.as_default(step=step):
+        for name, value in row.items():
+            if isinstance(value, float):
+                tf.summary.scalar(name, value)
 
 
 def _step_line(epoch: int, epochs: int, done: int, steps_per_epoch: int, loss: float, rate: float) -> str:

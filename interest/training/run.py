@@ -12,17 +12,19 @@ import tensorflow as tf
 
 from interest import logs, storage
 from interest.config import Config
-from interest.data.files import training_data
+from interest.data.files import TrainData, training_data
 from interest.models.encoders import Encoder
 from interest.models.export import new_version, save_model
 from interest.scoring.offline import evaluate_popularity, evaluate_split
-from interest.training.loop import Trainer, WorkerInfo
+from interest.training.loop import Trainer, TrainResult, WorkerInfo
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOutcome:
+    """A training run's result: the exported model (chief only) and its metrics.json."""
+
     model_dir: str | None  # None on non-chief workers
     metrics: dict[str, Any]
 
@@ -78,25 +80,44 @@ def _train_and_export(
 ) -> TrainOutcome:
     started = time.perf_counter()
     data, vocab = training_data(cfg, date)
-    trainer = Trainer(cfg, data, strategy, worker)
     ckpt = checkpoint_dir(cfg, date)
     tensorboard = storage.join(
         storage.normalize(cfg.paths.resolve("reports")), "tensorboard", cfg.model.encoder, f"dt={date}"
     )
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
-        result = trainer.fit(ckpt, board)
+        result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
     if on_trained is not None:
         on_trained(result.encoder)
     if not worker.is_chief:
         return TrainOutcome(None, {})
+    metrics = final_metrics(cfg, date, data, result, worker, time.perf_counter() - started)
+    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
+    model_dir = save_model(
+        result.encoder, vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
+    )
+    storage.delete(ckpt)  # finished: a re-run of the date starts afresh
+    k, test, pop = cfg.eval.k, metrics["test"], metrics["popularity"]["test"]
+    log.info(
+        f"done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
+        f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
+        f"popularity NDCG@{k} {pop[f'full_ndcg@{k}']:.4f}"
+    )
+    log.info(f"model: {model_dir}")
+    return TrainOutcome(model_dir, metrics)
+
+
+def final_metrics(
+    cfg: Config, date: str, data: TrainData, result: TrainResult, worker: WorkerInfo, wall_s: float
+) -> dict[str, Any]:
+    """metrics.json of a trained model: the test split for the best weights and for popularity,
+    the validation at the best epoch, and the run's facts and history."""
     e = cfg.eval
     seeds = tuple(e.seeds)
-    test = evaluate_split(result.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, seeds)
     popularity = {
-        "valid": evaluate_popularity(data.eval_rows, data.item_counts, "valid", e.k, e.sampled_negatives, seeds),
-        "test": evaluate_popularity(data.eval_rows, data.item_counts, "test", e.k, e.sampled_negatives, seeds),
+        split: evaluate_popularity(data.eval_rows, data.item_counts, split, e.k, e.sampled_negatives, seeds)
+        for split in ("valid", "test")
     }
-    metrics = {
+    return {
         "encoder": cfg.model.encoder,
         "date": date,
         "workers": worker.workers,
@@ -108,22 +129,9 @@ def _train_and_export(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "train_seconds": round(result.seconds, 2),
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": round(wall_s, 2),
         "valid": result.best_valid,
-        "test": test,
+        "test": evaluate_split(result.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, seeds),
         "popularity": popularity,
         "history": result.history,
     }
-    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
-    model_dir = save_model(
-        result.encoder, vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
-    )
-    storage.delete(ckpt)  # finished: a re-run of the date starts afresh
-    k = e.k
-    log.info(
-        f"done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
-        f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
-        f"popularity NDCG@{k} {popularity['test'][f'full_ndcg@{k}']:.4f}"
-    )
-    log.info(f"model: {model_dir}")
-    return TrainOutcome(model_dir, metrics)
