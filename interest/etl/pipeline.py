@@ -205,11 +205,11 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         intake = _read_and_flag(spark, cfg, date)
         built = _build(spark, cfg, date, intake, base_vocab, label)
         try:
+            label("statistics")
             stats = _statistics(built, cfg.sessionize.min_train_steps)
             _check_accounting(intake, built, int(stats["events"]))
             paths = SessionizePaths.for_date(cfg, date)
             _write_outputs(spark, cfg, paths, intake, built, int(stats["users"]), label)
-            label("summary")
             summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started)
             storage.write_text(
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"

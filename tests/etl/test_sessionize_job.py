@@ -91,18 +91,18 @@ def test_outputs_are_shardable_and_well_formed(spark, tmp_path):
 def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     cfg, _ = generated(tmp_path, "parquet")
     first = run_sessionize(spark, cfg, DATE)
-    snap = {k: pd.read_parquet(first.outputs[k]) for k in ("train", "infer", "vocab")}
+    snap = {k: pd.read_parquet(getattr(first.outputs, k)) for k in ("train", "infer", "vocab")}
     tracker = spark.sparkContext.statusTracker()
     steps = [
         "read and validate",
         "deduplicate and exclude bots",
         "sessions",
         "vocabulary and sequences",
+        "statistics",
         "write rejects",
         "write vocabulary",
         "write sessions",
         "write sequences",
-        "summary",
     ]
     before = {step: set(tracker.getJobIdsForGroup(job_group("sessionize", DATE, step))) for step in steps}
     second = run_sessionize(spark, cfg, DATE)
@@ -115,7 +115,7 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     for key in ("rows_in", "rejected", "duplicates_removed", "events_kept", "users", "sessions"):
         assert getattr(first, key) == getattr(second, key)
     for k, before in snap.items():
-        after = pd.read_parquet(second.outputs[k])
+        after = pd.read_parquet(getattr(second.outputs, k))
         sort = "user_id" if "user_id" in after else "item_idx"
         pd.testing.assert_frame_equal(
             before.sort_values(sort).reset_index(drop=True), after.sort_values(sort).reset_index(drop=True)
@@ -164,7 +164,7 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     infer = pd.read_parquet(summary.outputs.infer).set_index("user_id")
     assert [names.get(i) for i in infer.loc["u"].item_idx if i > 0] == ["b0", "zz", "aa", "mm"]
     assert [names.get(i) for i in infer.loc["v"].item_idx if i > 0] == ["aa", "mm", "zz", "b0"]
-    again = pd.read_parquet(run_sessionize(spark, cfg, DATE)["outputs"]["infer"]).set_index("user_id")
+    again = pd.read_parquet(run_sessionize(spark, cfg, DATE).outputs.infer).set_index("user_id")
     assert [list(x) for x in again.item_idx] == [list(x) for x in infer.item_idx]  # deterministic
 
 
@@ -301,7 +301,17 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     )
     assert bad.returncode != 0 and "unknown configuration key 'sessionize.max_lenn'" in bad.stderr
     missing = subprocess.run(
-        [sys.executable, "jobs/sessionize.py", "--date", DATE, *sets, "--set", f"ingest.path={tmp_path / 'nope'}"],
+        [
+            sys.executable,
+            "jobs/sessionize.py",
+            "--date",
+            DATE,
+            *sets,
+            "--set",
+            f"ingest.path={tmp_path / 'nope'}",
+            "--log-file",
+            str(tmp_path / "logs" / "sessionize.log"),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -310,6 +320,10 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     )
     assert missing.returncode == 2 and "raw events path does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+    [line] = [ln for ln in missing.stderr.splitlines() if ln.startswith("error")]  # stage, date, cause, path
+    assert line.startswith(f"error [sessionize dt={DATE}]: ") and str(tmp_path / "nope") in line
+    trace = (tmp_path / "logs" / "sessionize.log").read_text()
+    assert "Traceback" in trace and "raw events path does not exist" in trace  # the trace went to the file
     with socket.socket() as s:  # a port nothing listens on: the namenode is down
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -332,7 +346,7 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
         timeout=300,
     )
     assert down.returncode == 75, down.stderr[-2000:]  # EX_TEMPFAIL: worth a retry
-    assert f"error (worth a retry): hdfs://127.0.0.1:{port}/interest is not writable" in down.stderr
+    assert f"error (worth a retry) [nightly dt={DATE}]: hdfs://127.0.0.1:{port}/interest is not writable" in down.stderr
     assert "Traceback" not in down.stderr
 
 

@@ -1,0 +1,105 @@
+"""One batch of inference rows -> published rows, on a tiny real encoder: no Spark, no files.
+
+``embed_frame`` is what every executor runs; these checks reach it directly instead of through a
+whole nightly run.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest.models.encoders import build_encoder
+from interest.models.export import LoadedModel
+from interest.schema import FIRST_ITEM, UNKNOWN
+from interest.serving.embed import EMBED_SCHEMA, embed_frame
+
+L, V = 5, 8  # max_len; item rows: pad, unknown, items 2..7
+ITEM_IDS = np.array(["<pad>", "<unknown>", "a", "b", "c", "d", "e", "f"], dtype=object)
+CATEGORIES = np.array(["-", "-", "x", "x", "y", "y", "y", "x"], dtype=object)
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    keras.utils.set_random_seed(3)
+    encoder = build_encoder(
+        "self_attention", vocab_size=V, max_len=L, dim=8, heads=2, blocks=1, n_event_types=2, n_gap_buckets=3
+    )
+    return LoadedModel(encoder, pd.DataFrame(), {}, {}, "/models/self_attention/v1")
+
+
+def frame(items: list[list[int]], n_steps: list[int], histories: list[list[int]] | None = None) -> pd.DataFrame:
+    """Inference rows: left-padded windows of ``items`` with plausible side features."""
+    rows = []
+    for i, window in enumerate(items):
+        w = np.asarray(window, dtype=np.int32)
+        real = (w > 0).astype(np.int32)
+        rows.append(
+            {
+                "user_id": f"u{i}",
+                "item_idx": w,
+                "event_type_idx": real,  # one event type on real steps
+                "time_gap_bucket": real * 2,
+                "session_idx": real,
+                "n_events": int(real.sum()),
+                "n_steps": n_steps[i],
+                "history_idx": np.asarray((histories or items)[i], dtype=np.int64),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run(model: LoadedModel, pdf: pd.DataFrame, top_n: int = 3, cold: int = 3) -> pd.DataFrame:
+    return embed_frame(pdf, model, ITEM_IDS, CATEGORIES, top_k=2, top_n=top_n, cold_min_steps=cold, version="v1")
+
+
+def test_columns_unit_vectors_and_cold_start_flags(model):
+    out = run(model, frame([[0, 0, 2, 3, 4], [0, 0, 0, 0, 5]], n_steps=[3, 1]))
+    assert list(out.columns) == [f.name for f in EMBED_SCHEMA.fields]
+    assert out.user_id.tolist() == ["u0", "u1"] and out.model_version.tolist() == ["v1", "v1"]
+    for vec in out.embedding:
+        assert len(vec) == 8 and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
+    for interests in out.interests:
+        assert np.linalg.norm(np.asarray(interests), axis=-1) == pytest.approx(1.0, abs=1e-5)
+    assert out.is_cold_start.tolist() == [False, True]  # n_steps below cold_min_steps=3
+    assert out.n_events.tolist() == [3, 1]
+
+
+def test_recommendations_are_new_items_ranked_by_score(model):
+    pdf = frame([[0, 0, 2, 3, 4]], n_steps=[3])
+    out = run(model, pdf, top_n=3)
+    recs = out.recommendations[0]
+    assert [item for item, _ in recs] and not {item for item, _ in recs} & {"<pad>", "<unknown>", "a", "b", "c"}
+    scores = [s for _, s in recs]
+    assert scores == sorted(scores, reverse=True) and len(recs) == 3  # d, e, f are left: all three, in order
+    user = np.asarray(out.embedding[0])
+    table = np.asarray(model.encoder.item_table)
+    expected = sorted(range(5, 8), key=lambda j: -(user @ table[j]))
+    assert [item for item, _ in recs] == [ITEM_IDS[j] for j in expected]
+    majority = pd.Series([CATEGORIES[j] for j in expected]).mode().iloc[0]
+    assert out.top_interest[0] == majority
+
+
+def test_explanations_name_history_items_only(model):
+    out = run(model, frame([[0, 0, 2, 3, 3]], n_steps=[3]))
+    explained = out.top_items[0]
+    assert len(explained) == 2 and {item for item, _ in explained} <= {"a", "b"}
+    weights = [w for _, w in explained]
+    assert weights == sorted(weights, reverse=True) and 0 < sum(weights) <= 1.0 + 1e-6
+    assert not any(item in ("<pad>", None) for item, _ in explained)
+
+
+def test_items_newer_than_the_model_count_as_the_unknown_item(model):
+    newer = run(model, frame([[0, 0, 2, 3, 11]], n_steps=[3], histories=[[2, 3]]))  # 11: not in the model
+    unknown = run(model, frame([[0, 0, 2, 3, UNKNOWN]], n_steps=[3], histories=[[2, 3]]))
+    np.testing.assert_allclose(newer.embedding[0], unknown.embedding[0], atol=1e-6)
+    assert newer.recommendations[0] == unknown.recommendations[0]
+    assert all(item not in ("<pad>", "<unknown>") for item, _ in newer.recommendations[0])
+
+
+def test_a_user_who_has_seen_everything_gets_no_recommendation(model):
+    everything = list(range(FIRST_ITEM, V))
+    out = run(model, frame([[3, 4, 5, 6, 7]], n_steps=[5], histories=[everything]))
+    assert out.recommendations[0] == [] and out.top_interest[0] is None
