@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,13 @@ def users_for_events(cfg: GeneratorConfig, events: int) -> int:
     per_user = cfg.days * expected_events_per_user_day(cfg)
     per_user += cfg.bot_share * cfg.days * cfg.bot_events_per_day
     return max(10, int(round(events / per_user)))
+
+
+def sized_for_events(cfg: GeneratorConfig, events: int) -> GeneratorConfig:
+    """``cfg`` with as many users as give about ``events`` events, and items to match (a fifth of
+    the users, at most 100k, never fewer than configured)."""
+    users = users_for_events(cfg, events)
+    return replace(cfg, users=users, items=max(cfg.items, min(100_000, users // 5)))
 
 
 @dataclass

@@ -9,7 +9,7 @@ import logging
 import time
 
 from interest.cli import job_parser, load_job_config, main_guard
-from interest.synth import generate, users_for_events
+from interest.synth import generate, sized_for_events
 
 log = logging.getLogger("interest.jobs")
 
@@ -21,10 +21,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     cfg = load_job_config(args, "generate")
-    gen = cfg.generator
-    if args.events:
-        gen.users = users_for_events(gen, args.events)
-        gen.items = max(gen.items, min(100_000, gen.users // 5))
+    gen = sized_for_events(cfg.generator, args.events) if args.events else cfg.generator
     started = time.perf_counter()
     out, truth = cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth")
     summary = generate(gen, out, truth)

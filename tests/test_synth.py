@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from interest.config import GeneratorConfig
-from interest.synth import build_world, expected_events_per_user_day, generate, users_for_events
+from interest.synth import build_world, expected_events_per_user_day, generate, sized_for_events, users_for_events
 
 
 def small(**kw) -> GeneratorConfig:
@@ -76,3 +76,12 @@ def test_interests_drift_and_funnel_and_popularity():
 def test_more_items_than_categories_required():
     with pytest.raises(ValueError, match="at least generator.categories"):
         build_world(small(items=5, categories=10))
+
+
+def test_sized_for_events_reaches_about_that_many_events(tmp_path):
+    """``jobs/generate.py --events N`` sizes a copy of the (frozen) config, not the config itself."""
+    base = small()
+    sized = sized_for_events(base, 20_000)
+    assert base.users == 400 and sized.users == users_for_events(base, 20_000) and sized.items >= base.items
+    made = generate(sized, str(tmp_path / "e"), str(tmp_path / "t"), progress=False)
+    assert 0.8 * 20_000 <= made.events <= 1.2 * 20_000, made.events
