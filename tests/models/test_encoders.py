@@ -3,19 +3,33 @@ padding invariance, and learning (each encoder overfits a tiny dataset)."""
 
 from __future__ import annotations
 
+import typing
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from interest.data.reader import split_view
-from interest.models.encoders import ENCODERS, build_encoder
+from interest.models.encoders import ENCODERS, build_encoder, register
 from interest.models.objective import next_item_loss
+from interest.schema import ENCODER_NAMES
 
 KINDS = sorted(ENCODERS)
 ARGS = dict(
     vocab_size=40, dim=16, heads=2, blocks=2, ff_mult=2, dropout=0.0, memory_slots=3, n_event_types=4, n_gap_buckets=6
 )
+
+
+def test_the_registry_holds_exactly_the_encoder_names_of_the_schema():
+    """Config, jobs and reports take the names from ``schema`` (no TensorFlow needed to know them)."""
+    from interest.config import ModelConfig, load_config
+
+    assert tuple(ENCODERS) == ENCODER_NAMES
+    assert typing.get_args(typing.get_type_hints(ModelConfig)["encoder"]) == ENCODER_NAMES
+    with pytest.raises(ValueError, match="not in interest.schema.ENCODER_NAMES"):
+        register("lstm")
+    assert load_config(None, ["model.encoder=memory"]).model.encoder == "memory"
 
 
 def batch(max_len=12, seed=0, lengths=(12, 7, 3, 1)):
