@@ -213,6 +213,8 @@ class EmbedConfig:
 class NightlyConfig:
     retrain: bool = True
     warm_start: bool = True
+    max_days_ahead: int = 1  # a run date later than today (UTC) + this is refused
+    lock_stale_hours: float = 24.0  # a date's lock older than this (or whose process died) is taken over
 
 
 @dataclass(frozen=True)

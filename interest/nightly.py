@@ -25,6 +25,7 @@ from interest import logs, storage
 from interest.config import Config
 from interest.errors import UserError
 from interest.etl.pipeline import SessionizeSummary, run_sessionize
+from interest.locks import date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import EmbedResult, drift, run_embed
 from interest.training.launch import train_model
@@ -101,46 +102,70 @@ class NightlyReport:
 
 
 def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False) -> NightlyReport:
-    """Run the whole refresh for ``date``; returns the report (also written to reports/nightly)."""
+    """Run the whole refresh for ``date``; returns the report (also written to reports/nightly).
+
+    One run per date at a time: a second run of the same date stops on the first one's lock.
+    """
     with logs.stage("nightly", date):
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
         storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
-        previous = previous_model(cfg, date)
-        base_vocab = f"{previous}/vocab.parquet" if previous else None
+        check_run_date(date, cfg.nightly.max_days_ahead)
+        with date_lock(cfg.paths.root, "nightly", date, cfg.nightly.lock_stale_hours):
+            return _refresh(spark, cfg, date, force_retrain)
 
-        tic = time.perf_counter()
-        log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
-        sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
-        timings["sessionize"] = time.perf_counter() - tic
 
-        tic = time.perf_counter()
-        model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
-        timings["train"] = time.perf_counter() - tic
-        log.info(f"model: {action}: {model_dir}")
+class RunDateError(UserError, ValueError):
+    """The run date lies in the future."""
 
-        tic = time.perf_counter()
-        log.info("embed and publish")
-        published = run_embed(spark, cfg, date, model_dir)
-        timings["embed_publish"] = time.perf_counter() - tic
-        moved = drift(spark, cfg, date)
-        timings["total"] = time.perf_counter() - started
 
-        report = NightlyReport(
-            date=date,
-            encoder=cfg.model.encoder,
-            table=f"{cfg.embed.database}.{cfg.embed.table}",
-            model=_model_used(model_dir, action),
-            sessionize=sessionized,
-            embed=published,
-            drift=Drift(**{k: v for k, v in moved.items() if k != "cosines"}) if moved else None,
-            timings_s={k: round(v, 1) for k, v in timings.items()},
+def check_run_date(date: str, max_days_ahead: int, today: dt.date | None = None) -> None:
+    """Refuse a run date beyond today (UTC) + ``max_days_ahead``: a skewed clock or a typo would
+    otherwise publish a partition for a day whose events have not happened yet."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if dt.date.fromisoformat(date) > today + dt.timedelta(days=max_days_ahead):
+        raise RunDateError(
+            f"run date {date} is in the future (today is {today.isoformat()} UTC); check the clock or "
+            f"the --date, or raise nightly.max_days_ahead ({max_days_ahead})"
         )
-        out = nightly_report_dir(cfg, date)
-        with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
-            files = write_report(Path(local), report, moved["cosines"] if moved else None)
-        log.info(f"done in {timings['total']:.1f} s")
-        return dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
+
+
+def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> NightlyReport:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    previous = previous_model(cfg, date)
+    base_vocab = f"{previous}/vocab.parquet" if previous else None
+
+    tic = time.perf_counter()
+    log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
+    sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
+    timings["sessionize"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
+    timings["train"] = time.perf_counter() - tic
+    log.info(f"model: {action}: {model_dir}")
+
+    tic = time.perf_counter()
+    log.info("embed and publish")
+    published = run_embed(spark, cfg, date, model_dir)
+    timings["embed_publish"] = time.perf_counter() - tic
+    moved = drift(spark, cfg, date)
+    timings["total"] = time.perf_counter() - started
+
+    report = NightlyReport(
+        date=date,
+        encoder=cfg.model.encoder,
+        table=f"{cfg.embed.database}.{cfg.embed.table}",
+        model=_model_used(model_dir, action),
+        sessionize=sessionized,
+        embed=published,
+        drift=Drift(**{k: v for k, v in moved.items() if k != "cosines"}) if moved else None,
+        timings_s={k: round(v, 1) for k, v in timings.items()},
+    )
+    out = nightly_report_dir(cfg, date)
+    with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
+        files = write_report(Path(local), report, moved["cosines"] if moved else None)
+    log.info(f"done in {timings['total']:.1f} s")
+    return dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
 
 
 def _model_used(model_dir: str, action: str) -> ModelUsed:
