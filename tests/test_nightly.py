@@ -232,6 +232,13 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         run_embed(spark, cfg, DATE, other)
     with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
         run_embed(spark, cfg, "2020-01-01", report.model.path)
+    vocab = Path(cfg.paths.resolve("vocab")) / f"dt={DATE}"
+    vocab.rename(vocab.with_name("moved"))
+    try:
+        with pytest.raises(EmbedInputError, match=f"no vocabulary for {DATE} at .*dt={DATE}: run jobs/sessionize.py"):
+            run_embed(spark, cfg, DATE, report.model.path)
+    finally:
+        vocab.with_name("moved").rename(vocab)
     args = {**model.encoder.args, "max_len": model.encoder.args["max_len"] + 5}
     longer = save_model(
         build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics, str(tmp_path), "longer"

@@ -33,6 +33,10 @@ from interest.errors import UserError
 from interest.models.encoders import Encoder, build_encoder
 
 
+class ModelDamagedError(UserError, ValueError):
+    """A model folder exists but a file in it cannot be read (cut short, corrupt or missing)."""
+
+
 class ModelNotFoundError(UserError, FileNotFoundError):
     """No exported model where one was expected."""
 
@@ -208,13 +212,21 @@ def load_model(path: str) -> LoadedModel:
         raise ModelNotFoundError(f"{path} is not an exported model folder (no encoder.json)")
     with storage.local_copy(path) as local:
         folder = Path(local)
-        meta = json.loads((folder / "encoder.json").read_text())
-        encoder = build_encoder(meta["kind"], **meta["args"])
-        encoder.load_weights(str(folder / "encoder.weights.h5"))
-        return LoadedModel(
-            encoder=encoder,
-            vocab=pd.read_parquet(folder / "vocab.parquet"),
-            config=json.loads((folder / "config.json").read_text()),
-            metrics=json.loads((folder / "metrics.json").read_text()),
-            path=path,
-        )
+        part = "encoder.json"
+        try:  # a half-copied or damaged folder is named with the file that broke, not a Keras trace
+            meta = json.loads((folder / part).read_text())
+            encoder = build_encoder(meta["kind"], **meta["args"])
+            part = "encoder.weights.h5"
+            encoder.load_weights(str(folder / part))
+            part = "vocab.parquet"
+            vocab = pd.read_parquet(folder / part)
+            part = "config.json"
+            config = json.loads((folder / part).read_text())
+            part = "metrics.json"
+            metrics = json.loads((folder / part).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise ModelDamagedError(
+                f"model {path} is damaged: {part}: {reason}; train the date again or use another version"
+            ) from None
+        return LoadedModel(encoder=encoder, vocab=vocab, config=config, metrics=metrics, path=path)

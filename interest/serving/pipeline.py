@@ -21,7 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from interest import logs
+from interest import logs, storage
 from interest.config import Config
 from interest.data.files import SessionizePaths, read_vocab
 from interest.errors import UserError
@@ -187,15 +187,11 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
 def _load_inputs(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any]:
     """The date's inference rows and vocabulary, and the model, checked to fit together."""
     paths = SessionizePaths.for_date(cfg, date)
-    try:
-        rows = spark.read.parquet(paths.infer)
-        date_vocab = read_vocab(paths.vocab)
-    except Exception as exc:
-        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc).lower() or isinstance(exc, FileNotFoundError):
-            raise EmbedInputError(
-                f"no inference rows for {date} at {paths.infer}: run jobs/sessionize.py --date {date} first"
-            ) from None
-        raise
+    for what, path in (("inference rows", paths.infer), ("vocabulary", paths.vocab)):
+        if not storage.exists(path):
+            raise EmbedInputError(f"no {what} for {date} at {path}: run jobs/sessionize.py --date {date} first")
+    rows = spark.read.parquet(paths.infer)
+    date_vocab = read_vocab(paths.vocab)
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
     check_model_fits(rows, model.encoder.args, model_dir, date)
