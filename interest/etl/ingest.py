@@ -150,22 +150,33 @@ class CorruptFile:
     error: str
 
 
-def corrupt_parquet_files(files: list[str], threads: int = 16) -> list[CorruptFile]:
-    """Files among ``files`` whose Parquet footer cannot be read (a truncated upload, another
-    format). Only the footer is read, so this costs one small read per file, done in parallel."""
+def parquet_footers(files: list[str], threads: int = 16) -> tuple[dict[str, str], list[CorruptFile]]:
+    """Each file's schema (as text) from its Parquet footer, and the files whose footer cannot be
+    read (a truncated upload, another format). Only footers are read: one small read per file,
+    done in parallel."""
     import pyarrow.parquet as pq
 
-    def check(path: str) -> CorruptFile | None:
+    def check(path: str) -> str | CorruptFile:
         fs, inner = storage.arrow_filesystem(path)
         try:
-            pq.read_metadata(inner, filesystem=fs)
-            return None
+            return str(pq.read_schema(inner, filesystem=fs).remove_metadata())
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a broken file
             size = fs.get_file_info(inner).size or 0
             return CorruptFile(path, int(size), str(exc).splitlines()[0][:300])
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return [c for c in pool.map(check, files) if c is not None]
+        found = dict(zip(files, pool.map(check, files)))
+    schemas = {path: got for path, got in found.items() if isinstance(got, str)}
+    return schemas, [got for got in found.values() if isinstance(got, CorruptFile)]
+
+
+def schema_groups(schemas: dict[str, str]) -> list[list[str]]:
+    """Files grouped by identical schema, in path order: more than one group means the source
+    drifted (a column added, renamed, or of another type on some days)."""
+    groups: dict[str, list[str]] = {}
+    for path in sorted(schemas):
+        groups.setdefault(schemas[path], []).append(path)
+    return list(groups.values())
 
 
 def source_files(df: DataFrame, window: tuple[str | None, str] | None) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -46,32 +47,42 @@ def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
 def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
     """Canonical raw rows of the window; whether ``dt`` partitions did the windowing; and the
     source files left out as unreadable (``ingest.on_corrupt_file: skip``; with ``fail``, the
-    first one stops the job naming it)."""
+    first one stops the job naming it).
+
+    Parquet files whose schemas differ (a column added, renamed, or retyped on some days, e.g.
+    ``ts`` as epoch milliseconds one day and ISO text the next) are read group by group and meet
+    in the canonical all-text shape, instead of failing deep inside the Parquet reader.
+    """
     source = cfg.ingest.path or cfg.paths.resolve("raw_events")
     raw = ingest.read_source(spark, cfg.ingest, source)
     partitioned = "dt" in raw.columns
     start, end = window_bounds(date, cfg.sessionize.lookback_days)
-    skipped: list[ingest.CorruptFile] = []
-    if cfg.ingest.format == "parquet":
-        files = ingest.source_files(raw, (start, end) if partitioned else None)
-        skipped = ingest.corrupt_parquet_files(files)
-        if skipped and cfg.ingest.on_corrupt_file == "fail":
-            bad = skipped[0]
-            raise ingest.IngestError(
-                f"corrupt source file {bad.path} ({bad.bytes:,} bytes): {bad.error}"
-                f"{f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''}; set "
-                f"ingest.on_corrupt_file: skip to go on without it"
-            )
-        if skipped:
-            broken = {c.path for c in skipped}
-            raw = (
-                spark.read.options(**cfg.ingest.options)
-                .option("basePath", source)
-                .parquet(*[f for f in files if f not in broken])
-            )
-    if partitioned:  # before ingest_order, so that partition pruning still reaches the scan
-        raw = ingest.in_partition_window(raw, start, end)
-    return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, skipped
+    if cfg.ingest.format != "parquet":
+        if partitioned:
+            raw = ingest.in_partition_window(raw, start, end)
+        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, []
+    files = ingest.source_files(raw, (start, end) if partitioned else None)
+    schemas, skipped = ingest.parquet_footers(files)
+    if skipped and cfg.ingest.on_corrupt_file == "fail":
+        bad = skipped[0]
+        raise ingest.IngestError(
+            f"corrupt source file {bad.path} ({bad.bytes:,} bytes): {bad.error}"
+            f"{f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''}; set "
+            f"ingest.on_corrupt_file: skip to go on without it"
+        )
+    groups = ingest.schema_groups(schemas)
+    if len(groups) <= 1 and not skipped:  # the common case: one scan, pruned by partition
+        if partitioned:  # before ingest_order, so that partition pruning still reaches the scan
+            raw = ingest.in_partition_window(raw, start, end)
+        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, skipped
+    reader = spark.read.options(**cfg.ingest.options).option("basePath", source)
+    frames = []
+    for group in groups:
+        try:
+            frames.append(ingest.to_canonical(ingest.with_ingest_order(reader.parquet(*group)), cfg.ingest))
+        except ingest.IngestError as exc:  # e.g. a column renamed on some days: say which files
+            raise ingest.IngestError(f"{exc} (in {len(group)} file(s) with another schema, e.g. {group[0]})") from None
+    return functools.reduce(DataFrame.unionByName, frames), partitioned, skipped  # the window's files only
 
 
 def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:

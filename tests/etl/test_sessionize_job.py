@@ -168,6 +168,38 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     assert [list(x) for x in again.item_idx] == [list(x) for x in infer.item_idx]  # deterministic
 
 
+def test_schema_drift_between_days_is_read_and_a_renamed_column_named(spark, tmp_path):
+    """``ts`` as epoch milliseconds one day, ISO text the next, and an extra column on the third:
+    every row is read and kept; a day on which ``user_id`` was renamed stops the job naming it."""
+    raw = tmp_path / "raw" / "events"
+
+    def day(date: str, frame: pd.DataFrame) -> None:
+        (raw / f"dt={date}").mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(raw / f"dt={date}" / "part-0.parquet", index=False)
+
+    base = {"user_id": ["u", "v"], "item_id": ["a", "b"], "event_type": ["view", "view"]}
+    day("2026-11-24", pd.DataFrame({**base, "ts": [1795514400000, 1795518000000]}))  # int64 epoch ms
+    day("2026-11-25", pd.DataFrame({**base, "ts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"]}))
+    day(DATE, pd.DataFrame({**base, "ts": ["2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"], "referrer": ["x", "y"]}))
+    cfg = make_config(tmp_path, "sessionize.min_item_count=1", "sessionize.lookback_days=3")
+    summary = run_sessionize(spark, cfg, DATE)
+    assert summary.rows_in == 6 and summary.events_kept == 6 and summary.rejected_total == 0
+    rejects = pd.read_parquet(summary.outputs.rejects)
+    assert rejects.empty
+    infer = pd.read_parquet(summary.outputs.infer).set_index("user_id")
+    assert infer.n_events.to_dict() == {"u": 3, "v": 3}  # the epoch-ms day parsed like the ISO days
+    starts = pd.read_parquet(summary.outputs.sessions).groupby("user_id").start_ts.min()
+    assert str(starts["u"]).startswith("2026-11-24 10:00") and str(starts["v"]).startswith("2026-11-24 11:00")
+    day(
+        "2026-11-25",
+        pd.DataFrame({"uid": ["u"], "item_id": ["a"], "event_type": ["view"], "ts": ["2026-11-25T10:00:00Z"]}),
+    )
+    with pytest.raises(
+        IngestError, match=r"lack column\(s\) \['user_id'\].*another schema, e\.g\. .*dt=2026-11-25/part-0"
+    ):
+        run_sessionize(spark, cfg, DATE)
+
+
 def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_path):
     raw = tmp_path / "raw" / "events" / f"dt={DATE}"
     raw.mkdir(parents=True)
