@@ -22,12 +22,14 @@ PACKAGE = ROOT / "interest"
 LAYERS: dict[str, int] = {
     "schema": 0,
     "errors": 0,
+    "faults": 0,
     "config": 1,
     "storage": 1,
     "logs": 1,
     "spark": 2,
     "cli": 2,
     "synth": 2,
+    "locks": 2,
     "io": 3,
     "data": 3,
     "etl": 4,
@@ -121,7 +123,22 @@ def test_etl_and_lower_layers_never_load_tensorflow():
     light = sorted(
         m
         for m in import_map()
-        if _part(m) in {"etl", "data", "schema", "errors", "config", "storage", "logs", "spark", "io", "cli", "synth"}
+        if _part(m)
+        in {
+            "etl",
+            "data",
+            "schema",
+            "errors",
+            "faults",
+            "config",
+            "storage",
+            "logs",
+            "locks",
+            "spark",
+            "io",
+            "cli",
+            "synth",
+        }
         and m != "interest.data.reader"
     )
     assert "interest.etl.pipeline" in light and "interest.data.files" in light

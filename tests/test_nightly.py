@@ -323,8 +323,8 @@ def test_a_file_url_root_runs_and_writes_only_under_it(planted, planted_model, t
     assert not list(ROOT.glob("file:*")) and not (ROOT / "metastore_db").exists()
 
 
-def _job(args: list[str], root: Path | str, *extra: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+def _job(args: list[str], root: Path | str, *extra: str, faults: str = "", **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "INTEREST_FAULTS": faults}
     sets = [
         f"paths.root={root}",
         *FAST,
@@ -391,6 +391,56 @@ def _kill_when(job: subprocess.Popen, started) -> None:
     assert job.poll() is None, "the embed job ended before it could be interrupted"
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
+
+
+TABLE_DIGEST = """
+import hashlib, sys
+from interest.config import load_config
+from interest.spark import get_spark
+root, date = sys.argv[1:3]
+cfg = load_config("conf/local.yaml", [f"paths.root={root}", "spark.conf={spark.ui.enabled: 'false'}"])
+spark = get_spark(cfg, "digest")
+for table in ("user_interest_embeddings", "item_embeddings", "user_recommendations"):
+    rows = spark.sql(f"SELECT * FROM default.{table} WHERE dt = '{date}'").drop("dt").collect()
+    text = repr(sorted(repr(r) for r in rows))
+    print("DIGEST", table, len(rows), hashlib.sha1(text.encode()).hexdigest())
+"""
+
+
+def _digest(root: Path) -> list[str]:
+    """One line per table: rows and a digest of their exact contents, as a new reader sees them."""
+    read = subprocess.run(
+        [sys.executable, "-c", TABLE_DIGEST, str(root), DATE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    lines = [ln for ln in read.stdout.splitlines() if ln.startswith("DIGEST")]
+    assert len(lines) == 3, read.stderr[-3000:]
+    return lines
+
+
+@pytest.mark.slow
+def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_clean_run(
+    planted, planted_model, tmp_path
+):
+    """A Spark Python worker dies inside batch inference (as the kernel's OOM killer leaves it):
+    Spark retries the task, the job succeeds, and the three tables equal a clean run's exactly."""
+    root = copy_planted(planted, planted_model, tmp_path / "worker")
+    marker = tmp_path / "worker-died"
+    retried = "spark.master='local[2,2]'"  # local mode retries a failed task only when asked
+    faulted = _job(["jobs/embed.py", "--date", DATE], root, retried, faults=f"embed_batch:{marker}")
+    out, _ = faulted.communicate(timeout=900)
+    assert faulted.returncode == 0, out[-3000:]
+    assert marker.exists() and "Python worker exited unexpectedly" in out  # the fault really happened
+    after_fault = _digest(root)
+    clean = _job(["jobs/embed.py", "--date", DATE], root, retried)
+    out, _ = clean.communicate(timeout=900)
+    assert clean.returncode == 0, out[-3000:]
+    assert _digest(root) == after_fault
+    assert int(after_fault[0].split()[2]) > 0
 
 
 @pytest.mark.slow

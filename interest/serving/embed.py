@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from interest import faults
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
@@ -188,6 +189,7 @@ def embed_users(
         loaded = _model(SparkFiles.get(shipped))
         item_ids, categories = shared.value
         for pdf in batches:
+            faults.maybe_die("embed_batch")  # off unless a fault-matrix test asks for it
             if len(pdf):
                 yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version)
 
