@@ -40,6 +40,7 @@ def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], o
     discovery skip. If ``write`` fails, ``final`` is untouched and the staging folder is removed.
     """
     parent, _, name = final.rstrip("/").rpartition("/")
+    recover(spark, final)
     token = uuid.uuid4().hex[:12]
     staging = f"{parent}/_staging-{name}-{token}"
     trash = f"{parent}/_trash-{name}-{token}"
@@ -62,6 +63,22 @@ def replace_atomically(spark: SparkSession, final: str, write: Callable[[str], o
         raise OSError(f"could not move {staging} into place at {final}")
     if had_old:
         fs.delete(trash_path, True)
+
+
+def recover(spark: SparkSession, final: str) -> None:
+    """Clean up after a run killed inside ``replace_atomically`` for ``final``: a staging folder
+    it left is removed; if it died between moving the old version aside and the new one in, the
+    old version is put back, so ``final`` is again the previous output, whole."""
+    parent, _, name = final.rstrip("/").rpartition("/")
+    fs, final_path = _jvm_path(spark, final)
+    for prefix in ("_staging", "_trash"):
+        _, pattern = _jvm_path(spark, f"{parent}/{prefix}-{name}-*")
+        for status in fs.globStatus(pattern) or []:
+            left = status.getPath()
+            if prefix == "_trash" and not fs.exists(final_path):
+                fs.rename(left, final_path)
+            else:
+                fs.delete(left, True)
 
 
 def write_parquet_groups(

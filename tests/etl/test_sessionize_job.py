@@ -405,3 +405,60 @@ def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark
     assert skipped.path.endswith(f"dt={DATE}/{victim.name}") and skipped.bytes == size and skipped.error
     assert summary.rows_in == kept_rows and summary.accounted  # every other row is still accounted for
     assert f"skipped file         {skipped.path}" in format_summary(summary)
+
+
+@pytest.mark.slow
+def test_a_sessionize_killed_while_writing_leaves_whole_outputs_and_the_rerun_cleans_up(tmp_path):
+    """SIGKILL the job while it writes: every output of the date is still whole (the previous run's,
+    or this run's where it was already swapped in), and the next run leaves no staging behind and
+    gives exactly the clean run's outputs."""
+    import signal
+    import time
+
+    sets = [
+        f"paths.root={tmp_path}",
+        *SMALL,
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
+    ]
+    args = [a for o in sets for a in ("--set", o)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def job(*extra: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, *extra, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            **kw,
+        )
+
+    def outputs() -> dict[str, list[str]]:
+        """Each output of the date as a sorted list of its rows (arrays included)."""
+        names = ("sequences/dt={d}/train", "sequences/dt={d}/infer", "vocab/dt={d}", "events_rejected/dt={d}")
+        frames = {name: pd.read_parquet(tmp_path / name.format(d=DATE)) for name in names}
+        return {
+            name: sorted(repr(tuple(row)) for row in frame.itertuples(index=False)) for name, frame in frames.items()
+        }
+
+    def leftovers() -> list[str]:
+        return [str(p) for p in tmp_path.rglob("*") if p.name.startswith(("_staging-", "_trash-"))]
+
+    for step in (["jobs/generate.py"], ["jobs/sessionize.py", "--date", DATE]):
+        out, _ = (run := job(*step)).communicate(timeout=600)
+        assert run.returncode == 0, out[-3000:]
+    clean = outputs()
+    killed = job("jobs/sessionize.py", "--date", DATE, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not leftovers() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the job ended before it could be killed mid-write"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert leftovers()  # it died mid-write
+    assert outputs() == clean  # readers still get whole outputs
+    out, _ = (again := job("jobs/sessionize.py", "--date", DATE)).communicate(timeout=600)
+    assert again.returncode == 0, out[-3000:]
+    assert not leftovers()
+    assert outputs() == clean and all(clean.values())
