@@ -214,7 +214,12 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         label = JobLabels(spark, "sessionize", date)
         label("read and validate")
         intake = _read_and_flag(spark, cfg, date)
-        built = _build(spark, cfg, date, intake, base_vocab, label)
+        try:
+            built = _build(spark, cfg, date, intake, base_vocab, label)
+        except BaseException:
+            intake.flagged.unpersist()
+            label.clear()
+            raise
         try:
             label("statistics")
             stats = _statistics(built, cfg.sessionize.min_train_steps)
@@ -281,6 +286,8 @@ def _build(
     ).persist(keep)
     events_kept = events.count()
     if events_kept == 0:
+        events.unpersist()
+        cleaned.unpersist()
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
     steps = sequences.mark_held_out(
         sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
