@@ -161,3 +161,28 @@ def log_lines():
     logger.addHandler(handler)
     yield lines
     logger.removeHandler(handler)
+
+
+FAULT_RUNS: list[tuple[str, int, int]] = []  # (fault, injected runs, rows checked against a clean run)
+
+
+@pytest.fixture()
+def fault_matrix():
+    """Record one row of the fault matrix: the fault, the runs it was injected into, and the rows
+    compared with a clean run afterwards. The totals are printed at the end of the test session."""
+
+    def record(fault: str, runs: int = 1, rows_checked: int = 0) -> None:
+        FAULT_RUNS.append((fault, runs, rows_checked))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FAULT_RUNS:
+        faults = {f for f, _, _ in FAULT_RUNS}
+        runs = sum(r for _, r, _ in FAULT_RUNS)
+        rows = sum(n for _, _, n in FAULT_RUNS)
+        terminalreporter.write_line(
+            f"fault matrix: {len(faults)} faults injected into {runs} runs; "
+            f"{rows:,} rows checked after them against a clean run or the planted truth"
+        )

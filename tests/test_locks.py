@@ -60,20 +60,22 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, log_lines):
             pass
 
 
-def test_the_nightly_stops_on_the_lock_before_writing_anything(spark, tmp_path):
+def test_the_nightly_stops_on_the_lock_before_writing_anything(spark, tmp_path, fault_matrix):
     cfg = make_config(tmp_path)
     plant_lock(cfg.paths.root, DATE, host="scheduler-2", pid=4242)
     with pytest.raises(RunLockedError, match="host scheduler-2, pid 4242"):
         run_nightly(spark, cfg, DATE)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_locks"]  # no stage started
+    fault_matrix("the same date run twice at once", runs=1)
 
 
-def test_a_run_date_in_the_future_is_refused():
+def test_a_run_date_in_the_future_is_refused(fault_matrix):
     today = dt.date(2026, 11, 30)
     check_run_date("2026-11-30", 1, today)
     check_run_date("2026-12-01", 1, today)  # a day ahead: time zones east of UTC
     with pytest.raises(RunDateError, match="run date 2026-12-02 is in the future .*nightly.max_days_ahead"):
         check_run_date("2026-12-02", 1, today)
+    fault_matrix("a run date in the future", runs=1)
 
 
 @pytest.mark.slow

@@ -161,7 +161,7 @@ def embedded(spark, planted):
 
 
 @pytest.mark.slow
-def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
+def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_matrix):
     cfg, report = embedded
     before = version(spark, cfg.embed.database, cfg.embed.table)
     rows_before = table_rows(spark, cfg, DATE)
@@ -182,6 +182,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path):
     pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
     staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
     assert not list(staged.rglob("*.parquet"))  # the rejected run left nothing staged
+    fault_matrix("a model that writes NaN", runs=1)
 
 
 @pytest.mark.slow
@@ -222,7 +223,7 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
     assert not seen & {r["item_id"] for r in recs.recommendations[user]}  # only new items
 
 
-def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path):
+def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path, fault_matrix):
     cfg, report = embedded
     model = load_model(report.model.path)
     shuffled = model.vocab.copy()
@@ -262,6 +263,7 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         EmbedInputError, match=r"use event_type_idx up to \d+ but model .*fewer knows 2: sessionize.event_types"
     ):
         run_embed(spark, cfg, DATE, fewer)
+    fault_matrix("a model and the data that disagree", runs=5)
 
 
 @pytest.mark.slow
@@ -424,7 +426,7 @@ def _digest(root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_clean_run(
-    planted, planted_model, tmp_path
+    planted, planted_model, tmp_path, fault_matrix
 ):
     """A Spark Python worker dies inside batch inference (as the kernel's OOM killer leaves it):
     Spark retries the task, the job succeeds, and the three tables equal a clean run's exactly."""
@@ -441,10 +443,13 @@ def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_
     assert clean.returncode == 0, out[-3000:]
     assert _digest(root) == after_fault
     assert int(after_fault[0].split()[2]) > 0
+    fault_matrix("a Spark Python worker killed", runs=1, rows_checked=sum(int(line.split()[2]) for line in after_fault))
 
 
 @pytest.mark.slow
-def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(planted, planted_model, tmp_path):
+def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(
+    planted, planted_model, tmp_path, fault_matrix
+):
     root = copy_planted(planted, planted_model, tmp_path / "kill")
     first = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet")
     out, _ = first.communicate(timeout=900)
@@ -465,10 +470,11 @@ def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(pl
     out, _ = third.communicate(timeout=600)
     assert third.returncode == 0, out[-3000:]
     assert len(list(day.iterdir())) == 1 and published[0] not in [p.name for p in day.iterdir()]
+    fault_matrix("killed while publishing (Parquet)", runs=1, rows_checked=2 * users)
 
 
 @pytest.mark.slow
-def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, planted_model, tmp_path):
+def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, planted_model, tmp_path, fault_matrix):
     """Delta (the default): a killed publish leaves readers on the first commit and its files; a
     publish with another model, then ``jobs/rollback.py``, gives readers the first model back."""
     root = copy_planted(planted, planted_model, tmp_path / "delta")
@@ -498,6 +504,7 @@ def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, 
     assert "default.user_interest_embeddings: version 2 -> restored version 1" in out, out[-2000:]
     rows_after, seen_after = _read_back(root, "delta")
     assert rows_after == rows and seen_after == seen.replace("SEEN (1,", "SEEN (3,")  # RESTORE is commit 3
+    fault_matrix("killed while publishing (Delta)", runs=1, rows_checked=users)
 
 
 @pytest.mark.slow
@@ -539,7 +546,7 @@ def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch)
     assert calls == [str(planted_model)]
 
 
-def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp_path):
+def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp_path, fault_matrix):
     import socket
 
     from interest import storage
@@ -561,3 +568,4 @@ def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp
     with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable") as err:
         run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE)
     assert not isinstance(err.value, RetryableError)  # exit 2: it needs a person
+    fault_matrix("storage unreachable or not writable", runs=2)

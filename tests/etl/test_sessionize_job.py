@@ -40,7 +40,7 @@ def generated(tmp_path: Path, fmt: str, *extra: str):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
-def test_every_row_is_accounted_for(spark, tmp_path, fmt):
+def test_every_row_is_accounted_for(spark, tmp_path, fmt, fault_matrix):
     cfg, planted = generated(tmp_path, fmt)
     summary = run_sessionize(spark, cfg, DATE)
     assert summary.rows_in == planted.events
@@ -64,6 +64,8 @@ def test_every_row_is_accounted_for(spark, tmp_path, fmt):
     if fmt != "parquet":
         torn = rejects[rejects.reject_reason == "malformed_line"]
         assert torn.raw_line.notna().all()
+    if fmt != "parquet":
+        fault_matrix(f"malformed lines in {fmt}", runs=1, rows_checked=summary.rows_in)
 
 
 def test_outputs_are_shardable_and_well_formed(spark, tmp_path):
@@ -132,13 +134,14 @@ def test_lookback_window_limits_the_days_read(spark, tmp_path):
     assert summary.rows_in == last_two.num_rows < planted.events
 
 
-def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path):
+def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path, fault_matrix):
     cfg = make_config(tmp_path, f"ingest.path={tmp_path / 'nowhere'}")
     with pytest.raises(IngestError, match="does not exist"):
         run_sessionize(spark, cfg, DATE)
     cfg, _ = generated(tmp_path, "parquet")
     with pytest.raises(SessionizeError, match="no raw events in the window"):
         run_sessionize(spark, cfg, "2020-01-01")
+    fault_matrix("the raw path missing, or an empty window", runs=2)
 
 
 def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
@@ -168,7 +171,7 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     assert [list(x) for x in again.item_idx] == [list(x) for x in infer.item_idx]  # deterministic
 
 
-def test_schema_drift_between_days_is_read_and_a_renamed_column_named(spark, tmp_path):
+def test_schema_drift_between_days_is_read_and_a_renamed_column_named(spark, tmp_path, fault_matrix):
     """``ts`` as epoch milliseconds one day, ISO text the next, and an extra column on the third:
     every row is read and kept; a day on which ``user_id`` was renamed stops the job naming it."""
     raw = tmp_path / "raw" / "events"
@@ -198,6 +201,7 @@ def test_schema_drift_between_days_is_read_and_a_renamed_column_named(spark, tmp
         IngestError, match=r"lack column\(s\) \['user_id'\].*another schema, e\.g\. .*dt=2026-11-25/part-0"
     ):
         run_sessionize(spark, cfg, DATE)
+    fault_matrix("schema drift in the source", runs=2, rows_checked=summary.rows_in)
 
 
 def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_path):
@@ -382,7 +386,7 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     assert "Traceback" not in down.stderr
 
 
-def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark, tmp_path):
+def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark, tmp_path, fault_matrix):
     cfg, _ = generated(tmp_path, "parquet")
     day = Path(cfg.paths.resolve("raw_events")) / f"dt={DATE}"
     victim = sorted(day.glob("*.parquet"))[0]
@@ -405,10 +409,11 @@ def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark
     assert skipped.path.endswith(f"dt={DATE}/{victim.name}") and skipped.bytes == size and skipped.error
     assert summary.rows_in == kept_rows and summary.accounted  # every other row is still accounted for
     assert f"skipped file         {skipped.path}" in format_summary(summary)
+    fault_matrix("a raw Parquet file cut short", runs=2, rows_checked=summary.rows_in)
 
 
 @pytest.mark.slow
-def test_a_sessionize_killed_while_writing_leaves_whole_outputs_and_the_rerun_cleans_up(tmp_path):
+def test_a_sessionize_killed_while_writing_leaves_whole_outputs_and_the_rerun_cleans_up(tmp_path, fault_matrix):
     """SIGKILL the job while it writes: every output of the date is still whole (the previous run's,
     or this run's where it was already swapped in), and the next run leaves no staging behind and
     gives exactly the clean run's outputs."""
@@ -462,3 +467,4 @@ def test_a_sessionize_killed_while_writing_leaves_whole_outputs_and_the_rerun_cl
     assert again.returncode == 0, out[-3000:]
     assert not leftovers()
     assert outputs() == clean and all(clean.values())
+    fault_matrix("killed while sessionize writes", runs=1, rows_checked=2 * sum(map(len, clean.values())))

@@ -50,7 +50,7 @@ def test_two_workers_on_standalone_cluster_match_one_worker(standalone, planted,
 
 
 @pytest.mark.slow
-def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines):
+def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines, fault_matrix):
     cfg = make_config(
         planted,
         *PLANTED,
@@ -87,6 +87,7 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines):
     assert abs(a["full_ndcg@10"] - b["full_ndcg@10"]) <= TOLERANCE, (a, b)
     assert abs(a["full_hr@10"] - b["full_hr@10"]) <= 2 * TOLERANCE, (a, b)
     assert a["full_ndcg@10"] > 1.5 * clean.metrics["popularity"]["test"]["full_ndcg@10"], a
+    fault_matrix("a training worker killed", runs=1)
 
 
 @pytest.mark.slow

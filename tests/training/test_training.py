@@ -60,7 +60,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
 
 
 @pytest.mark.slow
-def test_failure_resumes_from_the_last_checkpoint(planted, log_lines):
+def test_failure_resumes_from_the_last_checkpoint(planted, log_lines, fault_matrix):
     sets = [
         "model.encoder=memory",
         "train.fail_at_step=7",
@@ -88,6 +88,7 @@ def test_failure_resumes_from_the_last_checkpoint(planted, log_lines):
         (2, s) for s in range(1, per_epoch)
     ]
     assert np.isfinite(out.metrics["test"]["full_ndcg@10"])
+    fault_matrix("a training process killed between checkpoints", runs=1)
 
 
 def test_early_stopping_when_validation_stops_improving(planted, log_lines):
@@ -135,7 +136,7 @@ def test_evaluation_report_has_table_and_curves(planted):
     assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity"]
 
 
-def test_a_hung_step_ends_the_process_with_a_message():
+def test_a_hung_step_ends_the_process_with_a_message(fault_matrix):
     import subprocess
     import sys
 
@@ -146,6 +147,7 @@ def test_a_hung_step_ends_the_process_with_a_message():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 3
     assert "no training step finished in 2s (at step 7, worker 0)" in run.stderr
+    fault_matrix("a training step that hangs", runs=1)
 
 
 def test_one_tensorflow_op_at_a_time_by_default():
