@@ -1,6 +1,7 @@
 """Benchmark training throughput per encoder at two sequence lengths, and the input pipeline alone.
 
     python benchmarks/training.py --users 4000 --lengths 50 200 --epochs 3
+    python benchmarks/training.py --users 4000 --lengths 50 200 --input-only
 
 Data: a generated clickstream sessionized twice (max_len 50 and 200). Training throughput is the
 real Trainer (Petastorm -> tf.data -> custom loop, full softmax, batch 128, d=64, 2 blocks),
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--input-only", action="store_true", help="measure the input pipeline only (no training)")
     args = parser.parse_args()
 
     from interest.config import load_config
@@ -99,7 +101,7 @@ def main() -> None:
             table(["max_len", "rows", "Petastorm rows/s", "pyarrow rows/s", "pyarrow / Petastorm"], pipeline_rows[-1:]),
             flush=True,
         )
-        for encoder in ("self_attention", "hierarchical", "memory"):
+        for encoder in () if args.input_only else ("self_attention", "hierarchical", "memory"):
             tcfg = load_config(
                 ROOT / "conf" / "local.yaml",
                 base

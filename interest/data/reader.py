@@ -2,7 +2,7 @@
 are in ``interest.data.files``).
 
 Training streams with Petastorm's batch reader (one element per Parquet row group), re-batched to
-the training batch size, shuffled by row group and through a buffer, repeated forever (the loop
+the training batch size, shuffled by row group and by blocks of rows, repeated forever (the loop
 counts steps per epoch, so every worker runs the same number of steps), and sharded by row group
 per worker. Padded arrays get static shapes so the model compiles once.
 
@@ -48,6 +48,13 @@ def split_view(batch: dict[str, tf.Tensor], split: str) -> tuple[dict[str, tf.Te
     else:
         targets = tf.zeros_like(items[:, :0])
     return inputs, targets
+
+
+def _permuted(block: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The rows of a block [n, L] in a random order drawn from ``seed`` (stateless: reproducible)."""
+    n = tf.shape(block["item_idx"])[0]
+    order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))  # [n]
+    return {name: tf.gather(values, order) for name, values in block.items()}
 
 
 def _quiet_petastorm() -> contextlib.AbstractContextManager:
@@ -117,16 +124,26 @@ def petastorm_batches(
         raise
     try:
         with reader:
-            ds = make_petastorm_dataset(reader)
+            ds = make_petastorm_dataset(reader)  # one element per row group
             L = spec.max_len
 
-            def fix(row) -> dict[str, tf.Tensor]:
-                return {f: tf.ensure_shape(tf.cast(getattr(row, f), tf.int32), [L]) for f in SEQUENCE_FEATURES}
+            def columns(group) -> dict[str, tf.Tensor]:  # [n, L] each, n = rows in the group
+                return {f: tf.ensure_shape(tf.cast(getattr(group, f), tf.int32), [None, L]) for f in SEQUENCE_FEATURES}
 
-            ds = ds.unbatch().map(fix, num_parallel_calls=tf.data.AUTOTUNE)
+            # Whole row groups flow through; rows are never split into single elements (an unbatch
+            # and a row-wise shuffle buffer cost ~5x the read). Shuffling is by block: the row
+            # groups come in a shuffled order, are cut into blocks of ``buffer`` rows, and each
+            # block is permuted at once, with a permutation fixed by the seed and the block index.
+            ds = ds.map(columns, num_parallel_calls=tf.data.AUTOTUNE)
             if shuffle:
-                ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-            yield ds
+                ds = (
+                    ds.rebatch(max(buffer, batch_size))
+                    .enumerate()
+                    .map(
+                        lambda i, block: _permuted(block, tf.stack([tf.constant(seed, tf.int64), i])),
+                        num_parallel_calls=tf.data.AUTOTUNE,
+                    )
+                )
+            yield ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     finally:
         quiet.__exit__(None, None, None)

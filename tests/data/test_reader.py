@@ -78,3 +78,45 @@ def test_load_rows_sample_is_fixed_by_seed(seq_path):
     assert list(a["user_id"]) == list(b["user_id"]) and list(a["user_id"]) == sorted(a["user_id"])
     assert a["item_idx"].shape == (10, 6)
     assert isinstance(pd.Series(a["user_id"]).iloc[0], str)
+
+
+@pytest.fixture(scope="module")
+def distinct_path(spark, tmp_path_factory):
+    """40 distinct rows in several row groups (one file each)."""
+    path = str(tmp_path_factory.mktemp("distinct") / "train")
+    rows = [(f"u{i:03d}", [0, 0, 0, 2 + i // 8, 2 + i % 8, 9]) for i in range(40)]
+    df = spark.createDataFrame(rows, "user_id string, item_idx array<int>")
+    from pyspark.sql import functions as F
+
+    for col in ("event_type_idx", "time_gap_bucket", "session_idx"):
+        df = df.withColumn(col, F.transform("item_idx", lambda x: F.when(x > 0, 1).otherwise(0)))
+    from interest.io import write_parquet_groups
+
+    write_parquet_groups(df, path, 40, 5, 8, "user_id")
+    return path
+
+
+def test_shuffling_mixes_row_groups_without_splitting_rows(distinct_path):
+    """Whole row groups flow through the pipeline, yet a batch mixes rows of several groups, every
+    row comes once per epoch, and another seed gives another order."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    group_of = {
+        tuple(row): n
+        for n, f in enumerate(sorted(Path(distinct_path).glob("*.parquet")))
+        for row in pq.read_table(f).column("item_idx").to_pylist()
+    }
+    assert len(set(group_of.values())) >= 4  # hash partitioning: groups of uneven size
+
+    def order(seed: int) -> list[tuple[int, ...]]:
+        with petastorm_batches(
+            distinct_path, SPEC, 10, epochs=1, shuffle=True, seed=seed, buffer=40, drop_remainder=False
+        ) as ds:
+            return [tuple(row) for batch in ds for row in batch["item_idx"].numpy().tolist()]
+
+    first, second = order(1), order(2)
+    assert sorted(first) == sorted(group_of) and len(first) == 40
+    assert first != second
+    assert len({group_of[row] for row in first[:10]}) >= 3  # one batch draws from several row groups
