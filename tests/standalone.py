@@ -136,6 +136,11 @@ class StandaloneCluster:
         cmd += [str(ROOT / script), *args]
         return subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
+    def run_job(self, script: str, date: str, sets: list[str], work: Path) -> subprocess.CompletedProcess:
+        """spark-submit one of our jobs for ``date`` with ``--set`` overrides, the package zipped in ``work``."""
+        args = ["--conf", "conf/local.yaml", "--date", date, *[a for s in sets for a in ("--set", s)]]
+        return self.submit(script, *args, py_files=package_zip(work))
+
     def executor_logs(self) -> str:
         """Everything the executors printed (their stderr files), for assertions and debugging."""
         return "\n".join(p.read_text(errors="replace") for p in (self.workdir / "work").rglob("stderr"))

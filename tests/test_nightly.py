@@ -509,19 +509,10 @@ def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, 
 
 @pytest.mark.slow
 def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, planted, planted_model, tmp_path):
-    from standalone import package_zip
 
     root = copy_planted(planted, planted_model, tmp_path / "cluster")
     sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
-    run = standalone.submit(
-        "jobs/embed.py",
-        "--conf",
-        "conf/local.yaml",
-        "--date",
-        DATE,
-        *[a for s in sets for a in ("--set", s)],
-        py_files=package_zip(tmp_path),
-    )
+    run = standalone.run_job("jobs/embed.py", DATE, sets, tmp_path)
     out = run.stdout + run.stderr
     errors = [ln for ln in out.splitlines() if "Error" in ln or "error:" in ln or "Exception" in ln][:8]
     assert run.returncode == 0, errors

@@ -152,8 +152,6 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
 
     from interest import storage
 
-    from standalone import package_zip
-
     storage.configure(hdfs.http_port)
     root = f"{hdfs.url}/interest"
     storage.upload(str(planted / "raw" / "events"), f"{root}/raw/events")
@@ -173,15 +171,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
         "model.encoder=memory",
         "spark.conf={spark.sql.shuffle.partitions: '4'}",
     ]
-    run = standalone.submit(
-        "jobs/nightly.py",
-        "--conf",
-        "conf/local.yaml",
-        "--date",
-        DATE,
-        *[a for s in sets for a in ("--set", s)],
-        py_files=package_zip(tmp_path),
-    )
+    run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     assert "attempt 1 failed" in out and "InjectedFailure" in out, out[-4000:]
