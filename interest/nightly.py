@@ -28,6 +28,7 @@ from interest.etl.pipeline import SessionizeSummary, run_sessionize
 from interest.locks import date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.serving.pipeline import EmbedResult, drift, run_embed
+from interest.serving.publish import check_metastore
 from interest.training.launch import train_model
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     """
     with logs.stage("nightly", date):
         storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
+        check_metastore(spark)
         check_run_date(date, cfg.nightly.max_days_ahead)
         with date_lock(cfg.paths.root, "nightly", date, cfg.nightly.lock_stale_hours):
             return _refresh(spark, cfg, date, force_retrain)

@@ -447,6 +447,40 @@ def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_
 
 
 @pytest.mark.slow
+def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
+    planted, planted_model, tmp_path, fault_matrix
+):
+    """The Hive metastore does not answer (a remote metastore down): the embed job stops before
+    inference with exit 75 and one line naming it, and the published tables stay as they were."""
+    import socket
+
+    root = copy_planted(planted, planted_model, tmp_path / "metastore")
+    first = _job(["jobs/embed.py", "--date", DATE], root)
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+    before = _digest(root)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = _job(
+        ["jobs/embed.py", "--date", DATE],
+        root,
+        "spark.conf={spark.ui.enabled: 'false', spark.hadoop.hive.metastore.uris: 'thrift://127.0.0.1:"
+        + str(port)
+        + "', spark.hadoop.hive.metastore.connect.retries: '1'}",
+    )
+    out, _ = down.communicate(timeout=900)
+    assert down.returncode == 75, out[-3000:]
+    [line] = [ln for ln in out.splitlines() if ln.startswith("error")]
+    assert line.startswith(
+        f"error (worth a retry) [embed dt={DATE}]: the Hive metastore is unreachable (thrift://127.0.0.1:{port})"
+    )
+    assert "Traceback" not in out and "published with model" not in out  # stopped before inference
+    assert _digest(root) == before
+    fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(int(ln.split()[2]) for ln in before))
+
+
+@pytest.mark.slow
 def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(
     planted, planted_model, tmp_path, fault_matrix
 ):

@@ -145,7 +145,8 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             inference_s = time.perf_counter() - tic
             active = rows.count()
             tic = time.perf_counter()
-            users, items, recs = _publish_tables(spark, cfg, date, model, date_vocab, embedded, active, label)
+            with publish.metastore_errors(spark):  # it may go away after the check, too
+                users, items, recs = _publish_tables(spark, cfg, date, model, date_vocab, embedded, active, label)
             publish_s = time.perf_counter() - tic
             counts = embedded.agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -192,6 +193,7 @@ def _load_inputs(spark: SparkSession, cfg: Config, date: str, model_dir: str) ->
             raise EmbedInputError(f"no {what} for {date} at {path}: run jobs/sessionize.py --date {date} first")
     rows = spark.read.parquet(paths.infer)
     date_vocab = read_vocab(paths.vocab)
+    publish.check_metastore(spark)  # before inference, not after it
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
     check_model_fits(rows, model.encoder.args, model_dir, date)

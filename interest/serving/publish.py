@@ -14,7 +14,9 @@ replaces its rows exactly. Every run first writes its rows to a folder no reader
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, _parse_datatype_string
 
 from interest import io, storage
-from interest.errors import UserError
+from interest.errors import RetryableError, UserError
 
 STAGING = "_staging"  # Delta tables: staged runs live in <table>/_staging, which Delta and VACUUM skip
 
@@ -70,6 +72,38 @@ class PublishGateError(UserError, RuntimeError):
         lines = "; ".join(f"{name}: {g.detail}" for name, g in report.failed.items())
         super().__init__(f"not publishing {table} dt={date}: {lines}")
         self.report = report
+
+
+class MetastoreUnavailableError(RetryableError, RuntimeError):
+    """The table catalog (Hive metastore) does not answer; nothing was published."""
+
+
+# What Spark's Hive client says when it cannot reach its metastore (remote Thrift or database).
+_UNREACHABLE = (
+    "Unable to instantiate org.apache.hadoop.hive.ql.metadata.SessionHiveMetaStoreClient",
+    "Could not connect to meta store",
+    "TTransportException",
+)
+
+
+@contextlib.contextmanager
+def metastore_errors(spark: SparkSession) -> Iterator[None]:
+    """Turn an unreachable metastore inside the block into one retryable line naming it."""
+    try:
+        yield
+    except Exception as exc:
+        if not any(marker in str(exc) for marker in _UNREACHABLE):
+            raise
+        uri = spark.sparkContext.getConf().get("spark.hadoop.hive.metastore.uris", "") or "the embedded metastore"
+        raise MetastoreUnavailableError(
+            f"the Hive metastore is unreachable ({uri}): {str(exc).splitlines()[0][:200]}; nothing was published"
+        ) from None
+
+
+def check_metastore(spark: SparkSession) -> None:
+    """Fail in one line before the work that needs the metastore, when it does not answer."""
+    with metastore_errors(spark):
+        spark.sql("SHOW DATABASES").collect()
 
 
 class TableFormatError(UserError, RuntimeError):
