@@ -81,15 +81,12 @@ def main() -> None:
     spark = get_spark(cfg, "interest-train-bench")
     pipeline_rows, train_rows = [], []
     for length in args.lengths:
-        lcfg = load_config(
-            ROOT / "conf" / "local.yaml",
-            base
-            + [
-                f"sessionize.max_len={length}",
-                f"paths.sequences='{{root}}/sequences_{length}'",
-                f"paths.vocab='{{root}}/vocab_{length}'",
-            ],
-        )
+        at_length = [
+            f"sessionize.max_len={length}",
+            f"paths.sequences='{{root}}/sequences_{length}'",
+            f"paths.vocab='{{root}}/vocab_{length}'",
+        ]
+        lcfg = load_config(ROOT / "conf" / "local.yaml", base + at_length)
         summary = run_sessionize(spark, lcfg, DATE)
         path = SessionizePaths.for_date(lcfg, DATE).train
         spec = SequenceSpec.from_config(lcfg, summary.vocab_size)
@@ -105,10 +102,8 @@ def main() -> None:
             tcfg = load_config(
                 ROOT / "conf" / "local.yaml",
                 base
+                + at_length
                 + [
-                    f"sessionize.max_len={length}",
-                    f"paths.sequences='{{root}}/sequences_{length}'",
-                    f"paths.vocab='{{root}}/vocab_{length}'",
                     f"model.encoder={encoder}",
                     f"train.epochs={args.epochs}",
                     "train.patience=100",

@@ -62,9 +62,11 @@ def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, 
         )
 
 
-def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str, date: str) -> None:
+def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str, date: str) -> int:
     """The date's arrays must have the model's features, length and index ranges: a mismatch
-    would otherwise surface as a Keras shape error or an out-of-range embedding lookup."""
+    would otherwise surface as a Keras shape error or an out-of-range embedding lookup.
+
+    Returns the number of rows (the active users), counted in the same pass."""
     missing = [f for f in SEQUENCE_FEATURES if f not in rows.columns]
     if missing:
         raise EmbedInputError(
@@ -72,13 +74,14 @@ def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str
             f"sessionize {date} again with this version"
         )
     stats = rows.agg(
+        F.count(F.lit(1)).alias("rows"),
         F.max(F.size("item_idx")).alias("len"),
         F.min(F.size("item_idx")).alias("min_len"),
         F.max(F.array_max("event_type_idx")).alias("event_type"),
         F.max(F.array_max("time_gap_bucket")).alias("gap"),
     ).first()
     if stats is None or stats["len"] is None:
-        return
+        return 0
     max_len = int(model_args["max_len"])
     if stats["len"] != max_len or stats["min_len"] != max_len:
         raise EmbedInputError(
@@ -95,6 +98,7 @@ def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str
                 f"the sequences of {date} use {feature} up to {value} but model {model_dir} knows {known}: "
                 f"{key} changed since the model was trained; sessionize with the model's settings or retrain"
             )
+    return int(stats["rows"])
 
 
 def table_location(cfg: Config, table: str) -> str:
@@ -135,7 +139,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
     """Embed every active user of ``date`` with the model and publish the three tables."""
     with logs.stage("embed", date):
         started = time.perf_counter()
-        rows, date_vocab, model = _load_inputs(spark, cfg, date, model_dir)
+        rows, date_vocab, model, active = _load_inputs(spark, cfg, date, model_dir)
         embedded = _embedded_users(spark, cfg, rows, model, date_vocab).persist(StorageLevel.MEMORY_AND_DISK)
         label = JobLabels(spark, "embed", date)
         try:
@@ -143,7 +147,6 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             tic = time.perf_counter()
             embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
             inference_s = time.perf_counter() - tic
-            active = rows.count()
             tic = time.perf_counter()
             with publish.metastore_errors(spark):  # it may go away after the check, too
                 users, items, recs = _publish_tables(spark, cfg, date, model, date_vocab, embedded, active, label)
@@ -185,8 +188,10 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         return result
 
 
-def _load_inputs(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any]:
-    """The date's inference rows and vocabulary, and the model, checked to fit together."""
+def _load_inputs(
+    spark: SparkSession, cfg: Config, date: str, model_dir: str
+) -> tuple[DataFrame, pd.DataFrame, Any, int]:
+    """The date's inference rows, their count and vocabulary, and the model, checked to fit together."""
     paths = SessionizePaths.for_date(cfg, date)
     for what, path in (("inference rows", paths.infer), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
@@ -196,8 +201,8 @@ def _load_inputs(spark: SparkSession, cfg: Config, date: str, model_dir: str) ->
     publish.check_metastore(spark)  # before inference, not after it
     model = load_model(model_dir)
     check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
-    check_model_fits(rows, model.encoder.args, model_dir, date)
-    return rows, date_vocab, model
+    active = check_model_fits(rows, model.encoder.args, model_dir, date)
+    return rows, date_vocab, model, active
 
 
 def _embedded_users(
