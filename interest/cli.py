@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 
-from interest import logs
+from interest import faults, logs, storage
 from interest.config import Config, ConfigError, load_config
 from interest.errors import EXIT_RETRYABLE, EXIT_USER_ERROR, RetryableError, UserError
 
@@ -30,7 +33,10 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show debug lines and the Spark, TensorFlow and py4j logs too"
     )
     parser.add_argument(
-        "--log-file", default=None, metavar="PATH", help="also write every line, and the full trace of an error, here"
+        "--log-file",
+        default=None,
+        metavar="PATH",
+        help="write every line, and the full trace of an error, here (default: a new file under paths.logs)",
     )
     return parser
 
@@ -48,13 +54,49 @@ def yesterday() -> str:
 
 def load_job_config(args: argparse.Namespace, stage: str, date: str | None = None) -> Config:
     """Set up logging for the job's ``stage`` and ``date`` and load the profile; a config error
-    ends the job with its message, not a traceback."""
+    ends the job with its message, not a traceback. The run's log file (``--log-file``, else one
+    under ``paths.logs``) gets every line and the full trace of any error."""
     logs.setup(verbose=args.verbose, log_file=args.log_file)
     logs.begin(stage, date)
     try:
-        return load_config(args.conf, args.overrides)
+        cfg = load_config(args.conf, args.overrides)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+    if not args.log_file and cfg.paths.logs:
+        _run_log(cfg, stage, date)
+    faults.maybe_fail(f"{stage}_start")  # off unless a fault-matrix test asks for it
+    return cfg
+
+
+def _run_log(cfg: Config, stage: str, date: str | None) -> None:
+    """Attach ``paths.logs/<stage>/dt=D/<UTC time>-<pid>.log``. A remote one is written locally
+    and copied there when the process exits; no log file is never a reason to fail the job."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    parts = [stage, *([f"dt={date}"] if date else []), f"{stamp}-{os.getpid()}.log"]
+    target = storage.join(cfg.paths.resolve("logs"), *parts)
+    try:
+        if storage.is_local(target):
+            logs.attach_file(storage.local_path(target))
+        else:
+            fd, local = tempfile.mkstemp(prefix="interest-log-", suffix=".log")
+            os.close(fd)
+            logs.attach_file(local, shown_as=target)
+            atexit.register(_ship_log, cfg, local, target)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(f"no run log file at {target}: {exc.strerror or exc}")
+        return
+    logging.getLogger(__name__).info(f"log file: {target}")
+
+
+def _ship_log(cfg: Config, local: str, target: str) -> None:
+    """Copy a run's local log file to its remote place (at exit); it stays local if that fails."""
+    logs.flush()
+    try:
+        storage.configure_from(cfg)
+        storage.upload(local, target)
+        os.remove(local)
+    except Exception as exc:  # the job's own outcome matters more than its log's copy
+        print(f"warning: the run log stays at {local}; copying it to {target} failed: {exc}", file=sys.stderr)
 
 
 def main_guard(body: Callable[[], int | None]) -> None:
@@ -80,5 +122,7 @@ def main_guard(body: Callable[[], int | None]) -> None:
 def _one_line(kind: str, exc: BaseException) -> None:
     """``kind [stage dt=D]: cause`` on stderr; the full trace goes to the log file, if any."""
     where = logs.where(exc)
-    logging.getLogger(__name__).debug("%s", kind, exc_info=exc)
-    print(f"{kind}{f' [{where}]' if where else ''}: {exc}", file=sys.stderr)
+    line = f"{kind}{f' [{where}]' if where else ''}: {exc}"
+    logging.getLogger(__name__).debug("%s", line, exc_info=exc)
+    logs.flush()
+    print(line, file=sys.stderr)

@@ -50,6 +50,7 @@ class PathsConfig:
     checkpoints: str = "{root}/checkpoints"
     warehouse: str = "{root}/warehouse"
     metastore: str = "{root}/metastore"
+    logs: str = "{root}/_logs"  # one file per job run, at debug level with full traces ("" = none)
 
     def resolve(self, name: str) -> str:
         """The absolute path or URL of a named location, with ``{root}`` substituted."""

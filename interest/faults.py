@@ -1,25 +1,72 @@
 """Faults on purpose, for the fault-matrix tests: off unless ``INTEREST_FAULTS`` is set.
 
-``INTEREST_FAULTS=point:marker[,point:marker]`` makes the first process that reaches ``point``
-create ``marker`` and die at once, as a worker killed by the kernel would (exit 137, no cleanup).
-Every later arrival finds the marker and goes on, so a retried task succeeds: the test then
-checks that the retry gave exactly what a clean run gives. Points: ``embed_batch`` (a Spark
-Python worker, inside batch inference).
+``INTEREST_FAULTS=[action@]point:marker[,...]`` makes the first process that reaches ``point``
+create ``marker`` and fail there. Every later arrival finds the marker and goes on, so a retried
+task or a resumed run succeeds: the test then checks that the retry gave what a clean run gives.
+
+Actions:
+
+- ``die`` (the default): exit at once with 137, no cleanup, as a process killed by the kernel;
+- ``hang``: stop making progress forever, as a deadlocked step (the step watchdog must end it);
+- ``kill_executor``: SIGKILL the Spark executor JVM that runs this Python worker, as a lost
+  executor (a cluster node gone); refuses anything that is not an executor;
+- ``raise``: raise an exception nobody foresaw, as a bug does.
+
+Points: ``embed_batch`` (a Spark Python worker, inside batch inference), ``train_step_<N>`` (a
+training process, before step N) and ``<stage>_start`` (a job, once its config and log are set).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
+
+ACTIONS = ("die", "hang", "kill_executor", "raise")
 
 
-def maybe_die(point: str) -> None:
-    """Die here once, if ``INTEREST_FAULTS`` asks for it at ``point``."""
-    for item in filter(None, os.environ.get("INTEREST_FAULTS", "").split(",")):
-        name, _, marker = item.partition(":")
-        if name != point or not marker:
+def _parse(spec: str) -> list[tuple[str, str, str]]:
+    """``(action, point, marker)`` for each item of an ``INTEREST_FAULTS`` value."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        head, _, marker = item.partition(":")
+        action, _, point = head.rpartition("@")
+        action = action or "die"
+        if action not in ACTIONS or not point or not marker:
+            raise ValueError(f"INTEREST_FAULTS item {item!r} is not [{'|'.join(ACTIONS)}@]point:marker")
+        out.append((action, point, marker))
+    return out
+
+
+def _executor_jvm() -> int:
+    """The pid of the executor JVM above this Python worker (worker → pyspark daemon → JVM)."""
+    pid = os.getpid()
+    for _ in range(3):
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # field 4: the parent's pid
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"CoarseGrainedExecutorBackend" in f.read():
+                return pid
+    raise RuntimeError("kill_executor: this Python worker does not run under a Spark executor JVM")
+
+
+def maybe_fail(point: str) -> None:
+    """Fail here once, the way ``INTEREST_FAULTS`` asks for it at ``point`` (if it does)."""
+    spec = os.environ.get("INTEREST_FAULTS")
+    if not spec:
+        return
+    for action, name, marker in _parse(spec):
+        if name != point:
             continue
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
-            continue  # died here once already: this is the retry
+            continue  # failed here once already: this is the retry
+        if action == "hang":
+            while True:
+                time.sleep(3600)
+        if action == "raise":
+            raise RuntimeError(f"injected fault at {point}")
+        if action == "kill_executor":
+            os.kill(_executor_jvm(), signal.SIGKILL)
         os._exit(137)

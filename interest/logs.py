@@ -6,7 +6,8 @@ stage began, so a nightly log read at 3 a.m. tells where the run is without coun
 Modules log through ``logging.getLogger(__name__)`` (all under ``interest``); a job calls
 :func:`setup` once and wraps each stage in :func:`stage`. Quiet by default: TensorFlow's C++ log,
 absl, py4j and Spark's INFO chatter stay hidden unless ``--verbose``. With a log file, it receives
-everything at DEBUG, including the full trace of an error that the terminal shows as one line.
+everything at DEBUG, including the full trace of an error that the terminal shows as one line;
+every job run gets one under ``paths.logs`` unless ``--log-file`` names another (``cli``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def setup(verbose: bool = False, log_file: str | None = None) -> None:
 
     Lines go to stdout, beside the job's results; errors stay one line on stderr (``cli``).
     """
-    _state.update(verbose=verbose, log_file=log_file)
+    _state["verbose"] = verbose
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")  # before TensorFlow loads
     logger = logging.getLogger(ROOT)
     for old in list(logger.handlers):
@@ -64,11 +65,50 @@ def setup(verbose: bool = False, log_file: str | None = None) -> None:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     logger.addHandler(_handler(logging.StreamHandler(sys.stdout), logging.DEBUG if verbose else logging.INFO))
+    _state["log_file"] = None
     if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        logger.addHandler(_handler(logging.FileHandler(log_file), logging.DEBUG))
+        attach_file(log_file)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def attach_file(path: str, shown_as: str | None = None) -> None:
+    """Also write every line, at DEBUG, to the local file ``path``; errors name ``shown_as``
+    (where the file will be copied to, e.g. on HDFS) as the place of their full trace.
+
+    When the job's output is not a terminal (a scheduler's log) and not ``--verbose``, what native
+    code writes to the process's stdout and stderr goes to the file too: the JVM's start-up lines
+    (Ivy, Hadoop's warnings, Spark's own log) and TensorFlow's C++ log. The job's own lines and
+    one-line errors keep their streams, so the scheduler's log reads as the job's story."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    logging.getLogger(ROOT).addHandler(_handler(logging.FileHandler(path), logging.DEBUG))
+    _state["log_file"] = shown_as or path
+    if not _state["verbose"] and not os.isatty(2) and not _state.get("diverted"):
+        _divert_native_output(path)
+
+
+def _divert_native_output(path: str) -> None:
+    """Point file descriptors 1 and 2 at ``path`` (children such as the JVM inherit them), and
+    Python's ``sys.stdout``/``sys.stderr`` (and the console handler) at copies of the old ones."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out, err = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = os.fdopen(out, "w", buffering=1)
+    sys.stderr = os.fdopen(err, "w", buffering=1)
+    for handler in logging.getLogger(ROOT).handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(sys.stdout)
+    _state["diverted"] = True
+
+
+def flush() -> None:
+    """Write out what the handlers hold (before the log file is copied elsewhere)."""
+    for handler in logging.getLogger(ROOT).handlers:
+        handler.flush()
 
 
 def verbose() -> bool:

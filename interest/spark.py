@@ -99,7 +99,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
         # Spark's [Stage n:===>] bars redraw a terminal line; in a log file they are spam
-        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
+        "spark.ui.showConsoleProgress": str(os.isatty(2)).lower(),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={metastore}/metastore_db;create=true"
         ),

@@ -25,7 +25,10 @@ def main() -> int:
     passthrough = ["--conf", args.conf, *[a for o in args.overrides for a in ("--set", o)]]
     for step in (["generate.py"], ["nightly.py", "--date", date]):
         print(f"\n=== {' '.join(step)} ===", flush=True)
-        code = subprocess.call([sys.executable, str(here / step[0]), *step[1:], *passthrough])
+        # each step's own lines to this job's streams (not into its log file), and its own log file
+        code = subprocess.call(
+            [sys.executable, str(here / step[0]), *step[1:], *passthrough], stdout=sys.stdout, stderr=sys.stderr
+        )
         if code:
             return code
     root = absolute(cfg.paths.root)

@@ -99,6 +99,13 @@ def planted_model(planted: Path) -> Path:
     return Path(train_and_export(cfg, DATE).model_dir)
 
 
+def run_logs(root: Path | str, stage: str = "") -> str:
+    """Every run log file a job wrote under ``root/_logs`` (for ``stage``), oldest first: where the
+    JVM's, Spark's and the workers' own lines go when a job's output is not a terminal."""
+    files = sorted(Path(root, "_logs", stage).rglob("*.log"), key=lambda p: p.stat().st_mtime)
+    return "\n".join(p.read_text(errors="replace") for p in files)
+
+
 def copy_planted(planted: Path, model: Path | None, dest: Path) -> Path:
     """A fresh data root holding the planted sequences and vocabulary (and a copy of ``model``),
     for jobs run as separate processes with their own metastore."""

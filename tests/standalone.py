@@ -136,10 +136,16 @@ class StandaloneCluster:
         cmd += [str(ROOT / script), *args]
         return subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
-    def run_job(self, script: str, date: str, sets: list[str], work: Path) -> subprocess.CompletedProcess:
+    def run_job(
+        self, script: str, date: str, sets: list[str], work: Path, conf: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """spark-submit one of our jobs for ``date`` with ``--set`` overrides, the package zipped in ``work``."""
         args = ["--conf", "conf/local.yaml", "--date", date, *[a for s in sets for a in ("--set", s)]]
-        return self.submit(script, *args, py_files=package_zip(work))
+        return self.submit(script, *args, conf=conf, py_files=package_zip(work))
+
+    def worker_logs(self) -> str:
+        """What the standalone workers logged (executors they started, and how those ended)."""
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("worker*.log")))
 
     def executor_logs(self) -> str:
         """Everything the executors printed (their stderr files), for assertions and debugging."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from interest.serving.pipeline import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, dates, version
 from interest.serving.publish import history as table_history
 
-from conftest import DATE, PLANTED, ROOT, copy_planted, make_config
+from conftest import DATE, PLANTED, ROOT, copy_planted, make_config, run_logs
 
 PREV = "2026-11-25"
 FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
@@ -436,7 +437,7 @@ def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_
     faulted = _job(["jobs/embed.py", "--date", DATE], root, retried, faults=f"embed_batch:{marker}")
     out, _ = faulted.communicate(timeout=900)
     assert faulted.returncode == 0, out[-3000:]
-    assert marker.exists() and "Python worker exited unexpectedly" in out  # the fault really happened
+    assert marker.exists() and "Python worker exited unexpectedly" in run_logs(root)  # the fault really happened
     after_fault = _digest(root)
     clean = _job(["jobs/embed.py", "--date", DATE], root, retried)
     out, _ = clean.communicate(timeout=900)
@@ -444,6 +445,29 @@ def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_
     assert _digest(root) == after_fault
     assert int(after_fault[0].split()[2]) > 0
     fault_matrix("a Spark Python worker killed", runs=1, rows_checked=sum(int(line.split()[2]) for line in after_fault))
+
+
+@pytest.mark.slow
+def test_an_executor_jvm_lost_mid_inference_on_the_cluster_is_retried_and_the_tables_match(
+    standalone, planted, planted_model, tmp_path, fault_matrix
+):
+    """An executor JVM of the standalone cluster is killed (SIGKILL, a node gone) while its task
+    runs batch inference: the master starts a new executor, Spark runs the lost work again, and
+    the three tables equal those of a clean run of the same date."""
+    root = copy_planted(planted, planted_model, tmp_path / "executor")
+    marker = tmp_path / "executor-lost"
+    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
+    lost = {"spark.executorEnv.INTEREST_FAULTS": f"kill_executor@embed_batch:{marker}"}
+    faulted = standalone.run_job("jobs/embed.py", DATE, sets, tmp_path, conf=lost)
+    assert faulted.returncode == 0, (faulted.stdout[-3000:], faulted.stderr[-5000:])
+    assert marker.exists()  # the fault really happened ...
+    assert re.search(r"Executor app-\S+ finished with state EXITED .*exited with code 137", standalone.worker_logs())
+    after_fault = _digest(root)
+    clean = standalone.run_job("jobs/embed.py", DATE, sets, tmp_path)
+    assert clean.returncode == 0, (clean.stdout[-3000:], clean.stderr[-5000:])
+    assert _digest(root) == after_fault
+    assert int(after_fault[0].split()[2]) > 0
+    fault_matrix("a Spark executor JVM lost", runs=1, rows_checked=sum(int(line.split()[2]) for line in after_fault))
 
 
 @pytest.mark.slow

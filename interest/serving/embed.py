@@ -189,7 +189,7 @@ def embed_users(
         loaded = _model(SparkFiles.get(shipped))
         item_ids, categories = shared.value
         for pdf in batches:
-            faults.maybe_die("embed_batch")  # off unless a fault-matrix test asks for it
+            faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
             if len(pdf):
                 yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version)
 

@@ -21,6 +21,7 @@ path, so these fail in seconds with a clear message instead of a hung barrier st
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from pyspark.sql import SparkSession
 from interest import logs
 from interest.config import Config
 from interest.data.files import training_data
-from interest.errors import UserError
+from interest.errors import EXIT_RETRYABLE, UserError
 from interest.spark import JobLabels
 from interest.training.run import TrainOutcome, checkpoint_dir
 
@@ -137,7 +139,7 @@ def _die_with_parent() -> None:
 
 
 def _barrier_task(
-    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int
+    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int, relay: str
 ) -> Callable[[Iterable[int]], Iterable[str]]:
     """The function each barrier task runs (on an executor)."""
 
@@ -172,6 +174,7 @@ def _barrier_task(
                             "workers": workers,
                             "attempt": attempt,
                             "cores": cores,
+                            "relay": relay,
                             "result": str(result),
                             "error": str(error),
                         }
@@ -200,6 +203,8 @@ def _barrier_task(
                 code = proc.wait()
                 if code != 0:
                     why = error.read_text().strip() if error.exists() else f"exit code {code}"
+                    if code == EXIT_RETRYABLE and not error.exists():
+                        why += " (its step watchdog: no training step finished in train.step_timeout_s, a hang)"
                     raise RuntimeError(f"training worker {rank} on {host}:{port} failed: {why}")
                 payload = result.read_text()
             finally:
@@ -209,6 +214,44 @@ def _barrier_task(
         yield payload
 
     return run
+
+
+class ChiefRelay:
+    """The chief worker's log lines, live: a TCP server on the driver that the chief connects to
+    and sends each line it logs (epochs, steps, resumes); they are logged here as they arrive, so a
+    long barrier stage is not silent until it returns. A chief that cannot connect costs nothing:
+    its lines then come with its result."""
+
+    def __init__(self, host: str) -> None:
+        try:
+            self._server = socket.create_server((host, 0))
+        except OSError:  # a driver host name this machine cannot bind: listen everywhere
+            self._server = socket.create_server(("", 0))
+        self.address = f"{host}:{self._server.getsockname()[1]}"
+        self.received = 0
+        self._context = contextvars.copy_context()  # the stage and date of the lines logged here
+
+    def __enter__(self) -> ChiefRelay:
+        threading.Thread(target=self._context.run, args=(self._accept,), daemon=True, name="chief-relay").start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # closed: the stage is over
+                return
+            ctx = contextvars.copy_context()
+            threading.Thread(target=ctx.run, args=(self._relay, conn), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                self.received += 1
+                log.info(line.rstrip("\n"))
 
 
 @dataclass(frozen=True)
@@ -235,6 +278,15 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
     sc = spark.sparkContext
     label = JobLabels(spark, "train", date)
     failures: list[str] = []
+    with ChiefRelay(sc.getConf().get("spark.driver.host") or "127.0.0.1") as relay:
+        return _attempts(sc, cfg, date, relay, label, failures)
+
+
+def _attempts(
+    sc: Any, cfg: Config, date: str, relay: ChiefRelay, label: JobLabels, failures: list[str]
+) -> DistributedOutcome:
+    """Run the barrier stage until it succeeds or ``train.max_failures`` retries are spent."""
+    workers = cfg.train.workers
     for attempt in range(cfg.train.max_failures + 1):
         if attempt:
             log.info(
@@ -246,7 +298,7 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
             rdd = (
                 sc.parallelize(range(workers), workers)
                 .barrier()
-                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt))
+                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt, relay.address))
             )
             results = [json.loads(r) for r in rdd.collect()]
         except Exception as exc:  # Py4JJavaError wrapping the task's failure
@@ -258,7 +310,7 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
         if len(checksums) != 1:
             raise DistributedTrainingError(f"workers ended with different weights: {sorted(checksums)}")
         chief = next(r for r in results if r["rank"] == 0)
-        if not str(sc.master).startswith("local"):  # in local mode the chief printed to this console
+        if not relay.received:  # the chief could not reach the driver: its lines, late
             for line in chief["log"]:
                 log.info(line)
         return DistributedOutcome(chief["model_dir"], chief["metrics"], attempt + 1, chief["log"])

@@ -23,9 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from interest import faults
 from interest.config import Config
 from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view
+from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import item_log_q, next_item_loss
 from interest.scoring.offline import evaluate_split
@@ -63,7 +65,7 @@ class StepWatchdog:
                     f"no training step finished in {self.timeout_s:.0f}s ({self.describe()}); "
                     "stopping the process so the job can be retried from its last checkpoint"
                 )
-                os._exit(3)
+                os._exit(EXIT_RETRYABLE)
 
     def __enter__(self) -> StepWatchdog:
         self._thread.start()
@@ -330,6 +332,7 @@ class Trainer:
                 and self.worker.attempt == 0
             ):
                 raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
+            faults.maybe_fail(f"train_step_{step}")  # off unless a fault-matrix test asks for it
             ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
             watchdog.beat()
             loss_sum, count, steps = loss_sum + float(ls), count + float(n), steps + 1

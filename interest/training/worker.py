@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -38,16 +39,32 @@ def release_reserved_port() -> None:
             pass
 
 
-def _collect_log_lines() -> list[str]:
-    """Log to this process's stdout (the executor's log) and keep the messages for the result."""
+def _collect_log_lines(relay: str | None) -> list[str]:
+    """Log to this process's stdout (the executor's log) and keep the messages for the result;
+    with ``relay`` (the driver's ``host:port``), also send each one there as it is logged."""
     from interest import logs
 
     logs.setup()
     lines: list[str] = []
+    stream = None
+    if relay:
+        host, port = relay.rsplit(":", 1)
+        try:
+            stream = socket.create_connection((host, int(port)), timeout=10).makefile("w", encoding="utf-8")
+        except OSError as exc:
+            logging.getLogger(__name__).warning(f"the driver's log relay {relay} is unreachable ({exc})")
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
+            nonlocal stream
+            message = record.getMessage()
+            lines.append(message)
+            if stream is not None:
+                try:
+                    stream.write(message.replace("\n", " ") + "\n")
+                    stream.flush()
+                except OSError:
+                    stream = None  # the driver went away: the lines still come with the result
 
     logging.getLogger(logs.ROOT).addHandler(Keep(logging.INFO))
     return lines
@@ -84,7 +101,7 @@ def main(job_path: str) -> int:
         Path(job["error"]).write_text(f"PortClashError: {message}")
         raise PortClashError(message) from None
     worker = WorkerInfo(rank=job["rank"], workers=job["workers"], attempt=job["attempt"])
-    lines = _collect_log_lines()
+    lines = _collect_log_lines(job.get("relay") if worker.is_chief else None)
     captured: dict = {}
     try:
         outcome = train_and_export(

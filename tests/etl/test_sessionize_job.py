@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -302,7 +303,7 @@ def test_ml100k_leakage_sentinel_sits_at_its_null(ml100k_run):
 
 
 @pytest.mark.slow
-def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
+def test_job_cli_prints_summary_and_fails_clearly(tmp_path, fault_matrix):
     cfg_over = [
         f"paths.root={tmp_path}",
         *SMALL,
@@ -324,9 +325,13 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "all rows accounted for: True" in run.stdout and "duplicates removed" in run.stdout
-    imported = {ln.rsplit("|", 1)[-1].strip() for ln in run.stderr.splitlines() if ln.startswith("import time:")}
+    [run_log] = (tmp_path / "_logs" / "sessionize" / f"dt={DATE}").glob("*.log")  # every run gets its log file
+    native = run.stderr + run_log.read_text()  # -X importtime writes to file descriptor 2, which the log file takes
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in native.splitlines() if ln.startswith("import time:")}
     assert "interest.etl.pipeline" in imported and not {"tensorflow", "keras"} & imported  # ETL never loads TF
-    assert "[Stage " not in run.stderr  # no console progress bars when stderr is not a terminal
+    assert "[Stage " not in native  # no console progress bars when stderr is not a terminal
+    assert f"log file: {run_log}" in run.stdout and " rows in, " in run_log.read_text()
+    assert "Ivy" not in run.stdout + run.stderr and "Ivy" in run_log.read_text()  # the JVM's start-up, in the file
     bad = subprocess.run(
         [sys.executable, "jobs/sessionize.py", "--date", DATE, *sets, "--set", "sessionize.max_lenn=3"],
         cwd=ROOT,
@@ -360,6 +365,24 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path):
     assert line.startswith(f"error [sessionize dt={DATE}]: ") and str(tmp_path / "nope") in line
     trace = (tmp_path / "logs" / "sessionize.log").read_text()
     assert "Traceback" in trace and "raw events path does not exist" in trace  # the trace went to the file
+    marker = tmp_path / "bug-once"
+    bug = subprocess.run(  # an exception nobody foresaw: one line naming the run log, the trace in it
+        [sys.executable, "jobs/sessionize.py", "--date", DATE, *sets],
+        cwd=ROOT,
+        env={**env, "INTEREST_FAULTS": f"raise@sessionize_start:{marker}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bug.returncode == 1 and marker.exists(), bug.stderr[-3000:]
+    [line] = bug.stderr.strip().splitlines()
+    found = re.fullmatch(
+        rf"bug \(RuntimeError, full trace in (\S+)\) \[sessionize dt={DATE}\]: injected fault at \S+", line
+    )
+    assert found, line
+    trace = Path(found.group(1)).read_text()
+    assert "Traceback" in trace and "RuntimeError: injected fault at sessionize_start" in trace
+    fault_matrix("a bug", runs=1)
     with socket.socket() as s:  # a port nothing listens on: the namenode is down
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -66,6 +66,10 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines, 
     assert out.attempts == 2
     assert any("attempt 1 failed" in line and "InjectedFailure" in line and "step 12" in line for line in lines)
     assert any("resumed from checkpoint at step 10" in line for line in out.chief_log)
+    # epoch 1 ended only in the failed attempt, which returned nothing: its line reached the
+    # driver because the chief streams its lines live, as it logs them
+    assert not any(line.startswith("epoch   1/2") for line in out.chief_log)
+    assert any(line.startswith("epoch   1/2  loss") for line in lines), lines
     assert out.metrics["resumed_from_step"] == 10 and out.metrics["workers"] == 2
     model = load_model(out.model_dir)
     steps_per_epoch = -(-model.metrics["train_rows"] // cfg.train.batch_size)
@@ -88,6 +92,49 @@ def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines, 
     assert abs(a["full_hr@10"] - b["full_hr@10"]) <= 2 * TOLERANCE, (a, b)
     assert a["full_ndcg@10"] > 1.5 * clean.metrics["popularity"]["test"]["full_ndcg@10"], a
     fault_matrix("a training worker killed", runs=1)
+
+
+@pytest.mark.slow
+def test_a_hung_worker_is_ended_by_its_watchdog_and_the_launcher_resumes(planted, tmp_path, fault_matrix):
+    """A training worker hangs before step 12 (a deadlocked step): its watchdog ends it, the barrier
+    stage fails, and the launcher's next attempt resumes from the checkpoint at step 10 and
+    finishes the job, with no step lost or run twice."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import copy_planted, run_logs
+
+    root = copy_planted(planted, None, tmp_path / "hang")
+    marker = tmp_path / "hung-once"
+    sets = [
+        f"paths.root={root}",
+        *PLANTED,
+        "model.encoder=memory",
+        "train.epochs=2",
+        "train.workers=2",
+        "train.step_timeout_s=30",
+        "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '4'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INTEREST_FAULTS": f"hang@train_step_12:{marker}"}
+    run = subprocess.run(
+        [sys.executable, "jobs/train.py", "--date", DATE, *[a for s in sets for a in ("--set", s)]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-5000:]
+    assert marker.exists()  # the fault really happened
+    assert "no training step finished in 30s (at step 12" in run_logs(root, "train"), out[-5000:]  # the worker's line
+    assert re.search(r"attempt 1 failed: .*exit code 75 \(its step watchdog", out), out[-5000:]
+    assert "resumed from checkpoint at step 10" in out and "2 worker(s), 2 attempt(s)" in out
+    model = load_model(resolve_model_dir(f"{root}/models", "memory"))
+    assert model.metrics["resumed_from_step"] == 10 and model.metrics["workers"] == 2
+    assert model.metrics["steps"] == 2 * -(-model.metrics["train_rows"] // 64)  # batch_size in PLANTED
+    fault_matrix("a training worker that hangs", runs=1)
 
 
 @pytest.mark.slow
@@ -185,6 +232,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
         "/sessions/dt=",
         "/reports/sessionize/",
         "/reports/nightly/",
+        f"/_logs/nightly/dt={DATE}/",  # the run's log file, written locally and copied at exit
         "/reports/tensorboard/memory/",
         "/warehouse/default.db/user_interest_embeddings/dt=",
         "/warehouse/default.db/item_embeddings/",

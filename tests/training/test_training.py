@@ -145,7 +145,7 @@ def test_a_hung_step_ends_the_process_with_a_message(fault_matrix):
         "with StepWatchdog(2.0, lambda: 'at step 7, worker 0'):\n    time.sleep(30)\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 3
+    assert run.returncode == 75  # worth a retry: it resumes from the last checkpoint
     assert "no training step finished in 2s (at step 7, worker 0)" in run.stderr
     fault_matrix("a training step that hangs", runs=1)
 
