@@ -211,6 +211,20 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    """Tomorrow's truth: the nightly of D scores D-1's published recommendations against D's
+    events (``daily_quality``), and alerts when quality falls or the embeddings drift too far."""
+
+    table: str = "daily_quality"
+    k: int = 10  # HR@k and NDCG@k
+    min_hr: float | None = None  # alert when next-day HR@k falls below this
+    max_drop: float | None = 0.3  # alert when HR@k falls by more than this share of the previous date's
+    max_top_interest_changed: float | None = 0.5  # alert when more users than this changed top interest
+    min_users: int = 20  # fewer users active on both days than this: too few to alert on
+    fail_on_alert: bool = False  # false: a flag in the report and the table; true: also exit 2
+
+
+@dataclass(frozen=True)
 class NightlyConfig:
     retrain: bool = True
     warm_start: bool = True
@@ -239,6 +253,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from interest.errors import UserError
 from interest.etl.pipeline import SessionizeSummary, run_sessionize
 from interest.locks import date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
-from interest.serving.pipeline import EmbedResult, drift, run_embed
+from interest.serving import quality as daily_quality
+from interest.serving.pipeline import EmbedResult, drift, run_embed, table_location
 from interest.serving.publish import check_metastore
 from interest.training.launch import train_model
 
@@ -96,6 +97,7 @@ class NightlyReport:
     embed: EmbedResult
     drift: Drift | None
     timings_s: dict[str, float]
+    quality: daily_quality.NextDayQuality | None = None  # the previous date's recommendations, scored on this date
     report_files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +153,9 @@ def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -
     published = run_embed(spark, cfg, date, model_dir)
     timings["embed_publish"] = time.perf_counter() - tic
     moved = drift(spark, cfg, date)
+    tic = time.perf_counter()
+    scored = _next_day_quality(spark, cfg, date, moved)
+    timings["quality"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started
 
     report = NightlyReport(
@@ -162,12 +167,47 @@ def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -
         embed=published,
         drift=Drift(**{k: v for k, v in moved.items() if k != "cosines"}) if moved else None,
         timings_s={k: round(v, 1) for k, v in timings.items()},
+        quality=scored,
     )
     out = nightly_report_dir(cfg, date)
     with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
-        files = write_report(Path(local), report, moved["cosines"] if moved else None)
+        files = write_report(
+            Path(local), report, moved["cosines"] if moved else None, daily_quality.history(spark, cfg)
+        )
     log.info(f"done in {timings['total']:.1f} s")
-    return dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
+    report = dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
+    if scored.alerts and cfg.quality.fail_on_alert:
+        raise QualityAlertError(f"quality alert ({len(scored.alerts)}): " + "; ".join(scored.alerts))
+    return report
+
+
+class QualityAlertError(UserError, RuntimeError):
+    """The night published, but its quality or drift crossed a bound (``quality.fail_on_alert``)."""
+
+
+def _next_day_quality(
+    spark: SparkSession, cfg: Config, date: str, moved: dict[str, Any] | None
+) -> daily_quality.NextDayQuality:
+    """Score yesterday's recommendations on today's steps, check the alerts, store the row."""
+    scored = daily_quality.next_day_quality(spark, cfg, date)
+    if moved:
+        scored = dataclasses.replace(
+            scored, mean_cosine=moved["mean_cosine"], top_interest_changed=moved["top_interest_changed"]
+        )
+    found = daily_quality.alerts(scored, daily_quality.previous_row(spark, cfg, date), cfg.quality)
+    scored = dataclasses.replace(scored, alerts=found)
+    daily_quality.publish_quality(spark, cfg, scored, table_location(cfg, cfg.quality.table))
+    if scored.users:
+        log.info(
+            f"next-day quality of {scored.previous_date}'s recommendations: HR@{scored.k} {scored.hr:.4f}, "
+            f"NDCG@{scored.k} {scored.ndcg:.4f} over {scored.users:,} users "
+            f"(popularity {scored.popularity_hr:.4f} / {scored.popularity_ndcg:.4f})"
+        )
+    else:
+        log.info(f"next-day quality: nothing to score ({scored.note or 'no user active on both days'})")
+    for alert in found:
+        log.warning(f"ALERT: {alert}")
+    return scored
 
 
 def _model_used(model_dir: str, action: str) -> ModelUsed:
@@ -234,10 +274,43 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     return reports
 
 
-def write_report(out: Path, report: NightlyReport, cosines: Any | None) -> dict[str, str]:
-    """report.json, report.md and (from the second day on) drift.png."""
+def _quality_figure(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Next-day HR and NDCG (model and popularity) and drift over the dates of ``daily_quality``."""
+    scored = [r for r in rows if r.get("users")]
+    fig = Figure(figsize=(8, 3.5), dpi=100)
+    left, right = fig.subplots(1, 2)
+    days = [r["dt"] for r in scored]
+    for key, style, label in (
+        ("hr", "o-", "HR (model)"),
+        ("ndcg", "s-", "NDCG (model)"),
+        ("popularity_hr", "o--", "HR (popularity)"),
+        ("popularity_ndcg", "s--", "NDCG (popularity)"),
+    ):
+        left.plot(days, [r[key] for r in scored], style, label=label)
+    left.set(title="next-day quality of yesterday's recommendations", ylabel=f"@{rows[-1]['k']}")
+    left.legend(fontsize=7)
+    drifted = [r for r in rows if r.get("mean_cosine") is not None]
+    right.plot([r["dt"] for r in drifted], [r["mean_cosine"] for r in drifted], "o-", label="mean cosine to previous")
+    right.plot(
+        [r["dt"] for r in drifted], [r["top_interest_changed"] for r in drifted], "s-", label="top interest changed"
+    )
+    right.set(title="drift", ylim=(0, 1.05))
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_report(
+    out: Path, report: NightlyReport, cosines: Any | None, quality_rows: list[dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """report.json, report.md, (from the second day on) drift.png, and quality.png over the dates."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
+    if quality_rows and any(r.get("users") or r.get("mean_cosine") is not None for r in quality_rows):
+        _quality_figure(out / "quality.png", quality_rows)
+        files["quality_figure"] = str(out / "quality.png")
     d = report.drift
     if d is not None and cosines is not None and len(cosines):
         fig = Figure(figsize=(6, 3.5), dpi=100)
@@ -297,6 +370,20 @@ def write_report(out: Path, report: NightlyReport, cosines: Any | None) -> dict[
         ]
     else:
         lines += ["Drift: no earlier partition to compare with.", ""]
+    qy = report.quality
+    if qy is not None and qy.users:
+        lines += [
+            f"Next-day quality of {qy.previous_date}'s recommendations on {report.date}'s steps "
+            f"({qy.users:,} users active on both days): HR@{qy.k} {qy.hr:.4f}, NDCG@{qy.k} {qy.ndcg:.4f} "
+            f"(popularity {qy.popularity_hr:.4f} / {qy.popularity_ndcg:.4f}).",
+            "",
+        ]
+    elif qy is not None:
+        lines += [f"Next-day quality: nothing to score ({qy.note or 'no user active on both days'}).", ""]
+    if qy is not None and qy.alerts:
+        lines += ["**Alerts:**", *[f"- {a}" for a in qy.alerts], ""]
+    if "quality_figure" in files:
+        lines += ["![quality](quality.png)", ""]
     lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in report.timings_s.items()), ""]
     (out / "report.md").write_text("\n".join(lines))
     return files

@@ -26,7 +26,7 @@ from interest.models.export import (
     save_model,
     warm_start,
 )
-from interest.nightly import run_nightly
+from interest.nightly import QualityAlertError, run_nightly
 from interest.serving.pipeline import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, dates, version
 from interest.serving.publish import history as table_history
@@ -110,6 +110,82 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
         np.testing.assert_array_equal(i1.embedding[item], i2.embedding[item])
     assert day2.drift.users_in_both > 0 and 0 < day2.drift.mean_cosine <= 1.0
     assert Path(day2.report_files["drift_figure"]).stat().st_size > 1000
+    # tomorrow's truth: one daily_quality row per date; DATE's scores PREV's recommendations
+    # exactly as this independent reading of the same files does
+    quality = spark.table(f"nightly_days.{cfg.quality.table}").toPandas().sort_values("dt").reset_index(drop=True)
+    assert list(quality.dt) == [PREV, DATE] and quality.users[0] == 0  # nothing published before PREV
+    expected = _next_day_truth(spark, cfg, planted, PREV, DATE)
+    row = quality.iloc[1]
+    assert row.previous_date == PREV and row.users == expected["users"] > 50
+    for key in ("hr", "ndcg", "popularity_hr", "popularity_ndcg"):
+        assert row[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert row.hr > row.popularity_hr  # the planted interests carry over to the next day
+    assert day2.quality.hr == pytest.approx(row.hr) and Path(day2.report_files["quality_figure"]).stat().st_size > 1000
+    assert "Next-day quality of" in Path(day2.report_files["markdown"]).read_text()
+    # an alert: a bound the night cannot meet flags the row and the report, and fails the job when asked to
+    strict = cfg_for(
+        planted,
+        "nightly_days",
+        "sessionize.min_item_count=60",
+        "nightly.retrain=false",
+        "quality.min_hr=1.01",
+        "quality.fail_on_alert=true",
+    )
+    with pytest.raises(QualityAlertError, match=r"next-day HR@10 0\.\d+ is below quality.min_hr 1.01"):
+        run_nightly(spark, strict, DATE)
+    again = spark.table(f"nightly_days.{cfg.quality.table}").where(f"dt = '{DATE}'").toPandas()
+    assert len(again) == 1 and "below quality.min_hr" in again.alerts[0][0]  # replaced, not appended
+    assert "**Alerts:**" in Path(day2.report_files["markdown"]).read_text()
+
+
+def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str, float]:
+    """Next-day HR@10/NDCG@10 of ``prev``'s recommendations on ``date``'s steps, in plain pandas."""
+    recs = table_rows(spark, cfg, prev, cfg.embed.recommendations_table)
+    top = {u: [r["item_id"] for r in rs][:10] for u, rs in zip(recs.user_id, recs.recommendations)}
+    vocab = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={prev}")
+    names = vocab.set_index("item_idx").item_id
+    popular = list(vocab.sort_values(["count", "item_id"], ascending=[False, True]).item_id)
+    infer = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={prev}/infer")
+    seen = {u: set(names.reindex(h).dropna()) for u, h in zip(infer.user_id, infer.history_idx)}
+    day = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={date}/day")
+    ranks = []
+    for user, items in zip(day.user_id, day["items"]):
+        if user not in top:
+            continue
+        new = [i for i in items if i not in seen.get(user, set())]
+        if not new:
+            continue
+        pop = [i for i in popular if i not in seen.get(user, set())][:10]
+        ranks.append(
+            (top[user].index(new[0]) + 1 if new[0] in top[user] else 0, pop.index(new[0]) + 1 if new[0] in pop else 0)
+        )
+    r = np.array(ranks)
+
+    def ndcg(col: np.ndarray) -> float:
+        return float(np.mean(np.where(col > 0, 1.0 / np.log2(np.maximum(col, 1) + 1.0), 0.0)))
+
+    return {
+        "users": len(r),
+        "hr": float(np.mean(r[:, 0] > 0)),
+        "ndcg": ndcg(r[:, 0]),
+        "popularity_hr": float(np.mean(r[:, 1] > 0)),
+        "popularity_ndcg": ndcg(r[:, 1]),
+    }
+
+
+def test_quality_alerts_fire_on_a_low_value_a_drop_or_drift_and_not_on_too_few_users():
+    from interest.config import QualityConfig
+    from interest.serving.quality import NextDayQuality, alerts
+
+    q = QualityConfig(min_hr=0.2, max_drop=0.3, max_top_interest_changed=0.5, min_users=20)
+    ok = NextDayQuality(DATE, PREV, 100, 0.30, 0.2, 0.1, 0.05, 10, 0.9, 0.1)
+    assert alerts(ok, {"dt": PREV, "hr": 0.32}, q) == []
+    dropped = alerts(ok, {"dt": PREV, "hr": 0.50}, q)
+    assert dropped == [f"next-day HR@10 fell from 0.5000 ({PREV}) to 0.3000, more than quality.max_drop 30%"]
+    low = NextDayQuality(DATE, PREV, 100, 0.10, 0.05, 0.1, 0.05, 10, 0.9, 0.7)
+    assert [a.split(" ")[0] for a in alerts(low, None, q)] == ["next-day", "top"]
+    few = NextDayQuality(DATE, PREV, 5, 0.0, 0.0, 0.1, 0.05, 10)
+    assert alerts(few, {"dt": PREV, "hr": 0.5}, q) == []  # five users say nothing
 
 
 def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():

@@ -61,6 +61,7 @@ class SessionizePaths:
     vocab: str
     rejects: str
     sessions: str
+    day: str  # each user's steps on the date itself (tomorrow's truth for yesterday's recommendations)
     summary: str
 
     @classmethod
@@ -72,6 +73,7 @@ class SessionizePaths:
             vocab=f"{p.resolve('vocab')}/dt={date}",
             rejects=f"{p.resolve('rejects')}/dt={date}",
             sessions=f"{p.resolve('sessions')}/dt={date}",
+            day=f"{p.resolve('sequences')}/dt={date}/day",
             summary=f"{p.resolve('reports')}/sessionize/dt={date}/summary.json",
         )
 

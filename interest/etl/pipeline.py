@@ -225,7 +225,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
             stats = _statistics(built, cfg.sessionize.min_train_steps)
             _check_accounting(intake, built, int(stats["events"]))
             paths = SessionizePaths.for_date(cfg, date)
-            _write_outputs(spark, cfg, paths, intake, built, int(stats["users"]), label)
+            _write_outputs(spark, cfg, date, paths, intake, built, int(stats["users"]), label)
             summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started)
             storage.write_text(
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
@@ -360,13 +360,15 @@ def _check_accounting(intake: _Intake, built: _Built, events_in_sequences: int) 
 def _write_outputs(
     spark: SparkSession,
     cfg: Config,
+    date: str,
     paths: SessionizePaths,
     intake: _Intake,
     built: _Built,
     n_users: int,
     label: JobLabels,
 ) -> None:
-    """Each output replaced atomically: rejects, vocabulary, sessions (optional), sequences."""
+    """Each output replaced atomically: rejects, vocabulary, sessions (optional), the day's steps,
+    sequences."""
     s = cfg.sessionize
     label("write rejects")
     io.replace_atomically(
@@ -383,6 +385,12 @@ def _write_outputs(
         io.replace_atomically(
             spark, paths.sessions, lambda p: sessions.sessions_table(built.events).write.mode("overwrite").parquet(p)
         )
+    label("write the day's steps")
+    io.replace_atomically(
+        spark,
+        paths.day,
+        lambda p: sessions.day_items(built.events, date, s.collapse_repeats).write.mode("overwrite").parquet(p),
+    )
     label("write sequences")
     io.replace_atomically(
         spark,

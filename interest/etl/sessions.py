@@ -147,3 +147,15 @@ def sessions_table(events: DataFrame) -> DataFrame:
         )
         .withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
     )
+
+
+def day_items(events: DataFrame, date: str, collapse_repeats: bool) -> DataFrame:
+    """Each user's steps on ``date`` (UTC), in time order: ``user_id``, ``items`` (item ids).
+
+    Tomorrow's truth: the nightly of D scores D-1's published recommendations against these.
+    """
+    start = F.to_timestamp(F.lit(date))
+    today = events.where((F.col("ts") >= start) & (F.col("ts") < start + F.expr("INTERVAL 1 DAY")))
+    steps = to_steps(today, collapse_repeats)
+    ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in ORDER], F.col("item_id"))))
+    return steps.groupBy("user_id").agg(ordered.alias("_s")).select("user_id", F.col("_s.item_id").alias("items"))

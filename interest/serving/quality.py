@@ -1,0 +1,176 @@
+"""Tomorrow's truth: how well yesterday's published recommendations predicted today's clicks.
+
+The nightly of D scores the recommendations published for the previous date P (normally D-1)
+against the steps users took on D (``sequences/dt=D/day``, written by sessionize):
+
+- users: those with a recommendation row at P and at least one step on D that is new to them
+  (not in their history at P, which the recommendations already excluded);
+- the target is the first such new item on D; HR@k and NDCG@k of P's top-k list for it;
+- the popularity baseline ranks P's most counted items (``vocab/dt=P``), minus the user's history.
+
+It is the offline proxy of online quality, one row per date in the ``daily_quality`` table,
+plotted over dates in the report; alerts fire on a low value, a day-over-day drop, or drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from interest.config import Config, QualityConfig
+from interest.data.files import SessionizePaths
+from interest.serving import publish
+
+log = logging.getLogger(__name__)
+
+DDL = (
+    "previous_date STRING, users BIGINT, hr DOUBLE, ndcg DOUBLE, popularity_hr DOUBLE, popularity_ndcg DOUBLE, "
+    "k INT, mean_cosine DOUBLE, top_interest_changed DOUBLE, alerts ARRAY<STRING>"
+)
+
+
+@dataclass(frozen=True)
+class NextDayQuality:
+    """One date's row of ``daily_quality`` (metrics are None when there was nothing to score)."""
+
+    date: str
+    previous_date: str | None
+    users: int
+    hr: float | None
+    ndcg: float | None
+    popularity_hr: float | None
+    popularity_ndcg: float | None
+    k: int
+    mean_cosine: float | None = None
+    top_interest_changed: float | None = None
+    alerts: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def _ranks(frame: DataFrame, k: int, popular: list[str]) -> DataFrame:
+    """Add ``target`` (the first new item of the day), ``rank`` in the model's top-k and
+    ``pop_rank`` in the popularity top-k (1-based; 0 = missed)."""
+    new_today = F.filter("items", lambda x: ~F.array_contains("seen", x))
+    popular_unseen = F.slice(
+        F.filter(F.array(*[F.lit(i) for i in popular]), lambda x: ~F.array_contains("seen", x)), 1, k
+    )
+    return (
+        frame.withColumn("target", F.element_at(new_today, 1))
+        .where(F.col("target").isNotNull())
+        .withColumn("_top", F.slice("rec_ids", 1, k))
+        .withColumn("_pop", popular_unseen)
+        .withColumn("rank", F.expr("array_position(_top, target)"))  # the Python API takes a literal only
+        .withColumn("pop_rank", F.expr("array_position(_pop, target)"))
+        .drop("_top", "_pop")
+    )
+
+
+def _ndcg(rank: Column) -> Column:
+    return F.when(rank > 0, 1.0 / F.log2(rank.cast("double") + 1.0)).otherwise(0.0)
+
+
+def next_day_quality(spark: SparkSession, cfg: Config, date: str) -> NextDayQuality:
+    """Score the latest recommendations published before ``date`` against ``date``'s steps."""
+    e, k = cfg.embed, cfg.quality.k
+    empty = NextDayQuality(date, None, 0, None, None, None, None, k)
+    earlier = [d for d in publish.dates(spark, e.database, e.recommendations_table) if d < date]
+    if not earlier:
+        return dataclasses.replace(empty, note="no recommendations published before this date")
+    prev = earlier[-1]
+    then, now = SessionizePaths.for_date(cfg, prev), SessionizePaths.for_date(cfg, date)
+    try:
+        day = spark.read.parquet(now.day)
+        history = spark.read.parquet(then.infer).select("user_id", "history_idx")
+        vocab = spark.read.parquet(then.vocab).select("item_idx", "item_id", "count")
+    except Exception as exc:  # an input of an older layout or removed by hand: say so, do not fail the night
+        log.warning(f"next-day quality skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return dataclasses.replace(empty, previous_date=prev, note="inputs missing")
+    seen = (
+        history.select("user_id", F.explode("history_idx").alias("item_idx"))
+        .join(vocab, "item_idx")
+        .groupBy("user_id")
+        .agg(F.collect_set("item_id").alias("seen"))
+    )
+    recs = (
+        spark.table(publish.table_name(e.database, e.recommendations_table))
+        .where(F.col("dt") == prev)
+        .select("user_id", F.transform("recommendations", lambda r: r["item_id"]).alias("rec_ids"))
+    )
+    max_history = int(history.agg(F.max(F.size("history_idx"))).collect()[0][0] or 0)
+    popular = [r.item_id for r in vocab.orderBy(F.desc("count"), "item_id").limit(k + max_history).collect()]
+    both = (
+        recs.join(day, "user_id")
+        .join(seen, "user_id", "left")
+        .withColumn("seen", F.coalesce("seen", F.array().cast("array<string>")))
+    )
+    row = (
+        _ranks(both, k, popular)
+        .agg(
+            F.count(F.lit(1)).alias("users"),
+            F.avg((F.col("rank") > 0).cast("double")).alias("hr"),
+            F.avg(_ndcg(F.col("rank"))).alias("ndcg"),
+            F.avg((F.col("pop_rank") > 0).cast("double")).alias("popularity_hr"),
+            F.avg(_ndcg(F.col("pop_rank"))).alias("popularity_ndcg"),
+        )
+        .collect()[0]
+    )
+    return NextDayQuality(
+        date, prev, int(row["users"]), row["hr"], row["ndcg"], row["popularity_hr"], row["popularity_ndcg"], k
+    )
+
+
+def alerts(today: NextDayQuality, before: dict[str, Any] | None, q: QualityConfig) -> list[str]:
+    """What a person should look at today, in words (empty: nothing)."""
+    out = []
+    if today.users >= q.min_users and today.hr is not None:
+        if q.min_hr is not None and today.hr < q.min_hr:
+            out.append(f"next-day HR@{q.k} {today.hr:.4f} is below quality.min_hr {q.min_hr}")
+        prev_hr = (before or {}).get("hr")
+        if q.max_drop is not None and prev_hr and today.hr < prev_hr * (1 - q.max_drop):
+            out.append(
+                f"next-day HR@{q.k} fell from {prev_hr:.4f} ({(before or {}).get('dt')}) to {today.hr:.4f}, "
+                f"more than quality.max_drop {q.max_drop:.0%}"
+            )
+    changed = today.top_interest_changed
+    if q.max_top_interest_changed is not None and changed is not None and changed > q.max_top_interest_changed:
+        out.append(
+            f"top interest changed for {changed:.1%} of users, more than quality.max_top_interest_changed "
+            f"{q.max_top_interest_changed:.0%}"
+        )
+    return out
+
+
+def previous_row(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] | None:
+    """The latest ``daily_quality`` row before ``date`` that scored any users, if any."""
+    name = publish.table_name(cfg.embed.database, cfg.quality.table)
+    if not spark.catalog.tableExists(name):
+        return None
+    rows = spark.table(name).where((F.col("dt") < date) & (F.col("users") > 0)).orderBy(F.desc("dt")).limit(1).collect()
+    return rows[0].asDict() if rows else None
+
+
+def history(spark: SparkSession, cfg: Config) -> list[dict[str, Any]]:
+    """Every ``daily_quality`` row, oldest first (for the report's plot)."""
+    name = publish.table_name(cfg.embed.database, cfg.quality.table)
+    if not spark.catalog.tableExists(name):
+        return []
+    return [r.asDict() for r in spark.table(name).orderBy("dt").collect()]
+
+
+def publish_quality(spark: SparkSession, cfg: Config, row: NextDayQuality, location: str) -> None:
+    """Write ``row`` as the date's partition of ``daily_quality`` (replacing a re-run's)."""
+    e = cfg.embed
+    publish.ensure_table(spark, e.database, cfg.quality.table, DDL, location, e.table_format)
+    values = {c: getattr(row, c) for c in ("previous_date", "users", "hr", "ndcg", "popularity_hr", "popularity_ndcg")}
+    values.update(
+        k=row.k, mean_cosine=row.mean_cosine, top_interest_changed=row.top_interest_changed, alerts=row.alerts
+    )
+    frame = spark.createDataFrame([values], schema=DDL)
+    publish.publish_partition(
+        spark, e.database, cfg.quality.table, row.date, frame, publish.Gates(), location, e.table_format
+    )
