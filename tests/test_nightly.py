@@ -105,9 +105,25 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     assert "reused the previous model" in day2.model.action
     i1 = table_rows(spark, cfg, PREV, cfg.embed.item_table).set_index("item_id")
     i2 = table_rows(spark, cfg, DATE, cfg.embed.item_table).set_index("item_id")
-    assert set(i2.index) == set(i1.index)
+    assert set(i2.index) == set(v2) and set(i2[~i2.is_cold_start].index) == set(i1.index)
+    assert not i1.is_cold_start.any() and i2.is_cold_start.sum() == len(v2) - len(v1)
     for item in i1.index[:20]:
         np.testing.assert_array_equal(i1.embedding[item], i2.embedding[item])
+    # cold items start from their category: for users of an interest, the new items of that
+    # category score above the other new items
+    cold = i2[i2.is_cold_start]
+    users = table_rows(spark, cfg, DATE).set_index("user_id")
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    vectors = np.stack(cold.embedding.to_numpy())  # [C, D]
+    wins, pairs = 0, 0
+    for user, interest in recs.top_interest.dropna().items():
+        mine = (cold.category == interest).to_numpy()
+        if not mine.any() or mine.all():
+            continue
+        scores = vectors @ np.asarray(users.embedding[user])  # [C]
+        wins += int((scores[mine][:, None] > scores[~mine][None, :]).sum())
+        pairs += int(mine.sum() * (~mine).sum())
+    assert pairs > 1000 and wins / pairs > 0.8, (wins, pairs)
     assert day2.drift.users_in_both > 0 and 0 < day2.drift.mean_cosine <= 1.0
     assert Path(day2.report_files["drift_figure"]).stat().st_size > 1000
     # tomorrow's truth: one daily_quality row per date; DATE's scores PREV's recommendations
@@ -188,7 +204,7 @@ def test_quality_alerts_fire_on_a_low_value_a_drop_or_drift_and_not_on_too_few_u
     assert alerts(few, {"dt": PREV, "hr": 0.5}, q) == []  # five users say nothing
 
 
-def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
+def test_warm_start_copies_old_rows_and_starts_new_ones_from_their_category():
     args = dict(max_len=8, dim=8, heads=2, blocks=1, memory_slots=2)
     old = build_encoder("memory", vocab_size=10, **args)
     new = build_encoder("memory", vocab_size=14, **args)
@@ -197,6 +213,14 @@ def test_warm_start_copies_old_rows_and_keeps_new_ones_fresh():
     assert any("items" in name for name in grown)
     np.testing.assert_array_equal(np.asarray(new.item_table)[:10], np.asarray(old.item_table))
     np.testing.assert_array_equal(np.asarray(new.item_table)[10:], fresh_tail)
+    # with the new vocabulary, new items start from their category's trained items
+    vocab = pd.DataFrame({"item_idx": range(2, 14), "category": list("aabbaabbabxy"), "count": 1})
+    again = build_encoder("memory", vocab_size=14, **args)
+    warm_start(again, old, vocab)
+    table, trained = np.asarray(again.item_table), np.asarray(old.item_table)
+    np.testing.assert_allclose(table[10], trained[[2, 3, 6, 7]].mean(axis=0), rtol=1e-6)  # category a
+    np.testing.assert_allclose(table[11], trained[[4, 5, 8, 9]].mean(axis=0), rtol=1e-6)  # category b
+    np.testing.assert_allclose(table[12], trained[2:10].mean(axis=0), rtol=1e-6)  # unknown category: the prior
     with pytest.raises(ValueError, match="cannot warm start"):
         warm_start(build_encoder("self_attention", vocab_size=14, **args), old)
 

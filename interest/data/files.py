@@ -161,6 +161,7 @@ class TrainData:
     spec: SequenceSpec
     item_counts: np.ndarray  # [V] step counts per item index (0 for pad/unknown)
     eval_rows: dict[str, np.ndarray]  # load_rows(...) of a fixed user sample
+    vocab: pd.DataFrame | None = None  # item_idx, item_id, category, count (new items' starting vectors)
 
 
 def training_data(cfg: Config, date: str) -> tuple[TrainData, pd.DataFrame]:
@@ -179,4 +180,4 @@ def training_data(cfg: Config, date: str) -> tuple[TrainData, pd.DataFrame]:
     vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
     spec = SequenceSpec.from_config(cfg, vocab_size)
     eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
-    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows), vocab
+    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows, vocab), vocab

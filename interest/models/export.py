@@ -30,6 +30,7 @@ import pandas as pd
 
 from interest import storage
 from interest.errors import UserError
+from interest.models.cold import cold_item_rows
 from interest.models.encoders import Encoder, build_encoder
 
 
@@ -162,12 +163,13 @@ def model_as_of(models_root: str, encoder: str, date: str) -> str:
     return found
 
 
-def warm_start(new: Encoder, old: Encoder) -> list[str]:
+def warm_start(new: Encoder, old: Encoder, vocab: pd.DataFrame | None = None) -> list[str]:
     """Copy ``old``'s weights into ``new`` (same architecture, possibly a bigger vocabulary).
 
-    Tables that grew (the item table when new items arrived) get their old rows copied and keep
-    the fresh initialisation for the new rows, so an item keeps its learned vector. Returns the
-    names of the weights that were only partly copied.
+    Tables that grew (the item table when new items arrived) get their old rows copied, so an
+    item keeps its learned vector. New items start from their category's mean vector (or the
+    popularity prior) when ``vocab`` (the new vocabulary) is given, else from the fresh
+    initialisation. Returns the names of the weights that were only partly copied.
     """
     if new.kind != old.kind or len(new.weights) != len(old.weights):
         raise ValueError(
@@ -184,6 +186,8 @@ def warm_start(new: Encoder, old: Encoder) -> list[str]:
             raise ValueError(f"cannot warm start {target.path}: {old_value.shape} -> {value.shape}")
         rows = min(len(value), len(old_value))
         value[:rows] = old_value[:rows]
+        if vocab is not None and target.path == new.item_table.path and len(value) > rows:
+            value[rows:] = cold_item_rows(old_value, vocab, len(value))
         target.assign(value)
         partial.append(target.path)
     return partial

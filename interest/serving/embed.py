@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interest import faults
+from interest.models.cold import cold_item_rows
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
@@ -81,8 +82,12 @@ def embed_frame(
     top_n: int,
     cold_min_steps: int,
     version: str,
+    table: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model)."""
+    """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model).
+
+    ``table`` ([V, D], default the model's item table) is what recommendations are scored
+    against: with :func:`scoring_table`, items newer than the model can be recommended too."""
     encoder = model.encoder
     vocab_size = encoder.args["vocab_size"]
     feats = {f: np.stack(pdf[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [B, L]
@@ -92,7 +97,7 @@ def embed_frame(
     user = l2_normalize(np.asarray(out["user"]))  # [B, D]
     interests = l2_normalize(np.asarray(out["interests"]))  # [B, K, D]
     attention = np.asarray(out["attention"])  # [B, L]
-    table = np.asarray(encoder.item_table)  # [V, D]
+    table = np.asarray(encoder.item_table) if table is None else table  # [V, D]
     scores = user @ table.T  # [B, V]
     scores[:, :FIRST_ITEM] = -np.inf
     histories = pdf["history_idx"].to_numpy() if "history_idx" in pdf else list(seen)
@@ -100,7 +105,7 @@ def embed_frame(
     for i in range(len(pdf)):
         hist = np.asarray(histories[i])
         s = scores[i].copy()
-        s[hist[(hist >= FIRST_ITEM) & (hist < vocab_size)]] = -np.inf  # recommend what is new to them
+        s[hist[(hist >= FIRST_ITEM) & (hist < len(s))]] = -np.inf  # recommend what is new to them
         best = np.argpartition(-s, min(top_n, len(s) - 1))[:top_n]
         best = best[np.argsort(-s[best], kind="stable")]
         best = best[np.isfinite(s[best])]
@@ -182,16 +187,16 @@ def embed_users(
     if "category" in vocab and vocab["category"].notna().any():
         cats = np.array(["<none>"] * size, dtype=object)
         cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
-    shared = spark.sparkContext.broadcast((ids, cats))
+    shared = spark.sparkContext.broadcast((ids, cats, scoring_table(model, vocab)))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         loaded = _model(SparkFiles.get(shipped))
-        item_ids, categories = shared.value
+        item_ids, categories, table = shared.value
         for pdf in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
             if len(pdf):
-                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version)
+                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
 
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:
@@ -247,16 +252,29 @@ def fallback_users(
     )
 
 
+def scoring_table(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
+    """The model's item table, extended to every item of the date's vocabulary: items newer than
+    the model get their category's mean vector, or the popularity prior (``models.cold``).
+    Returns [V, D] with V = max(the model's, the vocabulary's size)."""
+    trained = np.asarray(model.encoder.item_table)  # [V0, D]
+    size = int(max(vocab["item_idx"].max() + 1 if len(vocab) else 0, len(trained)))
+    return np.concatenate([trained, cold_item_rows(trained, vocab, size)]) if size > len(trained) else trained
+
+
 def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
-    """The model's item table as rows: item_idx, item_id, category, embedding (L2-normalised)."""
-    table = l2_normalize(np.asarray(model.encoder.item_table))
-    known = vocab[(vocab["item_idx"] >= FIRST_ITEM) & (vocab["item_idx"] < len(table))].sort_values("item_idx")
+    """Every item of the date's vocabulary as rows: item_idx, item_id, category, embedding
+    (L2-normalised), and ``is_cold_start`` for items the model has not trained yet."""
+    table = l2_normalize(scoring_table(model, vocab))
+    trained = int(model.encoder.item_table.shape[0])
+    items = vocab[vocab["item_idx"] >= FIRST_ITEM].sort_values("item_idx")
+    idx = items["item_idx"].to_numpy()
     return pd.DataFrame(
         {
-            "item_idx": known["item_idx"].astype("int32").to_numpy(),
-            "item_id": known["item_id"].astype(str).to_numpy(),
-            "category": known["category"].to_numpy() if "category" in known else None,
-            "embedding": [table[i].tolist() for i in known["item_idx"].to_numpy()],
+            "item_idx": idx.astype("int32"),
+            "item_id": items["item_id"].astype(str).to_numpy(),
+            "category": items["category"].to_numpy() if "category" in items else None,
+            "embedding": [table[i].tolist() for i in idx],
             "model_version": model.version,
+            "is_cold_start": idx >= trained,
         }
     )

@@ -37,7 +37,10 @@ USER_DDL = (
     "top_items ARRAY<STRUCT<item_id: STRING, weight: FLOAT>>, n_events BIGINT, "
     "is_cold_start BOOLEAN, model_version STRING"
 )
-ITEM_DDL = "item_idx INT, item_id STRING, category STRING, embedding ARRAY<FLOAT>, model_version STRING"
+ITEM_DDL = (
+    "item_idx INT, item_id STRING, category STRING, embedding ARRAY<FLOAT>, model_version STRING, "
+    "is_cold_start BOOLEAN"  # an item newer than the model: its category's mean vector (models.cold)
+)
 RECS_DDL = (
     "user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score: FLOAT>>, "
     "top_interest STRING, model_version STRING"

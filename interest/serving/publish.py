@@ -15,6 +15,7 @@ replaces its rows exactly. Every run first writes its rows to a folder no reader
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pyspark.sql.types import StructType, _parse_datatype_string
 
 from interest import io, storage
 from interest.errors import RetryableError, UserError
+
+log = logging.getLogger(__name__)
 
 STAGING = "_staging"  # Delta tables: staged runs live in <table>/_staging, which Delta and VACUUM skip
 
@@ -143,7 +146,14 @@ def ensure_table(
                 f"{table_format}: set embed.table_format: {provider}, or convert it "
                 f"(CONVERT TO DELTA / a new table); the table was left as it is"
             )
-        _check_schema(f"{database}.{table}", spark.table(name).schema, expected)
+        actual = spark.table(name).schema
+        added = [f for f in expected.fields if f.name not in actual.fieldNames()]
+        if added and all(f.name in expected.fieldNames() for f in actual.fields):  # a newer release's columns
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
+            log.info(f"table {database}.{table}: added column(s) {columns} (earlier partitions read them as null)")
+            actual = spark.table(name).schema
+        _check_schema(f"{database}.{table}", actual, expected)
         return
     using = "DELTA" if table_format == "delta" else "PARQUET"
     try:

@@ -138,7 +138,7 @@ class Trainer:
             if t.init_from:
                 from interest.models.export import load_model, warm_start
 
-                grown = warm_start(self.encoder, load_model(t.init_from).encoder)
+                grown = warm_start(self.encoder, load_model(t.init_from).encoder, data.vocab)
                 self.log(f"warm start from {t.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
             self.optimizer = keras.optimizers.Adam(
                 learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98, weight_decay=t.weight_decay or None

@@ -134,3 +134,15 @@ def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spar
         ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
     assert spark.read.format("delta").load(str(tmp_path / "d")).count() == 1
     spark.sql(f"DROP DATABASE {db} CASCADE")
+
+
+@pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
+def test_a_column_added_by_a_newer_release_is_added_to_the_table_and_old_dates_read_null(spark, table):
+    db, location, fmt = table
+    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0])), UNIT, location, fmt)
+    newer = f"{DDL}, is_cold_start BOOLEAN"
+    ensure_table(spark, db, "t", newer, location, fmt)
+    frame = spark.createDataFrame([("b", [1.0], True)], schema=newer)
+    publish_partition(spark, db, "t", "2026-11-26", frame, UNIT, location, fmt)
+    got = {r.user_id: (r.dt, r.is_cold_start) for r in spark.table(f"`{db}`.`t`").collect()}
+    assert got == {"a": ("2026-11-25", None), "b": ("2026-11-26", True)}
