@@ -50,6 +50,7 @@ class PathsConfig:
     checkpoints: str = "{root}/checkpoints"
     warehouse: str = "{root}/warehouse"
     metastore: str = "{root}/metastore"
+    mlruns: str = "{root}/mlruns"  # the MLflow file store when tracking.uri is not set
     logs: str = "{root}/_logs"  # one file per job run, at debug level with full traces ("" = none)
 
     def resolve(self, name: str) -> str:
@@ -225,6 +226,15 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow run tracking (interest.tracking)."""
+
+    enabled: bool = True
+    uri: str | None = None  # a tracking server (http://...) on a cluster; None: a file store at paths.mlruns
+    experiment: str = "interest"  # runs go to <experiment>/train and <experiment>/nightly
+
+
+@dataclass(frozen=True)
 class NightlyConfig:
     retrain: bool = True
     warm_start: bool = True
@@ -254,6 +264,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 from pyspark.sql import SparkSession
 
-from interest import logs, storage
+from interest import logs, storage, tracking
 from interest.config import Config
 from interest.errors import UserError
 from interest.etl.pipeline import SessionizeSummary, run_sessionize
@@ -176,9 +176,34 @@ def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -
         )
     log.info(f"done in {timings['total']:.1f} s")
     report = dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
+    _track(cfg, report)
     if scored.alerts and cfg.quality.fail_on_alert:
         raise QualityAlertError(f"quality alert ({len(scored.alerts)}): " + "; ".join(scored.alerts))
     return report
+
+
+def _track(cfg: Config, report: NightlyReport) -> None:
+    """The night as one MLflow run: stage timings, gate results, drift, next-day quality, alerts."""
+    e, q, d = report.embed, report.quality, report.drift
+    tags = {"date": report.date, "table": report.table, "model_version": report.model.version}
+    with tracking.track(cfg, "nightly", f"nightly dt={report.date}", tags) as run:
+        run.params({"date": report.date, "encoder": report.encoder, "model": report.model.action})
+        gates = {
+            f"gate.{p.table}.{name}": float(g.ok)
+            for p in (e.users, e.items, e.recommendations)
+            for name, g in p.gates.items()
+        }
+        s = report.sessionize
+        counts = {"rows_in": s.rows_in, "events_kept": s.events_kept, "users": s.users, "published": e.rows}
+        run.metrics({"timings_s": report.timings_s, "counts": counts, **gates})
+        if d is not None:
+            run.metrics({"drift": {k: getattr(d, k) for k in ("users_in_both", "mean_cosine", "top_interest_changed")}})
+        if q is not None:
+            run.metrics(
+                {"next_day": {k: getattr(q, k) for k in ("users", "hr", "ndcg", "popularity_hr", "popularity_ndcg")}}
+            )
+            run.tags({"alerts": "; ".join(q.alerts) or "none"})
+        run.tags({"report": report.report_files.get("markdown")})
 
 
 class QualityAlertError(UserError, RuntimeError):

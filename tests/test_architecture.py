@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "cli": 2,
     "synth": 2,
     "locks": 2,
+    "tracking": 2,
     "io": 3,
     "data": 3,
     "etl": 4,

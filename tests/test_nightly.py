@@ -152,6 +152,40 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     again = spark.table(f"nightly_days.{cfg.quality.table}").where(f"dt = '{DATE}'").toPandas()
     assert len(again) == 1 and "below quality.min_hr" in again.alerts[0][0]  # replaced, not appended
     assert "**Alerts:**" in Path(day2.report_files["markdown"]).read_text()
+    _check_mlflow_runs(cfg, day2)
+
+
+def _check_mlflow_runs(cfg, day2) -> None:
+    """Each night is an MLflow run with its timings, gates, drift and next-day quality; the
+    training run has its parameters, one metric step per epoch, the test metrics and the model."""
+    from mlflow import MlflowClient
+
+    from interest.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg))
+    nightly = client.get_experiment_by_name("interest/nightly")
+    runs = client.search_runs([nightly.experiment_id], "tags.table = 'nightly_days.user_interest_embeddings'")
+    by_date = {}
+    for run in runs:
+        by_date.setdefault(run.data.tags["date"], []).append(run)
+    assert sorted(by_date) == [PREV, DATE] and len(by_date[DATE]) == 2  # the strict re-run is a run too
+    night = next(r for r in by_date[DATE] if r.data.tags["alerts"] == "none")
+    m = night.data.metrics
+    assert night.info.status == "FINISHED" and m["timings_s.total"] > 0 and m["counts.published"] == day2.embed.rows
+    assert m["next_day.hr"] == pytest.approx(day2.quality.hr) and m["drift.mean_cosine"] == pytest.approx(
+        day2.drift.mean_cosine
+    )
+    assert m[f"gate.nightly_days.{cfg.embed.table}.finite_embedding"] == 1.0
+    train = client.get_experiment_by_name("interest/train")
+    [trained] = client.search_runs(
+        [train.experiment_id], f"tags.date = '{PREV}' and tags.model_dir LIKE '%models_nightly_days%'"
+    )
+    assert trained.data.params["model.dim"] == "32" and trained.data.params["train.batch_size"] == "64"
+    losses = client.get_metric_history(trained.info.run_id, "loss")
+    assert sorted(h.step for h in losses) == list(range(1, len(losses) + 1)) and len(losses) >= 1
+    assert trained.data.metrics["test.full_ndcg_at_10"] > 0 and trained.data.tags["model_dir"].endswith(
+        trained.data.tags["version"]
+    )
 
 
 def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from interest import logs, storage
+from interest import logs, storage, tracking
 from interest.config import Config
 from interest.data.files import TrainData, training_data
 from interest.models.encoders import Encoder
@@ -96,6 +96,7 @@ def _train_and_export(
         result.encoder, vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
     )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
+    _track(cfg, date, model_dir, metrics)
     k, test, pop = cfg.eval.k, metrics["test"], metrics["popularity"]["test"]
     log.info(
         f"done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
@@ -104,6 +105,16 @@ def _train_and_export(
     )
     log.info(f"model: {model_dir}")
     return TrainOutcome(model_dir, metrics)
+
+
+def _track(cfg: Config, date: str, model_dir: str, metrics: dict[str, Any]) -> None:
+    """The training run in MLflow: parameters, one step per epoch, the final metrics, the model."""
+    tags = {"date": date, "encoder": cfg.model.encoder, "model_dir": model_dir, "version": storage.name(model_dir)}
+    with tracking.track(cfg, "train", f"{cfg.model.encoder} dt={date}", tags) as run:
+        run.params({"date": date, "model": asdict(cfg.model), "train": asdict(cfg.train), "eval": asdict(cfg.eval)})
+        for row in metrics["history"]:
+            run.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        run.metrics({k: metrics[k] for k in ("test", "valid", "popularity", "train_seconds", "wall_seconds", "steps")})
 
 
 def final_metrics(
