@@ -22,8 +22,9 @@ def test_walkthrough_notebook_executes_with_figures(tmp_path, monkeypatch):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    # distributions, validation curves, three attention heatmaps, the embedding projection
-    assert len(images) >= 6, len(images)
+    # distributions, validation curves, three attention heatmaps, the embedding projection,
+    # next-day quality and drift over the nights
+    assert len(images) >= 7, len(images)
     for kind in ("self_attention", "hierarchical", "memory"):
         assert (tmp_path / "data" / f"attention_{kind}.png").stat().st_size > 10_000
     text = "".join(o.get("text", "") for o in outputs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -55,6 +56,17 @@ def _permuted(block: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tens
     n = tf.shape(block["item_idx"])[0]
     order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))  # [n]
     return {name: tf.gather(values, order) for name, values in block.items()}
+
+
+class _Stopping:
+    """Stops and joins a Petastorm reader's workers on ``close``."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def close(self) -> None:
+        self.reader.stop()
+        self.reader.join()
 
 
 def _quiet_petastorm() -> contextlib.AbstractContextManager:
@@ -123,7 +135,8 @@ def petastorm_batches(
         quiet.__exit__(None, None, None)
         raise
     try:
-        with reader:
+        # Reader's own __exit__ would also print "Cache cleanup complete." to stdout (we use no cache)
+        with contextlib.closing(_Stopping(reader)):
             ds = make_petastorm_dataset(reader)  # one element per row group
             L = spec.max_len
 
