@@ -312,7 +312,7 @@ def _quality_figure(path: Path, rows: list[dict[str, Any]]) -> None:
         ("popularity_ndcg", "s--", "NDCG (popularity)"),
     ):
         left.plot(days, [r[key] for r in scored], style, label=label)
-    left.set(title="next-day quality of yesterday's recommendations", ylabel=f"@{rows[-1]['k']}")
+    left.set(title="next-day quality", ylabel=f"@{rows[-1]['k']}, previous night's list", ylim=(0, None))
     left.legend(fontsize=7)
     drifted = [r for r in rows if r.get("mean_cosine") is not None]
     right.plot([r["dt"] for r in drifted], [r["mean_cosine"] for r in drifted], "o-", label="mean cosine to previous")
