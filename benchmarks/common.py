@@ -80,3 +80,15 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(
         [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in cells[1:]]]
     )
+
+
+def generated_clickstream(overrides: list[str], app: str):
+    """``conf/local.yaml`` with ``overrides``, its generated clickstream written (not timed) and a
+    SparkSession to sessionize it: (cfg, spark)."""
+    from interest.config import load_config
+    from interest.spark import get_spark
+    from interest.synth import generate
+
+    cfg = load_config(ROOT / "conf" / "local.yaml", overrides)
+    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    return cfg, get_spark(cfg, app)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, table  # noqa: E402
+from common import ROOT, generated_clickstream, machine, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 DATE = "2026-11-26"
@@ -35,8 +35,6 @@ def main() -> None:
 
     from interest.config import load_config
     from interest.etl.pipeline import run_sessionize
-    from interest.spark import get_spark
-    from interest.synth import generate
     from interest.training.distributed import train_on_spark
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-dist-bench-"))
@@ -52,9 +50,7 @@ def main() -> None:
         "sessionize.min_row_groups=16",
         "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}",
     ]
-    cfg = load_config(ROOT / "conf" / "local.yaml", base)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
-    spark = get_spark(cfg, "interest-dist-bench")
+    cfg, spark = generated_clickstream(base, "interest-dist-bench")
     summary = run_sessionize(spark, cfg, DATE)
     rows = []
     for workers in (1, 2):

@@ -1,11 +1,12 @@
 """MovieLens 100K under the SASRec paper's protocol: all three encoders beside popularity.
 
-    python benchmarks/ml100k.py --epochs 200 [--ml100k ../shared/data/ml-100k]
+    python benchmarks/ml100k.py [--epochs N] [--set key=value ...] [--ml100k ../shared/data/ml-100k]
 
 Sessionized by this project (conf/ml100k.yaml: every rating an interaction, all items kept,
-maxlen 200), temporal leave-one-out, d=50, 2 blocks, 1 head, dropout 0.2, batch 128, Adam 1e-3,
-up to ``--epochs`` epochs keeping the best validation NDCG@10. Test metrics with full ranking and
-with 100 distinct sampled negatives (mean ± std over seeds 1, 2, 3; validation draws its own seed).
+maxlen 200), temporal leave-one-out, d=50, 2 blocks, 1 head, dropout 0.2, the profile's batch,
+precision and epochs (``--epochs`` overrides them), keeping the best validation HR@10. Test metrics
+with full ranking and with 100 distinct sampled negatives (mean ± std over seeds 1, 2, 3; validation
+draws its own seed).
 A model-free id-adjacency rule is reported as a leakage sentinel (see interest.evaluation.leakage).
 """
 
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument(
         "--ml100k", default=os.environ.get("ML100K_DIR", str(ROOT.parent / "shared" / "data" / "ml-100k"))
     )
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's train.epochs")
     parser.add_argument("--encoders", nargs="+", default=["self_attention", "hierarchical", "memory"])
     parser.add_argument("--work", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -44,14 +45,12 @@ def main() -> None:
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-ml100k-"))
-    base = [
-        f"paths.root={work}",
-        f"ingest.path={udata}",
-        f"train.epochs={args.epochs}",
-        f"train.patience={args.epochs}",
-        *args.overrides,
-    ]
+    base = [f"paths.root={work}", f"ingest.path={udata}"]
+    if args.epochs is not None:
+        base += [f"train.epochs={args.epochs}", f"train.patience={args.epochs}"]
+    base += args.overrides
     cfg = load_config(ROOT / "conf" / "ml100k.yaml", base)
+    args.epochs = cfg.train.epochs
     spark = get_spark(cfg, "interest-ml100k")
     summary = run_sessionize(spark, cfg, DATE)
     spark.stop()

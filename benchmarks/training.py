@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, table  # noqa: E402
+from common import ROOT, generated_clickstream, machine, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 DATE = "2026-11-26"
@@ -65,8 +65,6 @@ def main() -> None:
     from interest.config import load_config
     from interest.data.files import SequenceSpec, SessionizePaths
     from interest.etl.pipeline import run_sessionize
-    from interest.spark import get_spark
-    from interest.synth import generate
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-train-bench-"))
@@ -76,9 +74,7 @@ def main() -> None:
         "generator.days=14",
         "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}",
     ]
-    cfg = load_config(ROOT / "conf" / "local.yaml", base)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
-    spark = get_spark(cfg, "interest-train-bench")
+    cfg, spark = generated_clickstream(base, "interest-train-bench")
     pipeline_rows, train_rows = [], []
     for length in args.lengths:
         at_length = [

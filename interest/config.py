@@ -153,8 +153,11 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     # full_softmax: every item; sampled_softmax: in-batch + uniform negatives with log-Q correction;
-    # bce: SASRec's original loss (one uniform negative per position, binary cross-entropy)
-    objective: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
+    # bce: SASRec's original loss (one uniform negative per position, binary cross-entropy);
+    # auto: full_softmax up to sampled_above_items items, sampled_softmax above (an epoch's cost
+    # of the full softmax grows with the catalogue; BENCHMARKS.md measures both at 50k items)
+    objective: Literal["auto", "full_softmax", "sampled_softmax", "bce"] = "auto"
+    sampled_above_items: int = 20000
     num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
     in_batch_negatives: bool = True  # sampled softmax: also use the batch's targets as negatives
     batch_size: int = 128
@@ -177,6 +180,12 @@ class TrainConfig:
     fail_at_step: int | None = None  # test-only hook: the last worker raises once at this step
     init_from: str | None = None  # warm start: an exported model folder to copy weights from
     step_timeout_s: float = 900.0  # a training step slower than this is a hang: fail loudly
+    # XLA-compile the forward and backward pass: static shapes (every position scored, padding
+    # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
+    jit_compile: bool = False
+    # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32; ~8 % faster
+    # steps on an AVX512-BF16 CPU at the same quality (BENCHMARKS.md)
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 

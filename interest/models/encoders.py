@@ -19,6 +19,8 @@ so one objective and one evaluation serve all three.
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from interest.models.layers import (
@@ -82,6 +84,20 @@ class Encoder(keras.Model):
         )
         self.dim, self.max_len = dim, max_len
         self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets, dropout, name="embed")
+
+    def __call__(self, *args, **kwargs):
+        out = super().__call__(*args, **kwargs)
+        # under mixed precision the layers compute in bfloat16; what leaves the encoder (sequence
+        # states for the loss, user vectors for ranking) is float32, a no-op otherwise
+        return {name: ops.cast(v, "float32") if "float" in str(v.dtype) else v for name, v in out.items()}
+
+    def infer(self, inputs: dict) -> dict[str, np.ndarray]:
+        """Inference outputs of a batch ({feature: [B, L] int32}) through one compiled graph,
+        traced once per batch shape: eager calls of a Keras model are several times slower."""
+        fn = self.__dict__.get("_infer_fn")
+        if fn is None:  # set past Keras' attribute tracking: a tf.function is not a layer
+            fn = self.__dict__["_infer_fn"] = tf.function(lambda x: self(x, training=False), reduce_retracing=True)
+        return {name: v.numpy() for name, v in fn(inputs).items()}
 
     @property
     def item_table(self):
@@ -159,7 +175,7 @@ class HierarchicalEncoder(Encoder):
     def call(self, inputs, training=None, return_matrix=False):
         items, sessions = inputs["item_idx"], inputs["session_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
-        keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
+        keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
         causal = causal_mask(self.max_len)[None]  # [1, L, L]
         same = ops.equal(sessions[:, :, None], sessions[:, None, :])  # [B, L, L]
         in_session = ops.logical_and(ops.logical_and(causal, same), keep[:, None, :])  # [B, L, L]
@@ -224,7 +240,7 @@ class MemoryEncoder(Encoder):
     def call(self, inputs, training=None, return_matrix=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
-        keep_f = ops.cast(keep, "float32")[..., None]  # [B, L, 1]
+        keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
         causal = causal_mask(self.max_len)[None]  # [1, L, L]
         x = self.embed(inputs, training=training)  # [B, L, D]
         for block in self.blocks_:
@@ -284,12 +300,21 @@ class TransformerFF(layers.Layer):
         return {**super().get_config(), "dim": self.dim, "mult": self.mult, "dropout": self.dropout_rate}
 
 
-def build_encoder(kind: str, **args) -> Encoder:
-    """Create and build an encoder by name (``self_attention``, ``hierarchical``, ``memory``)."""
+def build_encoder(kind: str, precision: str = "float32", **args) -> Encoder:
+    """Create and build an encoder by name (``self_attention``, ``hierarchical``, ``memory``).
+
+    ``precision`` is a Keras dtype policy (``mixed_bfloat16``: bfloat16 compute, float32 weights)
+    for training; an exported model is rebuilt in float32 from the same weights.
+    """
     if kind not in ENCODERS:
         raise ValueError(f"unknown encoder {kind!r}; choose one of {sorted(ENCODERS)}")
-    encoder = ENCODERS[kind](**args)
-    encoder(encoder.dummy_inputs(), training=False)  # create the weights
+    before = keras.config.dtype_policy()  # layers read the global policy when they are created
+    keras.config.set_dtype_policy(precision)
+    try:
+        encoder = ENCODERS[kind](**args)
+        encoder(encoder.dummy_inputs(), training=False)  # create the weights
+    finally:
+        keras.config.set_dtype_policy(before)
     return encoder
 
 

@@ -17,21 +17,24 @@ from keras import layers, ops
 NEG_INF = -1e9
 
 
-def scaled_dot_product_attention(q, k, v, mask=None):
+def scaled_dot_product_attention(q, k, v, mask=None, empty_rows_zero=True):
     """softmax(QKᵀ/√d_k)·V with a boolean mask.
 
     q: [..., Lq, d_k], k: [..., Lk, d_k], v: [..., Lk, d_v], mask: broadcastable to [..., Lq, Lk].
     Returns (output [..., Lq, d_v], weights [..., Lq, Lk]); each weight row sums to 1, or to 0
-    when the query has no allowed key.
+    when the query has no allowed key. Masked keys get exactly 0 (exp(-1e9) underflows).
+    ``empty_rows_zero=False`` skips zeroing the rows of queries with no key, one pass over the
+    [Lq, Lk] weights forward and backward: for training, where those rows (padding) are zeroed
+    downstream anyway.
     """
-    d_k = ops.shape(q)[-1]
-    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) / ops.sqrt(ops.cast(d_k, q.dtype))  # [..., Lq, Lk]
+    q = q * ops.cast(1.0 / math.sqrt(q.shape[-1]), q.dtype)  # scale Q [..., Lq, d], not the scores
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # [..., Lq, Lk]
     if mask is not None:
         mask = ops.cast(mask, "bool")
         scores = ops.where(mask, scores, ops.cast(NEG_INF, scores.dtype))
     weights = ops.softmax(scores, axis=-1)
-    if mask is not None:
-        weights = weights * ops.cast(mask, weights.dtype)  # exact zeros, and rows with no key -> 0
+    if mask is not None and empty_rows_zero:
+        weights = weights * ops.cast(mask, weights.dtype)  # rows with no key -> 0
     return ops.matmul(weights, v), weights  # [..., Lq, d_v], [..., Lq, Lk]
 
 
@@ -79,7 +82,8 @@ class MultiHeadAttention(layers.Layer):
         key = query if key is None else key
         q, k, v = self._split(self.q(query)), self._split(self.k(key)), self._split(self.v(key))
         m = None if attention_mask is None else ops.expand_dims(attention_mask, 1)  # [B, 1, Lq, Lk]
-        out, weights = scaled_dot_product_attention(q, k, v, m)  # [B, H, Lq, d], [B, H, Lq, Lk]
+        # training: rows of padding queries are zeroed by the block after (x * keep)
+        out, weights = scaled_dot_product_attention(q, k, v, m, empty_rows_zero=not training)  # [B,H,Lq,d], [B,H,Lq,Lk]
         out = ops.transpose(out, (0, 2, 1, 3))
         out = ops.reshape(out, (ops.shape(out)[0], ops.shape(out)[1], self.dim))  # [B, Lq, D]
         return self.drop(self.o(out), training=training), weights

@@ -64,6 +64,7 @@ def sampled_softmax_loss(
     num_negatives: int,
     seed: tf.Tensor,
     in_batch: bool = True,
+    pool: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """h [N, D], y [N] -> per-position loss [N] against sampled candidates.
 
@@ -72,23 +73,35 @@ def sampled_softmax_loss(
     accidental hits). With uniform negatives only, the log-Q correction is a constant and changes
     nothing: the loss then matches the sampled-negatives evaluation protocol.
     """
+    pool = y if pool is None else pool  # in-batch candidates come from here; pad ids are masked
     n = tf.shape(y)[0]
     vocab = tf.shape(table)[0]
     uniform = tf.random.stateless_uniform(
         [num_negatives], seed=seed + 1, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32
     )
     if in_batch and num_negatives:
-        pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(n, 1), dtype=tf.int32)
-        cands = tf.concat([tf.gather(y, pick), uniform], 0)  # [C]
+        pick = tf.random.stateless_uniform(
+            [num_negatives], seed=seed, maxval=tf.maximum(tf.shape(pool)[0], 1), dtype=tf.int32
+        )
+        cands = tf.concat([tf.gather(pool, pick), uniform], 0)  # [C]
     else:
         cands = uniform
     pos = tf.reduce_sum(h * tf.gather(table, y), -1, keepdims=True)  # [N, 1]
     neg = tf.matmul(h, tf.gather(table, cands), transpose_b=True)  # [N, C]
     pos -= tf.gather(log_q, y)[:, None]
     neg -= tf.gather(log_q, cands)[None]
-    neg = tf.where(tf.equal(y[:, None], cands[None]), tf.cast(-1e9, neg.dtype), neg)
+    clash = tf.equal(y[:, None], cands[None]) | (cands < FIRST_ITEM)[None]  # [N, C]
+    neg = tf.where(clash, tf.cast(-1e9, neg.dtype), neg)
     logits = tf.concat([pos, neg], 1)  # [N, 1 + C]
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.zeros([n], tf.int32), logits=logits)
+
+
+def resolve_objective(objective: str, vocab_size: int, sampled_above_items: int) -> str:
+    """``auto`` -> full softmax for a catalogue of up to ``sampled_above_items`` real items, sampled
+    softmax above it; any other name is kept."""
+    if objective != "auto":
+        return objective
+    return "sampled_softmax" if vocab_size - FIRST_ITEM > sampled_above_items else "full_softmax"
 
 
 def next_item_loss(
@@ -100,19 +113,34 @@ def next_item_loss(
     num_negatives: int = 0,
     seed: tf.Tensor | None = None,
     in_batch: bool = True,
+    dense: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L]."""
-    h, y = gather_targets(sequence, targets)
+    """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L].
+
+    ``dense`` scores every position and zeroes the padded ones instead of gathering the real
+    targets first: more arithmetic, but static shapes, which XLA needs to compile a step once.
+    """
+    sequence = tf.cast(sequence, table.dtype)  # mixed precision: logits and loss stay float32
+    pool = None
+    if dense:
+        pool = tf.reshape(targets, [-1])  # [B*L]
+        valid = pool >= FIRST_ITEM
+        h, y = tf.reshape(sequence, [-1, tf.shape(sequence)[-1]]), tf.where(valid, pool, FIRST_ITEM)
+    else:
+        h, y = gather_targets(sequence, targets)
     if objective == "full_softmax":
         losses = full_softmax_loss(h, y, table)
     elif objective == "sampled_softmax":
         if log_q is None or seed is None:
             raise ValueError("sampled_softmax needs log_q and a seed")
-        losses = sampled_softmax_loss(h, y, table, log_q, num_negatives, seed, in_batch)
+        losses = sampled_softmax_loss(h, y, table, log_q, num_negatives, seed, in_batch, pool)
     elif objective == "bce":
         if seed is None:
             raise ValueError("bce needs a seed")
         losses = bce_loss(h, y, table, seed)
     else:
         raise ValueError(f"unknown objective {objective!r}")
+    if dense:
+        weight = tf.cast(valid, losses.dtype)  # [B*L]
+        return tf.reduce_sum(losses * weight), tf.reduce_sum(tf.cast(weight, tf.float32))
     return tf.reduce_sum(losses), tf.cast(tf.size(y), tf.float32)

@@ -23,7 +23,7 @@ def encode(encoder: Encoder, rows: dict[str, np.ndarray], split: str, batch: int
     for start in range(0, n, batch):
         chunk = {k: tf.constant(v[start : start + batch]) for k, v in rows.items() if k in SEQUENCE_FEATURES}
         inputs, _ = split_view(chunk, split)
-        out.append(encoder(inputs, training=False)["user"].numpy())
+        out.append(encoder.infer(inputs)["user"])
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), np.float32)
 
 

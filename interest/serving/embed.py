@@ -10,13 +10,14 @@ reused model keeps working on newer data.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pyspark import SparkFiles
+from pyspark import SparkFiles, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -52,6 +53,11 @@ def _model(path: str):
     """Load a model once per Python process."""
     if path not in _MODELS:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        task = TaskContext.get()
+        if task is not None and "tensorflow" not in sys.modules:
+            # one TensorFlow thread per core of the task: Spark already runs a task per core, and
+            # each one's TensorFlow taking every core of the machine oversubscribes it
+            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(task.cpus()))
         from interest.models.export import load_model
 
         _MODELS[path] = load_model(path)
@@ -71,6 +77,55 @@ def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[t
     for item, w in zip(items[real].tolist(), weights[real].tolist()):
         totals[item] = totals.get(item, 0.0) + w
     return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def top_n_unseen(
+    user: np.ndarray, table: np.ndarray, histories, n: int, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The n best-scoring real items per user that are not in their history, a block of users at
+    a time: one matrix product and one ``top_k`` for n + (the longest history) candidates, which
+    leaves n unseen ones after the seen items are dropped. No per-user Python, and the [users,
+    items] scores never exist for more than ``block`` users (80,000 items: 80 MiB).
+
+    user [B, D], table [V, D], histories: per user the item indices seen ([B, L] or ragged) ->
+    (items [B, n], scores [B, n]) best first; a slot with nothing left to recommend scores -inf.
+    """
+    import tensorflow as tf
+
+    hist = [np.asarray(h, dtype=np.int64) for h in histories]
+    b, real_items = len(hist), table.shape[0] - FIRST_ITEM
+    n = max(min(n, real_items), 0)
+    longest = max((len(h) for h in hist), default=0)
+    k = min(n + longest, real_items)
+    items = np.zeros((b, k), np.int64)
+    scores = np.full((b, k), -np.inf, np.float32)
+    if n and k:
+        candidates = tf.constant(table[FIRST_ITEM:], tf.float32)  # [V - 2, D]: never pad or unknown
+        for start in range(0, b, block):
+            top = _top_k(tf.constant(user[start : start + block], tf.float32), candidates, k)
+            items[start : start + block] = top.indices.numpy() + FIRST_ITEM  # [block, k], best first
+            scores[start : start + block] = top.values.numpy()
+    # drop what each user has seen: (user, item) keys of the candidates looked up among the history's
+    seen_keys = np.repeat(np.arange(b, dtype=np.int64), [len(h) for h in hist]) * table.shape[0]
+    seen_keys += np.concatenate(hist) if hist else np.zeros(0, np.int64)
+    seen = np.isin(np.arange(b, dtype=np.int64)[:, None] * table.shape[0] + items, seen_keys)  # [B, k]
+    scores[seen] = -np.inf
+    keep = np.argsort(seen, axis=1, kind="stable")[:, :n]  # the first n unseen, order kept
+    return np.take_along_axis(items, keep, 1), np.take_along_axis(scores, keep, 1)
+
+
+_TOP_K: dict[str, Any] = {}
+
+
+def _top_k(user, candidates, k: int):
+    """matmul then top_k as one compiled graph (built once per process)."""
+    import tensorflow as tf
+
+    if "fn" not in _TOP_K:
+        _TOP_K["fn"] = tf.function(
+            lambda u, c, k: tf.math.top_k(tf.matmul(u, c, transpose_b=True), k), reduce_retracing=True
+        )
+    return _TOP_K["fn"](user, candidates, tf.constant(k, tf.int32))
 
 
 def embed_frame(
@@ -93,30 +148,25 @@ def embed_frame(
     feats = {f: np.stack(pdf[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [B, L]
     seen = feats["item_idx"]
     feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
-    out = encoder(feats, training=False)
-    user = l2_normalize(np.asarray(out["user"]))  # [B, D]
-    interests = l2_normalize(np.asarray(out["interests"]))  # [B, K, D]
-    attention = np.asarray(out["attention"])  # [B, L]
+    out = encoder.infer(feats)
+    user = l2_normalize(out["user"])  # [B, D]
+    interests = l2_normalize(out["interests"])  # [B, K, D]
+    attention = out["attention"]  # [B, L]
     table = np.asarray(encoder.item_table) if table is None else table  # [V, D]
-    scores = user @ table.T  # [B, V]
-    scores[:, :FIRST_ITEM] = -np.inf
     histories = pdf["history_idx"].to_numpy() if "history_idx" in pdf else list(seen)
+    best, best_scores = top_n_unseen(user, table, histories, top_n)  # [B, n] each
     rows = []
     for i in range(len(pdf)):
-        hist = np.asarray(histories[i])
-        s = scores[i].copy()
-        s[hist[(hist >= FIRST_ITEM) & (hist < len(s))]] = -np.inf  # recommend what is new to them
-        best = np.argpartition(-s, min(top_n, len(s) - 1))[:top_n]
-        best = best[np.argsort(-s[best], kind="stable")]
-        best = best[np.isfinite(s[best])]
-        recs = [(str(item_ids[j]), float(s[j])) for j in best]
+        found = np.isfinite(best_scores[i])
+        recs = [(str(item_ids[j]), float(v)) for j, v in zip(best[i][found], best_scores[i][found])]
+        best_i = best[i][found]
         explain = [
             (str(item_ids[j]) if j < len(item_ids) else None, float(w))
             for j, w in top_weighted_items(seen[i], attention[i], top_k)
         ]
         top_interest = None
-        if len(best):
-            labels = categories[best] if categories is not None else item_ids[best[:1]]
+        if len(best_i):
+            labels = categories[best_i] if categories is not None else item_ids[best_i[:1]]
             values, counts = np.unique(labels.astype(str), return_counts=True)
             top_interest = str(values[np.argmax(counts)])
         rows.append(
@@ -201,7 +251,11 @@ def embed_users(
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:
         needed.append("history_idx")
-    return rows.select(*needed).mapInPandas(run, EMBED_SCHEMA)
+    rows = rows.select(*needed)
+    cores = spark.sparkContext.defaultParallelism
+    if rows.rdd.getNumPartitions() < cores:  # a small input is one partition: inference would use one core
+        rows = rows.repartition(cores)
+    return rows.mapInPandas(run, EMBED_SCHEMA)
 
 
 def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:

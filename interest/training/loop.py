@@ -29,7 +29,7 @@ from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import item_log_q, next_item_loss
+from interest.models.objective import item_log_q, next_item_loss, resolve_objective
 from interest.scoring.offline import evaluate_split
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class TrainResult:
     seconds: float = 0.0
     resumed_from_step: int | None = None
     stopped_early: bool = False
+    objective: str = ""  # what train.objective resolved to (auto: by catalogue size)
 
 
 def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule | float:
@@ -134,7 +135,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * t.epochs
         keras.utils.set_random_seed(t.seed)
         with self.strategy.scope():
-            self.encoder = build_encoder(cfg.model.encoder, **encoder_args(cfg.model, data.spec))
+            self.encoder = build_encoder(cfg.model.encoder, precision=t.precision, **encoder_args(cfg.model, data.spec))
             if t.init_from:
                 from interest.models.export import load_model, warm_start
 
@@ -148,6 +149,7 @@ class Trainer:
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_ndcg")
             self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
         self._best_weights: list[np.ndarray] | None = None
+        self.objective = resolve_objective(t.objective, data.spec.vocab_size, t.sampled_above_items)
         self.log_q = tf.constant(item_log_q(data.item_counts, t.num_negatives, t.num_negatives))
         self._train_step = self._make_train_step()
         strategy = self.strategy
@@ -162,6 +164,26 @@ class Trainer:
         t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
         replicas = strategy.num_replicas_in_sync
 
+        def loss_and_grads(inputs, targets, seed):
+            with tf.GradientTape() as tape:
+                out = encoder(inputs, training=True)
+                loss_sum, n = next_item_loss(
+                    out["sequence"],
+                    targets,
+                    encoder.item_table,
+                    self.objective,
+                    self.log_q,
+                    t.num_negatives,
+                    seed,
+                    t.in_batch_negatives,
+                    dense=t.jit_compile,
+                )
+                loss = loss_sum / tf.maximum(n, 1.0) / replicas
+            return loss_sum, n, tape.gradient(loss, encoder.trainable_variables)
+
+        if t.jit_compile:  # XLA fuses the forward and backward pass; the all-reduce stays outside it
+            loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
         def replica_step(batch, step):
             inputs, targets = split_view(batch, "train")  # [B, L] each
             seed = tf.stack(
@@ -170,22 +192,8 @@ class Trainer:
                     step * 1000 + tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64),
                 ]
             )
-            with tf.GradientTape() as tape:
-                out = encoder(inputs, training=True)
-                loss_sum, n = next_item_loss(
-                    out["sequence"],
-                    targets,
-                    encoder.item_table,
-                    t.objective,
-                    self.log_q,
-                    t.num_negatives,
-                    seed,
-                    t.in_batch_negatives,
-                )
-                loss = loss_sum / tf.maximum(n, 1.0) / replicas
-            variables = encoder.trainable_variables
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(grads, variables))
+            loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
+            self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
             return loss_sum, n
 
         @tf.function
@@ -261,7 +269,7 @@ class Trainer:
         t = self.cfg.train
         self._metric = f"{t.early_stop_metric}@{self.cfg.eval.k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
-        result = TrainResult(self.encoder)
+        result = TrainResult(self.encoder, objective=self.objective)
         self._resume(manager, checkpoint_dir, result)
         writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()
@@ -308,7 +316,7 @@ class Trainer:
             f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
             f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
             f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
-            f"{self.encoder.count_params():,} parameters, objective {t.objective}"
+            f"{self.encoder.count_params():,} parameters, objective {self.objective}"
         )
 
     def _run_epoch(

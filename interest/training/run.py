@@ -13,7 +13,7 @@ import tensorflow as tf
 from interest import logs, storage, tracking
 from interest.config import Config
 from interest.data.files import TrainData, training_data
-from interest.models.encoders import Encoder
+from interest.models.encoders import Encoder, build_encoder
 from interest.models.export import new_version, save_model
 from interest.scoring.offline import evaluate_popularity, evaluate_split
 from interest.training.loop import Trainer, TrainResult, WorkerInfo
@@ -39,6 +39,7 @@ _NOT_IN_CHECKPOINT_KEY = {
     "eval_every",
     "step_timeout_s",
     "progress_every_s",
+    "jit_compile",
 }
 
 
@@ -86,6 +87,10 @@ def _train_and_export(
     )
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
         result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
+    if cfg.train.precision != "float32":  # evaluate and export the model as it is served: float32
+        served = build_encoder(result.encoder.kind, **result.encoder.args)
+        served.set_weights(result.encoder.get_weights())
+        result.encoder = served
     if on_trained is not None:
         on_trained(result.encoder)
     if not worker.is_chief:
@@ -137,6 +142,7 @@ def final_metrics(
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "objective": result.objective,
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "train_seconds": round(result.seconds, 2),

@@ -145,3 +145,22 @@ def test_each_encoder_overfits_a_tiny_dataset(kind):
     y = np.asarray(targets)
     predicted = (seq @ np.asarray(enc.item_table).T)[..., 2:].argmax(-1) + 2
     assert (predicted[y > 1] == y[y > 1]).mean() == 1.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_bfloat16_keeps_the_contract_and_float32_outputs(kind):
+    """Training may compute in bfloat16; the weights, the outputs the loss and the ranking see, and
+    the process's global dtype policy stay float32, and the attention still sums to 1 on real steps."""
+    enc = build_encoder(kind, precision="mixed_bfloat16", max_len=12, **ARGS)
+    assert keras.config.dtype_policy().name == "float32"
+    assert {v.dtype for v in enc.trainable_variables} == {"float32"}
+    inp = batch()
+    out = enc.infer(inp)  # the compiled inference path
+    assert {v.dtype for v in out.values()} == {np.dtype("float32")}
+    np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=2e-2)
+    assert (out["attention"][inp["item_idx"] == 0] == 0).all()
+    # the same weights in a float32 encoder (what an export reloads) give nearly the same user
+    f32 = build_encoder(kind, max_len=12, **ARGS)
+    f32.set_weights(enc.get_weights())
+    np.testing.assert_allclose(f32.infer(inp)["user"], out["user"], atol=0.1)
+    np.testing.assert_allclose(f32.infer(inp)["user"], np.asarray(f32(inp, training=False)["user"]), atol=1e-5)

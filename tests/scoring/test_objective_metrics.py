@@ -113,3 +113,25 @@ def test_unknown_targets_are_excluded_and_counted():
         M.rank_full(scores, targets)
     with pytest.raises(ValueError, match="nothing to rank"):
         M.evaluate_scores(lambda a, b: scores[a:b], hist[:1], np.array([1]), 6, k=2)
+
+
+@pytest.mark.parametrize("objective", ["full_softmax", "sampled_softmax"])
+def test_dense_loss_equals_the_gathered_one(objective):
+    """The static-shape form XLA compiles scores every position and weights padding 0: the same
+    sum and count as gathering the real targets first."""
+    rng = np.random.default_rng(2)
+    seq = tf.constant(rng.normal(size=(3, 5, 4)).astype("float32"))
+    table = tf.constant(rng.normal(size=(9, 4)).astype("float32"))
+    targets = tf.constant([[0, 0, 4, 1, 7], [0, 2, 3, 8, 8], [0, 0, 0, 0, 6]], tf.int32)
+    log_q = tf.constant(O.item_log_q(np.arange(9), 0, 6))
+    args = (seq, targets, table, objective, log_q, 6, tf.constant([3, 4], tf.int64), False)
+    total, n = O.next_item_loss(*args)
+    dense_total, dense_n = O.next_item_loss(*args, dense=True)
+    assert float(n) == float(dense_n) == 7
+    np.testing.assert_allclose(float(dense_total), float(total), rtol=1e-5)
+
+
+def test_auto_objective_samples_only_above_the_catalogue_threshold():
+    assert O.resolve_objective("auto", 2 + 20_000, 20_000) == "full_softmax"
+    assert O.resolve_objective("auto", 2 + 20_001, 20_000) == "sampled_softmax"
+    assert O.resolve_objective("bce", 2 + 50_000, 20_000) == "bce"  # a named objective is kept

@@ -103,3 +103,50 @@ def test_a_user_who_has_seen_everything_gets_no_recommendation(model):
     everything = list(range(FIRST_ITEM, V))
     out = run(model, frame([[3, 4, 5, 6, 7]], n_steps=[5], histories=[everything]))
     assert out.recommendations[0] == [] and out.top_interest[0] is None
+
+
+def test_blocked_top_n_equals_ranking_each_user_alone():
+    """One matrix product, one scatter of the histories and one row-wise partition give what
+    sorting every user's scores on their own gives: the best unseen real items, best first."""
+    from interest.serving.embed import top_n_unseen
+
+    rng = np.random.default_rng(3)
+    user, table = rng.normal(size=(40, 8)), rng.normal(size=(30, 8))
+    histories = [rng.integers(0, 30, size=rng.integers(0, 29)) for _ in range(40)]  # ragged, with pads
+    histories[0] = np.arange(30)  # has seen everything: nothing to recommend
+    items, scores = top_n_unseen(user.copy(), table, histories, 5)
+    assert items.shape == scores.shape == (40, 5)
+    for u in range(40):
+        allowed = [j for j in range(2, 30) if j not in set(histories[u].tolist())]
+        expect = sorted(allowed, key=lambda j: -(user[u] @ table[j]))[:5]
+        found = np.isfinite(scores[u])
+        assert items[u][found].tolist() == expect
+        np.testing.assert_allclose(scores[u][found], [user[u] @ table[j] for j in expect], atol=1e-5)
+    assert not np.isfinite(scores[0]).any()
+
+
+@pytest.mark.slow
+def test_a_one_partition_input_is_embedded_on_every_core_with_the_same_rows(spark, planted, planted_model):
+    """An inference input smaller than Spark's split size arrives as one partition; the stage
+    spreads it over the default parallelism first, and that changes no row."""
+    from interest.models.export import load_model
+    from interest.serving.embed import embed_users
+
+    from conftest import DATE
+
+    model = load_model(str(planted_model))
+    rows = spark.read.parquet(f"{planted}/sequences/dt={DATE}/infer").coalesce(1)
+    assert rows.rdd.getNumPartitions() == 1
+    out = embed_users(spark, rows, model, model.vocab, 3, 5, 3, 64)
+    assert out.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism >= 2
+    got = out.select("user_id", "recommendations").toPandas().sort_values("user_id").reset_index(drop=True)
+    assert len(got) == rows.count() and got.user_id.is_unique
+    # the same users, ranked the same, by embed_frame on the whole input at once in this process
+    ids = np.array([None] * model.encoder.args["vocab_size"], dtype=object)
+    ids[model.vocab.item_idx.to_numpy()] = model.vocab.item_id.to_numpy()
+    alone = embed_frame(rows.toPandas(), model, ids, None, 3, 5, 3, model.version)
+    alone = alone.sort_values("user_id").reset_index(drop=True)
+    assert got.user_id.tolist() == alone.user_id.tolist()
+    assert [[r[0] for r in recs] for recs in got.recommendations] == [
+        [r[0] for r in recs] for recs in alone.recommendations
+    ]

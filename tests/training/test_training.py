@@ -60,6 +60,31 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
 
 
 @pytest.mark.slow
+def test_bfloat16_and_xla_training_learns_and_its_float32_export_reproduces_its_metrics(planted):
+    """The speed levers change how the step computes, not what it learns: with bfloat16 compute
+    and the XLA-compiled step (dense loss), self-attention still beats popularity, and the metrics
+    recorded are those of the float32 model that is exported and served."""
+    cfg = cfg_for(
+        planted,
+        "train.precision=mixed_bfloat16",
+        "train.jit_compile=true",
+        "paths.models='{root}/models_levers'",
+        "paths.checkpoints='{root}/ckpt_levers'",
+    )
+    out = train_and_export(cfg, DATE)
+    test, pop = out.metrics["test"], out.metrics["popularity"]["test"]
+    assert test["full_ndcg@10"] > 2.0 * pop["full_ndcg@10"], (test, pop)
+    assert out.metrics["objective"] == "full_softmax"  # auto, on a 300-item catalogue
+    from interest.data.files import training_data
+
+    data, _ = training_data(cfg, DATE)
+    loaded = load_model(out.model_dir)
+    assert {v.dtype for v in loaded.encoder.trainable_variables} == {"float32"}
+    again = evaluate_split(loaded.encoder, data.eval_rows, "test", 10, 100, tuple(cfg.eval.seeds))
+    assert again == pytest.approx(test, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_failure_resumes_from_the_last_checkpoint(planted, log_lines, fault_matrix):
     sets = [
         "model.encoder=memory",
