@@ -88,7 +88,8 @@ def _train_and_export(
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
         result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
     if cfg.train.precision != "float32":  # evaluate and export the model as it is served: float32
-        served = build_encoder(result.encoder.kind, **result.encoder.args)
+        args: dict[str, Any] = dict(result.encoder.args)
+        served = build_encoder(result.encoder.kind, **args)
         served.set_weights(result.encoder.get_weights())
         result.encoder = served
     if on_trained is not None:
