@@ -251,11 +251,7 @@ def embed_users(
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:
         needed.append("history_idx")
-    rows = rows.select(*needed)
-    cores = spark.sparkContext.defaultParallelism
-    if rows.rdd.getNumPartitions() < cores:  # a small input is one partition: inference would use one core
-        rows = rows.repartition(cores)
-    return rows.mapInPandas(run, EMBED_SCHEMA)
+    return rows.select(*needed).mapInPandas(run, EMBED_SCHEMA)
 
 
 def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:

@@ -123,30 +123,3 @@ def test_blocked_top_n_equals_ranking_each_user_alone():
         assert items[u][found].tolist() == expect
         np.testing.assert_allclose(scores[u][found], [user[u] @ table[j] for j in expect], atol=1e-5)
     assert not np.isfinite(scores[0]).any()
-
-
-@pytest.mark.slow
-def test_a_one_partition_input_is_embedded_on_every_core_with_the_same_rows(spark, planted, planted_model):
-    """An inference input smaller than Spark's split size arrives as one partition; the stage
-    spreads it over the default parallelism first, and that changes no row."""
-    from interest.models.export import load_model
-    from interest.serving.embed import embed_users
-
-    from conftest import DATE
-
-    model = load_model(str(planted_model))
-    rows = spark.read.parquet(f"{planted}/sequences/dt={DATE}/infer").coalesce(1)
-    assert rows.rdd.getNumPartitions() == 1
-    out = embed_users(spark, rows, model, model.vocab, 3, 5, 3, 64)
-    assert out.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism >= 2
-    got = out.select("user_id", "recommendations").toPandas().sort_values("user_id").reset_index(drop=True)
-    assert len(got) == rows.count() and got.user_id.is_unique
-    # the same users, ranked the same, by embed_frame on the whole input at once in this process
-    ids = np.array([None] * model.encoder.args["vocab_size"], dtype=object)
-    ids[model.vocab.item_idx.to_numpy()] = model.vocab.item_id.to_numpy()
-    alone = embed_frame(rows.toPandas(), model, ids, None, 3, 5, 3, model.version)
-    alone = alone.sort_values("user_id").reset_index(drop=True)
-    assert got.user_id.tolist() == alone.user_id.tolist()
-    assert [[r[0] for r in recs] for recs in got.recommendations] == [
-        [r[0] for r in recs] for recs in alone.recommendations
-    ]
