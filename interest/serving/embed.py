@@ -10,14 +10,13 @@ reused model keeps working on newer data.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pyspark import SparkFiles, TaskContext
+from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -53,11 +52,6 @@ def _model(path: str):
     """Load a model once per Python process."""
     if path not in _MODELS:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        task = TaskContext.get()
-        if task is not None and "tensorflow" not in sys.modules:
-            # one TensorFlow thread per core of the task: Spark already runs a task per core, and
-            # each one's TensorFlow taking every core of the machine oversubscribes it
-            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(task.cpus()))
         from interest.models.export import load_model
 
         _MODELS[path] = load_model(path)
