@@ -142,10 +142,12 @@ def embed_frame(
     feats = {f: np.stack(pdf[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [B, L]
     seen = feats["item_idx"]
     feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
-    out = encoder.infer(feats)
-    user = l2_normalize(out["user"])  # [B, D]
-    interests = l2_normalize(out["interests"])  # [B, K, D]
-    attention = out["attention"]  # [B, L]
+    # eager, not Encoder.infer: a graph traced for whichever batch shape a worker saw first can
+    # pick other kernels and change the last bits, and a re-run must reproduce the tables exactly
+    out = encoder(feats, training=False)
+    user = l2_normalize(np.asarray(out["user"]))  # [B, D]
+    interests = l2_normalize(np.asarray(out["interests"]))  # [B, K, D]
+    attention = np.asarray(out["attention"])  # [B, L]
     table = np.asarray(encoder.item_table) if table is None else table  # [V, D]
     histories = pdf["history_idx"].to_numpy() if "history_idx" in pdf else list(seen)
     best, best_scores = top_n_unseen(user, table, histories, top_n)  # [B, n] each
