@@ -1,10 +1,13 @@
-"""Benchmark the sessionize job on generated clickstreams of growing size.
+"""Benchmark the sessionize job on generated clickstreams of growing size, against DuckDB.
 
+    pip install -e '.[benchmark]'
     python benchmarks/sessionize.py --events 1000000 5000000 10000000
 
 Generation is not timed. Each size runs the real job (jobs/sessionize.py) in a fresh process with
 local[2]; wall time, events/s and the peak resident memory of the whole process tree (Python
-driver + JVM) are printed as a Markdown table.
+driver + JVM) are printed as a Markdown table. Then the same work as one DuckDB SQL script
+(benchmarks/duckdb_sessionize.py, 2 threads) runs on the same raw files in a fresh process: its
+time, the ratio, and whether the two agree on users, events kept and merged steps.
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ from pathlib import Path
 from common import ROOT, du, machine, run_measured, table
 
 DATE = "2026-11-26"
+HEADERS = [
+    "events in",
+    "raw bytes",
+    "users",
+    "wall s (job)",
+    "events/s",
+    "peak RSS GiB",
+    "stage s (in job)",
+    "DuckDB s",
+    "job / DuckDB",
+    "DuckDB RSS GiB",
+    "same counts",
+    "generate s",
+]
 
 
 def main() -> None:
@@ -26,6 +43,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB yardstick")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-bench-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -52,6 +70,27 @@ def main() -> None:
         if code:
             sys.exit(f"sessionize failed for {n} (see {root}.log)")
         summary = json.loads((root / "reports" / "sessionize" / f"dt={DATE}" / "summary.json").read_text())
+        duck = ["–", "–", "–", "–"]
+        if not args.no_duckdb:
+            log = root.with_suffix(".duckdb.log")
+            d_wall, d_peak, code = run_measured(
+                [
+                    sys.executable,
+                    "benchmarks/duckdb_sessionize.py",
+                    *("--raw", str(root / "raw" / "events"), "--out", str(root / "duckdb"), "--date", DATE),
+                ],
+                env,
+                log,
+            )
+            if code:
+                sys.exit(f"the DuckDB script failed for {n} (see {log})")
+            got = json.loads(log.read_text().strip().splitlines()[-1])
+            same = (got["users"], got["events_kept"], got["steps"]) == (
+                summary["users"],
+                summary["events_kept"],
+                summary["steps"],
+            )
+            duck = [f"{d_wall:.1f}", f"{wall / d_wall:.1f}x", f"{d_peak / 2**30:.2f}", "yes" if same else f"NO: {got}"]
         rows.append(
             [
                 f"{summary['rows_in']:,}",
@@ -61,32 +100,13 @@ def main() -> None:
                 f"{summary['rows_in'] / wall:,.0f}",
                 f"{peak / 2**30:.2f}",
                 f"{summary['wall_s']:.1f}",
+                *duck,
                 f"{gen_wall:.1f}",
             ]
         )
-        print(
-            table(
-                ["events in", "raw bytes", "users", "wall s", "events/s", "peak RSS GiB", "stage s", "generate s"],
-                rows[-1:],
-            ),
-            flush=True,
-        )
+        print(table(HEADERS, rows[-1:]), flush=True)
     print(f"\nmachine: {machine()}; local[2], driver memory {args.driver_memory}\n")
-    print(
-        table(
-            [
-                "events in",
-                "raw bytes",
-                "users",
-                "wall s (job)",
-                "events/s",
-                "peak RSS GiB",
-                "stage s (in job)",
-                "generate s",
-            ],
-            rows,
-        )
-    )
+    print(table(HEADERS, rows))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         "spark.sql.warehouse.dir": warehouse,
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
+        # The jobs cache frames only for the length of one stage (MEMORY_AND_DISK, spilling when
+        # short): compressing those column batches doubled what a cache cost (BENCHMARKS.md).
+        "spark.sql.inMemoryColumnarStorage.compressed": "false",
         # Spark's [Stage n:===>] bars redraw a terminal line; in a log file they are spam
         "spark.ui.showConsoleProgress": str(os.isatty(2)).lower(),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (

@@ -100,11 +100,15 @@ def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataF
 def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     """Valid rows -> deduplicated events with ``copies``, ``event_rank`` and a bot ``reject_reason``."""
     s = cfg.sessionize
-    valid = flagged.where(F.col("reject_reason").isNull() & ~F.col("outside")).select(
-        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order"
+    # One shuffle by user for the whole stage: deduplication, the bot windows, sessions, steps and
+    # sequences all group by user_id first, so this hash partitioning serves every one of them.
+    valid = (
+        flagged.where(F.col("reject_reason").isNull() & ~F.col("outside"))
+        .select("user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order")
+        .repartition("user_id")
     )
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
-    return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)
+    return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy).drop("day")
 
 
 def _quarantine(flagged: DataFrame, cleaned: DataFrame) -> DataFrame:
@@ -197,7 +201,7 @@ class _Built:
     rejected: dict[str, int]  # validation and bot rejects together
     events: DataFrame  # persisted, sessionized
     events_kept: int
-    steps: DataFrame
+    steps: DataFrame  # persisted
     items: DataFrame  # persisted vocabulary
     windows: DataFrame  # persisted
     seqs: DataFrame  # one inference row per user
@@ -231,7 +235,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
             )
         finally:
-            for frame in (built.windows, built.items, built.events, built.cleaned, intake.flagged):
+            for frame in (built.windows, built.items, built.steps, built.events, built.cleaned, intake.flagged):
                 frame.unpersist()
             label.clear()
         log.info(
@@ -289,9 +293,10 @@ def _build(
         events.unpersist()
         cleaned.unpersist()
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
+    # cached: the vocabulary, the sequences and the statistics all read the steps
     steps = sequences.mark_held_out(
         sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
-    )
+    ).persist(keep)
     label("vocabulary and sequences")
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts

@@ -31,9 +31,12 @@ def dedupe(df: DataFrame) -> DataFrame:
     """Collapse exact duplicates (same user, item, type, ts) to one row with a ``copies`` count.
 
     Aggregating (rather than dropDuplicates) keeps the surviving row's other columns
-    deterministic and lets the job count ``copies - 1`` removed rows per survivor.
+    deterministic and lets the job count ``copies - 1`` removed rows per survivor. Adds ``day``,
+    the event's UTC date, which the bot rules count by.
     """
-    return df.groupBy(*KEYS).agg(
+    # grouped by the UTC day too (a function of ts, so the groups are the same): the sort this
+    # needs then also serves the per-user-and-day bot windows that follow
+    return df.groupBy("user_id", F.to_date("ts").alias("day"), *KEYS[1:]).agg(
         F.min("category").alias("category"),
         F.min("dt").alias("dt"),
         F.min("ts_raw").alias("ts_raw"),
@@ -48,7 +51,7 @@ def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
     ``exclude`` rejects every row of such a user; ``cap`` keeps their first events of each day
     up to the threshold and rejects the rest.
     """
-    day = F.to_date("ts")
+    day = F.col("day") if "day" in df.columns else F.to_date("ts")
     per_day = Window.partitionBy("user_id", day)
     if policy == "exclude":
         flagged = df.withColumn("_n", F.count(F.lit(1)).over(per_day)).withColumn(
@@ -70,23 +73,24 @@ def sessionize(df: DataFrame, gap_minutes: float, max_events: int, max_minutes: 
     A new session starts when the gap to the previous event is at least ``gap_minutes``, and a
     long session is cut every ``max_events`` events and every ``max_minutes`` since it began.
     """
+    # Every window here runs over one ordering, (user_id, ts, ingest_order, event_rank), so Spark
+    # sorts the events once: a base session's start is carried forward as a running maximum
+    # (row numbers and times only grow along the order) instead of windowing by base session.
     by_user = Window.partitionBy("user_id").orderBy(*ORDER)
+    running = by_user.rowsBetween(Window.unboundedPreceding, 0)
     secs = F.col("ts").cast("double")
     df = df.withColumn("gap_s", secs - F.lag(secs).over(by_user))
-    df = df.withColumn(
-        "_base",
-        F.sum(F.when(F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60), 1).otherwise(0)).over(
-            by_user.rowsBetween(Window.unboundedPreceding, 0)
-        ),
+    df = df.withColumn("_rn", F.row_number().over(by_user)).withColumn(
+        "_new_base", F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60)
     )
-    in_base = Window.partitionBy("user_id", "_base").orderBy(*ORDER)
-    pos = F.row_number().over(in_base) - 1
-    since_start = secs - F.min(secs).over(Window.partitionBy("user_id", "_base"))
-    df = df.withColumn("_pos", pos).withColumn("_chunk", F.floor(since_start / (max_minutes * 60)))
-    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (F.col("_chunk") != F.lag("_chunk").over(in_base))
+    df = df.withColumn("_pos", F.col("_rn") - F.max(F.when(F.col("_new_base"), F.col("_rn"))).over(running)).withColumn(
+        "_chunk", F.floor((secs - F.max(F.when(F.col("_new_base"), secs)).over(running)) / (max_minutes * 60))
+    )
+    # the previous row is in the same base session unless _pos is 0, which cuts anyway
+    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (F.col("_chunk") != F.lag("_chunk").over(by_user))
     df = df.withColumn("_new", F.when(cut, 1).otherwise(0))
-    session = F.sum("_new").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
-    return df.withColumn("session_idx", session.cast("int")).drop("_base", "_pos", "_chunk", "_new")
+    session = F.sum("_new").over(running)
+    return df.withColumn("session_idx", session.cast("int")).drop("_rn", "_new_base", "_pos", "_chunk", "_new")
 
 
 def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
@@ -98,9 +102,14 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
     cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category", "n_events"]
     if not collapse_repeats:
         return df.withColumn("n_events", F.lit(1)).select(*cols)
-    in_session = Window.partitionBy("user_id", "session_idx").orderBy(*ORDER)
-    changed = F.when(F.lag("item_id").over(in_session) == F.col("item_id"), 0).otherwise(1)
-    run = F.sum("_changed").over(in_session.rowsBetween(Window.unboundedPreceding, 0))
+    # windows over the user's whole ordering (the one sessionize sorted by), not per session: a
+    # run also ends where the session does, and its number is then unique within the user
+    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
+    same = (F.lag("item_id").over(by_user) == F.col("item_id")) & (
+        F.lag("session_idx").over(by_user) == F.col("session_idx")
+    )
+    changed = F.when(same, 0).otherwise(1)
+    run = F.sum("_changed").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
     df = df.withColumn("_changed", changed).withColumn("_run", run)
     return (
         df.groupBy("user_id", "session_idx", "_run")
@@ -143,7 +152,7 @@ def sessions_table(events: DataFrame) -> DataFrame:
             F.min("ts").alias("start_ts"),
             F.max("ts").alias("end_ts"),
             F.count(F.lit(1)).alias("n_events"),
-            F.countDistinct("item_id").alias("n_items"),
+            F.size(F.collect_set("item_id")).cast("long").alias("n_items"),  # one pass, no Expand
         )
         .withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
     )
