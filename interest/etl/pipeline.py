@@ -199,7 +199,6 @@ class _Built:
     cleaned: DataFrame  # persisted, with bot rejects
     duplicates: int
     rejected: dict[str, int]  # validation and bot rejects together
-    events: DataFrame  # persisted, sessionized
     events_kept: int
     steps: DataFrame  # persisted
     items: DataFrame  # persisted vocabulary
@@ -235,7 +234,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
             )
         finally:
-            for frame in (built.windows, built.items, built.steps, built.events, built.cleaned, intake.flagged):
+            for frame in (built.windows, built.items, built.steps, built.cleaned, intake.flagged):
                 frame.unpersist()
             label.clear()
         log.info(
@@ -281,22 +280,23 @@ def _build(
     for r in tallies:
         if r["reject_reason"]:
             rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["rows"])
-    label("sessions")
+    events_kept = sum(int(r["rows"]) for r in tallies if r["reject_reason"] is None)
+    if events_kept == 0:
+        cleaned.unpersist()
+        raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
+    label("sessions and steps")
     events = sessions.sessionize(
         cleaned.where(F.col("reject_reason").isNull()).drop("reject_reason", "copies"),
         s.session_gap_minutes,
         s.max_session_events,
         s.max_session_minutes,
-    ).persist(keep)
-    events_kept = events.count()
-    if events_kept == 0:
-        events.unpersist()
-        cleaned.unpersist()
-        raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
-    # cached: the vocabulary, the sequences and the statistics all read the steps
+    )
+    # cached (the events are not: every later use reads the steps): the vocabulary, the
+    # sequences, the sessions, the day's steps and the statistics
     steps = sequences.mark_held_out(
         sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
     ).persist(keep)
+    steps.count()  # built here, under its own label
     label("vocabulary and sequences")
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
@@ -308,7 +308,6 @@ def _build(
         cleaned,
         duplicates=sum(int(r["copies"]) - int(r["rows"]) for r in tallies),
         rejected=rejected,
-        events=events,
         events_kept=events_kept,
         steps=steps,
         items=items,
@@ -388,13 +387,13 @@ def _write_outputs(
     if s.write_sessions:
         label("write sessions")
         io.replace_atomically(
-            spark, paths.sessions, lambda p: sessions.sessions_table(built.events).write.mode("overwrite").parquet(p)
+            spark, paths.sessions, lambda p: sessions.sessions_table(built.steps).write.mode("overwrite").parquet(p)
         )
     label("write the day's steps")
     io.replace_atomically(
         spark,
         paths.day,
-        lambda p: sessions.day_items(built.events, date, s.collapse_repeats).write.mode("overwrite").parquet(p),
+        lambda p: sessions.day_items(built.steps, date).write.mode("overwrite").parquet(p),
     )
     label("write sequences")
     io.replace_atomically(

@@ -97,11 +97,12 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
     """Sessionized events -> steps: consecutive events on one item in a session merge into one.
 
     A merged step keeps the first event's time and the deepest funnel stage reached, so
-    "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged.
+    "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged
+    and ``end_ts`` is the last merged event's time.
     """
-    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category", "n_events"]
+    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category", "n_events", "end_ts"]
     if not collapse_repeats:
-        return df.withColumn("n_events", F.lit(1)).select(*cols)
+        return df.withColumn("n_events", F.lit(1)).withColumn("end_ts", F.col("ts")).select(*cols)
     # windows over the user's whole ordering (the one sessionize sorted by), not per session: a
     # run also ends where the session does, and its number is then unique within the user
     by_user = Window.partitionBy("user_id").orderBy(*ORDER)
@@ -120,6 +121,7 @@ def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
             F.max("event_rank").alias("event_rank"),
             F.min("category").alias("category"),
             F.count(F.lit(1)).alias("n_events"),
+            F.max("ts").alias("end_ts"),  # the last merged event's time
         )
         .select(*cols)
     )
@@ -144,27 +146,30 @@ def with_step_gaps(steps: DataFrame, edges_s: list[float]) -> DataFrame:
     )
 
 
-def sessions_table(events: DataFrame) -> DataFrame:
-    """One row per session: bounds, size and duration (for distributions and analysis)."""
+def sessions_table(steps: DataFrame) -> DataFrame:
+    """One row per session: bounds, size and duration (for distributions and analysis).
+
+    Read off the steps (merged events keep their count and the last one's time), so the stage
+    never has to keep the per-event frame."""
     return (
-        events.groupBy("user_id", "session_idx")
+        steps.groupBy("user_id", "session_idx")
         .agg(
             F.min("ts").alias("start_ts"),
-            F.max("ts").alias("end_ts"),
-            F.count(F.lit(1)).alias("n_events"),
+            F.max("end_ts").alias("end_ts"),
+            F.sum("n_events").cast("long").alias("n_events"),
             F.size(F.collect_set("item_id")).cast("long").alias("n_items"),  # one pass, no Expand
         )
         .withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
     )
 
 
-def day_items(events: DataFrame, date: str, collapse_repeats: bool) -> DataFrame:
+def day_items(steps: DataFrame, date: str) -> DataFrame:
     """Each user's steps on ``date`` (UTC), in time order: ``user_id``, ``items`` (item ids).
 
-    Tomorrow's truth: the nightly of D scores D-1's published recommendations against these.
+    Tomorrow's truth: the nightly of D scores D-1's published recommendations against these. A
+    step merged across midnight counts for ``date`` when any of its events falls on it.
     """
     start = F.to_timestamp(F.lit(date))
-    today = events.where((F.col("ts") >= start) & (F.col("ts") < start + F.expr("INTERVAL 1 DAY")))
-    steps = to_steps(today, collapse_repeats)
+    today = steps.where((F.col("end_ts") >= start) & (F.col("ts") < start + F.expr("INTERVAL 1 DAY")))
     ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in ORDER], F.col("item_id"))))
-    return steps.groupBy("user_id").agg(ordered.alias("_s")).select("user_id", F.col("_s.item_id").alias("items"))
+    return today.groupBy("user_id").agg(ordered.alias("_s")).select("user_id", F.col("_s.item_id").alias("items"))

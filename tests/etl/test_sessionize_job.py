@@ -99,7 +99,7 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     steps = [
         "read and validate",
         "deduplicate and exclude bots",
-        "sessions",
+        "sessions and steps",
         "vocabulary and sequences",
         "statistics",
         "write rejects",

@@ -184,8 +184,24 @@ def test_sessions_table(spark):
         ("u", "c", "view", "14:00:00"),
     ]
     evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    got = sessions.sessions_table(evs).select("session_idx", "n_events", "n_items", "duration_s")
+    steps = sessions.to_steps(evs, True)
+    got = sessions.sessions_table(steps).select("session_idx", "n_events", "n_items", "duration_s")
     expected = spark.createDataFrame(
         [(1, 3, 2, 300.0), (2, 1, 1, 0.0)], "session_idx int, n_events long, n_items long, duration_s double"
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_day_items_keep_a_step_merged_across_midnight_and_leave_out_the_next_day(spark):
+    rows = [
+        ("u", "a", "view", "2026-11-25 23:50:00"),  # yesterday only
+        ("u", "b", "view", "2026-11-25 23:59:00"),  # b's run goes on past midnight: it counts today
+        ("u", "b", "click", "2026-11-26 00:01:00"),
+        ("u", "c", "view", "2026-11-26 12:00:00"),
+        ("u", "d", "view", "2026-11-27 00:10:00"),  # tomorrow (inside the skew allowance)
+        ("v", "e", "view", "2026-11-25 10:00:00"),  # nothing today: no row
+    ]
+    evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
+    got = sessions.day_items(sessions.to_steps(evs, True), "2026-11-26")
+    expected = spark.createDataFrame([("u", ["b", "c"])], "user_id string, items array<string>")
+    assert_df_equality(got, expected, ignore_nullable=True)
