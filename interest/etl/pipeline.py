@@ -100,12 +100,8 @@ def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataF
 def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     """Valid rows -> deduplicated events with ``copies``, ``event_rank`` and a bot ``reject_reason``."""
     s = cfg.sessionize
-    # One shuffle by user for the whole stage: deduplication, the bot windows, sessions, steps and
-    # sequences all group by user_id first, so this hash partitioning serves every one of them.
-    valid = (
-        flagged.where(F.col("reject_reason").isNull() & ~F.col("outside"))
-        .select("user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order")
-        .repartition("user_id")
+    valid = flagged.where(F.col("reject_reason").isNull() & ~F.col("outside")).select(
+        "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order"
     )
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
     return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy).drop("day")
@@ -247,7 +243,9 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
 def _read_and_flag(spark: SparkSession, cfg: Config, date: str) -> _Intake:
     """Read the window and flag every row; stops with a clear error when the window is empty."""
     raw, partitioned, skipped = read_window(spark, cfg, date)
-    flagged = classify(raw, cfg, date, partitioned).persist(StorageLevel.MEMORY_AND_DISK)
+    # One shuffle by user for the whole stage, before the cache: deduplication, the bot windows,
+    # sessions, steps and sequences all group by user_id first, so this partitioning serves them all.
+    flagged = classify(raw, cfg, date, partitioned).repartition("user_id").persist(StorageLevel.MEMORY_AND_DISK)
     by_reason = flagged.groupBy("reject_reason", "outside").count().collect()
     rows_in = sum(r["count"] for r in by_reason)
     if rows_in == 0:
