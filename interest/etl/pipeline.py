@@ -190,7 +190,7 @@ class _Intake:
 
 @dataclass(frozen=True)
 class _Built:
-    """The stage's frames after cleaning: events, vocabulary, windows and inference rows."""
+    """The stage's frames after cleaning: steps, vocabulary, windows and inference rows."""
 
     cleaned: DataFrame  # persisted, with bot rejects
     duplicates: int
