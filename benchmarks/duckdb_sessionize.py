@@ -20,6 +20,7 @@ from pathlib import Path
 
 from interest.config import Config
 from interest.etl.validate import run_end
+from interest.schema import HELD_OUT_STEPS
 
 
 def _funnel_rank(event_types: list[str]) -> str:
@@ -36,7 +37,6 @@ def script(cfg: Config, raw_glob: str, out: str, date: str) -> str:
     types = ", ".join(f"'{t}'" for t in s.event_types)
     gap_s = s.session_gap_minutes * 60
     span_s = s.max_session_minutes * 60
-    held = 2
     return f"""
 SET TimeZone = 'UTC';
 CREATE TEMP TABLE flagged AS
@@ -122,7 +122,7 @@ FROM merged WINDOW u AS (PARTITION BY user_id ORDER BY ts, ingest_order, event_r
 CREATE TEMP TABLE vocab AS
 SELECT CAST(row_number() OVER (ORDER BY count(*) DESC, item_id) + 1 AS INTEGER) AS item_idx, item_id,
        count(*) AS count
-FROM steps WHERE NOT (n >= {s.min_train_steps} AND step_no > n - {held})
+FROM steps WHERE NOT (n >= {s.min_train_steps} AND step_no > n - {HELD_OUT_STEPS})
 GROUP BY item_id HAVING count(*) >= {s.min_item_count};
 
 COPY (
