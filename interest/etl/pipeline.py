@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest import io, logs, storage
-from interest.config import Config
+from interest.config import Config, SessionizeConfig
 from interest.data.files import SessionizePaths
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
@@ -105,6 +105,18 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     )
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
     return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy).drop("day")
+
+
+def step_rules(s: SessionizeConfig) -> sessions.StepRules:
+    """The step rules of a sessionize config."""
+    return sessions.StepRules(
+        gap_minutes=s.session_gap_minutes,
+        max_events=s.max_session_events,
+        max_minutes=s.max_session_minutes,
+        collapse_repeats=s.collapse_repeats,
+        edges_s=tuple(s.time_gap_edges_s),
+        min_train_steps=s.min_train_steps,
+    )
 
 
 def _quarantine(flagged: DataFrame, cleaned: DataFrame) -> DataFrame:
@@ -283,17 +295,9 @@ def _build(
         cleaned.unpersist()
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
     label("sessions and steps")
-    events = sessions.sessionize(
-        cleaned.where(F.col("reject_reason").isNull()).drop("reject_reason", "copies"),
-        s.session_gap_minutes,
-        s.max_session_events,
-        s.max_session_minutes,
-    )
     # cached (the events are not: every later use reads the steps): the vocabulary, the
     # sequences, the sessions, the day's steps and the statistics
-    steps = sequences.mark_held_out(
-        sessions.with_step_gaps(sessions.to_steps(events, s.collapse_repeats), s.time_gap_edges_s), s.min_train_steps
-    ).persist(keep)
+    steps = sessions.to_steps(cleaned.where(F.col("reject_reason").isNull()), step_rules(s)).persist(keep)
     steps.count()  # built here, under its own label
     label("vocabulary and sequences")
     previous = spark.read.parquet(base_vocab) if base_vocab else None

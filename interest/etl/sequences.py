@@ -10,10 +10,10 @@ what the model sees in training is what it sees at night.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from interest.schema import HELD_OUT_STEPS, SEQUENCE_FEATURES, TARGET_POS, window_stride
+from interest.schema import SEQUENCE_FEATURES, TARGET_POS, window_stride
 
 
 def _padded(window: Column, field: str, max_len: int) -> Column:
@@ -66,14 +66,6 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
         # as a negative, as in the SASRec protocol
         F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int")))).alias("history_idx"),
     )
-
-
-def mark_held_out(steps: DataFrame, min_train_steps: int) -> DataFrame:
-    """Add ``held_out``: the step is a validation or test target (one of the last two steps of a
-    user with enough history to be evaluated). Counts that feed the vocabulary, the popularity
-    baseline and the loss's log Q skip these, so nothing learns from what it is scored on."""
-    n = F.max("step_no").over(Window.partitionBy("user_id"))
-    return steps.withColumn("held_out", (n >= min_train_steps) & (F.col("step_no") > n - HELD_OUT_STEPS))
 
 
 def training_rows(sequences: DataFrame, min_train_steps: int) -> DataFrame:

@@ -10,10 +10,18 @@ does not have and a model would learn.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED
+from interest.schema import HELD_OUT_STEPS
 
 KEYS = ["user_id", "item_id", "event_type", "ts"]
 ORDER = ["ts", "ingest_order", "event_rank"]
@@ -67,63 +75,159 @@ def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
     return flagged.withColumn("reject_reason", reason.cast("string")).drop("_n", "_busiest")
 
 
-def sessionize(df: DataFrame, gap_minutes: float, max_events: int, max_minutes: float) -> DataFrame:
-    """Add ``session_idx`` (1-based per user) and ``gap_s`` (seconds since the user's previous event).
+def step_schema(ingest_order: T.DataType) -> T.StructType:
+    """The columns of :func:`to_steps`' output (``ingest_order`` keeps the events' type)."""
+    fields = [
+        ("user_id", T.StringType()),
+        ("session_idx", T.IntegerType()),
+        ("ts", T.TimestampType()),
+        ("ingest_order", ingest_order),
+        ("item_id", T.StringType()),
+        ("event_rank", T.IntegerType()),
+        ("category", T.StringType()),
+        ("n_events", T.LongType()),
+        ("end_ts", T.TimestampType()),
+        ("step_no", T.IntegerType()),
+        ("gap_s", T.DoubleType()),
+        ("time_gap_bucket", T.IntegerType()),
+        ("held_out", T.BooleanType()),
+    ]
+    return T.StructType([T.StructField(name, kind) for name, kind in fields])
 
-    A new session starts when the gap to the previous event is at least ``gap_minutes``, and a
-    long session is cut every ``max_events`` events and every ``max_minutes`` since it began.
+
+@dataclass(frozen=True)
+class StepRules:
+    """How events become steps: the session cuts, merging, gap buckets and the held-out split."""
+
+    gap_minutes: float  # a gap of at least this starts a new session
+    max_events: int  # ... as does every max_events-th event of a session
+    max_minutes: float  # ... and every max_minutes since the session's first event
+    collapse_repeats: bool  # consecutive events on one item in a session merge into one step
+    edges_s: tuple[float, ...]  # upper edges of the time-gap buckets
+    min_train_steps: int  # users with fewer steps are not evaluated, so hold nothing out
+
+
+def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
+    """Clean events (with ``event_rank``) -> steps (:func:`step_schema`): sessions, merged repeats, step
+    numbers, gaps and the held-out flag, in one sort and one vectorised pass per partition.
+
+    Sessions: a new one starts when the gap to the user's previous event is at least
+    ``gap_minutes``, and a long one is cut every ``max_events`` events and every ``max_minutes``
+    since it began; ``session_idx`` counts them from 1 per user. Steps: consecutive events on one
+    item in a session merge into one step that keeps the first event's time and arrival, the
+    deepest funnel stage reached (so "view, click, cart" of one item is a single cart step), the
+    smallest category, how many events merged (``n_events``) and the last one's time
+    (``end_ts``). ``step_no`` numbers a user's steps from 1 in time order, ``gap_s`` is the time
+    since the previous step and ``time_gap_bucket`` its bucket (:func:`time_gap_bucket`).
+    ``held_out``: one of the last ``HELD_OUT_STEPS`` steps of a user with at least
+    ``min_train_steps`` (validation and test targets), which counts must skip.
+
+    As Spark windows and aggregates this took eight window operators and three sorts of the
+    events; here they are sorted once by user and ``ORDER`` within their partitions and walked
+    with NumPy, each Arrow batch at once (a user cut across batches is carried to the next).
+    Every user's events must be in one partition: the frame is hash-partitioned by ``user_id``
+    (a no-op when it already is, as in the pipeline).
     """
-    # Every window here runs over one ordering, (user_id, ts, ingest_order, event_rank), so Spark
-    # sorts the events once: a base session's start is carried forward as a running maximum
-    # (row numbers and times only grow along the order) instead of windowing by base session.
-    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
-    running = by_user.rowsBetween(Window.unboundedPreceding, 0)
-    secs = F.col("ts").cast("double")
-    df = df.withColumn("gap_s", secs - F.lag(secs).over(by_user))
-    df = df.withColumn("_rn", F.row_number().over(by_user)).withColumn(
-        "_new_base", F.col("gap_s").isNull() | (F.col("gap_s") >= gap_minutes * 60)
-    )
-    df = df.withColumn("_pos", F.col("_rn") - F.max(F.when(F.col("_new_base"), F.col("_rn"))).over(running)).withColumn(
-        "_chunk", F.floor((secs - F.max(F.when(F.col("_new_base"), secs)).over(running)) / (max_minutes * 60))
-    )
-    # the previous row is in the same base session unless _pos is 0, which cuts anyway
-    cut = (F.col("_pos") == 0) | (F.col("_pos") % max_events == 0) | (F.col("_chunk") != F.lag("_chunk").over(by_user))
-    df = df.withColumn("_new", F.when(cut, 1).otherwise(0))
-    session = F.sum("_new").over(running)
-    return df.withColumn("session_idx", session.cast("int")).drop("_rn", "_new_base", "_pos", "_chunk", "_new")
+    columns = ["user_id", "ts", "ingest_order", "item_id", "event_rank", "category"]
+    ordered = events.select(*columns).repartition("user_id").sortWithinPartitions("user_id", *ORDER)
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+        carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            table = pa.Table.from_batches([*carried, batch]).combine_chunks()
+            users = table.column("user_id").chunk(0)
+            last = users[len(users) - 1]
+            first_of_last = len(users) - int(np.asarray(pc.equal(users, last)).sum())  # sorted: contiguous
+            carried = [b for b in table.slice(first_of_last).to_batches() if b.num_rows]
+            if first_of_last:
+                yield from _steps_of_users(table.slice(0, first_of_last), rules).to_batches()
+        if carried:
+            yield from _steps_of_users(pa.Table.from_batches(carried), rules).to_batches()
+
+    return ordered.mapInArrow(run, step_schema(events.schema["ingest_order"].dataType))
 
 
-def to_steps(df: DataFrame, collapse_repeats: bool) -> DataFrame:
-    """Sessionized events -> steps: consecutive events on one item in a session merge into one.
+def _flags_after(values: pa.Array) -> np.ndarray:
+    """[n] bool: True where a row differs from the one before it (and at row 0)."""
+    out = np.ones(len(values), bool)
+    if len(values) > 1:
+        out[1:] = np.asarray(pc.fill_null(pc.not_equal(values[1:], values[:-1]), True))
+    return out
 
-    A merged step keeps the first event's time and the deepest funnel stage reached, so
-    "view, click, cart" of one item becomes a single cart step. ``n_events`` counts what merged
-    and ``end_ts`` is the last merged event's time.
-    """
-    cols = ["user_id", "session_idx", "ts", "ingest_order", "item_id", "event_rank", "category", "n_events", "end_ts"]
-    if not collapse_repeats:
-        return df.withColumn("n_events", F.lit(1)).withColumn("end_ts", F.col("ts")).select(*cols)
-    # windows over the user's whole ordering (the one sessionize sorted by), not per session: a
-    # run also ends where the session does, and its number is then unique within the user
-    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
-    same = (F.lag("item_id").over(by_user) == F.col("item_id")) & (
-        F.lag("session_idx").over(by_user) == F.col("session_idx")
-    )
-    changed = F.when(same, 0).otherwise(1)
-    run = F.sum("_changed").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
-    df = df.withColumn("_changed", changed).withColumn("_run", run)
-    return (
-        df.groupBy("user_id", "session_idx", "_run")
-        .agg(
-            F.min("ts").alias("ts"),
-            F.min(F.struct("ts", "ingest_order"))["ingest_order"].alias("ingest_order"),  # first event's
-            F.first("item_id").alias("item_id"),
-            F.max("event_rank").alias("event_rank"),
-            F.min("category").alias("category"),
-            F.count(F.lit(1)).alias("n_events"),
-            F.max("ts").alias("end_ts"),  # the last merged event's time
+
+def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
+    """:func:`to_steps` on whole users' events, sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
+    table = table.combine_chunks()
+    n = table.num_rows
+    index = np.arange(n)
+    new_user = _flags_after(table.column("user_id").chunk(0))  # [n]
+    user_start = np.maximum.accumulate(np.where(new_user, index, 0))  # each row's user's first row
+    ts = table.column("ts").chunk(0)
+    secs = np.asarray(ts.cast(pa.int64())).astype(np.float64) / 1e6  # as Spark casts a timestamp
+    gap = np.full(n, np.nan)
+    gap[1:] = secs[1:] - secs[:-1]
+    # sessions: a base session starts at a user's first event or after a long gap; it is cut
+    # every max_events events and every max_minutes since it began
+    base_start = np.maximum.accumulate(np.where(new_user | (gap >= rules.gap_minutes * 60), index, 0))
+    pos = index - base_start
+    chunk = np.floor((secs - secs[base_start]) / (rules.max_minutes * 60))
+    cut = (pos == 0) | (pos % rules.max_events == 0)
+    cut[1:] |= chunk[1:] != chunk[:-1]
+    counted = np.cumsum(cut)
+    session = counted - counted[user_start] + 1  # [n], from 1 per user
+    # steps: a run of one item within a session
+    starts_run = cut | new_user
+    if rules.collapse_repeats:
+        starts_run |= _flags_after(table.column("item_id").chunk(0))
+    else:
+        starts_run[:] = True
+    starts = np.flatnonzero(starts_run)  # [s]
+    ends = np.append(starts[1:], n) - 1
+    category = table.column("category").take(pa.array(starts))
+    merged = np.flatnonzero(ends > starts)  # the runs of more than one event: the smallest category
+    if len(merged):
+        run_of = np.repeat(np.arange(len(starts)), ends - starts + 1)
+        inside = np.flatnonzero(np.isin(run_of, merged))
+        smallest = (
+            pa.table({"run": run_of[inside], "category": table.column("category").take(pa.array(inside))})
+            .group_by("run", use_threads=False)
+            .aggregate([("category", "min")])
+            .sort_by("run")
         )
-        .select(*cols)
+        pick = np.arange(len(starts))
+        pick[merged] = len(starts) + np.arange(len(merged))  # the merged runs take their minimum
+        category = pa.concat_arrays([category, smallest.column("category_min").combine_chunks()]).take(pa.array(pick))
+    step_user = table.column("user_id").take(pa.array(starts))
+    first_step = np.maximum.accumulate(np.where(new_user[starts], np.arange(len(starts)), 0))  # [s]
+    step_no = np.arange(len(starts)) - first_step + 1
+    step_secs = secs[starts]
+    step_gap = np.full(len(starts), np.nan)
+    step_gap[1:] = step_secs[1:] - step_secs[:-1]
+    step_gap[first_step == np.arange(len(starts))] = np.nan
+    edges = np.asarray(rules.edges_s, dtype=np.float64)
+    bucket = np.where(np.isnan(step_gap), 1, (edges[None, :] < step_gap[:, None]).sum(axis=1) + 2)
+    steps_of_user = np.bincount(first_step, minlength=len(starts))[first_step]  # [s]: the user's step count
+    held_out = (steps_of_user >= rules.min_train_steps) & (step_no > steps_of_user - HELD_OUT_STEPS)
+    return pa.table(
+        {
+            "user_id": step_user,
+            "session_idx": pa.array(session[starts], pa.int32()),
+            "ts": ts.take(pa.array(starts)),
+            "ingest_order": table.column("ingest_order").take(pa.array(starts)),
+            "item_id": table.column("item_id").take(pa.array(starts)),
+            "event_rank": pa.array(np.maximum.reduceat(np.asarray(table.column("event_rank")), starts), pa.int32())
+            if n
+            else pa.array([], pa.int32()),
+            "category": category,
+            "n_events": pa.array(ends - starts + 1, pa.int64()),
+            "end_ts": ts.take(pa.array(ends)),
+            "step_no": pa.array(step_no, pa.int32()),
+            "gap_s": pa.array(step_gap, pa.float64(), from_pandas=True),  # NaN -> null: a user's first step
+            "time_gap_bucket": pa.array(bucket, pa.int32()),
+            "held_out": pa.array(held_out, pa.bool_()),
+        }
     )
 
 
@@ -132,18 +236,6 @@ def time_gap_bucket(gap_s: Column, edges_s: list[float]) -> Column:
     edges = F.array(*[F.lit(float(e)) for e in edges_s])
     below = F.size(F.filter(edges, lambda e: e < gap_s))
     return F.when(gap_s.isNull(), F.lit(1)).otherwise(below + 2).cast("int")
-
-
-def with_step_gaps(steps: DataFrame, edges_s: list[float]) -> DataFrame:
-    """Add ``step_no`` (1-based position in the user's ordered steps), ``gap_s`` since the
-    previous step and its ``time_gap_bucket``. Later stages order steps by ``step_no`` alone."""
-    by_user = Window.partitionBy("user_id").orderBy(*ORDER)
-    secs = F.col("ts").cast("double")
-    return (
-        steps.withColumn("step_no", F.row_number().over(by_user).cast("int"))
-        .withColumn("gap_s", secs - F.lag(secs).over(by_user))
-        .withColumn("time_gap_bucket", time_gap_bucket(F.col("gap_s"), edges_s))
-    )
 
 
 def sessions_table(steps: DataFrame) -> DataFrame:

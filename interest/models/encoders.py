@@ -12,6 +12,10 @@ to a dict:
 - ``attention_matrix`` [B, L, L]  only with ``call(..., return_matrix=True)``: the same weights
                            for every position's state (row t explains position t), for heatmaps.
 
+``call(..., last_only=True)`` says only the last position's state is wanted (inference: the user
+embedding and its explanation). An encoder may then skip the other positions' work, and its
+``sequence`` may be [B, 1, D]; the other outputs are the same.
+
 Scores for items are dot products with the item embedding table (shared with the input side),
 so one objective and one evaluation serve all three.
 """
@@ -92,12 +96,22 @@ class Encoder(keras.Model):
         return {name: ops.cast(v, "float32") if "float" in str(v.dtype) else v for name, v in out.items()}
 
     def infer(self, inputs: dict) -> dict[str, np.ndarray]:
-        """Inference outputs of a batch ({feature: [B, L] int32}) through one compiled graph,
-        traced once per batch shape: eager calls of a Keras model are several times slower."""
+        """Inference outputs of a batch ({feature: [B, L] int}) through one compiled graph, without
+        ``sequence``: eager calls of a Keras model are several times slower.
+
+        The graph is traced once, for any batch size ([None, L]), so every batch runs the same
+        kernels whichever shape a process saw first: a re-run reproduces its outputs bit for bit.
+        """
         fn = self.__dict__.get("_infer_fn")
         if fn is None:  # set past Keras' attribute tracking: a tf.function is not a layer
-            fn = self.__dict__["_infer_fn"] = tf.function(lambda x: self(x, training=False), reduce_retracing=True)
-        return {name: v.numpy() for name, v in fn(inputs).items()}
+            spec = {name: tf.TensorSpec([None, self.max_len], tf.int32) for name in SEQUENCE_FEATURES}
+
+            def run(x):
+                return {k: v for k, v in self(x, training=False, last_only=True).items() if k != "sequence"}
+
+            fn = self.__dict__["_infer_fn"] = tf.function(run, input_signature=[spec])
+        out = fn({name: tf.cast(inputs[name], tf.int32) for name in SEQUENCE_FEATURES})
+        return {name: v.numpy() for name, v in out.items()}
 
     @property
     def item_table(self):
@@ -134,16 +148,20 @@ class SelfAttentionEncoder(Encoder):
         ]
         self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
 
-    def call(self, inputs, training=None, return_matrix=False):
+    def call(self, inputs, training=None, return_matrix=False, last_only=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         mask = ops.logical_and(causal_mask(self.max_len)[None], keep[:, None, :])  # [B, L, L]
         x = self.embed(inputs, training=training)  # [B, L, D]
-        for block in self.blocks_:
-            x, weights = block(x, mask, keep, training=training)  # weights [B, H, L, L]
-        x = self.norm(x) * ops.cast(keep, x.dtype)[..., None]  # [B, L, D]
+        last_only = last_only and not return_matrix
+        for i, block in enumerate(self.blocks_):
+            final = last_only and i == len(self.blocks_) - 1  # the last block: the last query only
+            x, weights = block(x, mask, keep, training=training, last_only=final)  # weights [B, H, L', L]
+        if last_only:
+            keep = keep[:, -1:]
+        x = self.norm(x) * ops.cast(keep, x.dtype)[..., None]  # [B, L', D]; L' = 1 with last_only
         user = x[:, -1]  # [B, D]
-        matrix = ops.mean(weights, axis=1)  # [B, L, L]
+        matrix = ops.mean(weights, axis=1)  # [B, L', L]
         out = {"sequence": x, "user": user, "interests": user[:, None, :], "attention": matrix[:, -1]}
         if return_matrix:
             out["attention_matrix"] = matrix
@@ -172,7 +190,7 @@ class HierarchicalEncoder(Encoder):
         self.session_pool = QueryPooling(a["dim"], a["heads"], name="session_pool")
         self.out = TransformerFF(a["dim"], a["ff_mult"], a["dropout"], name="out")
 
-    def call(self, inputs, training=None, return_matrix=False):
+    def call(self, inputs, training=None, return_matrix=False, last_only=False):
         items, sessions = inputs["item_idx"], inputs["session_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
@@ -237,7 +255,7 @@ class MemoryEncoder(Encoder):
         self.initial = self.add_weight(name="initial", shape=(k, d), initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs, training=None, return_matrix=False):
+    def call(self, inputs, training=None, return_matrix=False, last_only=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
@@ -248,12 +266,13 @@ class MemoryEncoder(Encoder):
         keys = self.write_key(x)[:, None]  # [B, 1, L, D]
         values = self.write_value(x)[:, None]  # [B, 1, L, D]
         addresses = ops.broadcast_to(self.addresses[None, None], (ops.shape(x)[0], 1) + tuple(self.addresses.shape))
-        write_mask = ops.logical_and(causal, keep[:, None, :])[:, :, None, :]  # [B, L(t), 1, L(j)]
+        t = slice(-1, None) if last_only and not return_matrix else slice(None)  # the positions written and read
+        write_mask = ops.logical_and(causal, keep[:, None, :])[:, t, None, :]  # [B, T, 1, L(j)]; T = L or 1
         written, write_w = scaled_dot_product_attention(addresses, keys, values, write_mask)
-        slots = self.slot_norm(written + self.initial[None, None])  # [B, L(t), K, D]
-        query = self.read_query(x)[:, :, None, :]  # [B, L, 1, D]
-        read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, L, 1, D], [B, L, 1, K]
-        seq = self.out(read[:, :, 0], training=training) * keep_f  # [B, L, D]
+        slots = self.slot_norm(written + self.initial[None, None])  # [B, T, K, D]
+        query = self.read_query(x[:, t])[:, :, None, :]  # [B, T, 1, D]
+        read, read_w = scaled_dot_product_attention(query, slots, slots)  # [B, T, 1, D], [B, T, 1, K]
+        seq = self.out(read[:, :, 0], training=training) * keep_f[:, t]  # [B, T, D]
         out = {
             "sequence": seq,
             "user": seq[:, -1],

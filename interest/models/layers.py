@@ -135,11 +135,20 @@ class TransformerBlock(layers.Layer):
         self.ff.build(shape)
         self.built = True
 
-    def call(self, x, attention_mask, keep, training=None):
+    def call(self, x, attention_mask, keep, training=None, last_only=False):
         """x [B, L, D], attention_mask [B, L, L] (who attends to whom), keep [B, L] (real steps) ->
-        (x [B, L, D], weights [B, H, L, L])."""
+        (x [B, L, D], weights [B, H, L, L]).
+
+        ``last_only``: only the last position queries (every position is still a key), so the
+        outputs are x [B, 1, D] and weights [B, H, 1, L]: a final block at inference, where the
+        user embedding is the last state and the others would be computed for nothing.
+        """
         keep = ops.expand_dims(ops.cast(keep, x.dtype), -1)  # [B, L, 1]
-        h, weights = self.attn(self.norm1(x), attention_mask=attention_mask, training=training)
+        normed = self.norm1(x)  # [B, L, D]
+        query = normed
+        if last_only:  # the last position queries alone: [B, 1, ...]
+            x, keep, attention_mask, query = x[:, -1:], keep[:, -1:], attention_mask[:, -1:], normed[:, -1:]
+        h, weights = self.attn(query, normed, attention_mask=attention_mask, training=training)
         x = (x + h) * keep
         x = (x + self.ff(self.norm2(x), training=training)) * keep
         return x, weights

@@ -1,10 +1,10 @@
 """Batch inference: inference rows -> user embeddings, interests, explanations, recommendations.
 
-Runs as ``mapInPandas`` over Arrow batches. The model folder is shipped to the executors as an
-archive (``addArchive``: Spark will not ship a local folder to a cluster) and loaded once per
-executor Python process (a module-level cache), not per batch. Item indices the
-model has never seen (a vocabulary that grew after it was trained) become the unknown index, so a
-reused model keeps working on newer data.
+Runs as ``mapInArrow``: an Arrow batch of rows in, a batch of columns built from NumPy out. The
+model folder is shipped to the executors as an archive (``addArchive``: Spark will not ship a local
+folder to a cluster) and loaded once per executor Python process (a module-level cache), not per
+batch. Item indices the model has never seen (a vocabulary that grew after it was trained) become
+the unknown index, so a reused model keeps working on newer data.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from interest import faults
 from interest.models.cold import cold_item_rows
@@ -43,6 +45,7 @@ EMBED_SCHEMA = T.StructType(
         T.StructField("top_interest", T.StringType()),
     ]
 )
+OUTPUT_ARROW = to_arrow_schema(EMBED_SCHEMA)  # what embed_batch builds
 USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
 
 _MODELS: dict[str, object] = {}
@@ -66,20 +69,41 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
     """History positions -> the k items with the largest summed attention weight (an item seen
     twice gets both positions' weight). items, weights: [L] -> [(item_idx, weight)]."""
-    real = items > 0
-    totals: dict[int, float] = {}
-    for item, w in zip(items[real].tolist(), weights[real].tolist()):
-        totals[item] = totals.get(item, 0.0) + w
-    return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    _, item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
+    return list(zip(item.tolist(), weight.tolist()))
+
+
+def top_weighted_batch(
+    items: np.ndarray, weights: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`top_weighted_items` for a whole batch at once (no per-user Python).
+
+    items, weights [B, L] -> (user row, item_idx, summed weight (float64), offsets [B + 1]): the
+    users' top k in order, heaviest first, ties to the lower item index; user b's are
+    ``[offsets[b]:offsets[b + 1]]``.
+    """
+    b = len(items)
+    real = items > 0  # [B, L]
+    width = int(items.max(initial=0)) + 1
+    keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
+    unique, inverse = np.unique(keys, return_inverse=True)
+    totals = np.bincount(inverse, weights=weights[real].astype(np.float64), minlength=len(unique))
+    user, item = unique // width, unique % width
+    order = np.lexsort((item, -totals, user))  # per user: heaviest first, then the lower index
+    user, item, totals = user[order], item[order], totals[order]
+    rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
+    top = rank < k
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
+    return user[top], item[top], totals[top], offsets
 
 
 def top_n_unseen(
     user: np.ndarray, table: np.ndarray, histories, n: int, block: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """The n best-scoring real items per user that are not in their history, a block of users at
-    a time: one matrix product and one ``top_k`` for n + (the longest history) candidates, which
-    leaves n unseen ones after the seen items are dropped. No per-user Python, and the [users,
-    items] scores never exist for more than ``block`` users (80,000 items: 80 MiB).
+    a time: one matrix product, the seen items' scores set to -inf, and one (two-stage) ``top_k``.
+    No per-user Python, and the [users, items] scores never exist for more than ``block`` users
+    (80,000 items: 80 MiB).
 
     user [B, D], table [V, D], histories: per user the item indices seen ([B, L] or ragged) ->
     (items [B, n], scores [B, n]) best first; a slot with nothing left to recommend scores -inf.
@@ -89,37 +113,67 @@ def top_n_unseen(
     hist = [np.asarray(h, dtype=np.int64) for h in histories]
     b, real_items = len(hist), table.shape[0] - FIRST_ITEM
     n = max(min(n, real_items), 0)
-    longest = max((len(h) for h in hist), default=0)
-    k = min(n + longest, real_items)
-    items = np.zeros((b, k), np.int64)
-    scores = np.full((b, k), -np.inf, np.float32)
-    if n and k:
-        candidates = tf.constant(table[FIRST_ITEM:], tf.float32)  # [V - 2, D]: never pad or unknown
-        for start in range(0, b, block):
-            top = _top_k(tf.constant(user[start : start + block], tf.float32), candidates, k)
-            items[start : start + block] = top.indices.numpy() + FIRST_ITEM  # [block, k], best first
-            scores[start : start + block] = top.values.numpy()
-    # drop what each user has seen: (user, item) keys of the candidates looked up among the history's
-    seen_keys = np.repeat(np.arange(b, dtype=np.int64), [len(h) for h in hist]) * table.shape[0]
-    seen_keys += np.concatenate(hist) if hist else np.zeros(0, np.int64)
-    seen = np.isin(np.arange(b, dtype=np.int64)[:, None] * table.shape[0] + items, seen_keys)  # [B, k]
-    scores[seen] = -np.inf
-    keep = np.argsort(seen, axis=1, kind="stable")[:, :n]  # the first n unseen, order kept
-    return np.take_along_axis(items, keep, 1), np.take_along_axis(scores, keep, 1)
+    items = np.zeros((b, n), np.int64)
+    scores = np.full((b, n), -np.inf, np.float32)
+    if not n:
+        return items, scores
+    # (user, candidate) pairs of the seen items, in user order; candidates skip pad and unknown
+    rows = np.repeat(np.arange(b, dtype=np.int64), [len(h) for h in hist])
+    cols = np.concatenate(hist) - FIRST_ITEM if hist else np.zeros(0, np.int64)
+    real = (cols >= 0) & (cols < real_items)
+    rows, cols = rows[real], cols[real]
+    candidates = tf.constant(table[FIRST_ITEM:], tf.float32)  # [V - 2, D]
+    for start in range(0, b, block):
+        lo, hi = np.searchsorted(rows, [start, start + block])
+        seen = np.stack([rows[lo:hi] - start, cols[lo:hi]], axis=1).astype(np.int32)  # [S, 2]
+        values, indices = _top_k(tf.constant(user[start : start + block], tf.float32), candidates, seen, n)
+        items[start : start + block] = indices.numpy() + FIRST_ITEM  # [block, n], best first
+        scores[start : start + block] = values.numpy()
+    return items, scores
 
 
 _TOP_K: dict[str, Any] = {}
 
 
-def _top_k(user, candidates, k: int):
-    """matmul then top_k as one compiled graph (built once per process)."""
+def _top_k(user, candidates, seen, k: int):
+    """The k best unseen candidates per user, as (values, indices) [B, k] best first: one compiled
+    graph, traced once per process for every shape (as ``Encoder.infer``: the same kernels
+    whatever shape came first). ``seen`` [S, 2] holds (user row, candidate) pairs to leave out."""
     import tensorflow as tf
 
     if "fn" not in _TOP_K:
-        _TOP_K["fn"] = tf.function(
-            lambda u, c, k: tf.math.top_k(tf.matmul(u, c, transpose_b=True), k), reduce_retracing=True
-        )
-    return _TOP_K["fn"](user, candidates, tf.constant(k, tf.int32))
+        matrix = tf.TensorSpec([None, None], tf.float32)
+        pairs = tf.TensorSpec([None, 2], tf.int32)
+        _TOP_K["fn"] = tf.function(_grouped_top_k, input_signature=[matrix, matrix, pairs, tf.TensorSpec([], tf.int32)])
+    return _TOP_K["fn"](user, candidates, tf.constant(seen, tf.int32), tf.constant(k, tf.int32))
+
+
+TOP_K_GROUP = 128  # items per group in the two-stage top-k
+
+
+def _grouped_top_k(user, candidates, seen, k):
+    """Exact top-k of ``user @ candidatesᵀ`` (``seen`` pairs at -inf) in two stages, because one
+    ``top_k`` over every item costs more than the matrix product itself (80,000 items).
+
+    Every item of the true top k scores at least the k-th best score, and so does the maximum of
+    its group of ``TOP_K_GROUP`` items; at most k groups can have such a maximum. So the top k
+    lies within the k groups with the best maxima: one cheap max per group, a ``top_k`` over the
+    group maxima, and one over the k · TOP_K_GROUP scores of the chosen groups.
+    user [B, D], candidates [N, D], seen [S, 2] -> values [B, k], indices [B, k] into candidates.
+    """
+    import tensorflow as tf
+
+    scores = tf.matmul(user, candidates, transpose_b=True)  # [B, N]
+    scores = tf.tensor_scatter_nd_update(scores, seen, tf.fill(tf.shape(seen)[:1], -float("inf")))
+    b, n = tf.shape(scores)[0], tf.shape(scores)[1]
+    scores = tf.pad(scores, [[0, 0], [0, (-n) % TOP_K_GROUP]], constant_values=-float("inf"))
+    groups = tf.reshape(scores, [b, -1, TOP_K_GROUP])  # [B, G, g]
+    best_groups = tf.math.top_k(tf.reduce_max(groups, -1), tf.minimum(k, tf.shape(groups)[1])).indices  # [B, k']
+    best_groups = tf.sort(best_groups, axis=-1)  # in item order, so ties go to the lower index, as in one top_k
+    chosen = tf.reshape(tf.gather(groups, best_groups, batch_dims=1), [b, -1])  # [B, k' * g]
+    top = tf.math.top_k(chosen, k)  # positions within the chosen groups
+    item = tf.gather(best_groups, top.indices // TOP_K_GROUP, batch_dims=1) * TOP_K_GROUP + top.indices % TOP_K_GROUP
+    return top.values, item  # [B, k] each
 
 
 def embed_frame(
@@ -133,52 +187,119 @@ def embed_frame(
     version: str,
     table: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One Arrow batch of inference rows -> rows of EMBED_SCHEMA (pure pandas/numpy + the model).
+    """:func:`embed_batch` on a pandas frame of inference rows (tests, notebooks): nested columns
+    come back as pyarrow's pandas form (a list column is an array, a struct is a dict)."""
+    columns = [c for c in ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"] if c in pdf]
+    batch = pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False)
+    out = embed_batch(batch, model, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
+    return out.to_pandas()
 
-    ``table`` ([V, D], default the model's item table) is what recommendations are scored
-    against: with :func:`scoring_table`, items newer than the model can be recommended too."""
+
+def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
+    """A list column whose every row holds ``width`` values -> [B, width] int32 (no per-row work)."""
+    column = column.cast(pa.list_(pa.int32())) if column.type != pa.list_(pa.int32()) else column
+    offsets = np.asarray(column.offsets)
+    if len(column) and (column.null_count or (np.diff(offsets) != width).any()):
+        raise ValueError(f"inference rows must hold exactly {width} steps per feature (padded sequences)")
+    values = np.asarray(column.values)[offsets[0] : offsets[-1]]
+    return values.astype(np.int32, copy=False).reshape(len(column), width)
+
+
+def _lists(offsets: np.ndarray, values: pa.Array, name: str, depth: int = 0) -> pa.Array:
+    """Row offsets and flat values -> the list column ``name`` of OUTPUT_ARROW (``depth`` 1: its
+    inner list, for a list of lists)."""
+    kind = OUTPUT_ARROW.field(name).type
+    for _ in range(depth):
+        kind = kind.value_type
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=kind)
+
+
+def _majority(labels: np.ndarray, rows: np.ndarray, b: int) -> list[str | None]:
+    """Per row of a batch, the most frequent of its labels (ties: the smallest), None for none.
+    labels: flat strings, rows: each label's row index (non-decreasing)."""
+    out: list[str | None] = [None] * b
+    if not len(labels):
+        return out
+    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    pairs, counts = np.unique(rows.astype(np.int64) * len(names) + codes, return_counts=True)
+    row, code = pairs // len(names), pairs % len(names)
+    order = np.lexsort((code, -counts, row))
+    row, code = row[order], code[order]
+    first = np.r_[True, row[1:] != row[:-1]]
+    for r, c in zip(row[first].tolist(), code[first].tolist()):
+        out[r] = str(names[c])
+    return out
+
+
+def embed_batch(
+    batch: pa.RecordBatch,
+    model,
+    item_ids: np.ndarray,
+    categories: np.ndarray | None,
+    top_k: int,
+    top_n: int,
+    cold_min_steps: int,
+    version: str,
+    table: np.ndarray | None = None,
+) -> pa.RecordBatch:
+    """One Arrow batch of inference rows -> a batch of EMBED_SCHEMA rows (numpy + the model).
+
+    Columns are built as Arrow arrays from flat NumPy values, with no Python object per user:
+    per-row Python was a third of inference. ``table`` ([V, D], default the model's item table)
+    is what recommendations are scored against: with :func:`scoring_table`, items newer than
+    the model can be recommended too."""
     encoder = model.encoder
-    vocab_size = encoder.args["vocab_size"]
-    feats = {f: np.stack(pdf[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [B, L]
+    vocab_size, max_len = encoder.args["vocab_size"], encoder.args["max_len"]
+    b = batch.num_rows
+    feats = {f: _fixed_rows(batch.column(f), max_len) for f in SEQUENCE_FEATURES}  # [B, L] each
     seen = feats["item_idx"]
     feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
-    # eager, not Encoder.infer: a graph traced for whichever batch shape a worker saw first can
-    # pick other kernels and change the last bits, and a re-run must reproduce the tables exactly
-    out = encoder(feats, training=False)
-    user = l2_normalize(np.asarray(out["user"]))  # [B, D]
-    interests = l2_normalize(np.asarray(out["interests"]))  # [B, K, D]
-    attention = np.asarray(out["attention"])  # [B, L]
+    out = encoder.infer(feats)  # one graph for every batch size: re-runs reproduce it exactly
+    user = l2_normalize(out["user"])  # [B, D]
+    interests = l2_normalize(out["interests"])  # [B, K, D]
+    attention = out["attention"]  # [B, L]
     table = np.asarray(encoder.item_table) if table is None else table  # [V, D]
-    histories = pdf["history_idx"].to_numpy() if "history_idx" in pdf else list(seen)
+    if "history_idx" in batch.schema.names:
+        hist = batch.column("history_idx")
+        offsets = np.asarray(hist.offsets)
+        histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
+    else:
+        histories = list(seen)
     best, best_scores = top_n_unseen(user, table, histories, top_n)  # [B, n] each
-    rows = []
-    for i in range(len(pdf)):
-        found = np.isfinite(best_scores[i])
-        recs = [(str(item_ids[j]), float(v)) for j, v in zip(best[i][found], best_scores[i][found])]
-        best_i = best[i][found]
-        explain = [
-            (str(item_ids[j]) if j < len(item_ids) else None, float(w))
-            for j, w in top_weighted_items(seen[i], attention[i], top_k)
-        ]
-        top_interest = None
-        if len(best_i):
-            labels = categories[best_i] if categories is not None else item_ids[best_i[:1]]
-            values, counts = np.unique(labels.astype(str), return_counts=True)
-            top_interest = str(values[np.argmax(counts)])
-        rows.append(
-            (
-                pdf["user_id"].iat[i],
-                user[i].tolist(),
-                interests[i].tolist(),
-                explain,
-                int(pdf["n_events"].iat[i]),
-                bool(pdf["n_steps"].iat[i] < cold_min_steps),
-                version,
-                recs,
-                top_interest,
-            )
-        )
-    return pd.DataFrame(rows, columns=[f.name for f in EMBED_SCHEMA.fields])
+    found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
+    rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
+    rec_items = best[found]
+    recommendations = pa.StructArray.from_arrays(
+        [pa.array(item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
+        fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
+    )
+    _, explained, weight, explain_offsets = top_weighted_batch(seen, attention, top_k)
+    known = explained < len(item_ids)  # an index past the vocabulary explains as a null id
+    names = [str(item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
+    top_items = pa.StructArray.from_arrays(
+        [pa.array(names, pa.string()), pa.array(weight.astype(np.float32), pa.float32())],
+        fields=list(OUTPUT_ARROW.field("top_items").type.value_type),
+    )
+    # the most frequent category among the recommendations; without categories, the best one
+    pick = found if categories is not None else found & (np.arange(found.shape[1]) == 0)
+    top_interest = _majority((categories if categories is not None else item_ids)[best[pick]], np.nonzero(pick)[0], b)
+    d, k = user.shape[1], interests.shape[1]
+    columns = [
+        batch.column("user_id").cast(pa.string()),
+        _lists(np.arange(b + 1) * d, pa.array(user.ravel()), "embedding"),
+        _lists(
+            np.arange(b + 1) * k,
+            _lists(np.arange(b * k + 1) * d, pa.array(interests.ravel()), "interests", 1),
+            "interests",
+        ),
+        _lists(explain_offsets, top_items, "top_items"),
+        batch.column("n_events").cast(pa.int64()),
+        pa.array(np.asarray(batch.column("n_steps")) < cold_min_steps, pa.bool_()),
+        pa.array([version] * b, pa.string()),
+        _lists(rec_offsets, recommendations, "recommendations"),
+        pa.array(top_interest, pa.string()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=OUTPUT_ARROW)
 
 
 _SHIPPED: dict[str, str] = {}
@@ -236,18 +357,18 @@ def embed_users(
     shared = spark.sparkContext.broadcast((ids, cats, scoring_table(model, vocab)))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
-    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
         loaded = _model(SparkFiles.get(shipped))
         item_ids, categories, table = shared.value
-        for pdf in batches:
+        for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
-            if len(pdf):
-                yield embed_frame(pdf, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
+            if batch.num_rows:
+                yield embed_batch(batch, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
 
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:
         needed.append("history_idx")
-    return rows.select(*needed).mapInPandas(run, EMBED_SCHEMA)
+    return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
 
 
 def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:

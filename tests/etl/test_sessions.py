@@ -61,8 +61,17 @@ def test_dedupe_counts_copies(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def session_of(spark, rows, gap=30.0, max_events=200, max_minutes=240.0):
-    df = sessions.sessionize(ranked(spark, rows), gap, max_events, max_minutes)
+def rules(gap=30.0, max_events=200, max_minutes=240.0, collapse=True, edges=(60.0,), min_train_steps=3):
+    return sessions.StepRules(gap, max_events, max_minutes, collapse, tuple(edges), min_train_steps)
+
+
+def steps(spark, rows, **kwargs):
+    """The steps of ``rows`` under ``rules(**kwargs)``."""
+    return sessions.to_steps(ranked(spark, rows), rules(**kwargs))
+
+
+def session_of(spark, rows, **kwargs):
+    df = steps(spark, rows, collapse=False, **kwargs)  # one step per event
     return df.select("user_id", "item_id", "session_idx").orderBy("user_id", "ts", "item_id")
 
 
@@ -90,11 +99,8 @@ def test_out_of_order_input_and_ties_follow_arrival_not_ids(spark):
         ("u", "a", "view", "09:00:00"),
         ("v", "x", "view", "08:00:00"),
     ]
-    df = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    order = [r["item_id"] for r in df.where("user_id = 'u'").orderBy(*sessions.ORDER).collect()]
-    assert order == ["c", "b", "a", "z"]
-    steps = sessions.with_step_gaps(sessions.to_steps(df, True), [60.0]).where("user_id = 'u'")
-    assert [r["item_id"] for r in steps.orderBy("step_no").collect()] == ["c", "b", "a", "z"]
+    df = steps(spark, rows)
+    assert [r["item_id"] for r in df.where("user_id = 'u'").orderBy("step_no").collect()] == ["c", "b", "a", "z"]
     got = df.select("user_id", "item_id", "session_idx")
     expected = spark.createDataFrame(
         [("u", "c", 1), ("u", "b", 1), ("u", "a", 1), ("u", "z", 2), ("v", "x", 1)],
@@ -139,8 +145,7 @@ def test_funnel_repeats_merge_into_one_step(spark):
         ("u", "a", "view", "10:02:00"),  # a again after b: a new step
         ("u", "a", "view", "12:00:00"),
     ]  # a again in a new session: a new step
-    evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    got = sessions.to_steps(evs, collapse_repeats=True).select(
+    got = steps(spark, rows).select(
         "item_id", "session_idx", F.col("ts").cast("string").alias("ts"), "event_rank", "n_events"
     )
     expected = spark.createDataFrame(
@@ -153,7 +158,7 @@ def test_funnel_repeats_merge_into_one_step(spark):
         "item_id string, session_idx int, ts string, event_rank int, n_events long",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
-    assert sessions.to_steps(evs, collapse_repeats=False).count() == 6
+    assert steps(spark, rows, collapse=False).count() == 6
 
 
 def test_time_gap_buckets(spark):
@@ -165,10 +170,7 @@ def test_time_gap_buckets(spark):
 
 def test_step_gaps_follow_user_order(spark):
     rows = [("u", "b", "view", "10:00:30"), ("u", "a", "view", "10:00:00"), ("v", "c", "view", "09:00:00")]
-    evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    got = sessions.with_step_gaps(sessions.to_steps(evs, True), [10.0, 60.0]).select(
-        "user_id", "item_id", "gap_s", "time_gap_bucket"
-    )
+    got = steps(spark, rows, edges=(10.0, 60.0)).select("user_id", "item_id", "gap_s", "time_gap_bucket")
     expected = spark.createDataFrame(
         [("u", "a", None, 1), ("u", "b", 30.0, 3), ("v", "c", None, 1)],
         "user_id string, item_id string, gap_s double, time_gap_bucket int",
@@ -183,9 +185,7 @@ def test_sessions_table(spark):
         ("u", "b", "view", "10:05:00"),
         ("u", "c", "view", "14:00:00"),
     ]
-    evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    steps = sessions.to_steps(evs, True)
-    got = sessions.sessions_table(steps).select("session_idx", "n_events", "n_items", "duration_s")
+    got = sessions.sessions_table(steps(spark, rows)).select("session_idx", "n_events", "n_items", "duration_s")
     expected = spark.createDataFrame(
         [(1, 3, 2, 300.0), (2, 1, 1, 0.0)], "session_idx int, n_events long, n_items long, duration_s double"
     )
@@ -201,7 +201,104 @@ def test_day_items_keep_a_step_merged_across_midnight_and_leave_out_the_next_day
         ("u", "d", "view", "2026-11-27 00:10:00"),  # tomorrow (inside the skew allowance)
         ("v", "e", "view", "2026-11-25 10:00:00"),  # nothing today: no row
     ]
-    evs = sessions.sessionize(ranked(spark, rows), 30.0, 200, 240.0)
-    got = sessions.day_items(sessions.to_steps(evs, True), "2026-11-26")
+    got = sessions.day_items(steps(spark, rows), "2026-11-26")
     expected = spark.createDataFrame([("u", ["b", "c"])], "user_id string, items array<string>")
     assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_held_out_marks_the_last_two_steps_of_users_long_enough_to_evaluate(spark):
+    rows = [("u", x, "view", f"10:0{k}:00") for k, x in enumerate("abcd")]
+    rows += [("v", x, "view", f"11:0{k}:00") for k, x in enumerate("ab")]  # 2 < min_train_steps
+    got = steps(spark, rows).select("user_id", "item_id", "step_no", "held_out")
+    expected = spark.createDataFrame(
+        [("u", "a", 1, False), ("u", "b", 2, False), ("u", "c", 3, True), ("u", "d", 4, True)]
+        + [("v", "a", 1, False), ("v", "b", 2, False)],
+        "user_id string, item_id string, step_no int, held_out boolean",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_merged_step_keeps_the_smallest_category_and_the_last_events_time(spark):
+    df = ranked(
+        spark, [("u", "a", "view", "10:00:00"), ("u", "a", "click", "10:00:05"), ("u", "a", "cart", "10:00:09")]
+    )
+    df = df.withColumn("category", F.when(F.col("event_type") == "view", "z").when(F.col("event_type") == "click", "b"))
+    got = sessions.to_steps(df, rules()).select("category", F.col("end_ts").cast("string"), "n_events", "event_rank")
+    assert [tuple(r) for r in got.collect()] == [("b", "2026-11-26 10:00:09", 3, 2)]
+
+
+def reference_steps(events: list[tuple], r: sessions.StepRules) -> list[tuple]:
+    """The rules, one event at a time in plain Python: (user, item, secs, rank) sorted by user
+    and time -> (user, item, session, step_no, n_events, rank, bucket, held_out) per step."""
+    out, by_user = [], {}
+    for e in events:
+        by_user.setdefault(e[0], []).append(e)
+    for user, evs in by_user.items():
+        user_steps, session, base, base_secs, prev, chunk_prev = [], 0, 0, 0.0, None, None
+        for i, (_, item, secs, rank) in enumerate(evs):
+            if prev is None or secs - prev >= r.gap_minutes * 60:
+                base, base_secs = i, secs
+            chunk = (secs - base_secs) // (r.max_minutes * 60)
+            cut = i == base or (i - base) % r.max_events == 0 or chunk != chunk_prev
+            session += cut
+            if cut or not r.collapse_repeats or user_steps[-1][1] != item:
+                user_steps.append([user, item, session, len(user_steps) + 1, 0, rank, secs])
+            user_steps[-1][4] += 1
+            user_steps[-1][5] = max(user_steps[-1][5], rank)
+            prev, chunk_prev = secs, chunk
+        n = len(user_steps)
+        for k, (u, item, sess, no, count, rank, secs) in enumerate(user_steps):
+            gap = None if k == 0 else secs - user_steps[k - 1][6]
+            bucket = 1 if gap is None else 2 + sum(edge < gap for edge in r.edges_s)
+            out.append((u, item, sess, no, count, rank, bucket, n >= r.min_train_steps and no > n - 2))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("batch_rows", [7, 10_000])
+def test_steps_match_the_rules_event_by_event_whatever_the_arrow_batches(spark, batch_rows):
+    """Random clickstreams of 40 users against the rules applied one event at a time. With Arrow
+    batches of 7 rows every user's events are cut across batches and carried to the next."""
+    import random
+
+    rng = random.Random(7)
+    rows, start = [], 1_790_000_000
+    for u in range(40):
+        t = start
+        for _ in range(rng.randint(1, 60)):
+            t += rng.choice([0, 1, 5, 30, 600, 1799, 1800, 5000, 40_000])
+            rows.append((f"u{u:02d}", rng.choice("abc"), rng.choice(TYPES), t))
+    r = rules(gap=30.0, max_events=7, max_minutes=60.0, edges=(10.0, 600.0, 3600.0))
+    df = spark.createDataFrame(
+        [(u, i, e, t, n) for n, (u, i, e, t) in enumerate(rows)],
+        "user_id string, item_id string, event_type string, s long, n long",
+    )
+    df = sessions.with_event_rank(
+        df.select(
+            "user_id",
+            "item_id",
+            "event_type",
+            F.timestamp_seconds("s").alias("ts"),
+            F.struct(F.lit("f").alias("file"), F.lit(0).cast("long").alias("block"), F.col("n").alias("row")).alias(
+                "ingest_order"
+            ),
+            F.lit("c").alias("category"),
+        ),
+        TYPES,
+    ).repartition(3)
+    before = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    try:
+        got = sessions.to_steps(df, r).collect()
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", before)
+    ordered = sorted(rows, key=lambda e: (e[0], e[3]))  # ties in time: the list's order (stable)
+    expected = reference_steps([(u, i, float(t), TYPES.index(e)) for u, i, e, t in ordered], r)
+    assert (
+        sorted(
+            (s["user_id"], s["item_id"], s["session_idx"], s["step_no"], s["n_events"], s["event_rank"])
+            + (s["time_gap_bucket"], s["held_out"])
+            for s in got
+        )
+        == expected
+    )
+    assert len(got) < len(rows)  # repeats did merge

@@ -6,7 +6,7 @@ from chispa import assert_df_equality
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from interest.etl import sequences, vocab
+from interest.etl import sequences, sessions, vocab
 
 
 def steps_of(spark, rows):
@@ -54,7 +54,15 @@ def test_held_out_targets_do_not_count_for_the_vocabulary(spark):
         ("v", "held", 3, 1, 0, 2),
         ("w", "b", 1, 1, 0, 1),
     ]
-    steps = sequences.mark_held_out(steps_of(spark, rows), min_train_steps=3)
+    events = steps_of(spark, rows).select(
+        "user_id",
+        "item_id",
+        "ts",
+        F.lit(None).cast("struct<file:string,block:bigint,row:bigint>").alias("ingest_order"),
+        "event_rank",
+        "category",
+    )
+    steps = sessions.to_steps(events, sessions.StepRules(30.0, 200, 240.0, True, (60.0,), min_train_steps=3))
     held = {(r["user_id"], r["item_id"]) for r in steps.where("held_out").collect()}
     assert held == {("u", "b"), ("u", "held"), ("v", "a"), ("v", "held")}
     got = vocab.build_vocab(steps.where(~F.col("held_out")), min_count=1)

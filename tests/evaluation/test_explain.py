@@ -60,7 +60,7 @@ def test_explanations_point_at_planted_interests(noisy, kind):
         infer, model, ids, None, top_k=5, top_n=10, cold_min_steps=3, version="test"
     )  # the embed job's per-batch code
     wanted = [set(truth.interests_last[u]) for u in rows.user_id]
-    explained = share_in_interests([[t[0] for t in tops] for tops in rows.top_items], wanted, category)
+    explained = share_in_interests([[t["item_id"] for t in tops] for tops in rows.top_items], wanted, category)
 
     by_user = infer.set_index("user_id").loc[rows.user_id]
     feats = {f: np.stack(by_user[f].to_numpy()).astype(np.int32) for f in SEQUENCE_FEATURES}  # [N, L]

@@ -164,3 +164,27 @@ def test_mixed_bfloat16_keeps_the_contract_and_float32_outputs(kind):
     f32.set_weights(enc.get_weights())
     np.testing.assert_allclose(f32.infer(inp)["user"], out["user"], atol=0.1)
     np.testing.assert_allclose(f32.infer(inp)["user"], np.asarray(f32(inp, training=False)["user"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_inference_matches_the_full_call_and_reproduces_whatever_came_first(kind):
+    """``infer`` computes only the last position (``last_only``) in one graph for every batch size.
+    Its user, interests and attention are the full eager call's; and the same rows give the same
+    bits whether the process first saw a batch of 3 rows or of 7 (a re-run's batches may arrive in
+    another order, and the published tables must not change)."""
+    enc = build_encoder(kind, max_len=12, **ARGS)
+    inp = batch(lengths=(12, 7, 3, 1, 5, 9, 2))
+    full = {k: np.asarray(v) for k, v in enc(inp, training=False).items()}
+    out = enc.infer(inp)
+    assert set(out) == {"user", "interests", "attention"}
+    for name in out:
+        np.testing.assert_allclose(out[name], full[name], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=1e-5)
+    assert (out["attention"][inp["item_idx"] == 0] == 0).all()
+
+    first_small = build_encoder(kind, max_len=12, **ARGS)
+    first_small.set_weights(enc.get_weights())
+    first_small.infer({k: v[:3] for k, v in inp.items()})
+    again = first_small.infer(inp)
+    for name in out:
+        np.testing.assert_array_equal(again[name], out[name], err_msg=name)

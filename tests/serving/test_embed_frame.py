@@ -62,7 +62,7 @@ def test_columns_unit_vectors_and_cold_start_flags(model):
     for vec in out.embedding:
         assert len(vec) == 8 and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
     for interests in out.interests:
-        assert np.linalg.norm(np.asarray(interests), axis=-1) == pytest.approx(1.0, abs=1e-5)
+        assert np.linalg.norm(np.stack(interests), axis=-1) == pytest.approx(1.0, abs=1e-5)
     assert out.is_cold_start.tolist() == [False, True]  # n_steps below cold_min_steps=3
     assert out.n_events.tolist() == [3, 1]
 
@@ -70,7 +70,7 @@ def test_columns_unit_vectors_and_cold_start_flags(model):
 def test_recommendations_are_new_items_ranked_by_score(model):
     pdf = frame([[0, 0, 2, 3, 4]], n_steps=[3])
     out = run(model, pdf, top_n=3)
-    recs = out.recommendations[0]
+    recs = [(r["item_id"], r["score"]) for r in out.recommendations[0]]
     assert [item for item, _ in recs] and not {item for item, _ in recs} & {"<pad>", "<unknown>", "a", "b", "c"}
     scores = [s for _, s in recs]
     assert scores == sorted(scores, reverse=True) and len(recs) == 3  # d, e, f are left: all three, in order
@@ -84,7 +84,7 @@ def test_recommendations_are_new_items_ranked_by_score(model):
 
 def test_explanations_name_history_items_only(model):
     out = run(model, frame([[0, 0, 2, 3, 3]], n_steps=[3]))
-    explained = out.top_items[0]
+    explained = [(t["item_id"], t["weight"]) for t in out.top_items[0]]
     assert len(explained) == 2 and {item for item, _ in explained} <= {"a", "b"}
     weights = [w for _, w in explained]
     assert weights == sorted(weights, reverse=True) and 0 < sum(weights) <= 1.0 + 1e-6
@@ -95,14 +95,14 @@ def test_items_newer_than_the_model_count_as_the_unknown_item(model):
     newer = run(model, frame([[0, 0, 2, 3, 11]], n_steps=[3], histories=[[2, 3]]))  # 11: not in the model
     unknown = run(model, frame([[0, 0, 2, 3, UNKNOWN]], n_steps=[3], histories=[[2, 3]]))
     np.testing.assert_allclose(newer.embedding[0], unknown.embedding[0], atol=1e-6)
-    assert newer.recommendations[0] == unknown.recommendations[0]
-    assert all(item not in ("<pad>", "<unknown>") for item, _ in newer.recommendations[0])
+    assert newer.recommendations[0].tolist() == unknown.recommendations[0].tolist()
+    assert all(r["item_id"] not in ("<pad>", "<unknown>") for r in newer.recommendations[0])
 
 
 def test_a_user_who_has_seen_everything_gets_no_recommendation(model):
     everything = list(range(FIRST_ITEM, V))
     out = run(model, frame([[3, 4, 5, 6, 7]], n_steps=[5], histories=[everything]))
-    assert out.recommendations[0] == [] and out.top_interest[0] is None
+    assert len(out.recommendations[0]) == 0 and out.top_interest[0] is None
 
 
 def test_blocked_top_n_equals_ranking_each_user_alone():
@@ -123,3 +123,37 @@ def test_blocked_top_n_equals_ranking_each_user_alone():
         assert items[u][found].tolist() == expect
         np.testing.assert_allclose(scores[u][found], [user[u] @ table[j] for j in expect], atol=1e-5)
     assert not np.isfinite(scores[0]).any()
+
+
+def test_two_stage_top_k_equals_one_top_k_over_every_item():
+    """The grouped top-k (best groups by their maximum, then the best items inside them) returns
+    exactly what one ``top_k`` over all scores does, ties included (the lower index first), for
+    item counts that are and are not a multiple of the group, and for k beyond one group."""
+    import tensorflow as tf
+
+    from interest.serving.embed import TOP_K_GROUP, _top_k
+
+    rng = np.random.default_rng(5)
+    for n_items, k in ((TOP_K_GROUP * 7, 10), (TOP_K_GROUP * 5 + 37, 150), (50, 50), (TOP_K_GROUP * 3, 3)):
+        user = rng.normal(size=(33, 6)).astype(np.float32)
+        table = rng.normal(size=(n_items, 6)).astype(np.float32)
+        table[n_items // 2 :: 7] = table[3]  # exact ties in every user's scores, across groups
+        values, indices = _top_k(tf.constant(user), tf.constant(table), np.zeros((0, 2), np.int32), k)
+        expected = tf.math.top_k(tf.matmul(user, table, transpose_b=True), k)
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
+        np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+
+
+def test_explanations_of_a_batch_sum_repeats_and_rank_each_user_alone():
+    """``top_weighted_batch``: per user, an item's weight is the sum over the positions it holds,
+    padding never counts, heaviest first with ties to the lower index, k at most, users apart."""
+    from interest.serving.embed import top_weighted_batch
+
+    items = np.array([[0, 2, 3, 2, 4], [5, 5, 5, 0, 0], [0, 0, 0, 0, 0], [7, 6, 6, 7, 3]])
+    weights = np.array(
+        [[0.9, 0.2, 0.3, 0.4, 0.1], [0.1, 0.2, 0.3, 0.4, 0.0], [1, 1, 1, 1, 1], [0.25, 0.125, 0.125, 0.25, 0.25]]
+    )
+    user, item, weight, offsets = top_weighted_batch(items, weights, 2)
+    got = [list(zip(item[a:b].tolist(), np.round(weight[a:b], 6).tolist())) for a, b in zip(offsets, offsets[1:])]
+    assert got == [[(2, 0.6), (3, 0.3)], [(5, 0.6)], [], [(7, 0.5), (3, 0.25)]]
+    assert user.tolist() == [0, 0, 1, 3, 3]
