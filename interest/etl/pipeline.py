@@ -104,7 +104,7 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
         "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order"
     )
     deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
-    return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy).drop("day")
+    return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)  # keeps day: the steps' sort
 
 
 def step_rules(s: SessionizeConfig) -> sessions.StepRules:

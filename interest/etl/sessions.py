@@ -23,7 +23,6 @@ from pyspark.sql import types as T
 from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED
 from interest.schema import HELD_OUT_STEPS
 
-KEYS = ["user_id", "item_id", "event_type", "ts"]
 ORDER = ["ts", "ingest_order", "event_rank"]
 
 
@@ -43,8 +42,9 @@ def dedupe(df: DataFrame) -> DataFrame:
     the event's UTC date, which the bot rules count by.
     """
     # grouped by the UTC day too (a function of ts, so the groups are the same): the sort this
-    # needs then also serves the per-user-and-day bot windows that follow
-    return df.groupBy("user_id", F.to_date("ts").alias("day"), *KEYS[1:]).agg(
+    # needs then also serves the per-user-and-day bot windows and the steps that follow; ts
+    # comes before item_id and event_type, so the sort compares strings only on ties in time
+    return df.groupBy("user_id", F.to_date("ts").alias("day"), "ts", "item_id", "event_type").agg(
         F.min("category").alias("category"),
         F.min("dt").alias("dt"),
         F.min("ts_raw").alias("ts_raw"),
@@ -75,24 +75,25 @@ def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
     return flagged.withColumn("reject_reason", reason.cast("string")).drop("_n", "_busiest")
 
 
-def step_schema(ingest_order: T.DataType) -> T.StructType:
-    """The columns of :func:`to_steps`' output (``ingest_order`` keeps the events' type)."""
-    fields = [
-        ("user_id", T.StringType()),
-        ("session_idx", T.IntegerType()),
-        ("ts", T.TimestampType()),
-        ("ingest_order", ingest_order),
-        ("item_id", T.StringType()),
-        ("event_rank", T.IntegerType()),
-        ("category", T.StringType()),
-        ("n_events", T.LongType()),
-        ("end_ts", T.TimestampType()),
-        ("step_no", T.IntegerType()),
-        ("gap_s", T.DoubleType()),
-        ("time_gap_bucket", T.IntegerType()),
-        ("held_out", T.BooleanType()),
+STEP_SCHEMA = T.StructType(
+    [
+        T.StructField(name, kind)
+        for name, kind in [
+            ("user_id", T.StringType()),
+            ("session_idx", T.IntegerType()),
+            ("ts", T.TimestampType()),
+            ("item_id", T.StringType()),
+            ("event_rank", T.IntegerType()),
+            ("category", T.StringType()),
+            ("n_events", T.LongType()),
+            ("end_ts", T.TimestampType()),
+            ("step_no", T.IntegerType()),
+            ("gap_s", T.DoubleType()),
+            ("time_gap_bucket", T.IntegerType()),
+            ("held_out", T.BooleanType()),
+        ]
     ]
-    return T.StructType([T.StructField(name, kind) for name, kind in fields])
+)  # what to_steps returns
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class StepRules:
 
 
 def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
-    """Clean events (with ``event_rank``) -> steps (:func:`step_schema`): sessions, merged repeats, step
+    """Clean events (with ``event_rank``) -> steps (STEP_SCHEMA): sessions, merged repeats, step
     numbers, gaps and the held-out flag, in one sort and one vectorised pass per partition.
 
     Sessions: a new one starts when the gap to the user's previous event is at least
@@ -128,8 +129,14 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
     Every user's events must be in one partition: the frame is hash-partitioned by ``user_id``
     (a no-op when it already is, as in the pipeline).
     """
-    columns = ["user_id", "ts", "ingest_order", "item_id", "event_rank", "category"]
-    ordered = events.select(*columns).repartition("user_id").sortWithinPartitions("user_id", *ORDER)
+    # Sorted by Spark in ORDER (behind the day, which deduplication sorted by, and which ts
+    # determines); the arrival order then need not travel to Python, and a step is numbered by it.
+    prefix = ["user_id", "day"] if "day" in events.columns else ["user_id"]
+    ordered = (
+        events.repartition("user_id")
+        .sortWithinPartitions(*prefix, *ORDER)
+        .select("user_id", "ts", "item_id", "event_rank", "category")
+    )
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
         carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
@@ -146,7 +153,7 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
         if carried:
             yield from _steps_of_users(pa.Table.from_batches(carried), rules).to_batches()
 
-    return ordered.mapInArrow(run, step_schema(events.schema["ingest_order"].dataType))
+    return ordered.mapInArrow(run, STEP_SCHEMA)
 
 
 def _flags_after(values: pa.Array) -> np.ndarray:
@@ -159,12 +166,12 @@ def _flags_after(values: pa.Array) -> np.ndarray:
 
 def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     """:func:`to_steps` on whole users' events, sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
-    table = table.combine_chunks()
+    col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
     n = table.num_rows
     index = np.arange(n)
-    new_user = _flags_after(table.column("user_id").chunk(0))  # [n]
+    new_user = _flags_after(col["user_id"])  # [n]
     user_start = np.maximum.accumulate(np.where(new_user, index, 0))  # each row's user's first row
-    ts = table.column("ts").chunk(0)
+    ts = col["ts"]
     secs = np.asarray(ts.cast(pa.int64())).astype(np.float64) / 1e6  # as Spark casts a timestamp
     gap = np.full(n, np.nan)
     gap[1:] = secs[1:] - secs[:-1]
@@ -180,18 +187,18 @@ def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     # steps: a run of one item within a session
     starts_run = cut | new_user
     if rules.collapse_repeats:
-        starts_run |= _flags_after(table.column("item_id").chunk(0))
+        starts_run |= _flags_after(col["item_id"])
     else:
         starts_run[:] = True
     starts = np.flatnonzero(starts_run)  # [s]
     ends = np.append(starts[1:], n) - 1
-    category = table.column("category").take(pa.array(starts))
+    category = col["category"].take(pa.array(starts))
     merged = np.flatnonzero(ends > starts)  # the runs of more than one event: the smallest category
     if len(merged):
         run_of = np.repeat(np.arange(len(starts)), ends - starts + 1)
         inside = np.flatnonzero(np.isin(run_of, merged))
         smallest = (
-            pa.table({"run": run_of[inside], "category": table.column("category").take(pa.array(inside))})
+            pa.table({"run": run_of[inside], "category": col["category"].take(pa.array(inside))})
             .group_by("run", use_threads=False)
             .aggregate([("category", "min")])
             .sort_by("run")
@@ -199,7 +206,7 @@ def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
         pick = np.arange(len(starts))
         pick[merged] = len(starts) + np.arange(len(merged))  # the merged runs take their minimum
         category = pa.concat_arrays([category, smallest.column("category_min").combine_chunks()]).take(pa.array(pick))
-    step_user = table.column("user_id").take(pa.array(starts))
+    step_user = col["user_id"].take(pa.array(starts))
     first_step = np.maximum.accumulate(np.where(new_user[starts], np.arange(len(starts)), 0))  # [s]
     step_no = np.arange(len(starts)) - first_step + 1
     step_secs = secs[starts]
@@ -215,9 +222,8 @@ def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
             "user_id": step_user,
             "session_idx": pa.array(session[starts], pa.int32()),
             "ts": ts.take(pa.array(starts)),
-            "ingest_order": table.column("ingest_order").take(pa.array(starts)),
-            "item_id": table.column("item_id").take(pa.array(starts)),
-            "event_rank": pa.array(np.maximum.reduceat(np.asarray(table.column("event_rank")), starts), pa.int32())
+            "item_id": col["item_id"].take(pa.array(starts)),
+            "event_rank": pa.array(np.maximum.reduceat(np.asarray(col["event_rank"]), starts), pa.int32())
             if n
             else pa.array([], pa.int32()),
             "category": category,
@@ -263,5 +269,5 @@ def day_items(steps: DataFrame, date: str) -> DataFrame:
     """
     start = F.to_timestamp(F.lit(date))
     today = steps.where((F.col("end_ts") >= start) & (F.col("ts") < start + F.expr("INTERVAL 1 DAY")))
-    ordered = F.array_sort(F.collect_list(F.struct(*[F.col(c) for c in ORDER], F.col("item_id"))))
+    ordered = F.array_sort(F.collect_list(F.struct("step_no", "item_id")))  # steps are numbered in ORDER
     return today.groupBy("user_id").agg(ordered.alias("_s")).select("user_id", F.col("_s.item_id").alias("items"))
