@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,23 +177,30 @@ def _grouped_top_k(user, candidates, seen, k):
     return top.values, item  # [B, k] each
 
 
-def embed_frame(
-    pdf: pd.DataFrame,
-    model,
-    item_ids: np.ndarray,
-    categories: np.ndarray | None,
-    top_k: int,
-    top_n: int,
-    cold_min_steps: int,
-    version: str,
-    table: np.ndarray | None = None,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Embedder:
+    """What one batch of inference rows is embedded, explained and ranked with.
+
+    ``item_ids`` and ``categories`` map item indices to ids and categories (``categories`` None:
+    the top interest is the best recommendation itself). ``table`` ([V, D], default the model's
+    item table) is what recommendations are scored against: with :func:`scoring_table`, items
+    newer than the model can be recommended too."""
+
+    model: Any
+    item_ids: np.ndarray
+    categories: np.ndarray | None
+    top_k: int  # explanation items per user
+    top_n: int  # recommendations per user
+    cold_min_steps: int  # fewer steps: flagged cold start
+    version: str
+    table: np.ndarray | None = None
+
+
+def embed_frame(pdf: pd.DataFrame, embedder: Embedder) -> pd.DataFrame:
     """:func:`embed_batch` on a pandas frame of inference rows (tests, notebooks): nested columns
     come back as pyarrow's pandas form (a list column is an array, a struct is a dict)."""
     columns = [c for c in ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"] if c in pdf]
-    batch = pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False)
-    out = embed_batch(batch, model, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
-    return out.to_pandas()
+    return embed_batch(pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False), embedder).to_pandas()
 
 
 def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
@@ -231,24 +239,13 @@ def _majority(labels: np.ndarray, rows: np.ndarray, b: int) -> list[str | None]:
     return out
 
 
-def embed_batch(
-    batch: pa.RecordBatch,
-    model,
-    item_ids: np.ndarray,
-    categories: np.ndarray | None,
-    top_k: int,
-    top_n: int,
-    cold_min_steps: int,
-    version: str,
-    table: np.ndarray | None = None,
-) -> pa.RecordBatch:
+def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
     """One Arrow batch of inference rows -> a batch of EMBED_SCHEMA rows (numpy + the model).
 
     Columns are built as Arrow arrays from flat NumPy values, with no Python object per user:
-    per-row Python was a third of inference. ``table`` ([V, D], default the model's item table)
-    is what recommendations are scored against: with :func:`scoring_table`, items newer than
-    the model can be recommended too."""
-    encoder = model.encoder
+    per-row Python was a third of inference."""
+    e = embedder
+    encoder = e.model.encoder
     vocab_size, max_len = encoder.args["vocab_size"], encoder.args["max_len"]
     b = batch.num_rows
     feats = {f: _fixed_rows(batch.column(f), max_len) for f in SEQUENCE_FEATURES}  # [B, L] each
@@ -258,31 +255,32 @@ def embed_batch(
     user = l2_normalize(out["user"])  # [B, D]
     interests = l2_normalize(out["interests"])  # [B, K, D]
     attention = out["attention"]  # [B, L]
-    table = np.asarray(encoder.item_table) if table is None else table  # [V, D]
+    table = np.asarray(encoder.item_table) if e.table is None else e.table  # [V, D]
     if "history_idx" in batch.schema.names:
         hist = batch.column("history_idx")
         offsets = np.asarray(hist.offsets)
         histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
     else:
         histories = list(seen)
-    best, best_scores = top_n_unseen(user, table, histories, top_n)  # [B, n] each
+    best, best_scores = top_n_unseen(user, table, histories, e.top_n)  # [B, n] each
     found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
     rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
     rec_items = best[found]
     recommendations = pa.StructArray.from_arrays(
-        [pa.array(item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
+        [pa.array(e.item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
         fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
     )
-    _, explained, weight, explain_offsets = top_weighted_batch(seen, attention, top_k)
-    known = explained < len(item_ids)  # an index past the vocabulary explains as a null id
-    names = [str(item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
+    _, explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
+    known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
+    names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
     top_items = pa.StructArray.from_arrays(
         [pa.array(names, pa.string()), pa.array(weight.astype(np.float32), pa.float32())],
         fields=list(OUTPUT_ARROW.field("top_items").type.value_type),
     )
     # the most frequent category among the recommendations; without categories, the best one
-    pick = found if categories is not None else found & (np.arange(found.shape[1]) == 0)
-    top_interest = _majority((categories if categories is not None else item_ids)[best[pick]], np.nonzero(pick)[0], b)
+    labels = e.categories if e.categories is not None else e.item_ids
+    pick = found if e.categories is not None else found & (np.arange(found.shape[1]) == 0)
+    top_interest = _majority(labels[best[pick]], np.nonzero(pick)[0], b)
     d, k = user.shape[1], interests.shape[1]
     columns = [
         batch.column("user_id").cast(pa.string()),
@@ -294,8 +292,8 @@ def embed_batch(
         ),
         _lists(explain_offsets, top_items, "top_items"),
         batch.column("n_events").cast(pa.int64()),
-        pa.array(np.asarray(batch.column("n_steps")) < cold_min_steps, pa.bool_()),
-        pa.array([version] * b, pa.string()),
+        pa.array(np.asarray(batch.column("n_steps")) < e.cold_min_steps, pa.bool_()),
+        pa.array([e.version] * b, pa.string()),
         _lists(rec_offsets, recommendations, "recommendations"),
         pa.array(top_interest, pa.string()),
     ]
@@ -358,12 +356,14 @@ def embed_users(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
-        loaded = _model(SparkFiles.get(shipped))
         item_ids, categories, table = shared.value
+        embedder = Embedder(
+            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table
+        )
         for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
             if batch.num_rows:
-                yield embed_batch(batch, loaded, item_ids, categories, top_k, top_n, cold_min_steps, version, table)
+                yield embed_batch(batch, embedder)
 
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
     if "history_idx" in rows.columns:

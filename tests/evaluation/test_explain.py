@@ -13,7 +13,7 @@ from interest.evaluation.explain import share_in_interests
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model
 from interest.schema import SEQUENCE_FEATURES
-from interest.serving.embed import embed_frame, top_weighted_items
+from interest.serving.embed import Embedder, embed_frame, top_weighted_items
 from interest.synth import generate
 from interest.training.run import train_and_export
 
@@ -56,9 +56,8 @@ def test_explanations_point_at_planted_interests(noisy, kind):
     vocab = pd.read_parquet(noisy / "vocab" / f"dt={DATE}").sort_values("item_idx")
     ids = np.array(["<pad>", "<unknown>", *vocab.item_id], dtype=object)
     model = load_model(out.model_dir)
-    rows = embed_frame(
-        infer, model, ids, None, top_k=5, top_n=10, cold_min_steps=3, version="test"
-    )  # the embed job's per-batch code
+    embedder = Embedder(model, ids, None, top_k=5, top_n=10, cold_min_steps=3, version="test")
+    rows = embed_frame(infer, embedder)  # the embed job's per-batch code
     wanted = [set(truth.interests_last[u]) for u in rows.user_id]
     explained = share_in_interests([[t["item_id"] for t in tops] for tops in rows.top_items], wanted, category)
 

@@ -14,7 +14,7 @@ import pytest
 from interest.models.encoders import build_encoder
 from interest.models.export import LoadedModel
 from interest.schema import FIRST_ITEM, UNKNOWN
-from interest.serving.embed import EMBED_SCHEMA, embed_frame
+from interest.serving.embed import EMBED_SCHEMA, Embedder, embed_frame
 
 L, V = 5, 8  # max_len; item rows: pad, unknown, items 2..7
 ITEM_IDS = np.array(["<pad>", "<unknown>", "a", "b", "c", "d", "e", "f"], dtype=object)
@@ -52,7 +52,9 @@ def frame(items: list[list[int]], n_steps: list[int], histories: list[list[int]]
 
 
 def run(model: LoadedModel, pdf: pd.DataFrame, top_n: int = 3, cold: int = 3) -> pd.DataFrame:
-    return embed_frame(pdf, model, ITEM_IDS, CATEGORIES, top_k=2, top_n=top_n, cold_min_steps=cold, version="v1")
+    return embed_frame(
+        pdf, Embedder(model, ITEM_IDS, CATEGORIES, top_k=2, top_n=top_n, cold_min_steps=cold, version="v1")
+    )
 
 
 def test_columns_unit_vectors_and_cold_start_flags(model):
