@@ -115,8 +115,8 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
     Sessions: a new one starts when the gap to the user's previous event is at least
     ``gap_minutes``, and a long one is cut every ``max_events`` events and every ``max_minutes``
     since it began; ``session_idx`` counts them from 1 per user. Steps: consecutive events on one
-    item in a session merge into one step that keeps the first event's time and arrival, the
-    deepest funnel stage reached (so "view, click, cart" of one item is a single cart step), the
+    item in a session merge into one step that keeps the first event's time, the deepest funnel
+    stage reached (so "view, click, cart" of one item is a single cart step), the
     smallest category, how many events merged (``n_events``) and the last one's time
     (``end_ts``). ``step_no`` numbers a user's steps from 1 in time order, ``gap_s`` is the time
     since the previous step and ``time_gap_bucket`` its bucket (:func:`time_gap_bucket`).
