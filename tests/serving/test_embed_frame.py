@@ -159,3 +159,12 @@ def test_explanations_of_a_batch_sum_repeats_and_rank_each_user_alone():
     got = [list(zip(item[a:b].tolist(), np.round(weight[a:b], 6).tolist())) for a, b in zip(offsets, offsets[1:])]
     assert got == [[(2, 0.6), (3, 0.3)], [(5, 0.6)], [], [(7, 0.5), (3, 0.25)]]
     assert user.tolist() == [0, 0, 1, 3, 3]
+
+
+def test_inference_rows_of_the_wrong_length_are_refused_with_a_clear_error(model):
+    """Inference rows are padded to max_len; a row of another length (sequences written for
+    another model) stops the batch with the reason rather than a shape error deep in TensorFlow."""
+    pdf = frame([[0, 0, 2, 3, 4]], n_steps=[3])
+    pdf.at[0, "item_idx"] = np.array([2, 3, 4], dtype=np.int32)
+    with pytest.raises(ValueError, match="exactly 5 steps per feature"):
+        run(model, pdf)
