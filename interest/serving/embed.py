@@ -70,16 +70,14 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
     """History positions -> the k items with the largest summed attention weight (an item seen
     twice gets both positions' weight). items, weights: [L] -> [(item_idx, weight)]."""
-    _, item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
+    item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
     return list(zip(item.tolist(), weight.tolist()))
 
 
-def top_weighted_batch(
-    items: np.ndarray, weights: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`top_weighted_items` for a whole batch at once (no per-user Python).
 
-    items, weights [B, L] -> (user row, item_idx, summed weight (float64), offsets [B + 1]): the
+    items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
     users' top k in order, heaviest first, ties to the lower item index; user b's are
     ``[offsets[b]:offsets[b + 1]]``.
     """
@@ -95,7 +93,7 @@ def top_weighted_batch(
     rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
     top = rank < k
     offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
-    return user[top], item[top], totals[top], offsets
+    return item[top], totals[top], offsets
 
 
 def top_n_unseen(
@@ -270,7 +268,7 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         [pa.array(e.item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
         fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
     )
-    _, explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
+    explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
     known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
     names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
     top_items = pa.StructArray.from_arrays(
