@@ -33,6 +33,14 @@ def test_defaults_and_overrides_with_types():
     assert parse_override("a.b=1.5") == ("a.b", 1.5)
 
 
+def test_row_groups_are_sized_in_bytes_of_sequence_columns():
+    """Four int32 sequence columns of max_len values per row: 16 MiB is 20,971 rows at 50 and
+    5,242 at 200, so a row group costs the reader the same at any length."""
+    rows = [load_config(None, [f"sessionize.max_len={n}"]).sessionize.rows_per_row_group for n in (50, 200)]
+    assert rows == [20971, 5242]
+    assert load_config(None, ["sessionize.row_group_mib=0.0001"]).sessionize.rows_per_row_group == 1  # never 0
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -47,6 +55,7 @@ def test_defaults_and_overrides_with_types():
         ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
         ("nodot", "must look like section.key=value"),
         ("eval.valid_seed=2", "must differ from every test seed in eval.seeds"),
+        ("sessionize.row_group_mib=0", "sessionize.row_group_mib and min_row_groups must be positive"),
     ],
 )
 def test_bad_config_names_the_key(override, message):

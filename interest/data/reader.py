@@ -19,6 +19,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 
 from interest import storage
@@ -56,6 +59,50 @@ def _permuted(block: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tens
     n = tf.shape(block["item_idx"])[0]
     order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))  # [n]
     return {name: tf.gather(values, order) for name, values in block.items()}
+
+
+class _FixedWidthResults:
+    """Petastorm's results reader with a vectorised conversion of fixed-width list columns.
+
+    Petastorm 0.13 turns each list column of a row group into one NumPy array per row and
+    ``np.vstack``s them: Python work per row, on the thread that feeds tf.data, which made the
+    stream 5-7x slower than reading the same files with pyarrow. Our sequence columns all have
+    ``max_len`` values per row, so a row group's column is its flat values reshaped to [n, L]:
+    one copy, no per-row work. A ragged column is refused with the reason.
+    """
+
+    batched_output = True
+
+    def read_next(self, workers_pool: Any, schema: Any, ngram: Any) -> Any:
+        from petastorm.workers_pool import EmptyResultError
+
+        try:
+            table = workers_pool.get_results()
+        except EmptyResultError:
+            raise StopIteration from None
+        return schema.make_namedtuple(**columns_as_matrices(table))
+
+
+def columns_as_matrices(table: Any) -> dict[str, np.ndarray]:
+    """A pyarrow table's columns as NumPy: list columns of one width become [n, width] matrices."""
+    out: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if not pa.types.is_list(column.type):
+            out[name] = column.to_numpy(zero_copy_only=False)
+            continue
+        lengths = pc.list_value_length(column)
+        shortest, longest = pc.min_max(lengths).values()
+        values = column.flatten()
+        if len(column) and (shortest != longest or column.null_count or values.null_count):
+            raise ValueError(
+                f"sequence column {name!r} must hold one padded array of the same length per row "
+                f"(got lengths {shortest.as_py()}..{longest.as_py()}, {column.null_count} null rows, "
+                f"{values.null_count} null values): write it with the sessionize job's padding"
+            )
+        width = longest.as_py() if len(column) else 0
+        out[name] = values.to_numpy().reshape(len(column), width)  # [n, L]
+    return out
 
 
 class _Stopping:
@@ -130,6 +177,9 @@ def petastorm_batches(
             cur_shard=shard,
             shard_count=num_shards,
             workers_count=workers,
+            # Row groups waiting for tf.data: Petastorm's default (50) would buffer up to 800 MiB of
+            # 16 MiB groups; a few per worker keep the workers ahead of the stream.
+            results_queue_size=4 * workers,
         )
     except Exception:
         quiet.__exit__(None, None, None)
@@ -137,6 +187,9 @@ def petastorm_batches(
     try:
         # Reader's own __exit__ would also print "Cache cleanup complete." to stdout (we use no cache)
         with contextlib.closing(_Stopping(reader)):
+            # The batch reader's results reader is the one place Petastorm converts row groups to
+            # NumPy; ours converts fixed-width list columns without per-row work (see above).
+            reader._results_queue_reader = _FixedWidthResults()
             ds = make_petastorm_dataset(reader)  # one element per row group
             L = spec.max_len
 
@@ -157,6 +210,12 @@ def petastorm_batches(
                         num_parallel_calls=tf.data.AUTOTUNE,
                     )
                 )
-            yield ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+            ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(8)
+            # tf.data's autotuner, on 2 cores, settles in about one stream of five on settings that
+            # run the stages in turn (0.6x the rows/s, both CPUs half idle). Fixed settings do not:
+            # a map runs on every core, eight batches wait ready (BENCHMARKS.md, input pipeline).
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            yield ds.with_options(options)
     finally:
         quiet.__exit__(None, None, None)

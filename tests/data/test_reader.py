@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,42 @@ def test_shuffling_mixes_row_groups_without_splitting_rows(distinct_path):
     assert sorted(first) == sorted(group_of) and len(first) == 40
     assert first != second
     assert len({group_of[row] for row in first[:10]}) >= 3  # one batch draws from several row groups
+
+
+def test_row_groups_become_matrices_without_changing_a_value():
+    import pyarrow as pa
+
+    from interest.data.reader import columns_as_matrices
+
+    rows = [[1, 2, 3], [0, 0, 4], [5, 6, 7]]
+    table = pa.table({"item_idx": pa.array(rows, pa.list_(pa.int32())), "n_steps": pa.array([3, 1, 3], pa.int32())})
+    out = columns_as_matrices(table.slice(1))  # a slice: offsets that do not start at 0
+    np.testing.assert_array_equal(out["item_idx"], np.array(rows[1:], dtype=np.int32))
+    assert out["item_idx"].dtype == np.int32 and out["n_steps"].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "rows, reason",
+    [([[1, 2, 3], [4, 5]], "lengths 2..3"), ([[1, 2], None], "1 null rows"), ([[1, None], [2, 3]], "1 null values")],
+)
+def test_ragged_or_null_sequences_are_refused_with_the_reason(rows, reason):
+    import pyarrow as pa
+
+    from interest.data.reader import columns_as_matrices
+
+    with pytest.raises(ValueError, match=rf"'item_idx' must hold one padded array.*{reason}"):
+        columns_as_matrices(pa.table({"item_idx": pa.array(rows, pa.list_(pa.int32()))}))
+
+
+def test_a_ragged_file_stops_the_stream_with_the_reason(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ragged = pa.array([[1, 2, 3], [4, 5]], pa.list_(pa.int32()))
+    pq.write_table(
+        pa.table({f: ragged for f in ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")}),
+        tmp_path / "part-0.parquet",
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must hold one padded array"):
+        with petastorm_batches(str(tmp_path), dataclasses.replace(SPEC, max_len=3), 2, epochs=1) as ds:
+            list(ds)
