@@ -184,6 +184,11 @@ class TrainConfig:
     eval_users: int = 20000  # validation on at most this many users (all on small data)
     seed: int = 1
     shuffle_buffer: int = 2048
+    # Petastorm threads reading row groups per training worker. One keeps the order of the rows a
+    # function of the seed, so a run is reproducible; two read faster (max_len 200 on 2 cores:
+    # 226k against 180k rows/s, BENCHMARKS.md) but Petastorm then takes row groups in the order
+    # they finish, which varies between runs once the reader keeps up with the loop.
+    reader_threads: int = 1
     checkpoint_every_steps: int = 200
     workers: int = 1
     max_failures: int = 3
@@ -412,6 +417,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.model.memory_slots >= 1, "model.memory_slots must be at least 1"),
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
+        (cfg.train.reader_threads >= 1, "train.reader_threads must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
         (cfg.embed.vacuum_retain_hours >= 0, "embed.vacuum_retain_hours must be 0 or more"),
         (

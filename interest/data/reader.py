@@ -139,11 +139,14 @@ def petastorm_batches(
     num_shards: int | None = None,
     buffer: int = 2048,
     drop_remainder: bool = True,
-    workers: int = 2,
+    workers: int = 1,
 ) -> Iterator[tf.data.Dataset]:
     """A tf.data.Dataset of {feature: int32 [B, L]} batches streamed by Petastorm.
 
     ``epochs=None`` repeats forever. Use as a context manager: the reader's threads stop on exit.
+    With one worker thread the batches are a function of the data and the seed; with more,
+    Petastorm takes row groups in the order they finish whenever the stream has caught up with
+    its readers, so the order varies between runs.
     """
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
@@ -212,7 +215,7 @@ def petastorm_batches(
                 )
             ds = ds.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(8)
             # tf.data's autotuner, on 2 cores, settles in about one stream of five on settings that
-            # run the stages in turn (0.6x the rows/s, both CPUs half idle). Fixed settings do not:
+            # run the stages in turn (half the rows/s, both CPUs half idle). Fixed settings do not:
             # a map runs on every core, eight batches wait ready (BENCHMARKS.md, input pipeline).
             options = tf.data.Options()
             options.autotune.enabled = False

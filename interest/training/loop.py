@@ -221,6 +221,7 @@ class Trainer:
                     shard=ctx.input_pipeline_id if shards > 1 else None,
                     num_shards=shards if shards > 1 else None,
                     buffer=t.shuffle_buffer,
+                    workers=t.reader_threads,
                 )
             )
 
