@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -132,13 +133,31 @@ def load_rows(
     for name in cols:
         col = table.column(name)
         if name in SEQUENCE_FEATURES:
-            flat = col.combine_chunks()
-            out[name] = np.asarray(flat.flatten(), dtype=np.int32).reshape(table.num_rows, -1)
+            out[name] = fixed_width_matrix(name, col).astype(np.int32, copy=False)
         elif name == "history_idx":  # ragged: one array per user
             out[name] = np.array([np.asarray(v, dtype=np.int64) for v in col.to_pylist()], dtype=object)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out
+
+
+def fixed_width_matrix(name: str, column: pa.ChunkedArray) -> np.ndarray:
+    """A list column with the same number of values in every row as one [n, width] array.
+
+    The flat values reshaped: no per-row work, which matters on the training stream. Sequence
+    columns are padded to ``max_len`` by sessionize; a ragged or null one is refused with the reason.
+    """
+    array = column.combine_chunks()
+    shortest, longest = pc.min_max(pc.list_value_length(array)).values()
+    values = array.flatten()
+    if len(array) and (shortest != longest or array.null_count or values.null_count):
+        raise ValueError(
+            f"sequence column {name!r} must hold one padded array of the same length per row "
+            f"(got lengths {shortest.as_py()}..{longest.as_py()}, {array.null_count} null rows, "
+            f"{values.null_count} null values): write it with the sessionize job's padding"
+        )
+    width = longest.as_py() if len(array) else 0
+    return values.to_numpy().reshape(len(array), width)  # [n, L]
 
 
 def item_counts_from_vocab(vocab: pd.DataFrame, vocab_size: int) -> np.ndarray:

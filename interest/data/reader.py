@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import tensorflow as tf
 
 from interest import storage
-from interest.data.files import SequenceSpec, fetch_shard, to_url
+from interest.data.files import SequenceSpec, fetch_shard, fixed_width_matrix, to_url
 from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS
 
 
@@ -85,24 +84,10 @@ class _FixedWidthResults:
 
 def columns_as_matrices(table: Any) -> dict[str, np.ndarray]:
     """A pyarrow table's columns as NumPy: list columns of one width become [n, width] matrices."""
-    out: dict[str, np.ndarray] = {}
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        if not pa.types.is_list(column.type):
-            out[name] = column.to_numpy(zero_copy_only=False)
-            continue
-        lengths = pc.list_value_length(column)
-        shortest, longest = pc.min_max(lengths).values()
-        values = column.flatten()
-        if len(column) and (shortest != longest or column.null_count or values.null_count):
-            raise ValueError(
-                f"sequence column {name!r} must hold one padded array of the same length per row "
-                f"(got lengths {shortest.as_py()}..{longest.as_py()}, {column.null_count} null rows, "
-                f"{values.null_count} null values): write it with the sessionize job's padding"
-            )
-        width = longest.as_py() if len(column) else 0
-        out[name] = values.to_numpy().reshape(len(column), width)  # [n, L]
-    return out
+    return {
+        name: fixed_width_matrix(name, column) if pa.types.is_list(column.type) else column.to_numpy()
+        for name, column in zip(table.column_names, table.columns)
+    }
 
 
 class _Stopping:
@@ -144,9 +129,9 @@ def petastorm_batches(
     """A tf.data.Dataset of {feature: int32 [B, L]} batches streamed by Petastorm.
 
     ``epochs=None`` repeats forever. Use as a context manager: the reader's threads stop on exit.
-    With one worker thread the batches are a function of the data and the seed; with more,
-    Petastorm takes row groups in the order they finish whenever the stream has caught up with
-    its readers, so the order varies between runs.
+    With one worker the batches are a function of the data and the seed; with more, Petastorm
+    takes row groups in the order they finish whenever the stream has caught up with its readers,
+    so the order varies between runs.
     """
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
@@ -179,6 +164,12 @@ def petastorm_batches(
             seed=seed,
             cur_shard=shard,
             shard_count=num_shards,
+            # A finite stream with one worker reads in its own thread (Petastorm's "dummy" pool):
+            # Petastorm's thread pool can see its one worker idle just before the last row group
+            # is handed out and end the stream without it (rows went missing in about half of the
+            # reader tests). An endless stream (training) never ends, so it keeps the thread that
+            # reads ahead; with one thread, either way, the batches depend only on the seed.
+            reader_pool_type="dummy" if workers == 1 and epochs is not None else "thread",
             workers_count=workers,
             # Row groups waiting for tf.data: Petastorm's default (50) would buffer up to 800 MiB of
             # 16 MiB groups; a few per worker keep the workers ahead of the stream.
