@@ -112,7 +112,7 @@ class SessionizeConfig:
     # Size of one training row group (= one file): its sequence columns, uncompressed. Petastorm
     # hands training whole row groups, so each costs one round of Python bookkeeping; 16 MiB keeps
     # that small next to decoding (20,971 rows at max_len 50, 5,242 at 200). A training reader
-    # holds up to 18 of them (8 being read, 10 waiting): about 300 MiB.
+    # holds up to 9 of them with one thread (4 being read, 5 waiting), 18 with two: 150-300 MiB.
     row_group_mib: float = 16.0
     min_row_groups: int = 8  # enough shards for the distributed readers
     write_sessions: bool = True
