@@ -117,7 +117,8 @@ def main() -> None:
     from interest.config import load_config
     from interest.models.encoders import build_encoder
     from interest.models.export import load_model, save_model
-    from interest.serving.embed import embed_users, top_n_unseen
+    from interest.scoring.topn import top_n_unseen
+    from interest.serving.embed import embed_users
     from interest.spark import get_spark
 
     vocab_size = args.items + 2

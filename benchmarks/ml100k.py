@@ -1,28 +1,270 @@
-"""MovieLens 100K under the SASRec paper's protocol: all three encoders beside popularity.
+"""MovieLens 100K: what each encoder is for. Every encoder over several training seeds, beside
+popularity and item co-occurrence, per segment, on a temporal split, with new items, beyond
+accuracy and faithful explanations.
 
-    python benchmarks/ml100k.py [--epochs N] [--set key=value ...] [--ml100k ../shared/data/ml-100k]
+    python benchmarks/ml100k.py [--seeds 1 2 3] [--encoders ...] [--work DIR] [--set key=value ...]
+                                [--cut 1997-12-31] [--no-temporal] [--ml100k ../shared/data/ml-100k]
 
-Sessionized by this project (conf/ml100k.yaml: every rating an interaction, all items kept,
-maxlen 200), temporal leave-one-out, d=50, 2 blocks, 1 head, dropout 0.2, the profile's batch,
-precision and epochs (``--epochs`` overrides them), keeping the best validation HR@10. Test metrics
-with full ranking and with 100 distinct sampled negatives (mean ± std over seeds 1, 2, 3; validation
-draws its own seed).
-A model-free id-adjacency rule is reported as a leakage sentinel (see interest.evaluation.leakage).
+1. Leave-one-out (the protocol of the SASRec paper, as this project reports it): sessionized with
+   ``conf/ml100k.yaml`` (genres from u.item as categories), each encoder trained once per seed,
+   test HR@10 / NDCG@10 with full ranking and with 100 sampled negatives; per segment (history
+   length, drifting users, cold-start replays) with a 95 % bootstrap interval over users of the
+   mean over seeds; beyond accuracy; deletion and sufficiency of the explanations.
+2. Temporal: a global cut T (``--cut``): sessionized and trained on everything up to T; the first
+   new item of each returning user after T (to the end of the log) and every new item in the 7
+   days after T; items first seen after T ranked with their cold-start vectors, random vectors,
+   or left out; the time-gap feature on and off (MovieLens has one event type, so the event-type
+   feature has nothing to say here).
+
+Models are kept under ``--work`` and reused by a later run with the same settings (``models.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-DATE = "1998-04-22"
+END = "1998-04-22"  # the last day of the log
+ENCODERS = ["self_attention", "hierarchical", "memory"]
+METRICS = {
+    "sampled_hr": "HR@10 (100 neg)",
+    "sampled_ndcg": "NDCG@10 (100 neg)",
+    "full_hr": "HR@10 (full)",
+    "full_ndcg": "NDCG@10 (full)",
+}
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+class Work:
+    """The run's folder: one data root per protocol, trained models reused by settings."""
+
+    def __init__(self, path: Path, base: list[str]) -> None:
+        self.path, self.base = path, base
+        self.manifest = path / "models.json"
+        self.models: dict[str, str] = json.loads(self.manifest.read_text()) if self.manifest.exists() else {}
+
+    def config(self, root: str, *extra: str):
+        from interest.config import load_config
+
+        return load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={self.path / root}", *self.base, *extra])
+
+    def sessionize(self, root: str, date: str, base_vocab: str | None = None) -> None:
+        from interest.data.files import SessionizePaths
+        from interest.etl.pipeline import run_sessionize
+        from interest.spark import get_spark
+
+        cfg = self.config(root)
+        if Path(SessionizePaths.for_date(cfg, date).summary).exists():
+            return
+        spark = get_spark(cfg, "interest-ml100k")
+        try:
+            s = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
+        finally:
+            spark.stop()
+        log(f"sessionized {root} at {date}: {s.users} users, {s.items_seen} items, {s.sessions:,} sessions")
+
+    def train(self, root: str, date: str, encoder: str, seed: int, extra: list[str]) -> str:
+        from interest.training.run import train_and_export
+
+        key = json.dumps([root, date, encoder, seed, self.base, extra])
+        if key in self.models and Path(self.models[key], "encoder.json").exists():
+            return self.models[key]
+        cfg = self.config(root, f"model.encoder={encoder}", f"train.seed={seed}", *extra)
+        out = train_and_export(cfg, date)
+        m = out.metrics
+        log(
+            f"trained {encoder} seed {seed} {' '.join(extra)} on {root} {date}: best epoch {m['best_epoch']}, "
+            f"test HR@10 (100 neg) {m['test']['sampled_hr@10']:.4f}, {m['train_seconds']:.0f} s"
+        )
+        self.models[key] = str(out.model_dir)
+        self.manifest.write_text(json.dumps(self.models, indent=1))
+        return str(out.model_dir)
+
+
+def models_by_encoder(work: Work, root: str, date: str, encoders, seeds, extra: list[str]) -> dict[str, list]:
+    from interest.models.export import load_model
+
+    return {e: [load_model(work.train(root, date, e, s, extra)) for s in seeds] for e in encoders}
+
+
+def evaluate(cfg, data, models: dict[str, list], with_extras: bool = True) -> dict[str, Any]:
+    """Everything the evaluation stage measures, for grouped models (one group per encoder)."""
+    from interest.evaluation import evaluate as ev
+    from interest.evaluation.breakdown import build_breakdown
+
+    e = cfg.eval
+    scorers: dict[str, Any] = {
+        **ev.encoder_scorers(models, data),
+        **ev.baselines(data, e.sampled_negatives, e.valid_seed),
+    }
+    scorers = {name: scorers[name] for name in ["popularity", "co-occurrence", *models]}
+    tasks = {n: t for n, t in data.tasks.items() if n != "valid"}
+    breakdown = build_breakdown(
+        scorers, tasks, data.vocab_size, data.categories, e.k, e.sampled_negatives, tuple(e.seeds)
+    )
+    out: dict[str, Any] = {"breakdown": breakdown, "scorers": list(scorers)}
+    out["headline"] = ev.headline(scorers, models, data, e.k, e.sampled_negatives, tuple(e.seeds))
+    if with_extras:
+        log("beyond accuracy")
+        out["beyond"] = ev.beyond_accuracy(scorers, data, e.k)
+        if "memory" in models:
+            out["slot_purity"] = ev.slot_purity(models["memory"], data)
+        log("faithfulness")
+        out["faithfulness"] = {name: ev.faithfulness(group, data) for name, group in models.items()}
+    if "temporal_first" in tasks:
+        out["new_items"] = ev.new_item_table(models, data, e.k, e.sampled_negatives, tuple(e.seeds))
+    return out
+
+
+def fmt(e: dict[str, Any], digits: int = 3) -> str:
+    from interest.scoring.segments import format_estimate
+
+    return format_estimate(e, digits)
+
+
+def which_encoder_table(b, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Per segment: every scorer's mean [interval], and the best one, marked * when its paired lead
+    over the runner-up excludes 0."""
+    head = ["segment", "users", *b.scorers, "best"]
+    rows = []
+    for seg in b.segments:
+        est = {s: b.estimate(s, seg, metric) for s in b.scorers}
+        users = max(e["n"] for e in est.values())
+        if not users:
+            continue
+        ranked = sorted(b.scorers, key=lambda s: -est[s]["mean"])
+        lead = b.compare(ranked[0], ranked[1], seg, metric)
+        best = ranked[0] + (" *" if lead["lo"] > 0 else "")
+        rows.append([seg.name, f"{users:,}", *[fmt(est[s]) for s in b.scorers], best])
+    return head, rows
+
+
+def against(b, reference: str, others: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Paired differences of ``others`` against ``reference`` per segment and metric (marked * where
+    the interval excludes 0)."""
+    head = ["segment", "metric", *[f"{o} − {reference}" for o in others]]
+    rows = []
+    for seg in b.segments:
+        for metric in metrics:
+            cells = []
+            for o in others:
+                d = b.compare(o, reference, seg, metric)
+                mark = " *" if d["n"] and (d["lo"] > 0 or d["hi"] < 0) else ""
+                cells.append(fmt(d) + mark if d["n"] else "–")
+            if any(c != "–" for c in cells):
+                rows.append([seg.name, METRICS[metric], *cells])
+    return head, rows
+
+
+def print_loo(result: dict[str, Any], seeds: list[int]) -> None:
+    b = result["breakdown"]
+    head = ["model", "HR@10", "NDCG@10", "HR@10 (100 neg)", "NDCG@10 (100 neg)", "seed std", "HR@10 (100 neg), counted"]
+    rows = []
+    for r in result["headline"]:
+        t, c = r["test"], r["test_counted"]
+        rows.append(
+            [
+                r["model"],
+                f"{t['full_hr@10']:.4f}",
+                f"{t['full_ndcg@10']:.4f}",
+                f"{t['sampled_hr@10']:.4f}",
+                f"{t['sampled_ndcg@10']:.4f}",
+                f"{t.get('sampled_hr@10_seed_std', 0):.4f}" if "sampled_hr@10_seed_std" in t else "–",
+                f"{c['sampled_hr@10']:.4f}",
+            ]
+        )
+    t0 = result["headline"][0]["test"]
+    print(f"\n## Leave-one-out, mean of training seeds {seeds} ({t0['users']} users ranked, "
+          f"{t0['excluded_targets']} with a target outside the vocabulary)\n")  # fmt: skip
+    print(table(head, rows))
+    for metric, name in METRICS.items():
+        print(f"\n### Which encoder for what: {name}, mean [95 % interval over users]; * = lead over the runner-up "
+              "outside its paired interval\n")  # fmt: skip
+        print(table(*which_encoder_table(b, metric)))
+    encoders = [s for s in b.scorers if s not in ("popularity", "co-occurrence")]
+    if "self_attention" in encoders and len(encoders) > 1:
+        print("\n### Hierarchical and memory against self-attention (paired per user; * = outside the interval)\n")
+        print(table(*against(b, "self_attention", [e for e in encoders if e != "self_attention"], list(METRICS))))
+    print("\n### Attention against item co-occurrence (paired per user; * = outside the interval)\n")
+    print(table(*against(b, "co-occurrence", encoders, ["sampled_hr", "full_hr"])))
+    print("\n### Beyond accuracy: the top-10 lists the embed job publishes\n")
+    rows = []
+    for name, x in result["beyond"].items():
+        rows.append([name, f"{x['coverage@10']:.3f}", fmt(x.get("diversity", {})), fmt(x["novelty"], 2)])
+    print(table(["model", "coverage@10", "intra-list diversity", "novelty (bits)"], rows))
+    p = result.get("slot_purity")
+    if p:
+        print(f"\nmemory slot purity {fmt(p['purity'])} against {fmt(p['shuffled'])} with the assignment shuffled "
+              f"(paired difference {fmt(p['difference'])})")  # fmt: skip
+    print(
+        "\n### Faithfulness: attention against random and most-recent steps (paired per user; > 0 = attention wins)\n"
+    )
+    rows = []
+    for name, f in result["faithfulness"].items():
+        for kind in ("deletion", "sufficiency"):
+            rows.append([name, kind, f"{f['users']:,}", *[fmt(v, 4) for v in f[kind].values()]])
+    cols = list(next(iter(result["faithfulness"].values()))["deletion"])
+    print(table(["encoder", "test", "users", *cols], rows))
+
+
+def print_temporal(results: dict[str, dict[str, Any]], cut: str) -> None:
+    print(f"\n## Temporal split at T = {cut} (trained on everything up to T)\n")
+    for label, result in results.items():
+        b = result["breakdown"]
+        print(f"\n### {label}: HR@10 (100 neg) and HR@10 (full), mean [95 % interval]\n")
+        for metric in ("sampled_hr", "full_hr"):
+            head, rows = which_encoder_table(b, metric)
+            print(f"{METRICS[metric]}\n")
+            print(table(head, rows))
+            print()
+    first = next(iter(results.values()))
+    if first.get("new_items"):
+        print("\n### New items (first seen after T): cold-start vectors, random vectors, left out; HR@10 (full)\n")
+        modes = [m for m in first["new_items"][0] if m not in ("task", "model", "new item targets", "targets")]
+        rows = [
+            [r["task"], r["model"], f"{r['targets']:,}", f"{r['new item targets']:,}", *[fmt(r[m]) for m in modes]]
+            for r in first["new_items"]
+        ]
+        print(table(["task", "model", "targets", "new-item targets", *modes], rows))
+    if len(results) > 1:
+        (a_label, a), (b_label, b) = list(results.items())[:2]
+        print(f"\n### Time-gap feature: {b_label} − {a_label}, paired per user (* = outside the interval)\n")
+        rows = []
+        encoders = [s for s in a["breakdown"].scorers if s not in ("popularity", "co-occurrence")]
+        for seg in a["breakdown"].segments:
+            for metric in ("sampled_hr", "full_hr"):
+                cells = []
+                for enc in encoders:
+                    d = paired_feature_difference(b["breakdown"], a["breakdown"], enc, seg, metric)
+                    mark = " *" if d["n"] and (d["lo"] > 0 or d["hi"] < 0) else ""
+                    cells.append(fmt(d) + mark if d["n"] else "–")
+                rows.append([seg.name, METRICS[metric], *cells])
+        print(table(["segment", "metric", *encoders], rows))
+
+
+def paired_feature_difference(with_b, without_b, scorer: str, seg, metric: str) -> dict[str, Any]:
+    """The same scorer family trained two ways, on the same targets: per-user paired difference."""
+    from interest.scoring.segments import paired_difference, per_user
+
+    keep = seg.mask & with_b.ranked[scorer][seg.task] & without_b.ranked[scorer][seg.task]
+    users = with_b.tasks[seg.task].user[keep]
+    a = per_user(with_b.values[scorer][seg.task][metric][keep], users)
+    c = per_user(without_b.values[scorer][seg.task][metric][keep], users)
+    return paired_difference(a, c)
 
 
 def main() -> None:
@@ -30,99 +272,63 @@ def main() -> None:
     parser.add_argument(
         "--ml100k", default=os.environ.get("ML100K_DIR", str(ROOT.parent / "shared" / "data" / "ml-100k"))
     )
-    parser.add_argument("--epochs", type=int, default=None, help="default: the profile's train.epochs")
-    parser.add_argument("--encoders", nargs="+", default=["self_attention", "hierarchical", "memory"])
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds")
+    parser.add_argument("--encoders", nargs="+", default=ENCODERS)
+    parser.add_argument("--work", default=None, help="keeps data and models; a re-run reuses them")
+    parser.add_argument("--cut", default="1997-12-31", help="the temporal split's cut T")
+    parser.add_argument("--no-temporal", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", default=None, help="write every figure here")
     args = parser.parse_args()
-    udata = Path(args.ml100k) / "u.data"
-    if not udata.is_file():
-        sys.exit(f"MovieLens 100K not found at {udata} (pass --ml100k or set ML100K_DIR)")
-
-    from interest.config import load_config
-    from interest.etl.pipeline import run_sessionize
-    from interest.spark import get_spark
-    from interest.training.run import train_and_export
-
+    data_dir = Path(args.ml100k)
+    if not (data_dir / "u.data").is_file():
+        sys.exit(f"MovieLens 100K not found at {data_dir} (pass --ml100k or set ML100K_DIR)")
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-ml100k-"))
-    base = [f"paths.root={work}", f"ingest.path={udata}"]
-    if args.epochs is not None:
-        base += [f"train.epochs={args.epochs}", f"train.patience={args.epochs}"]
-    base += args.overrides
-    cfg = load_config(ROOT / "conf" / "ml100k.yaml", base)
-    args.epochs = cfg.train.epochs
-    spark = get_spark(cfg, "interest-ml100k")
-    summary = run_sessionize(spark, cfg, DATE)
-    spark.stop()
-    print(
-        f"sessionized: {summary.rows_in:,} rows, {summary.users} users, "
-        f"{summary.items_seen} items, {summary.sessions:,} sessions",
-        flush=True,
-    )
-    rows, pop = [], None
-    for encoder in args.encoders:
-        ecfg = load_config(ROOT / "conf" / "ml100k.yaml", base + [f"model.encoder={encoder}"])
-        out = train_and_export(ecfg, DATE)
-        m = out.metrics
-        t = m["test"]
-        pop = m["popularity"]["test"]
-        rows.append(
-            [
-                encoder,
-                m["best_epoch"],
-                m["epochs_run"],
-                f"{m['train_seconds'] / 60:.1f}",
-                f"{t['full_hr@10']:.4f}",
-                f"{t['full_ndcg@10']:.4f}",
-                f"{t['full_mrr']:.4f}",
-                f"{t['sampled_hr@10']:.4f} ± {t['sampled_hr@10_std']:.4f}",
-                f"{t['sampled_ndcg@10']:.4f} ± {t['sampled_ndcg@10_std']:.4f}",
-            ]
-        )
-        print(table(HEAD, rows[-1:]), flush=True)
-    if pop:
-        from interest.data.files import load_rows, read_vocab
-        from interest.evaluation.leakage import id_adjacency_metrics
+    work.mkdir(parents=True, exist_ok=True)
+    base = [f"ingest.path={data_dir / 'u.data'}", f"ingest.item_categories={data_dir / 'u.item'}", *args.overrides]
+    w = Work(work, base)
+    print(f"machine: {machine()}\nwork: {work}\n", flush=True)
 
-        vocab = read_vocab(summary.outputs.vocab).sort_values("item_idx")
-        rule = id_adjacency_metrics(
-            ["<pad>", "<unknown>", *vocab.item_id.astype(str)], load_rows(summary.outputs.infer)
-        )
-        rows.append(
-            [
-                "popularity",
-                "–",
-                "–",
-                "–",
-                f"{pop['full_hr@10']:.4f}",
-                f"{pop['full_ndcg@10']:.4f}",
-                f"{pop['full_mrr']:.4f}",
-                f"{pop['sampled_hr@10']:.4f} ± {pop['sampled_hr@10_std']:.4f}",
-                f"{pop['sampled_ndcg@10']:.4f} ± {pop['sampled_ndcg@10_std']:.4f}",
-            ]
-        )
-        rows.append(
-            [
-                "id adjacency (leakage sentinel)",
-                "–",
-                "–",
-                "–",
-                f"{rule['full_hr@10']:.4f}",
-                f"{rule['full_ndcg@10']:.4f}",
-                f"{rule['full_mrr']:.4f}",
-                f"{rule['sampled_hr@10']:.4f} ± {rule['sampled_hr@10_std']:.4f}",
-                f"{rule['sampled_ndcg@10']:.4f} ± {rule['sampled_ndcg@10_std']:.4f}",
-            ]
-        )
-    print(
-        f"\nmachine: {machine()}; MovieLens 100K, {args.epochs} epochs max; "
-        f"{pop['users'] if pop else '?'} test users ranked, "
-        f"{pop['excluded_targets'] if pop else '?'} excluded (test item outside the vocabulary)\n"
-    )
-    print(table(HEAD, rows))
+    from interest.evaluation.evaluate import add_temporal, load_eval_data
+
+    started = time.perf_counter()
+    w.sessionize("loo", END)
+    models = models_by_encoder(w, "loo", END, args.encoders, args.seeds, [])
+    cfg = w.config("loo")
+    loo = evaluate(cfg, load_eval_data(cfg, END), models)
+    print_loo(loo, args.seeds)
+    everything: dict[str, Any] = {"loo": loo}
+    if not args.no_temporal:
+        week = (dt.date.fromisoformat(args.cut) + dt.timedelta(days=7)).isoformat()
+        w.sessionize("temporal", args.cut)
+        vocab = str(work / "temporal" / "vocab" / f"dt={args.cut}")
+        w.sessionize("temporal", week, base_vocab=vocab)
+        w.sessionize("temporal", END, base_vocab=vocab)
+        tcfg = w.config("temporal")
+        results = {}
+        for label, extra in (("time gaps off (the profile)", []), ("time gaps on", ["model.use_time_gap=true"])):
+            group = models_by_encoder(w, "temporal", args.cut, args.encoders, args.seeds, extra)
+            data = add_temporal(tcfg, load_eval_data(tcfg, args.cut), END, week)
+            data.tasks = {n: t for n, t in data.tasks.items() if n == "valid" or n.startswith("temporal")}
+            results[label] = evaluate(tcfg, data, group, with_extras=False)
+        print_temporal(results, args.cut)
+        everything["temporal"] = results
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(everything), indent=1, default=str))
 
 
-HEAD = ["model", "best epoch", "epochs", "train min", "HR@10", "NDCG@10", "MRR", "HR@10 (100 neg)", "NDCG@10 (100 neg)"]
+def to_json(x: Any) -> Any:
+    from interest.evaluation.breakdown import Breakdown
+
+    if isinstance(x, Breakdown):
+        return x.to_dict()
+    if isinstance(x, dict):
+        return {k: to_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [to_json(v) for v in x]
+    return x
+
 
 if __name__ == "__main__":
     main()

@@ -85,6 +85,10 @@ class IngestConfig:
     # A Parquet source file that cannot be read (truncated upload, not Parquet): "fail" stops the
     # job naming the file; "skip" goes on without it and lists it in the summary and the report
     on_corrupt_file: Literal["fail", "skip"] = "fail"
+    # Item metadata that gives events without a category one: a table of item_id and category
+    # (columns named as in ``columns``, in ``format``), or for MovieLens its ``u.item``, whose genre
+    # flags become the category "Action|Comedy" (segments split it: interest.scoring.segments)
+    item_categories: str | None = None
 
 
 @dataclass(frozen=True)

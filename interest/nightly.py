@@ -403,6 +403,16 @@ def write_report(
             f"(popularity {qy.popularity_hr:.4f} / {qy.popularity_ndcg:.4f}).",
             "",
         ]
+        if qy.segments:
+            lines += [
+                f"| segment (at {qy.previous_date}) | users | HR@{qy.k} | NDCG@{qy.k} | popularity HR@{qy.k} |",
+                "|---|---|---|---|---|",
+                *[
+                    f"| {g['segment']} | {g['users']:,} | {g['hr']:.4f} | {g['ndcg']:.4f} | {g['popularity_hr']:.4f} |"
+                    for g in qy.segments
+                ],
+                "",
+            ]
     elif qy is not None:
         lines += [f"Next-day quality: nothing to score ({qy.note or 'no user active on both days'}).", ""]
     if qy is not None and qy.alerts:

@@ -1,7 +1,8 @@
-"""Evaluate exported encoders beside a popularity baseline; write a Markdown report with curves.
+"""Evaluate exported encoders beside popularity and item co-occurrence: per segment, with intervals.
 
-python jobs/evaluate.py --date 2026-11-26                       # latest model of each encoder
+python jobs/evaluate.py --date 2026-11-26                       # each encoder's model as of the date
 python jobs/evaluate.py --date 2026-11-26 --models data/models/memory/<version>
+python jobs/evaluate.py --date 2026-11-19 --after 2026-11-26    # also a temporal split at the date
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ def main() -> int:
         nargs="+",
         choices=ALL,
         default=None,
-        help="latest exported model of these encoders (default: all that exist)",
+        help="the model of these encoders as of --date (default: all that exist)",
     )
     parser.add_argument("--models", nargs="+", default=None, help="explicit model folders")
+    parser.add_argument(
+        "--after",
+        type=date_arg,
+        default=None,
+        help="a later date whose sequences (sessionized with --base-vocab of --date's vocabulary) hold "
+        "what users did next: adds the temporal split and new items",
+    )
     args = parser.parse_args()
     cfg = load_job_config(args, "evaluate", args.date)
 
-    from interest.evaluation.evaluate import evaluate_models, latest_models
+    from interest.evaluation.evaluate import evaluate_models, models_as_of
     from interest.evaluation.report import markdown_table
     from interest.models.export import ModelNotFoundError
 
@@ -42,13 +50,13 @@ def main() -> int:
         dirs = []
         for name in wanted:
             try:
-                dirs += latest_models(cfg, [name])
+                dirs += models_as_of(cfg, args.date, [name])
             except ModelNotFoundError:
                 if args.encoders:
                     raise
         if not dirs:
             raise ModelNotFoundError(f"no exported models under {cfg.paths.resolve('models')}: run jobs/train.py first")
-    out = evaluate_models(cfg, args.date, dirs)
+    out = evaluate_models(cfg, args.date, dirs, after=args.after)
     print(markdown_table(out["results"], cfg.eval.k, cfg.eval.sampled_negatives))
     for name, path in out["paths"].items():
         log.info(f"{name}: {path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from interest import storage
 from interest.errors import UserError
-from interest.schema import SEQUENCE_FEATURES, n_gap_buckets
+from interest.schema import SEQUENCE_FEATURES, n_gap_buckets, window_stride
 
 if TYPE_CHECKING:
     from interest.config import Config
@@ -108,29 +108,46 @@ def count_rows(path: str) -> int:
 
 
 def load_rows(
-    path: str, columns: list[str] | None = None, limit: int | None = None, seed: int = 0
+    path: str,
+    columns: list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    window: Literal["latest", "earliest"] = "latest",
 ) -> dict[str, np.ndarray]:
     """Read a (small) sequences dataset into numpy, sorted by user, optionally a fixed sample.
 
     Used for evaluation and tests: the order and the sample depend only on the data and the seed,
-    so every worker computes the same metric from the same rows.
+    so every worker computes the same metric from the same rows. Each user's latest window is read
+    (the one with the held-out targets); ``window="earliest"`` reads the oldest stored window instead,
+    adding ``complete`` (it starts at the user's first step: ``max_windows`` did not cut it off).
     """
     dataset = _dataset(path)
     cols = list(columns or ["user_id", *SEQUENCE_FEATURES, "n_steps", "history_idx"])
     if "history_idx" not in dataset.schema.names:  # written before the column existed
         cols = [c for c in cols if c != "history_idx"]
-    if "window" in dataset.schema.names:  # evaluation reads each user's latest window only
+    if "window" in dataset.schema.names and window == "latest":
         table = dataset.read(columns=[*cols, "window"])
         table = table.filter(pc.equal(table.column("window"), 0)).drop(["window"])
+    elif "window" in dataset.schema.names:  # the row with the highest window number per user
+        table = dataset.read(columns=list(dict.fromkeys([*cols, "user_id", "window", "n_steps", "item_idx"])))
+        table = table.sort_by([("user_id", "ascending"), ("window", "descending")])
+        users = table.column("user_id").to_numpy(zero_copy_only=False)
+        table = table.take(np.flatnonzero(np.r_[True, users[1:] != users[:-1]]))
+        lengths = pc.list_value_length(table.column("item_idx"))  # max_len
+        stride = window_stride(int(pc.max(lengths).as_py() or 0))
+        ends = pc.subtract(table.column("n_steps"), pc.multiply(table.column("window"), stride))
+        table = table.append_column("complete", pc.less_equal(ends, lengths)).select([*cols, "complete"])
     else:
         table = dataset.read(columns=cols)
+        if window == "earliest":
+            table = table.append_column("complete", pa.array(np.ones(table.num_rows, bool)))
     if "user_id" in cols:
         table = table.sort_by("user_id")
     if limit is not None and table.num_rows > limit:
         pick = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=limit, replace=False))
         table = table.take(pick)
     out: dict[str, np.ndarray] = {}
-    for name in cols:
+    for name in table.column_names:
         col = table.column(name)
         if name in SEQUENCE_FEATURES:
             out[name] = fixed_width_matrix(name, col).astype(np.int32, copy=False)
@@ -138,6 +155,38 @@ def load_rows(
             out[name] = np.array([np.asarray(v, dtype=np.int64) for v in col.to_pylist()], dtype=object)
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def training_sequences(path: str) -> list[np.ndarray]:
+    """Each user's training steps (item indices, oldest first) from a ``train`` sequences dataset:
+    the stored windows joined (an older window repeats the first 3 steps of the next one) without
+    the held-out last steps. What the loss and the counts behind popularity see, as one array per
+    user, for baselines that learn from sequences (item co-occurrence)."""
+    from interest.schema import HELD_OUT_STEPS, WINDOW_STRIDE_OFFSET
+
+    dataset = _dataset(path)
+    names = ["user_id", "item_idx", *(["window"] if "window" in dataset.schema.names else [])]
+    table = dataset.read(columns=names)
+    if "window" in names:
+        table = table.sort_by([("user_id", "ascending"), ("window", "descending")])
+    else:
+        table = table.sort_by("user_id")
+    users = table.column("user_id").to_numpy(zero_copy_only=False)
+    items = fixed_width_matrix("item_idx", table.column("item_idx"))  # [R, L]
+    windows = table.column("window").to_numpy() if "window" in names else np.zeros(len(users), np.int64)
+    out: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
+    current = None
+    for user, row, w in zip(users.tolist(), items, windows.tolist()):
+        if user != current and parts:
+            out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])
+            parts = []
+        current = user
+        real = row[row > 0]
+        parts.append(real[:-WINDOW_STRIDE_OFFSET] if w > 0 else real)
+    if parts:
+        out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])
     return out
 
 

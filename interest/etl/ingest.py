@@ -136,6 +136,69 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
     )
 
 
+# MovieLens 100K's genres, in the order of u.item's flag columns (u.genre)
+MOVIELENS_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]  # fmt: skip
+
+
+def read_item_categories(spark: SparkSession, cfg: IngestConfig, path: str) -> DataFrame:
+    """``item_id, category`` (strings) from ``ingest.item_categories``: MovieLens' ``u.item``
+    (its genre flags joined by ``|``: "Action|Comedy"; only "unknown": null) or a table of the
+    source's format with the ``columns`` names for item id and category."""
+    if cfg.format == "movielens":
+        names = [
+            "item_id",
+            "title",
+            "release",
+            "video_release",
+            "url",
+            *[f"g{i}" for i in range(len(MOVIELENS_GENRES))],
+        ]
+        schema = T.StructType([T.StructField(n, T.StringType()) for n in names])
+        try:
+            items = spark.read.options(sep="|", header="false", encoding="ISO-8859-1").schema(schema).csv(path)
+            items.limit(1).collect()
+        except Exception as exc:
+            raise IngestError(f"ingest.item_categories cannot be read at {path}: {str(exc).splitlines()[0]}") from None
+        flags = [F.when(F.col(f"g{i}") == "1", F.lit(g)) for i, g in enumerate(MOVIELENS_GENRES) if g != "unknown"]
+        genres = F.concat_ws("|", *flags)  # concat_ws skips the nulls
+        return items.select("item_id", F.when(genres != "", genres).alias("category"))
+    c = cfg.columns
+    if not c.category:
+        raise IngestError("ingest.item_categories needs ingest.columns.category: the column that holds it")
+    reader = spark.read.options(**cfg.options)
+    try:
+        if cfg.format == "parquet":
+            items = reader.parquet(path)
+        elif cfg.format == "json":
+            items = reader.json(path)
+        else:
+            items = reader.options(header="true").csv(path)
+    except Exception as exc:
+        raise IngestError(f"ingest.item_categories cannot be read at {path}: {str(exc).splitlines()[0]}") from None
+    missing = [n for n in (c.item_id, c.category) if n not in items.columns]
+    if missing:
+        raise IngestError(
+            f"ingest.item_categories at {path} lacks column(s) {missing}; present: {sorted(items.columns)}"
+        )
+    return items.select(
+        F.col(f"`{c.item_id}`").cast("string").alias("item_id"),
+        F.col(f"`{c.category}`").cast("string").alias("category"),
+    )
+
+
+def with_item_categories(events: DataFrame, items: DataFrame) -> DataFrame:
+    """Canonical events whose category is null take their item's from ``items`` (one row per item:
+    the smallest category where the table repeats an item)."""
+    lookup = F.broadcast(items.groupBy("item_id").agg(F.min("category").alias("_item_category")))
+    joined = events.join(lookup, "item_id", "left")
+    return joined.select(
+        *[F.coalesce("category", "_item_category").alias("category") if c == "category" else c for c in events.columns]
+    )
+
+
 def no_ingest_order() -> Column:
     """A typed null ``ingest_order`` for frames that were not read from files."""
     return F.lit(None).cast("struct<file:string,block:bigint,row:bigint>")

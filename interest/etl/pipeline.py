@@ -45,6 +45,16 @@ def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
 
 
 def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
+    """:func:`read_canonical`, with categories from ``ingest.item_categories`` where it is set."""
+    raw, partitioned, skipped = read_canonical(spark, cfg, date)
+    if cfg.ingest.item_categories:
+        raw = ingest.with_item_categories(
+            raw, ingest.read_item_categories(spark, cfg.ingest, cfg.ingest.item_categories)
+        )
+    return raw, partitioned, skipped
+
+
+def read_canonical(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
     """Canonical raw rows of the window; whether ``dt`` partitions did the windowing; and the
     source files left out as unreadable (``ingest.on_corrupt_file: skip``; with ``fail``, the
     first one stops the job naming it).

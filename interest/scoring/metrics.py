@@ -1,9 +1,12 @@
 """Ranking metrics for next-item prediction: HR@K, NDCG@K and MRR, full or with sampled negatives.
 
-Full ranking ranks the target among every real item (pad and unknown excluded). Sampled ranking
-(the SASRec paper's protocol) ranks it among ``n`` distinct negatives drawn uniformly from the
-items the user never interacted with. Targets that are not real items are excluded and counted.
-Ties count against the target, so a model that scores everything the same gets no credit.
+One definition of the candidates everywhere (evaluation, validation, the embed job's
+recommendations): the target is ranked among the real items (pad and unknown excluded) that the
+user never interacted with, the target itself always included. Full ranking ranks it among all of
+them; sampled ranking (the SASRec paper's protocol) among ``n`` distinct negatives drawn uniformly
+from them. Ties count against the target, so a model that scores everything the same gets no
+credit. Targets that are not real items cannot be ranked: the summary leaves them out and counts
+them (``excluded_targets``), and :class:`TargetRanks` can also count them as misses.
 """
 
 from __future__ import annotations
@@ -17,16 +20,32 @@ import numpy as np
 from interest.schema import FIRST_ITEM
 
 
-def rank_full(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """scores [N, V], targets [N] -> 0-based rank of each target among real items [N].
+def rank_full(scores: np.ndarray, targets: np.ndarray, seen=None) -> np.ndarray:
+    """scores [N, V], targets [N] -> 0-based rank of each target among the candidates [N].
 
-    Targets must be real items (>= FIRST_ITEM): an unknown or padding target is not among the
-    ranked items, and its "rank" would come out one place too good, or -1.
+    The candidates are the real items (>= FIRST_ITEM) minus those in ``seen`` (per user, the items
+    they interacted with: [N, L] padded or a list of arrays), the target itself always included.
+    Targets must be real items: an unknown or padding target is not among the ranked items, and its
+    "rank" would come out one place too good, or -1.
     """
     _check_targets(targets)
-    s = scores[:, FIRST_ITEM:]
-    t = scores[np.arange(len(targets)), targets][:, None]
-    return (s > t).sum(1) + (s == t).sum(1) - 1
+    s = np.asarray(scores, dtype=np.float64)[:, FIRST_ITEM:]
+    t = s[np.arange(len(targets)), targets - FIRST_ITEM][:, None]  # [N, 1]
+    above = (s > t).sum(1) + (s == t).sum(1) - 1  # [N]
+    if seen is not None:  # a seen item that outranks (or ties) the target is no competitor
+        rows, cols = _seen_pairs(seen, targets, s.shape[1])
+        beaten = s[rows, cols] >= t[rows, 0]
+        above = above - np.bincount(rows[beaten], minlength=len(targets))
+    return above
+
+
+def _seen_pairs(seen, targets: np.ndarray, n_real: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, real-item column) of each distinct seen item other than the user's target."""
+    hist = [np.unique(np.asarray(h, dtype=np.int64)) for h in seen]
+    rows = np.repeat(np.arange(len(hist)), [len(h) for h in hist])
+    cols = (np.concatenate(hist) if hist else np.zeros(0, np.int64)) - FIRST_ITEM
+    keep = (cols >= 0) & (cols < n_real) & (cols != targets[rows] - FIRST_ITEM)
+    return rows[keep], cols[keep]
 
 
 def _check_targets(targets: np.ndarray) -> None:
@@ -69,6 +88,20 @@ def rank_sampled(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray)
     return (neg > t).sum(1) + (neg == t).sum(1)
 
 
+def metric_values(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per target: hit (rank < k), NDCG@k and reciprocal rank; a rank of -1 (not ranked) is a miss.
+    ranks [...] -> {"hr", "ndcg", "mrr"}: arrays of the same shape."""
+    ranks = np.asarray(ranks)
+    ranked = ranks >= 0
+    hit = ranked & (ranks < k)
+    safe = np.where(ranked, ranks, 0)
+    return {
+        "hr": hit.astype(np.float64),
+        "ndcg": np.where(hit, 1.0 / np.log2(safe + 2.0), 0.0),
+        "mrr": np.where(ranked, 1.0 / (safe + 1.0), 0.0),
+    }
+
+
 @dataclass
 class Ranking:
     """Metrics from ranks; ``k`` is the cut-off for HR and NDCG."""
@@ -80,18 +113,106 @@ class Ranking:
 
     @classmethod
     def from_ranks(cls, ranks: np.ndarray, k: int = 10) -> Ranking:
-        ranks = np.asarray(ranks)
-        hit = ranks < k
-        ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
-        return cls(float(hit.mean()), float(ndcg.mean()), float((1.0 / (ranks + 1.0)).mean()), int(len(ranks)))
+        m = metric_values(ranks, k)
+        return cls(float(m["hr"].mean()), float(m["ndcg"].mean()), float(m["mrr"].mean()), int(len(ranks)))
 
     def as_dict(self, k: int, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}hr@{k}": self.hr, f"{prefix}ndcg@{k}": self.ndcg, f"{prefix}mrr": self.mrr}
 
 
+@dataclass(frozen=True)
+class TargetRanks:
+    """Every target's rank under one scorer: what the averages, the segments and the bootstrap
+    intervals are all computed from. A target that is not a real item has rank -1 (not ranked)."""
+
+    full: np.ndarray  # [N] rank among every candidate
+    sampled: np.ndarray  # [S, N] rank among the target and the negatives of each seed
+    ranked: np.ndarray  # [N] bool: the target is a real item
+    seeds: tuple[int, ...]
+    note: str | None = None  # why sampled ranks are missing (a catalogue too small for the protocol)
+
+    def values(self, k: int, counted: bool = False) -> dict[str, np.ndarray]:
+        """Per-target metrics {"full_hr", "full_ndcg", "full_mrr", "sampled_hr", ...}: over the
+        ranked targets only, or (``counted``) over all of them with the unranked ones as misses.
+        Sampled values are the mean over the negative seeds."""
+        keep = slice(None) if counted else self.ranked
+        out = {f"full_{name}": v[keep] for name, v in metric_values(self.full, k).items()}
+        if self.seeds:
+            for name, v in metric_values(self.sampled, k).items():
+                out[f"sampled_{name}"] = v.mean(0)[keep]
+        return out
+
+    def subset(self, mask: np.ndarray) -> TargetRanks:
+        return TargetRanks(self.full[mask], self.sampled[:, mask], self.ranked[mask], self.seeds, self.note)
+
+
+def rank_targets(
+    score_fn: Callable[[int, int], np.ndarray],
+    histories,
+    targets: np.ndarray,
+    vocab_size: int,
+    negatives: int = 100,
+    seeds: tuple[int, ...] = (),
+    batch: int = 1024,
+) -> TargetRanks:
+    """Rank every target among the user's candidates: all of them, and ``negatives`` drawn per seed.
+
+    ``score_fn(start, stop)`` returns scores [stop - start, V] for those users; ``histories`` holds
+    per user the items they interacted with (never candidates, never drawn as negatives).
+    """
+    targets = np.asarray(targets)
+    keep = targets >= FIRST_ITEM  # [N]
+    kept_histories = [h for h, ok in zip(histories, keep) if ok]
+    note: str | None = None
+    try:
+        negs = {s: sample_negatives(kept_histories, targets[keep], vocab_size, negatives, s) for s in seeds}
+    except ValueError as exc:  # a catalogue too small for the protocol: full ranking only
+        seeds, negs, note = (), {}, str(exc)
+    full = np.full(len(targets), -1, np.int64)
+    sampled = np.full((len(seeds), len(targets)), -1, np.int64)
+    done = 0  # kept users ranked so far: their offset into the negatives
+    for start in range(0, len(targets), batch):
+        stop = min(start + batch, len(targets))
+        rows = np.flatnonzero(keep[start:stop])
+        if not len(rows):
+            continue
+        scores = score_fn(start, stop)[rows]
+        t = targets[start + rows]
+        full[start + rows] = rank_full(scores, t, [histories[start + r] for r in rows])
+        for i, s in enumerate(seeds):
+            sampled[i, start + rows] = rank_sampled(scores, t, negs[s][done : done + len(t)])
+        done += len(t)
+    return TargetRanks(full, sampled, keep, tuple(seeds), note)
+
+
+def summarize(ranks: TargetRanks, k: int = 10, counted: bool = False) -> dict[str, Any]:
+    """The averages of :class:`TargetRanks`: full-ranking metrics, sampled metrics (mean and std
+    over the negative seeds), ``users`` ranked and ``excluded_targets``."""
+    if not ranks.ranked.any():
+        raise ValueError(f"no target is a real item ({len(ranks.ranked)} users, all unknown): nothing to rank")
+    keep = slice(None) if counted else ranks.ranked
+    out: dict[str, Any] = dict(Ranking.from_ranks(ranks.full[keep], k).as_dict(k, "full_"))
+    if ranks.seeds:
+        per_seed = [Ranking.from_ranks(r[keep], k) for r in ranks.sampled]
+        out.update(
+            {
+                f"sampled_hr@{k}": float(np.mean([r.hr for r in per_seed])),
+                f"sampled_ndcg@{k}": float(np.mean([r.ndcg for r in per_seed])),
+                "sampled_mrr": float(np.mean([r.mrr for r in per_seed])),
+                f"sampled_hr@{k}_std": float(np.std([r.hr for r in per_seed])),
+                f"sampled_ndcg@{k}_std": float(np.std([r.ndcg for r in per_seed])),
+            }
+        )
+    if ranks.note:
+        out["sampled_note"] = f"sampled metrics omitted: {ranks.note}"
+    out["users"] = int(ranks.ranked.sum())
+    out["excluded_targets"] = int((~ranks.ranked).sum())
+    return out
+
+
 def evaluate_scores(
     score_fn: Callable[[int, int], np.ndarray],
-    histories: np.ndarray,
+    histories,
     targets: np.ndarray,
     vocab_size: int,
     k: int = 10,
@@ -105,47 +226,4 @@ def evaluate_scores(
     is not a real item (unknown: rare or first seen in a held-out step) cannot be ranked: they are
     left out of every metric and counted in ``excluded_targets``.
     """
-    targets = np.asarray(targets)
-    keep = targets >= FIRST_ITEM  # [N]
-    kept_targets = targets[keep]
-    kept_histories = [h for h, ok in zip(histories, keep) if ok]
-    full: list[np.ndarray] = []
-    sampled: dict[int, list[np.ndarray]] = {s: [] for s in seeds}
-    note: str | None
-    try:
-        negs = {s: sample_negatives(kept_histories, kept_targets, vocab_size, negatives, s) for s in seeds}
-    except ValueError as exc:  # a catalogue too small for the protocol: report full ranking only
-        seeds, negs, sampled, note = (), {}, {}, str(exc)
-    else:
-        note = None
-    done = 0  # kept users ranked so far: their offset into the negatives
-    for start in range(0, len(targets), batch):
-        stop = min(start + batch, len(targets))
-        rows = keep[start:stop]
-        if not rows.any():
-            continue
-        scores = score_fn(start, stop)[rows]
-        t = targets[start:stop][rows]
-        full.append(rank_full(scores, t))
-        for s in seeds:
-            sampled[s].append(rank_sampled(scores, t, negs[s][done : done + len(t)]))
-        done += len(t)
-    if not full:
-        raise ValueError(f"no target is a real item ({len(targets)} users, all unknown): nothing to rank")
-    out: dict[str, Any] = dict(Ranking.from_ranks(np.concatenate(full), k).as_dict(k, "full_"))
-    if seeds:
-        per_seed = [Ranking.from_ranks(np.concatenate(sampled[s]), k) for s in seeds]
-        out.update(
-            {
-                f"sampled_hr@{k}": float(np.mean([r.hr for r in per_seed])),
-                f"sampled_ndcg@{k}": float(np.mean([r.ndcg for r in per_seed])),
-                "sampled_mrr": float(np.mean([r.mrr for r in per_seed])),
-                f"sampled_hr@{k}_std": float(np.std([r.hr for r in per_seed])),
-                f"sampled_ndcg@{k}_std": float(np.std([r.ndcg for r in per_seed])),
-            }
-        )
-    if note:
-        out["sampled_note"] = f"sampled metrics omitted: {note}"
-    out["users"] = int(keep.sum())
-    out["excluded_targets"] = int((~keep).sum())
-    return out
+    return summarize(rank_targets(score_fn, histories, targets, vocab_size, negatives, seeds, batch), k)

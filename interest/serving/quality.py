@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from interest.config import Config, QualityConfig
 from interest.data.files import SessionizePaths
+from interest.scoring.segments import HISTORY_BINS, bin_label
 from interest.serving import publish
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class NextDayQuality:
     top_interest_changed: float | None = None
     alerts: list[str] = field(default_factory=list)
     note: str = ""
+    # the same figures per user segment: history length at the previous date, cold or warm users
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _ranks(frame: DataFrame, k: int, popular: list[str]) -> DataFrame:
@@ -74,6 +77,43 @@ def _ndcg(rank: Column) -> Column:
     return F.when(rank > 0, 1.0 / F.log2(rank.cast("double") + 1.0)).otherwise(0.0)
 
 
+def _figures() -> list[Column]:
+    """The aggregates of one row of figures over ranked users."""
+    return [
+        F.count(F.lit(1)).alias("users"),
+        F.avg((F.col("rank") > 0).cast("double")).alias("hr"),
+        F.avg(_ndcg(F.col("rank"))).alias("ndcg"),
+        F.avg((F.col("pop_rank") > 0).cast("double")).alias("popularity_hr"),
+        F.avg(_ndcg(F.col("pop_rank"))).alias("popularity_ndcg"),
+    ]
+
+
+def history_bin(n_steps: Column) -> Column:
+    """The history-length segment of ``interest.scoring.segments`` as a Spark column."""
+    out = F.lit("0")
+    for low, high in reversed(HISTORY_BINS):
+        inside = (n_steps >= low) & (n_steps <= high) if high is not None else n_steps >= low
+        out = F.when(inside, F.lit(f"history {bin_label(low, high)}")).otherwise(out)
+    return out
+
+
+def segment_figures(ranked: DataFrame, cold_min_steps: int) -> list[dict[str, Any]]:
+    """The figures per history length (steps at the previous date) and for cold-start users (fewer
+    than ``cold_min_steps`` steps, as the embed job flags them) against warm ones."""
+    order = [f"history {bin_label(lo, hi)}" for lo, hi in HISTORY_BINS] + ["cold start", "warm"]
+    by = ranked.select(
+        "*",
+        F.explode(
+            F.array(
+                history_bin(F.col("n_steps")),
+                F.when(F.col("n_steps") < cold_min_steps, "cold start").otherwise("warm"),
+            )
+        ).alias("segment"),
+    )
+    rows = {r["segment"]: r.asDict() for r in by.groupBy("segment").agg(*_figures()).collect()}
+    return [rows[name] for name in order if name in rows]
+
+
 def next_day_quality(spark: SparkSession, cfg: Config, date: str) -> NextDayQuality:
     """Score the latest recommendations published before ``date`` against ``date``'s steps."""
     e, k = cfg.embed, cfg.quality.k
@@ -85,7 +125,7 @@ def next_day_quality(spark: SparkSession, cfg: Config, date: str) -> NextDayQual
     then, now = SessionizePaths.for_date(cfg, prev), SessionizePaths.for_date(cfg, date)
     try:
         day = spark.read.parquet(now.day)
-        history = spark.read.parquet(then.infer).select("user_id", "history_idx")
+        history = spark.read.parquet(then.infer).select("user_id", "history_idx", "n_steps")
         vocab = spark.read.parquet(then.vocab).select("item_idx", "item_id", "count")
     except Exception as exc:  # an input of an older layout or removed by hand: say so, do not fail the night
         log.warning(f"next-day quality skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
@@ -106,21 +146,26 @@ def next_day_quality(spark: SparkSession, cfg: Config, date: str) -> NextDayQual
     both = (
         recs.join(day, "user_id")
         .join(seen, "user_id", "left")
+        .join(history.select("user_id", "n_steps"), "user_id", "left")
         .withColumn("seen", F.coalesce("seen", F.array().cast("array<string>")))
+        .withColumn("n_steps", F.coalesce("n_steps", F.lit(0)))
     )
-    row = (
-        _ranks(both, k, popular)
-        .agg(
-            F.count(F.lit(1)).alias("users"),
-            F.avg((F.col("rank") > 0).cast("double")).alias("hr"),
-            F.avg(_ndcg(F.col("rank"))).alias("ndcg"),
-            F.avg((F.col("pop_rank") > 0).cast("double")).alias("popularity_hr"),
-            F.avg(_ndcg(F.col("pop_rank"))).alias("popularity_ndcg"),
-        )
-        .collect()[0]
-    )
+    ranked = _ranks(both, k, popular).cache()
+    try:
+        row = ranked.agg(*_figures()).collect()[0]
+        segments = segment_figures(ranked, e.cold_start_min_steps) if row["users"] else []
+    finally:
+        ranked.unpersist()
     return NextDayQuality(
-        date, prev, int(row["users"]), row["hr"], row["ndcg"], row["popularity_hr"], row["popularity_ndcg"], k
+        date,
+        prev,
+        int(row["users"]),
+        row["hr"],
+        row["ndcg"],
+        row["popularity_hr"],
+        row["popularity_ndcg"],
+        k,
+        segments=segments,
     )
 
 

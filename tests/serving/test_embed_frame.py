@@ -110,7 +110,7 @@ def test_a_user_who_has_seen_everything_gets_no_recommendation(model):
 def test_blocked_top_n_equals_ranking_each_user_alone():
     """One matrix product, one scatter of the histories and one row-wise partition give what
     sorting every user's scores on their own gives: the best unseen real items, best first."""
-    from interest.serving.embed import top_n_unseen
+    from interest.scoring.topn import top_n_unseen
 
     rng = np.random.default_rng(3)
     user, table = rng.normal(size=(40, 8)), rng.normal(size=(30, 8))
@@ -133,7 +133,7 @@ def test_two_stage_top_k_equals_one_top_k_over_every_item():
     item counts that are and are not a multiple of the group, and for k beyond one group."""
     import tensorflow as tf
 
-    from interest.serving.embed import TOP_K_GROUP, _top_k
+    from interest.scoring.topn import TOP_K_GROUP, _top_k
 
     rng = np.random.default_rng(5)
     for n_items, k in ((TOP_K_GROUP * 7, 10), (TOP_K_GROUP * 5 + 37, 150), (50, 50), (TOP_K_GROUP * 3, 3)):

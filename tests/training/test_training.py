@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from interest.data.files import TrainingInputError
+from interest.data.files import TrainingInputError, load_rows
 from interest.evaluation.evaluate import evaluate_models
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model, resolve_model_dir
@@ -139,7 +139,7 @@ def test_missing_sequences_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_report_has_table_and_curves(planted):
+def test_evaluation_report_has_table_segments_and_pictures(planted):
     cfg = cfg_for(planted, "train.epochs=3", "paths.models='{root}/models_eval'")
     dirs = [
         train_and_export(
@@ -150,7 +150,9 @@ def test_evaluation_report_has_table_and_curves(planted):
     ]
     out = evaluate_models(cfg, DATE, dirs)
     report = Path(out["paths"]["report"]).read_text()
-    assert "| self_attention |" in report and "| memory |" in report and "| popularity |" in report
+    for name in ("self_attention", "memory", "popularity", "co-occurrence"):
+        assert f"| {name} |" in report
+    assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity", "co-occurrence"]
     assert "![validation_curves](validation_curves.png)" in report
     image = plt.imread(out["paths"]["validation_curves"])
     assert image.shape[:2] == (400, 1000) and image[..., :3].std() > 0.01
@@ -158,7 +160,26 @@ def test_evaluation_report_has_table_and_curves(planted):
         assert f"![attention_{kind}](attention_{kind}.png)" in report
         heatmap = plt.imread(out["paths"][f"attention_{kind}"])
         assert heatmap.shape[:2] == (400, 1200) and heatmap[..., :3].std() > 0.01
-    assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity"]
+    # the segments: every row's users add up, cold-start replays cover every test user with enough steps
+    breakdown = out["breakdown"]
+    rows = {r["segment"]: r for r in breakdown.rows("sampled_hr")}
+    bins = [r["users"] for name, r in rows.items() if name.startswith("history ")]
+    assert sum(bins) == rows["all users"]["users"] == out["results"][0]["test"]["users"]
+    assert rows["drifting interests"]["users"] + rows["steady interests"]["users"] <= rows["all users"]["users"]
+    # a cold-start replay needs the user's first steps: stored for histories that fit one window
+    n_steps = load_rows(str(planted / "sequences" / f"dt={DATE}" / "train"), ["n_steps"])["n_steps"]
+    assert rows["cold start: first 1 step(s)"]["users"] == int((n_steps <= 30).sum()) > 100
+    for scorer in ("self_attention", "memory", "co-occurrence"):
+        e = rows["all users"][scorer]
+        assert e["lo"] <= e["mean"] <= e["hi"] and e["hi"] - e["lo"] < 0.2
+    assert "## HR@10 (100 neg) per segment" in report and "![segments_sampled_hr](segments_sampled_hr.png)" in report
+    chart = plt.imread(out["paths"]["segments_sampled_hr"])
+    assert chart.shape[:2] == (500, 1200) and chart[..., :3].std() > 0.01
+    assert "## Beyond accuracy" in report and "Memory slots: purity" in report
+    assert "## Are the explanations faithful?" in report
+    metrics = json.loads(Path(out["paths"]["metrics"]).read_text())
+    assert set(metrics["faithfulness"]) == {"self_attention", "memory"}
+    assert 0 < metrics["beyond"]["memory"]["coverage@10"] <= 1
 
 
 def test_a_hung_step_ends_the_process_with_a_message(fault_matrix):
