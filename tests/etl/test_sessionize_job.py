@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from interest.etl.pipeline import SessionizeError, Window, format_summary, run_s
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
-from conftest import ROOT, make_config
+from conftest import ML100K, ROOT, make_config
 
 DATE = "2026-11-26"
 SMALL = [
@@ -236,6 +237,7 @@ def ml100k_run(spark, tmp_path_factory, ml100k):
     cfg = make_config(
         tmp_path_factory.mktemp("ml100k"),
         f"ingest.path={ml100k / 'u.data'}",
+        f"ingest.item_categories={ml100k / 'u.item'}",
         "ingest.format=movielens",
         "ingest.ts_format=epoch_s",
         "ingest.constant_event_type=rate",
@@ -491,3 +493,70 @@ def test_a_sessionize_killed_while_writing_leaves_whole_outputs_and_the_rerun_cl
     assert not leftovers()
     assert outputs() == clean and all(clean.values())
     fault_matrix("killed while sessionize writes", runs=1, rows_checked=2 * sum(map(len, clean.values())))
+
+
+def test_ml100k_genres_become_categories_and_segments(ml100k_run):
+    """u.item's genre flags become each item's category, and the evaluation segments read them:
+    checked against u.item and u.data read here with pandas."""
+    import numpy as np
+
+    from interest.data.files import load_rows
+    from interest.scoring.segments import category_sets, drift_segment, history_segment
+    from interest.scoring.tasks import leave_one_out
+
+    summary, raw, vocab = ml100k_run
+    items = pd.read_csv(ML100K / "u.item", sep="|", header=None, encoding="latin-1", dtype=str)
+    genres = [g for g, _ in (line.split("|") for line in (ML100K / "u.genre").read_text().split()) if g]
+    expected = {
+        row[0]: "|".join(g for g, flag in zip(genres, row[5:24]) if flag == "1" and g != "unknown") or None
+        for row in items.itertuples(index=False)
+    }
+    got = vocab.set_index("item_id").category
+    assert got["1"] == "Animation|Children's|Comedy" and got["2"] == "Action|Adventure|Thriller"
+    assert (got.fillna("-") == got.index.map(expected).fillna("-")).all()
+    cats = category_sets([None, None, *vocab.category])
+    test = leave_one_out(load_rows(summary.outputs.train), "test")
+    bins = history_segment(test.history_len)
+    per_user = raw.groupby("u").size()
+    assert (bins == ">200").sum() == int((per_user - 1 > 200).sum())
+    drift = drift_segment(test.inputs["item_idx"], test.targets, cats)
+    # the same rule from the raw ratings: the last rating's genres against the two genres the
+    # (at most 199) ratings before it hold most
+    order = raw.sort_values(["u", "t"], kind="stable")
+    by_user = {u: list(g.i) for u, g in order.groupby("u")}
+    index = dict(zip(vocab.item_id, vocab.item_idx))
+    drifting = 0
+    for user, target in zip(test.user, test.targets):
+        if target < 2:
+            continue
+        counts: dict[str, int] = {}
+        for item in by_user[str(user)][-200:-1]:
+            for g in (expected[item] or "").split("|"):
+                if g and index.get(item, 1) >= 2:
+                    counts[g] = counts.get(g, 0) + 1
+        top = [g for g, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
+        wanted = set((expected[by_user[str(user)][-1]] or "").split("|")) - {""}
+        drifting += bool(wanted) and not wanted & set(top)
+    assert int((drift == "drifting").sum()) == drifting > 100
+    assert np.isin(drift, ["drifting", "steady", "unknown"]).all()
+
+
+def test_item_categories_fill_events_without_one(spark, tmp_path):
+    from interest.config import IngestConfig
+    from interest.etl.ingest import read_item_categories, with_item_categories
+
+    (tmp_path / "items.csv").write_text("sku,genre\na,Books\nb,Games\nb,Apps\n")
+    columns = dataclasses.replace(IngestConfig().columns, item_id="sku", category="genre")
+    cfg = IngestConfig(format="csv", columns=columns)
+    items = read_item_categories(spark, cfg, str(tmp_path / "items.csv"))
+    events = spark.createDataFrame(
+        [("u", "a", None), ("u", "b", None), ("u", "c", None), ("u", "a", "Kept")],
+        "user_id string, item_id string, category string",
+    )
+    filled = with_item_categories(events, items)
+    assert filled.columns == events.columns
+    got = sorted(tuple(r) for r in filled.select("item_id", "category").collect())
+    assert got == [("a", "Books"), ("a", "Kept"), ("b", "Apps"), ("c", None)]  # b listed twice: the smallest
+    (tmp_path / "bad.csv").write_text("sku,other\na,b\n")
+    with pytest.raises(IngestError, match=r"lacks column\(s\) \['genre'\]"):
+        read_item_categories(spark, cfg, str(tmp_path / "bad.csv"))
