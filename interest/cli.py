@@ -62,6 +62,7 @@ def load_job_config(args: argparse.Namespace, stage: str, date: str | None = Non
         cfg = load_config(args.conf, args.overrides)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+    storage.configure_from(cfg)  # every job reaches storage, with or without a SparkSession
     if not args.log_file and cfg.paths.logs:
         _run_log(cfg, stage, date)
     faults.maybe_fail(f"{stage}_start")  # off unless a fault-matrix test asks for it

@@ -174,6 +174,9 @@ class TrainConfig:
     sampled_above_items: int = 20000
     num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
     in_batch_negatives: bool = True  # sampled softmax: also use the batch's targets as negatives
+    # full softmax: items the user already interacted with are no candidates in the loss (the target
+    # itself always is), as they are none when ranking and never published (interest.scoring.metrics)
+    exclude_seen: bool = False
     batch_size: int = 128
     epochs: int = 20
     learning_rate: float = 1e-3

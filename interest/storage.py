@@ -18,6 +18,8 @@ temp directory and are removed when done, so nothing is left outside ``paths.roo
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import functools
 import getpass
@@ -64,6 +66,11 @@ def configure(
     _SETTINGS.webhdfs_user = webhdfs_user
     _SETTINGS.webhdfs_host = webhdfs_host
     _filesystem.cache_clear()
+
+
+def settings() -> _Settings:
+    """A copy of the storage settings in effect (what ``configure`` last set)."""
+    return dataclasses.replace(_SETTINGS)
 
 
 def configure_from(cfg) -> None:

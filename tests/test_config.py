@@ -83,3 +83,30 @@ def test_missing_java_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(JavaNotFoundError, match="Java 17"):
         require_java()
+
+
+def test_every_job_applies_the_storage_settings_without_a_spark_session(tmp_path):
+    """Jobs that build no SparkSession (evaluate, single-process train) reach storage too: the
+    job's config sets the WebHDFS host, port and user before anything is read."""
+    from interest import storage
+    from interest.cli import job_parser, load_job_config
+
+    args = job_parser("test").parse_args(
+        [
+            "--set",
+            f"paths.root={tmp_path}",
+            "--set",
+            "storage.webhdfs_host=namenode.example",
+            "--set",
+            "storage.webhdfs_port=50070",
+            "--set",
+            "storage.webhdfs_user=etl",
+        ]
+    )
+    before = storage.settings()
+    try:
+        load_job_config(args, "evaluate", "2026-11-26")
+        now = storage.settings()
+        assert (now.webhdfs_host, now.webhdfs_port, now.webhdfs_user) == ("namenode.example", 50070, "etl")
+    finally:
+        storage.configure(before.webhdfs_port, before.webhdfs_user, before.webhdfs_host)

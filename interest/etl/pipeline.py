@@ -405,7 +405,11 @@ def _write_outputs(
     io.replace_atomically(
         spark,
         paths.day,
-        lambda p: sessions.day_items(built.steps, date).write.mode("overwrite").parquet(p),
+        lambda p: (
+            sessions.day_items(built.steps, date, cfg.sessionize.max_future_skew_minutes)
+            .write.mode("overwrite")
+            .parquet(p)
+        ),
     )
     label("write sequences")
     io.replace_atomically(

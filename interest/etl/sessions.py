@@ -10,6 +10,7 @@ does not have and a model would learn.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED
+from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED, run_end
 from interest.schema import HELD_OUT_STEPS
 
 ORDER = ["ts", "ingest_order", "event_rank"]
@@ -261,13 +262,18 @@ def sessions_table(steps: DataFrame) -> DataFrame:
     )
 
 
-def day_items(steps: DataFrame, date: str) -> DataFrame:
-    """Each user's steps on ``date`` (UTC), in time order: ``user_id``, ``items`` (item ids).
+def day_items(steps: DataFrame, date: str, skew_minutes: int = 0) -> DataFrame:
+    """Each user's steps after the run of the day before could see them, up to what the run of
+    ``date`` sees, in time order: ``user_id``, ``items`` (item ids).
 
-    Tomorrow's truth: the nightly of D scores D-1's published recommendations against these. A
-    step merged across midnight counts for ``date`` when any of its events falls on it.
+    Tomorrow's truth: the nightly of D scores D-1's published recommendations against these. The
+    run of D-1 kept events up to ``skew_minutes`` into D (``validate.run_end``), so its
+    recommendations already reflect them: the truth starts after that, at the first step that
+    began later, and runs to the end of what the run of D keeps. A step merged across that
+    boundary belongs to the day it began.
     """
-    start = F.to_timestamp(F.lit(date))
-    today = steps.where((F.col("end_ts") >= start) & (F.col("ts") < start + F.expr("INTERVAL 1 DAY")))
+    previous = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    start, end = (F.lit(f"{run_end(d, skew_minutes):%Y-%m-%d %H:%M:%S}").cast("timestamp") for d in (previous, date))
+    today = steps.where((F.col("ts") > start) & (F.col("ts") <= end))
     ordered = F.array_sort(F.collect_list(F.struct("step_no", "item_id")))  # steps are numbered in ORDER
     return today.groupBy("user_id").agg(ordered.alias("_s")).select("user_id", F.col("_s.item_id").alias("items"))

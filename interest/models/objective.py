@@ -22,12 +22,29 @@ def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, 
     return tf.boolean_mask(sequence, valid), tf.boolean_mask(targets, valid)
 
 
-def full_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
-    """h [N, D], y [N], table [V, D] -> per-position cross-entropy [N]."""
+def full_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
+    """h [N, D], y [N], table [V, D] -> per-position cross-entropy [N].
+
+    ``exclude`` [N, V] (bool): items that are no candidates at that position (the user's own
+    history, see :func:`seen_items`); the target itself always stays one.
+    """
     logits = tf.matmul(h, table, transpose_b=True)  # [N, V]
-    not_items = tf.range(tf.shape(table)[0]) < FIRST_ITEM  # [V]
-    logits = tf.where(not_items[None], tf.cast(-1e9, logits.dtype), logits)
+    out = tf.range(tf.shape(table)[0]) < FIRST_ITEM  # [V]
+    masked = out[None]
+    if exclude is not None:
+        masked = masked | (exclude & tf.not_equal(tf.range(tf.shape(table)[0])[None], y[:, None]))  # [N, V]
+    logits = tf.where(masked, tf.cast(-1e9, logits.dtype), logits)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+
+
+def seen_items(inputs: tf.Tensor, targets: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """[B, V] bool: the items of each training row (its inputs and targets, so never a held-out
+    step). inputs, targets: [B, L] item indices."""
+    items = tf.concat([inputs, targets], 1)  # [B, 2L]
+    rows = tf.broadcast_to(tf.range(tf.shape(items)[0])[:, None], tf.shape(items))
+    pairs = tf.stack([tf.reshape(rows, [-1]), tf.reshape(items, [-1])], 1)  # [B * 2L, 2]
+    counts = tf.scatter_nd(pairs, tf.ones([tf.shape(pairs)[0]], tf.int32), [tf.shape(items)[0], vocab_size])
+    return counts > 0
 
 
 def item_log_q(counts: np.ndarray, in_batch: int, uniform: int) -> np.ndarray:
@@ -39,6 +56,12 @@ def item_log_q(counts: np.ndarray, in_batch: int, uniform: int) -> np.ndarray:
     q = in_batch * p + uniform / n_items
     q[:FIRST_ITEM] = 1.0
     return np.log(np.maximum(q, 1e-12)).astype(np.float32)
+
+
+def objective_log_q(counts: np.ndarray, num_negatives: int, in_batch: bool) -> np.ndarray:
+    """The log Q a sampled softmax subtracts: in-batch candidates are drawn by frequency only when
+    there are any (``in_batch``); uniform ones alone need no correction (a constant)."""
+    return item_log_q(counts, num_negatives if in_batch else 0, num_negatives)
 
 
 def bce_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -68,21 +91,25 @@ def sampled_softmax_loss(
 ) -> tf.Tensor:
     """h [N, D], y [N] -> per-position loss [N] against sampled candidates.
 
-    Candidates: up to ``num_negatives`` targets drawn from this batch (``in_batch``) plus
-    ``num_negatives`` uniform items. A candidate equal to the position's own target is masked (no
+    Candidates: up to ``num_negatives`` targets drawn from this batch's real targets (``in_batch``;
+    ``pool``: the batch's targets at every position, padding included, for the static-shape form)
+    plus ``num_negatives`` uniform items. A candidate equal to the position's own target is masked (no
     accidental hits). With uniform negatives only, the log-Q correction is a constant and changes
     nothing: the loss then matches the sampled-negatives evaluation protocol.
     """
-    pool = y if pool is None else pool  # in-batch candidates come from here; pad ids are masked
     n = tf.shape(y)[0]
     vocab = tf.shape(table)[0]
     uniform = tf.random.stateless_uniform(
         [num_negatives], seed=seed + 1, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32
     )
     if in_batch and num_negatives:
-        pick = tf.random.stateless_uniform(
-            [num_negatives], seed=seed, maxval=tf.maximum(tf.shape(pool)[0], 1), dtype=tf.int32
-        )
+        if pool is None:
+            pool, size = y, tf.shape(y)[0]
+        else:  # every position of the batch (static shapes): the real targets first, in order
+            real = pool >= FIRST_ITEM
+            pool = tf.gather(pool, tf.argsort(tf.cast(~real, tf.int32), stable=True))
+            size = tf.reduce_sum(tf.cast(real, tf.int32))
+        pick = tf.random.stateless_uniform([num_negatives], seed=seed, maxval=tf.maximum(size, 1), dtype=tf.int32)
         cands = tf.concat([tf.gather(pool, pick), uniform], 0)  # [C]
     else:
         cands = uniform
@@ -114,22 +141,27 @@ def next_item_loss(
     seed: tf.Tensor | None = None,
     in_batch: bool = True,
     dense: bool = False,
+    seen: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(sum of losses, number of targets) over a batch: sequence [B, L, D], targets [B, L].
 
     ``dense`` scores every position and zeroes the padded ones instead of gathering the real
     targets first: more arithmetic, but static shapes, which XLA needs to compile a step once.
+    ``seen`` [B, V] (full softmax only): items of each row that are no candidates (``seen_items``).
     """
     sequence = tf.cast(sequence, table.dtype)  # mixed precision: logits and loss stay float32
     pool = None
+    length = tf.shape(targets)[1]
     if dense:
         pool = tf.reshape(targets, [-1])  # [B*L]
         valid = pool >= FIRST_ITEM
         h, y = tf.reshape(sequence, [-1, tf.shape(sequence)[-1]]), tf.where(valid, pool, FIRST_ITEM)
+        row = tf.range(tf.shape(pool)[0]) // length  # [B*L] the batch row of each position
     else:
         h, y = gather_targets(sequence, targets)
+        row = tf.cast(tf.where(targets >= FIRST_ITEM)[:, 0], tf.int32)  # [N]
     if objective == "full_softmax":
-        losses = full_softmax_loss(h, y, table)
+        losses = full_softmax_loss(h, y, table, None if seen is None else tf.gather(seen, row))
     elif objective == "sampled_softmax":
         if log_q is None or seed is None:
             raise ValueError("sampled_softmax needs log_q and a seed")

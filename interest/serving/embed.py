@@ -70,7 +70,8 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
     """History positions -> the k items with the largest summed attention weight (an item seen
-    twice gets both positions' weight). items, weights: [L] -> [(item_idx, weight)]."""
+    twice gets both positions' weight; the unknown item is never named). items, weights: [L] ->
+    [(item_idx, weight)]."""
     item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
     return list(zip(item.tolist(), weight.tolist()))
 
@@ -83,7 +84,7 @@ def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[
     ``[offsets[b]:offsets[b + 1]]``.
     """
     b = len(items)
-    real = items > 0  # [B, L]
+    real = items >= FIRST_ITEM  # [B, L]: real items only (never padding, never the unknown item)
     width = int(items.max(initial=0)) + 1
     keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
     unique, inverse = np.unique(keys, return_inverse=True)

@@ -29,7 +29,7 @@ from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import item_log_q, next_item_loss, resolve_objective
+from interest.models.objective import next_item_loss, objective_log_q, resolve_objective, seen_items
 from interest.scoring.offline import evaluate_split
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Trainer:
             self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
         self._best_weights: list[np.ndarray] | None = None
         self.objective = resolve_objective(t.objective, data.spec.vocab_size, t.sampled_above_items)
-        self.log_q = tf.constant(item_log_q(data.item_counts, t.num_negatives, t.num_negatives))
+        self.log_q = tf.constant(objective_log_q(data.item_counts, t.num_negatives, t.in_batch_negatives))
         self._train_step = self._make_train_step()
         strategy = self.strategy
 
@@ -163,10 +163,12 @@ class Trainer:
     def _make_train_step(self) -> Callable:
         t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
         replicas = strategy.num_replicas_in_sync
+        vocab_size = self.data.spec.vocab_size
 
         def loss_and_grads(inputs, targets, seed):
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
+                seen = seen_items(inputs["item_idx"], targets, vocab_size) if t.exclude_seen else None
                 loss_sum, n = next_item_loss(
                     out["sequence"],
                     targets,
@@ -177,6 +179,7 @@ class Trainer:
                     seed,
                     t.in_batch_negatives,
                     dense=t.jit_compile,
+                    seen=seen,
                 )
                 loss = loss_sum / tf.maximum(n, 1.0) / replicas
             return loss_sum, n, tape.gradient(loss, encoder.trainable_variables)

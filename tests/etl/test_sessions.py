@@ -192,18 +192,26 @@ def test_sessions_table(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_day_items_keep_a_step_merged_across_midnight_and_leave_out_the_next_day(spark):
+def test_day_items_start_after_what_the_previous_run_could_see(spark):
+    """The run of the 25th keeps events up to 60 minutes into the 26th (its clock-skew allowance), so
+    its recommendations have seen them: the 26th's truth starts after that and runs to what the
+    run of the 26th keeps."""
     rows = [
-        ("u", "a", "view", "2026-11-25 23:50:00"),  # yesterday only
-        ("u", "b", "view", "2026-11-25 23:59:00"),  # b's run goes on past midnight: it counts today
+        ("u", "a", "view", "2026-11-25 23:50:00"),  # yesterday
+        ("u", "b", "view", "2026-11-25 23:59:00"),  # b's run goes on past midnight: yesterday's run saw it
         ("u", "b", "click", "2026-11-26 00:01:00"),
+        ("u", "f", "view", "2026-11-26 00:30:00"),  # inside yesterday's skew allowance: seen by its run
         ("u", "c", "view", "2026-11-26 12:00:00"),
-        ("u", "d", "view", "2026-11-27 00:10:00"),  # tomorrow (inside the skew allowance)
+        ("u", "d", "view", "2026-11-27 00:10:00"),  # inside today's allowance: today's run keeps it
+        ("u", "g", "view", "2026-11-27 01:30:00"),  # tomorrow's
         ("v", "e", "view", "2026-11-25 10:00:00"),  # nothing today: no row
     ]
-    got = sessions.day_items(steps(spark, rows), "2026-11-26")
-    expected = spark.createDataFrame([("u", ["b", "c"])], "user_id string, items array<string>")
+    got = sessions.day_items(steps(spark, rows), "2026-11-26", skew_minutes=60)
+    expected = spark.createDataFrame([("u", ["c", "d"])], "user_id string, items array<string>")
     assert_df_equality(got, expected, ignore_nullable=True)
+    no_skew = sessions.day_items(steps(spark, rows), "2026-11-26")
+    expected = spark.createDataFrame([("u", ["f", "c"])], "user_id string, items array<string>")
+    assert_df_equality(no_skew, expected, ignore_nullable=True)
 
 
 def test_held_out_marks_the_last_two_steps_of_users_long_enough_to_evaluate(spark):

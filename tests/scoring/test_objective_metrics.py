@@ -115,23 +115,60 @@ def test_unknown_targets_are_excluded_and_counted():
         M.evaluate_scores(lambda a, b: scores[a:b], hist[:1], np.array([1]), 6, k=2)
 
 
-@pytest.mark.parametrize("objective", ["full_softmax", "sampled_softmax"])
-def test_dense_loss_equals_the_gathered_one(objective):
+@pytest.mark.parametrize(
+    "objective, in_batch", [("full_softmax", False), ("sampled_softmax", False), ("sampled_softmax", True)]
+)
+def test_dense_loss_equals_the_gathered_one(objective, in_batch):
     """The static-shape form XLA compiles scores every position and weights padding 0: the same
-    sum and count as gathering the real targets first."""
+    sum and count as gathering the real targets first, in-batch negatives included (drawn from the
+    real targets only, never from padding)."""
     rng = np.random.default_rng(2)
     seq = tf.constant(rng.normal(size=(3, 5, 4)).astype("float32"))
     table = tf.constant(rng.normal(size=(9, 4)).astype("float32"))
     targets = tf.constant([[0, 0, 4, 1, 7], [0, 2, 3, 8, 8], [0, 0, 0, 0, 6]], tf.int32)
-    log_q = tf.constant(O.item_log_q(np.arange(9), 0, 6))
-    args = (seq, targets, table, objective, log_q, 6, tf.constant([3, 4], tf.int64), False)
+    log_q = tf.constant(O.objective_log_q(np.arange(9), 6, in_batch))
+    args = (seq, targets, table, objective, log_q, 6, tf.constant([3, 4], tf.int64), in_batch)
     total, n = O.next_item_loss(*args)
     dense_total, dense_n = O.next_item_loss(*args, dense=True)
     assert float(n) == float(dense_n) == 7
     np.testing.assert_allclose(float(dense_total), float(total), rtol=1e-5)
 
 
+def test_log_q_corrects_only_for_frequency_drawn_candidates():
+    counts = np.array([0, 0, 100, 10, 1, 1])
+    uniform_only = O.objective_log_q(counts, 8, in_batch=False)
+    assert np.allclose(uniform_only[2:], uniform_only[2])  # uniform draws: a constant, no popularity bias
+    mixed = O.objective_log_q(counts, 8, in_batch=True)
+    assert mixed[2] > mixed[3] > mixed[4]
+
+
 def test_auto_objective_samples_only_above_the_catalogue_threshold():
     assert O.resolve_objective("auto", 2 + 20_000, 20_000) == "full_softmax"
     assert O.resolve_objective("auto", 2 + 20_001, 20_000) == "sampled_softmax"
     assert O.resolve_objective("bce", 2 + 50_000, 20_000) == "bce"  # a named objective is kept
+
+
+def test_seen_items_are_no_candidates_in_the_loss_but_the_target_is():
+    rng = np.random.default_rng(4)
+    seq = tf.constant(rng.normal(size=(2, 4, 3)).astype("float32"))
+    table = tf.constant(rng.normal(size=(8, 3)).astype("float32"))
+    inputs = tf.constant([[0, 2, 3, 4], [0, 0, 5, 6]], tf.int32)
+    targets = tf.constant([[2, 3, 4, 5], [0, 5, 6, 7]], tf.int32)
+    seen = O.seen_items(inputs, targets, 8)
+    assert seen.numpy().tolist() == [
+        [True, False, True, True, True, True, False, False],
+        [True, False, False, False, False, True, True, True],
+    ]
+    total, n = O.next_item_loss(seq, targets, table, "full_softmax", seen=seen)
+    expected = 0.0
+    for b, t in ((0, 0), (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)):
+        y = int(targets[b, t])
+        allowed = [i for i in range(2, 8) if i == y or not seen[b, i]]
+        logits = seq.numpy()[b, t] @ table.numpy()[allowed].T
+        expected += np.log(np.exp(logits).sum()) - logits[allowed.index(y)]
+    assert float(n) == 7
+    np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+    dense_total, _ = O.next_item_loss(seq, targets, table, "full_softmax", seen=seen, dense=True)
+    np.testing.assert_allclose(float(dense_total), expected, rtol=1e-5)
+    plain, _ = O.next_item_loss(seq, targets, table, "full_softmax")
+    assert float(plain) > float(total)  # more candidates to lose against

@@ -158,6 +158,10 @@ def test_explanations_of_a_batch_sum_repeats_and_rank_each_user_alone():
     item, weight, offsets = top_weighted_batch(items, weights, 2)
     got = [list(zip(item[a:b].tolist(), np.round(weight[a:b], 6).tolist())) for a, b in zip(offsets, offsets[1:])]
     assert got == [[(2, 0.6), (3, 0.3)], [(5, 0.6)], [], [(7, 0.5), (3, 0.25)]]
+    # the unknown item (index 1, an item the vocabulary does not know) is never an explanation,
+    # however much weight its positions have
+    item, weight, offsets = top_weighted_batch(np.array([[0, 1, 4, 1, 5]]), np.array([[0, 0.3, 0.2, 0.4, 0.1]]), 2)
+    assert item.tolist() == [4, 5] and offsets.tolist() == [0, 2]
 
 
 def test_inference_rows_of_the_wrong_length_are_refused_with_a_clear_error(model):
