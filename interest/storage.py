@@ -18,9 +18,8 @@ temp directory and are removed when done, so nothing is left outside ``paths.roo
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
 import functools
 import getpass
 import os
