@@ -120,10 +120,20 @@ def main_guard(body: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """The cause in one line: the first line of the message (a Java error's own message rather
+    than py4j's "An error occurred while calling ...", and never its trace), at most ``limit``
+    characters."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), type(exc).__name__)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _one_line(kind: str, exc: BaseException) -> None:
-    """``kind [stage dt=D]: cause`` on stderr; the full trace goes to the log file, if any."""
+    """``kind [stage dt=D]: cause`` on stderr, one line; the full trace goes to the log file."""
     where = logs.where(exc)
-    line = f"{kind}{f' [{where}]' if where else ''}: {exc}"
+    line = f"{kind}{f' [{where}]' if where else ''}: {first_line(exc)}"
     logging.getLogger(__name__).debug("%s", line, exc_info=exc)
     logs.flush()
     print(line, file=sys.stderr)

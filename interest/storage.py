@@ -168,6 +168,26 @@ def list_dirs(path: str) -> list[str]:
     return sorted(name(e["name"]) for e in entries if e["type"] == "directory")
 
 
+def list_files(path: str) -> list[str]:
+    """Every data file under ``path`` (or ``path`` itself when it is a file), in the same form as
+    ``path`` (a local path or a URL), sorted. Names under it that start with ``_`` or ``.`` are
+    skipped, as Hadoop's readers skip them (``_SUCCESS``, ``.crc``, staging folders)."""
+    fs, inner = fs_path(path)
+    if not _call(path, "reach", fs.exists, inner):
+        raise FileNotFoundError(path)
+    if _call(path, "reach", fs.isfile, inner):
+        return [path]
+    root = inner.rstrip("/")
+    base = path.rstrip("/")
+    out = []
+    for found in _call(path, "list", fs.find, inner):
+        rest = found[len(root) :].lstrip("/") if found.startswith(root) else found.rsplit("/", 1)[-1]
+        if any(part.startswith(("_", ".")) for part in rest.split("/")):
+            continue
+        out.append(f"{base}/{rest}")
+    return sorted(out)
+
+
 def makedirs(path: str) -> None:
     fs, inner = fs_path(path)
     _call(path, "create", fs.makedirs, inner, exist_ok=True)

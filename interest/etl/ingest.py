@@ -242,16 +242,29 @@ def schema_groups(schemas: dict[str, str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def source_files(df: DataFrame, window: tuple[str | None, str] | None) -> list[str]:
-    """The data files behind ``df``: those whose ``dt=`` partition lies in ``window`` (start, end),
-    or all of them when the source is not partitioned by date (``window`` None)."""
-    files = []
-    for path in sorted(df.inputFiles()):
-        match = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", path)
-        start, end = window or (None, "")
-        if window is None or match is None or ((start is None or match[1] >= start) and match[1] <= end):
-            files.append(path)
-    return files
+DT_PARTITION = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
+
+
+def source_files(path: str) -> tuple[list[str], bool]:
+    """The data files under a source path, listed without Spark (so that no file is opened before
+    it is checked), and whether they are partitioned by ``dt=YYYY-MM-DD`` folders."""
+    try:
+        files = storage.list_files(path)
+    except FileNotFoundError:
+        raise IngestError(f"raw events path does not exist: {path}") from None
+    return files, any(DT_PARTITION.search(f) for f in files)
+
+
+def in_window(files: list[str], window: tuple[str | None, str]) -> list[str]:
+    """The files whose ``dt=`` partition lies in ``window`` (start, end); files outside any
+    partition folder are kept."""
+    start, end = window
+    out = []
+    for path in files:
+        match = DT_PARTITION.search(path)
+        if match is None or ((start is None or match[1] >= start) and match[1] <= end):
+            out.append(path)
+    return out
 
 
 def in_partition_window(df: DataFrame, start: str | None, end: str) -> DataFrame:

@@ -64,14 +64,17 @@ def read_canonical(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFra
     in the canonical all-text shape, instead of failing deep inside the Parquet reader.
     """
     source = cfg.ingest.path or cfg.paths.resolve("raw_events")
-    raw = ingest.read_source(spark, cfg.ingest, source)
-    partitioned = "dt" in raw.columns
     start, end = window_bounds(date, cfg.sessionize.lookback_days)
     if cfg.ingest.format != "parquet":
+        raw = ingest.read_source(spark, cfg.ingest, source)
+        partitioned = "dt" in raw.columns
         if partitioned:
             raw = ingest.in_partition_window(raw, start, end)
         return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, []
-    files = ingest.source_files(raw, (start, end) if partitioned else None)
+    # Parquet: every file of the window is listed and its footer checked before Spark opens any
+    # (Spark's schema inference would otherwise read a broken footer first and fail with a trace)
+    files, partitioned = ingest.source_files(source)
+    files = ingest.in_window(files, (start, end)) if partitioned else files
     schemas, skipped = ingest.parquet_footers(files)
     if skipped and cfg.ingest.on_corrupt_file == "fail":
         bad = skipped[0]
@@ -81,18 +84,29 @@ def read_canonical(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFra
             f"ingest.on_corrupt_file: skip to go on without it"
         )
     groups = ingest.schema_groups(schemas)
-    if len(groups) <= 1 and not skipped:  # the common case: one scan, pruned by partition
-        if partitioned:  # before ingest_order, so that partition pruning still reaches the scan
-            raw = ingest.in_partition_window(raw, start, end)
-        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, skipped
-    reader = spark.read.options(**cfg.ingest.options).option("basePath", source)
+    if not groups:  # nothing readable in the window: no rows, and the stage says so
+        return _no_rows(spark), partitioned, skipped
+    reader = spark.read.options(**cfg.ingest.options)
+    if files != [source]:  # a folder: partition columns (dt) are read off the paths below it
+        reader = reader.option("basePath", source)
     frames = []
-    for group in groups:
+    for group in groups:  # more than one group: the schema drifted between days
         try:
             frames.append(ingest.to_canonical(ingest.with_ingest_order(reader.parquet(*group)), cfg.ingest))
         except ingest.IngestError as exc:  # e.g. a column renamed on some days: say which files
+            if len(groups) == 1:
+                raise
             raise ingest.IngestError(f"{exc} (in {len(group)} file(s) with another schema, e.g. {group[0]})") from None
     return functools.reduce(DataFrame.unionByName, frames), partitioned, skipped  # the window's files only
+
+
+def _no_rows(spark: SparkSession) -> DataFrame:
+    """An empty frame of canonical raw rows."""
+    schema = ", ".join(
+        f"{c} {'struct<file:string,block:bigint,row:bigint>' if c == ingest.INGEST_ORDER else 'string'}"
+        for c in ingest.CANONICAL
+    )
+    return spark.createDataFrame([], schema)
 
 
 def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:

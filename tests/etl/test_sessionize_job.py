@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from interest.etl.ingest import IngestError
 from interest.etl.pipeline import SessionizeError, Window, format_summary, run_sessionize
@@ -560,3 +563,91 @@ def test_item_categories_fill_events_without_one(spark, tmp_path):
     (tmp_path / "bad.csv").write_text("sku,other\na,b\n")
     with pytest.raises(IngestError, match=r"lacks column\(s\) \['genre'\]"):
         read_item_categories(spark, cfg, str(tmp_path / "bad.csv"))
+
+
+MANY_FILES = [*SMALL, "generator.users_per_file=100"]  # 3 files a day
+
+
+def damage(path: Path, kind: str, cut: float = 0.5) -> None:
+    """Break a Parquet file as uploads and hands break them."""
+    data = path.read_bytes()
+    if kind == "truncate":
+        path.write_bytes(data[: max(1, int(len(data) * cut))])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(bytes(np.random.default_rng(len(data)).integers(0, 256, len(data), dtype=np.uint8)))
+    elif kind == "csv":  # another format under a .parquet name
+        path.write_text("user_id,item_id,event_type,ts\nu1,i1,view,2026-11-26T10:00:00Z\n")
+    else:
+        raise ValueError(kind)
+
+
+@pytest.mark.slow
+def test_a_broken_first_file_of_the_first_day_is_one_line_exit_2_or_skipped(tmp_path, fault_matrix):
+    """The outside probe: generated data with the first file of the first day cut to 2,000 bytes.
+    Spark's schema inference would read that footer first; every footer is checked before."""
+    cfg, _ = generated(tmp_path, "parquet", *MANY_FILES[len(SMALL) :])
+    raw = Path(cfg.paths.resolve("raw_events"))
+    victim = sorted(raw.rglob("*.parquet"))[0]
+    assert f"dt={sorted(p.name for p in raw.iterdir())[0][3:]}" in str(victim)  # the first day's first file
+    victim.write_bytes(victim.read_bytes()[:2000])
+    sets = [f"paths.root={tmp_path}", *MANY_FILES, "spark.conf={spark.ui.enabled: 'false'}"]
+    cmd = [sys.executable, "jobs/sessionize.py", "--date", DATE, *[a for s in sets for a in ("--set", s)]]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert len(lines) <= 3 and f"corrupt source file {victim}" in lines[-1] and "(2,000 bytes)" in lines[-1]
+    skip = subprocess.run([*cmd, "--set", "ingest.on_corrupt_file=skip"], cwd=ROOT, capture_output=True, text=True)
+    assert skip.returncode == 0, skip.stderr[-3000:]
+    summary = json.loads(Path(cfg.paths.resolve("reports"), "sessionize", f"dt={DATE}", "summary.json").read_text())
+    assert [f["path"] for f in summary["skipped_files"]] == [str(victim)]
+    fault_matrix("a broken first raw file of the first day (the outside probe)", runs=2)
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many")
+    cfg, planted = generated(root, "parquet", *MANY_FILES[len(SMALL) :])
+    files = sorted(Path(cfg.paths.resolve("raw_events")).rglob("*.parquet"))
+    return root, files
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    pick=st.integers(0, 11), kind=st.sampled_from(["truncate", "empty", "garbage", "csv"]), cut=st.floats(0.01, 0.99)
+)
+def test_any_broken_file_of_any_day_is_named_or_skipped_with_every_other_row_accounted(
+    spark, many_files, pick, kind, cut
+):
+    import shutil
+    import tempfile
+
+    root, files = many_files
+    assert len(files) == 12  # 4 days of 3 files
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        shutil.copytree(root / "raw", work / "raw")
+        mine = sorted((work / "raw" / "events").rglob("*.parquet"))
+        victim = mine[pick]
+        damage(victim, kind, cut)
+        others = sum(pq.read_metadata(p).num_rows for p in mine if p != victim)
+        cfg = make_config(work, *MANY_FILES)
+        with pytest.raises(IngestError, match=rf"^corrupt source file {re.escape(str(victim))} \("):
+            run_sessionize(spark, cfg, DATE)
+        summary = run_sessionize(spark, make_config(work, *MANY_FILES, "ingest.on_corrupt_file=skip"), DATE)
+        assert [f.path for f in summary.skipped_files] == [str(victim)]
+        assert summary.rows_in == others and summary.accounted
+
+
+def test_a_java_error_is_told_in_one_line(spark, tmp_path):
+    from interest.cli import first_line
+
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1" + b"\x00" * 64)
+    with pytest.raises(Exception) as caught:
+        spark.read.parquet(str(broken)).count()
+    assert len(str(caught.value).splitlines()) > 3  # what py4j hands us: the Java trace
+    line = first_line(caught.value)
+    assert "\n" not in line and "\tat " not in line and len(line) <= 500
