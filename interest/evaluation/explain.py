@@ -58,14 +58,23 @@ def plot_attention(
     return path
 
 
+def interest_shares(
+    item_lists: Sequence[Sequence[str]], interests: Sequence[set[str]], category_of: dict[str, str]
+) -> np.ndarray:
+    """Per user [N]: the share of their listed items whose category is one of their interests
+    (NaN where none of the items has a known category): for explanations (top items) and, as
+    controls, for the items uninformed attention would list."""
+    shares = np.full(len(item_lists), np.nan)
+    for n, (items, wanted) in enumerate(zip(item_lists, interests)):
+        cats = [category_of.get(i) for i in items if i in category_of]
+        if cats:
+            shares[n] = np.mean([c in wanted for c in cats])
+    return shares
+
+
 def share_in_interests(
     item_lists: Sequence[Sequence[str]], interests: Sequence[set[str]], category_of: dict[str, str]
 ) -> float:
-    """Mean over users of the share of their listed items whose category is one of their
-    interests: for explanations (top items) and, as the baseline, for whole histories."""
-    shares = []
-    for items, wanted in zip(item_lists, interests):
-        cats = [category_of.get(i) for i in items if i in category_of]
-        if cats:
-            shares.append(np.mean([c in wanted for c in cats]))
-    return float(np.mean(shares)) if shares else 0.0
+    """The mean of :func:`interest_shares` over users with a known category."""
+    shares = interest_shares(item_lists, interests, category_of)
+    return float(np.nanmean(shares)) if np.isfinite(shares).any() else 0.0

@@ -72,6 +72,29 @@ def test_contract_shapes_and_attention(kind):
     assert (m[np.broadcast_to(~real[:, None, :], m.shape)] == 0).all()
 
 
+def test_self_attention_explains_by_rollout_through_the_residual_blocks():
+    """The explanation is attention rollout: per block 0.5 · (heads' mean attention) + 0.5 · I,
+    multiplied from the last block down, read at the last position; recomputed here in NumPy
+    from each block's own weights."""
+    from interest.models.layers import causal_mask, padding_mask
+
+    enc = build_encoder("self_attention", max_len=12, **{**ARGS, "blocks": 3})
+    inp = batch()
+    items = tf.constant(inp["item_idx"])
+    keep = padding_mask(items)
+    mask = tf.logical_and(causal_mask(12)[None], keep[:, None, :])
+    x = enc.embed({k: tf.constant(v) for k, v in inp.items()}, training=False)
+    rollout = np.broadcast_to(np.eye(12), (4, 12, 12))
+    for block in enc.blocks_:
+        x, weights = block(x, mask, keep, training=False)
+        rollout = (0.5 * np.asarray(weights).mean(1) + 0.5 * np.eye(12)) @ rollout  # later blocks on the left
+    rollout = rollout * (inp["item_idx"] > 0)[..., None]
+    out = enc(inp, training=False)
+    np.testing.assert_allclose(np.asarray(out["attention"]), rollout[:, -1], atol=1e-6)
+    np.testing.assert_allclose(enc.infer(inp)["attention"], rollout[:, -1], atol=1e-5)
+    assert (rollout[:, -1, -1] >= 0.5**3).all()  # the latest step keeps its residual share, block after block
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_future_steps_never_change_earlier_positions(kind):
     enc = build_encoder(kind, max_len=12, **ARGS)
