@@ -113,7 +113,67 @@ def test_failure_resumes_from_the_last_checkpoint(planted, log_lines, fault_matr
         (2, s) for s in range(1, per_epoch)
     ]
     assert np.isfinite(out.metrics["test"]["full_ndcg@10"])
-    fault_matrix("a training process killed between checkpoints", runs=1)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(planted, tmp_path, fault_matrix):
+    """SIGKILL ``jobs/train.py`` once it has checkpointed; a new trainer restores exactly the
+    checkpoint's state (weights, the optimizer's moments and step, the early-stopping counters):
+    written back out, it reads the same, tensor for tensor. The restarted job then finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tensorflow as tf
+
+    from interest.data.files import training_data
+    from interest.training.loop import Trainer, TrainResult
+
+    from conftest import ROOT
+
+    sets = [
+        *PLANTED,
+        f"paths.root={planted}",
+        "model.encoder=self_attention",
+        "train.epochs=3",
+        "train.checkpoint_every_steps=4",
+        f"paths.models={tmp_path / 'models'}",
+        f"paths.checkpoints={tmp_path / 'ckpt'}",
+    ]
+    cmd = [sys.executable, "jobs/train.py", "--date", DATE, *[a for s in sets for a in ("--set", s)]]
+    cfg = make_config(planted, *sets)  # what the job loads: conf/local.yaml with the same overrides
+    folder = checkpoint_dir(cfg, DATE)
+    job = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+
+    def saved_step() -> int:
+        latest = tf.train.latest_checkpoint(folder)
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+    while saved_step() < 8:  # killed after its second checkpoint, mid-run
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended before checkpointing twice"
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL
+    latest = tf.train.latest_checkpoint(folder)
+    trainer = Trainer(cfg, training_data(cfg, DATE)[0])
+    manager, _ = trainer._checkpoints(folder)
+    trainer._resume(manager, folder, TrainResult(trainer.encoder))
+    assert int(trainer.step.numpy()) == int(latest.rsplit("-", 1)[1])
+    written = manager.checkpoint.write(str(tmp_path / "restored" / "state"))
+    saved, restored = tf.train.load_checkpoint(latest), tf.train.load_checkpoint(written)
+    keys = [k for k in saved.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k]
+    assert any("optimizer" in k for k in keys) and len(keys) > 20
+    assert set(keys) == {k for k in restored.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
+    for key in keys:
+        np.testing.assert_array_equal(restored.get_tensor(key), saved.get_tensor(key), err_msg=key)
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from checkpoint at step {trainer.step.numpy()}" in rerun.stdout + rerun.stderr
+    fault_matrix("a training process killed (SIGKILL) between checkpoints", runs=1)
 
 
 def test_early_stopping_when_validation_stops_improving(planted, log_lines):
