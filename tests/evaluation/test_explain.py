@@ -3,9 +3,12 @@
 - Plausible: the items the attention picks are the user's planted interests more often than the
   items uninformed attention would pick: uniform weights (which favour the user's most frequent
   items) and the model's own weights shuffled over the history (averaged over several shuffles).
-- Faithful: removing the most-attended steps lowers the model's probability of its own top
-  recommendation more than removing random steps, and the same test run on shuffled attention
-  does not pass.
+- Faithful: on data where most views are noise (60 %), so the latest steps are mostly noise too,
+  removing the most-attended steps lowers the model's probability of its own top recommendation
+  more than removing random steps and more than removing the most recent ones; the same test run
+  on shuffled attention does not pass. Self-attention's rollout gives its latest step its
+  residual share, so its top step is the latest one and it is no better than recency there
+  (BENCHMARKS.md): it is held to beating random steps, on the 30 % noise data.
 
 Each claim is a per-user paired difference whose 95 % bootstrap interval must lie above 0.
 """
@@ -31,36 +34,51 @@ from interest.training.run import train_and_export
 
 from conftest import DATE, PLANTED, make_config
 
-# 30% of views are off-interest noise, so a history is ~75% in-interest.
+# 30% of views are off-interest noise, so a history is ~75% in-interest; 60% for the deletion test.
 NOISY = [*PLANTED, "generator.interest_noise=0.3", "train.epochs=10"]
+NOISIER = [*PLANTED, "generator.interest_noise=0.6", "train.epochs=10"]
+DELETION_KS = (1, 3, 5)
 SEEDS = (1, 2)
 SHUFFLES = 5
 MIN_PRECISION = 0.78  # share of explanation items in the user's planted interests
 
 
-@pytest.fixture(scope="module")
-def noisy(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("noisy")
-    cfg = make_config(root, *NOISY)
+def planted_data(spark, root, overrides: list[str]):
+    cfg = make_config(root, *overrides)
     generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     run_sessionize(spark, cfg, DATE)
     return root
 
 
-@pytest.fixture(scope="module")
-def trained(noisy):
+def train_seeds(root, overrides: list[str]) -> dict[str, list]:
     """Per encoder, one model per training seed."""
     return {
         kind: [
             load_model(
                 train_and_export(
-                    make_config(noisy, *NOISY, f"model.encoder={kind}", f"train.seed={seed}"), DATE
+                    make_config(root, *overrides, f"model.encoder={kind}", f"train.seed={seed}"), DATE
                 ).model_dir
             )
             for seed in SEEDS
         ]
         for kind in sorted(ENCODERS)
     }
+
+
+@pytest.fixture(scope="module")
+def noisy(spark, tmp_path_factory):
+    return planted_data(spark, tmp_path_factory.mktemp("noisy"), NOISY)
+
+
+@pytest.fixture(scope="module")
+def trained(noisy):
+    return train_seeds(noisy, NOISY)
+
+
+@pytest.fixture(scope="module")
+def noisier(spark, tmp_path_factory):
+    root = planted_data(spark, tmp_path_factory.mktemp("noisier"), NOISIER)
+    return root, train_seeds(root, NOISIER)
 
 
 def control_tops(items: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator | None) -> list[int]:
@@ -111,15 +129,32 @@ def test_explanations_point_at_planted_interests(noisy, trained, kind):
         assert diff["lo"] > 0, (control, diff)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(ENCODERS))
-def test_removing_the_most_attended_steps_costs_more_than_removing_random_ones(noisy, trained, kind):
-    test = leave_one_out(load_rows(str(noisy / "sequences" / f"dt={DATE}" / "train")), "test")
-    runs = [measure(m.encoder, test.inputs, test.seen, test.user, ks=(1, 3)) for m in trained[kind]]
-    for rule in ("attention", "shuffled", "random", "recent"):  # per user, over seeds
-        runs[0].deletion[rule] = {k: np.mean([r.deletion[rule][k] for r in runs], 0) for k in (1, 3)}
+def deletion(root, models, ks):
+    """Deletion per rule and k, per user the mean over the models (training seeds)."""
+    test = leave_one_out(load_rows(str(root / "sequences" / f"dt={DATE}" / "train")), "test")
+    runs = [measure(m.encoder, test.inputs, test.seen, test.user, ks=ks) for m in models]
     result = runs[0]
-    attention = result.compare("attention")["deletion"]
-    shuffled = result.compare("shuffled")["deletion"]
-    assert all(attention["random"][k]["lo"] > 0 for k in (1, 3)), attention
-    assert not all(shuffled["random"][k]["lo"] > 0 for k in (1, 3))  # the control does not pass
+    for rule in ("attention", "shuffled", "random", "recent"):
+        result.deletion[rule] = {k: np.mean([r.deletion[rule][k] for r in runs], 0) for k in ks}
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["hierarchical", "memory"])
+def test_removing_the_most_attended_steps_costs_more_than_removing_random_or_recent_ones(noisier, kind):
+    root, trained = noisier
+    result = deletion(root, trained[kind], DELETION_KS)
+    assert result.passes("attention"), result.compare("attention")["deletion"]
+    assert not result.passes("shuffled"), result.compare("shuffled")["deletion"]  # the control must not pass
+
+
+@pytest.mark.slow
+def test_self_attention_rollout_beats_random_steps_and_starts_at_the_latest(noisy, trained):
+    result = deletion(noisy, trained["self_attention"], (1,))
+    vs = result.compare("attention")["deletion"]
+    assert vs["random"][1]["lo"] > 0, vs
+    assert not result.compare("shuffled")["deletion"]["random"][1]["lo"] > 0
+    test = leave_one_out(load_rows(str(noisy / "sequences" / f"dt={DATE}" / "train")), "test")
+    for model in trained["self_attention"]:  # the residual path: the latest step weighs most, mostly
+        weights = model.encoder.infer(test.inputs)["attention"]  # [N, L]
+        assert (weights.argmax(1) == weights.shape[1] - 1).mean() > 0.8
