@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,14 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     assert row.hr > row.popularity_hr  # the planted interests carry over to the next day
     assert day2.quality.hr == pytest.approx(row.hr) and Path(day2.report_files["quality_figure"]).stat().st_size > 1000
     assert "Next-day quality of" in Path(day2.report_files["markdown"]).read_text()
+    # the same figures per history length and cold versus warm, in the report
+    got = {g["segment"]: g for g in day2.quality.segments}
+    assert set(got) == set(expected["segments"]) and "warm" in got
+    for name, figures in expected["segments"].items():
+        for key, value in figures.items():
+            assert got[name][key] == pytest.approx(value, abs=1e-9), (name, key)
+    assert sum(g["users"] for n, g in got.items() if n.startswith("history")) == row.users
+    assert f"| segment (at {PREV}) | users | HR@10 |" in Path(day2.report_files["markdown"]).read_text()
     # an alert: a bound the night cannot meet flags the row and the report, and fails the job when asked to
     strict = cfg_for(
         planted,
@@ -188,8 +197,9 @@ def _check_mlflow_runs(cfg, day2) -> None:
     )
 
 
-def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str, float]:
-    """Next-day HR@10/NDCG@10 of ``prev``'s recommendations on ``date``'s steps, in plain pandas."""
+def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str, Any]:
+    """Next-day HR@10/NDCG@10 of ``prev``'s recommendations on ``date``'s steps, in plain pandas;
+    also per history length at ``prev`` and for cold-start against warm users."""
     recs = table_rows(spark, cfg, prev, cfg.embed.recommendations_table)
     top = {u: [r["item_id"] for r in rs][:10] for u, rs in zip(recs.user_id, recs.recommendations)}
     vocab = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={prev}")
@@ -197,8 +207,9 @@ def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str
     popular = list(vocab.sort_values(["count", "item_id"], ascending=[False, True]).item_id)
     infer = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={prev}/infer")
     seen = {u: set(names.reindex(h).dropna()) for u, h in zip(infer.user_id, infer.history_idx)}
+    steps = dict(zip(infer.user_id, infer.n_steps))
     day = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={date}/day")
-    ranks = []
+    ranks, groups = [], []
     for user, items in zip(day.user_id, day["items"]):
         if user not in top:
             continue
@@ -209,18 +220,27 @@ def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str
         ranks.append(
             (top[user].index(new[0]) + 1 if new[0] in top[user] else 0, pop.index(new[0]) + 1 if new[0] in pop else 0)
         )
+        n = steps.get(user, 0)
+        bins = ((1, 5), (6, 20), (21, 50), (51, 200))
+        length = "history 0" if n == 0 else next((f"history {a}-{b}" for a, b in bins if a <= n <= b), "history >200")
+        groups.append((length, "cold start" if n < cfg.embed.cold_start_min_steps else "warm"))
     r = np.array(ranks)
 
     def ndcg(col: np.ndarray) -> float:
         return float(np.mean(np.where(col > 0, 1.0 / np.log2(np.maximum(col, 1) + 1.0), 0.0)))
 
-    return {
-        "users": len(r),
-        "hr": float(np.mean(r[:, 0] > 0)),
-        "ndcg": ndcg(r[:, 0]),
-        "popularity_hr": float(np.mean(r[:, 1] > 0)),
-        "popularity_ndcg": ndcg(r[:, 1]),
-    }
+    def figures(rows: np.ndarray) -> dict[str, float]:
+        return {
+            "users": len(rows),
+            "hr": float(np.mean(rows[:, 0] > 0)),
+            "ndcg": ndcg(rows[:, 0]),
+            "popularity_hr": float(np.mean(rows[:, 1] > 0)),
+            "popularity_ndcg": ndcg(rows[:, 1]),
+        }
+
+    names_of = sorted({g for pair in groups for g in pair})
+    segments = {g: figures(r[[g in pair for pair in groups]]) for g in names_of}
+    return {**figures(r), "segments": segments}
 
 
 def test_quality_alerts_fire_on_a_low_value_a_drop_or_drift_and_not_on_too_few_users():

@@ -90,7 +90,7 @@ def _figures() -> list[Column]:
 
 def history_bin(n_steps: Column) -> Column:
     """The history-length segment of ``interest.scoring.segments`` as a Spark column."""
-    out = F.lit("0")
+    out = F.lit("history 0")  # no steps at the previous date (a known user without events)
     for low, high in reversed(HISTORY_BINS):
         inside = (n_steps >= low) & (n_steps <= high) if high is not None else n_steps >= low
         out = F.when(inside, F.lit(f"history {bin_label(low, high)}")).otherwise(out)
@@ -100,7 +100,7 @@ def history_bin(n_steps: Column) -> Column:
 def segment_figures(ranked: DataFrame, cold_min_steps: int) -> list[dict[str, Any]]:
     """The figures per history length (steps at the previous date) and for cold-start users (fewer
     than ``cold_min_steps`` steps, as the embed job flags them) against warm ones."""
-    order = [f"history {bin_label(lo, hi)}" for lo, hi in HISTORY_BINS] + ["cold start", "warm"]
+    order = ["history 0", *[f"history {bin_label(lo, hi)}" for lo, hi in HISTORY_BINS], "cold start", "warm"]
     by = ranked.select(
         "*",
         F.explode(
