@@ -39,6 +39,7 @@ from interest.scoring.metrics import summarize
 from interest.scoring.segments import category_sets, estimate, paired_difference
 from interest.scoring.tasks import (
     EncoderScorer,
+    InterestsScorer,
     PopularityScorer,
     Scorer,
     Task,
@@ -160,15 +161,21 @@ def baselines(data: EvalData, negatives: int, valid_seed: int) -> Mapping[str, S
     return {"popularity": [PopularityScorer(data.counts)], "co-occurrence": [cooc]}
 
 
+MULTI_INTEREST = " (best interest)"  # the suffix of a multi-interest encoder's second scorer
+
+
 def encoder_scorers(models: Mapping[str, Sequence[LoadedModel]], data: EvalData) -> dict[str, list[EncoderScorer]]:
-    """One scorer per model; items newer than a model score with their cold-start vectors."""
+    """One scorer per model; items newer than a model score with their cold-start vectors. An
+    encoder with several interests is scored twice: by its user vector, and by the best of its
+    interest vectors (multi-interest retrieval)."""
     out: dict[str, list[EncoderScorer]] = {}
     for name, group in models.items():
-        out[name] = []
         for model in group:
             trained = np.asarray(model.encoder.item_table)
             table = np.concatenate([trained, cold_item_rows(trained, data.vocab, data.vocab_size)])
-            out[name].append(EncoderScorer(name, model.encoder, table))
+            out.setdefault(name, []).append(EncoderScorer(name, model.encoder, table))
+            if model.encoder.kind == "memory" and model.encoder.args["memory_slots"] > 1:
+                out.setdefault(name + MULTI_INTEREST, []).append(InterestsScorer(name, model.encoder, table))
     return out
 
 
@@ -250,7 +257,7 @@ def recommended_lists(scorer: Scorer, data: EvalData, k: int) -> np.ndarray:
 
     inputs = {f: data.rows[f] for f in SEQUENCE_FEATURES}
     seen = data.rows.get("history_idx", data.rows["item_idx"])
-    if isinstance(scorer, EncoderScorer):
+    if type(scorer) is EncoderScorer:  # the embed job's own code path
         return top_n_unseen(scorer.users(inputs), np.asarray(scorer.table), seen, k)[0]
     lists = []
     for start in range(0, len(seen), 512):

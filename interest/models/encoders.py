@@ -253,7 +253,9 @@ class MemoryEncoder(Encoder):
 
     Write: slot k has a learned address; after step t it holds its initial content plus the
     attention-weighted sum (over steps <= t) of the steps that match its address. Read: the
-    current step queries the K slots; the read-out is the user state. Explanation: how much of
+    current step queries the K slots; the read-out is the user state. The interests are the slots
+    through the same output head, so each is a vector in the item space: scoring items by the best
+    of them (``interest.scoring.tasks.InterestsScorer``) retrieves for every interest at once. Explanation: how much of
     what the read drew on each step wrote. A slot's content is ``Σ_j w_kj v_j``, so its length
     along its own direction splits exactly into the steps' shares ``w_kj (v_j · ŝ_k)``; those
     shares (negative ones clipped to 0), weighted by the read attention over the slots and
@@ -301,7 +303,9 @@ class MemoryEncoder(Encoder):
         out = {
             "sequence": seq,
             "user": seq[:, -1],
-            "interests": slots[:, -1],
+            # each slot through the output head: what the user vector would be if the read drew on
+            # that slot alone, in the item space (a slot's items score highest against it)
+            "interests": self.out(slots[:, -1], training=training),  # [B, K, D]
             "attention": _written_share(read_w[:, -1:], write_w[:, -1:], values, written[:, -1:])[:, 0],
         }
         if return_matrix:

@@ -190,6 +190,19 @@ class EncoderScorer:
 
 
 @dataclass
+class InterestsScorer(EncoderScorer):
+    """Multi-interest retrieval: each item scores by the best of the user's interest vectors
+    (``max_k interests_k · item``), so every interest gets its own nearest items."""
+
+    def scores(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        size = self.encoder.args["vocab_size"]  # type: ignore[attr-defined]
+        feats = dict(inputs)
+        feats["item_idx"] = np.where(inputs["item_idx"] >= size, UNKNOWN, inputs["item_idx"]).astype(np.int32)
+        interests = self.encoder.infer(feats)["interests"]  # type: ignore[attr-defined]  # [B, K, D]
+        return np.einsum("bkd,vd->bkv", interests, np.asarray(self.table)).max(1)  # [B, V]
+
+
+@dataclass
 class PopularityScorer:
     """Every user gets the same scores: the items' training step counts (ties in index order)."""
 

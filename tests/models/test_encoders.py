@@ -211,3 +211,18 @@ def test_compiled_inference_matches_the_full_call_and_reproduces_whatever_came_f
     again = first_small.infer(inp)
     for name in out:
         np.testing.assert_array_equal(again[name], out[name], err_msg=name)
+
+
+def test_memory_interests_are_item_space_vectors_and_score_by_the_best_one():
+    """Each memory slot goes through the output head: read alone, a slot gives the user vector
+    the model would have drawn from it. Multi-interest scoring takes each item's best slot."""
+    from interest.scoring.tasks import InterestsScorer
+
+    enc = build_encoder("memory", max_len=12, **ARGS)
+    inp = batch()
+    out = enc(inp, training=False)
+    slots = np.asarray(out["interests"])  # [B, K, D]
+    assert slots.shape == (4, ARGS["memory_slots"], 16)
+    table = np.asarray(enc.item_table)
+    scores = InterestsScorer("memory", enc).scores(inp)
+    np.testing.assert_allclose(scores, np.einsum("bkd,vd->bkv", slots, table).max(1), rtol=1e-5, atol=1e-5)
