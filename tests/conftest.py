@@ -170,13 +170,15 @@ def log_lines():
     logger.removeHandler(handler)
 
 
-FAULT_RUNS: list[tuple[str, int, int]] = []  # (fault, injected runs, rows checked against a clean run)
+FAULT_RUNS: list[tuple[str, int, int]] = []  # (fault, injected runs, rows compared with a clean run)
 
 
 @pytest.fixture()
 def fault_matrix():
-    """Record one row of the fault matrix: the fault, the runs it was injected into, and the rows
-    compared with a clean run afterwards. The totals are printed at the end of the test session."""
+    """Record one row of the fault matrix: the fault, the real runs of a job or stage it was
+    injected into (not direct calls of a helper), and the rows whose content was afterwards compared
+    with a clean run or the planted truth (rows only counted do not count). The totals are printed
+    at the end of the test session."""
 
     def record(fault: str, runs: int = 1, rows_checked: int = 0) -> None:
         FAULT_RUNS.append((fault, runs, rows_checked))

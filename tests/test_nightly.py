@@ -682,7 +682,7 @@ def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(
     out, _ = third.communicate(timeout=600)
     assert third.returncode == 0, out[-3000:]
     assert len(list(day.iterdir())) == 1 and published[0] not in [p.name for p in day.iterdir()]
-    fault_matrix("killed while publishing (Parquet)", runs=1, rows_checked=2 * users)
+    fault_matrix("killed while publishing (Parquet)", runs=1)  # what readers see is counted, not yet compared
 
 
 @pytest.mark.slow
@@ -716,7 +716,7 @@ def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, 
     assert "default.user_interest_embeddings: version 2 -> restored version 1" in out, out[-2000:]
     rows_after, seen_after = _read_back(root, "delta")
     assert rows_after == rows and seen_after == seen.replace("SEEN (1,", "SEEN (3,")  # RESTORE is commit 3
-    fault_matrix("killed while publishing (Delta)", runs=1, rows_checked=users)
+    fault_matrix("killed while publishing (Delta)", runs=1)  # what readers see is counted, not yet compared
 
 
 @pytest.mark.slow

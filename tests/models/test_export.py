@@ -40,14 +40,13 @@ def test_a_model_loads_back_with_the_same_outputs(exported):
         (lambda f: (f / "encoder.json").write_text('{"kind": "self_attention"}'), "encoder.json"),
     ],
 )
-def test_a_damaged_model_folder_is_one_clear_error(exported, damage, part, fault_matrix):
+def test_a_damaged_model_folder_is_one_clear_error(exported, damage, part):
     from pathlib import Path
 
     _, folder = exported
     damage(Path(folder))
     with pytest.raises(ModelDamagedError, match=rf"model .*v1 is damaged: .*{part}.*train the date again"):
         load_model(folder)
-    fault_matrix("a model folder damaged", runs=1)
 
 
 def test_a_folder_that_is_no_model_is_refused(tmp_path):

@@ -242,7 +242,7 @@ def test_evaluation_report_has_table_segments_and_pictures(planted):
     assert 0 < metrics["beyond"]["memory"]["coverage@10"] <= 1
 
 
-def test_a_hung_step_ends_the_process_with_a_message(fault_matrix):
+def test_a_hung_step_ends_the_process_with_a_message():
     import subprocess
     import sys
 
@@ -253,7 +253,6 @@ def test_a_hung_step_ends_the_process_with_a_message(fault_matrix):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 75  # worth a retry: it resumes from the last checkpoint
     assert "no training step finished in 2s (at step 7, worker 0)" in run.stderr
-    fault_matrix("a training step that hangs", runs=1)
 
 
 def test_one_tensorflow_op_at_a_time_by_default():
