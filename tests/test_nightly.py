@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -540,16 +539,6 @@ def _read_back(root: Path, table_format: str) -> tuple[str, str]:
         raise AssertionError(read.stderr[-3000:]) from None
 
 
-def _kill_when(job: subprocess.Popen, started) -> None:
-    """SIGKILL the job (and its JVM) as soon as ``started()`` is true: mid-publish."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not started() and job.poll() is None:
-        time.sleep(0.05)
-    assert job.poll() is None, "the embed job ended before it could be interrupted"
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-
-
 TABLE_DIGEST = """
 import hashlib, sys
 from interest.config import load_config
@@ -658,65 +647,124 @@ def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
     fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(int(ln.split()[2]) for ln in before))
 
 
-@pytest.mark.slow
-def test_a_parquet_publish_killed_while_writing_leaves_the_previous_partition(
-    planted, planted_model, tmp_path, fault_matrix
-):
-    root = copy_planted(planted, planted_model, tmp_path / "kill")
-    first = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet")
-    out, _ = first.communicate(timeout=900)
-    assert first.returncode == 0, out[-3000:]
-    day = root / "warehouse" / "default.db" / "user_interest_embeddings" / f"dt={DATE}"
-    published = [p.name for p in day.iterdir()]
-    assert len(published) == 1
-    # run the embed job again and kill it once its new folder appears (mid-write)
-    again = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet", start_new_session=True)
-    _kill_when(again, lambda: len(list(day.iterdir())) >= 2)
-    rows, seen = _read_back(root, "parquet")
-    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
-    assert rows == f"ROWS {users} {users} [32] [1] 5"
-    # readers still see the first run's partition folder and its model version, not the new run's
-    assert seen == f"SEEN {published[0]} ['{planted_model.name}']", (seen, published)
-    # the next run clears the orphan folder and publishes again
-    third = _job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet")
-    out, _ = third.communicate(timeout=600)
-    assert third.returncode == 0, out[-3000:]
-    assert len(list(day.iterdir())) == 1 and published[0] not in [p.name for p in day.iterdir()]
-    fault_matrix("killed while publishing (Parquet)", runs=1)  # what readers see is counted, not yet compared
+TABLES = ("user_interest_embeddings", "item_embeddings", "user_recommendations")
 
 
-@pytest.mark.slow
-def test_a_delta_publish_killed_mid_write_then_a_bad_night_rolled_back(planted, planted_model, tmp_path, fault_matrix):
-    """Delta (the default): a killed publish leaves readers on the first commit and its files; a
-    publish with another model, then ``jobs/rollback.py``, gives readers the first model back."""
-    root = copy_planted(planted, planted_model, tmp_path / "delta")
-    first = _job(["jobs/embed.py", "--date", DATE], root)
-    out, _ = first.communicate(timeout=900)
-    assert first.returncode == 0, out[-3000:]
-    rows, seen = _read_back(root, "delta")
-    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
-    assert rows == f"ROWS {users} {users} [32] [1] 5"
-    assert seen.startswith("SEEN (1, ['part-") and seen.endswith(f"['{planted_model.name}']"), seen
-    table = root / "warehouse" / "default.db" / "user_interest_embeddings"
-    staging = table / "_staging" / f"dt={DATE}"
-    again = _job(["jobs/embed.py", "--date", DATE], root, start_new_session=True)
-    _kill_when(again, lambda: staging.is_dir() and any(staging.iterdir()))
-    assert _read_back(root, "delta") == (rows, seen)  # same commit, same files
-    # a bad night: another model published over dt=DATE (the killed run's staging is cleared)
+def _finish(job: subprocess.Popen, code: int = 0, timeout: int = 900) -> str:
+    out, _ = job.communicate(timeout=timeout)
+    assert job.returncode == code, out[-3000:]
+    return out
+
+
+def _bad_night(planted_model: Path, where: Path) -> str:
+    """Another model of the same shape: the planted model's weights moved by noise, so every table
+    it publishes differs from the planted model's."""
     model = load_model(str(planted_model))
-    bad = save_model(model.encoder, model.vocab, model.config, model.metrics, str(tmp_path / "other"), "bad-night")
-    night = _job(["jobs/embed.py", "--date", DATE, "--model", bad], root)
-    out, _ = night.communicate(timeout=600)
-    assert night.returncode == 0, out[-3000:]
-    assert not list(staging.iterdir())
-    assert _read_back(root, "delta")[1].endswith("['bad-night']")
-    undo = _job(["jobs/rollback.py"], root)
-    out, _ = undo.communicate(timeout=600)
-    assert undo.returncode == 0, out[-3000:]
-    assert "default.user_interest_embeddings: version 2 -> restored version 1" in out, out[-2000:]
-    rows_after, seen_after = _read_back(root, "delta")
-    assert rows_after == rows and seen_after == seen.replace("SEEN (1,", "SEEN (3,")  # RESTORE is commit 3
-    fault_matrix("killed while publishing (Delta)", runs=1)  # what readers see is counted, not yet compared
+    rng = np.random.default_rng(7)
+    model.encoder.set_weights(
+        [w + rng.normal(0.0, 0.5 * (w.std() + 1e-3), w.shape) for w in model.encoder.get_weights()]
+    )
+    return save_model(model.encoder, model.vocab, model.config, model.metrics, str(where), "bad-night")
+
+
+def _delta_digests(spark, root: Path) -> dict[str, tuple[int, str]]:
+    """Per table, (rows, digest of their exact contents) of DATE, read from the Delta logs."""
+    import hashlib
+
+    out = {}
+    for table in TABLES:
+        rows = spark.read.format("delta").load(str(root / "warehouse" / "default.db" / table))
+        rows = rows.where(f"dt = '{DATE}'").drop("dt").collect()
+        out[table] = (len(rows), hashlib.sha1(repr(sorted(repr(r) for r in rows)).encode()).hexdigest())
+    return out
+
+
+def _parquet_digests(root: Path) -> dict[str, tuple[int, str]]:
+    """The same through the metastore, as a new reader process sees the Parquet tables."""
+    return {line.split()[1]: (int(line.split()[2]), line.split()[3]) for line in _digest(root)}
+
+
+def _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, table_format) -> int:
+    """Run the bad night with a kill at each point; after each, every table is the previous
+    night's or the new one's, as the point says. Returns the rows compared."""
+    compared = 0
+    for point, new_tables in points:
+        marker = tmp_path / f"marker-{point}"
+        job = _job(
+            ["jobs/embed.py", "--date", DATE, "--model", bad],
+            root,
+            f"embed.table_format={table_format}",
+            faults=f"die@publish_{point}:{marker}",
+        )
+        _finish(job, code=137)
+        assert marker.exists()  # it died where it was told to
+        got = _delta_digests(spark, root) if table_format == "delta" else _parquet_digests(root)
+        expected = {t: (night_b if t in new_tables else night_a)[t] for t in TABLES}
+        assert got == expected, point
+        compared += sum(n for n, _ in got.values())
+    return compared
+
+
+@pytest.mark.slow
+def test_a_parquet_publish_killed_at_each_point_leaves_every_table_whole(
+    spark, planted, planted_model, tmp_path, fault_matrix
+):
+    """Kill the bad night's publish before the partition swap and right after it: a new reader
+    sees each table as the previous night or the new one, compared by content; the next run
+    publishes the new night whole and removes the orphan folders."""
+    users, items, recs = TABLES
+    root = copy_planted(planted, planted_model, tmp_path / "kill")
+    bad = _bad_night(planted_model, tmp_path / "other")
+    _finish(_job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet"))
+    night_a = _parquet_digests(root)
+    clean = tmp_path / "clean"
+    shutil.copytree(root, clean)
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], clean, "embed.table_format=parquet"))
+    night_b = _parquet_digests(clean)
+    assert all(night_a[t] != night_b[t] for t in TABLES)  # really another night
+    points = [(f"{users}_staged", ()), (f"{users}_commit", ()), (f"{users}_committed", (users,))]
+    compared = _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, "parquet")
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root, "embed.table_format=parquet"))
+    assert _parquet_digests(root) == night_b
+    day = root / "warehouse" / "default.db" / users / f"dt={DATE}"
+    assert len(list(day.iterdir())) == 1  # the killed runs' folders are gone
+    fault_matrix("killed while publishing (Parquet)", runs=len(points), rows_checked=compared)
+
+
+@pytest.mark.slow
+def test_a_delta_publish_killed_at_each_point_then_a_bad_night_rolled_back(
+    spark, planted, planted_model, tmp_path, fault_matrix
+):
+    """Delta (the default): kill the bad night's publish before staging, after it, just before the
+    commit and just after it, and at the last table's commit. After each, every table is the
+    previous night or the new one, compared by content with clean runs of both. Then the next
+    run publishes the new night whole, and ``jobs/rollback.py`` gives all three tables back."""
+    users, items, recs = TABLES
+    root = copy_planted(planted, planted_model, tmp_path / "delta")
+    bad = _bad_night(planted_model, tmp_path / "other")
+    _finish(_job(["jobs/embed.py", "--date", DATE], root))
+    night_a = _delta_digests(spark, root)
+    clean = tmp_path / "clean"
+    shutil.copytree(root, clean)
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], clean))
+    night_b = _delta_digests(spark, clean)
+    assert all(night_a[t] != night_b[t] for t in TABLES)  # really another night
+    points = [
+        (f"{users}_start", ()),
+        (f"{users}_staged", ()),
+        (f"{users}_commit", ()),
+        (f"{users}_committed", (users,)),
+        (f"{recs}_commit", (users, items)),
+    ]
+    compared = _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, "delta")
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root))
+    assert _delta_digests(spark, root) == night_b
+    assert not list((root / "warehouse" / "default.db" / users / "_staging" / f"dt={DATE}").iterdir())
+    out = _finish(_job(["jobs/rollback.py"], clean))
+    assert f"default.{users}: version 2 -> restored version 1" in out, out[-2000:]
+    assert _delta_digests(spark, clean) == night_a  # all three tables, by content
+    compared += 2 * sum(n for n, _ in night_a.values())
+    fault_matrix("killed while publishing (Delta)", runs=len(points), rows_checked=compared)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType, _parse_datatype_string
 
-from interest import io, storage
+from interest import faults, io, storage
 from interest.errors import RetryableError, UserError
 
 log = logging.getLogger(__name__)
@@ -292,6 +292,7 @@ def publish_partition(
     Returns the gates' verdicts, where the partition lives and, for Delta, the committed
     version. Raises PublishGateError (and publishes nothing) when a gate fails.
     """
+    faults.maybe_fail(f"publish_{table}_start")  # off unless a fault-matrix test asks for it
     if table_format == "delta":
         return _publish_delta(spark, database, table, date, rows, gates, location)
     name = table_name(database, table)
@@ -309,13 +310,17 @@ def publish_partition(
         folder,
         lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None,
     )
+    faults.maybe_fail(f"publish_{table}_staged")
+    faults.maybe_fail(f"publish_{table}_commit")  # the swap below is the commit
     if date in existing:
         spark.sql(f"ALTER TABLE {name} PARTITION (dt='{date}') SET LOCATION '{folder}'")
+        faults.maybe_fail(f"publish_{table}_committed")
         old = existing[date]
         if old and old.rstrip("/") != folder.rstrip("/"):
             io.delete(spark, old)
     else:
         spark.sql(f"ALTER TABLE {name} ADD PARTITION (dt='{date}') LOCATION '{folder}'")
+        faults.maybe_fail(f"publish_{table}_committed")
     spark.sql(f"REFRESH TABLE {name}")
     return PublishResult(f"{database}.{table}", date, report.rows, report.gates, folder)
 
@@ -335,8 +340,10 @@ def _publish_delta(
         return table_df.where(F.col("dt") == earlier).count() if earlier else None
 
     staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder, previous_rows)
+    faults.maybe_fail(f"publish_{table}_staged")
     before = version(spark, database, table)
     where = spark.sql(f"DESCRIBE DETAIL {name}").collect()[0]["location"]  # as the metastore spells it
+    faults.maybe_fail(f"publish_{table}_commit")
     (
         staged.withColumn("dt", F.lit(date))
         .select(*table_df.columns)
@@ -345,6 +352,7 @@ def _publish_delta(
         .option("replaceWhere", f"dt = '{date}'")
         .save(where)
     )
+    faults.maybe_fail(f"publish_{table}_committed")  # committed; the staged copy not yet removed
     io.delete(spark, folder)
     return PublishResult(
         f"{database}.{table}", date, report.rows, report.gates, location, version(spark, database, table), before
