@@ -177,6 +177,9 @@ class TrainConfig:
     # full softmax: items the user already interacted with are no candidates in the loss (the target
     # itself always is), as they are none when ranking and never published (interest.scoring.metrics)
     exclude_seen: bool = False
+    # each training row, with this probability, loses a random number of its latest steps for the
+    # step (interest.data.reader.crop_latest): short histories at the position users are read from
+    crop_prob: float = 0.0
     batch_size: int = 128
     epochs: int = 20
     learning_rate: float = 1e-3

@@ -26,10 +26,11 @@ import tensorflow as tf
 from interest import faults
 from interest.config import Config
 from interest.data.files import TrainData
-from interest.data.reader import petastorm_batches, split_view
+from interest.data.reader import crop_latest, petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import next_item_loss, objective_log_q, resolve_objective, seen_items
+from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.offline import evaluate_split
 
 log = logging.getLogger(__name__)
@@ -188,13 +189,15 @@ class Trainer:
             loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
 
         def replica_step(batch, step):
-            inputs, targets = split_view(batch, "train")  # [B, L] each
             seed = tf.stack(
                 [
                     tf.cast(t.seed, tf.int64),
                     step * 1000 + tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64),
                 ]
             )
+            if t.crop_prob > 0:
+                batch = crop_latest({f: batch[f] for f in SEQUENCE_FEATURES}, t.crop_prob, seed + 7)
+            inputs, targets = split_view(batch, "train")  # [B, L] each
             loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
             self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
             return loss_sum, n
