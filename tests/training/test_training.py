@@ -137,7 +137,7 @@ def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(p
         *PLANTED,
         f"paths.root={planted}",
         "model.encoder=self_attention",
-        "train.epochs=3",
+        "train.epochs=6",  # long enough after step 8 for the kill to land mid-run
         "train.checkpoint_every_steps=4",
         f"paths.models={tmp_path / 'models'}",
         f"paths.checkpoints={tmp_path / 'ckpt'}",
@@ -145,16 +145,18 @@ def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(p
     cmd = [sys.executable, "jobs/train.py", "--date", DATE, *[a for s in sets for a in ("--set", s)]]
     cfg = make_config(planted, *sets)  # what the job loads: conf/local.yaml with the same overrides
     folder = checkpoint_dir(cfg, DATE)
-    job = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "train.log"
+    with open(log, "w") as sink:
+        job = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
 
     def saved_step() -> int:
-        latest = tf.train.latest_checkpoint(folder)
-        return int(latest.rsplit("-", 1)[1]) if latest else 0
+        found = [int(p.stem.rsplit("-", 1)[1]) for p in (tmp_path / "ckpt").rglob("ckpt-*.index")]
+        return max(found, default=0)
 
     while saved_step() < 8:  # killed after its second checkpoint, mid-run
-        assert job.poll() is None and time.monotonic() < deadline, "the job ended before checkpointing twice"
-        time.sleep(0.1)
+        assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert job.returncode == -signal.SIGKILL
@@ -210,9 +212,10 @@ def test_evaluation_report_has_table_segments_and_pictures(planted):
     ]
     out = evaluate_models(cfg, DATE, dirs)
     report = Path(out["paths"]["report"]).read_text()
-    for name in ("self_attention", "memory", "popularity", "co-occurrence"):
+    scorers = ["self_attention", "memory", "memory (best interest)", "popularity", "co-occurrence"]
+    for name in scorers:
         assert f"| {name} |" in report
-    assert [r["model"] for r in out["results"]] == ["self_attention", "memory", "popularity", "co-occurrence"]
+    assert [r["model"] for r in out["results"]] == scorers
     assert "![validation_curves](validation_curves.png)" in report
     image = plt.imread(out["paths"]["validation_curves"])
     assert image.shape[:2] == (400, 1000) and image[..., :3].std() > 0.01
