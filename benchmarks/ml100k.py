@@ -221,8 +221,8 @@ def print_loo(result: dict[str, Any], seeds: list[int]) -> None:
     print(table(["encoder", "test", "users", *cols], rows))
 
 
-def print_temporal(results: dict[str, dict[str, Any]], cut: str) -> None:
-    print(f"\n## Temporal split at T = {cut} (trained on everything up to T)\n")
+def print_temporal(results: dict[str, dict[str, Any]], cut: str, seeds: list[int]) -> None:
+    print(f"\n## Temporal split at T = {cut} (trained on everything up to T), training seeds {seeds}\n")
     for label, result in results.items():
         b = result["breakdown"]
         print(f"\n### {label}: HR@10 (100 neg) and HR@10 (full), mean [95 % interval]\n")
@@ -273,6 +273,7 @@ def main() -> None:
         "--ml100k", default=os.environ.get("ML100K_DIR", str(ROOT.parent / "shared" / "data" / "ml-100k"))
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="training seeds")
+    parser.add_argument("--temporal-seeds", nargs="+", type=int, default=None, help="default: --seeds")
     parser.add_argument("--encoders", nargs="+", default=ENCODERS)
     parser.add_argument("--work", default=None, help="keeps data and models; a re-run reuses them")
     parser.add_argument("--cut", default="1997-12-31", help="the temporal split's cut T")
@@ -305,13 +306,14 @@ def main() -> None:
         w.sessionize("temporal", week, base_vocab=vocab)
         w.sessionize("temporal", END, base_vocab=vocab)
         tcfg = w.config("temporal")
+        temporal_seeds = args.temporal_seeds or args.seeds
         results = {}
         for label, extra in (("time gaps off (the profile)", []), ("time gaps on", ["model.use_time_gap=true"])):
-            group = models_by_encoder(w, "temporal", args.cut, args.encoders, args.seeds, extra)
+            group = models_by_encoder(w, "temporal", args.cut, args.encoders, temporal_seeds, extra)
             data = add_temporal(tcfg, load_eval_data(tcfg, args.cut), END, week)
             data.tasks = {n: t for n, t in data.tasks.items() if n == "valid" or n.startswith("temporal")}
             results[label] = evaluate(tcfg, data, group, with_extras=False)
-        print_temporal(results, args.cut)
+        print_temporal(results, args.cut, temporal_seeds)
         everything["temporal"] = results
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
