@@ -24,7 +24,18 @@ def machine() -> str:
     except OSError:
         pass
     mem = psutil.virtual_memory().total / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+    return f"{cpu} ({cpu_features()}), {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def cpu_features() -> str:
+    """The CPU flags that decide the speed of training here (bfloat16 native or emulated)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from interest.models.precision import SHOWN_FLAGS, cpu_flags
+
+    flags = cpu_flags()
+    return " ".join(f"{f}{'+' if f in flags else '-'}" for f in SHOWN_FLAGS) if flags else "flags unknown"
 
 
 class PeakRSS:

@@ -209,8 +209,10 @@ class TrainConfig:
     # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
     jit_compile: bool = False
     # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32; ~8 % faster
-    # steps on an AVX512-BF16 CPU at the same quality (BENCHMARKS.md)
-    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    # steps on an AVX512-BF16 CPU at the same quality, ~6x slower where bfloat16 is emulated (an
+    # AVX2-only CPU). auto: mixed_bfloat16 only where the hardware computes bfloat16 natively
+    # (interest/models/precision.py); the run log says what it chose and why
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 

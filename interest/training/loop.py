@@ -30,6 +30,7 @@ from interest.data.reader import crop_latest, petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import next_item_loss, objective_log_q, resolve_objective, seen_items
+from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
 from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.offline import evaluate_split
 
@@ -100,6 +101,7 @@ class TrainResult:
     resumed_from_step: int | None = None
     stopped_early: bool = False
     objective: str = ""  # what train.objective resolved to (auto: by catalogue size)
+    precision: str = "float32"  # what train.precision resolved to (auto: by the hardware)
 
 
 def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule | float:
@@ -135,8 +137,15 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(data.train_rows / self.global_batch))
         self.total_steps = self.steps_per_epoch * t.epochs
         keras.utils.set_random_seed(t.seed)
+        native = native_bfloat16(gpu=gpu_bfloat16()) if t.precision != "float32" else None
+        self.precision, why = resolve_precision(t.precision, native)
+        if t.precision == "mixed_bfloat16" and not native and self.worker.is_chief:
+            log.warning(why)  # emulated bfloat16: the run is several times slower than it needs to be
+        else:
+            self.log(why)
         with self.strategy.scope():
-            self.encoder = build_encoder(cfg.model.encoder, precision=t.precision, **encoder_args(cfg.model, data.spec))
+            args = encoder_args(cfg.model, data.spec)
+            self.encoder = build_encoder(cfg.model.encoder, precision=self.precision, **args)
             if t.init_from:
                 from interest.models.export import load_model, warm_start
 
@@ -276,7 +285,7 @@ class Trainer:
         t = self.cfg.train
         self._metric = f"{t.early_stop_metric}@{self.cfg.eval.k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
-        result = TrainResult(self.encoder, objective=self.objective)
+        result = TrainResult(self.encoder, objective=self.objective, precision=self.precision)
         self._resume(manager, checkpoint_dir, result)
         writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()

@@ -87,7 +87,7 @@ def _train_and_export(
     )
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
         result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
-    if cfg.train.precision != "float32":  # evaluate and export the model as it is served: float32
+    if result.precision != "float32":  # evaluate and export the model as it is served: float32
         args: dict[str, Any] = dict(result.encoder.args)
         served = build_encoder(result.encoder.kind, **args)
         served.set_weights(result.encoder.get_weights())
@@ -144,6 +144,7 @@ def final_metrics(
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "objective": result.objective,
+        "precision": result.precision,  # what train.precision resolved to on this machine
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "train_seconds": round(result.seconds, 2),

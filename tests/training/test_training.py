@@ -75,6 +75,7 @@ def test_bfloat16_and_xla_training_learns_and_its_float32_export_reproduces_its_
     test, pop = out.metrics["test"], out.metrics["popularity"]["test"]
     assert test["full_ndcg@10"] > 2.0 * pop["full_ndcg@10"], (test, pop)
     assert out.metrics["objective"] == "full_softmax"  # auto, on a 300-item catalogue
+    assert out.metrics["precision"] == "mixed_bfloat16"  # as asked, even where it is emulated
     from interest.data.files import training_data
 
     data, _ = training_data(cfg, DATE)
