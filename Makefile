@@ -4,15 +4,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+AIRFLOW ?= .airflow
 DATE   ?= 2026-11-26
 
-.PHONY: demo test test-fast lint package clean java
+.PHONY: demo test test-fast lint package clean java airflow
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools<70" wheel
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
+
+# Airflow 3 and its Spark provider in their own environment: the DAG test loads deploy/airflow_dag.py
+# with them (Airflow's dependencies would not fit beside the pinned Spark stack)
+$(AIRFLOW)/.installed:
+	$(PYTHON) -m venv $(AIRFLOW)
+	$(AIRFLOW)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW)/bin/python -m pip install --quiet "apache-airflow==3.3.2" "apache-airflow-providers-apache-spark==6.3.4"
+	touch $@
+
+airflow: $(AIRFLOW)/.installed
 
 java:
 	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
@@ -22,7 +33,7 @@ java:
 demo: java $(VENV)/.installed
 	$(PY) jobs/demo.py --date $(DATE)
 
-test: java $(VENV)/.installed
+test: java $(VENV)/.installed $(AIRFLOW)/.installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
@@ -30,7 +41,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check interest jobs benchmarks tests deploy
 	$(VENV)/bin/mypy
 
-test-fast: java $(VENV)/.installed
+test-fast: java $(VENV)/.installed $(AIRFLOW)/.installed
 	$(PY) -m pytest -m "not slow"
 
 package: dist/interest.zip
