@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -569,7 +570,7 @@ def _digest(root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_clean_run(
-    planted, planted_model, tmp_path, fault_matrix
+    spark, planted, planted_model, nights, tmp_path, fault_matrix
 ):
     """A Spark Python worker dies inside batch inference (as the kernel's OOM killer leaves it):
     Spark retries the task, the job succeeds, and the three tables equal a clean run's exactly."""
@@ -580,18 +581,13 @@ def test_a_python_worker_killed_mid_inference_is_retried_and_the_tables_match_a_
     out, _ = faulted.communicate(timeout=900)
     assert faulted.returncode == 0, out[-3000:]
     assert marker.exists() and "Python worker exited unexpectedly" in run_logs(root)  # the fault really happened
-    after_fault = _digest(root)
-    clean = _job(["jobs/embed.py", "--date", DATE], root, retried)
-    out, _ = clean.communicate(timeout=900)
-    assert clean.returncode == 0, out[-3000:]
-    assert _digest(root) == after_fault
-    assert int(after_fault[0].split()[2]) > 0
-    fault_matrix("a Spark Python worker killed", runs=1, rows_checked=sum(int(line.split()[2]) for line in after_fault))
+    assert _delta_digests(spark, root) == nights.a
+    fault_matrix("a Spark Python worker killed", runs=1, rows_checked=sum(n for n, _ in nights.a.values()))
 
 
 @pytest.mark.slow
 def test_an_executor_jvm_lost_mid_inference_on_the_cluster_is_retried_and_the_tables_match(
-    standalone, planted, planted_model, tmp_path, fault_matrix
+    spark, standalone, planted, planted_model, nights, tmp_path, fault_matrix
 ):
     """An executor JVM of the standalone cluster is killed (SIGKILL, a node gone) while its task
     runs batch inference: the master starts a new executor, Spark runs the lost work again, and
@@ -604,12 +600,8 @@ def test_an_executor_jvm_lost_mid_inference_on_the_cluster_is_retried_and_the_ta
     assert faulted.returncode == 0, (faulted.stdout[-3000:], faulted.stderr[-5000:])
     assert marker.exists()  # the fault really happened ...
     assert re.search(r"Executor app-\S+ finished with state EXITED .*exited with code 137", standalone.worker_logs())
-    after_fault = _digest(root)
-    clean = standalone.run_job("jobs/embed.py", DATE, sets, tmp_path)
-    assert clean.returncode == 0, (clean.stdout[-3000:], clean.stderr[-5000:])
-    assert _digest(root) == after_fault
-    assert int(after_fault[0].split()[2]) > 0
-    fault_matrix("a Spark executor JVM lost", runs=1, rows_checked=sum(int(line.split()[2]) for line in after_fault))
+    assert _delta_digests(spark, root) == nights.a
+    fault_matrix("a Spark executor JVM lost", runs=1, rows_checked=sum(n for n, _ in nights.a.values()))
 
 
 @pytest.mark.slow
@@ -666,17 +658,30 @@ def _bad_night(planted_model: Path, where: Path) -> str:
     return save_model(model.encoder, model.vocab, model.config, model.metrics, str(where), "bad-night")
 
 
-def _two_nights(planted: Path, planted_model: Path, tmp_path: Path, *extra: str) -> tuple[Path, Path, str]:
-    """Two data roots, each with its own metastore (a copied root would keep the first one's
-    absolute table locations): ``root`` holds the previous night, ``clean`` the previous night
-    then a clean run of the bad night. Returns both roots and the bad night's model."""
-    root = copy_planted(planted, planted_model, tmp_path / "kill")
-    clean = copy_planted(planted, planted_model, tmp_path / "clean")
-    bad = _bad_night(planted_model, tmp_path / "other")
-    for where in (root, clean):
-        _finish(_job(["jobs/embed.py", "--date", DATE], where, *extra))
-    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], clean, *extra))
-    return root, clean, bad
+@dataclass
+class Nights:
+    """Clean runs of one date on a root of their own: the planted model's night (A), then another
+    model's night for the same date (B), then ``jobs/rollback.py``; each table's content after each."""
+
+    bad: str  # the other model
+    a: dict[str, tuple[int, str]]
+    b: dict[str, tuple[int, str]]
+    rollback_out: str
+    rolled_back: dict[str, tuple[int, str]]
+
+
+@pytest.fixture(scope="module")
+def nights(spark, planted, planted_model, tmp_path_factory) -> Nights:
+    """What every fault test of the embed job compares with: clean runs, made once per module."""
+    tmp = tmp_path_factory.mktemp("nights")
+    root = copy_planted(planted, planted_model, tmp / "clean")
+    bad = _bad_night(planted_model, tmp / "other")
+    _finish(_job(["jobs/embed.py", "--date", DATE], root))
+    a = _delta_digests(spark, root)
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root))
+    b = _delta_digests(spark, root)
+    out = _finish(_job(["jobs/rollback.py"], root))
+    return Nights(bad, a, b, out, _delta_digests(spark, root))
 
 
 def _delta_digests(spark, root: Path) -> dict[str, tuple[int, str]]:
@@ -696,14 +701,14 @@ def _parquet_digests(root: Path) -> dict[str, tuple[int, str]]:
     return {line.split()[1]: (int(line.split()[2]), line.split()[3]) for line in _digest(root)}
 
 
-def _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, table_format) -> int:
+def _kill_points(spark, root, nights: Nights, tmp_path, points, table_format) -> int:
     """Run the bad night with a kill at each point; after each, every table is the previous
     night's or the new one's, as the point says. Returns the rows compared."""
     compared = 0
     for point, new_tables in points:
         marker = tmp_path / f"marker-{point}"
         job = _job(
-            ["jobs/embed.py", "--date", DATE, "--model", bad],
+            ["jobs/embed.py", "--date", DATE, "--model", nights.bad],
             root,
             f"embed.table_format={table_format}",
             faults=f"die@publish_{point}:{marker}",
@@ -711,7 +716,7 @@ def _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, table_for
         _finish(job, code=137)
         assert marker.exists()  # it died where it was told to
         got = _delta_digests(spark, root) if table_format == "delta" else _parquet_digests(root)
-        expected = {t: (night_b if t in new_tables else night_a)[t] for t in TABLES}
+        expected = {t: (nights.b if t in new_tables else nights.a)[t] for t in TABLES}
         assert got == expected, point
         compared += sum(n for n, _ in got.values())
     return compared
@@ -719,20 +724,20 @@ def _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, table_for
 
 @pytest.mark.slow
 def test_a_parquet_publish_killed_at_each_point_leaves_every_table_whole(
-    spark, planted, planted_model, tmp_path, fault_matrix
+    spark, planted, planted_model, nights, tmp_path, fault_matrix
 ):
     """Kill the bad night's publish before the partition swap and right after it: a new reader
-    sees each table as the previous night or the new one, compared by content; the next run
-    publishes the new night whole and removes the orphan folders."""
+    sees each table as the previous night or the new one, compared by content with clean runs of
+    both; the next run publishes the new night whole and removes the orphan folders."""
     users = TABLES[0]
-    root, clean, bad = _two_nights(planted, planted_model, tmp_path, "embed.table_format=parquet")
-    night_a, night_b = _parquet_digests(root), _parquet_digests(clean)
-    assert all(night_a[t] != night_b[t] for t in TABLES)  # really another night
+    root = copy_planted(planted, planted_model, tmp_path / "kill")
+    _finish(_job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet"))
+    assert _parquet_digests(root) == nights.a  # the same rows as the clean Delta run
     # staged and gated is the same place as just before the swap here: nothing runs between them
     points = [(f"{users}_commit", ()), (f"{users}_committed", (users,))]
-    compared = _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, "parquet")
-    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root, "embed.table_format=parquet"))
-    assert _parquet_digests(root) == night_b
+    compared = _kill_points(spark, root, nights, tmp_path, points, "parquet")
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", nights.bad], root, "embed.table_format=parquet"))
+    assert _parquet_digests(root) == nights.b
     day = root / "warehouse" / "default.db" / users / f"dt={DATE}"
     assert len(list(day.iterdir())) == 1  # the killed runs' folders are gone
     fault_matrix("killed while publishing (Parquet)", runs=len(points), rows_checked=compared)
@@ -740,30 +745,30 @@ def test_a_parquet_publish_killed_at_each_point_leaves_every_table_whole(
 
 @pytest.mark.slow
 def test_a_delta_publish_killed_at_each_point_then_a_bad_night_rolled_back(
-    spark, planted, planted_model, tmp_path, fault_matrix
+    spark, planted, planted_model, nights, tmp_path, fault_matrix
 ):
     """Delta (the default): kill the bad night's publish before staging, after it, just before the
-    commit and just after it. After each, every table is the
-    previous night or the new one, compared by content with clean runs of both. Then the next
-    run publishes the new night whole, and ``jobs/rollback.py`` gives all three tables back."""
+    commit and just after it. After each, every table is the previous night or the new one,
+    compared by content with clean runs of both. Then the next run publishes the new night whole;
+    and on the clean runs' root ``jobs/rollback.py`` gives all three tables back."""
     users = TABLES[0]
-    root, clean, bad = _two_nights(planted, planted_model, tmp_path)
-    night_a, night_b = _delta_digests(spark, root), _delta_digests(spark, clean)
-    assert all(night_a[t] != night_b[t] for t in TABLES)  # really another night
+    assert all(nights.a[t] != nights.b[t] for t in TABLES)  # really another night
+    root = copy_planted(planted, planted_model, tmp_path / "kill")
+    _finish(_job(["jobs/embed.py", "--date", DATE], root))
+    assert _delta_digests(spark, root) == nights.a
     points = [
         (f"{users}_start", ()),
         (f"{users}_staged", ()),
         (f"{users}_commit", ()),
         (f"{users}_committed", (users,)),
     ]
-    compared = _kill_points(spark, root, bad, tmp_path, points, night_a, night_b, "delta")
-    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root))
-    assert _delta_digests(spark, root) == night_b
+    compared = _kill_points(spark, root, nights, tmp_path, points, "delta")
+    _finish(_job(["jobs/embed.py", "--date", DATE, "--model", nights.bad], root))
+    assert _delta_digests(spark, root) == nights.b
     assert not list((root / "warehouse" / "default.db" / users / "_staging" / f"dt={DATE}").iterdir())
-    out = _finish(_job(["jobs/rollback.py"], clean))
-    assert f"default.{users}: version 2 -> restored version 1" in out, out[-2000:]
-    assert _delta_digests(spark, clean) == night_a  # all three tables, by content
-    compared += 2 * sum(n for n, _ in night_a.values())
+    assert f"default.{users}: version 2 -> restored version 1" in nights.rollback_out, nights.rollback_out[-2000:]
+    assert nights.rolled_back == nights.a  # all three tables, by content
+    compared += 2 * sum(n for n, _ in nights.a.values())
     fault_matrix("killed while publishing (Delta)", runs=len(points), rows_checked=compared)
 
 
