@@ -278,6 +278,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="keeps data and models; a re-run reuses them")
     parser.add_argument("--cut", default="1997-12-31", help="the temporal split's cut T")
     parser.add_argument("--no-temporal", action="store_true")
+    parser.add_argument("--no-loo", action="store_true", help="only the temporal split")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", default=None, help="write every figure here")
     args = parser.parse_args()
@@ -293,12 +294,13 @@ def main() -> None:
     from interest.evaluation.evaluate import add_temporal, load_eval_data
 
     started = time.perf_counter()
-    w.sessionize("loo", END)
-    models = models_by_encoder(w, "loo", END, args.encoders, args.seeds, [])
-    cfg = w.config("loo")
-    loo = evaluate(cfg, load_eval_data(cfg, END), models)
-    print_loo(loo, args.seeds)
-    everything: dict[str, Any] = {"loo": loo}
+    everything: dict[str, Any] = {}
+    if not args.no_loo:
+        w.sessionize("loo", END)
+        models = models_by_encoder(w, "loo", END, args.encoders, args.seeds, [])
+        cfg = w.config("loo")
+        everything["loo"] = loo = evaluate(cfg, load_eval_data(cfg, END), models)
+        print_loo(loo, args.seeds)
     if not args.no_temporal:
         week = (dt.date.fromisoformat(args.cut) + dt.timedelta(days=7)).isoformat()
         w.sessionize("temporal", args.cut)
