@@ -553,8 +553,9 @@ for table in ("user_interest_embeddings", "item_embeddings", "user_recommendatio
 """
 
 
-def _digest(root: Path) -> list[str]:
-    """One line per table: rows and a digest of their exact contents, as a new reader sees them."""
+def _metastore_digests(root: Path) -> dict[str, tuple[int, str]]:
+    """Per table, (rows, digest of their exact contents) of DATE as a new reader process sees them
+    through the metastore."""
     read = subprocess.run(
         [sys.executable, "-c", TABLE_DIGEST, str(root), DATE],
         cwd=ROOT,
@@ -563,9 +564,9 @@ def _digest(root: Path) -> list[str]:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=300,
     )
-    lines = [ln for ln in read.stdout.splitlines() if ln.startswith("DIGEST")]
+    lines = [ln.split() for ln in read.stdout.splitlines() if ln.startswith("DIGEST")]
     assert len(lines) == 3, read.stderr[-3000:]
-    return lines
+    return {table: (int(rows), digest) for _, table, rows, digest in lines}
 
 
 @pytest.mark.slow
@@ -616,7 +617,7 @@ def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
     first = _job(["jobs/embed.py", "--date", DATE], root)
     out, _ = first.communicate(timeout=900)
     assert first.returncode == 0, out[-3000:]
-    before = _digest(root)
+    before = _metastore_digests(root)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -634,8 +635,8 @@ def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
         f"error (worth a retry) [embed dt={DATE}]: the Hive metastore is unreachable (thrift://127.0.0.1:{port})"
     )
     assert "Traceback" not in out and "published with model" not in out  # stopped before inference
-    assert _digest(root) == before
-    fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(int(ln.split()[2]) for ln in before))
+    assert _metastore_digests(root) == before
+    fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(n for n, _ in before.values()))
 
 
 TABLES = ("user_interest_embeddings", "item_embeddings", "user_recommendations")
@@ -696,11 +697,6 @@ def _delta_digests(spark, root: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def _parquet_digests(root: Path) -> dict[str, tuple[int, str]]:
-    """The same through the metastore, as a new reader process sees the Parquet tables."""
-    return {line.split()[1]: (int(line.split()[2]), line.split()[3]) for line in _digest(root)}
-
-
 def _kill_points(spark, root, nights: Nights, tmp_path, points, table_format) -> int:
     """Run the bad night with a kill at each point; after each, every table is the previous
     night's or the new one's, as the point says. Returns the rows compared."""
@@ -715,7 +711,7 @@ def _kill_points(spark, root, nights: Nights, tmp_path, points, table_format) ->
         )
         _finish(job, code=137)
         assert marker.exists()  # it died where it was told to
-        got = _delta_digests(spark, root) if table_format == "delta" else _parquet_digests(root)
+        got = _delta_digests(spark, root) if table_format == "delta" else _metastore_digests(root)
         expected = {t: (nights.b if t in new_tables else nights.a)[t] for t in TABLES}
         assert got == expected, point
         compared += sum(n for n, _ in got.values())
@@ -732,12 +728,12 @@ def test_a_parquet_publish_killed_at_each_point_leaves_every_table_whole(
     users = TABLES[0]
     root = copy_planted(planted, planted_model, tmp_path / "kill")
     _finish(_job(["jobs/embed.py", "--date", DATE], root, "embed.table_format=parquet"))
-    assert _parquet_digests(root) == nights.a  # the same rows as the clean Delta run
+    assert _metastore_digests(root) == nights.a  # the same rows as the clean Delta run
     # staged and gated is the same place as just before the swap here: nothing runs between them
     points = [(f"{users}_commit", ()), (f"{users}_committed", (users,))]
     compared = _kill_points(spark, root, nights, tmp_path, points, "parquet")
     _finish(_job(["jobs/embed.py", "--date", DATE, "--model", nights.bad], root, "embed.table_format=parquet"))
-    assert _parquet_digests(root) == nights.b
+    assert _metastore_digests(root) == nights.b
     day = root / "warehouse" / "default.db" / users / f"dt={DATE}"
     assert len(list(day.iterdir())) == 1  # the killed runs' folders are gone
     fault_matrix("killed while publishing (Parquet)", runs=len(points), rows_checked=compared)
