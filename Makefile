@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 AIRFLOW ?= .airflow
 DATE   ?= 2026-11-26
 
-.PHONY: demo test test-fast lint package clean java airflow
+.PHONY: demo test test-fast lint package clean java airflow notebook
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: java $(VENV)/.installed
 
 test: java $(VENV)/.installed $(AIRFLOW)/.installed
 	$(PY) -m pytest
+
+# the walkthrough executed, with its outputs and pictures, written back for readers of the repository
+notebook: java $(VENV)/.installed
+	$(PY) notebooks/execute.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check interest jobs benchmarks tests deploy

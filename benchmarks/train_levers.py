@@ -48,7 +48,7 @@ def child(root: str, overrides: list[str], epochs: int) -> None:
     from interest.training.loop import Trainer
 
     cfg = load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={root}", f"train.epochs={epochs}", *overrides])
-    data, _ = training_data(cfg, DATE)
+    data = training_data(cfg, DATE)
     trainer = Trainer(cfg, data)
     seconds = []
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as ckpt:

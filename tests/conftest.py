@@ -120,6 +120,47 @@ def copy_planted(planted: Path, model: Path | None, dest: Path) -> Path:
     return dest
 
 
+def embed_frame(pdf, embedder):
+    """The embed job's per-batch code (``embed_batch``, what every executor runs) on a pandas frame
+    of inference rows; nested columns come back in pyarrow's pandas form (lists as arrays, structs
+    as dicts)."""
+    import pyarrow as pa
+
+    from interest.schema import SEQUENCE_FEATURES
+    from interest.serving.embed import embed_batch
+
+    columns = [c for c in ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"] if c in pdf]
+    return embed_batch(pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False), embedder).to_pandas()
+
+
+def top_weighted_items(items, weights, k: int) -> list[tuple[int, float]]:
+    """One user's history positions -> [(item_idx, summed weight)] of the k heaviest items, by the
+    embed job's batch rule (``top_weighted_batch``). items, weights: [L]."""
+    import numpy as np
+
+    from interest.serving.embed import top_weighted_batch
+
+    item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
+    return list(zip(item.tolist(), weight.tolist()))
+
+
+TABLES = ("user_interest_embeddings", "item_embeddings", "user_recommendations")
+
+
+def delta_digests(spark, warehouse: str, date: str, drop: tuple[str, ...] = ()) -> dict[str, tuple[int, str]]:
+    """Per published table, (rows, digest of their exact contents) of ``date``, read from the Delta
+    logs under ``warehouse`` (a local folder or an ``hdfs://`` URL); ``drop`` leaves columns out
+    (``model_version`` names a run, not its content)."""
+    import hashlib
+
+    out = {}
+    for table in TABLES:
+        rows = spark.read.format("delta").load(f"{warehouse}/default.db/{table}")
+        rows = rows.where(f"dt = '{date}'").drop("dt", *drop).collect()
+        out[table] = (len(rows), hashlib.sha1(repr(sorted(repr(r) for r in rows)).encode()).hexdigest())
+    return out
+
+
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "u.data").is_file():

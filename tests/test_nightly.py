@@ -31,7 +31,7 @@ from interest.serving.pipeline import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, dates, version
 from interest.serving.publish import history as table_history
 
-from conftest import DATE, PLANTED, ROOT, copy_planted, make_config, run_logs
+from conftest import DATE, PLANTED, ROOT, TABLES, copy_planted, delta_digests, make_config, run_logs
 
 PREV = "2026-11-25"
 FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
@@ -56,36 +56,6 @@ def table_rows(spark, cfg, date: str, table: str | None = None) -> pd.DataFrame:
     name = f"`{cfg.embed.database}`.`{table or cfg.embed.table}`"
     frame = spark.sql(f"SELECT * FROM {name} WHERE dt = '{date}'").toPandas()
     return frame.sort_values(frame.columns[0]).reset_index(drop=True)
-
-
-@pytest.mark.slow
-def test_nightly_publishes_and_a_second_run_changes_nothing(spark, planted):
-    cfg = cfg_for(planted, "nightly_idem")
-    first = run_nightly(spark, cfg, DATE)
-    rows1 = table_rows(spark, cfg, DATE)
-    assert "trained" in first.model.action
-    assert len(rows1) == first.embed.rows == first.sessionize.users
-    assert np.allclose([np.linalg.norm(v) for v in rows1.embedding], 1.0, atol=1e-5)
-    assert rows1.user_id.is_unique and rows1.model_version.nunique() == 1
-    assert all(len(t) <= cfg.embed.top_items for t in rows1.top_items)
-    # the explanation names items the user really has in their history
-    seqs = pd.read_parquet(f"{planted}/sequences_nightly_idem/dt={DATE}/infer")
-    vocab = pd.read_parquet(f"{planted}/vocab_nightly_idem/dt={DATE}").set_index("item_idx").item_id
-    history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
-    assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows1.user_id, rows1.top_items))
-    report_md = Path(first.report_files["markdown"]).read_text()
-    assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
-
-    second = run_nightly(spark, cfg, DATE)
-    assert "reused the model already trained" in second.model.action
-    rows2 = table_rows(spark, cfg, DATE)
-    pd.testing.assert_frame_equal(rows1, rows2)
-    assert dates(spark, cfg.embed.database, cfg.embed.table) == [DATE]
-    # the second run replaced dt=DATE in one commit per table (replaceWhere), nothing more
-    ops = [h["operation"] for h in table_history(spark, cfg.embed.database, cfg.embed.table)]
-    assert ops == ["WRITE", "WRITE", "CREATE TABLE"]
-    items1 = table_rows(spark, cfg, DATE, cfg.embed.item_table)
-    assert len(items1) == first.sessionize.vocab_size - 2
 
 
 @pytest.mark.slow
@@ -420,8 +390,28 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
     fault_matrix("a model and the data that disagree", runs=5)
 
 
+def _check_published(spark, cfg, planted: Path, night) -> None:
+    """One night's tables as a downstream reader needs them: a row per user, unit vectors, one
+    model version, and explanations that name items the user really has in their history."""
+    rows = table_rows(spark, cfg, DATE)
+    assert "trained" in night.model.action
+    assert len(rows) == night.embed.rows == night.sessionize.users
+    assert np.allclose([np.linalg.norm(v) for v in rows.embedding], 1.0, atol=1e-5)
+    assert rows.user_id.is_unique and rows.model_version.nunique() == 1
+    assert all(len(t) <= cfg.embed.top_items for t in rows.top_items)
+    seqs = pd.read_parquet(f"{planted}/sequences_backfill/dt={DATE}/infer")
+    vocab = pd.read_parquet(f"{planted}/vocab_backfill/dt={DATE}").set_index("item_idx").item_id
+    history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
+    assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows.user_id, rows.top_items))
+    report_md = Path(night.report_files["markdown"]).read_text()
+    assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
+    assert len(table_rows(spark, cfg, DATE, cfg.embed.item_table)) == night.sessionize.vocab_size - 2
+
+
 @pytest.mark.slow
 def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, planted, log_lines):
+    """Three nights in date order, then each run again, out of order: the same tables exactly, the
+    same models (a re-run reuses the date's model), and one commit per run."""
     from chispa import assert_df_equality
 
     from interest.nightly import BackfillError, run_backfill
@@ -432,8 +422,10 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
         run_backfill(spark, cfg, DATE, "2026-11-27")
     assert not spark.catalog.tableExists(f"backfill.{cfg.embed.table}")  # nothing was published
     lines = log_lines
-    assert len(run_backfill(spark, cfg, dates[0], dates[-1])) == 3
+    nights = run_backfill(spark, cfg, dates[0], dates[-1])
+    assert len(nights) == 3
     assert [ln for ln in lines if ln.endswith("/3)")] == [f"{d} ({n}/3)" for n, d in enumerate(dates, 1)]
+    _check_published(spark, cfg, planted, nights[-1])
     models = cfg.paths.resolve("models")
 
     def snapshot() -> dict:
@@ -457,7 +449,8 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     assert run_backfill(spark, cfg, dates[0], dates[-1]) == []  # resumes: all done
     assert all("already done, skipped" in ln for ln in lines)
     for date in (DATE, dates[0], PREV):  # an operator clears and re-runs dates out of order
-        run_nightly(spark, cfg, date)
+        again = run_nightly(spark, cfg, date)
+        assert "reused the model already trained" in again.model.action
     after = snapshot()
     assert after["versions"] == before["versions"] and after["latest"] == before["latest"]
     for table, frame in after["tables"].items():
@@ -465,17 +458,17 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
         assert_df_equality(
             spark.createDataFrame(frame), spark.createDataFrame(before["tables"][table]), ignore_nullable=True
         )
+    # each run replaced its dt in one commit per table (replaceWhere), nothing more
+    ops = [h["operation"] for h in table_history(spark, cfg.embed.database, cfg.embed.table)]
+    assert ops == ["WRITE"] * 6 + ["CREATE TABLE"]
 
 
 @pytest.mark.slow
-def test_a_file_url_root_runs_and_writes_only_under_it(planted, planted_model, tmp_path):
-    root = copy_planted(planted, planted_model, tmp_path / "url")
-    run = _job(["jobs/embed.py", "--date", DATE], f"file://{root}")
-    out, _ = run.communicate(timeout=900)
-    assert run.returncode == 0, out[-3000:]
-    table = root / "warehouse" / "default.db" / "user_interest_embeddings"
+def test_a_file_url_root_runs_and_writes_only_under_it(nights):
+    """The clean night A ran with ``paths.root=file://...`` (the nights fixture)."""
+    table = nights.root / "warehouse" / "default.db" / "user_interest_embeddings"
     assert (table / "_delta_log").is_dir() and list((table / f"dt={DATE}").glob("*.parquet"))
-    assert (root / "metastore" / "metastore_db").is_dir()  # Derby got a plain local path
+    assert (nights.root / "metastore" / "metastore_db").is_dir()  # Derby got a plain local path
     assert not list(ROOT.glob("file:*")) and not (ROOT / "metastore_db").exists()
 
 
@@ -591,8 +584,8 @@ def test_an_executor_jvm_lost_mid_inference_on_the_cluster_is_retried_and_the_ta
     spark, standalone, planted, planted_model, nights, tmp_path, fault_matrix
 ):
     """An executor JVM of the standalone cluster is killed (SIGKILL, a node gone) while its task
-    runs batch inference: the master starts a new executor, Spark runs the lost work again, and
-    the three tables equal those of a clean run of the same date."""
+    runs batch inference: the master starts a new executor, Spark runs the lost work again, the
+    three tables equal those of a clean run of the same date, and a new session reads them."""
     root = copy_planted(planted, planted_model, tmp_path / "executor")
     marker = tmp_path / "executor-lost"
     sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
@@ -601,23 +594,23 @@ def test_an_executor_jvm_lost_mid_inference_on_the_cluster_is_retried_and_the_ta
     assert faulted.returncode == 0, (faulted.stdout[-3000:], faulted.stderr[-5000:])
     assert marker.exists()  # the fault really happened ...
     assert re.search(r"Executor app-\S+ finished with state EXITED .*exited with code 137", standalone.worker_logs())
+    assert "published to default.user_interest_embeddings" in faulted.stdout
     assert _delta_digests(spark, root) == nights.a
+    # a new session reads what the cluster job published, through the metastore
+    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
+    rows, seen = _read_back(root, "delta")
+    assert rows == f"ROWS {users} {users} [32] [1] 5"
+    assert seen.endswith(f"['{planted_model.name}']"), seen
     fault_matrix("a Spark executor JVM lost", runs=1, rows_checked=sum(n for n, _ in nights.a.values()))
 
 
 @pytest.mark.slow
-def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
-    planted, planted_model, tmp_path, fault_matrix
-):
+def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(nights, fault_matrix):
     """The Hive metastore does not answer (a remote metastore down): the embed job stops before
     inference with exit 75 and one line naming it, and the published tables stay as they were."""
     import socket
 
-    root = copy_planted(planted, planted_model, tmp_path / "metastore")
-    first = _job(["jobs/embed.py", "--date", DATE], root)
-    out, _ = first.communicate(timeout=900)
-    assert first.returncode == 0, out[-3000:]
-    before = _metastore_digests(root)
+    root = nights.root  # night A, then B, then rolled back to A: what a reader sees is A's tables
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -635,11 +628,8 @@ def test_an_unreachable_metastore_is_one_retryable_line_and_publishes_nothing(
         f"error (worth a retry) [embed dt={DATE}]: the Hive metastore is unreachable (thrift://127.0.0.1:{port})"
     )
     assert "Traceback" not in out and "published with model" not in out  # stopped before inference
-    assert _metastore_digests(root) == before
-    fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(n for n, _ in before.values()))
-
-
-TABLES = ("user_interest_embeddings", "item_embeddings", "user_recommendations")
+    assert _metastore_digests(root) == nights.rolled_back == nights.a
+    fault_matrix("the metastore unreachable at publish", runs=1, rows_checked=sum(n for n, _ in nights.a.values()))
 
 
 def _finish(job: subprocess.Popen, code: int = 0, timeout: int = 900) -> str:
@@ -661,9 +651,11 @@ def _bad_night(planted_model: Path, where: Path) -> str:
 
 @dataclass
 class Nights:
-    """Clean runs of one date on a root of their own: the planted model's night (A), then another
-    model's night for the same date (B), then ``jobs/rollback.py``; each table's content after each."""
+    """Clean runs of one date on a root of their own: the planted model's night (A, given the root as
+    a ``file://`` URL), then another model's night for the same date (B), then ``jobs/rollback.py``;
+    each table's content after each."""
 
+    root: Path
     bad: str  # the other model
     a: dict[str, tuple[int, str]]
     b: dict[str, tuple[int, str]]
@@ -677,24 +669,17 @@ def nights(spark, planted, planted_model, tmp_path_factory) -> Nights:
     tmp = tmp_path_factory.mktemp("nights")
     root = copy_planted(planted, planted_model, tmp / "clean")
     bad = _bad_night(planted_model, tmp / "other")
-    _finish(_job(["jobs/embed.py", "--date", DATE], root))
+    _finish(_job(["jobs/embed.py", "--date", DATE], f"file://{root}"))  # a URL root works as a path does
     a = _delta_digests(spark, root)
     _finish(_job(["jobs/embed.py", "--date", DATE, "--model", bad], root))
     b = _delta_digests(spark, root)
     out = _finish(_job(["jobs/rollback.py"], root))
-    return Nights(bad, a, b, out, _delta_digests(spark, root))
+    return Nights(root, bad, a, b, out, _delta_digests(spark, root))
 
 
 def _delta_digests(spark, root: Path) -> dict[str, tuple[int, str]]:
     """Per table, (rows, digest of their exact contents) of DATE, read from the Delta logs."""
-    import hashlib
-
-    out = {}
-    for table in TABLES:
-        rows = spark.read.format("delta").load(str(root / "warehouse" / "default.db" / table))
-        rows = rows.where(f"dt = '{DATE}'").drop("dt").collect()
-        out[table] = (len(rows), hashlib.sha1(repr(sorted(repr(r) for r in rows)).encode()).hexdigest())
-    return out
+    return delta_digests(spark, str(root / "warehouse"), DATE)
 
 
 def _kill_points(spark, root, nights: Nights, tmp_path, points, table_format) -> int:
@@ -766,22 +751,6 @@ def test_a_delta_publish_killed_at_each_point_then_a_bad_night_rolled_back(
     assert nights.rolled_back == nights.a  # all three tables, by content
     compared += 2 * sum(n for n, _ in nights.a.values())
     fault_matrix("killed while publishing (Delta)", runs=len(points), rows_checked=compared)
-
-
-@pytest.mark.slow
-def test_embed_on_standalone_cluster_then_read_from_a_new_session(standalone, planted, planted_model, tmp_path):
-
-    root = copy_planted(planted, planted_model, tmp_path / "cluster")
-    sets = [f"paths.root={root}", *FAST, "spark.conf={spark.sql.shuffle.partitions: '4'}"]
-    run = standalone.run_job("jobs/embed.py", DATE, sets, tmp_path)
-    out = run.stdout + run.stderr
-    errors = [ln for ln in out.splitlines() if "Error" in ln or "error:" in ln or "Exception" in ln][:8]
-    assert run.returncode == 0, errors
-    assert "published to default.user_interest_embeddings" in run.stdout
-    users = pd.read_parquet(root / "sequences" / f"dt={DATE}" / "infer").user_id.nunique()
-    rows, seen = _read_back(root, "delta")
-    assert rows == f"ROWS {users} {users} [32] [1] 5"
-    assert seen.endswith(f"['{planted_model.name}']"), seen
 
 
 def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch):

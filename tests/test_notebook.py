@@ -29,3 +29,14 @@ def test_walkthrough_notebook_executes_with_figures(tmp_path, monkeypatch):
         assert (tmp_path / "data" / f"attention_{kind}.png").stat().st_size > 10_000
     text = "".join(o.get("text", "") for o in outputs)
     assert "all rows accounted for: True" in text
+
+
+def test_the_committed_notebook_shows_its_outputs_and_no_machine_paths():
+    """A reader browsing the repository sees the pictures (``make notebook`` refreshes them)."""
+    nb = nbformat.read(ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 7, "run make notebook"
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = nbformat.writes(nb)
+    for local in (str(ROOT), "/tmp/", "/home/", "/root/"):
+        assert local not in text, local

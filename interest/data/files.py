@@ -8,6 +8,7 @@ the tf.data pipelines on top.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -91,7 +92,9 @@ def read_vocab(path: str) -> pd.DataFrame:
 
 
 def fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | None) -> None:
-    """Copy this worker's share of the Parquet files under ``path`` into a local ``folder``."""
+    """Put this worker's share of the Parquet files under ``path`` (every ``num_shards``-th file in
+    name order) into a local ``folder``: copied from remote storage, linked from a local disk. One
+    rule for both, so a run reads the same rows in the same order wherever its root is."""
     files = sorted(f.path for f in _dataset(path).fragments)  # inner paths of the Parquet files
     mine = files[shard::num_shards] if shard is not None and num_shards else files
     if not mine:
@@ -99,7 +102,11 @@ def fetch_shard(path: str, folder: str, shard: int | None, num_shards: int | Non
     base = path.rstrip("/")
     root = storage.fs_path(base)[1].rstrip("/")
     for inner in mine:
-        storage.download(base + inner[len(root) :], f"{folder}/{inner.rsplit('/', 1)[-1]}")
+        target = f"{folder}/{inner.rsplit('/', 1)[-1]}"
+        if storage.is_local(path):
+            os.symlink(inner, target)
+        else:
+            storage.download(base + inner[len(root) :], target)
 
 
 def count_rows(path: str) -> int:
@@ -229,11 +236,12 @@ class TrainData:
     spec: SequenceSpec
     item_counts: np.ndarray  # [V] step counts per item index (0 for pad/unknown)
     eval_rows: dict[str, np.ndarray]  # load_rows(...) of a fixed user sample
-    vocab: pd.DataFrame | None = None  # item_idx, item_id, category, count (new items' starting vectors)
+    vocab: pd.DataFrame  # item_idx, item_id, category, count (exported; new items' starting vectors)
 
 
-def training_data(cfg: Config, date: str) -> tuple[TrainData, pd.DataFrame]:
-    """Load the vocabulary, count the train rows and sample the evaluation users for ``date``."""
+def check_training_inputs(cfg: Config, date: str) -> int:
+    """The train rows of ``date``; a missing or empty input is one clear error (cheap: the
+    distributed launcher checks this on the driver before it starts any worker)."""
     paths = SessionizePaths.for_date(cfg, date)
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
@@ -244,8 +252,15 @@ def training_data(cfg: Config, date: str) -> tuple[TrainData, pd.DataFrame]:
     rows = count_rows(paths.train)
     if rows == 0:
         raise TrainingInputError(f"the training sequences for {date} are empty ({paths.train})")
+    return rows
+
+
+def training_data(cfg: Config, date: str) -> TrainData:
+    """Check the inputs, load the vocabulary and sample the evaluation users for ``date``."""
+    rows = check_training_inputs(cfg, date)
+    paths = SessionizePaths.for_date(cfg, date)
     vocab = read_vocab(paths.vocab)
     vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
     spec = SequenceSpec.from_config(cfg, vocab_size)
     eval_rows = load_rows(paths.train, limit=cfg.train.eval_users, seed=cfg.train.seed)
-    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows, vocab), vocab
+    return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows, vocab)

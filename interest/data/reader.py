@@ -156,9 +156,11 @@ def petastorm_batches(
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
 
-    if not storage.is_local(path):
+    if not storage.is_local(path) or num_shards:
         # Petastorm reaches remote files only through libhdfs; fetch this worker's shard of the
-        # files (one row group each) into scratch and read them locally, unsharded.
+        # files (one row group each) into scratch and read them locally, unsharded. A local
+        # dataset is sharded the same way (by links), so a run's rows and their order do not
+        # depend on where the root is: a night on HDFS trains exactly as one on local disk.
         with storage.scratch("interest-shard-") as folder:
             fetch_shard(path, folder, shard, num_shards)
             with petastorm_batches(

@@ -28,7 +28,6 @@ REASONS = (
 # Added after validation, on rows that were valid.
 BOT_EXCLUDED = "bot_user"
 BOT_CAPPED = "bot_cap"
-ALL_REASONS = (*REASONS, BOT_EXCLUDED, BOT_CAPPED)
 
 
 def parse_ts(ts_raw: Column, ts_format: str) -> Column:

@@ -70,11 +70,3 @@ def interest_shares(
         if cats:
             shares[n] = np.mean([c in wanted for c in cats])
     return shares
-
-
-def share_in_interests(
-    item_lists: Sequence[Sequence[str]], interests: Sequence[set[str]], category_of: dict[str, str]
-) -> float:
-    """The mean of :func:`interest_shares` over users with a known category."""
-    shares = interest_shares(item_lists, interests, category_of)
-    return float(np.nanmean(shares)) if np.isfinite(shares).any() else 0.0

@@ -68,16 +68,10 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def top_weighted_items(items: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """History positions -> the k items with the largest summed attention weight (an item seen
-    twice gets both positions' weight; the unknown item is never named). items, weights: [L] ->
-    [(item_idx, weight)]."""
-    item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
-    return list(zip(item.tolist(), weight.tolist()))
-
-
 def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`top_weighted_items` for a whole batch at once (no per-user Python).
+    """History positions -> each user's k items with the largest summed attention weight, for a
+    whole batch at once (no per-user Python). An item seen twice gets both positions' weight; the
+    unknown item and padding are never named.
 
     items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
     users' top k in order, heaviest first, ties to the lower item index; user b's are
@@ -115,13 +109,6 @@ class Embedder:
     cold_min_steps: int  # fewer steps: flagged cold start
     version: str
     table: np.ndarray | None = None
-
-
-def embed_frame(pdf: pd.DataFrame, embedder: Embedder) -> pd.DataFrame:
-    """:func:`embed_batch` on a pandas frame of inference rows (tests, notebooks): nested columns
-    come back as pyarrow's pandas form (a list column is an array, a struct is a dict)."""
-    columns = [c for c in ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"] if c in pdf]
-    return embed_batch(pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False), embedder).to_pandas()
 
 
 def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -278,42 +277,4 @@ def _apply_retention(spark: SparkSession, cfg: Config) -> dict[str, list[str]]:
     return {
         t: publish.apply_retention(spark, e.database, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
         for t in (e.table, e.item_table, e.recommendations_table)
-    }
-
-
-def drift(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] | None:
-    """How today's embeddings moved since the previous published date (None on the first day).
-
-    mean cosine: between each user's embedding today and at the previous date (users in both);
-    top interest changed: share of those users whose dominant recommended category changed.
-    """
-    e = cfg.embed
-    dates = publish.dates(spark, e.database, e.table)
-    earlier = [d for d in dates if d < date]
-    if date not in dates or not earlier:
-        return None
-    prev = earlier[-1]
-    users = spark.table(f"`{e.database}`.`{e.table}`")
-    recs = spark.table(f"`{e.database}`.`{e.recommendations_table}`")
-    today = users.where(F.col("dt") == date).select("user_id", F.col("embedding").alias("a"))
-    before = users.where(F.col("dt") == prev).select("user_id", F.col("embedding").alias("b"))
-    both = today.join(before, "user_id")
-    cosine = F.aggregate(
-        F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double")
-    )
-    frame: Any = both.select(cosine.alias("cos")).toPandas()
-    sims = np.asarray(frame["cos"], dtype=np.float64)
-    ti = (
-        recs.where(F.col("dt") == date)
-        .select("user_id", F.col("top_interest").alias("t1"))
-        .join(recs.where(F.col("dt") == prev).select("user_id", F.col("top_interest").alias("t0")), "user_id")
-    )
-    changed = ti.agg(F.avg((F.col("t1") != F.col("t0")).cast("double")).alias("c")).collect()[0]["c"]
-    return {
-        "previous_date": prev,
-        "users_in_both": int(len(sims)),
-        "mean_cosine": float(np.mean(sims)) if len(sims) else None,
-        "cosine_quantiles": {q: float(np.quantile(sims, q)) for q in (0.1, 0.5, 0.9)} if len(sims) else {},
-        "top_interest_changed": float(changed) if changed is not None else None,
-        "cosines": sims,
     }

@@ -10,6 +10,7 @@ against the steps users took on D (``sequences/dt=D/day``, written by sessionize
 
 It is the offline proxy of online quality, one row per date in the ``daily_quality`` table,
 plotted over dates in the report; alerts fire on a low value, a day-over-day drop, or drift.
+``run_quality`` is the nightly's quality stage: drift, the next-day figures, alerts, the stored row.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -26,6 +28,7 @@ from interest.config import Config, QualityConfig
 from interest.data.files import SessionizePaths
 from interest.scoring.segments import HISTORY_BINS, bin_label
 from interest.serving import publish
+from interest.serving.pipeline import table_location
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +222,89 @@ def publish_quality(spark: SparkSession, cfg: Config, row: NextDayQuality, locat
     publish.publish_partition(
         spark, e.database, cfg.quality.table, row.date, frame, publish.Gates(), location, e.table_format
     )
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the published embeddings moved since the previous published date."""
+
+    previous_date: str
+    users_in_both: int
+    mean_cosine: float | None
+    cosine_quantiles: dict[float, float]
+    top_interest_changed: float | None  # share of users whose dominant recommended category changed
+
+
+def drift(spark: SparkSession, cfg: Config, date: str) -> tuple[Drift | None, np.ndarray]:
+    """How today's embeddings moved since the previous published date (None on the first day),
+    and each user's cosine (for the report's histogram).
+
+    mean cosine: between each user's embedding today and at the previous date (users in both);
+    top interest changed: share of those users whose dominant recommended category changed.
+    """
+    e = cfg.embed
+    dates = publish.dates(spark, e.database, e.table)
+    earlier = [d for d in dates if d < date]
+    if date not in dates or not earlier:
+        return None, np.zeros(0)
+    prev = earlier[-1]
+    users = spark.table(f"`{e.database}`.`{e.table}`")
+    recs = spark.table(f"`{e.database}`.`{e.recommendations_table}`")
+    today = users.where(F.col("dt") == date).select("user_id", F.col("embedding").alias("a"))
+    before = users.where(F.col("dt") == prev).select("user_id", F.col("embedding").alias("b"))
+    both = today.join(before, "user_id")
+    cosine = F.aggregate(
+        F.zip_with("a", "b", lambda x, y: x * y), F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double")
+    )
+    frame: Any = both.select(cosine.alias("cos")).toPandas()
+    sims = np.asarray(frame["cos"], dtype=np.float64)  # [users in both]
+    ti = (
+        recs.where(F.col("dt") == date)
+        .select("user_id", F.col("top_interest").alias("t1"))
+        .join(recs.where(F.col("dt") == prev).select("user_id", F.col("top_interest").alias("t0")), "user_id")
+    )
+    changed = ti.agg(F.avg((F.col("t1") != F.col("t0")).cast("double")).alias("c")).collect()[0]["c"]
+    moved = Drift(
+        previous_date=prev,
+        users_in_both=int(len(sims)),
+        mean_cosine=float(np.mean(sims)) if len(sims) else None,
+        cosine_quantiles={q: float(np.quantile(sims, q)) for q in (0.1, 0.5, 0.9)} if len(sims) else {},
+        top_interest_changed=float(changed) if changed is not None else None,
+    )
+    return moved, sims
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """The quality stage of one night: the next-day figures (stored in ``daily_quality``, with their
+    alerts), the drift since the previous date, and what the report draws."""
+
+    next_day: NextDayQuality
+    drift: Drift | None
+    cosines: np.ndarray  # [users in both dates]
+    history: list[dict[str, Any]]  # every daily_quality row, oldest first
+
+
+def run_quality(spark: SparkSession, cfg: Config, date: str) -> QualityResult:
+    """Score yesterday's recommendations on today's steps, measure the drift, check the alerts,
+    store the date's ``daily_quality`` row."""
+    moved, cosines = drift(spark, cfg, date)
+    scored = next_day_quality(spark, cfg, date)
+    if moved:
+        scored = dataclasses.replace(
+            scored, mean_cosine=moved.mean_cosine, top_interest_changed=moved.top_interest_changed
+        )
+    found = alerts(scored, previous_row(spark, cfg, date), cfg.quality)
+    scored = dataclasses.replace(scored, alerts=found)
+    publish_quality(spark, cfg, scored, table_location(cfg, cfg.quality.table))
+    if scored.users:
+        log.info(
+            f"next-day quality of {scored.previous_date}'s recommendations: HR@{scored.k} {scored.hr:.4f}, "
+            f"NDCG@{scored.k} {scored.ndcg:.4f} over {scored.users:,} users "
+            f"(popularity {scored.popularity_hr:.4f} / {scored.popularity_ndcg:.4f})"
+        )
+    else:
+        log.info(f"next-day quality: nothing to score ({scored.note or 'no user active on both days'})")
+    for alert in found:
+        log.warning(f"ALERT: {alert}")
+    return QualityResult(scored, moved, cosines, history(spark, cfg))

@@ -42,7 +42,7 @@ from pyspark.sql import SparkSession
 
 from interest import logs
 from interest.config import Config
-from interest.data.files import training_data
+from interest.data.files import check_training_inputs
 from interest.errors import EXIT_RETRYABLE, UserError
 from interest.spark import JobLabels
 from interest.training.run import TrainOutcome, checkpoint_dir
@@ -272,7 +272,7 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
         raise DistributedTrainingError(
             f"train.batch_size ({cfg.train.batch_size}) must divide evenly over {workers} workers"
         )
-    training_data(cfg, date)  # a missing or empty sequences path fails here, on the driver
+    check_training_inputs(cfg, date)  # a missing or empty sequences path fails here, on the driver
     check_checkpoint_path(checkpoint_dir(cfg, date))
     check_slots(spark, workers)
     sc = spark.sparkContext

@@ -80,7 +80,7 @@ def _train_and_export(
     on_trained: Callable[[Encoder], None] | None,
 ) -> TrainOutcome:
     started = time.perf_counter()
-    data, vocab = training_data(cfg, date)
+    data = training_data(cfg, date)
     ckpt = checkpoint_dir(cfg, date)
     tensorboard = storage.join(
         storage.normalize(cfg.paths.resolve("reports")), "tensorboard", cfg.model.encoder, f"dt={date}"
@@ -99,7 +99,7 @@ def _train_and_export(
     metrics = final_metrics(cfg, date, data, result, worker, time.perf_counter() - started)
     config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
     model_dir = save_model(
-        result.encoder, vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
+        result.encoder, data.vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
     )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     _track(cfg, date, model_dir, metrics)

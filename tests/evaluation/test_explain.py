@@ -28,11 +28,11 @@ from interest.models.export import load_model
 from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.segments import paired_difference
 from interest.scoring.tasks import leave_one_out
-from interest.serving.embed import Embedder, embed_frame, top_weighted_items
+from interest.serving.embed import Embedder
 from interest.synth import generate
 from interest.training.run import train_and_export
 
-from conftest import DATE, PLANTED, make_config
+from conftest import DATE, PLANTED, embed_frame, make_config, top_weighted_items
 
 # 30% of views are off-interest noise, so a history is ~75% in-interest; 60% for the deletion test.
 NOISY = [*PLANTED, "generator.interest_noise=0.3", "train.epochs=10"]

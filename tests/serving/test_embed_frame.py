@@ -1,7 +1,7 @@
 """One batch of inference rows -> published rows, on a tiny real encoder: no Spark, no files.
 
-``embed_frame`` is what every executor runs; these checks reach it directly instead of through a
-whole nightly run.
+``embed_batch`` is what every executor runs; these checks reach it directly (through the tests' pandas
+wrapper ``embed_frame``) instead of through a whole nightly run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pytest
 from interest.models.encoders import build_encoder
 from interest.models.export import LoadedModel
 from interest.schema import FIRST_ITEM, UNKNOWN
-from interest.serving.embed import EMBED_SCHEMA, Embedder, embed_frame
+from interest.serving.embed import EMBED_SCHEMA, Embedder
+
+from conftest import embed_frame
 
 L, V = 5, 8  # max_len; item rows: pad, unknown, items 2..7
 ITEM_IDS = np.array(["<pad>", "<unknown>", "a", "b", "c", "d", "e", "f"], dtype=object)

@@ -12,7 +12,7 @@ from interest.models.export import load_model, resolve_model_dir
 from interest.training.distributed import DistributedTrainingError, reserve_port, train_on_spark
 from interest.training.run import train_and_export
 
-from conftest import DATE, PLANTED, ROOT, make_config
+from conftest import DATE, PLANTED, ROOT, delta_digests, make_config
 
 # Two workers and one worker see the same global batch, so the optimisation is the same up to the
 # order of the data; on this data the test NDCG@10 of such runs differs by a few hundredths.
@@ -189,11 +189,15 @@ def test_reserved_ports_are_held_and_outside_the_ephemeral_range():
 
 
 @pytest.mark.slow
-def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(standalone, hdfs, planted, tmp_path):
+def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
+    spark, standalone, hdfs, planted, tmp_path
+):
     """The whole nightly with paths.root on a real HDFS: sessionize, 2-worker barrier training on
     the standalone cluster with checkpoints on HDFS and one injected worker failure, embed and
-    publish. Every output is on HDFS; the local disks of the driver and the workers hold none."""
+    publish. Every output is on HDFS; the local disks of the driver and the workers hold none; and
+    the three tables and the model's figures equal those of the same night run on local disk."""
     import os
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -202,15 +206,15 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
     storage.configure(hdfs.http_port)
     root = f"{hdfs.url}/interest"
     storage.upload(str(planted / "raw" / "events"), f"{root}/raw/events")
+    local = tmp_path / "local"
+    shutil.copytree(planted / "raw" / "events", local / "raw" / "events")
     temp = Path(tempfile.gettempdir())
 
     def scratch() -> set[str]:
         return {p.name for p in temp.glob("interest-*") if p.name != "interest-metastore"}
 
     before = scratch()
-    sets = [
-        f"paths.root={root}",
-        f"storage.webhdfs_port={hdfs.http_port}",
+    night = [
         *PLANTED,
         "train.epochs=2",
         "train.workers=2",
@@ -218,6 +222,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
         "model.encoder=memory",
         "spark.conf={spark.sql.shuffle.partitions: '4'}",
     ]
+    sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *night]
     run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
@@ -259,6 +264,24 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(sta
     ]
     assert not ours, ours[:10]
     assert os.path.isdir(work)
+
+    # the same night on local disk: the same rows in all three tables (model_version names the
+    # run) and the same training, step for step
+    run = standalone.run_job("jobs/nightly.py", DATE, [f"paths.root={local}", *night], tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    for data in ("sequences/dt={}/train", "sequences/dt={}/infer", "vocab/dt={}"):  # in the order made
+        got = [
+            sorted(map(repr, spark.read.parquet(f"{where}/{data.format(DATE)}").collect())) for where in (root, local)
+        ]
+        assert got[0] == got[1], data
+    hdfs_model = load_model(resolve_model_dir(f"{root}/models", "memory")).metrics
+    local_model = load_model(resolve_model_dir(str(local / "models"), "memory")).metrics
+    figures = ("train_rows", "steps", "best_epoch", "resumed_from_step", "valid", "test", "popularity")
+    assert [h["loss"] for h in hdfs_model["history"]] == [h["loss"] for h in local_model["history"]]
+    assert {k: hdfs_model[k] for k in figures} == {k: local_model[k] for k in figures}
+    on_hdfs = delta_digests(spark, f"{root}/warehouse", DATE, drop=("model_version",))
+    assert on_hdfs == delta_digests(spark, str(local / "warehouse"), DATE, drop=("model_version",))
+    assert all(rows > 0 for rows, _ in on_hdfs.values()), on_hdfs
 
 
 def test_one_rule_decides_where_training_runs(monkeypatch, tmp_path):

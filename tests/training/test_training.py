@@ -44,7 +44,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     loaded = load_model(out.model_dir)
     from interest.data.files import training_data
 
-    data, _ = training_data(cfg, DATE)
+    data = training_data(cfg, DATE)
     e = cfg.eval
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, tuple(e.seeds))
     assert again == pytest.approx(test, abs=1e-6)
@@ -78,7 +78,7 @@ def test_bfloat16_and_xla_training_learns_and_its_float32_export_reproduces_its_
     assert out.metrics["precision"] == "mixed_bfloat16"  # as asked, even where it is emulated
     from interest.data.files import training_data
 
-    data, _ = training_data(cfg, DATE)
+    data = training_data(cfg, DATE)
     loaded = load_model(out.model_dir)
     assert {v.dtype for v in loaded.encoder.trainable_variables} == {"float32"}
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", 10, 100, tuple(cfg.eval.seeds))
@@ -162,7 +162,7 @@ def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(p
     job.wait()
     assert job.returncode == -signal.SIGKILL
     latest = tf.train.latest_checkpoint(folder)
-    trainer = Trainer(cfg, training_data(cfg, DATE)[0])
+    trainer = Trainer(cfg, training_data(cfg, DATE))
     manager, _ = trainer._checkpoints(folder)
     trainer._resume(manager, folder, TrainResult(trainer.encoder))
     assert int(trainer.step.numpy()) == int(latest.rsplit("-", 1)[1])

@@ -1,0 +1,151 @@
+"""The nightly refresh for one date: sessionize -> train (or reuse) -> embed -> gates -> publish.
+
+Idempotent per date: the sessionize outputs of D are replaced exactly; a model already trained on
+D's data is reused instead of retrained (so a second run computes the same embeddings); each
+table's dt=D partition is swapped in whole. The vocabulary grows from the previous model's, so
+item indices keep their meaning and a warm-started model keeps its items' vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from interest import logs, storage
+from interest.config import Config
+from interest.errors import UserError
+from interest.etl.pipeline import run_sessionize
+from interest.locks import date_lock
+from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
+from interest.nightly.report import ModelUsed, NightlyReport, nightly_report_dir, track, write_report
+from interest.serving.pipeline import run_embed
+from interest.serving.publish import check_metastore
+from interest.serving.quality import run_quality
+from interest.training.launch import train_model
+
+log = logging.getLogger(__name__)
+
+
+def previous_model(cfg: Config, date: str) -> str | None:
+    """The newest model trained on data before ``date`` (a backfill never builds on the future)."""
+    return find_model_before(cfg.paths.resolve("models"), cfg.model.encoder, date)
+
+
+def model_for_date(
+    spark: SparkSession, cfg: Config, date: str, previous: str | None, force_retrain: bool
+) -> tuple[str, str]:
+    """(model folder, what was done): reuse D's model, train one, or reuse the previous one."""
+    existing = find_model_for_date(cfg.paths.resolve("models"), cfg.model.encoder, date)
+    if existing and not force_retrain:
+        return existing, f"reused the model already trained on {date}"
+    if not cfg.nightly.retrain:
+        if previous is None:
+            raise ModelNotFoundError(
+                "nightly.retrain is false but there is no model to reuse: "
+                "train one first (jobs/train.py) or set nightly.retrain=true"
+            )
+        return previous, "reused the previous model (nightly.retrain=false)"
+    if previous and cfg.nightly.warm_start:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=previous))
+    outcome = train_model(cfg, date, spark)
+    how = f"warm start from {storage.name(previous)}" if previous and cfg.train.init_from else "from scratch"
+    return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
+
+
+def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool = False) -> NightlyReport:
+    """Run the whole refresh for ``date``; returns the report (also written to reports/nightly).
+
+    One run per date at a time: a second run of the same date stops on the first one's lock.
+    """
+    with logs.stage("nightly", date):
+        storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
+        check_metastore(spark)
+        check_run_date(date, cfg.nightly.max_days_ahead)
+        with date_lock(cfg.paths.root, "nightly", date, cfg.nightly.lock_stale_hours):
+            return _refresh(spark, cfg, date, force_retrain)
+
+
+class RunDateError(UserError, ValueError):
+    """The run date lies in the future."""
+
+
+def check_run_date(date: str, max_days_ahead: int, today: dt.date | None = None) -> None:
+    """Refuse a run date beyond today (UTC) + ``max_days_ahead``: a skewed clock or a typo would
+    otherwise publish a partition for a day whose events have not happened yet."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if dt.date.fromisoformat(date) > today + dt.timedelta(days=max_days_ahead):
+        raise RunDateError(
+            f"run date {date} is in the future (today is {today.isoformat()} UTC); check the clock or "
+            f"the --date, or raise nightly.max_days_ahead ({max_days_ahead})"
+        )
+
+
+def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> NightlyReport:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    previous = previous_model(cfg, date)
+    base_vocab = f"{previous}/vocab.parquet" if previous else None
+
+    tic = time.perf_counter()
+    log.info("sessionize" + (f" (vocabulary grows from {storage.name(previous)})" if previous else ""))
+    sessionized = run_sessionize(spark, cfg, date, base_vocab=base_vocab)
+    timings["sessionize"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
+    timings["train"] = time.perf_counter() - tic
+    log.info(f"model: {action}: {model_dir}")
+
+    tic = time.perf_counter()
+    log.info("embed and publish")
+    published = run_embed(spark, cfg, date, model_dir)
+    timings["embed_publish"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    quality = run_quality(spark, cfg, date)
+    timings["quality"] = time.perf_counter() - tic
+    timings["total"] = time.perf_counter() - started
+
+    report = NightlyReport(
+        date=date,
+        encoder=cfg.model.encoder,
+        table=f"{cfg.embed.database}.{cfg.embed.table}",
+        model=_model_used(model_dir, action),
+        sessionize=sessionized,
+        embed=published,
+        drift=quality.drift,
+        timings_s={k: round(v, 1) for k, v in timings.items()},
+        quality=quality.next_day,
+    )
+    out = nightly_report_dir(cfg, date)
+    with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
+        files = write_report(Path(local), report, quality.cosines, quality.history)
+    log.info(f"done in {timings['total']:.1f} s")
+    report = dataclasses.replace(report, report_files={k: storage.join(out, Path(v).name) for k, v in files.items()})
+    track(cfg, report)
+    alerts = quality.next_day.alerts
+    if alerts and cfg.quality.fail_on_alert:
+        raise QualityAlertError(f"quality alert ({len(alerts)}): " + "; ".join(alerts))
+    return report
+
+
+class QualityAlertError(UserError, RuntimeError):
+    """The night published, but its quality or drift crossed a bound (``quality.fail_on_alert``)."""
+
+
+def _model_used(model_dir: str, action: str) -> ModelUsed:
+    metrics = json.loads(storage.read_text(storage.join(model_dir, "metrics.json")))
+    return ModelUsed(
+        path=model_dir,
+        version=storage.name(model_dir),
+        action=action,
+        trained_on=metrics.get("date"),
+        workers=metrics.get("workers"),
+        test=metrics.get("test"),
+        popularity_test=(metrics.get("popularity") or {}).get("test"),
+    )
