@@ -112,6 +112,15 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     if not launched_by_spark_submit():
         defaults["spark.pyspark.python"] = sys.executable
     settings = {**defaults, **cfg.spark.conf}
+    if cfg.spark.master.startswith("local") and not launched_by_spark_submit():
+        # Delta rebuilds a table's state over 50 partitions and Spark lists files over up to
+        # 10,000 tasks: sized for clusters. On one machine the shuffle's partitions are plenty,
+        # and each publish and retention step stops paying for dozens of near-empty tasks.
+        for key in (
+            "spark.databricks.delta.snapshotPartitions",
+            "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+        ):
+            settings.setdefault(key, settings.get("spark.sql.shuffle.partitions", "8"))
     if cfg.embed.table_format == "delta":
         settings.update(delta_settings(settings.get("spark.jars.packages")))
     for key, value in settings.items():
