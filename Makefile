@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 AIRFLOW ?= .airflow
 DATE   ?= 2026-11-26
 
-.PHONY: demo test test-fast lint package clean java airflow notebook
+.PHONY: demo test test-fast lint package clean java airflow notebook docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: java $(VENV)/.installed $(AIRFLOW)/.installed
 # the walkthrough executed, with its outputs and pictures, written back for readers of the repository
 notebook: java $(VENV)/.installed
 	$(PY) notebooks/execute.py
+
+# the configuration reference, generated from the comments beside the fields of interest/config.py
+docs: $(VENV)/.installed
+	$(PY) -m interest.config > docs/configuration.md
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check interest jobs benchmarks tests deploy

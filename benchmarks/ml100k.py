@@ -63,12 +63,12 @@ class Work:
         return load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={self.path / root}", *self.base, *extra])
 
     def sessionize(self, root: str, date: str, base_vocab: str | None = None) -> None:
-        from interest.data.files import SessionizePaths
         from interest.etl.pipeline import run_sessionize
+        from interest.layout import Layout
         from interest.spark import get_spark
 
         cfg = self.config(root)
-        if Path(SessionizePaths.for_date(cfg, date).summary).exists():
+        if Path(Layout.of(cfg, date).sessionized.summary).exists():
             return
         spark = get_spark(cfg, "interest-ml100k")
         try:

@@ -45,10 +45,11 @@ def child(root: str, overrides: list[str], epochs: int) -> None:
 
     from interest.config import load_config
     from interest.data.files import training_data
+    from interest.layout import Layout
     from interest.training.loop import Trainer
 
     cfg = load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={root}", f"train.epochs={epochs}", *overrides])
-    data = training_data(cfg, DATE)
+    data = training_data(cfg, Layout.of(cfg, DATE))
     trainer = Trainer(cfg, data)
     seconds = []
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as ckpt:

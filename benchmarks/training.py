@@ -102,8 +102,9 @@ def main() -> None:
         parser.error("--reuse needs --input-only and --work")
 
     from interest.config import load_config
-    from interest.data.files import SequenceSpec, SessionizePaths, count_rows
+    from interest.data.files import SequenceSpec, count_rows
     from interest.etl.pipeline import run_sessionize
+    from interest.layout import Layout
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-train-bench-"))
@@ -123,7 +124,7 @@ def main() -> None:
         ]
         lcfg = load_config(ROOT / "conf" / "local.yaml", base + at_length)
         vocab_size = 0 if spark is None else run_sessionize(spark, lcfg, DATE).vocab_size  # the reader ignores it
-        path = SessionizePaths.for_date(lcfg, DATE).train
+        path = Layout.of(lcfg, DATE).sessionized.train
         spec = SequenceSpec.from_config(lcfg, vocab_size)
         (peta, startup, all_in), arrow = petastorm_rate(path, spec, 128), pyarrow_rate(path)
         pipeline_rows.append(

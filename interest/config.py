@@ -27,29 +27,29 @@ class ConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[2]"  # ignored when launched by spark-submit (its --master wins)
-    app_name: str = "interest"
-    enable_hive: bool = True
-    log_level: str = "WARN"
-    conf: dict[str, str] = field(default_factory=dict)
+    master: str = "local[2]"  # where Spark runs; ignored when launched by spark-submit (its --master wins)
+    app_name: str = "interest"  # the Spark application name (jobs add the stage and date)
+    enable_hive: bool = True  # tables in a Hive metastore (embedded Derby locally, the cluster's with hive-site.xml)
+    log_level: str = "WARN"  # Spark's own log level
+    conf: dict[str, str] = field(default_factory=dict)  # any Spark settings, passed to the session builder as they are
 
 
 @dataclass(frozen=True)
 class PathsConfig:
     """Where everything lives. Relative local paths resolve against the working directory."""
 
-    root: str = "data"
-    raw_events: str = "{root}/raw/events"
-    truth: str = "{root}/raw/truth"
-    rejects: str = "{root}/events_rejected"
-    vocab: str = "{root}/vocab"
-    sequences: str = "{root}/sequences"
-    sessions: str = "{root}/sessions"
-    reports: str = "{root}/reports"
-    models: str = "{root}/models"
-    checkpoints: str = "{root}/checkpoints"
-    warehouse: str = "{root}/warehouse"
-    metastore: str = "{root}/metastore"
+    root: str = "data"  # the folder or URL (hdfs://, s3a://, file://) every other path derives from
+    raw_events: str = "{root}/raw/events"  # the raw click log when ingest.path is not set
+    truth: str = "{root}/raw/truth"  # the generator's planted interests (generated data only)
+    rejects: str = "{root}/events_rejected"  # quarantined rows with their reject reason, per dt
+    vocab: str = "{root}/vocab"  # item id <-> index, counts and categories, per dt
+    sequences: str = "{root}/sequences"  # per-user padded sequences (train, infer, day), per dt
+    sessions: str = "{root}/sessions"  # one row per session, per dt
+    reports: str = "{root}/reports"  # JSON, Markdown and pictures of every stage
+    models: str = "{root}/models"  # exported model versions per encoder
+    checkpoints: str = "{root}/checkpoints"  # training checkpoints (removed when a run finishes)
+    warehouse: str = "{root}/warehouse"  # where the published tables' files live
+    metastore: str = "{root}/metastore"  # the embedded Derby metastore (local or file:// only)
     mlruns: str = "{root}/mlruns"  # the MLflow file store when tracking.uri is not set
     logs: str = "{root}/_logs"  # one file per job run, at debug level with full traces ("" = none)
 
@@ -64,16 +64,16 @@ class PathsConfig:
 class ColumnsConfig:
     """Source column names for the canonical event fields (None = not present in the source)."""
 
-    user_id: str = "user_id"
-    item_id: str = "item_id"
-    event_type: str | None = "event_type"
-    ts: str = "ts"
-    category: str | None = "category"
+    user_id: str = "user_id"  # the source column of the user id
+    item_id: str = "item_id"  # the source column of the item id
+    event_type: str | None = "event_type"  # the source column of the event type
+    ts: str = "ts"  # the source column of the event time
+    category: str | None = "category"  # the source column of the item category
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    format: Literal["parquet", "csv", "json", "movielens"] = "parquet"
+    format: Literal["parquet", "csv", "json", "movielens"] = "parquet"  # how the raw source is read
     path: str | None = None  # None = paths.raw_events
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
@@ -98,13 +98,14 @@ class SessionizeConfig:
     lookback_days: int = 30  # 0 = everything up to the run date
     max_future_skew_minutes: int = 60  # events later than end-of-day + skew are rejected
     session_gap_minutes: float = 30.0  # a gap of at least this starts a new session
-    max_session_events: int = 200
-    max_session_minutes: float = 240.0
+    max_session_events: int = 200  # a longer session is split
+    max_session_minutes: float = 240.0  # a longer session is split
     collapse_repeats: bool = True  # view→click→cart of one item in a row becomes one step
-    bot_max_events_per_day: int = 1000
+    bot_max_events_per_day: int = 1000  # a user above this on any day is a bot
+    # exclude: a bot's events are quarantined; cap: kept up to the limit per day
     bot_policy: Literal["exclude", "cap"] = "exclude"
-    min_item_count: int = 2
-    max_len: int = 50
+    min_item_count: int = 2  # items with fewer training steps map to the unknown index
+    max_len: int = 50  # steps per sequence (the model's window)
     # Training rows per user: 1 = the latest window only; more tile older history of long-lived
     # users into extra training windows (every step is a training target once)
     max_windows: int = 1
@@ -119,7 +120,7 @@ class SessionizeConfig:
     # holds up to 9 of them with one thread (4 being read, 5 waiting), 18 with two: 150-300 MiB.
     row_group_mib: float = 16.0
     min_row_groups: int = 8  # enough shards for the distributed readers
-    write_sessions: bool = True
+    write_sessions: bool = True  # also write sessions/dt=D (one row per session)
 
     @property
     def rows_per_row_group(self) -> int:
@@ -132,36 +133,36 @@ class SessionizeConfig:
 class GeneratorConfig:
     """The synthetic clickstream (see interest.synth for the model it plants)."""
 
-    seed: int = 7
-    users: int = 2000
-    items: int = 1000
-    categories: int = 20
-    days: int = 14
-    end_date: str = "2026-11-26"
-    sessions_per_day: float = 0.9
-    mean_session_views: float = 6.0
-    interest_noise: float = 0.1
-    drift_per_day: float = 0.03
-    popularity_exponent: float = 1.1
-    bot_share: float = 0.001
-    bot_events_per_day: int = 1500
-    bad_row_rate: float = 0.002
-    duplicate_rate: float = 0.004
-    format: Literal["parquet", "json", "csv"] = "parquet"
-    users_per_file: int = 50000
+    seed: int = 7  # random seed of the generated log
+    users: int = 2000  # generated users
+    items: int = 1000  # generated items
+    categories: int = 20  # item categories (the planted interests)
+    days: int = 14  # days of events, ending at end_date
+    end_date: str = "2026-11-26"  # the last day generated
+    sessions_per_day: float = 0.9  # mean sessions per user and day
+    mean_session_views: float = 6.0  # mean views per session
+    interest_noise: float = 0.1  # share of events outside the user's interests
+    drift_per_day: float = 0.03  # chance per day that a user's interest moves
+    popularity_exponent: float = 1.1  # Zipf exponent of item popularity within a category
+    bot_share: float = 0.001  # share of users that are bots
+    bot_events_per_day: int = 1500  # events per day of a bot
+    bad_row_rate: float = 0.002  # share of malformed rows planted
+    duplicate_rate: float = 0.004  # share of duplicated rows planted
+    format: Literal["parquet", "json", "csv"] = "parquet"  # file format written
+    users_per_file: int = 50000  # users per raw file
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    encoder: EncoderName = "self_attention"
-    dim: int = 64
-    heads: int = 2
-    blocks: int = 2
-    ff_mult: int = 2
-    dropout: float = 0.2
-    memory_slots: int = 4
-    use_event_type: bool = True
-    use_time_gap: bool = True
+    encoder: EncoderName = "self_attention"  # self_attention, hierarchical or memory
+    dim: int = 64  # embedding width
+    heads: int = 2  # attention heads
+    blocks: int = 2  # attention blocks
+    ff_mult: int = 2  # feed-forward width as a multiple of dim
+    dropout: float = 0.2  # dropout rate in training
+    memory_slots: int = 4  # interest slots of the memory encoder
+    use_event_type: bool = True  # embed each step's event type
+    use_time_gap: bool = True  # embed the time since the previous step (bucketed by sessionize.time_gap_edges_s)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class TrainConfig:
     # auto: full_softmax up to sampled_above_items items, sampled_softmax above (an epoch's cost
     # of the full softmax grows with the catalogue; BENCHMARKS.md measures both at 50k items)
     objective: Literal["auto", "full_softmax", "sampled_softmax", "bce"] = "auto"
-    sampled_above_items: int = 20000
+    sampled_above_items: int = 20000  # objective auto: sampled softmax above this many items
     num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
     in_batch_negatives: bool = True  # sampled softmax: also use the batch's targets as negatives
     # full softmax: items the user already interacted with are no candidates in the loss (the target
@@ -180,46 +181,44 @@ class TrainConfig:
     # each training row, with this probability, loses a random number of its latest steps for the
     # step (interest.data.reader.crop_latest): short histories at the position users are read from
     crop_prob: float = 0.0
-    batch_size: int = 128
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    decay: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = 0.0
+    batch_size: int = 128  # global batch (divided over the workers)
+    epochs: int = 20  # at most this many epochs
+    learning_rate: float = 1e-3  # peak learning rate (AdamW)
+    warmup_steps: int = 100  # linear warm-up steps
+    decay: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
+    weight_decay: float = 0.0  # AdamW weight decay
     patience: int = 5  # evaluations without improvement of early_stop_metric before stopping
     # validation metric (at eval.k) that picks the best epoch: full_ndcg ranks all items;
     # sampled_ndcg ranks against eval.sampled_negatives (steadier with few users; SASRec's protocol)
     early_stop_metric: Literal["full_ndcg", "sampled_ndcg", "full_hr", "sampled_hr"] = "full_ndcg"
-    eval_every: int = 1
+    eval_every: int = 1  # validate every this many epochs
     eval_users: int = 20000  # validation on at most this many users (all on small data)
-    seed: int = 1
-    shuffle_buffer: int = 2048
+    seed: int = 1  # initialisation, shuffling and evaluation-user sample
+    shuffle_buffer: int = 2048  # rows shuffled together in the input pipeline
     # Petastorm threads reading row groups per training worker. One keeps the order of the rows a
-    # function of the seed, so a run is reproducible; two read faster (max_len 200 on 2 cores:
-    # 226k against 180k rows/s, BENCHMARKS.md) but Petastorm then takes row groups in the order
-    # they finish, which varies between runs once the reader keeps up with the loop.
+    # function of the seed, so a run is reproducible; two read faster (BENCHMARKS.md) but Petastorm
+    # then takes row groups in the order they finish, which varies between runs.
     reader_threads: int = 1
-    checkpoint_every_steps: int = 200
-    workers: int = 1
-    max_failures: int = 3
-    fail_at_step: int | None = None  # test-only hook: the last worker raises once at this step
+    checkpoint_every_steps: int = 200  # checkpoint this often (resumed after a failure)
+    workers: int = 1  # Spark barrier tasks (1: this process)
+    max_failures: int = 3  # barrier-stage retries before the run fails
     init_from: str | None = None  # warm start: an exported model folder to copy weights from
     step_timeout_s: float = 900.0  # a training step slower than this is a hang: fail loudly
     # XLA-compile the forward and backward pass: static shapes (every position scored, padding
     # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
     jit_compile: bool = False
-    # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32; ~8 % faster
-    # steps on an AVX512-BF16 CPU at the same quality, ~6x slower where bfloat16 is emulated (an
-    # AVX2-only CPU). auto: mixed_bfloat16 only where the hardware computes bfloat16 natively
-    # (interest/models/precision.py); the run log says what it chose and why
+    # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: faster on a
+    # CPU with native bfloat16 at the same quality, several times slower where it is emulated (an
+    # AVX2-only CPU; BENCHMARKS.md). auto: mixed_bfloat16 only where the hardware computes bfloat16
+    # natively (interest/models/precision.py); the run log says what it chose and why
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    k: int = 10
-    sampled_negatives: int = 100
+    k: int = 10  # cut-off of HR@k and NDCG@k
+    sampled_negatives: int = 100  # negatives per user in the sampled protocol
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # test negatives, one draw each
     # validation negatives (best-epoch selection, early stopping): a seed no test draw uses, so
     # model selection never tunes on the draws the test is reported on
@@ -228,23 +227,23 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    table: str = "user_interest_embeddings"
-    item_table: str = "item_embeddings"
-    recommendations_table: str = "user_recommendations"
-    database: str = "default"
-    batch_size: int = 1024
-    top_items: int = 5
-    top_n_recommendations: int = 20
+    table: str = "user_interest_embeddings"  # the user embeddings table
+    item_table: str = "item_embeddings"  # the item embeddings table
+    recommendations_table: str = "user_recommendations"  # the recommendations table
+    database: str = "default"  # the metastore database of the tables
+    batch_size: int = 1024  # users per inference batch
+    top_items: int = 5  # history items kept as the explanation (top_items)
+    top_n_recommendations: int = 20  # recommended items per user
     cold_start_min_steps: int = 5  # users with fewer steps than this are flagged is_cold_start
     users_table: str | None = None  # optional known users; those without events get the fallback
-    retention_days: int = 7
+    retention_days: int = 7  # dates kept in each table
     # delta: transactional tables (one commit per dt, history, RESTORE); parquet: Hive tables
     # whose dt partitions are swapped in one metastore call, for clusters without Delta
     table_format: Literal["delta", "parquet"] = "delta"
     vacuum_retain_hours: int = 168  # Delta files a retention DELETE leaves stay this long (time travel, RESTORE)
-    min_coverage: float = 0.95
+    min_coverage: float = 0.95  # gate: share of active users that must be embedded
     max_row_change: float = 0.5  # today's rows within ±50% of yesterday's
-    norm_tolerance: float = 1e-3
+    norm_tolerance: float = 1e-3  # gate: how far an embedding's norm may be from 1
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ class QualityConfig:
     """Tomorrow's truth: the nightly of D scores D-1's published recommendations against D's
     events (``daily_quality``), and alerts when quality falls or the embeddings drift too far."""
 
-    table: str = "daily_quality"
+    table: str = "daily_quality"  # the next-day quality table
     k: int = 10  # HR@k and NDCG@k
     min_hr: float | None = None  # alert when next-day HR@k falls below this
     max_drop: float | None = 0.3  # alert when HR@k falls by more than this share of the previous date's
@@ -265,15 +264,15 @@ class QualityConfig:
 class TrackingConfig:
     """MLflow run tracking (interest.tracking)."""
 
-    enabled: bool = True
+    enabled: bool = True  # track training and nightly runs in MLflow
     uri: str | None = None  # a tracking server (http://...) on a cluster; None: a file store at paths.mlruns
     experiment: str = "interest"  # runs go to <experiment>/train and <experiment>/nightly
 
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    retrain: bool = True
-    warm_start: bool = True
+    retrain: bool = True  # train a model each night (false: reuse the newest)
+    warm_start: bool = True  # start training from the previous model's weights
     max_days_ahead: int = 1  # a run date later than today (UTC) + this is refused
     lock_stale_hours: float = 24.0  # a date's lock older than this (or whose process died) is taken over
 
@@ -441,3 +440,61 @@ def _check_values(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _field_notes(cls: type) -> dict[str, str]:
+    """Field -> the comment beside it in this module (the lines just above, and the trailing one)."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(cls).splitlines()
+    notes: dict[str, str] = {}
+    for node in ast.parse("\n".join(source)).body[0].body:  # type: ignore[attr-defined]
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        above: list[str] = []
+        row = node.lineno - 2
+        while row >= 0 and source[row].strip().startswith("#"):
+            above.insert(0, source[row].strip().lstrip("#").strip())
+            row -= 1
+        line = source[node.end_lineno - 1] if node.end_lineno else ""
+        trailing = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+        notes[node.target.id] = " ".join(p for p in [*above, trailing] if p)
+    return notes
+
+
+def reference_rows(cls: type | None = None, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, what it does) for every leaf key, in the order of the dataclasses."""
+    cls = cls or Config
+    notes, rows = _field_notes(cls), []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            rows += reference_rows(type(default), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", yaml.safe_dump(default, default_flow_style=True).strip(), notes[f.name]))
+    return rows
+
+
+def reference() -> str:
+    """docs/configuration.md: every key with its default and what it does (``make docs`` writes it)."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `interest/config.py` by `make docs`; a test checks that it is current.",
+        "Set a key in a profile (`conf/*.yaml`) or with `--set section.key=value`; an unknown key, a",
+        "wrong type or a value out of range stops the job naming the key. Paths derive from",
+        "`paths.root` unless set.",
+    ]
+    section = None
+    for key, default, note in reference_rows():
+        if key.split(".")[0] != section:
+            section = key.split(".")[0]
+            out += ["", f"## `{section}`", "", "| key | default | what it does |", "| --- | --- | --- |"]
+        cell = default.replace("...", "").replace("|", "\\|").strip()
+        out.append(f"| `{key}` | `{cell}` | {note.replace('|', chr(92) + '|')} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

@@ -13,7 +13,8 @@ Actions:
 - ``raise``: raise an exception nobody foresaw, as a bug does.
 
 Points: ``embed_batch`` (a Spark Python worker, inside batch inference), ``train_step_<N>`` (a
-training process, before step N), ``<stage>_start`` (a job, once its config and log are set) and,
+training process, before step N; the distributed launcher hands the driver's ``INTEREST_FAULTS``
+to its training workers with their job), ``<stage>_start`` (a job, once its config and log are set) and,
 for each published table, ``publish_<table>_start`` (before staging), ``_staged`` (staged and
 gated), ``_commit`` (just before the Delta commit or the partition swap) and ``_committed`` (just
 after it, before the cleanup and the metastore refresh).

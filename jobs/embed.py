@@ -26,11 +26,12 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_job_config(args, "embed", args.date)
 
+    from interest.layout import Layout
     from interest.models.export import model_as_of
     from interest.serving.pipeline import run_embed
     from interest.spark import get_spark
 
-    model_dir = args.model or model_as_of(cfg.paths.resolve("models"), cfg.model.encoder, args.date)
+    model_dir = args.model or model_as_of(Layout.of(cfg, args.date).paths.models, cfg.model.encoder, args.date)
     spark = get_spark(cfg, app_name=f"interest-embed-{args.date}")
     try:
         report = run_embed(spark, cfg, args.date, model_dir)

@@ -41,6 +41,7 @@ def main() -> int:
 
     from interest.evaluation.evaluate import evaluate_models, models_as_of
     from interest.evaluation.report import markdown_table
+    from interest.layout import Layout
     from interest.models.export import ModelNotFoundError
 
     if args.models:
@@ -55,7 +56,8 @@ def main() -> int:
                 if args.encoders:
                     raise
         if not dirs:
-            raise ModelNotFoundError(f"no exported models under {cfg.paths.resolve('models')}: run jobs/train.py first")
+            models = Layout.of(cfg, args.date).paths.models
+            raise ModelNotFoundError(f"no exported models under {models}: run jobs/train.py first")
     out = evaluate_models(cfg, args.date, dirs, after=args.after)
     print(markdown_table(out["results"], cfg.eval.k, cfg.eval.sampled_negatives))
     for name, path in out["paths"].items():

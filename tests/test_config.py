@@ -7,6 +7,7 @@ import re
 import pytest
 
 from interest.config import ConfigError, load_config, parse_override
+from interest.layout import Layout, SessionizePaths
 from interest.spark import JavaNotFoundError, require_java
 
 from conftest import ROOT
@@ -25,11 +26,11 @@ def test_defaults_and_overrides_with_types():
             "model.dim=32",
             "sessionize.session_gap_minutes=15",
             "sessionize.event_types=[a, b]",
-            "train.fail_at_step=null",
+            "embed.users_table=null",
         ],
     )
     assert cfg.model.dim == 32 and cfg.sessionize.session_gap_minutes == 15.0
-    assert cfg.sessionize.event_types == ["a", "b"] and cfg.train.fail_at_step is None
+    assert cfg.sessionize.event_types == ["a", "b"] and cfg.embed.users_table is None
     assert parse_override("a.b=1.5") == ("a.b", 1.5)
 
 
@@ -78,6 +79,29 @@ def test_paths_resolve_root_and_keep_urls(tmp_path):
     assert cfg.paths.resolve("models") == "s3a://bucket/models"
 
 
+def test_the_layout_of_a_date_names_every_place_once(tmp_path, monkeypatch):
+    """Relative roots become absolute, URLs stay, and each date's folders are its own."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["paths.root=rel", "paths.models=hdfs://nn:8020/m", "embed.database=emb"])
+    layout = Layout.of(cfg, "2026-11-26")
+    root = f"{tmp_path}/rel"
+    assert layout.source == f"{root}/raw/events" and layout.paths.models == "hdfs://nn:8020/m"
+    assert layout.sessionized == SessionizePaths(
+        train=f"{root}/sequences/dt=2026-11-26/train",
+        infer=f"{root}/sequences/dt=2026-11-26/infer",
+        vocab=f"{root}/vocab/dt=2026-11-26",
+        rejects=f"{root}/events_rejected/dt=2026-11-26",
+        sessions=f"{root}/sessions/dt=2026-11-26",
+        day=f"{root}/sequences/dt=2026-11-26/day",
+        summary=f"{root}/reports/sessionize/dt=2026-11-26/summary.json",
+    )
+    assert layout.at("2026-11-25").sessionized.infer == f"{root}/sequences/dt=2026-11-25/infer"
+    assert layout.report("tensorboard", "memory") == f"{root}/reports/tensorboard/memory/dt=2026-11-26"
+    assert layout.table("daily_quality") == f"{root}/warehouse/emb.db/daily_quality"
+    on = Layout.of(load_config(None, ["paths.root=file:///r", "ingest.path=/in/events.csv"]), "2026-11-26")
+    assert on.source == "/in/events.csv" and on.report("nightly") == "/r/reports/nightly/dt=2026-11-26"
+
+
 def test_missing_java_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
@@ -110,3 +134,18 @@ def test_every_job_applies_the_storage_settings_without_a_spark_session(tmp_path
         assert (now.webhdfs_host, now.webhdfs_port, now.webhdfs_user) == ("namenode.example", 50070, "etl")
     finally:
         storage.configure(before.webhdfs_port, before.webhdfs_user, before.webhdfs_host)
+
+
+def test_every_key_is_documented_in_the_generated_reference():
+    """docs/configuration.md is what ``make docs`` writes now: every leaf key, its default and a
+    description (a key added without a comment beside it fails here)."""
+    from interest.config import reference, reference_rows
+
+    rows = reference_rows()
+    undocumented = [key for key, _, note in rows if not note]
+    assert not undocumented, f"describe these beside their fields in interest/config.py: {undocumented}"
+    written = (ROOT / "docs" / "configuration.md").read_text()
+    assert written == reference(), "docs/configuration.md is stale: run make docs"
+    assert all(f"| `{key}` |" in written for key, _, _ in rows)
+    with pytest.raises(ConfigError, match="unknown configuration key 'train.fail_at'"):
+        load_config(None, ["train.fail_at=3"])

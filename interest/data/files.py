@@ -1,4 +1,4 @@
-"""Sequences on disk without TensorFlow: the date's locations, the vocabulary, row counts, numpy
+"""Sequences on disk without TensorFlow: the vocabulary, row counts, numpy
 rows for evaluation, and the inputs of a training run.
 
 Everything here is pyarrow, NumPy and pandas, so the serving and evaluation stages (and the
@@ -25,6 +25,7 @@ from interest.schema import SEQUENCE_FEATURES, n_gap_buckets, window_stride
 
 if TYPE_CHECKING:
     from interest.config import Config
+    from interest.layout import Layout
 
 
 def to_url(path: str) -> str:
@@ -51,32 +52,6 @@ class SequenceSpec:
             vocab_size=vocab_size,
             n_event_types=len(s.event_types),
             n_gap_buckets=n_gap_buckets(s.time_gap_edges_s),
-        )
-
-
-@dataclass(frozen=True)
-class SessionizePaths:
-    """Where one run date's sessionize outputs live."""
-
-    train: str
-    infer: str
-    vocab: str
-    rejects: str
-    sessions: str
-    day: str  # each user's steps on the date itself (tomorrow's truth for yesterday's recommendations)
-    summary: str
-
-    @classmethod
-    def for_date(cls, cfg: Config, date: str) -> SessionizePaths:
-        p = cfg.paths
-        return cls(
-            train=f"{p.resolve('sequences')}/dt={date}/train",
-            infer=f"{p.resolve('sequences')}/dt={date}/infer",
-            vocab=f"{p.resolve('vocab')}/dt={date}",
-            rejects=f"{p.resolve('rejects')}/dt={date}",
-            sessions=f"{p.resolve('sessions')}/dt={date}",
-            day=f"{p.resolve('sequences')}/dt={date}/day",
-            summary=f"{p.resolve('reports')}/sessionize/dt={date}/summary.json",
         )
 
 
@@ -239,10 +214,10 @@ class TrainData:
     vocab: pd.DataFrame  # item_idx, item_id, category, count (exported; new items' starting vectors)
 
 
-def check_training_inputs(cfg: Config, date: str) -> int:
-    """The train rows of ``date``; a missing or empty input is one clear error (cheap: the
-    distributed launcher checks this on the driver before it starts any worker)."""
-    paths = SessionizePaths.for_date(cfg, date)
+def check_training_inputs(layout: Layout) -> int:
+    """The train rows of the layout's date; a missing or empty input is one clear error (cheap:
+    the distributed launcher checks this on the driver before it starts any worker)."""
+    paths, date = layout.sessionized, layout.date
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
             raise TrainingInputError(
@@ -255,10 +230,10 @@ def check_training_inputs(cfg: Config, date: str) -> int:
     return rows
 
 
-def training_data(cfg: Config, date: str) -> TrainData:
-    """Check the inputs, load the vocabulary and sample the evaluation users for ``date``."""
-    rows = check_training_inputs(cfg, date)
-    paths = SessionizePaths.for_date(cfg, date)
+def training_data(cfg: Config, layout: Layout) -> TrainData:
+    """Check the inputs, load the vocabulary and sample the evaluation users of the layout's date."""
+    rows = check_training_inputs(layout)
+    paths = layout.sessionized
     vocab = read_vocab(paths.vocab)
     vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
     spec = SequenceSpec.from_config(cfg, vocab_size)

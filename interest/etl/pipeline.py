@@ -22,9 +22,9 @@ from pyspark.sql import functions as F
 
 from interest import io, logs, storage
 from interest.config import Config, SessionizeConfig
-from interest.data.files import SessionizePaths
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
+from interest.layout import Layout, SessionizePaths
 from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
     return (end - dt.timedelta(days=lookback_days - 1)).isoformat(), end.isoformat()
 
 
-def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
+def read_window(spark: SparkSession, cfg: Config, layout: Layout) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
     """:func:`read_canonical`, with categories from ``ingest.item_categories`` where it is set."""
-    raw, partitioned, skipped = read_canonical(spark, cfg, date)
+    raw, partitioned, skipped = read_canonical(spark, cfg, layout)
     if cfg.ingest.item_categories:
         raw = ingest.with_item_categories(
             raw, ingest.read_item_categories(spark, cfg.ingest, cfg.ingest.item_categories)
@@ -54,7 +54,9 @@ def read_window(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame,
     return raw, partitioned, skipped
 
 
-def read_canonical(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
+def read_canonical(
+    spark: SparkSession, cfg: Config, layout: Layout
+) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
     """Canonical raw rows of the window; whether ``dt`` partitions did the windowing; and the
     source files left out as unreadable (``ingest.on_corrupt_file: skip``; with ``fail``, the
     first one stops the job naming it).
@@ -63,8 +65,8 @@ def read_canonical(spark: SparkSession, cfg: Config, date: str) -> tuple[DataFra
     ``ts`` as epoch milliseconds one day and ISO text the next) are read group by group and meet
     in the canonical all-text shape, instead of failing deep inside the Parquet reader.
     """
-    source = cfg.ingest.path or cfg.paths.resolve("raw_events")
-    start, end = window_bounds(date, cfg.sessionize.lookback_days)
+    source = layout.source
+    start, end = window_bounds(layout.date, cfg.sessionize.lookback_days)
     if cfg.ingest.format != "parquet":
         raw = ingest.read_source(spark, cfg.ingest, source)
         partitioned = "dt" in raw.columns
@@ -248,7 +250,8 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         started = time.perf_counter()
         label = JobLabels(spark, "sessionize", date)
         label("read and validate")
-        intake = _read_and_flag(spark, cfg, date)
+        layout = Layout.of(cfg, date)
+        intake = _read_and_flag(spark, cfg, layout)
         try:
             built = _build(spark, cfg, date, intake, base_vocab, label)
         except BaseException:
@@ -259,7 +262,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
             label("statistics")
             stats = _statistics(built, cfg.sessionize.min_train_steps)
             _check_accounting(intake, built, int(stats["events"]))
-            paths = SessionizePaths.for_date(cfg, date)
+            paths = layout.sessionized
             _write_outputs(spark, cfg, date, paths, intake, built, int(stats["users"]), label)
             summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started)
             storage.write_text(
@@ -276,9 +279,10 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         return summary
 
 
-def _read_and_flag(spark: SparkSession, cfg: Config, date: str) -> _Intake:
+def _read_and_flag(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake:
     """Read the window and flag every row; stops with a clear error when the window is empty."""
-    raw, partitioned, skipped = read_window(spark, cfg, date)
+    date = layout.date
+    raw, partitioned, skipped = read_window(spark, cfg, layout)
     # One shuffle by user for the whole stage, before the cache: deduplication, the bot windows,
     # sessions, steps and sequences all group by user_id first, so this partitioning serves them all.
     flagged = classify(raw, cfg, date, partitioned).repartition("user_id").persist(StorageLevel.MEMORY_AND_DISK)
@@ -287,10 +291,7 @@ def _read_and_flag(spark: SparkSession, cfg: Config, date: str) -> _Intake:
     if rows_in == 0:
         flagged.unpersist()
         start, end = window_bounds(date, cfg.sessionize.lookback_days)
-        raise SessionizeError(
-            f"no raw events in the window {start or 'beginning'} .. {end} under "
-            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}"
-        )
+        raise SessionizeError(f"no raw events in the window {start or 'beginning'} .. {end} under {layout.source}")
     return _Intake(
         flagged,
         rows_in,

@@ -27,9 +27,10 @@ import pandas as pd
 
 from interest import storage
 from interest.config import Config
-from interest.data.files import SessionizePaths, item_counts_from_vocab, load_rows, read_vocab, training_sequences
+from interest.data.files import item_counts_from_vocab, load_rows, read_vocab, training_sequences
 from interest.errors import UserError
 from interest.evaluation.breakdown import Breakdown, build_breakdown
+from interest.layout import Layout
 from interest.models.cold import cold_item_rows
 from interest.models.export import LoadedModel, load_model, model_as_of
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, SHIFT
@@ -86,7 +87,7 @@ def categories_by_index(vocab: pd.DataFrame, size: int) -> list[frozenset[str]] 
 def load_eval_data(cfg: Config, date: str, users: int | None = None) -> EvalData:
     """The date's test users (at most ``users``, default ``train.eval_users``, a fixed sample) with
     the leave-one-out tasks and the cold-start replays."""
-    paths = SessionizePaths.for_date(cfg, date)
+    paths = Layout.of(cfg, date).sessionized
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
             raise EvaluationInputError(f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first")
@@ -117,7 +118,7 @@ def add_temporal(cfg: Config, data: EvalData, after: str, week: str | None = Non
     T, and those of ``week`` (default ``after``) every new item up to it. Items first seen after T get
     indices past T's vocabulary: the categories and the size grow to cover them."""
     tasks = dict(data.tasks)
-    before = load_rows(SessionizePaths.for_date(cfg, data.date).infer)
+    before = load_rows(Layout.of(cfg, data.date).sessionized.infer)
     grown = data.vocab
     for name, date in (("temporal_first", after), ("temporal_week", week or after)):
         later_vocab, later = _later_rows(cfg, data, date)
@@ -131,8 +132,8 @@ def add_temporal(cfg: Config, data: EvalData, after: str, week: str | None = Non
 
 def _later_rows(cfg: Config, data: EvalData, date: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """A later date's vocabulary and inference rows, checked to extend ``data``'s vocabulary."""
-    paths = SessionizePaths.for_date(cfg, date)
-    base = SessionizePaths.for_date(cfg, data.date).vocab
+    layout = Layout.of(cfg, date)
+    paths, base = layout.sessionized, layout.at(data.date).sessionized.vocab
     if date <= data.date or not storage.exists(paths.infer):
         raise EvaluationInputError(
             f"no sequences for a date after {data.date} at {paths.infer}: run jobs/sessionize.py --date "
@@ -338,7 +339,7 @@ def evaluate_models(cfg: Config, date: str, model_dirs: list[str], after: str | 
     grouped: dict[str, list[LoadedModel]] = {}
     for model in models:
         grouped.setdefault(model.encoder.kind, []).append(model)
-    target = storage.join(storage.normalize(cfg.paths.resolve("reports")), "evaluation", f"dt={date}")
+    target = Layout.of(cfg, date).report("evaluation")
     with storage.local_output(target) as local:  # matplotlib writes local files
         return _evaluate(cfg, data, grouped, Path(local), target)
 
@@ -430,7 +431,8 @@ def attention_figure(encoder, rows: dict, labels: dict[int, str], path: Path, us
 
 def models_as_of(cfg: Config, date: str, encoders: list[str]) -> list[str]:
     """The model of each encoder that serves ``date``: trained on its data, else the newest before."""
-    return [model_as_of(cfg.paths.resolve("models"), name, date) for name in encoders]
+    models = Layout.of(cfg, date).paths.models
+    return [model_as_of(models, name, date) for name in encoders]
 
 
 __all__ = ["Breakdown", "evaluate_models", "models_as_of"]

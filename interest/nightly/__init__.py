@@ -12,10 +12,9 @@ from interest.nightly.refresh import (
     RunDateError,
     check_run_date,
     model_for_date,
-    previous_model,
     run_nightly,
 )
-from interest.nightly.report import ModelUsed, NightlyReport, nightly_report_dir, report_path, write_report
+from interest.nightly.report import ModelUsed, NightlyReport, report_path, write_report
 
 __all__ = [
     "BackfillError",
@@ -27,8 +26,6 @@ __all__ = [
     "dates_between",
     "missing_raw_partitions",
     "model_for_date",
-    "nightly_report_dir",
-    "previous_model",
     "report_path",
     "run_backfill",
     "run_nightly",

@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 from interest import storage
 from interest.config import Config
 from interest.errors import UserError
+from interest.layout import Layout
 from interest.nightly.refresh import run_nightly
 from interest.nightly.report import NightlyReport, report_path
 
@@ -28,9 +29,8 @@ def dates_between(start: str, end: str) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def missing_raw_partitions(cfg: Config, dates: list[str]) -> list[str]:
+def missing_raw_partitions(source: str, dates: list[str]) -> list[str]:
     """Dates without a ``dt=`` folder in a date-partitioned raw source (none for other sources)."""
-    source = cfg.ingest.path or cfg.paths.resolve("raw_events")
     present = storage.list_dirs(source)
     if not any(name.startswith("dt=") for name in present):
         return []  # not partitioned by date: the window is cut by event time instead
@@ -42,15 +42,16 @@ def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: b
     (so a stopped backfill resumes where it stopped); ``redo`` runs them all again. Each date
     builds on the newest model before it, so the result does not depend on the order of runs."""
     dates = dates_between(start, end)
-    missing = missing_raw_partitions(cfg, dates)
+    layout = Layout.of(cfg, start)
+    missing = missing_raw_partitions(layout.source, dates)
     if missing:
         raise BackfillError(
             f"backfill {start} .. {end}: no raw partition for {', '.join(missing)} under "
-            f"{cfg.ingest.path or cfg.paths.resolve('raw_events')}; nothing was run"
+            f"{layout.source}; nothing was run"
         )
     reports = []
     for n, date in enumerate(dates, 1):
-        if not redo and storage.is_file(report_path(cfg, date)):
+        if not redo and storage.is_file(report_path(layout.at(date))):
             log.info(f"{date} ({n}/{len(dates)}): already done, skipped")
             continue
         log.info(f"{date} ({n}/{len(dates)})")

@@ -21,9 +21,10 @@ from interest import logs, storage
 from interest.config import Config
 from interest.errors import UserError
 from interest.etl.pipeline import run_sessionize
+from interest.layout import Layout
 from interest.locks import date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
-from interest.nightly.report import ModelUsed, NightlyReport, nightly_report_dir, track, write_report
+from interest.nightly.report import ModelUsed, NightlyReport, track, write_report
 from interest.serving.pipeline import run_embed
 from interest.serving.publish import check_metastore
 from interest.serving.quality import run_quality
@@ -32,16 +33,12 @@ from interest.training.launch import train_model
 log = logging.getLogger(__name__)
 
 
-def previous_model(cfg: Config, date: str) -> str | None:
-    """The newest model trained on data before ``date`` (a backfill never builds on the future)."""
-    return find_model_before(cfg.paths.resolve("models"), cfg.model.encoder, date)
-
-
 def model_for_date(
-    spark: SparkSession, cfg: Config, date: str, previous: str | None, force_retrain: bool
+    spark: SparkSession, cfg: Config, layout: Layout, previous: str | None, force_retrain: bool
 ) -> tuple[str, str]:
     """(model folder, what was done): reuse D's model, train one, or reuse the previous one."""
-    existing = find_model_for_date(cfg.paths.resolve("models"), cfg.model.encoder, date)
+    date = layout.date
+    existing = find_model_for_date(layout.paths.models, cfg.model.encoder, date)
     if existing and not force_retrain:
         return existing, f"reused the model already trained on {date}"
     if not cfg.nightly.retrain:
@@ -89,7 +86,9 @@ def check_run_date(date: str, max_days_ahead: int, today: dt.date | None = None)
 def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> NightlyReport:
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    previous = previous_model(cfg, date)
+    layout = Layout.of(cfg, date)
+    # the newest model trained on data before the date (a backfill never builds on the future)
+    previous = find_model_before(layout.paths.models, cfg.model.encoder, date)
     base_vocab = f"{previous}/vocab.parquet" if previous else None
 
     tic = time.perf_counter()
@@ -98,7 +97,7 @@ def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -
     timings["sessionize"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    model_dir, action = model_for_date(spark, cfg, date, previous, force_retrain)
+    model_dir, action = model_for_date(spark, cfg, layout, previous, force_retrain)
     timings["train"] = time.perf_counter() - tic
     log.info(f"model: {action}: {model_dir}")
 
@@ -122,7 +121,7 @@ def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -
         timings_s={k: round(v, 1) for k, v in timings.items()},
         quality=quality.next_day,
     )
-    out = nightly_report_dir(cfg, date)
+    out = layout.report("nightly")
     with storage.local_output(out) as local:  # matplotlib and the report writer work on local files
         files = write_report(Path(local), report, quality.cosines, quality.history)
     log.info(f"done in {timings['total']:.1f} s")

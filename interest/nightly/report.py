@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, fine
 from interest import storage, tracking
 from interest.config import Config
 from interest.etl.pipeline import SessionizeSummary
+from interest.layout import Layout
 from interest.serving.pipeline import EmbedResult
 from interest.serving.quality import Drift, NextDayQuality
 
@@ -51,13 +52,9 @@ class NightlyReport:
         return dataclasses.asdict(self)
 
 
-def nightly_report_dir(cfg: Config, date: str) -> str:
-    return storage.join(storage.normalize(cfg.paths.resolve("reports")), "nightly", f"dt={date}")
-
-
-def report_path(cfg: Config, date: str) -> str:
-    """The nightly report of ``date``: written last, so its presence means the date is done."""
-    return storage.join(nightly_report_dir(cfg, date), "report.json")
+def report_path(layout: Layout) -> str:
+    """The nightly report of the layout's date: written last, so its presence means the date is done."""
+    return storage.join(layout.report("nightly"), "report.json")
 
 
 def _quality_figure(path: Path, rows: list[dict[str, Any]]) -> None:

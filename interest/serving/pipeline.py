@@ -22,8 +22,9 @@ from pyspark.sql import functions as F
 
 from interest import logs, storage
 from interest.config import Config
-from interest.data.files import SessionizePaths, read_vocab
+from interest.data.files import read_vocab
 from interest.errors import UserError
+from interest.layout import Layout
 from interest.models.export import load_model
 from interest.schema import SEQUENCE_FEATURES
 from interest.serving import embed, publish
@@ -103,10 +104,6 @@ def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str
     return int(stats["rows"])
 
 
-def table_location(cfg: Config, table: str) -> str:
-    return f"{cfg.paths.resolve('warehouse')}/{cfg.embed.database}.db/{table}"
-
-
 def _users_table(spark: SparkSession, name: str) -> DataFrame:
     """The optional list of known users: a metastore table or a Parquet path with ``user_id``."""
     return spark.read.parquet(name) if "/" in name else spark.table(name)
@@ -141,7 +138,8 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
     """Embed every active user of ``date`` with the model and publish the three tables."""
     with logs.stage("embed", date):
         started = time.perf_counter()
-        rows, date_vocab, model, active = _load_inputs(spark, cfg, date, model_dir)
+        layout = Layout.of(cfg, date)
+        rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
         embedded = _embedded_users(spark, cfg, rows, model, date_vocab).persist(StorageLevel.MEMORY_AND_DISK)
         label = JobLabels(spark, "embed", date)
         try:
@@ -151,7 +149,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             inference_s = time.perf_counter() - tic
             tic = time.perf_counter()
             with publish.metastore_errors(spark):  # it may go away after the check, too
-                users, items, recs = _publish_tables(spark, cfg, date, model, date_vocab, embedded, active, label)
+                users, items, recs = _publish_tables(spark, cfg, layout, model, date_vocab, embedded, active, label)
             publish_s = time.perf_counter() - tic
             counts = embedded.agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -190,11 +188,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         return result
 
 
-def _load_inputs(
-    spark: SparkSession, cfg: Config, date: str, model_dir: str
-) -> tuple[DataFrame, pd.DataFrame, Any, int]:
+def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any, int]:
     """The date's inference rows, their count and vocabulary, and the model, checked to fit together."""
-    paths = SessionizePaths.for_date(cfg, date)
+    paths, date = layout.sessionized, layout.date
     for what, path in (("inference rows", paths.infer), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
             raise EmbedInputError(f"no {what} for {date} at {path}: run jobs/sessionize.py --date {date} first")
@@ -231,7 +227,7 @@ def _embedded_users(
 def _publish_tables(
     spark: SparkSession,
     cfg: Config,
-    date: str,
+    layout: Layout,
     model: Any,
     date_vocab: pd.DataFrame,
     embedded: DataFrame,
@@ -239,15 +235,13 @@ def _publish_tables(
     label: JobLabels,
 ) -> tuple[publish.PublishResult, publish.PublishResult, publish.PublishResult]:
     """Users, items and recommendations, each gated and published as its dt partition."""
-    e, db = cfg.embed, cfg.embed.database
+    e, db, date = cfg.embed, cfg.embed.database, layout.date
     for table, ddl in ((e.table, USER_DDL), (e.item_table, ITEM_DDL), (e.recommendations_table, RECS_DDL)):
-        publish.ensure_table(spark, db, table, ddl, table_location(cfg, table), e.table_format)
+        publish.ensure_table(spark, db, table, ddl, layout.table(table), e.table_format)
 
     def put(table: str, frame: DataFrame, gates: publish.Gates) -> publish.PublishResult:
         label(f"publish {table}")
-        return publish.publish_partition(
-            spark, db, table, date, frame, gates, table_location(cfg, table), e.table_format
-        )
+        return publish.publish_partition(spark, db, table, date, frame, gates, layout.table(table), e.table_format)
 
     user_gates = publish.Gates(
         vector_columns=["embedding", "interests"],

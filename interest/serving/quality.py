@@ -25,10 +25,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest.config import Config, QualityConfig
-from interest.data.files import SessionizePaths
+from interest.layout import Layout
 from interest.scoring.segments import HISTORY_BINS, bin_label
 from interest.serving import publish
-from interest.serving.pipeline import table_location
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +116,15 @@ def segment_figures(ranked: DataFrame, cold_min_steps: int) -> list[dict[str, An
     return [rows[name] for name in order if name in rows]
 
 
-def next_day_quality(spark: SparkSession, cfg: Config, date: str) -> NextDayQuality:
-    """Score the latest recommendations published before ``date`` against ``date``'s steps."""
-    e, k = cfg.embed, cfg.quality.k
+def next_day_quality(spark: SparkSession, cfg: Config, layout: Layout) -> NextDayQuality:
+    """Score the latest recommendations published before the layout's date against its steps."""
+    e, k, date = cfg.embed, cfg.quality.k, layout.date
     empty = NextDayQuality(date, None, 0, None, None, None, None, k)
     earlier = [d for d in publish.dates(spark, e.database, e.recommendations_table) if d < date]
     if not earlier:
         return dataclasses.replace(empty, note="no recommendations published before this date")
     prev = earlier[-1]
-    then, now = SessionizePaths.for_date(cfg, prev), SessionizePaths.for_date(cfg, date)
+    then, now = layout.at(prev).sessionized, layout.sessionized
     try:
         day = spark.read.parquet(now.day)
         history = spark.read.parquet(then.infer).select("user_id", "history_idx", "n_steps")
@@ -288,15 +287,16 @@ class QualityResult:
 def run_quality(spark: SparkSession, cfg: Config, date: str) -> QualityResult:
     """Score yesterday's recommendations on today's steps, measure the drift, check the alerts,
     store the date's ``daily_quality`` row."""
+    layout = Layout.of(cfg, date)
     moved, cosines = drift(spark, cfg, date)
-    scored = next_day_quality(spark, cfg, date)
+    scored = next_day_quality(spark, cfg, layout)
     if moved:
         scored = dataclasses.replace(
             scored, mean_cosine=moved.mean_cosine, top_interest_changed=moved.top_interest_changed
         )
     found = alerts(scored, previous_row(spark, cfg, date), cfg.quality)
     scored = dataclasses.replace(scored, alerts=found)
-    publish_quality(spark, cfg, scored, table_location(cfg, cfg.quality.table))
+    publish_quality(spark, cfg, scored, layout.table(cfg.quality.table))
     if scored.users:
         log.info(
             f"next-day quality of {scored.previous_date}'s recommendations: HR@{scored.k} {scored.hr:.4f}, "

@@ -44,6 +44,7 @@ from interest import logs
 from interest.config import Config
 from interest.data.files import check_training_inputs
 from interest.errors import EXIT_RETRYABLE, UserError
+from interest.layout import Layout
 from interest.spark import JobLabels
 from interest.training.run import TrainOutcome, checkpoint_dir
 
@@ -139,9 +140,11 @@ def _die_with_parent() -> None:
 
 
 def _barrier_task(
-    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int, relay: str
+    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int, relay: str, faults: str
 ) -> Callable[[Iterable[int]], Iterable[str]]:
-    """The function each barrier task runs (on an executor)."""
+    """The function each barrier task runs (on an executor). ``faults``: the driver's
+    ``INTEREST_FAULTS``, carried to the workers with the job (Python workers of a session started
+    earlier do not see the driver's environment as it is now)."""
 
     def run(_rows: Iterable[int]) -> Iterator[str]:
         from pyspark import BarrierTaskContext
@@ -190,6 +193,7 @@ def _barrier_task(
                     "PYTHONUNBUFFERED": "1",
                     "INTEREST_RESERVED_FD": str(sock.fileno()),
                     "TMPDIR": tmp,
+                    "INTEREST_FAULTS": faults or os.environ.get("INTEREST_FAULTS", ""),
                 }
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "interest.training.worker", str(spec)],
@@ -272,8 +276,9 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
         raise DistributedTrainingError(
             f"train.batch_size ({cfg.train.batch_size}) must divide evenly over {workers} workers"
         )
-    check_training_inputs(cfg, date)  # a missing or empty sequences path fails here, on the driver
-    check_checkpoint_path(checkpoint_dir(cfg, date))
+    layout = Layout.of(cfg, date)
+    check_training_inputs(layout)  # a missing or empty sequences path fails here, on the driver
+    check_checkpoint_path(checkpoint_dir(cfg, layout))
     check_slots(spark, workers)
     sc = spark.sparkContext
     label = JobLabels(spark, "train", date)
@@ -286,7 +291,7 @@ def _attempts(
     sc: Any, cfg: Config, date: str, relay: ChiefRelay, label: JobLabels, failures: list[str]
 ) -> DistributedOutcome:
     """Run the barrier stage until it succeeds or ``train.max_failures`` retries are spent."""
-    workers = cfg.train.workers
+    workers, faults = cfg.train.workers, os.environ.get("INTEREST_FAULTS", "")
     for attempt in range(cfg.train.max_failures + 1):
         if attempt:
             log.info(
@@ -298,7 +303,7 @@ def _attempts(
             rdd = (
                 sc.parallelize(range(workers), workers)
                 .barrier()
-                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt, relay.address))
+                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt, relay.address, faults))
             )
             results = [json.loads(r) for r in rdd.collect()]
         except Exception as exc:  # Py4JJavaError wrapping the task's failure

@@ -37,10 +37,6 @@ from interest.scoring.offline import evaluate_split
 log = logging.getLogger(__name__)
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by the test-only ``train.fail_at_step`` hook to simulate a lost worker."""
-
-
 class StepWatchdog:
     """Ends the process when no training step completes for ``timeout_s`` seconds.
 
@@ -349,13 +345,6 @@ class Trainer:
         loss_sum, count, steps = 0.0, 0.0, 0
         while int(self.step.numpy()) < (epoch + 1) * self.steps_per_epoch:
             step = int(self.step.numpy())
-            if (
-                t.fail_at_step is not None
-                and step == t.fail_at_step
-                and self.worker.rank == self.worker.workers - 1
-                and self.worker.attempt == 0
-            ):
-                raise InjectedFailure(f"injected failure on worker {self.worker.rank} at step {step}")
             faults.maybe_fail(f"train_step_{step}")  # off unless a fault-matrix test asks for it
             ls, n = self._train_step(iterator, tf.constant(step, tf.int64))
             watchdog.beat()

@@ -13,6 +13,7 @@ import tensorflow as tf
 from interest import logs, storage, tracking
 from interest.config import Config
 from interest.data.files import TrainData, training_data
+from interest.layout import Layout
 from interest.models.encoders import Encoder, build_encoder
 from interest.models.export import new_version, save_model
 from interest.scoring.offline import evaluate_popularity, evaluate_split
@@ -34,7 +35,6 @@ class TrainOutcome:
 _NOT_IN_CHECKPOINT_KEY = {
     "workers",
     "max_failures",
-    "fail_at_step",
     "checkpoint_every_steps",
     "eval_every",
     "step_timeout_s",
@@ -43,7 +43,7 @@ _NOT_IN_CHECKPOINT_KEY = {
 }
 
 
-def checkpoint_dir(cfg: Config, date: str) -> str:
+def checkpoint_dir(cfg: Config, layout: Layout) -> str:
     """Where a run checkpoints: per encoder, date and training configuration, so a restarted run
     resumes its own checkpoints and never another configuration's."""
     import hashlib
@@ -52,7 +52,7 @@ def checkpoint_dir(cfg: Config, date: str) -> str:
     train = {k: v for k, v in asdict(cfg.train).items() if k not in _NOT_IN_CHECKPOINT_KEY}
     key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return storage.join(storage.normalize(cfg.paths.resolve("checkpoints")), cfg.model.encoder, f"dt={date}", digest)
+    return storage.join(storage.normalize(layout.paths.checkpoints), cfg.model.encoder, f"dt={layout.date}", digest)
 
 
 def train_and_export(
@@ -80,11 +80,10 @@ def _train_and_export(
     on_trained: Callable[[Encoder], None] | None,
 ) -> TrainOutcome:
     started = time.perf_counter()
-    data = training_data(cfg, date)
-    ckpt = checkpoint_dir(cfg, date)
-    tensorboard = storage.join(
-        storage.normalize(cfg.paths.resolve("reports")), "tensorboard", cfg.model.encoder, f"dt={date}"
-    )
+    layout = Layout.of(cfg, date)
+    data = training_data(cfg, layout)
+    ckpt = checkpoint_dir(cfg, layout)
+    tensorboard = layout.report("tensorboard", cfg.model.encoder)
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
         result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
     if result.precision != "float32":  # evaluate and export the model as it is served: float32
@@ -99,7 +98,7 @@ def _train_and_export(
     metrics = final_metrics(cfg, date, data, result, worker, time.perf_counter() - started)
     config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
     model_dir = save_model(
-        result.encoder, data.vocab, config, metrics, cfg.paths.resolve("models"), version or new_version(date)
+        result.encoder, data.vocab, config, metrics, layout.paths.models, version or new_version(date)
     )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     _track(cfg, date, model_dir, metrics)

@@ -50,21 +50,21 @@ def test_two_workers_on_standalone_cluster_match_one_worker(standalone, planted,
 
 
 @pytest.mark.slow
-def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines, fault_matrix):
+def test_a_failed_worker_resumes_from_the_checkpoint(spark, planted, log_lines, fault_matrix, monkeypatch, tmp_path):
+    monkeypatch.setenv("INTEREST_FAULTS", f"raise@train_step_12:{tmp_path / 'failed'}")  # once, on one worker
     cfg = make_config(
         planted,
         *PLANTED,
         "model.encoder=memory",
         "train.workers=2",
         "train.epochs=2",
-        "train.fail_at_step=12",
         "paths.models='{root}/models_fault'",
         "paths.checkpoints='{root}/ckpt_fault'",
     )
     lines = log_lines
     out = train_on_spark(spark, cfg, DATE)
     assert out.attempts == 2
-    assert any("attempt 1 failed" in line and "InjectedFailure" in line and "step 12" in line for line in lines)
+    assert any("attempt 1 failed" in line and "injected fault at train_step_12" in line for line in lines)
     assert any("resumed from checkpoint at step 10" in line for line in out.chief_log)
     # epoch 1 ended only in the failed attempt, which returned nothing: its line reached the
     # driver because the chief streams its lines live, as it logs them
@@ -138,18 +138,20 @@ def test_a_hung_worker_is_ended_by_its_watchdog_and_the_launcher_resumes(planted
 
 
 @pytest.mark.slow
-def test_too_many_failures_stop_with_a_clear_error(spark, planted):
+def test_too_many_failures_stop_with_a_clear_error(spark, planted, monkeypatch, tmp_path):
+    monkeypatch.setenv("INTEREST_FAULTS", f"raise@train_step_3:{tmp_path / 'failed'}")
     cfg = make_config(
         planted,
         *PLANTED,
         "train.workers=2",
         "train.epochs=1",
         "train.max_failures=0",
-        "train.fail_at_step=3",
         "paths.models='{root}/models_fail'",
         "paths.checkpoints='{root}/ckpt_fail'",
     )
-    with pytest.raises(DistributedTrainingError, match=r"failed 1 time\(s\).*max_failures=0.*InjectedFailure"):
+    with pytest.raises(
+        DistributedTrainingError, match=r"failed 1 time\(s\).*max_failures=0.*injected fault at train_step_3"
+    ):
         train_on_spark(spark, cfg, DATE)
 
 
@@ -218,15 +220,18 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
         *PLANTED,
         "train.epochs=2",
         "train.workers=2",
-        "train.fail_at_step=12",
         "model.encoder=memory",
         "spark.conf={spark.sql.shuffle.partitions: '4'}",
     ]
+
+    def failing(marker: str) -> dict[str, str]:  # one training worker fails once, before step 12
+        return {"spark.executorEnv.INTEREST_FAULTS": f"raise@train_step_12:{tmp_path / marker}"}
+
     sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *night]
-    run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path)
+    run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path, conf=failing("hdfs-failed"))
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
-    assert "attempt 1 failed" in out and "InjectedFailure" in out, out[-4000:]
+    assert "attempt 1 failed" in out and "injected fault at train_step_12" in out, out[-4000:]
     assert "resumed from checkpoint at step 10" in out  # read back from HDFS by the new attempt
     fs, inner = storage.fs_path(root)
     files = [p[len(inner) :] for p in fs.find(inner)]
@@ -267,7 +272,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
 
     # the same night on local disk: the same rows in all three tables (model_version names the
     # run) and the same training, step for step
-    run = standalone.run_job("jobs/nightly.py", DATE, [f"paths.root={local}", *night], tmp_path)
+    run = standalone.run_job("jobs/nightly.py", DATE, [f"paths.root={local}", *night], tmp_path, conf=failing("failed"))
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     for data in ("sequences/dt={}/train", "sequences/dt={}/infer", "vocab/dt={}"):  # in the order made
         got = [

@@ -13,10 +13,11 @@ import pytest
 
 from interest.data.files import TrainingInputError, load_rows
 from interest.evaluation.evaluate import evaluate_models
+from interest.layout import Layout
 from interest.models.encoders import ENCODERS
 from interest.models.export import load_model, resolve_model_dir
 from interest.scoring.offline import evaluate_split
-from interest.training.loop import InjectedFailure, WorkerInfo
+from interest.training.loop import WorkerInfo
 from interest.training.run import checkpoint_dir, train_and_export
 
 from conftest import DATE, PLANTED, make_config
@@ -44,7 +45,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     loaded = load_model(out.model_dir)
     from interest.data.files import training_data
 
-    data = training_data(cfg, DATE)
+    data = training_data(cfg, Layout.of(cfg, DATE))
     e = cfg.eval
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, tuple(e.seeds))
     assert again == pytest.approx(test, abs=1e-6)
@@ -54,7 +55,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     assert best["valid_full_ndcg@10"] == pytest.approx(valid["full_ndcg@10"], abs=1e-6)
     stored = json.loads((Path(out.model_dir) / "metrics.json").read_text())
     assert stored["test"]["full_ndcg@10"] == pytest.approx(test["full_ndcg@10"])
-    assert not Path(checkpoint_dir(cfg, DATE)).exists()
+    assert not Path(checkpoint_dir(cfg, Layout.of(cfg, DATE))).exists()
     board = Path(cfg.paths.resolve("reports"), "tensorboard", kind, f"dt={DATE}")
     assert list(board.glob("events.out.tfevents.*"))  # TensorBoard scalars were written
 
@@ -78,7 +79,7 @@ def test_bfloat16_and_xla_training_learns_and_its_float32_export_reproduces_its_
     assert out.metrics["precision"] == "mixed_bfloat16"  # as asked, even where it is emulated
     from interest.data.files import training_data
 
-    data = training_data(cfg, DATE)
+    data = training_data(cfg, Layout.of(cfg, DATE))
     loaded = load_model(out.model_dir)
     assert {v.dtype for v in loaded.encoder.trainable_variables} == {"float32"}
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", 10, 100, tuple(cfg.eval.seeds))
@@ -86,15 +87,15 @@ def test_bfloat16_and_xla_training_learns_and_its_float32_export_reproduces_its_
 
 
 @pytest.mark.slow
-def test_failure_resumes_from_the_last_checkpoint(planted, log_lines, fault_matrix):
+def test_failure_resumes_from_the_last_checkpoint(planted, log_lines, fault_matrix, monkeypatch, tmp_path):
+    monkeypatch.setenv("INTEREST_FAULTS", f"raise@train_step_7:{tmp_path / 'failed'}")  # once: the rerun goes on
     sets = [
         "model.encoder=memory",
-        "train.fail_at_step=7",
         "train.epochs=2",
         "paths.models='{root}/models_resume'",
         "paths.checkpoints='{root}/ckpt_resume'",
     ]
-    with pytest.raises(InjectedFailure, match="step 7"):
+    with pytest.raises(RuntimeError, match="injected fault at train_step_7"):
         train_and_export(cfg_for(planted, *sets), DATE)
     lines = log_lines
     # a progress line after every step inside an epoch (a setting the checkpoints do not depend on)
@@ -145,7 +146,7 @@ def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(p
     ]
     cmd = [sys.executable, "jobs/train.py", "--date", DATE, *[a for s in sets for a in ("--set", s)]]
     cfg = make_config(planted, *sets)  # what the job loads: conf/local.yaml with the same overrides
-    folder = checkpoint_dir(cfg, DATE)
+    folder = checkpoint_dir(cfg, Layout.of(cfg, DATE))
     log = tmp_path / "train.log"
     with open(log, "w") as sink:
         job = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -162,7 +163,7 @@ def test_a_sigkilled_training_process_resumes_with_the_checkpoints_exact_state(p
     job.wait()
     assert job.returncode == -signal.SIGKILL
     latest = tf.train.latest_checkpoint(folder)
-    trainer = Trainer(cfg, training_data(cfg, DATE))
+    trainer = Trainer(cfg, training_data(cfg, Layout.of(cfg, DATE)))
     manager, _ = trainer._checkpoints(folder)
     trainer._resume(manager, folder, TrainResult(trainer.encoder))
     assert int(trainer.step.numpy()) == int(latest.rsplit("-", 1)[1])
