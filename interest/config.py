@@ -202,7 +202,6 @@ class TrainConfig:
     checkpoint_every_steps: int = 200  # checkpoint this often (resumed after a failure)
     workers: int = 1  # Spark barrier tasks (1: this process)
     max_failures: int = 3  # barrier-stage retries before the run fails
-    init_from: str | None = None  # warm start: an exported model folder to copy weights from
     step_timeout_s: float = 900.0  # a training step slower than this is a hang: fail loudly
     # XLA-compile the forward and backward pass: static shapes (every position scored, padding
     # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
@@ -252,8 +251,7 @@ class QualityConfig:
     events (``daily_quality``), and alerts when quality falls or the embeddings drift too far."""
 
     table: str = "daily_quality"  # the next-day quality table
-    k: int = 10  # HR@k and NDCG@k
-    min_hr: float | None = None  # alert when next-day HR@k falls below this
+    min_hr: float | None = None  # alert when next-day HR@k (k: eval.k) falls below this
     max_drop: float | None = 0.3  # alert when HR@k falls by more than this share of the previous date's
     max_top_interest_changed: float | None = 0.5  # alert when more users than this changed top interest
     min_users: int = 20  # fewer users active on both days than this: too few to alert on

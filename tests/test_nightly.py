@@ -443,7 +443,7 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
     before = snapshot()
     assert [d for d, _ in before["versions"]] == dates and before["latest"] == before["versions"][-1][1]
     # each date built on the model of the date before it
-    trained = [load_model(p).config["config"]["train"]["init_from"] for _, p in before["versions"]]
+    trained = [load_model(p).config["init_from"] for _, p in before["versions"]]
     assert trained == [None, before["versions"][0][1], before["versions"][1][1]]
     lines.clear()
     assert run_backfill(spark, cfg, dates[0], dates[-1]) == []  # resumes: all done

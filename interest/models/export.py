@@ -174,7 +174,7 @@ def warm_start(new: Encoder, old: Encoder, vocab: pd.DataFrame | None = None) ->
     if new.kind != old.kind or len(new.weights) != len(old.weights):
         raise ValueError(
             f"cannot warm start a {new.kind} encoder from a {old.kind} with a different "
-            "architecture; train from scratch (unset train.init_from)"
+            "architecture; train from scratch (nightly.warm_start: false)"
         )
     partial = []
     for target, source in zip(new.weights, old.weights):

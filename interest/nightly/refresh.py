@@ -48,10 +48,9 @@ def model_for_date(
                 "train one first (jobs/train.py) or set nightly.retrain=true"
             )
         return previous, "reused the previous model (nightly.retrain=false)"
-    if previous and cfg.nightly.warm_start:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=previous))
-    outcome = train_model(cfg, date, spark)
-    how = f"warm start from {storage.name(previous)}" if previous and cfg.train.init_from else "from scratch"
+    init_from = previous if previous and cfg.nightly.warm_start else None
+    outcome = train_model(cfg, date, spark, init_from)
+    how = f"warm start from {storage.name(init_from)}" if init_from else "from scratch"
     return str(outcome.model_dir), f"trained ({how}, {cfg.train.workers} worker(s))"
 
 

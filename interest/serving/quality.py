@@ -118,7 +118,7 @@ def segment_figures(ranked: DataFrame, cold_min_steps: int) -> list[dict[str, An
 
 def next_day_quality(spark: SparkSession, cfg: Config, layout: Layout) -> NextDayQuality:
     """Score the latest recommendations published before the layout's date against its steps."""
-    e, k, date = cfg.embed, cfg.quality.k, layout.date
+    e, k, date = cfg.embed, cfg.eval.k, layout.date
     empty = NextDayQuality(date, None, 0, None, None, None, None, k)
     earlier = [d for d in publish.dates(spark, e.database, e.recommendations_table) if d < date]
     if not earlier:
@@ -176,11 +176,11 @@ def alerts(today: NextDayQuality, before: dict[str, Any] | None, q: QualityConfi
     out = []
     if today.users >= q.min_users and today.hr is not None:
         if q.min_hr is not None and today.hr < q.min_hr:
-            out.append(f"next-day HR@{q.k} {today.hr:.4f} is below quality.min_hr {q.min_hr}")
+            out.append(f"next-day HR@{today.k} {today.hr:.4f} is below quality.min_hr {q.min_hr}")
         prev_hr = (before or {}).get("hr")
         if q.max_drop is not None and prev_hr and today.hr < prev_hr * (1 - q.max_drop):
             out.append(
-                f"next-day HR@{q.k} fell from {prev_hr:.4f} ({(before or {}).get('dt')}) to {today.hr:.4f}, "
+                f"next-day HR@{today.k} fell from {prev_hr:.4f} ({(before or {}).get('dt')}) to {today.hr:.4f}, "
                 f"more than quality.max_drop {q.max_drop:.0%}"
             )
     changed = today.top_interest_changed

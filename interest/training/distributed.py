@@ -140,7 +140,13 @@ def _die_with_parent() -> None:
 
 
 def _barrier_task(
-    cfg_dict: dict[str, Any], date: str, workers: int, attempt: int, relay: str, faults: str
+    cfg_dict: dict[str, Any],
+    date: str,
+    init_from: str | None,
+    workers: int,
+    attempt: int,
+    relay: str,
+    faults: str,
 ) -> Callable[[Iterable[int]], Iterable[str]]:
     """The function each barrier task runs (on an executor). ``faults``: the driver's
     ``INTEREST_FAULTS``, carried to the workers with the job (Python workers of a session started
@@ -173,6 +179,7 @@ def _barrier_task(
                         {
                             "config": cfg_dict,
                             "date": date,
+                            "init_from": init_from,
                             "rank": rank,
                             "workers": workers,
                             "attempt": attempt,
@@ -264,13 +271,13 @@ class DistributedOutcome(TrainOutcome):
     chief_log: list[str] | None = None
 
 
-def train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedOutcome:
+def train_on_spark(spark: SparkSession, cfg: Config, date: str, init_from: str | None = None) -> DistributedOutcome:
     """Train ``cfg.model.encoder`` with ``cfg.train.workers`` barrier tasks; returns the chief's export."""
     with logs.stage("train", date):
-        return _train_on_spark(spark, cfg, date)
+        return _train_on_spark(spark, cfg, date, init_from)
 
 
-def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedOutcome:
+def _train_on_spark(spark: SparkSession, cfg: Config, date: str, init_from: str | None) -> DistributedOutcome:
     workers = cfg.train.workers
     if cfg.train.batch_size % workers:
         raise DistributedTrainingError(
@@ -278,17 +285,17 @@ def _train_on_spark(spark: SparkSession, cfg: Config, date: str) -> DistributedO
         )
     layout = Layout.of(cfg, date)
     check_training_inputs(layout)  # a missing or empty sequences path fails here, on the driver
-    check_checkpoint_path(checkpoint_dir(cfg, layout))
+    check_checkpoint_path(checkpoint_dir(cfg, layout, init_from))
     check_slots(spark, workers)
     sc = spark.sparkContext
     label = JobLabels(spark, "train", date)
     failures: list[str] = []
     with ChiefRelay(sc.getConf().get("spark.driver.host") or "127.0.0.1") as relay:
-        return _attempts(sc, cfg, date, relay, label, failures)
+        return _attempts(sc, cfg, date, init_from, relay, label, failures)
 
 
 def _attempts(
-    sc: Any, cfg: Config, date: str, relay: ChiefRelay, label: JobLabels, failures: list[str]
+    sc: Any, cfg: Config, date: str, init_from: str | None, relay: ChiefRelay, label: JobLabels, failures: list[str]
 ) -> DistributedOutcome:
     """Run the barrier stage until it succeeds or ``train.max_failures`` retries are spent."""
     workers, faults = cfg.train.workers, os.environ.get("INTEREST_FAULTS", "")
@@ -303,7 +310,7 @@ def _attempts(
             rdd = (
                 sc.parallelize(range(workers), workers)
                 .barrier()
-                .mapPartitions(_barrier_task(cfg.to_dict(), date, workers, attempt, relay.address, faults))
+                .mapPartitions(_barrier_task(cfg.to_dict(), date, init_from, workers, attempt, relay.address, faults))
             )
             results = [json.loads(r) for r in rdd.collect()]
         except Exception as exc:  # Py4JJavaError wrapping the task's failure

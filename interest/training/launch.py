@@ -20,14 +20,17 @@ def trains_on_spark(cfg: Config) -> bool:
     return cfg.train.workers > 1 or launched_by_spark_submit()
 
 
-def train_model(cfg: Config, date: str, spark: SparkSession | None = None) -> TrainOutcome:
-    """Train ``cfg.model.encoder`` on ``date``'s sequences where ``trains_on_spark`` says."""
+def train_model(
+    cfg: Config, date: str, spark: SparkSession | None = None, init_from: str | None = None
+) -> TrainOutcome:
+    """Train ``cfg.model.encoder`` on ``date``'s sequences where ``trains_on_spark`` says, starting
+    from the exported model ``init_from`` when given."""
     if not trains_on_spark(cfg):
         from interest.training.run import train_and_export
 
-        return train_and_export(cfg, date)
+        return train_and_export(cfg, date, init_from=init_from)
     if spark is None:
         raise ValueError("training on Spark needs a SparkSession")
     from interest.training.distributed import train_on_spark
 
-    return train_on_spark(spark, cfg, date)
+    return train_on_spark(spark, cfg, date, init_from)

@@ -123,6 +123,7 @@ class Trainer:
         data: TrainData,
         strategy: tf.distribute.Strategy | None = None,
         worker: WorkerInfo | None = None,
+        init_from: str | None = None,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -142,11 +143,11 @@ class Trainer:
         with self.strategy.scope():
             args = encoder_args(cfg.model, data.spec)
             self.encoder = build_encoder(cfg.model.encoder, precision=self.precision, **args)
-            if t.init_from:
+            if init_from:  # an exported model's weights (the nightly's warm start)
                 from interest.models.export import load_model, warm_start
 
-                grown = warm_start(self.encoder, load_model(t.init_from).encoder, data.vocab)
-                self.log(f"warm start from {t.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+                grown = warm_start(self.encoder, load_model(init_from).encoder, data.vocab)
+                self.log(f"warm start from {init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
             self.optimizer = keras.optimizers.Adam(
                 learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98, weight_decay=t.weight_decay or None
             )

@@ -43,14 +43,17 @@ _NOT_IN_CHECKPOINT_KEY = {
 }
 
 
-def checkpoint_dir(cfg: Config, layout: Layout) -> str:
+def checkpoint_dir(cfg: Config, layout: Layout, init_from: str | None = None) -> str:
     """Where a run checkpoints: per encoder, date and training configuration, so a restarted run
     resumes its own checkpoints and never another configuration's."""
     import hashlib
     import json
 
     train = {k: v for k, v in asdict(cfg.train).items() if k not in _NOT_IN_CHECKPOINT_KEY}
-    key = json.dumps({"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len}, sort_keys=True)
+    key = json.dumps(
+        {"model": asdict(cfg.model), "train": train, "max_len": cfg.sessionize.max_len, "init_from": init_from},
+        sort_keys=True,
+    )
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return storage.join(storage.normalize(layout.paths.checkpoints), cfg.model.encoder, f"dt={layout.date}", digest)
 
@@ -62,13 +65,15 @@ def train_and_export(
     worker: WorkerInfo | None = None,
     version: str | None = None,
     on_trained: Callable[[Encoder], None] | None = None,
+    init_from: str | None = None,
 ) -> TrainOutcome:
     """Train ``cfg.model.encoder`` on ``date``'s sequences; the chief evaluates and exports.
 
     ``on_trained`` sees the final (best) encoder on every worker, before the chief exports.
+    ``init_from``: an exported model to start from (the nightly's warm start).
     """
     with logs.stage("train", date):
-        return _train_and_export(cfg, date, strategy, worker or WorkerInfo(), version, on_trained)
+        return _train_and_export(cfg, date, strategy, worker or WorkerInfo(), version, on_trained, init_from)
 
 
 def _train_and_export(
@@ -78,14 +83,15 @@ def _train_and_export(
     worker: WorkerInfo,
     version: str | None,
     on_trained: Callable[[Encoder], None] | None,
+    init_from: str | None,
 ) -> TrainOutcome:
     started = time.perf_counter()
     layout = Layout.of(cfg, date)
     data = training_data(cfg, layout)
-    ckpt = checkpoint_dir(cfg, layout)
+    ckpt = checkpoint_dir(cfg, layout, init_from)
     tensorboard = layout.report("tensorboard", cfg.model.encoder)
     with storage.local_output(tensorboard) as board:  # TensorFlow writes local files only
-        result = Trainer(cfg, data, strategy, worker).fit(ckpt, board)
+        result = Trainer(cfg, data, strategy, worker, init_from).fit(ckpt, board)
     if result.precision != "float32":  # evaluate and export the model as it is served: float32
         args: dict[str, Any] = dict(result.encoder.args)
         served = build_encoder(result.encoder.kind, **args)
@@ -96,7 +102,13 @@ def _train_and_export(
     if not worker.is_chief:
         return TrainOutcome(None, {})
     metrics = final_metrics(cfg, date, data, result, worker, time.perf_counter() - started)
-    config = {"config": cfg.to_dict(), "spec": asdict(data.spec), "date": date, "train_path": data.train_path}
+    config = {
+        "config": cfg.to_dict(),
+        "spec": asdict(data.spec),
+        "date": date,
+        "train_path": data.train_path,
+        "init_from": init_from,
+    }
     model_dir = save_model(
         result.encoder, data.vocab, config, metrics, layout.paths.models, version or new_version(date)
     )

@@ -110,6 +110,7 @@ def main(job_path: str) -> int:
             strategy,
             worker,
             on_trained=lambda enc: captured.update(checksum=weights_checksum(enc)),
+            init_from=job["init_from"],
         )
     except BaseException as exc:
         Path(job["error"]).write_text(f"{type(exc).__name__}: {exc}")
