@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from interest.config import load_config
-    from interest.etl.pipeline import run_sessionize
+    from interest.etl.sessionize import run_sessionize
     from interest.training.run import train_and_export
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-catalogue-"))

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from interest.config import load_config
-    from interest.etl.pipeline import run_sessionize
+    from interest.etl.sessionize import run_sessionize
     from interest.training.distributed import train_on_spark
 
     work = Path(args.work or tempfile.mkdtemp(prefix="interest-dist-bench-"))

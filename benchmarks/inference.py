@@ -118,7 +118,7 @@ def main() -> None:
     from interest.models.encoders import build_encoder
     from interest.models.export import load_model, save_model
     from interest.scoring.topn import top_n_unseen
-    from interest.serving.embed import embed_users
+    from interest.serving.inference import embed_users
     from interest.spark import get_spark
 
     vocab_size = args.items + 2

@@ -63,7 +63,7 @@ class Work:
         return load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={self.path / root}", *self.base, *extra])
 
     def sessionize(self, root: str, date: str, base_vocab: str | None = None) -> None:
-        from interest.etl.pipeline import run_sessionize
+        from interest.etl.sessionize import run_sessionize
         from interest.layout import Layout
         from interest.spark import get_spark
 

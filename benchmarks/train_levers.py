@@ -105,7 +105,7 @@ def main() -> None:
     if not udata.is_file():
         sys.exit(f"MovieLens 100K not found at {udata} (pass --ml100k or set ML100K_DIR)")
     from interest.config import load_config
-    from interest.etl.pipeline import run_sessionize
+    from interest.etl.sessionize import run_sessionize
     from interest.spark import get_spark
 
     cfg = load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={work}", f"ingest.path={udata}"])

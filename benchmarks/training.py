@@ -103,7 +103,7 @@ def main() -> None:
 
     from interest.config import load_config
     from interest.data.files import SequenceSpec, count_rows
-    from interest.etl.pipeline import run_sessionize
+    from interest.etl.sessionize import run_sessionize
     from interest.layout import Layout
     from interest.training.run import train_and_export
 

@@ -28,7 +28,7 @@ def main() -> int:
 
     from interest.layout import Layout
     from interest.models.export import model_as_of
-    from interest.serving.pipeline import run_embed
+    from interest.serving.embed import run_embed
     from interest.spark import get_spark
 
     model_dir = args.model or model_as_of(Layout.of(cfg, args.date).paths.models, cfg.model.encoder, args.date)

@@ -74,7 +74,7 @@ PLANTED = [
 @pytest.fixture(scope="session")
 def planted(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated and sessionized once per session; tests write models under their own folders."""
-    from interest.etl.pipeline import run_sessionize
+    from interest.etl.sessionize import run_sessionize
     from interest.synth import generate
 
     root = tmp_path_factory.mktemp("planted")
@@ -127,7 +127,7 @@ def embed_frame(pdf, embedder):
     import pyarrow as pa
 
     from interest.schema import SEQUENCE_FEATURES
-    from interest.serving.embed import embed_batch
+    from interest.serving.inference import embed_batch
 
     columns = [c for c in ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"] if c in pdf]
     return embed_batch(pa.RecordBatch.from_pandas(pdf[columns], preserve_index=False), embedder).to_pandas()
@@ -138,7 +138,7 @@ def top_weighted_items(items, weights, k: int) -> list[tuple[int, float]]:
     embed job's batch rule (``top_weighted_batch``). items, weights: [L]."""
     import numpy as np
 
-    from interest.serving.embed import top_weighted_batch
+    from interest.serving.inference import top_weighted_batch
 
     item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
     return list(zip(item.tolist(), weight.tolist()))

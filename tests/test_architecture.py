@@ -144,7 +144,7 @@ def test_etl_and_lower_layers_never_load_tensorflow():
         }
         and m != "interest.data.reader"
     )
-    assert "interest.etl.pipeline" in light and "interest.data.files" in light
+    assert "interest.etl.sessionize" in light and "interest.data.files" in light
     assert not _heavy_imports(["-c", "; ".join(f"import {m}" for m in light)])
     assert "tensorflow" in _heavy_imports(["-c", "import interest.data.reader"])  # the probe sees TensorFlow
 

@@ -27,7 +27,7 @@ from interest.models.export import (
     warm_start,
 )
 from interest.nightly import QualityAlertError, run_nightly
-from interest.serving.pipeline import EmbedInputError, run_embed
+from interest.serving.embed import EmbedInputError, run_embed
 from interest.serving.publish import PublishGateError, dates, version
 from interest.serving.publish import history as table_history
 
@@ -755,15 +755,15 @@ def test_a_delta_publish_killed_at_each_point_then_a_bad_night_rolled_back(
 
 def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch):
     import interest.models.export as export
-    from interest.serving import embed
+    from interest.serving import inference
 
     calls: list[str] = []
     real = export.load_model
     monkeypatch.setattr(export, "load_model", lambda path: calls.append(path) or real(path))
-    monkeypatch.setattr(embed, "_MODELS", {})
-    first = embed._model(str(planted_model))
+    monkeypatch.setattr(inference, "_MODELS", {})
+    first = inference._model(str(planted_model))
     for _ in range(5):  # every later Arrow batch in this executor process
-        assert embed._model(str(planted_model)) is first
+        assert inference._model(str(planted_model)) is first
     assert calls == [str(planted_model)]
 
 

@@ -20,12 +20,12 @@ from pyspark.sql import SparkSession
 from interest import logs, storage
 from interest.config import Config
 from interest.errors import UserError
-from interest.etl.pipeline import run_sessionize
+from interest.etl.sessionize import run_sessionize
 from interest.layout import Layout
 from interest.locks import date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.nightly.report import ModelUsed, NightlyReport, track, write_report
-from interest.serving.pipeline import run_embed
+from interest.serving.embed import run_embed
 from interest.serving.publish import check_metastore
 from interest.serving.quality import run_quality
 from interest.training.launch import train_model

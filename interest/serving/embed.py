@@ -1,355 +1,274 @@
-"""Batch inference: inference rows -> user embeddings, interests, explanations, recommendations.
+"""The embed stage: a model and one date's inference rows -> three published dt partitions.
 
-Runs as ``mapInArrow``: an Arrow batch of rows in, a batch of columns built from NumPy out. The
-model folder is shipped to the executors as an archive (``addArchive``: Spark will not ship a local
-folder to a cluster) and loaded once per executor Python process (a module-level cache), not per
-batch. Item indices the model has never seen (a vocabulary that grew after it was trained) become
-the unknown index, so a reused model keeps working on newer data.
+- ``user_interest_embeddings``: user_id, embedding, interests, top_items, n_events,
+  is_cold_start, model_version (the contract downstream systems join against);
+- ``item_embeddings``: the model's item vectors (item_idx, item_id, category, embedding);
+- ``user_recommendations``: top-N new items per user by dot product, and the user's top interest
+  (the dominant category of those items), so the embeddings can be used and checked at once.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+import dataclasses
+import logging
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-from pyspark import SparkFiles
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
-from pyspark.sql.pandas.types import to_arrow_schema
 
-from interest import faults
-from interest.models.cold import cold_item_rows
-from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
-from interest.scoring.topn import top_n_unseen
+from interest import logs, storage
+from interest.config import Config
+from interest.data.files import read_vocab
+from interest.errors import UserError
+from interest.layout import Layout
+from interest.models.export import load_model
+from interest.schema import SEQUENCE_FEATURES
+from interest.serving import inference, publish
+from interest.spark import JobLabels
 
-if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
-    from interest.models.export import LoadedModel
+log = logging.getLogger(__name__)
 
-ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
-ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
-EMBED_SCHEMA = T.StructType(
-    [
-        T.StructField("user_id", T.StringType()),
-        T.StructField("embedding", T.ArrayType(T.FloatType())),
-        T.StructField("interests", T.ArrayType(T.ArrayType(T.FloatType()))),
-        T.StructField("top_items", T.ArrayType(ITEM_WEIGHT)),
-        T.StructField("n_events", T.LongType()),
-        T.StructField("is_cold_start", T.BooleanType()),
-        T.StructField("model_version", T.StringType()),
-        T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
-        T.StructField("top_interest", T.StringType()),
-    ]
+USER_DDL = (
+    "user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
+    "top_items ARRAY<STRUCT<item_id: STRING, weight: FLOAT>>, n_events BIGINT, "
+    "is_cold_start BOOLEAN, model_version STRING"
 )
-OUTPUT_ARROW = to_arrow_schema(EMBED_SCHEMA)  # what embed_batch builds
-USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
-
-_MODELS: dict[str, object] = {}
-
-
-def _model(path: str):
-    """Load a model once per Python process."""
-    if path not in _MODELS:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from interest.models.export import load_model
-
-        _MODELS[path] = load_model(path)
-    return _MODELS[path]
+ITEM_DDL = (
+    "item_idx INT, item_id STRING, category STRING, embedding ARRAY<FLOAT>, model_version STRING, "
+    "is_cold_start BOOLEAN"  # an item newer than the model: its category's mean vector (models.cold)
+)
+RECS_DDL = (
+    "user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score: FLOAT>>, "
+    "top_interest STRING, model_version STRING"
+)
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+class EmbedInputError(UserError, ValueError):
+    """The inference rows and the model do not fit together (or are missing)."""
 
 
-def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """History positions -> each user's k items with the largest summed attention weight, for a
-    whole batch at once (no per-user Python). An item seen twice gets both positions' weight; the
-    unknown item and padding are never named.
+def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, model_dir: str, date: str) -> None:
+    """Every index the model knows must mean the same item in the date's vocabulary."""
+    merged = model_vocab[["item_idx", "item_id"]].merge(
+        date_vocab[["item_idx", "item_id"]], on="item_idx", how="left", suffixes=("_model", "_date")
+    )
+    differ = merged[merged.item_id_model != merged.item_id_date]
+    if len(differ):
+        raise EmbedInputError(
+            f"the sequences of {date} index items differently from model {model_dir} "
+            f"({len(differ)} of {len(merged)} indices differ, e.g. {differ.iloc[0].to_dict()}); "
+            f"sessionize {date} with --base-vocab {model_dir}/vocab.parquet"
+        )
 
-    items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
-    users' top k in order, heaviest first, ties to the lower item index; user b's are
-    ``[offsets[b]:offsets[b + 1]]``.
-    """
-    b = len(items)
-    real = items >= FIRST_ITEM  # [B, L]: real items only (never padding, never the unknown item)
-    width = int(items.max(initial=0)) + 1
-    keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
-    unique, inverse = np.unique(keys, return_inverse=True)
-    totals = np.bincount(inverse, weights=weights[real].astype(np.float64), minlength=len(unique))
-    user, item = unique // width, unique % width
-    order = np.lexsort((item, -totals, user))  # per user: heaviest first, then the lower index
-    user, item, totals = user[order], item[order], totals[order]
-    rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
-    top = rank < k
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
-    return item[top], totals[top], offsets
+
+def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str, date: str) -> int:
+    """The date's arrays must have the model's features, length and index ranges: a mismatch
+    would otherwise surface as a Keras shape error or an out-of-range embedding lookup.
+
+    Returns the number of rows (the active users), counted in the same pass."""
+    missing = [f for f in SEQUENCE_FEATURES if f not in rows.columns]
+    if missing:
+        raise EmbedInputError(
+            f"the sequences of {date} lack the feature(s) {', '.join(missing)} that model {model_dir} reads: "
+            f"sessionize {date} again with this version"
+        )
+    stats = rows.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.max(F.size("item_idx")).alias("len"),
+        F.min(F.size("item_idx")).alias("min_len"),
+        F.max(F.array_max("event_type_idx")).alias("event_type"),
+        F.max(F.array_max("time_gap_bucket")).alias("gap"),
+    ).first()
+    if stats is None or stats["len"] is None:
+        return 0
+    max_len = int(model_args["max_len"])
+    if stats["len"] != max_len or stats["min_len"] != max_len:
+        raise EmbedInputError(
+            f"the sequences of {date} hold {stats['len']} steps per row but model {model_dir} was "
+            f"trained with max_len {max_len}: sessionize {date} with "
+            f"--set sessionize.max_len={max_len}, or train a model on these sequences"
+        )
+    for feature, value, known, key in (
+        ("event_type_idx", stats["event_type"], model_args.get("n_event_types", 0), "sessionize.event_types"),
+        ("time_gap_bucket", stats["gap"], model_args.get("n_gap_buckets", 0), "sessionize.time_gap_edges_s"),
+    ):
+        if known and value is not None and value > known:
+            raise EmbedInputError(
+                f"the sequences of {date} use {feature} up to {value} but model {model_dir} knows {known}: "
+                f"{key} changed since the model was trained; sessionize with the model's settings or retrain"
+            )
+    return int(stats["rows"])
+
+
+def _users_table(spark: SparkSession, name: str) -> DataFrame:
+    """The optional list of known users: a metastore table or a Parquet path with ``user_id``."""
+    return spark.read.parquet(name) if "/" in name else spark.table(name)
 
 
 @dataclass(frozen=True)
-class Embedder:
-    """What one batch of inference rows is embedded, explained and ranked with.
+class EmbedResult:
+    """The embed stage for one date: what was inferred, and the three partitions published."""
 
-    ``item_ids`` and ``categories`` map item indices to ids and categories (``categories`` None:
-    the top interest is the best recommendation itself). ``table`` ([V, D], default the model's
-    item table) is what recommendations are scored against: with :func:`scoring_table`, items
-    newer than the model can be recommended too."""
+    date: str
+    model: str
+    model_version: str
+    active_users: int
+    rows: int  # users published (active users, plus known users without events as fallback)
+    cold_start: int
+    fallback: int
+    inference_seconds: float
+    users_per_second: float
+    users: publish.PublishResult
+    items: publish.PublishResult
+    recommendations: publish.PublishResult
+    publish_seconds: float
+    retention_dropped: dict[str, list[str]]  # table -> dates dropped by retention
+    retention_seconds: float
+    seconds: float
 
-    model: Any
-    item_ids: np.ndarray
-    categories: np.ndarray | None
-    top_k: int  # explanation items per user
-    top_n: int  # recommendations per user
-    cold_min_steps: int  # fewer steps: flagged cold start
-    version: str
-    table: np.ndarray | None = None
-
-
-def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
-    """A list column whose every row holds ``width`` values -> [B, width] int32 (no per-row work)."""
-    column = column.cast(pa.list_(pa.int32())) if column.type != pa.list_(pa.int32()) else column
-    offsets = np.asarray(column.offsets)
-    if len(column) and (column.null_count or (np.diff(offsets) != width).any()):
-        raise ValueError(f"inference rows must hold exactly {width} steps per feature (padded sequences)")
-    values = np.asarray(column.values)[offsets[0] : offsets[-1]]
-    return values.astype(np.int32, copy=False).reshape(len(column), width)
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def _lists(offsets: np.ndarray, values: pa.Array, name: str, depth: int = 0) -> pa.Array:
-    """Row offsets and flat values -> the list column ``name`` of OUTPUT_ARROW (``depth`` 1: its
-    inner list, for a list of lists)."""
-    kind = OUTPUT_ARROW.field(name).type
-    for _ in range(depth):
-        kind = kind.value_type
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=kind)
-
-
-def _majority(labels: np.ndarray, rows: np.ndarray, b: int) -> list[str | None]:
-    """Per row of a batch, the most frequent of its labels (ties: the smallest), None for none.
-    labels: flat strings, rows: each label's row index (non-decreasing)."""
-    out: list[str | None] = [None] * b
-    if not len(labels):
-        return out
-    names, codes = np.unique(labels.astype(str), return_inverse=True)
-    pairs, counts = np.unique(rows.astype(np.int64) * len(names) + codes, return_counts=True)
-    row, code = pairs // len(names), pairs % len(names)
-    order = np.lexsort((code, -counts, row))
-    row, code = row[order], code[order]
-    first = np.r_[True, row[1:] != row[:-1]]
-    for r, c in zip(row[first].tolist(), code[first].tolist()):
-        out[r] = str(names[c])
-    return out
-
-
-def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
-    """One Arrow batch of inference rows -> a batch of EMBED_SCHEMA rows (numpy + the model).
-
-    Columns are built as Arrow arrays from flat NumPy values, with no Python object per user:
-    per-row Python was a third of inference."""
-    e = embedder
-    encoder = e.model.encoder
-    vocab_size, max_len = encoder.args["vocab_size"], encoder.args["max_len"]
-    b = batch.num_rows
-    feats = {f: _fixed_rows(batch.column(f), max_len) for f in SEQUENCE_FEATURES}  # [B, L] each
-    seen = feats["item_idx"]
-    feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
-    out = encoder.infer(feats)  # one graph for every batch size: re-runs reproduce it exactly
-    user = l2_normalize(out["user"])  # [B, D]
-    interests = l2_normalize(out["interests"])  # [B, K, D]
-    attention = out["attention"]  # [B, L]
-    table = np.asarray(encoder.item_table) if e.table is None else e.table  # [V, D]
-    if "history_idx" in batch.schema.names:
-        hist = batch.column("history_idx")
-        offsets = np.asarray(hist.offsets)
-        histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
-    else:
-        histories = list(seen)
-    best, best_scores = top_n_unseen(user, table, histories, e.top_n)  # [B, n] each
-    found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
-    rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
-    rec_items = best[found]
-    recommendations = pa.StructArray.from_arrays(
-        [pa.array(e.item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
-        fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
-    )
-    explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
-    known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
-    names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
-    top_items = pa.StructArray.from_arrays(
-        [pa.array(names, pa.string()), pa.array(weight.astype(np.float32), pa.float32())],
-        fields=list(OUTPUT_ARROW.field("top_items").type.value_type),
-    )
-    # the most frequent category among the recommendations; without categories, the best one
-    labels = e.categories if e.categories is not None else e.item_ids
-    pick = found if e.categories is not None else found & (np.arange(found.shape[1]) == 0)
-    top_interest = _majority(labels[best[pick]], np.nonzero(pick)[0], b)
-    d, k = user.shape[1], interests.shape[1]
-    columns = [
-        batch.column("user_id").cast(pa.string()),
-        _lists(np.arange(b + 1) * d, pa.array(user.ravel()), "embedding"),
-        _lists(
-            np.arange(b + 1) * k,
-            _lists(np.arange(b * k + 1) * d, pa.array(interests.ravel()), "interests", 1),
-            "interests",
-        ),
-        _lists(explain_offsets, top_items, "top_items"),
-        batch.column("n_events").cast(pa.int64()),
-        pa.array(np.asarray(batch.column("n_steps")) < e.cold_min_steps, pa.bool_()),
-        pa.array([e.version] * b, pa.string()),
-        _lists(rec_offsets, recommendations, "recommendations"),
-        pa.array(top_interest, pa.string()),
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=OUTPUT_ARROW)
-
-
-_SHIPPED: dict[str, str] = {}
-
-
-def ship_model(spark: SparkSession, model_dir: str) -> str:
-    """Zip the model folder once per session and add it as an archive; returns its SparkFiles name."""
-    from interest import storage
-
-    where = storage.normalize(model_dir)
-    where = str(Path(where).resolve()) if storage.is_local(where) else where
-    key = f"{spark.sparkContext.applicationId}:{where}"  # a new session needs it shipped again
-    if key not in _SHIPPED:
-        import atexit
-        import hashlib
-        import shutil
-        import tempfile
-
-        name = f"{storage.name(where)}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
-        holder = tempfile.mkdtemp(prefix="interest-model-")
-        atexit.register(shutil.rmtree, holder, True)  # served to executors until the driver ends
-        with storage.local_copy(where) as folder:  # a remote model is fetched to zip it
-            archive = shutil.make_archive(str(Path(holder) / name), "zip", folder)
-        spark.sparkContext.addArchive(archive)
-        _SHIPPED[key] = Path(archive).name
-    return _SHIPPED[key]
-
-
-def embed_users(
-    spark: SparkSession,
-    rows: DataFrame,
-    model: LoadedModel,
-    vocab: pd.DataFrame,
-    top_k: int,
-    top_n: int,
-    cold_min_steps: int,
-    batch_size: int,
-) -> DataFrame:
-    """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
-
-    ``model`` is the driver's copy (loaded once by the caller); executors load their own from the
-    shipped archive. ``vocab`` maps item indices to ids for explanations and recommendations (the
-    run date's vocabulary: a superset of the model's when the vocabulary grew).
-    """
-    version = model.version
-    shipped = ship_model(spark, model.path)
-    size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
-    ids = np.array([None] * size, dtype=object)
-    ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
-    ids[:FIRST_ITEM] = ["<pad>", "<unknown>"]
-    cats = None
-    if "category" in vocab and vocab["category"].notna().any():
-        cats = np.array(["<none>"] * size, dtype=object)
-        cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
-    shared = spark.sparkContext.broadcast((ids, cats, scoring_table(model, vocab)))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
-        item_ids, categories, table = shared.value
-        embedder = Embedder(
-            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table
+def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> EmbedResult:
+    """Embed every active user of ``date`` with the model and publish the three tables."""
+    with logs.stage("embed", date):
+        started = time.perf_counter()
+        layout = Layout.of(cfg, date)
+        rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
+        embedded = _embedded_users(spark, cfg, rows, model, date_vocab).persist(StorageLevel.MEMORY_AND_DISK)
+        label = JobLabels(spark, "embed", date)
+        try:
+            label("inference")
+            tic = time.perf_counter()
+            embedded_rows = embedded.count()  # the inference pass itself (publishing reads the cache)
+            inference_s = time.perf_counter() - tic
+            tic = time.perf_counter()
+            with publish.metastore_errors(spark):  # it may go away after the check, too
+                users, items, recs = _publish_tables(spark, cfg, layout, model, date_vocab, embedded, active, label)
+            publish_s = time.perf_counter() - tic
+            counts = embedded.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.sum(F.col("is_cold_start").cast("int")).alias("cold"),
+                F.sum(F.when(F.col("n_events") == 0, 1).otherwise(0)).alias("fallback"),
+            ).collect()[0]
+            tic = time.perf_counter()
+            label("retention")
+            dropped = _apply_retention(spark, cfg)
+            retention_s = time.perf_counter() - tic
+        finally:
+            embedded.unpersist()
+            label.clear()
+        result = EmbedResult(
+            date=date,
+            model=model_dir,
+            model_version=model.version,
+            active_users=active,
+            rows=int(counts["rows"]),
+            cold_start=int(counts["cold"] or 0),
+            fallback=int(counts["fallback"] or 0),
+            inference_seconds=round(inference_s, 2),
+            users_per_second=round(embedded_rows / max(inference_s, 1e-9), 1),
+            users=users,
+            items=items,
+            recommendations=recs,
+            publish_seconds=round(publish_s, 2),  # stage, gate and commit the three tables
+            retention_dropped=dropped,
+            retention_seconds=round(retention_s, 2),
+            seconds=round(time.perf_counter() - started, 2),
         )
-        for batch in batches:
-            faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
-            if batch.num_rows:
-                yield embed_batch(batch, embedder)
-
-    needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
-    if "history_idx" in rows.columns:
-        needed.append("history_idx")
-    return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
+        log.info(
+            f"{result.rows:,} users ({result.cold_start:,} cold start) published with model "
+            f"{result.model_version}; {result.users_per_second:,.0f} users/s, {result.seconds} s"
+        )
+        return result
 
 
-def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
-    """The fallback embedding for a user with no events: the popularity-weighted mean of the
-    item embeddings, normalised. Its nearest items are the popular ones."""
-    table = np.asarray(model.encoder.item_table)
-    counts = np.zeros(len(table))
-    known = vocab[vocab["item_idx"] < len(table)]
-    counts[known["item_idx"].to_numpy()] = known["count"].to_numpy()
-    return l2_normalize(counts @ table / max(counts.sum(), 1.0))
+def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any, int]:
+    """The date's inference rows, their count and vocabulary, and the model, checked to fit together."""
+    paths, date = layout.sessionized, layout.date
+    for what, path in (("inference rows", paths.infer), ("vocabulary", paths.vocab)):
+        if not storage.exists(path):
+            raise EmbedInputError(f"no {what} for {date} at {path}: run jobs/sessionize.py --date {date} first")
+    rows = spark.read.parquet(paths.infer)
+    date_vocab = read_vocab(paths.vocab)
+    publish.check_metastore(spark)  # before inference, not after it
+    model = load_model(model_dir)
+    check_vocab_compatible(model.vocab, date_vocab, model_dir, date)
+    active = check_model_fits(rows, model.encoder.args, model_dir, date)
+    return rows, date_vocab, model, active
 
 
-def fallback_users(
+def _embedded_users(
+    spark: SparkSession, cfg: Config, rows: DataFrame, model: Any, date_vocab: pd.DataFrame
+) -> DataFrame:
+    """Active users embedded by the model, plus (with ``embed.users_table``) every known user
+    without events today, who gets the popularity prior and the most popular items."""
+    e = cfg.embed
+    embedded = inference.embed_users(
+        spark, rows, model, date_vocab, e.top_items, e.top_n_recommendations, e.cold_start_min_steps, e.batch_size
+    )
+    if not e.users_table:
+        return embedded
+    prior = inference.popularity_prior(model, date_vocab)
+    popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
+        e.top_n_recommendations, "count"
+    )
+    recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
+    return embedded.unionByName(
+        inference.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
+    )
+
+
+def _publish_tables(
     spark: SparkSession,
-    users: DataFrame,
+    cfg: Config,
+    layout: Layout,
+    model: Any,
+    date_vocab: pd.DataFrame,
     embedded: DataFrame,
-    prior: np.ndarray,
-    version: str,
-    recommendations: list[tuple[str, float]],
-) -> DataFrame:
-    """Known users without events in the window get the prior, flagged cold start."""
-    missing = (
-        users.select(F.col("user_id").cast("string"))
-        .distinct()
-        .join(embedded.select("user_id"), "user_id", "left_anti")
+    active: int,
+    label: JobLabels,
+) -> tuple[publish.PublishResult, publish.PublishResult, publish.PublishResult]:
+    """Users, items and recommendations, each gated and published as its dt partition."""
+    e, db, date = cfg.embed, cfg.embed.database, layout.date
+    for table, ddl in ((e.table, USER_DDL), (e.item_table, ITEM_DDL), (e.recommendations_table, RECS_DDL)):
+        publish.ensure_table(spark, db, table, ddl, layout.table(table), e.table_format)
+
+    def put(table: str, frame: DataFrame, gates: publish.Gates) -> publish.PublishResult:
+        label(f"publish {table}")
+        return publish.publish_partition(spark, db, table, date, frame, gates, layout.table(table), e.table_format)
+
+    user_gates = publish.Gates(
+        vector_columns=["embedding", "interests"],
+        unit_norm_column="embedding",
+        norm_tolerance=e.norm_tolerance,
+        expected_rows=active,
+        coverage_filter="n_events > 0",
+        min_coverage=e.min_coverage,
+        max_row_change=e.max_row_change,
     )
-    vec = [float(x) for x in prior]
-    recs = (
-        F.array(
-            *[
-                F.struct(F.lit(i).alias("item_id"), F.lit(float(s)).cast("float").alias("score"))
-                for i, s in recommendations
-            ]
-        )
-        if recommendations
-        else F.array().cast(T.ArrayType(ITEM_SCORE))
+    users = put(e.table, embedded.select(*inference.USER_COLUMNS), user_gates)
+    items = spark.createDataFrame(inference.item_embeddings(model, date_vocab), schema=ITEM_DDL)
+    item_gates = publish.Gates(
+        vector_columns=["embedding"], unit_norm_column="embedding", norm_tolerance=e.norm_tolerance
     )
-    return missing.select(
-        "user_id",
-        F.array(*[F.lit(x).cast("float") for x in vec]).alias("embedding"),
-        F.array(F.array(*[F.lit(x).cast("float") for x in vec])).alias("interests"),
-        F.array().cast(T.ArrayType(ITEM_WEIGHT)).alias("top_items"),
-        F.lit(0).cast("long").alias("n_events"),
-        F.lit(True).alias("is_cold_start"),
-        F.lit(version).alias("model_version"),
-        recs.alias("recommendations"),
-        F.lit(None).cast("string").alias("top_interest"),
+    published_items = put(e.item_table, items, item_gates)
+    recs = put(
+        e.recommendations_table,
+        embedded.select("user_id", "recommendations", "top_interest", "model_version"),
+        publish.Gates(),
     )
+    return users, published_items, recs
 
 
-def scoring_table(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
-    """The model's item table, extended to every item of the date's vocabulary: items newer than
-    the model get their category's mean vector, or the popularity prior (``models.cold``).
-    Returns [V, D] with V = max(the model's, the vocabulary's size)."""
-    trained = np.asarray(model.encoder.item_table)  # [V0, D]
-    size = int(max(vocab["item_idx"].max() + 1 if len(vocab) else 0, len(trained)))
-    return np.concatenate([trained, cold_item_rows(trained, vocab, size)]) if size > len(trained) else trained
-
-
-def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
-    """Every item of the date's vocabulary as rows: item_idx, item_id, category, embedding
-    (L2-normalised), and ``is_cold_start`` for items the model has not trained yet."""
-    table = l2_normalize(scoring_table(model, vocab))
-    trained = int(model.encoder.item_table.shape[0])
-    items = vocab[vocab["item_idx"] >= FIRST_ITEM].sort_values("item_idx")
-    idx = items["item_idx"].to_numpy()
-    return pd.DataFrame(
-        {
-            "item_idx": idx.astype("int32"),
-            "item_id": items["item_id"].astype(str).to_numpy(),
-            "category": items["category"].to_numpy() if "category" in items else None,
-            "embedding": [table[i].tolist() for i in idx],
-            "model_version": model.version,
-            "is_cold_start": idx >= trained,
-        }
-    )
+def _apply_retention(spark: SparkSession, cfg: Config) -> dict[str, list[str]]:
+    e = cfg.embed
+    return {
+        t: publish.apply_retention(spark, e.database, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
+        for t in (e.table, e.item_table, e.recommendations_table)
+    }

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interest.etl.ingest import IngestError
-from interest.etl.pipeline import SessionizeError, Window, format_summary, run_sessionize
+from interest.etl.sessionize import SessionizeError, Window, format_summary, run_sessionize
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
@@ -333,7 +333,7 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path, fault_matrix):
     [run_log] = (tmp_path / "_logs" / "sessionize" / f"dt={DATE}").glob("*.log")  # every run gets its log file
     native = run.stderr + run_log.read_text()  # -X importtime writes to file descriptor 2, which the log file takes
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in native.splitlines() if ln.startswith("import time:")}
-    assert "interest.etl.pipeline" in imported and not {"tensorflow", "keras"} & imported  # ETL never loads TF
+    assert "interest.etl.sessionize" in imported and not {"tensorflow", "keras"} & imported  # ETL never loads TF
     assert "[Stage " not in native  # no console progress bars when stderr is not a terminal
     assert f"log file: {run_log}" in run.stdout and " rows in, " in run_log.read_text()
     assert "Ivy" not in run.stdout + run.stderr and "Ivy" in run_log.read_text()  # the JVM's start-up, in the file

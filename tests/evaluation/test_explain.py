@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from interest.data.files import load_rows
-from interest.etl.pipeline import run_sessionize
+from interest.etl.sessionize import run_sessionize
 from interest.evaluation.explain import interest_shares
 from interest.evaluation.faithfulness import measure
 from interest.models.encoders import ENCODERS
@@ -28,7 +28,7 @@ from interest.models.export import load_model
 from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.segments import paired_difference
 from interest.scoring.tasks import leave_one_out
-from interest.serving.embed import Embedder
+from interest.serving.inference import Embedder
 from interest.synth import generate
 from interest.training.run import train_and_export
 

@@ -1,0 +1,355 @@
+"""Batch inference: inference rows -> user embeddings, interests, explanations, recommendations.
+
+Runs as ``mapInArrow``: an Arrow batch of rows in, a batch of columns built from NumPy out. The
+model folder is shipped to the executors as an archive (``addArchive``: Spark will not ship a local
+folder to a cluster) and loaded once per executor Python process (a module-level cache), not per
+batch. Item indices the model has never seen (a vocabulary that grew after it was trained) become
+the unknown index, so a reused model keeps working on newer data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark import SparkFiles
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
+
+from interest import faults
+from interest.models.cold import cold_item_rows
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
+from interest.scoring.topn import top_n_unseen
+
+if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
+    from interest.models.export import LoadedModel
+
+ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
+ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
+EMBED_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType()),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),
+        T.StructField("interests", T.ArrayType(T.ArrayType(T.FloatType()))),
+        T.StructField("top_items", T.ArrayType(ITEM_WEIGHT)),
+        T.StructField("n_events", T.LongType()),
+        T.StructField("is_cold_start", T.BooleanType()),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
+        T.StructField("top_interest", T.StringType()),
+    ]
+)
+OUTPUT_ARROW = to_arrow_schema(EMBED_SCHEMA)  # what embed_batch builds
+USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
+
+_MODELS: dict[str, object] = {}
+
+
+def _model(path: str):
+    """Load a model once per Python process."""
+    if path not in _MODELS:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from interest.models.export import load_model
+
+        _MODELS[path] = load_model(path)
+    return _MODELS[path]
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """History positions -> each user's k items with the largest summed attention weight, for a
+    whole batch at once (no per-user Python). An item seen twice gets both positions' weight; the
+    unknown item and padding are never named.
+
+    items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
+    users' top k in order, heaviest first, ties to the lower item index; user b's are
+    ``[offsets[b]:offsets[b + 1]]``.
+    """
+    b = len(items)
+    real = items >= FIRST_ITEM  # [B, L]: real items only (never padding, never the unknown item)
+    width = int(items.max(initial=0)) + 1
+    keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
+    unique, inverse = np.unique(keys, return_inverse=True)
+    totals = np.bincount(inverse, weights=weights[real].astype(np.float64), minlength=len(unique))
+    user, item = unique // width, unique % width
+    order = np.lexsort((item, -totals, user))  # per user: heaviest first, then the lower index
+    user, item, totals = user[order], item[order], totals[order]
+    rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
+    top = rank < k
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
+    return item[top], totals[top], offsets
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """What one batch of inference rows is embedded, explained and ranked with.
+
+    ``item_ids`` and ``categories`` map item indices to ids and categories (``categories`` None:
+    the top interest is the best recommendation itself). ``table`` ([V, D], default the model's
+    item table) is what recommendations are scored against: with :func:`scoring_table`, items
+    newer than the model can be recommended too."""
+
+    model: Any
+    item_ids: np.ndarray
+    categories: np.ndarray | None
+    top_k: int  # explanation items per user
+    top_n: int  # recommendations per user
+    cold_min_steps: int  # fewer steps: flagged cold start
+    version: str
+    table: np.ndarray | None = None
+
+
+def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
+    """A list column whose every row holds ``width`` values -> [B, width] int32 (no per-row work)."""
+    column = column.cast(pa.list_(pa.int32())) if column.type != pa.list_(pa.int32()) else column
+    offsets = np.asarray(column.offsets)
+    if len(column) and (column.null_count or (np.diff(offsets) != width).any()):
+        raise ValueError(f"inference rows must hold exactly {width} steps per feature (padded sequences)")
+    values = np.asarray(column.values)[offsets[0] : offsets[-1]]
+    return values.astype(np.int32, copy=False).reshape(len(column), width)
+
+
+def _lists(offsets: np.ndarray, values: pa.Array, name: str, depth: int = 0) -> pa.Array:
+    """Row offsets and flat values -> the list column ``name`` of OUTPUT_ARROW (``depth`` 1: its
+    inner list, for a list of lists)."""
+    kind = OUTPUT_ARROW.field(name).type
+    for _ in range(depth):
+        kind = kind.value_type
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=kind)
+
+
+def _majority(labels: np.ndarray, rows: np.ndarray, b: int) -> list[str | None]:
+    """Per row of a batch, the most frequent of its labels (ties: the smallest), None for none.
+    labels: flat strings, rows: each label's row index (non-decreasing)."""
+    out: list[str | None] = [None] * b
+    if not len(labels):
+        return out
+    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    pairs, counts = np.unique(rows.astype(np.int64) * len(names) + codes, return_counts=True)
+    row, code = pairs // len(names), pairs % len(names)
+    order = np.lexsort((code, -counts, row))
+    row, code = row[order], code[order]
+    first = np.r_[True, row[1:] != row[:-1]]
+    for r, c in zip(row[first].tolist(), code[first].tolist()):
+        out[r] = str(names[c])
+    return out
+
+
+def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
+    """One Arrow batch of inference rows -> a batch of EMBED_SCHEMA rows (numpy + the model).
+
+    Columns are built as Arrow arrays from flat NumPy values, with no Python object per user:
+    per-row Python was a third of inference."""
+    e = embedder
+    encoder = e.model.encoder
+    vocab_size, max_len = encoder.args["vocab_size"], encoder.args["max_len"]
+    b = batch.num_rows
+    feats = {f: _fixed_rows(batch.column(f), max_len) for f in SEQUENCE_FEATURES}  # [B, L] each
+    seen = feats["item_idx"]
+    feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
+    out = encoder.infer(feats)  # one graph for every batch size: re-runs reproduce it exactly
+    user = l2_normalize(out["user"])  # [B, D]
+    interests = l2_normalize(out["interests"])  # [B, K, D]
+    attention = out["attention"]  # [B, L]
+    table = np.asarray(encoder.item_table) if e.table is None else e.table  # [V, D]
+    if "history_idx" in batch.schema.names:
+        hist = batch.column("history_idx")
+        offsets = np.asarray(hist.offsets)
+        histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
+    else:
+        histories = list(seen)
+    best, best_scores = top_n_unseen(user, table, histories, e.top_n)  # [B, n] each
+    found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
+    rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
+    rec_items = best[found]
+    recommendations = pa.StructArray.from_arrays(
+        [pa.array(e.item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
+        fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
+    )
+    explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
+    known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
+    names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
+    top_items = pa.StructArray.from_arrays(
+        [pa.array(names, pa.string()), pa.array(weight.astype(np.float32), pa.float32())],
+        fields=list(OUTPUT_ARROW.field("top_items").type.value_type),
+    )
+    # the most frequent category among the recommendations; without categories, the best one
+    labels = e.categories if e.categories is not None else e.item_ids
+    pick = found if e.categories is not None else found & (np.arange(found.shape[1]) == 0)
+    top_interest = _majority(labels[best[pick]], np.nonzero(pick)[0], b)
+    d, k = user.shape[1], interests.shape[1]
+    columns = [
+        batch.column("user_id").cast(pa.string()),
+        _lists(np.arange(b + 1) * d, pa.array(user.ravel()), "embedding"),
+        _lists(
+            np.arange(b + 1) * k,
+            _lists(np.arange(b * k + 1) * d, pa.array(interests.ravel()), "interests", 1),
+            "interests",
+        ),
+        _lists(explain_offsets, top_items, "top_items"),
+        batch.column("n_events").cast(pa.int64()),
+        pa.array(np.asarray(batch.column("n_steps")) < e.cold_min_steps, pa.bool_()),
+        pa.array([e.version] * b, pa.string()),
+        _lists(rec_offsets, recommendations, "recommendations"),
+        pa.array(top_interest, pa.string()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=OUTPUT_ARROW)
+
+
+_SHIPPED: dict[str, str] = {}
+
+
+def ship_model(spark: SparkSession, model_dir: str) -> str:
+    """Zip the model folder once per session and add it as an archive; returns its SparkFiles name."""
+    from interest import storage
+
+    where = storage.normalize(model_dir)
+    where = str(Path(where).resolve()) if storage.is_local(where) else where
+    key = f"{spark.sparkContext.applicationId}:{where}"  # a new session needs it shipped again
+    if key not in _SHIPPED:
+        import atexit
+        import hashlib
+        import shutil
+        import tempfile
+
+        name = f"{storage.name(where)}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+        holder = tempfile.mkdtemp(prefix="interest-model-")
+        atexit.register(shutil.rmtree, holder, True)  # served to executors until the driver ends
+        with storage.local_copy(where) as folder:  # a remote model is fetched to zip it
+            archive = shutil.make_archive(str(Path(holder) / name), "zip", folder)
+        spark.sparkContext.addArchive(archive)
+        _SHIPPED[key] = Path(archive).name
+    return _SHIPPED[key]
+
+
+def embed_users(
+    spark: SparkSession,
+    rows: DataFrame,
+    model: LoadedModel,
+    vocab: pd.DataFrame,
+    top_k: int,
+    top_n: int,
+    cold_min_steps: int,
+    batch_size: int,
+) -> DataFrame:
+    """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
+
+    ``model`` is the driver's copy (loaded once by the caller); executors load their own from the
+    shipped archive. ``vocab`` maps item indices to ids for explanations and recommendations (the
+    run date's vocabulary: a superset of the model's when the vocabulary grew).
+    """
+    version = model.version
+    shipped = ship_model(spark, model.path)
+    size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
+    ids = np.array([None] * size, dtype=object)
+    ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
+    ids[:FIRST_ITEM] = ["<pad>", "<unknown>"]
+    cats = None
+    if "category" in vocab and vocab["category"].notna().any():
+        cats = np.array(["<none>"] * size, dtype=object)
+        cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
+    shared = spark.sparkContext.broadcast((ids, cats, scoring_table(model, vocab)))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+        item_ids, categories, table = shared.value
+        embedder = Embedder(
+            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table
+        )
+        for batch in batches:
+            faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
+            if batch.num_rows:
+                yield embed_batch(batch, embedder)
+
+    needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
+    if "history_idx" in rows.columns:
+        needed.append("history_idx")
+    return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
+
+
+def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
+    """The fallback embedding for a user with no events: the popularity-weighted mean of the
+    item embeddings, normalised. Its nearest items are the popular ones."""
+    table = np.asarray(model.encoder.item_table)
+    counts = np.zeros(len(table))
+    known = vocab[vocab["item_idx"] < len(table)]
+    counts[known["item_idx"].to_numpy()] = known["count"].to_numpy()
+    return l2_normalize(counts @ table / max(counts.sum(), 1.0))
+
+
+def fallback_users(
+    spark: SparkSession,
+    users: DataFrame,
+    embedded: DataFrame,
+    prior: np.ndarray,
+    version: str,
+    recommendations: list[tuple[str, float]],
+) -> DataFrame:
+    """Known users without events in the window get the prior, flagged cold start."""
+    missing = (
+        users.select(F.col("user_id").cast("string"))
+        .distinct()
+        .join(embedded.select("user_id"), "user_id", "left_anti")
+    )
+    vec = [float(x) for x in prior]
+    recs = (
+        F.array(
+            *[
+                F.struct(F.lit(i).alias("item_id"), F.lit(float(s)).cast("float").alias("score"))
+                for i, s in recommendations
+            ]
+        )
+        if recommendations
+        else F.array().cast(T.ArrayType(ITEM_SCORE))
+    )
+    return missing.select(
+        "user_id",
+        F.array(*[F.lit(x).cast("float") for x in vec]).alias("embedding"),
+        F.array(F.array(*[F.lit(x).cast("float") for x in vec])).alias("interests"),
+        F.array().cast(T.ArrayType(ITEM_WEIGHT)).alias("top_items"),
+        F.lit(0).cast("long").alias("n_events"),
+        F.lit(True).alias("is_cold_start"),
+        F.lit(version).alias("model_version"),
+        recs.alias("recommendations"),
+        F.lit(None).cast("string").alias("top_interest"),
+    )
+
+
+def scoring_table(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
+    """The model's item table, extended to every item of the date's vocabulary: items newer than
+    the model get their category's mean vector, or the popularity prior (``models.cold``).
+    Returns [V, D] with V = max(the model's, the vocabulary's size)."""
+    trained = np.asarray(model.encoder.item_table)  # [V0, D]
+    size = int(max(vocab["item_idx"].max() + 1 if len(vocab) else 0, len(trained)))
+    return np.concatenate([trained, cold_item_rows(trained, vocab, size)]) if size > len(trained) else trained
+
+
+def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
+    """Every item of the date's vocabulary as rows: item_idx, item_id, category, embedding
+    (L2-normalised), and ``is_cold_start`` for items the model has not trained yet."""
+    table = l2_normalize(scoring_table(model, vocab))
+    trained = int(model.encoder.item_table.shape[0])
+    items = vocab[vocab["item_idx"] >= FIRST_ITEM].sort_values("item_idx")
+    idx = items["item_idx"].to_numpy()
+    return pd.DataFrame(
+        {
+            "item_idx": idx.astype("int32"),
+            "item_id": items["item_id"].astype(str).to_numpy(),
+            "category": items["category"].to_numpy() if "category" in items else None,
+            "embedding": [table[i].tolist() for i in idx],
+            "model_version": model.version,
+            "is_cold_start": idx >= trained,
+        }
+    )
