@@ -1,4 +1,4 @@
-"""Roll the published Delta tables back to the version before their latest publish.
+"""Roll the published Delta tables back to the version before their latest night's publish.
 
     python jobs/rollback.py                                   # all three tables, undo the last night
     python jobs/rollback.py --table user_recommendations      # one table
@@ -27,7 +27,10 @@ def main() -> int:
         help="table to roll back (repeatable; default: the three embed tables)",
     )
     parser.add_argument(
-        "--version", type=int, default=None, help="restore this version (default: the one before the latest publish)"
+        "--version",
+        type=int,
+        default=None,
+        help="restore this version (default: the one before the latest night's publish)",
     )
     args = parser.parse_args()
     cfg = load_job_config(args, "rollback")

@@ -32,19 +32,9 @@ from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
 
-USER_DDL = (
-    "user_id STRING, embedding ARRAY<FLOAT>, interests ARRAY<ARRAY<FLOAT>>, "
-    "top_items ARRAY<STRUCT<item_id: STRING, weight: FLOAT>>, n_events BIGINT, "
-    "is_cold_start BOOLEAN, model_version STRING"
-)
-ITEM_DDL = (
-    "item_idx INT, item_id STRING, category STRING, embedding ARRAY<FLOAT>, model_version STRING, "
-    "is_cold_start BOOLEAN"  # an item newer than the model: its category's mean vector (models.cold)
-)
-RECS_DDL = (
-    "user_id STRING, recommendations ARRAY<STRUCT<item_id: STRING, score: FLOAT>>, "
-    "top_interest STRING, model_version STRING"
-)
+USER_DDL = publish.ddl(inference.USER_SCHEMA)
+ITEM_DDL = publish.ddl(inference.ITEM_SCHEMA)
+RECS_DDL = publish.ddl(inference.RECS_SCHEMA)
 
 
 class EmbedInputError(UserError, ValueError):
@@ -241,7 +231,17 @@ def _publish_tables(
 
     def put(table: str, frame: DataFrame, gates: publish.Gates) -> publish.PublishResult:
         label(f"publish {table}")
-        return publish.publish_partition(spark, db, table, date, frame, gates, layout.table(table), e.table_format)
+        return publish.publish_partition(
+            spark,
+            db,
+            table,
+            date,
+            frame,
+            gates,
+            layout.table(table),
+            e.table_format,
+            f"dt={date} model={model.version}",
+        )
 
     user_gates = publish.Gates(
         vector_columns=["embedding", "interests"],
@@ -260,7 +260,7 @@ def _publish_tables(
     published_items = put(e.item_table, items, item_gates)
     recs = put(
         e.recommendations_table,
-        embedded.select("user_id", "recommendations", "top_interest", "model_version"),
+        embedded.select(*inference.RECS_COLUMNS),
         publish.Gates(),
     )
     return users, published_items, recs

@@ -48,7 +48,22 @@ EMBED_SCHEMA = T.StructType(
     ]
 )
 OUTPUT_ARROW = to_arrow_schema(EMBED_SCHEMA)  # what embed_batch builds
+# the published tables, declared here once (interest.serving.embed creates them from these)
 USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
+RECS_COLUMNS = ["user_id", "recommendations", "top_interest", "model_version"]
+USER_SCHEMA = T.StructType([EMBED_SCHEMA[c] for c in USER_COLUMNS])
+RECS_SCHEMA = T.StructType([EMBED_SCHEMA[c] for c in RECS_COLUMNS])
+ITEM_SCHEMA = T.StructType(  # what item_embeddings returns
+    [
+        T.StructField("item_idx", T.IntegerType()),
+        T.StructField("item_id", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),
+        T.StructField("model_version", T.StringType()),
+        # an item newer than the model: its category's mean vector (models.cold)
+        T.StructField("is_cold_start", T.BooleanType()),
+    ]
+)
 
 _MODELS: dict[str, object] = {}
 

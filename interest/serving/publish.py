@@ -15,6 +15,7 @@ replaces its rows exactly. Every run first writes its rows to a folder no reader
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -130,6 +131,11 @@ def table_name(database: str, table: str) -> str:
     return f"`{database}`.`{table}`"
 
 
+def ddl(schema: StructType) -> str:
+    """A schema as the column list of CREATE TABLE (``name type, ...``)."""
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
+
+
 def ensure_table(
     spark: SparkSession, database: str, table: str, schema_ddl: str, location: str, table_format: str = "delta"
 ) -> None:
@@ -215,7 +221,7 @@ def history(spark: SparkSession, database: str, table: str) -> list[dict[str, An
     """A Delta table's commits, newest first: version, timestamp, operation, parameters."""
     rows = (
         spark.sql(f"DESCRIBE HISTORY {table_name(database, table)}")
-        .select("version", "timestamp", "operation", "operationParameters")
+        .select("version", "timestamp", "operation", "operationParameters", "userMetadata")
         .collect()
     )
     return [r.asDict() for r in rows]
@@ -286,15 +292,18 @@ def publish_partition(
     gates: Gates,
     location: str,
     table_format: str = "delta",
+    night: str = "",
 ) -> PublishResult:
     """Write ``rows`` as partition dt=``date`` of the table, atomically, if the gates pass.
 
     Returns the gates' verdicts, where the partition lives and, for Delta, the committed
-    version. Raises PublishGateError (and publishes nothing) when a gate fails.
+    version. Raises PublishGateError (and publishes nothing) when a gate fails. ``night`` names
+    what is published (date and model); a Delta commit keeps it as its ``userMetadata``, so that
+    :func:`rollback` knows two commits of one night (a run killed after its commit, run again).
     """
     faults.maybe_fail(f"publish_{table}_start")  # off unless a fault-matrix test asks for it
     if table_format == "delta":
-        return _publish_delta(spark, database, table, date, rows, gates, location)
+        return _publish_delta(spark, database, table, date, rows, gates, location, night)
     name = table_name(database, table)
     existing = partitions(spark, database, table)
     day = f"{location.rstrip('/')}/dt={date}"
@@ -326,7 +335,7 @@ def publish_partition(
 
 
 def _publish_delta(
-    spark: SparkSession, database: str, table: str, date: str, rows: DataFrame, gates: Gates, location: str
+    spark: SparkSession, database: str, table: str, date: str, rows: DataFrame, gates: Gates, location: str, night: str
 ) -> PublishResult:
     """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
     name = table_name(database, table)
@@ -344,14 +353,14 @@ def _publish_delta(
     before = version(spark, database, table)
     where = spark.sql(f"DESCRIBE DETAIL {name}").collect()[0]["location"]  # as the metastore spells it
     faults.maybe_fail(f"publish_{table}_commit")
-    (
+    writer = (
         staged.withColumn("dt", F.lit(date))
         .select(*table_df.columns)
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"dt = '{date}'")
-        .save(where)
     )
+    (writer.option("userMetadata", night) if night else writer).save(where)
     faults.maybe_fail(f"publish_{table}_committed")  # committed; the staged copy not yet removed
     io.delete(spark, folder)
     return PublishResult(
@@ -417,8 +426,9 @@ def apply_retention(
 
 
 def rollback(spark: SparkSession, database: str, table: str, to_version: int | None = None) -> tuple[int, int]:
-    """RESTORE a Delta table to ``to_version``, by default the version before its latest publish
-    (the last WRITE, so that night's retention DELETE is undone too). Returns (from, to)."""
+    """RESTORE a Delta table to ``to_version``, by default the version before its latest night's
+    publish (so that night's retention DELETE is undone too). A night committed more than once (a
+    run killed after its commit, then run again) is undone as one. Returns (from, to)."""
     name = table_name(database, table)
     if _provider(spark, name) != "delta":
         raise TableFormatError(
@@ -427,10 +437,12 @@ def rollback(spark: SparkSession, database: str, table: str, to_version: int | N
     commits = history(spark, database, table)
     current = int(commits[0]["version"])
     if to_version is None:
-        writes = [int(c["version"]) for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
-        if not writes or writes[0] == 0:
+        writes = [c for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
+        night = writes[0]["userMetadata"] if writes else None
+        same = list(itertools.takewhile(lambda c: night and c["userMetadata"] == night, writes)) or writes[:1]
+        if not same or int(same[-1]["version"]) == 0:
             raise TableFormatError(f"table {database}.{table} has no earlier publish to roll back to")
-        to_version = writes[0] - 1
+        to_version = int(same[-1]["version"]) - 1
     if not 0 <= to_version < current:
         raise TableFormatError(f"table {database}.{table} is at version {current}: cannot roll back to {to_version}")
     spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {to_version}")

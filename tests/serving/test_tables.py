@@ -102,6 +102,24 @@ def test_delta_retention_deletes_and_vacuums_and_rollback_restores_the_night_bef
         rollback(spark, db, "t", 99)
 
 
+def test_a_night_committed_twice_is_rolled_back_as_one(spark, table):
+    """A run killed just after its commit and run again commits the same night twice: rollback
+    gives back what readers saw before that night, not the night's first commit."""
+    db, location, fmt = table
+    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt, "dt=25 m1")
+    good = version(spark, db, "t")
+    for _ in range(2):
+        publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt, "dt=26 m2")
+    assert [c["userMetadata"] for c in history(spark, db, "t")][:3] == ["dt=26 m2", "dt=26 m2", "dt=25 m1"]
+    assert rollback(spark, db, "t") == (good + 2, good)
+    assert dates(spark, db, "t") == ["2026-11-25"]
+    # without names, each commit is its own night: the latest one is undone
+    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("y", [0.0, 1.0])), UNIT, location, fmt)
+    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt)
+    assert rollback(spark, db, "t") == (good + 5, good + 4)
+    assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("y", [0.0, 1.0])), ignore_nullable=True)
+
+
 def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spark, tmp_path):
     db = "tables_mismatch"
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")

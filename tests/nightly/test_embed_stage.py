@@ -1,0 +1,178 @@
+"""The embed stage: gates before publishing, cold-start users, inputs that do not fit the model, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from embed_runs import (
+    FAST,
+    cfg_for,
+    table_rows,
+)
+
+from interest.models.encoders import build_encoder
+from interest.models.export import (
+    load_model,
+    save_model,
+)
+from interest.nightly import run_nightly
+from interest.serving.embed import EmbedInputError, run_embed
+from interest.serving.publish import PublishGateError, version
+
+from conftest import DATE, make_config
+
+
+@pytest.fixture(scope="module")
+def embedded(spark, planted):
+    """A published dt=DATE partition (database 'embed_gates') and the model behind it."""
+    cfg = cfg_for(planted, "embed_gates", "embed.cold_start_min_steps=8")
+    report = run_nightly(spark, cfg, DATE)
+    return cfg, report
+
+
+@pytest.mark.slow
+def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_matrix):
+    cfg, report = embedded
+    before = version(spark, cfg.embed.database, cfg.embed.table)
+    rows_before = table_rows(spark, cfg, DATE)
+    model = load_model(report.model.path)
+    weights = model.encoder.get_weights()
+    table_index = next(i for i, w in enumerate(model.encoder.weights) if "items" in w.path)
+    weights[table_index][2:6] = np.nan  # the most popular items: many users have them
+    model.encoder.set_weights(weights)
+    broken = save_model(model.encoder, model.vocab, model.config, model.metrics, str(tmp_path), "broken")
+    with pytest.raises(
+        PublishGateError,
+        match=r"user_interest_embeddings dt=2026-11-26: "
+        r"finite_embedding: \d+ row\(s\) with NaN",
+    ) as info:
+        run_embed(spark, cfg, DATE, broken)
+    assert info.value.report.gates["finite_embedding"].ok is False
+    assert version(spark, cfg.embed.database, cfg.embed.table) == before  # no commit
+    pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
+    staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
+    assert not list(staged.rglob("*.parquet"))  # the rejected run left nothing staged
+    fault_matrix("a model that writes NaN", runs=1)
+
+
+@pytest.mark.slow
+def test_cold_start_users_and_fallback_for_known_users_without_events(spark, embedded, tmp_path):
+    cfg, report = embedded
+    known = tmp_path / "users"
+    infer = pd.read_parquet(f"{cfg.paths.resolve('sequences')}/dt={DATE}/infer")
+    extra = ["never-seen-1", "never-seen-2"]
+    pd.DataFrame({"user_id": [*infer.user_id[:5], *extra]}).to_parquet(known.with_suffix(".parquet"))
+    out = run_embed(
+        spark,
+        make_config(
+            cfg.paths.root,
+            *FAST,
+            f"embed.database={cfg.embed.database}",
+            f"paths.sequences={cfg.paths.resolve('sequences')}",
+            f"paths.vocab={cfg.paths.resolve('vocab')}",
+            f"embed.users_table={known.with_suffix('.parquet')}",
+            "embed.cold_start_min_steps=8",
+        ),
+        DATE,
+        report.model.path,
+    )
+    assert out.fallback == 2 and out.rows == len(infer) + 2
+    rows = table_rows(spark, cfg, DATE).set_index("user_id")
+    for user in extra:
+        assert rows.is_cold_start[user] and rows.n_events[user] == 0 and len(rows.top_items[user]) == 0
+        assert np.linalg.norm(rows.embedding[user]) == pytest.approx(1.0, abs=1e-5)
+    few = infer[infer.n_steps < 8].user_id
+    assert len(few) and rows.is_cold_start[few].all()  # short histories: embedded, and flagged
+    assert not rows.is_cold_start[infer[infer.n_steps >= 8].user_id].any()
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    popular = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").nlargest(3, "count").item_id.tolist()
+    assert [r["item_id"] for r in recs.recommendations["never-seen-1"][:3]] == popular
+    user = infer.user_id.iloc[0]
+    hist_vocab = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").set_index("item_idx").item_id
+    seen = set(hist_vocab.reindex(infer.set_index("user_id").history_idx[user]).dropna())
+    assert not seen & {r["item_id"] for r in recs.recommendations[user]}  # only new items
+
+
+def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path, fault_matrix):
+    cfg, report = embedded
+    model = load_model(report.model.path)
+    shuffled = model.vocab.copy()
+    shuffled["item_id"] = shuffled["item_id"].iloc[::-1].to_numpy()
+    other = save_model(model.encoder, shuffled, model.config, model.metrics, str(tmp_path), "other")
+    with pytest.raises(EmbedInputError, match="index items differently .* --base-vocab"):
+        run_embed(spark, cfg, DATE, other)
+    with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
+        run_embed(spark, cfg, "2020-01-01", report.model.path)
+    vocab = Path(cfg.paths.resolve("vocab")) / f"dt={DATE}"
+    vocab.rename(vocab.with_name("moved"))
+    try:
+        with pytest.raises(EmbedInputError, match=f"no vocabulary for {DATE} at .*dt={DATE}: run jobs/sessionize.py"):
+            run_embed(spark, cfg, DATE, report.model.path)
+    finally:
+        vocab.with_name("moved").rename(vocab)
+    args = {**model.encoder.args, "max_len": model.encoder.args["max_len"] + 5}
+    longer = save_model(
+        build_encoder(model.encoder.kind, **args), model.vocab, model.config, model.metrics, str(tmp_path), "longer"
+    )
+    with pytest.raises(
+        EmbedInputError,
+        match=r"hold 30 steps per row but model .*longer was trained with "
+        r"max_len 35: sessionize 2026-11-26 with --set sessionize.max_len=35",
+    ):
+        run_embed(spark, cfg, DATE, longer)
+    assert model.encoder.args["n_event_types"] > 2  # the planted funnel has more event types
+    fewer = save_model(
+        build_encoder(model.encoder.kind, **{**model.encoder.args, "n_event_types": 2}),
+        model.vocab,
+        model.config,
+        model.metrics,
+        str(tmp_path),
+        "fewer",
+    )
+    with pytest.raises(
+        EmbedInputError, match=r"use event_type_idx up to \d+ but model .*fewer knows 2: sessionize.event_types"
+    ):
+        run_embed(spark, cfg, DATE, fewer)
+    fault_matrix("a model and the data that disagree", runs=5)
+
+
+def test_the_model_is_loaded_once_per_python_process(planted_model, monkeypatch):
+    import interest.models.export as export
+    from interest.serving import inference
+
+    calls: list[str] = []
+    real = export.load_model
+    monkeypatch.setattr(export, "load_model", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(inference, "_MODELS", {})
+    first = inference._model(str(planted_model))
+    for _ in range(5):  # every later Arrow batch in this executor process
+        assert inference._model(str(planted_model)) is first
+    assert calls == [str(planted_model)]
+
+
+def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp_path, fault_matrix):
+    import socket
+
+    from interest import storage
+    from interest.errors import RetryableError
+    from interest.storage import StorageError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = f"hdfs://127.0.0.1:{port}/interest"
+    storage.configure(port)
+    try:
+        with pytest.raises(StorageError, match=rf"^{root} is not writable: .*unreachable") as err:
+            run_nightly(spark, make_config(tmp_path, f"paths.root={root}"), DATE)
+        assert "\n" not in str(err.value)
+        assert isinstance(err.value, RetryableError)  # jobs exit 75: a scheduler may retry it
+    finally:
+        storage.configure(9870)
+    with pytest.raises(StorageError, match=r"^/proc/interest-root is not writable") as err:
+        run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE)
+    assert not isinstance(err.value, RetryableError)  # exit 2: it needs a person
+    fault_matrix("storage unreachable or not writable", runs=2)
