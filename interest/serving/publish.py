@@ -155,7 +155,7 @@ def ensure_table(
         actual = spark.table(name).schema
         added = [f for f in expected.fields if f.name not in actual.fieldNames()]
         if added and all(f.name in expected.fieldNames() for f in actual.fields):  # a newer release's columns
-            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+            columns = ddl(StructType(added))
             spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
             log.info(f"table {database}.{table}: added column(s) {columns} (earlier partitions read them as null)")
             actual = spark.table(name).schema
