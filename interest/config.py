@@ -322,13 +322,17 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set one override. A mapping merges into the mapping already there, so that
+    ``spark.conf={spark.executor.memory: 8g}`` adds to the profile's Spark settings rather than
+    dropping them (a profile's shuffle partitions lost that way cost a local job 25x its tasks)."""
     node = data
     parts = dotted.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+    old = node.get(parts[-1])
+    node[parts[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -481,8 +485,8 @@ def reference() -> str:
         "",
         "Generated from `interest/config.py` by `make docs`; a test checks that it is current.",
         "Set a key in a profile (`conf/*.yaml`) or with `--set section.key=value`; an unknown key, a",
-        "wrong type or a value out of range stops the job naming the key. Paths derive from",
-        "`paths.root` unless set.",
+        "wrong type or a value out of range stops the job naming the key. A mapping given with",
+        "`--set` (`spark.conf={...}`) adds to the profile's. Paths derive from `paths.root` unless set.",
     ]
     section = None
     for key, default, note in reference_rows():

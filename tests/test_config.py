@@ -34,6 +34,24 @@ def test_defaults_and_overrides_with_types():
     assert parse_override("a.b=1.5") == ("a.b", 1.5)
 
 
+def test_a_mapping_override_adds_to_the_profiles_mapping():
+    """``--set spark.conf={...}`` keeps the profile's other Spark settings (its shuffle partitions
+    above all); a key given again takes the new value."""
+    profile = load_config(ROOT / "conf" / "local.yaml").spark.conf
+    cfg = load_config(
+        ROOT / "conf" / "local.yaml",
+        ["spark.conf={spark.ui.enabled: 'true', spark.executor.memory: 8g}", "spark.conf={spark.task.cpus: '2'}"],
+    )
+    assert profile["spark.sql.shuffle.partitions"] == "8"
+    assert cfg.spark.conf == {
+        **profile,
+        "spark.ui.enabled": "true",
+        "spark.executor.memory": "8g",
+        "spark.task.cpus": "2",
+    }
+    assert load_config(ROOT / "conf" / "local.yaml", ["spark.master=local[1]"]).spark.conf == profile
+
+
 def test_row_groups_are_sized_in_bytes_of_sequence_columns():
     """Four int32 sequence columns of max_len values per row: 16 MiB is 20,971 rows at 50 and
     5,242 at 200, so a row group costs the reader the same at any length."""

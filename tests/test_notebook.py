@@ -12,6 +12,7 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_walkthrough_notebook_executes_with_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("INTEREST_NOTEBOOK_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("INTEREST_NOTEBOOK_QUICK", "1")  # fewer epochs: this checks the cells run and draw
     nb = nbformat.read(ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
     try:
         NotebookClient(

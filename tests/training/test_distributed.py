@@ -255,7 +255,7 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
     assert not [f for f in files if f.startswith("/checkpoints/") and not f.endswith("/")]  # cleared when done
     # nothing of it on local disks: no scratch left in the temp directory, nothing in the working
     # directory, and in the workers' folders only Spark's logs and the application files it shipped
-    assert scratch() == before
+    assert not scratch() - before  # (an earlier test's leftovers may go meanwhile: not ours to count)
     assert not [p for p in ROOT.iterdir() if p.name.startswith(("hdfs:", "file:", "metastore_db", "derby"))]
     work = standalone.workdir / "work"
     ours = [
