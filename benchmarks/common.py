@@ -96,10 +96,15 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def generated_clickstream(overrides: list[str], app: str):
     """``conf/local.yaml`` with ``overrides``, its generated clickstream written (not timed) and a
     SparkSession to sessionize it: (cfg, spark)."""
-    from interest.config import load_config
+    from interest.config import load_config, load_generator_config
     from interest.spark import get_spark
     from interest.synth import generate
 
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    generate(
+        load_generator_config(ROOT / "conf" / "local.yaml", overrides),
+        cfg.paths.resolve("raw_events"),
+        cfg.paths.resolve("truth"),
+        progress=False,
+    )
     return cfg, get_spark(cfg, app)

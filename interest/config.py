@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import dacite
 import yaml
@@ -115,9 +115,9 @@ class SessionizeConfig:
         default_factory=lambda: [10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400]
     )
     # Size of one training row group (= one file): its sequence columns, uncompressed. Petastorm
-    # hands training whole row groups, so each costs one round of Python bookkeeping; 16 MiB keeps
-    # that small next to decoding (20,971 rows at max_len 50, 5,242 at 200). A training reader
-    # holds up to 9 of them with one thread (4 being read, 5 waiting), 18 with two: 150-300 MiB.
+    # hands training whole row groups, so each costs one round of Python bookkeeping; this size keeps
+    # that small next to decoding, while a reader holds up to 9 groups with one thread (4 being read,
+    # 5 waiting), 18 with two (BENCHMARKS.md, "The input pipeline").
     row_group_mib: float = 16.0
     min_row_groups: int = 8  # enough shards for the distributed readers
     write_sessions: bool = True  # also write sessions/dt=D (one row per session)
@@ -131,7 +131,9 @@ class SessionizeConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """The synthetic clickstream (see interest.synth for the model it plants)."""
+    """The synthetic clickstream (see interest.synth for the model it plants): the ``generator``
+    section of a profile, read by jobs/generate.py (:func:`load_generator_config`) and checked, but
+    not carried, by every other job, so that it never rides in a run's or a model's configuration."""
 
     seed: int = 7  # random seed of the generated log
     users: int = 2000  # generated users
@@ -290,7 +292,6 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     sessionize: SessionizeConfig = field(default_factory=SessionizeConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -324,7 +325,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     """Set one override. A mapping merges into the mapping already there, so that
     ``spark.conf={spark.executor.memory: 8g}`` adds to the profile's Spark settings rather than
-    dropping them (a profile's shuffle partitions lost that way cost a local job 25x its tasks)."""
+    dropping them (its shuffle partitions above all)."""
     node = data
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -367,29 +368,39 @@ def _check_keys(cls: type, data: Any, prefix: str = "") -> None:
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a Config, failing with the dotted key on an unknown key or a wrong type."""
     _check_keys(Config, data)
+    return _build(Config, data)
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """A config dataclass from a dict whose keys were checked; a wrong type names its dotted key
+    (``prefix``: the section's, for a section built alone)."""
     try:
         return dacite.from_dict(
-            Config, data, config=dacite.Config(strict=True, check_types=True, type_hooks={float: _int_to_float})
+            cls, data, config=dacite.Config(strict=True, check_types=True, type_hooks={float: _int_to_float})
         )
     except dacite.UnexpectedDataError as exc:
         keys = ", ".join(sorted(exc.keys))
         raise ConfigError(f"unknown configuration key(s): {keys}") from None
     except dacite.WrongTypeError as exc:
+        key = f"{prefix}{exc.field_path}"
         if get_origin(exc.field_type) is Literal:
             raise ConfigError(
-                f"configuration key {exc.field_path!r} must be one of {list(get_args(exc.field_type))}, "
-                f"got {exc.value!r}"
+                f"configuration key {key!r} must be one of {list(get_args(exc.field_type))}, got {exc.value!r}"
             ) from None
         raise ConfigError(
-            f"configuration key {exc.field_path!r} has the wrong type: expected "
+            f"configuration key {key!r} has the wrong type: expected "
             f"{getattr(exc.field_type, '__name__', exc.field_type)}, got {exc.value!r}"
         ) from None
     except dacite.DaciteError as exc:
         raise ConfigError(f"configuration error: {exc}") from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML profile (or the defaults) and apply ``key=value`` overrides in order."""
+T = TypeVar("T")
+GENERATOR = "generator"  # the profile section of the sample-data generator (GeneratorConfig)
+
+
+def _read(path: str | os.PathLike | None, overrides: list[str] | None) -> dict[str, Any]:
+    """A YAML profile (or nothing) as a dict, with ``key=value`` overrides applied in order."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -402,10 +413,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    # Nested sub-sections: fill unknown-free dicts for dacite; it checks keys recursively.
+    return data
+
+
+def _generator(data: dict[str, Any]) -> GeneratorConfig:
+    section = data.get(GENERATOR) or {}
+    _check_keys(GeneratorConfig, section, f"{GENERATOR}.")
+    return _build(GeneratorConfig, section, f"{GENERATOR}.")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML profile (or the defaults) and apply ``key=value`` overrides in order. A
+    ``generator`` section is checked and left out (it is the sample generator's)."""
+    data = _read(path, overrides)
+    _generator(data)
+    data.pop(GENERATOR, None)
     cfg = from_dict(data)
     _check_values(cfg)
     return cfg
+
+
+def load_generator_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> GeneratorConfig:
+    """The ``generator`` section of a profile, with the ``generator.*`` overrides among ``overrides``
+    (the others are for :func:`load_config`)."""
+    return _generator(_read(path, [o for o in overrides or [] if o.startswith(f"{GENERATOR}.")]))
 
 
 def _check_values(cfg: Config) -> None:
@@ -488,11 +519,14 @@ def reference() -> str:
         "wrong type or a value out of range stops the job naming the key. A mapping given with",
         "`--set` (`spark.conf={...}`) adds to the profile's. Paths derive from `paths.root` unless set.",
     ]
+    rows = reference_rows()
+    out += ["", f"{len(rows)} keys for a run; the sample generator's below them are read by `jobs/generate.py` only."]
     section = None
-    for key, default, note in reference_rows():
+    for key, default, note in [*rows, *reference_rows(GeneratorConfig, f"{GENERATOR}.")]:
         if key.split(".")[0] != section:
             section = key.split(".")[0]
-            out += ["", f"## `{section}`", "", "| key | default | what it does |", "| --- | --- | --- |"]
+            title = f"`{section}` (sample data, jobs/generate.py)" if section == GENERATOR else f"`{section}`"
+            out += ["", f"## {title}", "", "| key | default | what it does |", "| --- | --- | --- |"]
         cell = default.replace("...", "").replace("|", "\\|").strip()
         out.append(f"| `{key}` | `{cell}` | {note.replace('|', chr(92) + '|')} |")
     return "\n".join(out) + "\n"

@@ -114,7 +114,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     settings = {**defaults, **cfg.spark.conf}
     if cfg.spark.master.startswith("local") and not launched_by_spark_submit():
         # Spark's 200 shuffle partitions are sized for clusters: on one machine each stage would
-        # pay for ~200 near-empty tasks (a 13k-row sessionize took 90 s with them, 25 s without).
+        # pay for 200 near-empty tasks.
         settings.setdefault("spark.sql.shuffle.partitions", "8")
         # Delta rebuilds a table's state over 50 partitions and Spark lists files over up to
         # 10,000 tasks: sized for clusters. On one machine the shuffle's partitions are plenty,

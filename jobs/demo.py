@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
-from interest.config import absolute
+from interest.config import absolute, load_generator_config
 
 
 def main() -> int:
@@ -18,8 +18,9 @@ def main() -> int:
     parser.add_argument("--date", type=date_arg, default=None, help="run date (default: the generator's last day)")
     args = parser.parse_args()
     cfg = load_job_config(args, "demo", args.date)
-    date = args.date or cfg.generator.end_date
-    if cfg.generator.end_date != date:
+    end_date = load_generator_config(args.conf, args.overrides).end_date
+    date = args.date or end_date
+    if end_date != date:
         args.overrides.append(f"generator.end_date={date}")
     here = Path(__file__).resolve().parent
     passthrough = ["--conf", args.conf, *[a for o in args.overrides for a in ("--set", o)]]

@@ -9,6 +9,7 @@ import logging
 import time
 
 from interest.cli import job_parser, load_job_config, main_guard
+from interest.config import load_generator_config
 from interest.synth import generate, sized_for_events
 
 log = logging.getLogger("interest.jobs")
@@ -20,8 +21,9 @@ def main() -> int:
         "--events", type=int, default=None, help="about this many events (sets generator.users); default: from config"
     )
     args = parser.parse_args()
-    cfg = load_job_config(args, "generate")
-    gen = sized_for_events(cfg.generator, args.events) if args.events else cfg.generator
+    cfg = load_job_config(args, "generate")  # checks the generator section too
+    gen = load_generator_config(args.conf, args.overrides)
+    gen = sized_for_events(gen, args.events) if args.events else gen
     started = time.perf_counter()
     out, truth = cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth")
     summary = generate(gen, out, truth)

@@ -35,7 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_job_config(args, "rollback")
 
-    from interest.serving.publish import rollback
+    from interest.serving.publish import Table
     from interest.spark import get_spark
 
     e = cfg.embed
@@ -43,7 +43,7 @@ def main() -> int:
     spark = get_spark(cfg, app_name="interest-rollback")
     try:
         for table in tables:
-            before, after = rollback(spark, e.database, table, args.version)
+            before, after = Table(spark, e.database, table).rollback(args.version)
             log.info(f"{e.database}.{table}: version {before} -> restored version {after}")
     finally:
         spark.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from interest.config import Config, load_config
+from interest.config import Config, GeneratorConfig, load_config, load_generator_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = Path(os.environ.get("ML100K_DIR", ROOT.parent / "shared" / "data" / "ml-100k"))
@@ -25,6 +25,11 @@ def make_config(root: Path, *overrides: str) -> Config:
             *overrides,
         ],
     )
+
+
+def make_generator(*overrides: str) -> GeneratorConfig:
+    """The local profile's sample generator with the ``generator.*`` ones among ``overrides``."""
+    return load_generator_config(ROOT / "conf" / "local.yaml", list(overrides))
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +84,7 @@ def planted(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("planted")
     cfg = make_config(root, *PLANTED)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    generate(make_generator(*PLANTED), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     run_sessionize(spark, cfg, DATE)
     return root
 

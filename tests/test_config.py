@@ -157,9 +157,9 @@ def test_every_job_applies_the_storage_settings_without_a_spark_session(tmp_path
 def test_every_key_is_documented_in_the_generated_reference():
     """docs/configuration.md is what ``make docs`` writes now: every leaf key, its default and a
     description (a key added without a comment beside it fails here)."""
-    from interest.config import reference, reference_rows
+    from interest.config import GENERATOR, GeneratorConfig, reference, reference_rows
 
-    rows = reference_rows()
+    rows = [*reference_rows(), *reference_rows(GeneratorConfig, f"{GENERATOR}.")]
     undocumented = [key for key, _, note in rows if not note]
     assert not undocumented, f"describe these beside their fields in interest/config.py: {undocumented}"
     written = (ROOT / "docs" / "configuration.md").read_text()
@@ -167,3 +167,19 @@ def test_every_key_is_documented_in_the_generated_reference():
     assert all(f"| `{key}` |" in written for key, _, _ in rows)
     with pytest.raises(ConfigError, match="unknown configuration key 'train.fail_at'"):
         load_config(None, ["train.fail_at=3"])
+
+
+def test_the_generator_section_is_checked_but_not_carried_by_a_run():
+    """A profile's ``generator`` section is the sample generator's: a run checks it (a typo still
+    stops the job) but does not carry it, so it never reaches a model's config.json."""
+    from interest.config import load_generator_config
+
+    sets = ["generator.users=123", "generator.format=json", "model.dim=32"]
+    cfg = load_config(ROOT / "conf" / "local.yaml", sets)
+    assert "generator" not in cfg.to_dict() and cfg.model.dim == 32
+    gen = load_generator_config(ROOT / "conf" / "local.yaml", sets)
+    assert (gen.users, gen.format, gen.items) == (123, "json", 1000)  # items: the profile's
+    with pytest.raises(ConfigError, match="unknown configuration key 'generator.user'"):
+        load_config(ROOT / "conf" / "local.yaml", ["generator.user=5"])
+    with pytest.raises(ConfigError, match="'generator.days' has the wrong type"):
+        load_config(None, ["generator.days=many"])

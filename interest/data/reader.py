@@ -213,7 +213,7 @@ def petastorm_batches(
                 return {f: tf.ensure_shape(tf.cast(getattr(group, f), tf.int32), [None, L]) for f in SEQUENCE_FEATURES}
 
             # Whole row groups flow through; rows are never split into single elements (an unbatch
-            # and a row-wise shuffle buffer cost ~5x the read). Shuffling is by block: the row
+            # and a row-wise shuffle buffer cost several times the read, BENCHMARKS.md). Shuffling is by block: the row
             # groups come in a shuffled order, are cut into blocks of ``buffer`` rows, and each
             # block is permuted at once, with a permutation fixed by the seed and the block index.
             ds = ds.map(columns, num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,9 +10,12 @@ targets and never candidates.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf
 
+from interest.config import TrainConfig
 from interest.schema import FIRST_ITEM
 
 
@@ -176,3 +179,49 @@ def next_item_loss(
         weight = tf.cast(valid, losses.dtype)  # [B*L]
         return tf.reduce_sum(losses * weight), tf.reduce_sum(tf.cast(weight, tf.float32))
     return tf.reduce_sum(losses), tf.cast(tf.size(y), tf.float32)
+
+
+@dataclass(frozen=True)
+class NextItemTask:
+    """The run's loss, built once from the training section and the data (as TensorFlow
+    Recommenders builds a task): each step then hands it only what changes, the batch and a seed."""
+
+    objective: str  # resolved: full_softmax, sampled_softmax or bce
+    vocab_size: int
+    log_q: tf.Tensor  # [V] sampled softmax's correction
+    num_negatives: int = 0
+    in_batch: bool = True
+    dense: bool = False  # static shapes (XLA)
+    exclude_seen: bool = False
+
+    @classmethod
+    def for_run(cls, t: TrainConfig, item_counts: np.ndarray, vocab_size: int) -> NextItemTask:
+        """item_counts [V]: training occurrences of each item (they set sampled softmax's log Q)."""
+        return cls(
+            objective=resolve_objective(t.objective, vocab_size, t.sampled_above_items),
+            vocab_size=vocab_size,
+            log_q=tf.constant(objective_log_q(item_counts, t.num_negatives, t.in_batch_negatives)),
+            num_negatives=t.num_negatives,
+            in_batch=t.in_batch_negatives,
+            dense=t.jit_compile,
+            exclude_seen=t.exclude_seen,
+        )
+
+    def __call__(
+        self, sequence: tf.Tensor, inputs: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """(sum of losses, number of targets): sequence [B, L, D], inputs and targets [B, L] item
+        indices, table [V, D], seed [2]."""
+        seen = seen_items(inputs, targets, self.vocab_size) if self.exclude_seen else None
+        return next_item_loss(
+            sequence,
+            targets,
+            table,
+            self.objective,
+            self.log_q,
+            self.num_negatives,
+            seed,
+            self.in_batch,
+            dense=self.dense,
+            seen=seen,
+        )

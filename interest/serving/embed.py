@@ -225,23 +225,14 @@ def _publish_tables(
     label: JobLabels,
 ) -> tuple[publish.PublishResult, publish.PublishResult, publish.PublishResult]:
     """Users, items and recommendations, each gated and published as its dt partition."""
-    e, db, date = cfg.embed, cfg.embed.database, layout.date
-    for table, ddl in ((e.table, USER_DDL), (e.item_table, ITEM_DDL), (e.recommendations_table, RECS_DDL)):
-        publish.ensure_table(spark, db, table, ddl, layout.table(table), e.table_format)
+    e, date = cfg.embed, layout.date
+    tables = {t: publish.Table(spark, e.database, t, layout.table(t), e.table_format) for t in _names(cfg)}
+    for table, ddl in zip(_names(cfg), (USER_DDL, ITEM_DDL, RECS_DDL)):
+        tables[table].ensure(ddl)
 
     def put(table: str, frame: DataFrame, gates: publish.Gates) -> publish.PublishResult:
         label(f"publish {table}")
-        return publish.publish_partition(
-            spark,
-            db,
-            table,
-            date,
-            frame,
-            gates,
-            layout.table(table),
-            e.table_format,
-            f"dt={date} model={model.version}",
-        )
+        return tables[table].publish(date, frame, gates, night=f"dt={date} model={model.version}")
 
     user_gates = publish.Gates(
         vector_columns=["embedding", "interests"],
@@ -266,9 +257,16 @@ def _publish_tables(
     return users, published_items, recs
 
 
+def _names(cfg: Config) -> tuple[str, str, str]:
+    """The three tables the embed stage publishes: users, items, recommendations."""
+    return cfg.embed.table, cfg.embed.item_table, cfg.embed.recommendations_table
+
+
 def _apply_retention(spark: SparkSession, cfg: Config) -> dict[str, list[str]]:
     e = cfg.embed
     return {
-        t: publish.apply_retention(spark, e.database, t, e.retention_days, e.table_format, e.vacuum_retain_hours)
-        for t in (e.table, e.item_table, e.recommendations_table)
+        t: publish.Table(spark, e.database, t, table_format=e.table_format).apply_retention(
+            e.retention_days, e.vacuum_retain_hours
+        )
+        for t in _names(cfg)
     }

@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -136,44 +136,6 @@ def ddl(schema: StructType) -> str:
     return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in schema.fields)
 
 
-def ensure_table(
-    spark: SparkSession, database: str, table: str, schema_ddl: str, location: str, table_format: str = "delta"
-) -> None:
-    """Create the database and the dt-partitioned table (external, at ``location``) if missing;
-    refuse, in one line, a table that exists in another format or with another schema."""
-    name = table_name(database, table)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    expected = cast(StructType, _parse_datatype_string(f"{schema_ddl}, dt STRING"))
-    if spark.catalog.tableExists(f"{database}.{table}"):
-        provider = _provider(spark, name)
-        if provider != table_format:
-            raise TableFormatError(
-                f"table {database}.{table} is a {provider} table but embed.table_format is "
-                f"{table_format}: set embed.table_format: {provider}, or convert it "
-                f"(CONVERT TO DELTA / a new table); the table was left as it is"
-            )
-        actual = spark.table(name).schema
-        added = [f for f in expected.fields if f.name not in actual.fieldNames()]
-        if added and all(f.name in expected.fieldNames() for f in actual.fields):  # a newer release's columns
-            columns = ddl(StructType(added))
-            spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
-            log.info(f"table {database}.{table}: added column(s) {columns} (earlier partitions read them as null)")
-            actual = spark.table(name).schema
-        _check_schema(f"{database}.{table}", actual, expected)
-        return
-    using = "DELTA" if table_format == "delta" else "PARQUET"
-    try:
-        spark.sql(
-            f"CREATE TABLE {name} ({schema_ddl}, dt STRING) USING {using} PARTITIONED BY (dt) LOCATION '{location}'"
-        )
-    except Exception as exc:  # a Delta log already at the location, with another schema
-        if "schema" not in str(exc).lower():
-            raise
-        existing = spark.read.format("delta").load(location).schema
-        _check_schema(f"{database}.{table} (at {location})", existing, expected)
-        raise
-
-
 def _provider(spark: SparkSession, name: str) -> str:
     rows = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
     found = next((r[1] for r in rows if r[0] and r[0].strip() == "Provider"), "hive")
@@ -197,39 +159,216 @@ def _check_schema(what: str, actual: StructType, expected: StructType) -> None:
     )
 
 
-def dates(spark: SparkSession, database: str, table: str) -> list[str]:
-    """The published dt values of the table, oldest first (either format)."""
-    name = table_name(database, table)
-    if _provider(spark, name) == "delta":
-        return sorted(r.dt for r in spark.table(name).select("dt").distinct().collect())
-    return sorted(partitions(spark, database, table))
+@dataclass(frozen=True)
+class Table:
+    """One dt-partitioned metastore table, named once and then asked (as ``DeltaTable.forName``
+    reads): create it, publish a date behind gates, list its dates, apply retention, roll back.
 
+    ``location`` is where a new table's files go; ``table_format`` is what this job writes
+    (``delta`` or ``parquet``).
+    """
 
-def partitions(spark: SparkSession, database: str, table: str) -> dict[str, str]:
-    """dt -> location of every partition of a Parquet (Hive) table."""
-    name = table_name(database, table)
-    out: dict[str, str] = {}
-    for row in spark.sql(f"SHOW PARTITIONS {name}").collect():
-        dt = row[0].split("=", 1)[1]
-        desc = spark.sql(f"DESCRIBE FORMATTED {name} PARTITION (dt='{dt}')").collect()
-        location = next((r[1] for r in desc if r[0] and r[0].strip() == "Location"), None)
-        out[dt] = location or ""
-    return out
+    spark: SparkSession
+    database: str
+    name: str
+    location: str = ""
+    table_format: str = "delta"
 
+    @property
+    def qualified(self) -> str:
+        """`database`.`name`, quoted for SQL."""
+        return table_name(self.database, self.name)
 
-def history(spark: SparkSession, database: str, table: str) -> list[dict[str, Any]]:
-    """A Delta table's commits, newest first: version, timestamp, operation, parameters."""
-    rows = (
-        spark.sql(f"DESCRIBE HISTORY {table_name(database, table)}")
-        .select("version", "timestamp", "operation", "operationParameters", "userMetadata")
-        .collect()
-    )
-    return [r.asDict() for r in rows]
+    def __str__(self) -> str:
+        return f"{self.database}.{self.name}"
 
+    def ensure(self, schema_ddl: str) -> None:
+        """Create the database and the dt-partitioned table (external, at ``location``) if missing;
+        refuse, in one line, a table that exists in another format or with another schema. A table
+        that lacks only columns a newer release adds gets them (earlier partitions read null)."""
+        spark, name = self.spark, self.qualified
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        expected = cast(StructType, _parse_datatype_string(f"{schema_ddl}, dt STRING"))
+        if spark.catalog.tableExists(f"{self.database}.{self.name}"):
+            provider = _provider(spark, name)
+            if provider != self.table_format:
+                raise TableFormatError(
+                    f"table {self} is a {provider} table but embed.table_format is "
+                    f"{self.table_format}: set embed.table_format: {provider}, or convert it "
+                    f"(CONVERT TO DELTA / a new table); the table was left as it is"
+                )
+            actual = spark.table(name).schema
+            added = [f for f in expected.fields if f.name not in actual.fieldNames()]
+            if added and all(f.name in expected.fieldNames() for f in actual.fields):  # a newer release's columns
+                columns = ddl(StructType(added))
+                spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
+                log.info(f"table {self}: added column(s) {columns} (earlier partitions read them as null)")
+                actual = spark.table(name).schema
+            _check_schema(str(self), actual, expected)
+            return
+        using = "DELTA" if self.table_format == "delta" else "PARQUET"
+        try:
+            spark.sql(
+                f"CREATE TABLE {name} ({schema_ddl}, dt STRING) USING {using} PARTITIONED BY (dt) "
+                f"LOCATION '{self.location}'"
+            )
+        except Exception as exc:  # a Delta log already at the location, with another schema
+            if "schema" not in str(exc).lower():
+                raise
+            existing = spark.read.format("delta").load(self.location).schema
+            _check_schema(f"{self} (at {self.location})", existing, expected)
+            raise
 
-def version(spark: SparkSession, database: str, table: str) -> int:
-    """The current version of a Delta table."""
-    return int(history(spark, database, table)[0]["version"])
+    def dates(self) -> list[str]:
+        """The published dt values, oldest first (either format)."""
+        if _provider(self.spark, self.qualified) == "delta":
+            return sorted(r.dt for r in self.spark.table(self.qualified).select("dt").distinct().collect())
+        return sorted(self.partitions())
+
+    def partitions(self) -> dict[str, str]:
+        """dt -> location of every partition of a Parquet (Hive) table."""
+        out: dict[str, str] = {}
+        for row in self.spark.sql(f"SHOW PARTITIONS {self.qualified}").collect():
+            dt = row[0].split("=", 1)[1]
+            desc = self.spark.sql(f"DESCRIBE FORMATTED {self.qualified} PARTITION (dt='{dt}')").collect()
+            location = next((r[1] for r in desc if r[0] and r[0].strip() == "Location"), None)
+            out[dt] = location or ""
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        """A Delta table's commits, newest first: version, timestamp, operation, parameters and
+        userMetadata (the night that made it)."""
+        rows = (
+            self.spark.sql(f"DESCRIBE HISTORY {self.qualified}")
+            .select("version", "timestamp", "operation", "operationParameters", "userMetadata")
+            .collect()
+        )
+        return [r.asDict() for r in rows]
+
+    def version(self) -> int:
+        """The current version of a Delta table."""
+        return int(self.history()[0]["version"])
+
+    def publish(self, date: str, rows: DataFrame, gates: Gates, night: str = "") -> PublishResult:
+        """Write ``rows`` as partition dt=``date``, atomically, if the gates pass.
+
+        Returns the gates' verdicts, where the partition lives and, for Delta, the committed
+        version. Raises PublishGateError (and publishes nothing) when a gate fails. ``night`` names
+        what is published (date and model); a Delta commit keeps it as its ``userMetadata``, so
+        that :meth:`rollback` knows two commits of one night (a run killed after its commit, run
+        again).
+        """
+        faults.maybe_fail(f"publish_{self.name}_start")  # off unless a fault-matrix test asks for it
+        if self.table_format == "delta":
+            return self._publish_delta(date, rows, gates, night)
+        spark, name = self.spark, self.qualified
+        existing = self.partitions()
+        day = f"{self.location.rstrip('/')}/dt={date}"
+        _remove_orphans(day, set(existing.values()))
+        folder = f"{day}/run={uuid.uuid4().hex[:12]}"
+        previous = sorted(d for d in existing if d < date)
+        staged, report = self._stage_and_gate(
+            date, rows, gates, folder, lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None
+        )
+        faults.maybe_fail(f"publish_{self.name}_staged")
+        faults.maybe_fail(f"publish_{self.name}_commit")  # the swap below is the commit
+        if date in existing:
+            spark.sql(f"ALTER TABLE {name} PARTITION (dt='{date}') SET LOCATION '{folder}'")
+            faults.maybe_fail(f"publish_{self.name}_committed")
+            old = existing[date]
+            if old and old.rstrip("/") != folder.rstrip("/"):
+                io.delete(spark, old)
+        else:
+            spark.sql(f"ALTER TABLE {name} ADD PARTITION (dt='{date}') LOCATION '{folder}'")
+            faults.maybe_fail(f"publish_{self.name}_committed")
+        spark.sql(f"REFRESH TABLE {name}")
+        return PublishResult(str(self), date, report.rows, report.gates, folder)
+
+    def _publish_delta(self, date: str, rows: DataFrame, gates: Gates, night: str) -> PublishResult:
+        """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
+        spark = self.spark
+        day = f"{self.location.rstrip('/')}/{STAGING}/dt={date}"
+        _remove_orphans(day, set())  # staged runs are never referenced once committed or failed
+        folder = f"{day}/run={uuid.uuid4().hex[:12]}"
+        table_df = spark.table(self.qualified)
+
+        def previous_rows() -> int | None:
+            earlier = table_df.where(F.col("dt") < date).agg(F.max("dt")).collect()[0][0]
+            return table_df.where(F.col("dt") == earlier).count() if earlier else None
+
+        staged, report = self._stage_and_gate(date, rows, gates, folder, previous_rows)
+        faults.maybe_fail(f"publish_{self.name}_staged")
+        before = self.version()
+        where = spark.sql(f"DESCRIBE DETAIL {self.qualified}").collect()[0]["location"]  # as the metastore spells it
+        faults.maybe_fail(f"publish_{self.name}_commit")
+        writer = (
+            staged.withColumn("dt", F.lit(date))
+            .select(*table_df.columns)
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"dt = '{date}'")
+        )
+        (writer.option("userMetadata", night) if night else writer).save(where)
+        faults.maybe_fail(f"publish_{self.name}_committed")  # committed; the staged copy not yet removed
+        io.delete(spark, folder)
+        return PublishResult(str(self), date, report.rows, report.gates, self.location, self.version(), before)
+
+    def _stage_and_gate(
+        self, date: str, rows: DataFrame, gates: Gates, folder: str, previous_rows: Callable[[], int | None]
+    ) -> tuple[DataFrame, GateReport]:
+        """Write the rows to ``folder`` and check the gates on exactly what was written."""
+        rows.drop("dt").write.mode("errorifexists").parquet(folder)
+        staged = self.spark.read.parquet(folder)
+        # the previous date's row count costs a query: only the row-change gate needs it
+        report = check_gates(staged, gates, previous_rows() if gates.max_row_change is not None else None)
+        if not report.ok:
+            io.delete(self.spark, folder)
+            raise PublishGateError(str(self), date, report)
+        return staged, report
+
+    def apply_retention(self, keep: int, vacuum_retain_hours: int = 168) -> list[str]:
+        """Drop all but the newest ``keep`` dates; returns the dropped dates.
+
+        Delta: one DELETE for the old dates, then VACUUM, which removes files no version younger
+        than ``vacuum_retain_hours`` needs (so RESTORE to a recent version still works).
+        Parquet: each old partition is dropped from the metastore and its folder deleted.
+        """
+        name = self.qualified
+        # Parquet: one metastore listing gives both the dates and their folders
+        existing = self.partitions() if self.table_format == "parquet" else {}
+        present = sorted(existing) if self.table_format == "parquet" else self.dates()
+        dropped = present[:-keep] if keep > 0 and len(present) > keep else []
+        if self.table_format == "delta":
+            if dropped:
+                self.spark.sql(f"DELETE FROM {name} WHERE dt <= '{dropped[-1]}'")
+                self.spark.sql(f"VACUUM {name} RETAIN {vacuum_retain_hours} HOURS")
+            return dropped
+        for dt in dropped:
+            self.spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (dt='{dt}')")
+            if existing[dt]:
+                io.delete(self.spark, existing[dt].rsplit("/run=", 1)[0])
+        return dropped
+
+    def rollback(self, to_version: int | None = None) -> tuple[int, int]:
+        """RESTORE a Delta table to ``to_version``, by default the version before its latest
+        night's publish (so that night's retention DELETE is undone too). A night committed more
+        than once (a run killed after its commit, then run again) is undone as one. Returns
+        (from, to)."""
+        if _provider(self.spark, self.qualified) != "delta":
+            raise TableFormatError(f"table {self} is not a Delta table: rollback needs embed.table_format: delta")
+        commits = self.history()
+        current = int(commits[0]["version"])
+        if to_version is None:
+            writes = [c for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
+            night = writes[0]["userMetadata"] if writes else None
+            same = list(itertools.takewhile(lambda c: night and c["userMetadata"] == night, writes)) or writes[:1]
+            if not same or int(same[-1]["version"]) == 0:
+                raise TableFormatError(f"table {self} has no earlier publish to roll back to")
+            to_version = int(same[-1]["version"]) - 1
+        if not 0 <= to_version < current:
+            raise TableFormatError(f"table {self} is at version {current}: cannot roll back to {to_version}")
+        self.spark.sql(f"RESTORE TABLE {self.qualified} TO VERSION AS OF {to_version}")
+        return current, to_version
 
 
 def check_gates(staged: DataFrame, gates: Gates, previous_rows: int | None) -> GateReport:
@@ -283,105 +422,6 @@ def check_gates(staged: DataFrame, gates: Gates, previous_rows: int | None) -> G
     return GateReport(rows, out)
 
 
-def publish_partition(
-    spark: SparkSession,
-    database: str,
-    table: str,
-    date: str,
-    rows: DataFrame,
-    gates: Gates,
-    location: str,
-    table_format: str = "delta",
-    night: str = "",
-) -> PublishResult:
-    """Write ``rows`` as partition dt=``date`` of the table, atomically, if the gates pass.
-
-    Returns the gates' verdicts, where the partition lives and, for Delta, the committed
-    version. Raises PublishGateError (and publishes nothing) when a gate fails. ``night`` names
-    what is published (date and model); a Delta commit keeps it as its ``userMetadata``, so that
-    :func:`rollback` knows two commits of one night (a run killed after its commit, run again).
-    """
-    faults.maybe_fail(f"publish_{table}_start")  # off unless a fault-matrix test asks for it
-    if table_format == "delta":
-        return _publish_delta(spark, database, table, date, rows, gates, location, night)
-    name = table_name(database, table)
-    existing = partitions(spark, database, table)
-    day = f"{location.rstrip('/')}/dt={date}"
-    _remove_orphans(day, set(existing.values()))
-    folder = f"{day}/run={uuid.uuid4().hex[:12]}"
-    previous = sorted(d for d in existing if d < date)
-    staged, report = _stage_and_gate(
-        spark,
-        f"{database}.{table}",
-        date,
-        rows,
-        gates,
-        folder,
-        lambda: spark.read.parquet(existing[previous[-1]]).count() if previous else None,
-    )
-    faults.maybe_fail(f"publish_{table}_staged")
-    faults.maybe_fail(f"publish_{table}_commit")  # the swap below is the commit
-    if date in existing:
-        spark.sql(f"ALTER TABLE {name} PARTITION (dt='{date}') SET LOCATION '{folder}'")
-        faults.maybe_fail(f"publish_{table}_committed")
-        old = existing[date]
-        if old and old.rstrip("/") != folder.rstrip("/"):
-            io.delete(spark, old)
-    else:
-        spark.sql(f"ALTER TABLE {name} ADD PARTITION (dt='{date}') LOCATION '{folder}'")
-        faults.maybe_fail(f"publish_{table}_committed")
-    spark.sql(f"REFRESH TABLE {name}")
-    return PublishResult(f"{database}.{table}", date, report.rows, report.gates, folder)
-
-
-def _publish_delta(
-    spark: SparkSession, database: str, table: str, date: str, rows: DataFrame, gates: Gates, location: str, night: str
-) -> PublishResult:
-    """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
-    name = table_name(database, table)
-    day = f"{location.rstrip('/')}/{STAGING}/dt={date}"
-    _remove_orphans(day, set())  # staged runs are never referenced once committed or failed
-    folder = f"{day}/run={uuid.uuid4().hex[:12]}"
-    table_df = spark.table(name)
-
-    def previous_rows() -> int | None:
-        earlier = table_df.where(F.col("dt") < date).agg(F.max("dt")).collect()[0][0]
-        return table_df.where(F.col("dt") == earlier).count() if earlier else None
-
-    staged, report = _stage_and_gate(spark, f"{database}.{table}", date, rows, gates, folder, previous_rows)
-    faults.maybe_fail(f"publish_{table}_staged")
-    before = version(spark, database, table)
-    where = spark.sql(f"DESCRIBE DETAIL {name}").collect()[0]["location"]  # as the metastore spells it
-    faults.maybe_fail(f"publish_{table}_commit")
-    writer = (
-        staged.withColumn("dt", F.lit(date))
-        .select(*table_df.columns)
-        .write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"dt = '{date}'")
-    )
-    (writer.option("userMetadata", night) if night else writer).save(where)
-    faults.maybe_fail(f"publish_{table}_committed")  # committed; the staged copy not yet removed
-    io.delete(spark, folder)
-    return PublishResult(
-        f"{database}.{table}", date, report.rows, report.gates, location, version(spark, database, table), before
-    )
-
-
-def _stage_and_gate(
-    spark: SparkSession, table: str, date: str, rows: DataFrame, gates: Gates, folder: str, previous_rows
-) -> tuple[DataFrame, GateReport]:
-    """Write the rows to ``folder`` and check the gates on exactly what was written."""
-    rows.drop("dt").write.mode("errorifexists").parquet(folder)
-    staged = spark.read.parquet(folder)
-    # the previous date's row count costs a query: only the row-change gate needs it
-    report = check_gates(staged, gates, previous_rows() if gates.max_row_change is not None else None)
-    if not report.ok:
-        io.delete(spark, folder)
-        raise PublishGateError(table, date, report)
-    return staged, report
-
-
 def _remove_orphans(day: str, referenced: set[str]) -> None:
     """Folders of earlier runs for one date that were never published (failed gate, killed run).
 
@@ -392,58 +432,3 @@ def _remove_orphans(day: str, referenced: set[str]) -> None:
     for name in storage.list_dirs(day):
         if name.startswith("run=") and name not in keep:
             storage.delete(f"{day}/{name}")
-
-
-def apply_retention(
-    spark: SparkSession,
-    database: str,
-    table: str,
-    keep: int,
-    table_format: str = "delta",
-    vacuum_retain_hours: int = 168,
-) -> list[str]:
-    """Drop all but the newest ``keep`` dates; returns the dropped dates.
-
-    Delta: one DELETE for the old dates, then VACUUM, which removes files no version younger
-    than ``vacuum_retain_hours`` needs (so RESTORE to a recent version still works).
-    Parquet: each old partition is dropped from the metastore and its folder deleted.
-    """
-    name = table_name(database, table)
-    # Parquet: one metastore listing gives both the dates and their folders
-    existing = partitions(spark, database, table) if table_format == "parquet" else {}
-    present = sorted(existing) if table_format == "parquet" else dates(spark, database, table)
-    dropped = present[:-keep] if keep > 0 and len(present) > keep else []
-    if table_format == "delta":
-        if dropped:
-            spark.sql(f"DELETE FROM {name} WHERE dt <= '{dropped[-1]}'")
-            spark.sql(f"VACUUM {name} RETAIN {vacuum_retain_hours} HOURS")
-        return dropped
-    for dt in dropped:
-        spark.sql(f"ALTER TABLE {name} DROP IF EXISTS PARTITION (dt='{dt}')")
-        if existing[dt]:
-            io.delete(spark, existing[dt].rsplit("/run=", 1)[0])
-    return dropped
-
-
-def rollback(spark: SparkSession, database: str, table: str, to_version: int | None = None) -> tuple[int, int]:
-    """RESTORE a Delta table to ``to_version``, by default the version before its latest night's
-    publish (so that night's retention DELETE is undone too). A night committed more than once (a
-    run killed after its commit, then run again) is undone as one. Returns (from, to)."""
-    name = table_name(database, table)
-    if _provider(spark, name) != "delta":
-        raise TableFormatError(
-            f"table {database}.{table} is not a Delta table: rollback needs embed.table_format: delta"
-        )
-    commits = history(spark, database, table)
-    current = int(commits[0]["version"])
-    if to_version is None:
-        writes = [c for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
-        night = writes[0]["userMetadata"] if writes else None
-        same = list(itertools.takewhile(lambda c: night and c["userMetadata"] == night, writes)) or writes[:1]
-        if not same or int(same[-1]["version"]) == 0:
-            raise TableFormatError(f"table {database}.{table} has no earlier publish to roll back to")
-        to_version = int(same[-1]["version"]) - 1
-    if not 0 <= to_version < current:
-        raise TableFormatError(f"table {database}.{table} is at version {current}: cannot roll back to {to_version}")
-    spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {to_version}")
-    return current, to_version

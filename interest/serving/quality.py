@@ -120,7 +120,7 @@ def next_day_quality(spark: SparkSession, cfg: Config, layout: Layout) -> NextDa
     """Score the latest recommendations published before the layout's date against its steps."""
     e, k, date = cfg.embed, cfg.eval.k, layout.date
     empty = NextDayQuality(date, None, 0, None, None, None, None, k)
-    earlier = [d for d in publish.dates(spark, e.database, e.recommendations_table) if d < date]
+    earlier = [d for d in publish.Table(spark, e.database, e.recommendations_table).dates() if d < date]
     if not earlier:
         return dataclasses.replace(empty, note="no recommendations published before this date")
     prev = earlier[-1]
@@ -212,15 +212,14 @@ def history(spark: SparkSession, cfg: Config) -> list[dict[str, Any]]:
 def publish_quality(spark: SparkSession, cfg: Config, row: NextDayQuality, location: str) -> None:
     """Write ``row`` as the date's partition of ``daily_quality`` (replacing a re-run's)."""
     e = cfg.embed
-    publish.ensure_table(spark, e.database, cfg.quality.table, DDL, location, e.table_format)
+    table = publish.Table(spark, e.database, cfg.quality.table, location, e.table_format)
+    table.ensure(DDL)
     values = {c: getattr(row, c) for c in ("previous_date", "users", "hr", "ndcg", "popularity_hr", "popularity_ndcg")}
     values.update(
         k=row.k, mean_cosine=row.mean_cosine, top_interest_changed=row.top_interest_changed, alerts=row.alerts
     )
     frame = spark.createDataFrame([values], schema=DDL)
-    publish.publish_partition(
-        spark, e.database, cfg.quality.table, row.date, frame, publish.Gates(), location, e.table_format
-    )
+    table.publish(row.date, frame, publish.Gates())
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ def drift(spark: SparkSession, cfg: Config, date: str) -> tuple[Drift | None, np
     top interest changed: share of those users whose dominant recommended category changed.
     """
     e = cfg.embed
-    dates = publish.dates(spark, e.database, e.table)
+    dates = publish.Table(spark, e.database, e.table).dates()
     earlier = [d for d in dates if d < date]
     if date not in dates or not earlier:
         return None, np.zeros(0)

@@ -29,7 +29,7 @@ from interest.data.files import TrainData
 from interest.data.reader import crop_latest, petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import next_item_loss, objective_log_q, resolve_objective, seen_items
+from interest.models.objective import NextItemTask
 from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
 from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.offline import evaluate_split
@@ -156,8 +156,7 @@ class Trainer:
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_ndcg")
             self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
         self._best_weights: list[np.ndarray] | None = None
-        self.objective = resolve_objective(t.objective, data.spec.vocab_size, t.sampled_above_items)
-        self.log_q = tf.constant(objective_log_q(data.item_counts, t.num_negatives, t.in_batch_negatives))
+        self.task = NextItemTask.for_run(t, data.item_counts, data.spec.vocab_size)
         self._train_step = self._make_train_step()
         strategy = self.strategy
 
@@ -170,24 +169,12 @@ class Trainer:
     def _make_train_step(self) -> Callable:
         t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
         replicas = strategy.num_replicas_in_sync
-        vocab_size = self.data.spec.vocab_size
+        task = self.task
 
         def loss_and_grads(inputs, targets, seed):
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
-                seen = seen_items(inputs["item_idx"], targets, vocab_size) if t.exclude_seen else None
-                loss_sum, n = next_item_loss(
-                    out["sequence"],
-                    targets,
-                    encoder.item_table,
-                    self.objective,
-                    self.log_q,
-                    t.num_negatives,
-                    seed,
-                    t.in_batch_negatives,
-                    dense=t.jit_compile,
-                    seen=seen,
-                )
+                loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
                 loss = loss_sum / tf.maximum(n, 1.0) / replicas
             return loss_sum, n, tape.gradient(loss, encoder.trainable_variables)
 
@@ -282,7 +269,7 @@ class Trainer:
         t = self.cfg.train
         self._metric = f"{t.early_stop_metric}@{self.cfg.eval.k}"
         manager, best_manager = self._checkpoints(checkpoint_dir)
-        result = TrainResult(self.encoder, objective=self.objective, precision=self.precision)
+        result = TrainResult(self.encoder, objective=self.task.objective, precision=self.precision)
         self._resume(manager, checkpoint_dir, result)
         writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir and self.worker.is_chief else None
         started = time.perf_counter()
@@ -329,7 +316,7 @@ class Trainer:
             f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
             f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
             f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
-            f"{self.encoder.count_params():,} parameters, objective {self.objective}"
+            f"{self.encoder.count_params():,} parameters, objective {self.task.objective}"
         )
 
     def _run_epoch(

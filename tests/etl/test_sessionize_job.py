@@ -23,7 +23,7 @@ from interest.etl.sessionize import SessionizeError, Window, format_summary, run
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
-from conftest import ML100K, ROOT, make_config
+from conftest import ML100K, ROOT, make_config, make_generator
 
 DATE = "2026-11-26"
 SMALL = [
@@ -39,8 +39,11 @@ SMALL = [
 
 
 def generated(tmp_path: Path, fmt: str, *extra: str):
-    cfg = make_config(tmp_path, *SMALL, f"generator.format={fmt}", f"ingest.format={fmt}", *extra)
-    planted = generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    sets = [*SMALL, f"generator.format={fmt}", f"ingest.format={fmt}", *extra]
+    cfg = make_config(tmp_path, *sets)
+    planted = generate(
+        make_generator(*sets), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False
+    )
     return cfg, planted
 
 

@@ -32,7 +32,7 @@ from interest.serving.inference import Embedder
 from interest.synth import generate
 from interest.training.run import train_and_export
 
-from conftest import DATE, PLANTED, embed_frame, make_config, top_weighted_items
+from conftest import DATE, PLANTED, embed_frame, make_config, make_generator, top_weighted_items
 
 # 30% of views are off-interest noise, so a history is ~75% in-interest; 60% for the deletion test.
 NOISY = [*PLANTED, "generator.interest_noise=0.3", "train.epochs=10"]
@@ -45,7 +45,7 @@ MIN_PRECISION = 0.78  # share of explanation items in the user's planted interes
 
 def planted_data(spark, root, overrides: list[str]):
     cfg = make_config(root, *overrides)
-    generate(cfg.generator, cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    generate(make_generator(*overrides), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
     run_sessionize(spark, cfg, DATE)
     return root
 

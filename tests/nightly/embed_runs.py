@@ -65,7 +65,7 @@ READ_BACK = """
 import sys
 from interest.config import load_config
 from interest.spark import get_spark
-from interest.serving.publish import partitions, version
+from interest.serving.publish import Table
 root, date, fmt = sys.argv[1:4]
 cfg = load_config("conf/local.yaml", [f"paths.root={root}", f"embed.table_format={fmt}",
                                       "spark.conf={spark.ui.enabled: 'false'}"])
@@ -77,10 +77,11 @@ print("ROWS", len(rows), len({r.user_id for r in rows}), sorted({r.d for r in ro
       max(r.t for r in rows))
 versions = sorted(r.model_version for r in spark.sql(
     "SELECT DISTINCT model_version FROM default.user_interest_embeddings WHERE dt = '%s'" % date).collect())
+table = Table(spark, "default", "user_interest_embeddings")
 if fmt == "parquet":  # the partition's folder
-    seen = partitions(spark, "default", "user_interest_embeddings")[date].rstrip("/").rsplit("/", 1)[-1]
+    seen = table.partitions()[date].rstrip("/").rsplit("/", 1)[-1]
 else:  # the table version and the data files readers get
-    seen = (version(spark, "default", "user_interest_embeddings"), sorted({r.f.rsplit("/", 1)[-1] for r in rows}))
+    seen = (table.version(), sorted({r.f.rsplit("/", 1)[-1] for r in rows}))
 print("SEEN", seen, versions)
 """
 

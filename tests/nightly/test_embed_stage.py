@@ -20,7 +20,7 @@ from interest.models.export import (
 )
 from interest.nightly import run_nightly
 from interest.serving.embed import EmbedInputError, run_embed
-from interest.serving.publish import PublishGateError, version
+from interest.serving.publish import PublishGateError, Table
 
 from conftest import DATE, make_config
 
@@ -36,7 +36,7 @@ def embedded(spark, planted):
 @pytest.mark.slow
 def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_matrix):
     cfg, report = embedded
-    before = version(spark, cfg.embed.database, cfg.embed.table)
+    before = Table(spark, cfg.embed.database, cfg.embed.table).version()
     rows_before = table_rows(spark, cfg, DATE)
     model = load_model(report.model.path)
     weights = model.encoder.get_weights()
@@ -51,7 +51,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_
     ) as info:
         run_embed(spark, cfg, DATE, broken)
     assert info.value.report.gates["finite_embedding"].ok is False
-    assert version(spark, cfg.embed.database, cfg.embed.table) == before  # no commit
+    assert Table(spark, cfg.embed.database, cfg.embed.table).version() == before  # no commit
     pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
     staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
     assert not list(staged.rglob("*.parquet"))  # the rejected run left nothing staged

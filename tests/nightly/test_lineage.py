@@ -27,7 +27,7 @@ from interest.models.export import (
     warm_start,
 )
 from interest.nightly import run_nightly
-from interest.serving.publish import history as table_history
+from interest.serving.publish import Table
 
 from conftest import DATE
 
@@ -150,5 +150,5 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
             spark.createDataFrame(frame), spark.createDataFrame(before["tables"][table]), ignore_nullable=True
         )
     # each run replaced its dt in one commit per table (replaceWhere), nothing more
-    ops = [h["operation"] for h in table_history(spark, cfg.embed.database, cfg.embed.table)]
+    ops = [h["operation"] for h in Table(spark, cfg.embed.database, cfg.embed.table).history()]
     assert ops == ["WRITE"] * 5 + ["CREATE TABLE"]

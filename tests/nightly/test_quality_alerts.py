@@ -15,7 +15,7 @@ from embed_runs import (
 )
 
 from interest.nightly import QualityAlertError, run_nightly
-from interest.serving.publish import dates
+from interest.serving.publish import Table
 
 from conftest import DATE
 
@@ -27,7 +27,7 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
     run_nightly(spark, cfg, PREV)
     cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
     day2 = run_nightly(spark, cfg2, DATE)
-    assert dates(spark, cfg.embed.database, cfg.embed.table) == [PREV, DATE]
+    assert Table(spark, cfg.embed.database, cfg.embed.table).dates() == [PREV, DATE]
     v1 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={PREV}").set_index("item_idx").item_id
     v2 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={DATE}").set_index("item_idx").item_id
     assert len(v2) > len(v1)  # the vocabulary grew

@@ -172,3 +172,29 @@ def test_seen_items_are_no_candidates_in_the_loss_but_the_target_is():
     np.testing.assert_allclose(float(dense_total), expected, rtol=1e-5)
     plain, _ = O.next_item_loss(seq, targets, table, "full_softmax")
     assert float(plain) > float(total)  # more candidates to lose against
+
+
+def test_the_task_built_from_the_training_section_applies_its_settings():
+    """The run's loss object: ``exclude_seen`` takes each row's own items out of the candidates (the
+    loss above), ``auto`` resolves by catalogue size, and ``jit_compile`` picks the dense form."""
+    from interest.config import load_config
+
+    rng = np.random.default_rng(4)
+    seq = tf.constant(rng.normal(size=(2, 4, 3)).astype("float32"))
+    table = tf.constant(rng.normal(size=(8, 3)).astype("float32"))
+    inputs = tf.constant([[0, 2, 3, 4], [0, 0, 5, 6]], tf.int32)
+    targets = tf.constant([[2, 3, 4, 5], [0, 5, 6, 7]], tf.int32)
+    seed = tf.constant([1, 2], tf.int64)
+    counts = np.arange(8)
+
+    def task(*sets: str) -> O.NextItemTask:
+        return O.NextItemTask.for_run(load_config(None, list(sets)).train, counts, 8)
+
+    plain, excluding = task(), task("train.exclude_seen=true")
+    assert plain.objective == "full_softmax" and not plain.dense and task("train.jit_compile=true").dense
+    assert task("train.sampled_above_items=5").objective == "sampled_softmax"
+    seen = O.seen_items(inputs, targets, 8)
+    expected = O.next_item_loss(seq, targets, table, "full_softmax", seen=seen)
+    got = excluding(seq, inputs, targets, table, seed)
+    np.testing.assert_allclose([float(v) for v in got], [float(v) for v in expected], rtol=1e-6)
+    assert float(plain(seq, inputs, targets, table, seed)[0]) > float(got[0])  # more candidates, more loss

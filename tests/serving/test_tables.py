@@ -7,19 +7,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from interest.serving.publish import (
-    Gates,
-    PublishGateError,
-    TableFormatError,
-    apply_retention,
-    dates,
-    ensure_table,
-    history,
-    partitions,
-    publish_partition,
-    rollback,
-    version,
-)
+from interest.serving.publish import Gates, PublishGateError, Table, TableFormatError
 
 DDL = "user_id STRING, embedding ARRAY<FLOAT>"
 UNIT = Gates(vector_columns=["embedding"], unit_norm_column="embedding")
@@ -38,85 +26,84 @@ def table(spark, tmp_path, request):
     """An empty dt-partitioned table in a database of its own."""
     db = f"tables_{request.node.name.split('[')[0][5:40]}".replace("-", "_")
     fmt = getattr(request, "param", "delta")
-    ensure_table(spark, db, "t", DDL, str(tmp_path / "t"), fmt)
-    yield db, str(tmp_path / "t"), fmt
+    t = Table(spark, db, "t", str(tmp_path / "t"), fmt)
+    t.ensure(DDL)
+    yield t
     spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
 
 
 @pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
 def test_a_date_is_replaced_exactly_and_other_dates_are_untouched(spark, table):
-    db, location, fmt = table
-    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
-    publish_partition(
-        spark, db, "t", "2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])), UNIT, location, fmt
-    )
-    report = publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("c", [0.6, 0.8])), UNIT, location, fmt)
+    t, db, fmt = table, table.database, table.table_format
+    t.publish("2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT)
+    t.publish("2026-11-26", rows(spark, ("a", [0.0, 1.0]), ("b", [1.0, 0.0])), UNIT)
+    report = t.publish("2026-11-26", rows(spark, ("c", [0.6, 0.8])), UNIT)
     assert report.gates["unit_norm"].ok and report.rows == 1
-    assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
+    assert t.dates() == ["2026-11-25", "2026-11-26"]
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("c", [0.6, 0.8])), ignore_nullable=True)
     assert_df_equality(read(spark, db, "2026-11-25"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
     if fmt == "delta":  # one commit per publish, the replacement by replaceWhere on dt
-        commits = history(spark, db, "t")
+        commits = t.history()
         assert [c["operation"] for c in commits] == ["WRITE", "WRITE", "WRITE", "CREATE TABLE"]
         assert commits[0]["operationParameters"]["predicate"] == "dt = '2026-11-26'"
         assert (report.previous_version, report.version) == (2, 3)
     else:
-        assert sorted(partitions(spark, db, "t")) == ["2026-11-25", "2026-11-26"]
+        assert sorted(t.partitions()) == ["2026-11-25", "2026-11-26"]
 
 
 @pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
 def test_a_failed_gate_commits_nothing(spark, table):
-    db, location, fmt = table
-    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt)
-    before = history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")
+    t, db, fmt = table, table.database, table.table_format
+    t.publish("2026-11-26", rows(spark, ("a", [1.0, 0.0])), UNIT)
+    before = t.history() if fmt == "delta" else t.partitions()
     with pytest.raises(
         PublishGateError,
         match=r"not publishing tables_\w+\.t dt=2026-11-26: unit_norm: "
         r"max \|norm - 1\| = 1\.00e\+00",
     ):
-        publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("a", [2.0, 0.0])), UNIT, location, fmt)
-    assert (history(spark, db, "t") if fmt == "delta" else partitions(spark, db, "t")) == before
+        t.publish("2026-11-26", rows(spark, ("a", [2.0, 0.0])), UNIT)
+    assert (t.history() if fmt == "delta" else t.partitions()) == before
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
 
 
 def test_delta_retention_deletes_and_vacuums_and_rollback_restores_the_night_before(spark, table):
-    db, location, fmt = table
+    t, db = table, table.database
     for day, vec in (("2026-11-24", [1.0, 0.0]), ("2026-11-25", [0.0, 1.0])):
-        publish_partition(spark, db, "t", day, rows(spark, ("a", vec)), UNIT, location, fmt)
-    good = version(spark, db, "t")
+        t.publish(day, rows(spark, ("a", vec)), UNIT)
+    good = t.version()
     # a bad night: dt=26 published and, with retention 2, dt=24 deleted and vacuumed
-    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt)
-    assert apply_retention(spark, db, "t", 2, fmt, vacuum_retain_hours=168) == ["2026-11-24"]
-    assert dates(spark, db, "t") == ["2026-11-25", "2026-11-26"]
-    ops = [c["operation"] for c in history(spark, db, "t")]
+    t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT)
+    assert t.apply_retention(2, vacuum_retain_hours=168) == ["2026-11-24"]
+    assert t.dates() == ["2026-11-25", "2026-11-26"]
+    ops = [c["operation"] for c in t.history()]
     assert ops[:4] == ["VACUUM END", "VACUUM START", "DELETE", "WRITE"]
-    assert apply_retention(spark, db, "t", 2, fmt) == []  # nothing more to drop: no new commit
-    assert [c["operation"] for c in history(spark, db, "t")][:1] == ["VACUUM END"]
+    assert t.apply_retention(2) == []  # nothing more to drop: no new commit
+    assert [c["operation"] for c in t.history()][:1] == ["VACUUM END"]
     # roll back the last publish: dt=26 disappears and dt=24 is back, as readers saw it before
-    current = version(spark, db, "t")
-    assert rollback(spark, db, "t") == (current, good)
-    assert dates(spark, db, "t") == ["2026-11-24", "2026-11-25"]
+    current = t.version()
+    assert t.rollback() == (current, good)
+    assert t.dates() == ["2026-11-24", "2026-11-25"]
     assert_df_equality(read(spark, db, "2026-11-24"), rows(spark, ("a", [1.0, 0.0])), ignore_nullable=True)
-    assert history(spark, db, "t")[0]["operation"] == "RESTORE"
+    assert t.history()[0]["operation"] == "RESTORE"
     with pytest.raises(TableFormatError, match=r"is at version \d+: cannot roll back to 99"):
-        rollback(spark, db, "t", 99)
+        t.rollback(99)
 
 
 def test_a_night_committed_twice_is_rolled_back_as_one(spark, table):
     """A run killed just after its commit and run again commits the same night twice: rollback
     gives back what readers saw before that night, not the night's first commit."""
-    db, location, fmt = table
-    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, location, fmt, "dt=25 m1")
-    good = version(spark, db, "t")
+    t, db = table, table.database
+    t.publish("2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, "dt=25 m1")
+    good = t.version()
     for _ in range(2):
-        publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt, "dt=26 m2")
-    assert [c["userMetadata"] for c in history(spark, db, "t")][:3] == ["dt=26 m2", "dt=26 m2", "dt=25 m1"]
-    assert rollback(spark, db, "t") == (good + 2, good)
-    assert dates(spark, db, "t") == ["2026-11-25"]
+        t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=26 m2")
+    assert [c["userMetadata"] for c in t.history()][:3] == ["dt=26 m2", "dt=26 m2", "dt=25 m1"]
+    assert t.rollback() == (good + 2, good)
+    assert t.dates() == ["2026-11-25"]
     # without names, each commit is its own night: the latest one is undone
-    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("y", [0.0, 1.0])), UNIT, location, fmt)
-    publish_partition(spark, db, "t", "2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, location, fmt)
-    assert rollback(spark, db, "t") == (good + 5, good + 4)
+    t.publish("2026-11-26", rows(spark, ("y", [0.0, 1.0])), UNIT)
+    t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT)
+    assert t.rollback() == (good + 5, good + 4)
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("y", [0.0, 1.0])), ignore_nullable=True)
 
 
@@ -133,34 +120,34 @@ def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spar
         match=rf"table {db}\.d has another schema than this job writes "
         r"\(embedding: table has array<double>, we write array<float>\)",
     ):
-        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
-    assert version(spark, db, "d") == 1 and spark.table(f"{db}.d").count() == 1
+        Table(spark, db, "d", str(tmp_path / "d"), "delta").ensure(DDL)
+    assert Table(spark, db, "d").version() == 1 and spark.table(f"{db}.d").count() == 1
     with pytest.raises(
         TableFormatError,
         match=rf"table {db}\.d is a delta table but embed.table_format "
         r"is parquet: set embed.table_format: delta",
     ):
-        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "parquet")
+        Table(spark, db, "d", str(tmp_path / "d"), "parquet").ensure(DDL)
     with pytest.raises(TableFormatError, match="is not a Delta table: rollback needs"):
         spark.sql(
             f"CREATE TABLE {db}.p ({DDL}, dt STRING) USING PARQUET PARTITIONED BY (dt) LOCATION '{tmp_path / 'p'}'"
         )
-        rollback(spark, db, "p")
+        Table(spark, db, "p").rollback()
     # a Delta log at the location from another metastore, with another schema
     spark.sql(f"DROP TABLE {db}.d")  # external: the files and the log stay
     with pytest.raises(TableFormatError, match=r"has another schema .*embedding: table has array<double>"):
-        ensure_table(spark, db, "d", DDL, str(tmp_path / "d"), "delta")
+        Table(spark, db, "d", str(tmp_path / "d"), "delta").ensure(DDL)
     assert spark.read.format("delta").load(str(tmp_path / "d")).count() == 1
     spark.sql(f"DROP DATABASE {db} CASCADE")
 
 
 @pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
 def test_a_column_added_by_a_newer_release_is_added_to_the_table_and_old_dates_read_null(spark, table):
-    db, location, fmt = table
-    publish_partition(spark, db, "t", "2026-11-25", rows(spark, ("a", [1.0])), UNIT, location, fmt)
+    t, db = table, table.database
+    t.publish("2026-11-25", rows(spark, ("a", [1.0])), UNIT)
     newer = f"{DDL}, is_cold_start BOOLEAN"
-    ensure_table(spark, db, "t", newer, location, fmt)
+    t.ensure(newer)
     frame = spark.createDataFrame([("b", [1.0], True)], schema=newer)
-    publish_partition(spark, db, "t", "2026-11-26", frame, UNIT, location, fmt)
+    t.publish("2026-11-26", frame, UNIT)
     got = {r.user_id: (r.dt, r.is_cold_start) for r in spark.table(f"`{db}`.`t`").collect()}
     assert got == {"a": ("2026-11-25", None), "b": ("2026-11-26", True)}
