@@ -296,6 +296,7 @@ def main() -> None:
     print(f"machine: {machine()}\nwork: {work}\n", flush=True)
 
     from interest.evaluation.evaluate import add_temporal, load_eval_data
+    from interest.layout import Layout
 
     started = time.perf_counter()
     everything: dict[str, Any] = {}
@@ -303,7 +304,7 @@ def main() -> None:
         w.sessionize("loo", END)
         models = models_by_encoder(w, "loo", END, args.encoders, args.seeds, [])
         cfg = w.config("loo")
-        everything["loo"] = loo = evaluate(cfg, load_eval_data(cfg, END), models)
+        everything["loo"] = loo = evaluate(cfg, load_eval_data(cfg, Layout.of(cfg, END)), models)
         print_loo(loo, args.seeds)
     if not args.no_temporal:
         week = (dt.date.fromisoformat(args.cut) + dt.timedelta(days=7)).isoformat()
@@ -316,7 +317,8 @@ def main() -> None:
         results = {}
         for label, extra in (("time gaps off (the profile)", []), ("time gaps on", ["model.use_time_gap=true"])):
             group = models_by_encoder(w, "temporal", args.cut, args.encoders, temporal_seeds, extra)
-            data = add_temporal(tcfg, load_eval_data(tcfg, args.cut), END, week)
+            cut = Layout.of(tcfg, args.cut)
+            data = add_temporal(cut, load_eval_data(tcfg, cut), END, week)
             data.tasks = {n: t for n, t in data.tasks.items() if n == "valid" or n.startswith("temporal")}
             results[label] = evaluate(tcfg, data, group, with_extras=False)
             if len(results) == 1:

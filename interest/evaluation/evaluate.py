@@ -84,10 +84,10 @@ def categories_by_index(vocab: pd.DataFrame, size: int) -> list[frozenset[str]] 
     return category_sets(labels)
 
 
-def load_eval_data(cfg: Config, date: str, users: int | None = None) -> EvalData:
-    """The date's test users (at most ``users``, default ``train.eval_users``, a fixed sample) with
-    the leave-one-out tasks and the cold-start replays."""
-    paths = Layout.of(cfg, date).sessionized
+def load_eval_data(cfg: Config, layout: Layout, users: int | None = None) -> EvalData:
+    """The layout date's test users (at most ``users``, default ``train.eval_users``, a fixed
+    sample) with the leave-one-out tasks and the cold-start replays."""
+    paths, date = layout.sessionized, layout.date
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
         if not storage.exists(path):
             raise EvaluationInputError(f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first")
@@ -112,16 +112,17 @@ def load_eval_data(cfg: Config, date: str, users: int | None = None) -> EvalData
     )
 
 
-def add_temporal(cfg: Config, data: EvalData, after: str, week: str | None = None) -> EvalData:
-    """Add the temporal tasks: ``data``'s date is the cut T; the sequences of ``after`` (sessionized
-    with T's vocabulary as the base, as the nightly job does) give each user's first new item after
-    T, and those of ``week`` (default ``after``) every new item up to it. Items first seen after T get
-    indices past T's vocabulary: the categories and the size grow to cover them."""
+def add_temporal(layout: Layout, data: EvalData, after: str, week: str | None = None) -> EvalData:
+    """Add the temporal tasks: ``data``'s date (the layout's) is the cut T; the sequences of
+    ``after`` (sessionized with T's vocabulary as the base, as the nightly job does) give each
+    user's first new item after T, and those of ``week`` (default ``after``) every new item up to it.
+    Items first seen after T get indices past T's vocabulary: the categories and the size grow to
+    cover them."""
     tasks = dict(data.tasks)
-    before = load_rows(Layout.of(cfg, data.date).sessionized.infer)
+    before = load_rows(layout.sessionized.infer)
     grown = data.vocab
     for name, date in (("temporal_first", after), ("temporal_week", week or after)):
-        later_vocab, later = _later_rows(cfg, data, date)
+        later_vocab, later = _later_rows(layout, data, date)
         tasks[name] = temporal(before, later, first_only=name == "temporal_first")
         if later_vocab["item_idx"].max() > grown["item_idx"].max():
             grown = later_vocab
@@ -130,10 +131,9 @@ def add_temporal(cfg: Config, data: EvalData, after: str, week: str | None = Non
     return EvalData(data.date, data.rows, grown, size, cats, counts, data.train_path, tasks)
 
 
-def _later_rows(cfg: Config, data: EvalData, date: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _later_rows(layout: Layout, data: EvalData, date: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """A later date's vocabulary and inference rows, checked to extend ``data``'s vocabulary."""
-    layout = Layout.of(cfg, date)
-    paths, base = layout.sessionized, layout.at(data.date).sessionized.vocab
+    paths, base = layout.at(date).sessionized, layout.sessionized.vocab
     if date <= data.date or not storage.exists(paths.infer):
         raise EvaluationInputError(
             f"no sequences for a date after {data.date} at {paths.infer}: run jobs/sessionize.py --date "
@@ -331,15 +331,16 @@ def evaluate_models(cfg: Config, date: str, model_dirs: list[str], after: str | 
     """Evaluate each model, popularity and co-occurrence on ``date``; write the report."""
     models = [load_model(d) for d in model_dirs]
     refuse_later_models(models, date)
-    data = load_eval_data(cfg, date)
+    layout = Layout.of(cfg, date)
+    data = load_eval_data(cfg, layout)
     for model in models:
         check_fits(model, data)
     if after:
-        data = add_temporal(cfg, data, after)
+        data = add_temporal(layout, data, after)
     grouped: dict[str, list[LoadedModel]] = {}
     for model in models:
         grouped.setdefault(model.encoder.kind, []).append(model)
-    target = Layout.of(cfg, date).report("evaluation")
+    target = layout.report("evaluation")
     with storage.local_output(target) as local:  # matplotlib writes local files
         return _evaluate(cfg, data, grouped, Path(local), target)
 
