@@ -125,6 +125,10 @@ class StandaloneCluster:
             "spark.cores.max": str(self.cores * self.n_workers),
             "spark.ui.enabled": "false",
             "spark.pyspark.python": sys.executable,
+            # Delta rebuilds a table's state over 50 partitions and Spark lists files over up to
+            # 10,000 tasks: sized for real clusters, not for this one of two cores and tiny tables
+            "spark.databricks.delta.snapshotPartitions": "4",
+            "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
             **delta_settings(None),
             **(conf or {}),
         }
