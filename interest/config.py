@@ -333,7 +333,7 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
     old = node.get(parts[-1])
-    node[parts[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+    node[parts[-1]] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
