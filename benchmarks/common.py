@@ -103,8 +103,8 @@ def generated_clickstream(overrides: list[str], app: str):
     cfg = load_config(ROOT / "conf" / "local.yaml", overrides)
     generate(
         load_generator_config(ROOT / "conf" / "local.yaml", overrides),
-        cfg.paths.resolve("raw_events"),
-        cfg.paths.resolve("truth"),
+        cfg.paths.raw_events,
+        cfg.paths.truth,
         progress=False,
     )
     return cfg, get_spark(cfg, app)

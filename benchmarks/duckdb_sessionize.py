@@ -3,7 +3,7 @@
 It does what ``jobs/sessionize.py`` does to the same raw Parquet files, with the same rules and
 the same configuration: validation with the first broken rule as the reason, exact duplicates
 collapsed, bot users excluded (busiest day above the limit), sessions cut at the idle gap, every
-``max_session_events`` events and every ``max_session_minutes``, consecutive repeats of an item in
+``MAX_SESSION_EVENTS`` events and every ``MAX_SESSION_MINUTES``, consecutive repeats of an item in
 a session merged into one step, the frequency-ordered vocabulary over training steps, and each
 user's latest ``max_len`` steps as padded arrays plus the held-out targets, written as Parquet.
 Ties in time follow the rows' order in the files (file, then row), as ``ingest_order`` does.
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from interest.config import Config
+from interest.etl.sessions import MAX_SESSION_EVENTS, MAX_SESSION_MINUTES
 from interest.etl.validate import run_end
 from interest.schema import HELD_OUT_STEPS
 
@@ -36,7 +37,7 @@ def script(cfg: Config, raw_glob: str, out: str, date: str) -> str:
     latest = run_end(date, s.max_future_skew_minutes).strftime("%Y-%m-%d %H:%M:%S")
     types = ", ".join(f"'{t}'" for t in s.event_types)
     gap_s = s.session_gap_minutes * 60
-    span_s = s.max_session_minutes * 60
+    span_s = MAX_SESSION_MINUTES * 60
     return f"""
 SET TimeZone = 'UTC';
 CREATE TEMP TABLE flagged AS
@@ -92,7 +93,7 @@ WITH gaps AS (
          floor((epoch(ts) - min(epoch(ts)) OVER (PARTITION BY user_id, base)) / {span_s}) AS chunk
   FROM based WINDOW b AS (PARTITION BY user_id, base ORDER BY ts, ingest_order, event_rank)
 ), cut AS (
-  SELECT *, CASE WHEN pos = 0 OR pos % {s.max_session_events} = 0
+  SELECT *, CASE WHEN pos = 0 OR pos % {MAX_SESSION_EVENTS} = 0
                    OR chunk <> lag(chunk) OVER (PARTITION BY user_id, base ORDER BY ts, ingest_order, event_rank)
                  THEN 1 ELSE 0 END AS new
   FROM placed

@@ -103,13 +103,14 @@ def models_by_encoder(work: Work, root: str, date: str, encoders, seeds, extra: 
 
 def evaluate(cfg, data, models: dict[str, list], with_extras: bool = True) -> dict[str, Any]:
     """Everything the evaluation stage measures, for grouped models (one group per encoder)."""
+    from interest.config import VALID_SEED
     from interest.evaluation import evaluate as ev
     from interest.evaluation.breakdown import build_breakdown
 
     e = cfg.eval
     scorers: dict[str, Any] = {
         **ev.encoder_scorers(models, data),
-        **ev.baselines(data, e.sampled_negatives, e.valid_seed),
+        **ev.baselines(data, e.sampled_negatives, VALID_SEED),
     }
     scorers = {name: scorers[name] for name in ["popularity", "co-occurrence", *models]}
     tasks = {n: t for n, t in data.tasks.items() if n != "valid"}

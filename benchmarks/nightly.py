@@ -63,7 +63,7 @@ def main() -> None:
                 sets = ["--set", f"paths.root={root}", "--set", f"storage.webhdfs_port={hdfs.http_port}", *common]
             else:
                 root = str(work / f"root-{fmt}")
-                sets = ["--set", f"paths.root={root}", "--set", f"paths.raw_events={work}/raw/events", *common]
+                sets = ["--set", f"paths.root={root}", "--set", f"ingest.path={work}/raw/events", *common]
             sets += ["--set", f"embed.table_format={fmt}"]
             wall, peak, code = run_measured(
                 [sys.executable, "jobs/nightly.py", "--date", DATE, "--show", "0", *sets],

@@ -28,36 +28,70 @@ class ConfigError(UserError, ValueError):
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[2]"  # where Spark runs; ignored when launched by spark-submit (its --master wins)
-    app_name: str = "interest"  # the Spark application name (jobs add the stage and date)
     enable_hive: bool = True  # tables in a Hive metastore (embedded Derby locally, the cluster's with hive-site.xml)
-    log_level: str = "WARN"  # Spark's own log level
     conf: dict[str, str] = field(default_factory=dict)  # any Spark settings, passed to the session builder as they are
 
 
 @dataclass(frozen=True)
 class PathsConfig:
-    """Where everything lives. Relative local paths resolve against the working directory."""
+    """Where everything lives. Relative local paths resolve against the working directory.
+
+    The keys are the places an operator moves apart from the root (models to a registry folder,
+    checkpoints to storage every executor reaches, logs to a local disk) or that a run keeps apart
+    to share one root (a second vocabulary and sequences). The rest derive from the root alone:
+    the properties below, always absolute (URLs kept as they are)."""
 
     root: str = "data"  # the folder or URL (hdfs://, s3a://, file://) every other path derives from
-    raw_events: str = "{root}/raw/events"  # the raw click log when ingest.path is not set
-    truth: str = "{root}/raw/truth"  # the generator's planted interests (generated data only)
-    rejects: str = "{root}/events_rejected"  # quarantined rows with their reject reason, per dt
     vocab: str = "{root}/vocab"  # item id <-> index, counts and categories, per dt
     sequences: str = "{root}/sequences"  # per-user padded sequences (train, infer, day), per dt
-    sessions: str = "{root}/sessions"  # one row per session, per dt
     reports: str = "{root}/reports"  # JSON, Markdown and pictures of every stage
     models: str = "{root}/models"  # exported model versions per encoder
     checkpoints: str = "{root}/checkpoints"  # training checkpoints (removed when a run finishes)
-    warehouse: str = "{root}/warehouse"  # where the published tables' files live
-    metastore: str = "{root}/metastore"  # the embedded Derby metastore (local or file:// only)
-    mlruns: str = "{root}/mlruns"  # the MLflow file store when tracking.uri is not set
     logs: str = "{root}/_logs"  # one file per job run, at debug level with full traces ("" = none)
 
     def resolve(self, name: str) -> str:
-        """The absolute path or URL of a named location, with ``{root}`` substituted."""
-        root = absolute(self.root)
-        value = getattr(self, name).format(root=root)
-        return absolute(value)
+        """The absolute path or URL of a named key, with ``{root}`` substituted."""
+        return absolute(getattr(self, name).format(root=self.base))
+
+    @property
+    def base(self) -> str:
+        """The root, absolute."""
+        return absolute(self.root)
+
+    @property
+    def raw_events(self) -> str:
+        """The raw click log when ``ingest.path`` is not set (where the generator writes)."""
+        return f"{self.base}/raw/events"
+
+    @property
+    def truth(self) -> str:
+        """The generator's planted interests (generated data only)."""
+        return f"{self.base}/raw/truth"
+
+    @property
+    def rejects(self) -> str:
+        """Quarantined rows with their reject reason, per dt."""
+        return f"{self.base}/events_rejected"
+
+    @property
+    def sessions(self) -> str:
+        """One row per session, per dt."""
+        return f"{self.base}/sessions"
+
+    @property
+    def warehouse(self) -> str:
+        """Where the published tables' files live."""
+        return f"{self.base}/warehouse"
+
+    @property
+    def metastore(self) -> str:
+        """The embedded Derby metastore (local or file:// roots only)."""
+        return f"{self.base}/metastore"
+
+    @property
+    def mlruns(self) -> str:
+        """The MLflow file store when ``tracking.uri`` is not set."""
+        return f"{self.base}/mlruns"
 
 
 @dataclass(frozen=True)
@@ -74,7 +108,7 @@ class ColumnsConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     format: Literal["parquet", "csv", "json", "movielens"] = "parquet"  # how the raw source is read
-    path: str | None = None  # None = paths.raw_events
+    path: str | None = None  # None: {paths.root}/raw/events
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
     # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss".
@@ -98,9 +132,6 @@ class SessionizeConfig:
     lookback_days: int = 30  # 0 = everything up to the run date
     max_future_skew_minutes: int = 60  # events later than end-of-day + skew are rejected
     session_gap_minutes: float = 30.0  # a gap of at least this starts a new session
-    max_session_events: int = 200  # a longer session is split
-    max_session_minutes: float = 240.0  # a longer session is split
-    collapse_repeats: bool = True  # view→click→cart of one item in a row becomes one step
     bot_max_events_per_day: int = 1000  # a user above this on any day is a bot
     # exclude: a bot's events are quarantined; cap: kept up to the limit per day
     bot_policy: Literal["exclude", "cap"] = "exclude"
@@ -109,18 +140,12 @@ class SessionizeConfig:
     # Training rows per user: 1 = the latest window only; more tile older history of long-lived
     # users into extra training windows (every step is a training target once)
     max_windows: int = 1
-    min_train_steps: int = 3  # leave-one-out needs train + validation + test
-    # Upper edges (seconds) of the time-gap buckets; bucket 1 = first step, 2.. = these, last = more.
-    time_gap_edges_s: list[float] = field(
-        default_factory=lambda: [10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400]
-    )
     # Size of one training row group (= one file): its sequence columns, uncompressed. Petastorm
     # hands training whole row groups, so each costs one round of Python bookkeeping; this size keeps
     # that small next to decoding, while a reader holds up to 9 groups with one thread (4 being read,
     # 5 waiting), 18 with two (BENCHMARKS.md, "The input pipeline").
     row_group_mib: float = 16.0
     min_row_groups: int = 8  # enough shards for the distributed readers
-    write_sessions: bool = True  # also write sessions/dt=D (one row per session)
 
     @property
     def rows_per_row_group(self) -> int:
@@ -160,11 +185,10 @@ class ModelConfig:
     dim: int = 64  # embedding width
     heads: int = 2  # attention heads
     blocks: int = 2  # attention blocks
-    ff_mult: int = 2  # feed-forward width as a multiple of dim
     dropout: float = 0.2  # dropout rate in training
     memory_slots: int = 4  # interest slots of the memory encoder
     use_event_type: bool = True  # embed each step's event type
-    use_time_gap: bool = True  # embed the time since the previous step (bucketed by sessionize.time_gap_edges_s)
+    use_time_gap: bool = True  # embed the time since the previous step (bucketed by interest.schema.TIME_GAP_EDGES_S)
 
 
 @dataclass(frozen=True)
@@ -176,13 +200,9 @@ class TrainConfig:
     objective: Literal["auto", "full_softmax", "sampled_softmax", "bce"] = "auto"
     sampled_above_items: int = 20000  # objective auto: sampled softmax above this many items
     num_negatives: int = 256  # uniform negatives for sampled softmax (plus in-batch)
-    in_batch_negatives: bool = True  # sampled softmax: also use the batch's targets as negatives
     # full softmax: items the user already interacted with are no candidates in the loss (the target
     # itself always is), as they are none when ranking and never published (interest.scoring.metrics)
     exclude_seen: bool = False
-    # each training row, with this probability, loses a random number of its latest steps for the
-    # step (interest.data.reader.crop_latest): short histories at the position users are read from
-    crop_prob: float = 0.0
     batch_size: int = 128  # global batch (divided over the workers)
     epochs: int = 20  # at most this many epochs
     learning_rate: float = 1e-3  # peak learning rate (AdamW)
@@ -194,9 +214,7 @@ class TrainConfig:
     # sampled_ndcg ranks against eval.sampled_negatives (steadier with few users; SASRec's protocol)
     early_stop_metric: Literal["full_ndcg", "sampled_ndcg", "full_hr", "sampled_hr"] = "full_ndcg"
     eval_every: int = 1  # validate every this many epochs
-    eval_users: int = 20000  # validation on at most this many users (all on small data)
     seed: int = 1  # initialisation, shuffling and evaluation-user sample
-    shuffle_buffer: int = 2048  # rows shuffled together in the input pipeline
     # Petastorm threads reading row groups per training worker. One keeps the order of the rows a
     # function of the seed, so a run is reproducible; two read faster (BENCHMARKS.md) but Petastorm
     # then takes row groups in the order they finish, which varies between runs.
@@ -216,14 +234,16 @@ class TrainConfig:
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 
+# The validation negatives' seed (best-epoch selection, early stopping): one no test draw
+# (eval.seeds) may use, so model selection never tunes on the draws the test is reported on
+VALID_SEED = 0
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     k: int = 10  # cut-off of HR@k and NDCG@k
     sampled_negatives: int = 100  # negatives per user in the sampled protocol
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # test negatives, one draw each
-    # validation negatives (best-epoch selection, early stopping): a seed no test draw uses, so
-    # model selection never tunes on the draws the test is reported on
-    valid_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -244,7 +264,6 @@ class EmbedConfig:
     vacuum_retain_hours: int = 168  # Delta files a retention DELETE leaves stay this long (time travel, RESTORE)
     min_coverage: float = 0.95  # gate: share of active users that must be embedded
     max_row_change: float = 0.5  # today's rows within ±50% of yesterday's
-    norm_tolerance: float = 1e-3  # gate: how far an embedding's norm may be from 1
 
 
 @dataclass(frozen=True)
@@ -265,7 +284,7 @@ class TrackingConfig:
     """MLflow run tracking (interest.tracking)."""
 
     enabled: bool = True  # track training and nightly runs in MLflow
-    uri: str | None = None  # a tracking server (http://...) on a cluster; None: a file store at paths.mlruns
+    uri: str | None = None  # a tracking server (http://...) on a cluster; None: a file store at {paths.root}/mlruns
     experiment: str = "interest"  # runs go to <experiment>/train and <experiment>/nightly
 
 
@@ -274,7 +293,6 @@ class NightlyConfig:
     retrain: bool = True  # train a model each night (false: reuse the newest)
     warm_start: bool = True  # start training from the previous model's weights
     max_days_ahead: int = 1  # a run date later than today (UTC) + this is refused
-    lock_stale_hours: float = 24.0  # a date's lock older than this (or whose process died) is taken over
 
 
 @dataclass(frozen=True)
@@ -452,7 +470,6 @@ def _check_values(cfg: Config) -> None:
             len(s.event_types) == len(set(s.event_types)) and s.event_types,
             "sessionize.event_types must be a non-empty list without repeats",
         ),
-        (list(s.time_gap_edges_s) == sorted(s.time_gap_edges_s), "sessionize.time_gap_edges_s must be increasing"),
         (
             s.row_group_mib > 0 and s.min_row_groups > 0,
             "sessionize.row_group_mib and min_row_groups must be positive",
@@ -465,9 +482,9 @@ def _check_values(cfg: Config) -> None:
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
         (cfg.embed.vacuum_retain_hours >= 0, "embed.vacuum_retain_hours must be 0 or more"),
         (
-            cfg.eval.valid_seed not in cfg.eval.seeds,
-            f"eval.valid_seed ({cfg.eval.valid_seed}) must differ from every test seed in eval.seeds "
-            f"{list(cfg.eval.seeds)}: validation would tune on a test draw",
+            VALID_SEED not in cfg.eval.seeds,
+            f"eval.seeds {list(cfg.eval.seeds)} must leave out {VALID_SEED}, the validation draw's seed: "
+            "validation would tune on a test draw",
         ),
     ]
     for ok, message in checks:

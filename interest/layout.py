@@ -33,7 +33,7 @@ class Layout:
 
     date: str
     database: str
-    source: str  # the raw events: ingest.path when set, else paths.raw_events
+    source: str  # the raw events: ingest.path when set, else {root}/raw/events
     paths: PathsConfig  # every field resolved: ``{root}`` substituted, local paths absolute
 
     @classmethod

@@ -32,6 +32,8 @@ SEQUENCE_FEATURES: tuple[str, ...] = ("item_idx", "event_type_idx", "time_gap_bu
 SHIFT: dict[str, int] = {"train": 3, "valid": 2, "test": 1, "infer": 0}
 TARGET_POS: dict[str, int] = {"valid": -2, "test": -1}
 HELD_OUT_STEPS = 2
+# users with fewer steps hold nothing out: leave-one-out needs train + validation + test
+MIN_TRAIN_STEPS = HELD_OUT_STEPS + 1
 WINDOW_STRIDE_OFFSET = SHIFT["train"]  # windows end max_len - 3 steps apart
 
 
@@ -40,6 +42,11 @@ def window_stride(max_len: int) -> int:
     return max_len - WINDOW_STRIDE_OFFSET
 
 
-def n_gap_buckets(time_gap_edges_s: Sequence[float]) -> int:
+# Upper edges (seconds) of the time-gap buckets: bucket 1 is a session's first step, 2.. these
+# intervals, the last one anything longer. Part of a model's input contract, so not configurable.
+TIME_GAP_EDGES_S: tuple[float, ...] = (10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)
+
+
+def n_gap_buckets(time_gap_edges_s: Sequence[float] = TIME_GAP_EDGES_S) -> int:
     """Time-gap buckets: padding, first step of a session, one per edge interval, and beyond."""
     return len(time_gap_edges_s) + 3

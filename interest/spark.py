@@ -88,9 +88,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         require_java()
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    warehouse = cfg.paths.resolve("warehouse")
+    warehouse = cfg.paths.warehouse
     metastore = embedded_metastore_dir(cfg)
-    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    builder = SparkSession.builder.appName(app_name or "interest")
     if not launched_by_spark_submit():
         builder = builder.master(cfg.spark.master)
     defaults = {
@@ -137,7 +137,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         _derby_home(spark, metastore)
     if not logs.verbose():
         _quiet_loggers(spark)
-    spark.sparkContext.setLogLevel("INFO" if logs.verbose() else cfg.spark.log_level)  # --verbose shows it all
+    spark.sparkContext.setLogLevel("INFO" if logs.verbose() else "WARN")  # --verbose shows it all
     return spark
 
 
@@ -182,7 +182,7 @@ def require_delta(spark: SparkSession) -> None:
 def embedded_metastore_dir(cfg: Config) -> str:
     """A local folder for the embedded Derby metastore.
 
-    Derby is local by nature: it takes a plain path, never a URL. ``paths.metastore`` under a
+    Derby is local by nature: it takes a plain path, never a URL. ``{root}/metastore`` under a
     ``file://`` root becomes that local path; under a remote root (``hdfs://``, ``s3a://``) the
     metastore gets a folder of its own in the temp directory, one per root, since a cluster
     keeps its tables in a real metastore (``conf/cluster.yaml``).
@@ -190,7 +190,7 @@ def embedded_metastore_dir(cfg: Config) -> str:
     import hashlib
     import tempfile
 
-    metastore = cfg.paths.resolve("metastore")
+    metastore = cfg.paths.metastore
     if metastore.startswith("file://"):
         return metastore[len("file://") :]
     if "://" not in metastore:

@@ -3,7 +3,7 @@ metrics, final metrics and model folder) and every nightly run (stage timings, g
 drift, next-day quality) becomes an MLflow run that can be compared across dates.
 
 The store is ``tracking.uri`` (a tracking server on a cluster) or, by default, a file store at
-``paths.mlruns`` when that is local; a remote root without a URI tracks nothing (MLflow's file
+``{paths.root}/mlruns`` when that is local; a remote root without a URI tracks nothing (MLflow's file
 store is local). Tracking never fails a job: an unreachable server is one warning.
 """
 
@@ -29,7 +29,7 @@ def tracking_uri(cfg: Config) -> str | None:
         return None
     if t.uri:
         return t.uri
-    where = cfg.paths.resolve("mlruns")
+    where = cfg.paths.mlruns
     return f"file://{storage.local_path(where)}" if storage.is_local(where) else None
 
 

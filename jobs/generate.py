@@ -25,7 +25,7 @@ def main() -> int:
     gen = load_generator_config(args.conf, args.overrides)
     gen = sized_for_events(gen, args.events) if args.events else gen
     started = time.perf_counter()
-    out, truth = cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth")
+    out, truth = cfg.paths.raw_events, cfg.paths.truth
     summary = generate(gen, out, truth)
     wall = time.perf_counter() - started
     log.info(

@@ -84,7 +84,7 @@ def planted(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("planted")
     cfg = make_config(root, *PLANTED)
-    generate(make_generator(*PLANTED), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    generate(make_generator(*PLANTED), cfg.paths.raw_events, cfg.paths.truth, progress=False)
     run_sessionize(spark, cfg, DATE)
     return root
 

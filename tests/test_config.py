@@ -71,9 +71,8 @@ def test_row_groups_are_sized_in_bytes_of_sequence_columns():
         ("model.encoder=lstm", "'model.encoder' must be one of ['self_attention', 'hierarchical', 'memory']"),
         ("model=3", "'model' must be a section"),
         ("model.heads=3", "model.dim must be divisible by model.heads"),
-        ("sessionize.time_gap_edges_s=[60, 10]", "time_gap_edges_s must be increasing"),
         ("nodot", "must look like section.key=value"),
-        ("eval.valid_seed=2", "must differ from every test seed in eval.seeds"),
+        ("eval.seeds=[0, 1]", "must leave out 0, the validation draw"),
         ("sessionize.row_group_mib=0", "sessionize.row_group_mib and min_row_groups must be positive"),
     ],
 )

@@ -35,26 +35,6 @@ def shift_right(x: tf.Tensor, k: int) -> tf.Tensor:
     return tf.concat([tf.zeros_like(x[:, :k]), x[:, :-k]], axis=1)
 
 
-def crop_latest(batch: dict[str, tf.Tensor], prob: float, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Random crops for training: each row, with probability ``prob``, loses its latest ``k`` steps
-    (k uniform over what leaves at least 4 real steps) and is left-padded again, so its new last
-    step is "0 steps back". Short histories and early states then also meet the position the
-    model reads a user from, as a cold-start user's few steps do. [B, L] each -> [B, L] each."""
-    items = batch["item_idx"]
-    b, length = tf.shape(items)[0], tf.shape(items)[1]
-    real = tf.reduce_sum(tf.cast(items > 0, tf.int32), axis=1)  # [B]
-    room = tf.maximum(real - 4, 0)  # steps that may go
-    draw = tf.random.stateless_uniform([b, 2], seed=seed)
-    k = tf.cast(tf.floor(draw[:, 0] * tf.cast(room + 1, tf.float32)), tf.int32)
-    k = tf.where(draw[:, 1] < prob, tf.minimum(k, room), 0)  # [B]
-    source = tf.range(length)[None, :] - k[:, None]  # [B, L]: where each position's step comes from
-    keep = source >= 0
-    return {
-        name: tf.where(keep, tf.gather(values, tf.maximum(source, 0), batch_dims=1), tf.zeros_like(values))
-        for name, values in batch.items()
-    }
-
-
 def split_view(batch: dict[str, tf.Tensor], split: str) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     """(inputs, targets) of one split from stored windows.
 

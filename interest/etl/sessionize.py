@@ -25,6 +25,7 @@ from interest.config import Config, SessionizeConfig
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, validate, vocab
 from interest.layout import Layout, SessionizePaths
+from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
 from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,11 @@ def step_rules(s: SessionizeConfig) -> sessions.StepRules:
     """The step rules of a sessionize config."""
     return sessions.StepRules(
         gap_minutes=s.session_gap_minutes,
-        max_events=s.max_session_events,
-        max_minutes=s.max_session_minutes,
-        collapse_repeats=s.collapse_repeats,
-        edges_s=tuple(s.time_gap_edges_s),
-        min_train_steps=s.min_train_steps,
+        max_events=sessions.MAX_SESSION_EVENTS,
+        max_minutes=sessions.MAX_SESSION_MINUTES,
+        collapse_repeats=True,
+        edges_s=TIME_GAP_EDGES_S,
+        min_train_steps=MIN_TRAIN_STEPS,
     )
 
 
@@ -260,7 +261,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
             raise
         try:
             label("statistics")
-            stats = _statistics(built, cfg.sessionize.min_train_steps)
+            stats = _statistics(built, MIN_TRAIN_STEPS)
             _check_accounting(intake, built, int(stats["events"]))
             paths = layout.sessionized
             _write_outputs(spark, cfg, date, paths, intake, built, int(stats["users"]), label)
@@ -329,7 +330,7 @@ def _build(
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
     items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
     windows = sequences.build_sequences(
-        vocab.apply_vocab(steps, items), s.max_len, s.min_train_steps, s.max_windows
+        vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows
     ).persist(keep)
     return _Built(
         cleaned,
@@ -340,7 +341,7 @@ def _build(
         items=items,
         windows=windows,
         seqs=sequences.inference_rows(windows),
-        train_rows=int(sequences.training_rows(windows, s.min_train_steps).count()),
+        train_rows=int(sequences.training_rows(windows, MIN_TRAIN_STEPS).count()),
     )
 
 
@@ -398,7 +399,7 @@ def _write_outputs(
     n_users: int,
     label: JobLabels,
 ) -> None:
-    """Each output replaced atomically: rejects, vocabulary, sessions (optional), the day's steps,
+    """Each output replaced atomically: rejects, vocabulary, sessions, the day's steps,
     sequences."""
     s = cfg.sessionize
     label("write rejects")
@@ -411,11 +412,10 @@ def _write_outputs(
         paths.vocab,
         lambda p: built.items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(p),
     )
-    if s.write_sessions:
-        label("write sessions")
-        io.replace_atomically(
-            spark, paths.sessions, lambda p: sessions.sessions_table(built.steps).write.mode("overwrite").parquet(p)
-        )
+    label("write sessions")
+    io.replace_atomically(
+        spark, paths.sessions, lambda p: sessions.sessions_table(built.steps).write.mode("overwrite").parquet(p)
+    )
     label("write the day's steps")
     io.replace_atomically(
         spark,
@@ -436,7 +436,7 @@ def _write_outputs(
         spark,
         paths.train,
         lambda p: io.write_parquet_groups(
-            sequences.training_rows(built.windows, s.min_train_steps),
+            sequences.training_rows(built.windows, MIN_TRAIN_STEPS),
             p,
             built.train_rows,
             s.rows_per_row_group,

@@ -97,6 +97,11 @@ STEP_SCHEMA = T.StructType(
 )  # what to_steps returns
 
 
+# A session longer than either is split: a browser tab left open for a day is not one visit
+MAX_SESSION_EVENTS = 200
+MAX_SESSION_MINUTES = 240.0
+
+
 @dataclass(frozen=True)
 class StepRules:
     """How events become steps: the session cuts, merging, gap buckets and the held-out split."""

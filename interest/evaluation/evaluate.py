@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from interest import storage
-from interest.config import Config
-from interest.data.files import item_counts_from_vocab, load_rows, read_vocab, training_sequences
+from interest.config import VALID_SEED, Config
+from interest.data.files import EVAL_USERS, item_counts_from_vocab, load_rows, read_vocab, training_sequences
 from interest.errors import UserError
 from interest.evaluation.breakdown import Breakdown, build_breakdown
 from interest.layout import Layout
@@ -85,7 +85,7 @@ def categories_by_index(vocab: pd.DataFrame, size: int) -> list[frozenset[str]] 
 
 
 def load_eval_data(cfg: Config, layout: Layout, users: int | None = None) -> EvalData:
-    """The layout date's test users (at most ``users``, default ``train.eval_users``, a fixed
+    """The layout date's test users (at most ``users``, default ``EVAL_USERS``, a fixed
     sample) with the leave-one-out tasks and the cold-start replays."""
     paths, date = layout.sessionized, layout.date
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
@@ -93,7 +93,7 @@ def load_eval_data(cfg: Config, layout: Layout, users: int | None = None) -> Eva
             raise EvaluationInputError(f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first")
     vocab = read_vocab(paths.vocab)
     size = int(vocab["item_idx"].max()) + 1 if len(vocab) else FIRST_ITEM
-    rows = load_rows(paths.train, limit=users or cfg.train.eval_users, seed=cfg.train.seed)
+    rows = load_rows(paths.train, limit=users or EVAL_USERS, seed=cfg.train.seed)
     earliest = load_rows(paths.train, window="earliest")
     pick = np.searchsorted(earliest["user_id"], rows["user_id"])  # both sorted by user
     earliest = {k: v[pick] for k, v in earliest.items()}
@@ -376,7 +376,7 @@ def _evaluate(cfg: Config, data: EvalData, models: dict[str, list[LoadedModel]],
     e = cfg.eval
     seeds = tuple(e.seeds)
     scorers: dict[str, Sequence[Scorer]] = {**encoder_scorers(models, data)}
-    scorers.update(baselines(data, e.sampled_negatives, e.valid_seed))
+    scorers.update(baselines(data, e.sampled_negatives, VALID_SEED))
     tasks = {name: task for name, task in data.tasks.items() if name != "valid"}
     breakdown = build_breakdown(
         scorers, tasks, data.vocab_size, data.categories, e.k, e.sampled_negatives, seeds, progress=log.info

@@ -374,7 +374,6 @@ def encoder_args(model_cfg, spec) -> dict:
         dim=model_cfg.dim,
         heads=model_cfg.heads,
         blocks=model_cfg.blocks,
-        ff_mult=model_cfg.ff_mult,
         dropout=model_cfg.dropout,
         memory_slots=model_cfg.memory_slots,
         n_event_types=spec.n_event_types if model_cfg.use_event_type else 0,

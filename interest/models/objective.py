@@ -200,9 +200,9 @@ class NextItemTask:
         return cls(
             objective=resolve_objective(t.objective, vocab_size, t.sampled_above_items),
             vocab_size=vocab_size,
-            log_q=tf.constant(objective_log_q(item_counts, t.num_negatives, t.in_batch_negatives)),
+            log_q=tf.constant(objective_log_q(item_counts, t.num_negatives, in_batch=True)),
             num_negatives=t.num_negatives,
-            in_batch=t.in_batch_negatives,
+            in_batch=True,
             dense=t.jit_compile,
             exclude_seen=t.exclude_seen,
         )

@@ -63,7 +63,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
         storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
         check_metastore(spark)
         check_run_date(date, cfg.nightly.max_days_ahead)
-        with date_lock(cfg.paths.root, "nightly", date, cfg.nightly.lock_stale_hours):
+        with date_lock(cfg.paths.root, "nightly", date):
             return _refresh(spark, cfg, date, force_retrain)
 
 

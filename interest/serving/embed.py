@@ -84,7 +84,7 @@ def check_model_fits(rows: DataFrame, model_args: dict[str, Any], model_dir: str
         )
     for feature, value, known, key in (
         ("event_type_idx", stats["event_type"], model_args.get("n_event_types", 0), "sessionize.event_types"),
-        ("time_gap_bucket", stats["gap"], model_args.get("n_gap_buckets", 0), "sessionize.time_gap_edges_s"),
+        ("time_gap_bucket", stats["gap"], model_args.get("n_gap_buckets", 0), "the time-gap buckets"),
     ):
         if known and value is not None and value > known:
             raise EmbedInputError(
@@ -237,7 +237,6 @@ def _publish_tables(
     user_gates = publish.Gates(
         vector_columns=["embedding", "interests"],
         unit_norm_column="embedding",
-        norm_tolerance=e.norm_tolerance,
         expected_rows=active,
         coverage_filter="n_events > 0",
         min_coverage=e.min_coverage,
@@ -245,9 +244,7 @@ def _publish_tables(
     )
     users = put(e.table, embedded.select(*inference.USER_COLUMNS), user_gates)
     items = spark.createDataFrame(inference.item_embeddings(model, date_vocab), schema=ITEM_DDL)
-    item_gates = publish.Gates(
-        vector_columns=["embedding"], unit_norm_column="embedding", norm_tolerance=e.norm_tolerance
-    )
+    item_gates = publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding")
     published_items = put(e.item_table, items, item_gates)
     recs = put(
         e.recommendations_table,

@@ -24,14 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from interest import faults
-from interest.config import Config
+from interest.config import VALID_SEED, Config
 from interest.data.files import TrainData
-from interest.data.reader import crop_latest, petastorm_batches, split_view
+from interest.data.reader import petastorm_batches, split_view
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import NextItemTask
 from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
-from interest.schema import SEQUENCE_FEATURES
 from interest.scoring.offline import evaluate_split
 
 log = logging.getLogger(__name__)
@@ -188,8 +187,6 @@ class Trainer:
                     step * 1000 + tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64),
                 ]
             )
-            if t.crop_prob > 0:
-                batch = crop_latest({f: batch[f] for f in SEQUENCE_FEATURES}, t.crop_prob, seed + 7)
             inputs, targets = split_view(batch, "train")  # [B, L] each
             loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
             self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
@@ -219,7 +216,6 @@ class Trainer:
                     seed=t.seed + 7919 * self.worker.attempt,
                     shard=ctx.input_pipeline_id if shards > 1 else None,
                     num_shards=shards if shards > 1 else None,
-                    buffer=t.shuffle_buffer,
                     workers=t.reader_threads,
                 )
             )
@@ -256,7 +252,7 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         e = self.cfg.eval
         return evaluate_split(
-            self.encoder, self.data.eval_rows, "valid", k=e.k, negatives=e.sampled_negatives, seeds=(e.valid_seed,)
+            self.encoder, self.data.eval_rows, "valid", k=e.k, negatives=e.sampled_negatives, seeds=(VALID_SEED,)
         )
 
     def fit(self, checkpoint_dir: str | None = None, tensorboard_dir: str | None = None) -> TrainResult:

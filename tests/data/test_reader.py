@@ -173,23 +173,3 @@ def test_the_same_seed_gives_the_same_stream_over_many_epochs(distinct_path):
 
     first = stream()
     assert len(first) == 1000 and np.array_equal(first, stream())
-
-
-def test_random_crops_drop_latest_steps_and_keep_four():
-    from interest.data.reader import crop_latest
-
-    items = np.array([[0, 0, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7, 8, 9]], np.int32)
-    batch = {"item_idx": tf.constant(items), "session_idx": tf.constant((items > 0) * np.arange(1, 9), tf.int32)}
-    never = crop_latest(batch, 0.0, tf.constant([1, 2], tf.int64))
-    np.testing.assert_array_equal(never["item_idx"].numpy(), items)
-    seen_k = set()
-    for s in range(40):
-        out = {k: v.numpy() for k, v in crop_latest(batch, 1.0, tf.constant([s, 3], tf.int64)).items()}
-        for row, new in zip(items, out["item_idx"]):
-            real, kept = row[row > 0], new[new > 0]
-            k = len(real) - len(kept)
-            seen_k.add(k)
-            assert len(kept) >= min(4, len(real)) and (kept == real[: len(kept)]).all()  # a prefix, right-aligned
-            assert (new[: len(new) - len(kept)] == 0).all()
-        np.testing.assert_array_equal((out["item_idx"] > 0), out["session_idx"] > 0)  # features move together
-    assert seen_k == {0, 1, 2, 3, 4}  # row 3 can lose up to 4 of its 8 steps

@@ -41,9 +41,7 @@ SMALL = [
 def generated(tmp_path: Path, fmt: str, *extra: str):
     sets = [*SMALL, f"generator.format={fmt}", f"ingest.format={fmt}", *extra]
     cfg = make_config(tmp_path, *sets)
-    planted = generate(
-        make_generator(*sets), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False
-    )
+    planted = generate(make_generator(*sets), cfg.paths.raw_events, cfg.paths.truth, progress=False)
     return cfg, planted
 
 
@@ -60,7 +58,7 @@ def test_every_row_is_accounted_for(spark, tmp_path, fmt, fault_matrix):
         summary.rejected_total + summary.duplicates_removed + summary.events_kept
     )
     # bots: exactly the planted bots are excluded, and none of them has a sequence
-    truth = pd.read_parquet(Path(cfg.paths.resolve("truth")) / "users.parquet")
+    truth = pd.read_parquet(Path(cfg.paths.truth) / "users.parquet")
     bots = set(truth.loc[truth.is_bot, "user_id"])
     rejects = pd.read_parquet(summary.outputs.rejects)
     assert bots and set(rejects.loc[rejects.reject_reason == "bot_user", "user_id"]) == bots
@@ -138,7 +136,7 @@ def test_lookback_window_limits_the_days_read(spark, tmp_path):
     cfg, planted = generated(tmp_path, "parquet", "sessionize.lookback_days=2")
     summary = run_sessionize(spark, cfg, DATE)
     assert summary.window == Window("2026-11-25", DATE)
-    last_two = pq.read_table(cfg.paths.resolve("raw_events"), filters=[("dt", ">=", "2026-11-25")])
+    last_two = pq.read_table(cfg.paths.raw_events, filters=[("dt", ">=", "2026-11-25")])
     assert summary.rows_in == last_two.num_rows < planted.events
 
 
@@ -419,11 +417,11 @@ def test_job_cli_prints_summary_and_fails_clearly(tmp_path, fault_matrix):
 
 def test_a_truncated_parquet_file_fails_naming_it_or_is_skipped_and_listed(spark, tmp_path, fault_matrix):
     cfg, _ = generated(tmp_path, "parquet")
-    day = Path(cfg.paths.resolve("raw_events")) / f"dt={DATE}"
+    day = Path(cfg.paths.raw_events) / f"dt={DATE}"
     victim = sorted(day.glob("*.parquet"))[0]
     kept_rows = sum(
         pq.read_metadata(p).num_rows
-        for p in Path(cfg.paths.resolve("raw_events")).rglob("*.parquet")
+        for p in Path(cfg.paths.raw_events).rglob("*.parquet")
         if p != victim and "dt=" in str(p)
     )
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # an interrupted upload
@@ -591,7 +589,7 @@ def test_a_broken_first_file_of_the_first_day_is_one_line_exit_2_or_skipped(tmp_
     """The outside probe: generated data with the first file of the first day cut to 2,000 bytes.
     Spark's schema inference would read that footer first; every footer is checked before."""
     cfg, _ = generated(tmp_path, "parquet", *MANY_FILES[len(SMALL) :])
-    raw = Path(cfg.paths.resolve("raw_events"))
+    raw = Path(cfg.paths.raw_events)
     victim = sorted(raw.rglob("*.parquet"))[0]
     assert f"dt={sorted(p.name for p in raw.iterdir())[0][3:]}" in str(victim)  # the first day's first file
     victim.write_bytes(victim.read_bytes()[:2000])
@@ -612,7 +610,7 @@ def test_a_broken_first_file_of_the_first_day_is_one_line_exit_2_or_skipped(tmp_
 def many_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("many")
     cfg, planted = generated(root, "parquet", *MANY_FILES[len(SMALL) :])
-    files = sorted(Path(cfg.paths.resolve("raw_events")).rglob("*.parquet"))
+    files = sorted(Path(cfg.paths.raw_events).rglob("*.parquet"))
     return root, files
 
 

@@ -45,7 +45,7 @@ MIN_PRECISION = 0.78  # share of explanation items in the user's planted interes
 
 def planted_data(spark, root, overrides: list[str]):
     cfg = make_config(root, *overrides)
-    generate(make_generator(*overrides), cfg.paths.resolve("raw_events"), cfg.paths.resolve("truth"), progress=False)
+    generate(make_generator(*overrides), cfg.paths.raw_events, cfg.paths.truth, progress=False)
     run_sessionize(spark, cfg, DATE)
     return root
 

@@ -53,7 +53,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_
     assert info.value.report.gates["finite_embedding"].ok is False
     assert Table(spark, cfg.embed.database, cfg.embed.table).version() == before  # no commit
     pd.testing.assert_frame_equal(table_rows(spark, cfg, DATE), rows_before)
-    staged = Path(cfg.paths.resolve("warehouse")) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
+    staged = Path(cfg.paths.warehouse) / f"{cfg.embed.database}.db" / cfg.embed.table / "_staging"
     assert not list(staged.rglob("*.parquet"))  # the rejected run left nothing staged
     fault_matrix("a model that writes NaN", runs=1)
 

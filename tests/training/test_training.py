@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from interest.config import VALID_SEED
 from interest.data.files import TrainingInputError, load_rows
 from interest.evaluation.evaluate import evaluate_models
 from interest.layout import Layout
@@ -49,7 +50,7 @@ def test_encoder_learns_planted_interests_and_export_reproduces_its_metrics(plan
     e = cfg.eval
     again = evaluate_split(loaded.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, tuple(e.seeds))
     assert again == pytest.approx(test, abs=1e-6)
-    valid = evaluate_split(loaded.encoder, data.eval_rows, "valid", e.k, e.sampled_negatives, (e.valid_seed,))
+    valid = evaluate_split(loaded.encoder, data.eval_rows, "valid", e.k, e.sampled_negatives, (VALID_SEED,))
     assert {f"valid_{k}": v for k, v in valid.items() if k != "users"} == pytest.approx(out.metrics["valid"], abs=1e-6)
     best = out.metrics["history"][out.metrics["best_epoch"] - 1]
     assert best["valid_full_ndcg@10"] == pytest.approx(valid["full_ndcg@10"], abs=1e-6)
