@@ -38,6 +38,7 @@ def main() -> int:
         f"  table      {cfg.embed.database}.{cfg.embed.table} (metastore {root}/metastore, "
         f"files {root}/warehouse)\n"
         f"  models     {root}/models\n"
+        f"  index      {root}/models/{cfg.model.encoder}/_index/<model version>/dt={date} (nearest items)\n"
         f"  reports    {root}/reports/nightly/dt={date}/report.md\n"
         f"  sequences  {root}/sequences/dt={date}\n"
         f'Query it: .venv/bin/python -c "from interest.config import load_config; '

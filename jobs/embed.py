@@ -42,7 +42,7 @@ def main() -> int:
         f"{report.rows:,} users ({report.cold_start:,} cold start) published to "
         f"{cfg.embed.database}.{cfg.embed.table} dt={args.date} with model {report.model_version}"
     )
-    log.info(f"gates: {json.dumps(gates)}; {report.seconds} s")
+    log.info(f"gates: {json.dumps(gates)}; item index ({report.index_kind}) at {report.index}; {report.seconds} s")
     return 0
 
 

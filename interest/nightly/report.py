@@ -131,6 +131,8 @@ def write_report(
         f"| vocabulary rows | {s.vocab_size:,} |",
         f"| embeddings published | {e.rows:,} |",
         "",
+        f"Nearest-neighbour index ({e.index_kind}, {e.index_seconds:.1f} s) of the model's items: `{e.index}`.",
+        "",
     ]
     if m.test:
         t, p = m.test, m.popularity_test or {}

@@ -26,8 +26,9 @@ from interest.data.files import read_vocab
 from interest.errors import UserError
 from interest.layout import Layout
 from interest.models.export import load_model
-from interest.schema import SEQUENCE_FEATURES
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.serving import inference, publish
+from interest.serving.index import ItemIndex, drop_indexes, index_dir
 from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class EmbedResult:
     publish_seconds: float
     retention_dropped: dict[str, list[str]]  # table -> dates dropped by retention
     retention_seconds: float
+    index: str  # the nearest-neighbour index of the date's items (interest.serving.index)
+    index_kind: str
+    index_seconds: float
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +157,10 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         finally:
             embedded.unpersist()
             label.clear()
+        tic = time.perf_counter()
+        index = save_item_index(model, date_vocab, model_dir, date)
+        drop_indexes(model_dir, dropped.get(cfg.embed.table, []))
+        index_s = time.perf_counter() - tic
         result = EmbedResult(
             date=date,
             model=model_dir,
@@ -169,6 +177,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             publish_seconds=round(publish_s, 2),  # stage, gate and commit the three tables
             retention_dropped=dropped,
             retention_seconds=round(retention_s, 2),
+            index=index_dir(model_dir, date),
+            index_kind=index.meta.kind,
+            index_seconds=round(index_s, 2),
             seconds=round(time.perf_counter() - started, 2),
         )
         log.info(
@@ -176,6 +187,16 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             f"{result.model_version}; {result.users_per_second:,.0f} users/s, {result.seconds} s"
         )
         return result
+
+
+def save_item_index(model: Any, vocab: pd.DataFrame, model_dir: str, date: str) -> ItemIndex:
+    """The index of exactly what the recommendations were scored against (every real item of the
+    date, new ones at their category's mean), saved beside the model with its version."""
+    table = inference.scoring_table(model, vocab)  # [V, D]
+    ids = inference.item_ids_by_index(model, vocab)  # [V]
+    built = ItemIndex.build(table[FIRST_ITEM:], ids[FIRST_ITEM:], model.version, date)
+    built.save(index_dir(model_dir, date))
+    return built
 
 
 def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any, int]:

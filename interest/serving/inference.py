@@ -267,10 +267,8 @@ def embed_users(
     """
     version = model.version
     shipped = ship_model(spark, model.path)
-    size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
-    ids = np.array([None] * size, dtype=object)
-    ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
-    ids[:FIRST_ITEM] = ["<pad>", "<unknown>"]
+    ids = item_ids_by_index(model, vocab)
+    size = len(ids)
     cats = None
     if "category" in vocab and vocab["category"].notna().any():
         cats = np.array(["<none>"] * size, dtype=object)
@@ -292,6 +290,15 @@ def embed_users(
     if "history_idx" in rows.columns:
         needed.append("history_idx")
     return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
+
+
+def item_ids_by_index(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
+    """[V] the item id of each index of :func:`scoring_table` (``<pad>`` and ``<unknown>`` first)."""
+    size = int(max(vocab["item_idx"].max() + 1, model.encoder.args["vocab_size"]))
+    ids = np.array([None] * size, dtype=object)
+    ids[vocab["item_idx"].to_numpy()] = vocab["item_id"].to_numpy()
+    ids[:FIRST_ITEM] = ["<pad>", "<unknown>"]
+    return ids
 
 
 def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:

@@ -27,6 +27,7 @@ from interest.models.export import (
     warm_start,
 )
 from interest.nightly import run_nightly
+from interest.serving.index import ItemIndex, index_dir
 from interest.serving.publish import Table
 
 from conftest import DATE
@@ -94,6 +95,21 @@ def _check_published(spark, cfg, planted: Path, night) -> None:
     vocab = pd.read_parquet(f"{planted}/vocab_backfill/dt={DATE}").set_index("item_idx").item_id
     history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
     assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows.user_id, rows.top_items))
+    # the night's index: the model version of the tables, every item, and (exact at this size)
+    # the recommendations table again: each user's nearest items once their history is left out
+    index = ItemIndex.load(index_dir(night.model.path, DATE))
+    assert (index.meta.model_version, index.meta.date, index.meta.kind) == (rows.model_version[0], DATE, "exact")
+    assert night.embed.index == index_dir(night.model.path, DATE)
+    assert index.meta.items == night.sessionize.vocab_size - 2
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    sample = rows.head(25)
+    seen = max(len(history[u]) for u in sample.user_id)
+    found, scores = index.search(np.stack(sample.embedding), cfg.embed.top_n_recommendations + seen)
+    for user, got, score in zip(sample.user_id, found, scores):
+        new = [(i, s) for i, s in zip(got, score) if i not in history[user]][: cfg.embed.top_n_recommendations]
+        want = [(r["item_id"], r["score"]) for r in recs.recommendations[user]]
+        assert [i for i, _ in new] == [i for i, _ in want], user
+        np.testing.assert_allclose([s for _, s in new], [s for _, s in want], rtol=1e-5, atol=1e-5)
     report_md = Path(night.report_files["markdown"]).read_text()
     assert f"Nightly refresh {DATE}" in report_md and "Gates:" in report_md
     assert len(table_rows(spark, cfg, DATE, cfg.embed.item_table)) == night.sessionize.vocab_size - 2
@@ -133,6 +149,10 @@ def test_backfill_in_order_then_rerun_out_of_order_gives_the_same_tables(spark, 
 
     before = snapshot()
     assert [d for d, _ in before["versions"]] == dates and before["latest"] == before["versions"][-1][1]
+    # each date has the index of its own items, from the model of that date's tables
+    for date, path in before["versions"]:
+        published = before["tables"][cfg.embed.item_table].query("dt == @date").model_version.unique()
+        assert [ItemIndex.load(index_dir(path, date)).meta.model_version] == list(published), date
     # each date built on the model of the date before it
     trained = [load_model(p).config["init_from"] for _, p in before["versions"]]
     assert trained == [None, before["versions"][0][1], before["versions"][1][1]]

@@ -1,0 +1,150 @@
+"""A nearest-neighbour index of the items one model version scores, for retrieval outside the tables.
+
+The recommendations table covers the users the night saw. Anyone else, or a user re-encoded from
+today's events, needs the nearest items in the same space, from the same model version: the embed
+stage builds this index from exactly the vectors its recommendations were scored with (the model's
+item table, new items at their category's mean; ``inference.scoring_table``) and stores it beside
+the model, one per date, through the storage layer (so it lands on HDFS with the model).
+
+Up to ``EXACT_MAX_ITEMS`` the index is exact (faiss ``IndexFlatIP``: a scan, and the same items as
+the table); above it, HNSW on the inner product, whose recall and latency
+``benchmarks/ann_index.py`` measures. Item vectors are not of one norm (popular items have longer
+ones), so neither cosine search nor IVF's clusters find the largest inner products well, and the
+classic reduction to a nearest-neighbour search (one more coordinate, ``sqrt(M^2 - |x|^2)``)
+crowds every item onto one sphere, where HNSW's recall collapsed (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from interest import storage
+from interest.errors import UserError
+
+# Items up to which the index is an exact scan: above it HNSW answers a query several times
+# faster at a recall@10 of 0.95 or more (BENCHMARKS.md, "Nearest-neighbour index")
+EXACT_MAX_ITEMS = 200_000
+HNSW_M = 32  # graph degree: memory 2 * M ints per item on top of the vectors
+HNSW_EF_CONSTRUCTION = 200  # build-time breadth
+HNSW_EF_SEARCH = 256  # query-time breadth (at least k)
+
+INDEX_FILE, IDS_FILE, META_FILE = "items.faiss", "item_ids.json", "index.json"
+
+
+class IndexNotFoundError(UserError, FileNotFoundError):
+    """A model version has no index for the date asked (it was published before indexes, or not at all)."""
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What an index was built from: it answers only for that model version's space."""
+
+    model_version: str
+    date: str
+    kind: Literal["exact", "hnsw"]
+    items: int
+    dim: int
+
+
+def index_dir(model_dir: str, date: str) -> str:
+    """Where the index of ``date``'s items lives: beside the model folder it was built from
+    (``<encoder>/_index/<version>/dt=<date>``), not inside it, so shipping a model to the
+    executors never carries its indexes."""
+    model = storage.normalize(model_dir).rstrip("/")
+    return storage.join(storage.parent(model), "_index", storage.name(model), f"dt={date}")
+
+
+def drop_indexes(model_dir: str, dates: list[str]) -> list[str]:
+    """Delete every version's index of ``dates`` (the dates retention dropped from the tables)."""
+    base = storage.join(storage.parent(storage.normalize(model_dir).rstrip("/")), "_index")
+    if not dates or not storage.exists(base):
+        return []
+    gone = []
+    for version in storage.list_dirs(base):
+        for date in dates:
+            folder = storage.join(base, version, f"dt={date}")
+            if storage.exists(folder):
+                storage.delete(folder)
+                gone.append(folder)
+    return gone
+
+
+class ItemIndex:
+    """Item ids and their vectors [N, D] behind a faiss index answering the largest inner products."""
+
+    def __init__(self, index: Any, item_ids: np.ndarray, meta: IndexMeta):
+        self.index, self.item_ids, self.meta = index, item_ids, meta
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        item_ids: np.ndarray,
+        model_version: str,
+        date: str,
+        exact_max_items: int = EXACT_MAX_ITEMS,
+    ) -> ItemIndex:
+        """vectors [N, D], row i the vector of item_ids[i]; exact up to ``exact_max_items``, HNSW above."""
+        import faiss
+
+        x = np.ascontiguousarray(vectors, dtype=np.float32)  # [N, D]
+        n, d = x.shape
+        if len(item_ids) != n:
+            raise ValueError(f"{len(item_ids)} item ids for {n} vectors")
+        kind: Literal["exact", "hnsw"] = "exact" if n <= exact_max_items else "hnsw"
+        if kind == "exact":
+            index = faiss.IndexFlatIP(d)
+        else:
+            index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.add(x)
+        return cls(index, np.asarray(item_ids).astype(str), IndexMeta(model_version, date, kind, n, d))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best items of each query [B, D] by inner product: (item ids [B, k], scores [B, k]),
+        best first; where fewer than k exist, ids are None and scores -inf."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # [B, D]
+        if q.shape[1] != self.meta.dim:
+            raise ValueError(f"queries of width {q.shape[1]} against an index of width {self.meta.dim}")
+        if self.meta.kind == "hnsw":
+            self.index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+        scores, rows = self.index.search(q, k)  # [B, k] each; row -1 where none is left
+        found = rows >= 0
+        ids = np.where(found, self.item_ids[np.maximum(rows, 0)], np.array(None, dtype=object))
+        return ids, np.where(found, scores, -np.inf).astype(np.float32)
+
+    def save(self, folder: str) -> str:
+        """Write the index, its ids and, last, what it was built from to ``folder`` (any storage
+        root). A folder without its ``index.json`` is incomplete and never loaded, so a run killed
+        while saving, or re-saving, leaves nothing a reader would take for an index."""
+        import faiss
+
+        meta = storage.join(folder, META_FILE)
+        if storage.exists(meta):
+            storage.delete(meta)
+        with storage.local_output(folder) as local:
+            faiss.write_index(self.index, os.path.join(local, INDEX_FILE))
+            with open(os.path.join(local, IDS_FILE), "w") as f:
+                json.dump(self.item_ids.tolist(), f)
+        storage.write_text(meta, json.dumps(asdict(self.meta), indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str) -> ItemIndex:
+        """The index saved in ``folder``; IndexNotFoundError when there is none."""
+        import faiss
+
+        if not storage.exists(storage.join(folder, META_FILE)):
+            raise IndexNotFoundError(f"no item index at {folder}: run the embed stage of that date with this model")
+        with storage.local_copy(folder) as local:
+            index = faiss.read_index(os.path.join(local, INDEX_FILE))
+            with open(os.path.join(local, IDS_FILE)) as f:
+                ids = np.asarray(json.load(f), dtype=str)
+            with open(os.path.join(local, META_FILE)) as f:
+                meta = IndexMeta(**json.load(f))
+        return cls(index, ids, meta)

@@ -1,0 +1,69 @@
+"""The nearest-neighbour index: exact where it says so, HNSW close to exact, stored whole or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from interest.serving.index import IndexNotFoundError, ItemIndex, drop_indexes, index_dir
+
+
+def _items(n: int, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, d))
+    vectors = centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, d))  # clustered, like item tables
+    return vectors.astype(np.float32), np.array([f"item-{i}" for i in range(n)])
+
+
+def _brute(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+
+
+def test_the_exact_index_gives_the_brute_force_top_k_with_its_scores():
+    vectors, ids = _items(500)
+    queries = np.random.default_rng(1).normal(size=(7, 16)).astype(np.float32)
+    index = ItemIndex.build(vectors, ids, "v1", "2026-11-26")
+    got, scores = index.search(queries, 10)
+    want = _brute(vectors, queries, 10)
+    assert index.meta.kind == "exact" and index.meta.items == 500 and index.meta.dim == 16
+    np.testing.assert_array_equal(got, ids[want])
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, want, axis=1), rtol=1e-5, atol=1e-5)
+    few, few_scores = ItemIndex.build(vectors[:3], ids[:3], "v1", "2026-11-26").search(queries[:1], 5)
+    assert list(few[0, 3:]) == [None, None] and np.isneginf(few_scores[0, 3:]).all()  # fewer items than k
+
+
+def test_above_the_threshold_hnsw_finds_nearly_all_of_the_exact_top_10():
+    vectors, ids = _items(5000)
+    rng = np.random.default_rng(2)
+    queries = np.stack([vectors[rng.choice(5000, 10)].mean(axis=0) for _ in range(200)])  # users: means of items
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = ItemIndex.build(vectors, ids, "v1", "2026-11-26", exact_max_items=1000)
+    got, _ = index.search(queries, 10)
+    want = ids[_brute(vectors, queries, 10)]
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
+    assert index.meta.kind == "hnsw" and recall >= 0.94, recall
+
+
+def test_saved_and_loaded_it_answers_the_same_and_an_incomplete_folder_is_no_index(tmp_path):
+    vectors, ids = _items(300)
+    model_dir = str(tmp_path / "models" / "memory" / "2026-11-26-v")
+    folder = index_dir(model_dir, "2026-11-26")
+    assert folder == str(tmp_path / "models" / "memory" / "_index" / "2026-11-26-v" / "dt=2026-11-26")
+    built = ItemIndex.build(vectors, ids, "2026-11-26-v", "2026-11-26")
+    built.save(folder)
+    loaded = ItemIndex.load(folder)
+    queries = vectors[:5]
+    for a, b in zip(built.search(queries, 10), loaded.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / folder / "index.json").read_text())["model_version"] == "2026-11-26-v"
+    (tmp_path / folder / "index.json").unlink()  # as a run killed before its last write leaves it
+    with pytest.raises(IndexNotFoundError, match="no item index at .*dt=2026-11-26: run the embed stage"):
+        ItemIndex.load(folder)
+    built.save(folder)
+    assert drop_indexes(model_dir, ["2026-11-25", "2026-11-26"]) == [folder]
+    with pytest.raises(IndexNotFoundError):
+        ItemIndex.load(folder)
+    with pytest.raises(ValueError, match="queries of width 3 against an index of width 16"):
+        built.search(np.zeros((1, 3)), 5)
