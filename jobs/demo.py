@@ -1,4 +1,5 @@
-"""The README's main command: generate a sample clickstream, then run the nightly refresh on it.
+"""The README's main command: generate a sample clickstream, run the nightly refresh on it, then
+ask for one user's recommendations at request time.
 
 python jobs/demo.py                  # the embedded local default (conf/local.yaml), data under ./data
 """
@@ -13,6 +14,14 @@ from interest.cli import date_arg, job_parser, load_job_config, main_guard
 from interest.config import absolute, load_generator_config
 
 
+def busiest_user(infer: str) -> str:
+    """The user with the most steps among a date's inference rows."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(infer, columns=["user_id", "n_steps"]).to_pandas()
+    return str(rows.sort_values(["n_steps", "user_id"], ascending=[False, True]).user_id.iloc[0])
+
+
 def main() -> int:
     parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("--date", type=date_arg, default=None, help="run date (default: the generator's last day)")
@@ -24,7 +33,10 @@ def main() -> int:
         args.overrides.append(f"generator.end_date={date}")
     here = Path(__file__).resolve().parent
     passthrough = ["--conf", args.conf, *[a for o in args.overrides for a in ("--set", o)]]
-    for step in (["generate.py"], ["nightly.py", "--date", date]):
+    steps = [["generate.py"], ["nightly.py", "--date", date], ["recommend.py", "--date", date, "--user", ""]]
+    for step in steps:
+        if step[0] == "recommend.py":  # the user with the longest history of the night
+            step[-1] = busiest_user(f"{cfg.paths.resolve('sequences')}/dt={date}/infer")
         print(f"\n=== {' '.join(step)} ===", flush=True)
         # each step's own lines to this job's streams (not into its log file), and its own log file
         code = subprocess.call(

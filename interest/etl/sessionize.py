@@ -134,6 +134,13 @@ def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
     return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)  # keeps day: the steps' sort
 
 
+def kept_events(spark: SparkSession, cfg: Config, layout: Layout) -> DataFrame:
+    """The window's events as the stage keeps them (valid, deduplicated, no bot's), before they
+    become steps: what a request-time encoding of a user starts from (``serving.recommend``)."""
+    raw, partitioned, _ = read_window(spark, cfg, layout)
+    return clean_events(classify(raw, cfg, layout.date, partitioned), cfg).where(F.col("reject_reason").isNull())
+
+
 def step_rules(s: SessionizeConfig) -> sessions.StepRules:
     """The step rules of a sessionize config."""
     return sessions.StepRules(

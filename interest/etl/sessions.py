@@ -155,9 +155,9 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
             first_of_last = len(users) - int(np.asarray(pc.equal(users, last)).sum())  # sorted: contiguous
             carried = [b for b in table.slice(first_of_last).to_batches() if b.num_rows]
             if first_of_last:
-                yield from _steps_of_users(table.slice(0, first_of_last), rules).to_batches()
+                yield from steps_of_users(table.slice(0, first_of_last), rules).to_batches()
         if carried:
-            yield from _steps_of_users(pa.Table.from_batches(carried), rules).to_batches()
+            yield from steps_of_users(pa.Table.from_batches(carried), rules).to_batches()
 
     return ordered.mapInArrow(run, STEP_SCHEMA)
 
@@ -170,7 +170,7 @@ def _flags_after(values: pa.Array) -> np.ndarray:
     return out
 
 
-def _steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
+def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     """:func:`to_steps` on whole users' events, sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
     col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
     n = table.num_rows

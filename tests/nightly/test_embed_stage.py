@@ -20,7 +20,9 @@ from interest.models.export import (
 )
 from interest.nightly import run_nightly
 from interest.serving.embed import EmbedInputError, run_embed
+from interest.serving.index import IndexNotFoundError
 from interest.serving.publish import PublishGateError, Table
+from interest.serving.recommend import Recommender, RecommendInputError
 
 from conftest import DATE, make_config
 
@@ -176,3 +178,40 @@ def test_an_unreachable_namenode_or_unwritable_root_is_one_clear_line(spark, tmp
         run_nightly(spark, make_config(tmp_path, "paths.root=/proc/interest-root"), DATE)
     assert not isinstance(err.value, RetryableError)  # exit 2: it needs a person
     fault_matrix("storage unreachable or not writable", runs=2)
+
+
+def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is_wrong(spark, embedded, planted):
+    """A user's raw events encoded at request time, by the model, rules and index of the night:
+    the embedding, explanation and cold-start flag of the user's row, and the recommendations
+    table's items and scores. No events: the fallback's popular items. Bad requests: one line."""
+    cfg, _ = embedded
+    recommender = Recommender.load(cfg, DATE)
+    raw = pd.read_parquet(planted / "raw" / "events", columns=["user_id", "item_id", "event_type", "ts"])
+    users = table_rows(spark, cfg, DATE).set_index("user_id")
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    counts = raw.groupby("user_id").size()
+    # users whose every raw row the night kept (no duplicate, malformed or late row to reject)
+    clean = [u for u in users.index if counts.get(u) == users.n_events[u]]
+    sample = clean[:6] + [u for u in clean if users.is_cold_start[u]][:2]
+    assert len(sample) == 8, len(clean)
+    for user in sample:
+        got = recommender.recommend(user, raw[raw.user_id == user], cfg.embed.top_n_recommendations)
+        np.testing.assert_allclose(got.embedding, users.embedding[user], rtol=1e-5, atol=1e-5)
+        assert got.is_cold_start == users.is_cold_start[user] and got.model_version == users.model_version[user]
+        assert [i for i, _ in got.explanation] == [t["item_id"] for t in users.top_items[user]], user
+        weights = [t["weight"] for t in users.top_items[user]]
+        np.testing.assert_allclose([w for _, w in got.explanation], weights, atol=1e-5)
+        want = recs.recommendations[user]
+        assert [i for i, _ in got.items] == [r["item_id"] for r in want], user
+        np.testing.assert_allclose([s for _, s in got.items], [r["score"] for r in want], rtol=1e-5, atol=1e-5)
+    none = recommender.recommend("new-user", raw.iloc[:0], 3)
+    vocab = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}")
+    assert none.is_cold_start and [i for i, _ in none.items] == vocab.nlargest(3, "count").item_id.tolist()
+    fresh = recommender.recommend("u", pd.DataFrame({"item_id": ["not-an-item"], "event_type": ["view"], "ts": [DATE]}))
+    assert fresh.unknown_items == ["not-an-item"] and len(fresh.items) == 10
+    with pytest.raises(RecommendInputError, match=r"event type\(s\) \['like'\] are none of sessionize.event_types"):
+        recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["like"], "ts": [DATE]}))
+    with pytest.raises(RecommendInputError, match=r"missing \['ts'\]"):
+        recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["view"]}))
+    with pytest.raises(IndexNotFoundError, match="no item index at"):
+        Recommender.load(cfg, "2026-11-27")  # the model of the 26th, which no night of the 27th indexed

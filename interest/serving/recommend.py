@@ -1,0 +1,156 @@
+"""Recommendations at request time: a user's events up to now -> interests as they are now, the
+nearest new items from the night's index, and what the model attended to.
+
+The nightly table holds yesterday's interests. A user who changed course this morning needs their
+events encoded now, by the same model and the same rules: this module builds the user's steps with
+the sessionize stage's own step builder (``etl.sessions``: sessions, merged repeats, time-gap
+buckets), their sequence row as ``etl.sequences`` lays it out, and embeds and explains it with the
+embed stage's own batch function (``inference.embed_batch``). For events that the night saw, the
+result is that night's row; the recommendations come from the night's index (``serving.index``),
+the items the user has seen left out. A user without events gets the nightly's fallback: the
+popularity prior and the most popular items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from interest import storage
+from interest.config import Config
+from interest.data.files import read_vocab
+from interest.errors import UserError
+from interest.etl import sessions
+from interest.etl.sessionize import step_rules
+from interest.layout import Layout
+from interest.models.export import LoadedModel, load_model, model_as_of
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
+from interest.serving import inference
+from interest.serving.index import ItemIndex, index_dir
+
+
+class RecommendInputError(UserError, ValueError):
+    """The request's events cannot be read as a history (a missing column, an unknown event type)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One user's answer: the embedding, the items, the explanation, and how it was reached."""
+
+    user_id: str
+    embedding: np.ndarray  # [D], L2-normalised (the table's ``embedding``)
+    items: list[tuple[str, float]]  # new items, best first, with their scores
+    explanation: list[tuple[str, float]]  # the history items the attention weighted most
+    is_cold_start: bool  # fewer than embed.cold_start_min_steps steps, or no events (fallback)
+    steps: int
+    unknown_items: list[str] = field(default_factory=list)  # history items the model does not know
+    model_version: str = ""
+
+
+class Recommender:
+    """The model of a date, that date's vocabulary and the index built from them."""
+
+    def __init__(self, cfg: Config, model: LoadedModel, vocab: pd.DataFrame, index: ItemIndex):
+        self.cfg, self.model, self.vocab, self.index = cfg, model, vocab, index
+        self.item_ids = inference.item_ids_by_index(model, vocab)  # [V]
+        self.lookup = dict(zip(vocab["item_id"].astype(str), vocab["item_idx"].astype(int)))
+        self.rules = step_rules(cfg.sessionize)  # the nightly's, from the same config
+        e = cfg.embed
+        self.embedder = inference.Embedder(
+            model, self.item_ids, None, e.top_items, 0, e.cold_start_min_steps, model.version
+        )
+
+    @classmethod
+    def load(cls, cfg: Config, date: str) -> Recommender:
+        """The model as of ``date`` (the one its nightly published with), the date's vocabulary and
+        the index that night built."""
+        layout = Layout.of(cfg, date)
+        model_dir = model_as_of(layout.paths.models, cfg.model.encoder, date)
+        index = ItemIndex.load(index_dir(model_dir, date))
+        vocab_dir = layout.sessionized.vocab
+        if not storage.exists(vocab_dir):
+            raise RecommendInputError(f"no vocabulary for {date} at {vocab_dir}: run the nightly of {date} first")
+        vocab = read_vocab(vocab_dir)
+        return cls(cfg, load_model(model_dir), vocab, index)
+
+    def row(self, user_id: str, events: pd.DataFrame) -> tuple[pa.RecordBatch, list[str]]:
+        """The user's inference row (as ``etl.sequences`` lays it out) from their events
+        (``item_id``, ``event_type``, ``ts``; in arrival order), and the item ids it does not know."""
+        missing = {"item_id", "event_type", "ts"} - set(events.columns)
+        if missing:
+            raise RecommendInputError(f"events need the columns item_id, event_type and ts; missing {sorted(missing)}")
+        types = self.cfg.sessionize.event_types
+        unknown_types = sorted(set(events["event_type"].astype(str)) - set(types))
+        if unknown_types:
+            raise RecommendInputError(f"event type(s) {unknown_types} are none of sessionize.event_types {types}")
+        ev = events.assign(
+            item_id=events["item_id"].astype(str),
+            ts=pd.to_datetime(events["ts"], utc=True, format="mixed"),
+            event_rank=events["event_type"].map({t: i for i, t in enumerate(types)}).astype("int32"),
+            arrival=np.arange(len(events)),
+        )
+        if ev["ts"].isna().any():
+            raise RecommendInputError(f"{int(ev['ts'].isna().sum())} event(s) without a readable ts")
+        # exact repeats (same item, type and time) count once, as the nightly's deduplication does
+        ev = ev.drop_duplicates(["ts", "item_id", "event_type"]).sort_values(["ts", "arrival", "event_rank"])
+        table = pa.table(
+            {
+                "user_id": pa.array([user_id] * len(ev), pa.string()),
+                "ts": pa.array(ev["ts"].dt.tz_localize(None).to_numpy("datetime64[us]"), pa.timestamp("us")),
+                "item_id": pa.array(ev["item_id"].to_numpy(), pa.string()),
+                "event_rank": pa.array(ev["event_rank"].to_numpy(), pa.int32()),
+                "category": pa.nulls(len(ev), pa.string()),
+            }
+        )
+        steps = sessions.steps_of_users(table, self.rules).to_pandas()
+        idx = np.array([self.lookup.get(i, UNKNOWN) for i in steps["item_id"]], np.int32)
+        unknown = sorted(set(steps["item_id"][idx == UNKNOWN]))
+        features = {
+            "item_idx": idx,
+            "event_type_idx": steps["event_rank"].to_numpy(np.int32) + 1,
+            "time_gap_bucket": steps["time_gap_bucket"].to_numpy(np.int32),
+            "session_idx": steps["session_idx"].to_numpy(np.int32),
+        }
+        max_len = int(self.model.encoder.args["max_len"])
+        window = {f: v[-max_len:] for f, v in features.items()}
+        padded = {f: np.pad(v, (max_len - len(v), 0)) for f, v in window.items()}  # [L] each, left-padded
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "user_id": pa.array([user_id], pa.string()),
+                **{f: pa.array([padded[f].tolist()], pa.list_(pa.int32())) for f in SEQUENCE_FEATURES},
+                "n_events": pa.array([int(steps["n_events"].sum())], pa.int64()),
+                "n_steps": pa.array([len(steps)], pa.int32()),
+                "history_idx": pa.array([sorted(set(idx.tolist()))], pa.list_(pa.int32())),
+            }
+        )
+        return batch, unknown
+
+    def recommend(self, user_id: str, events: pd.DataFrame, k: int = 10) -> Recommendation:
+        """Encode the user's events now, then the ``k`` best items they have not seen from the index."""
+        version = self.model.version
+        if not len(events):
+            return self._fallback(user_id, k)
+        batch, unknown = self.row(user_id, events)
+        out = inference.embed_batch(batch, self.embedder).to_pylist()[0]  # [1] row of EMBED_SCHEMA
+        embedding = np.asarray(out["embedding"], np.float32)  # [D]
+        seen = {str(i) for i in events["item_id"]}
+        found, scores = self.index.search(embedding[None, :], k + len(seen))  # [1, k + seen] each
+        items = [(str(i), float(s)) for i, s in zip(found[0], scores[0]) if i is not None and i not in seen][:k]
+        explanation = [(t["item_id"], float(t["weight"])) for t in out["top_items"]]
+        steps = int(batch.column("n_steps")[0].as_py())
+        return Recommendation(
+            user_id, embedding, items, explanation, bool(out["is_cold_start"]), steps, unknown, version
+        )
+
+    def _fallback(self, user_id: str, k: int) -> Recommendation:
+        """No events: the popularity prior and the most popular items, as the nightly gives known
+        users without events (``embed.users_table``)."""
+        prior = inference.popularity_prior(self.model, self.vocab)  # [D]
+        known = self.vocab[self.vocab.item_idx < self.model.encoder.args["vocab_size"]]
+        popular = known[known.item_idx >= FIRST_ITEM].nlargest(k, "count")
+        total = max(float(popular["count"].sum()), 1.0)
+        items = [(str(i), float(c) / total) for i, c in zip(popular.item_id, popular["count"])]
+        return Recommendation(user_id, prior, items, [], True, 0, [], self.model.version)
