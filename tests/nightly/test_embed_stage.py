@@ -10,6 +10,8 @@ import pytest
 from embed_runs import (
     FAST,
     cfg_for,
+    embed_job,
+    finish,
     table_rows,
 )
 
@@ -25,6 +27,12 @@ from interest.serving.publish import PublishGateError, Table
 from interest.serving.recommend import Recommender, RecommendInputError
 
 from conftest import DATE, make_config
+
+CFG_SETS = {  # what cfg_for sets for the database 'embed_gates', for the jobs run as processes
+    "embed.database": "embed_gates",
+    "embed.cold_start_min_steps": "8",
+    **{f"paths.{p}": f"'{{root}}/{p}_embed_gates'" for p in ("models", "sequences", "vocab", "reports")},
+}
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +194,7 @@ def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is
     table's items and scores. No events: the fallback's popular items. Bad requests: one line."""
     cfg, _ = embedded
     recommender = Recommender.load(cfg, DATE)
-    raw = pd.read_parquet(planted / "raw" / "events", columns=["user_id", "item_id", "event_type", "ts"])
-    users = table_rows(spark, cfg, DATE).set_index("user_id")
-    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
-    counts = raw.groupby("user_id").size()
-    # users whose every raw row the night kept (no duplicate, malformed or late row to reject)
-    clean = [u for u in users.index if counts.get(u) == users.n_events[u]]
+    raw, users, recs, clean = _requests(spark, cfg, planted)
     sample = clean[:6] + [u for u in clean if users.is_cold_start[u]][:2]
     assert len(sample) == 8, len(clean)
     for user in sample:
@@ -215,3 +218,36 @@ def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is
         recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["view"]}))
     with pytest.raises(IndexNotFoundError, match="no item index at"):
         Recommender.load(cfg, "2026-11-27")  # the model of the 26th, which no night of the 27th indexed
+
+
+def _requests(spark, cfg, planted: Path):
+    """The raw log, the night's user rows and recommendations, and the users whose every raw row
+    the night kept (no duplicate, malformed or late row to reject)."""
+    raw = pd.read_parquet(planted / "raw" / "events", columns=["user_id", "item_id", "event_type", "ts"])
+    users = table_rows(spark, cfg, DATE).set_index("user_id")
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    counts = raw.groupby("user_id").size()
+    return raw, users, recs, [u for u in users.index if counts.get(u) == users.n_events[u]]
+
+
+@pytest.mark.slow
+def test_the_recommend_job_prints_the_nights_items_and_fails_in_one_line(spark, embedded, planted, tmp_path):
+    """jobs/recommend.py reads the user's events from the log as the night kept them: its items are
+    the night's recommendations; with a file of later events it answers from them too; a date
+    without an index is one line and exit 2."""
+    cfg, _ = embedded
+    _, users, recs, clean = _requests(spark, cfg, planted)
+    user = clean[0]
+    sets = [f"{k}={v}" for k, v in CFG_SETS.items()]
+    out = finish(embed_job(["jobs/recommend.py", "--date", DATE, "--user", user, "-k", "5"], planted, *sets))
+    printed = out.split("recommended (item, score):")[1].split("because of")[0].split()
+    assert printed[0::2] == [r["item_id"] for r in recs.recommendations[user][:5]], out[-2000:]
+    assert f"user {user}: {users.n_events[user]} event(s) in the log, 0 more given" in out
+    later = tmp_path / "today.csv"
+    today = {"item_id": ["i000001", "i000002"], "event_type": "view", "ts": "2026-11-27 09:00:00"}
+    pd.DataFrame(today).to_csv(later, index=False)
+    job = ["jobs/recommend.py", "--date", DATE, "--user", user, "--events", str(later)]
+    out = finish(embed_job(job, planted, *sets))
+    assert "2 more given" in out and "recommended (item, score):" in out
+    out = finish(embed_job(["jobs/recommend.py", "--date", "2026-11-27", "--user", user], planted, *sets), code=2)
+    assert "error [recommend dt=2026-11-27]: no item index at" in out, out[-2000:]
