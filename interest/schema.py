@@ -17,7 +17,6 @@ of a user's last steps are validation and test, which the vocabulary counts skip
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal, get_args
 
 PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
@@ -45,8 +44,5 @@ def window_stride(max_len: int) -> int:
 # Upper edges (seconds) of the time-gap buckets: bucket 1 is a session's first step, 2.. these
 # intervals, the last one anything longer. Part of a model's input contract, so not configurable.
 TIME_GAP_EDGES_S: tuple[float, ...] = (10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)
-
-
-def n_gap_buckets(time_gap_edges_s: Sequence[float] = TIME_GAP_EDGES_S) -> int:
-    """Time-gap buckets: padding, first step of a session, one per edge interval, and beyond."""
-    return len(time_gap_edges_s) + 3
+# Time-gap buckets: padding, first step of a session, one per edge interval, and beyond
+N_GAP_BUCKETS = len(TIME_GAP_EDGES_S) + 3

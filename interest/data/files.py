@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from interest import storage
 from interest.errors import UserError
-from interest.schema import SEQUENCE_FEATURES, n_gap_buckets, window_stride
+from interest.schema import N_GAP_BUCKETS, SEQUENCE_FEATURES, window_stride
 
 if TYPE_CHECKING:
     from interest.config import Config
@@ -54,7 +54,7 @@ class SequenceSpec:
             max_len=s.max_len,
             vocab_size=vocab_size,
             n_event_types=len(s.event_types),
-            n_gap_buckets=n_gap_buckets(),
+            n_gap_buckets=N_GAP_BUCKETS,
         )
 
 

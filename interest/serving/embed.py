@@ -158,7 +158,8 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             embedded.unpersist()
             label.clear()
         tic = time.perf_counter()
-        index = save_item_index(model, date_vocab, model_dir, date)
+        index_folder = index_dir(model_dir, date)
+        index = save_item_index(model, date_vocab, index_folder, date)
         drop_indexes(model_dir, dropped.get(cfg.embed.table, []))
         index_s = time.perf_counter() - tic
         result = EmbedResult(
@@ -177,7 +178,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             publish_seconds=round(publish_s, 2),  # stage, gate and commit the three tables
             retention_dropped=dropped,
             retention_seconds=round(retention_s, 2),
-            index=index_dir(model_dir, date),
+            index=index_folder,
             index_kind=index.meta.kind,
             index_seconds=round(index_s, 2),
             seconds=round(time.perf_counter() - started, 2),
@@ -189,13 +190,13 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         return result
 
 
-def save_item_index(model: Any, vocab: pd.DataFrame, model_dir: str, date: str) -> ItemIndex:
+def save_item_index(model: Any, vocab: pd.DataFrame, folder: str, date: str) -> ItemIndex:
     """The index of exactly what the recommendations were scored against (every real item of the
-    date, new ones at their category's mean), saved beside the model with its version."""
+    date, new ones at their category's mean), saved to ``folder`` with the model's version."""
     table = inference.scoring_table(model, vocab)  # [V, D]
     ids = inference.item_ids_by_index(model, vocab)  # [V]
     built = ItemIndex.build(table[FIRST_ITEM:], ids[FIRST_ITEM:], model.version, date)
-    built.save(index_dir(model_dir, date))
+    built.save(folder)
     return built
 
 

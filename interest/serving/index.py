@@ -53,17 +53,23 @@ class IndexMeta:
     dim: int
 
 
+def _indexes(model_dir: str) -> tuple[str, str]:
+    """(the encoder's ``_index`` folder, the model's version name)."""
+    model = storage.normalize(model_dir).rstrip("/")
+    return storage.join(storage.parent(model), "_index"), storage.name(model)
+
+
 def index_dir(model_dir: str, date: str) -> str:
     """Where the index of ``date``'s items lives: beside the model folder it was built from
     (``<encoder>/_index/<version>/dt=<date>``), not inside it, so shipping a model to the
     executors never carries its indexes."""
-    model = storage.normalize(model_dir).rstrip("/")
-    return storage.join(storage.parent(model), "_index", storage.name(model), f"dt={date}")
+    base, version = _indexes(model_dir)
+    return storage.join(base, version, f"dt={date}")
 
 
 def drop_indexes(model_dir: str, dates: list[str]) -> list[str]:
     """Delete every version's index of ``dates`` (the dates retention dropped from the tables)."""
-    base = storage.join(storage.parent(storage.normalize(model_dir).rstrip("/")), "_index")
+    base, _ = _indexes(model_dir)
     if not dates or not storage.exists(base):
         return []
     gone = []
