@@ -316,7 +316,7 @@ def main() -> None:
         tcfg = w.config("temporal")
         temporal_seeds = args.temporal_seeds or args.seeds
         results = {}
-        for label, extra in (("time gaps off (the profile)", []), ("time gaps on", ["model.use_time_gap=true"])):
+        for label, extra in (("time gaps off (the profile)", []), ("time gaps on", ["model.features=[time_gap]"])):
             group = models_by_encoder(w, "temporal", args.cut, args.encoders, temporal_seeds, extra)
             cut = Layout.of(tcfg, args.cut)
             data = add_temporal(cut, load_eval_data(tcfg, cut), END, week)

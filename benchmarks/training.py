@@ -119,8 +119,8 @@ def main() -> None:
     for length in args.lengths:
         at_length = [
             f"sessionize.max_len={length}",
-            f"paths.sequences='{{root}}/sequences_{length}'",
-            f"paths.vocab='{{root}}/vocab_{length}'",
+            f"paths.root={work}/len_{length}",  # its own sequences and vocabulary
+            f"ingest.path={work}/raw/events",
         ]
         lcfg = load_config(ROOT / "conf" / "local.yaml", base + at_length)
         vocab_size = 0 if spark is None else run_sessionize(spark, lcfg, DATE).vocab_size  # the reader ignores it

@@ -12,13 +12,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import dacite
 import yaml
 
 from interest.errors import UserError
-from interest.schema import SEQUENCE_FEATURES, EncoderName
+from interest.schema import SEQUENCE_FEATURES, EncoderName, StepFeature
 
 
 class ConfigError(UserError, ValueError):
@@ -28,7 +28,6 @@ class ConfigError(UserError, ValueError):
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[2]"  # where Spark runs; ignored when launched by spark-submit (its --master wins)
-    enable_hive: bool = True  # tables in a Hive metastore (embedded Derby locally, the cluster's with hive-site.xml)
     conf: dict[str, str] = field(default_factory=dict)  # any Spark settings, passed to the session builder as they are
 
 
@@ -37,14 +36,10 @@ class PathsConfig:
     """Where everything lives. Relative local paths resolve against the working directory.
 
     The keys are the places an operator moves apart from the root (models to a registry folder,
-    checkpoints to storage every executor reaches, logs to a local disk) or that a run keeps apart
-    to share one root (a second vocabulary and sequences). The rest derive from the root alone:
-    the properties below, always absolute (URLs kept as they are)."""
+    checkpoints to storage every executor reaches, logs to a local disk). The rest derive from the
+    root alone: the properties below, always absolute (URLs kept as they are)."""
 
     root: str = "data"  # the folder or URL (hdfs://, s3a://, file://) every other path derives from
-    vocab: str = "{root}/vocab"  # item id <-> index, counts and categories, per dt
-    sequences: str = "{root}/sequences"  # per-user padded sequences (train, infer, day), per dt
-    reports: str = "{root}/reports"  # JSON, Markdown and pictures of every stage
     models: str = "{root}/models"  # exported model versions per encoder
     checkpoints: str = "{root}/checkpoints"  # training checkpoints (removed when a run finishes)
     logs: str = "{root}/_logs"  # one file per job run, at debug level with full traces ("" = none)
@@ -57,6 +52,21 @@ class PathsConfig:
     def base(self) -> str:
         """The root, absolute."""
         return absolute(self.root)
+
+    @property
+    def vocab(self) -> str:
+        """Item id <-> index, counts and categories, per dt."""
+        return f"{self.base}/vocab"
+
+    @property
+    def sequences(self) -> str:
+        """Per-user padded sequences (train, infer, day), per dt."""
+        return f"{self.base}/sequences"
+
+    @property
+    def reports(self) -> str:
+        """JSON, Markdown and pictures of every stage."""
+        return f"{self.base}/reports"
 
     @property
     def raw_events(self) -> str:
@@ -94,27 +104,23 @@ class PathsConfig:
         return f"{self.base}/mlruns"
 
 
-@dataclass(frozen=True)
-class ColumnsConfig:
-    """Source column names for the canonical event fields (None = not present in the source)."""
+MAX_FUTURE_SKEW_MINUTES = 60
 
-    user_id: str = "user_id"  # the source column of the user id
-    item_id: str = "item_id"  # the source column of the item id
-    event_type: str | None = "event_type"  # the source column of the event type
-    ts: str = "ts"  # the source column of the event time
-    category: str | None = "category"  # the source column of the item category
+# The canonical event fields a source maps its columns to; the first three must be present
+REQUIRED_COLUMNS = ("user_id", "item_id", "ts")
+OPTIONAL_COLUMNS = ("event_type", "category")
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     format: Literal["parquet", "csv", "json", "movielens"] = "parquet"  # how the raw source is read
     path: str | None = None  # None: {paths.root}/raw/events
-    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    # The source column of each canonical field (user_id, item_id, ts; event_type and category may
+    # be null: not in the source). Fields not given keep their own name.
+    columns: dict[str, str | None] = field(default_factory=dict)
     # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
     # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss".
     ts_format: str = "auto"
-    # Used when the source has no event type column (e.g. MovieLens ratings).
-    constant_event_type: str = "view"
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
     # A Parquet source file that cannot be read (truncated upload, not Parquet): "fail" stops the
     # job naming the file; "skip" goes on without it and lists it in the summary and the report
@@ -124,13 +130,24 @@ class IngestConfig:
     # flags become the category "Action|Comedy" (segments split it: interest.scoring.segments)
     item_categories: str | None = None
 
+    def __post_init__(self) -> None:
+        """Check the column mapping's fields; those not given keep their own name."""
+        known = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+        for name, column in self.columns.items():
+            if name not in known:
+                raise ConfigError(f"unknown configuration key 'ingest.columns.{name}' (known: {', '.join(known)})")
+            if name in REQUIRED_COLUMNS and not column:
+                raise ConfigError(
+                    f"ingest.columns.{name} must name a source column (only event_type and category may be null)"
+                )
+        object.__setattr__(self, "columns", {**{name: name for name in known}, **self.columns})
+
 
 @dataclass(frozen=True)
 class SessionizeConfig:
     # Funnel order matters: it breaks ties in time and picks the stage kept when repeats merge.
     event_types: list[str] = field(default_factory=lambda: ["view", "click", "cart", "purchase"])
     lookback_days: int = 30  # 0 = everything up to the run date
-    max_future_skew_minutes: int = 60  # events later than end-of-day + skew are rejected
     session_gap_minutes: float = 30.0  # a gap of at least this starts a new session
     bot_max_events_per_day: int = 1000  # a user above this on any day is a bot
     # exclude: a bot's events are quarantined; cap: kept up to the limit per day
@@ -146,6 +163,11 @@ class SessionizeConfig:
     # 5 waiting), 18 with two (BENCHMARKS.md, "The input pipeline").
     row_group_mib: float = 16.0
     min_row_groups: int = 8  # enough shards for the distributed readers
+
+    @property
+    def max_future_skew_minutes(self) -> int:
+        """Events later than the run date's end + this are rejected (clock skew between sources)."""
+        return MAX_FUTURE_SKEW_MINUTES
 
     @property
     def rows_per_row_group(self) -> int:
@@ -187,8 +209,17 @@ class ModelConfig:
     blocks: int = 2  # attention blocks
     dropout: float = 0.2  # dropout rate in training
     memory_slots: int = 4  # interest slots of the memory encoder
-    use_event_type: bool = True  # embed each step's event type
-    use_time_gap: bool = True  # embed the time since the previous step (bucketed by interest.schema.TIME_GAP_EDGES_S)
+    # the step features embedded beside the item: event_type (the funnel stage), time_gap (the
+    # time since the previous step, bucketed by interest.schema.TIME_GAP_EDGES_S)
+    features: list[StepFeature] = field(default_factory=lambda: ["event_type", "time_gap"])
+
+    @property
+    def use_event_type(self) -> bool:
+        return "event_type" in self.features
+
+    @property
+    def use_time_gap(self) -> bool:
+        return "time_gap" in self.features
 
 
 @dataclass(frozen=True)
@@ -205,20 +236,14 @@ class TrainConfig:
     exclude_seen: bool = False
     batch_size: int = 128  # global batch (divided over the workers)
     epochs: int = 20  # at most this many epochs
-    learning_rate: float = 1e-3  # peak learning rate (AdamW)
+    learning_rate: float = 1e-3  # peak learning rate (Adam), reached after warm-up, then cosine decay
     warmup_steps: int = 100  # linear warm-up steps
-    decay: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
-    weight_decay: float = 0.0  # AdamW weight decay
     patience: int = 5  # evaluations without improvement of early_stop_metric before stopping
     # validation metric (at eval.k) that picks the best epoch: full_ndcg ranks all items;
-    # sampled_ndcg ranks against eval.sampled_negatives (steadier with few users; SASRec's protocol)
+    # sampled_ndcg ranks against 100 sampled negatives (steadier with few users; SASRec's protocol)
     early_stop_metric: Literal["full_ndcg", "sampled_ndcg", "full_hr", "sampled_hr"] = "full_ndcg"
     eval_every: int = 1  # validate every this many epochs
     seed: int = 1  # initialisation, shuffling and evaluation-user sample
-    # Petastorm threads reading row groups per training worker. One keeps the order of the rows a
-    # function of the seed, so a run is reproducible; two read faster (BENCHMARKS.md) but Petastorm
-    # then takes row groups in the order they finish, which varies between runs.
-    reader_threads: int = 1
     checkpoint_every_steps: int = 200  # checkpoint this often (resumed after a failure)
     workers: int = 1  # Spark barrier tasks (1: this process)
     max_failures: int = 3  # barrier-stage retries before the run fails
@@ -234,6 +259,8 @@ class TrainConfig:
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 
 
+SAMPLED_NEGATIVES = 100
+
 # The validation negatives' seed (best-epoch selection, early stopping): one no test draw
 # (eval.seeds) may use, so model selection never tunes on the draws the test is reported on
 VALID_SEED = 0
@@ -242,15 +269,22 @@ VALID_SEED = 0
 @dataclass(frozen=True)
 class EvalConfig:
     k: int = 10  # cut-off of HR@k and NDCG@k
-    sampled_negatives: int = 100  # negatives per user in the sampled protocol
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # test negatives, one draw each
+
+    @property
+    def sampled_negatives(self) -> int:
+        """Negatives per user in the sampled protocol: SASRec's 100, so figures compare with it."""
+        return SAMPLED_NEGATIVES
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    table: str = "user_interest_embeddings"  # the user embeddings table
-    item_table: str = "item_embeddings"  # the item embeddings table
-    recommendations_table: str = "user_recommendations"  # the recommendations table
+    # The published tables' names are part of their contract (docs/pipeline.md); the database
+    # keeps environments apart
+    table: ClassVar[str] = "user_interest_embeddings"
+    item_table: ClassVar[str] = "item_embeddings"
+    recommendations_table: ClassVar[str] = "user_recommendations"
+
     database: str = "default"  # the metastore database of the tables
     batch_size: int = 1024  # users per inference batch
     top_items: int = 5  # history items kept as the explanation (top_items)
@@ -261,7 +295,6 @@ class EmbedConfig:
     # delta: transactional tables (one commit per dt, history, RESTORE); parquet: Hive tables
     # whose dt partitions are swapped in one metastore call, for clusters without Delta
     table_format: Literal["delta", "parquet"] = "delta"
-    vacuum_retain_hours: int = 168  # Delta files a retention DELETE leaves stay this long (time travel, RESTORE)
     min_coverage: float = 0.95  # gate: share of active users that must be embedded
     max_row_change: float = 0.5  # today's rows within ±50% of yesterday's
 
@@ -271,11 +304,11 @@ class QualityConfig:
     """Tomorrow's truth: the nightly of D scores D-1's published recommendations against D's
     events (``daily_quality``), and alerts when quality falls or the embeddings drift too far."""
 
-    table: str = "daily_quality"  # the next-day quality table
+    table: ClassVar[str] = "daily_quality"  # the next-day quality table
+
     min_hr: float | None = None  # alert when next-day HR@k (k: eval.k) falls below this
     max_drop: float | None = 0.3  # alert when HR@k falls by more than this share of the previous date's
     max_top_interest_changed: float | None = 0.5  # alert when more users than this changed top interest
-    min_users: int = 20  # fewer users active on both days than this: too few to alert on
     fail_on_alert: bool = False  # false: a flag in the report and the table; true: also exit 2
 
 
@@ -285,22 +318,29 @@ class TrackingConfig:
 
     enabled: bool = True  # track training and nightly runs in MLflow
     uri: str | None = None  # a tracking server (http://...) on a cluster; None: a file store at {paths.root}/mlruns
-    experiment: str = "interest"  # runs go to <experiment>/train and <experiment>/nightly
 
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    retrain: bool = True  # train a model each night (false: reuse the newest)
-    warm_start: bool = True  # start training from the previous model's weights
-    max_days_ahead: int = 1  # a run date later than today (UTC) + this is refused
+    # warm: train each night from the previous model's weights; fresh: train from a new
+    # initialisation; reuse: no training, embed with the newest model
+    train: Literal["warm", "fresh", "reuse"] = "warm"
+
+    @property
+    def retrain(self) -> bool:
+        return self.train != "reuse"
+
+    @property
+    def warm_start(self) -> bool:
+        return self.train == "warm"
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     """How non-DataFrame files reach remote roots (see interest.storage)."""
 
-    webhdfs_port: int = 9870  # the namenode's HTTP port: hdfs:// files go through WebHDFS
-    webhdfs_user: str | None = None  # default: $HADOOP_USER_NAME, else the login name
+    # the namenode's HTTP port: hdfs:// files go through WebHDFS (as $HADOOP_USER_NAME, else the login name)
+    webhdfs_port: int = 9870
     webhdfs_host: str | None = None  # the namenode for hdfs:/// URLs that name none
 
 
@@ -478,9 +518,7 @@ def _check_values(cfg: Config) -> None:
         (cfg.model.memory_slots >= 1, "model.memory_slots must be at least 1"),
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
-        (cfg.train.reader_threads >= 1, "train.reader_threads must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
-        (cfg.embed.vacuum_retain_hours >= 0, "embed.vacuum_retain_hours must be 0 or more"),
         (
             VALID_SEED not in cfg.eval.seeds,
             f"eval.seeds {list(cfg.eval.seeds)} must leave out {VALID_SEED}, the validation draw's seed: "

@@ -24,6 +24,7 @@ PAD, UNKNOWN, FIRST_ITEM = 0, 1, 2
 # The encoder families; ``interest.models.encoders`` registers exactly these (a test checks), and
 # config, jobs and reports take the names from here so they never need TensorFlow to know them.
 EncoderName = Literal["self_attention", "hierarchical", "memory"]
+StepFeature = Literal["event_type", "time_gap"]  # what a step carries beside its item
 ENCODER_NAMES: tuple[str, ...] = get_args(EncoderName)
 
 SEQUENCE_FEATURES: tuple[str, ...] = ("item_idx", "event_type_idx", "time_gap_bucket", "session_idx")

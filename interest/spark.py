@@ -128,13 +128,10 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         settings.update(delta_settings(settings.get("spark.jars.packages")))
     for key, value in settings.items():
         builder = builder.config(key, str(value))
-    if cfg.spark.enable_hive:
-        builder = builder.enableHiveSupport()
-    spark = builder.getOrCreate()
+    spark = builder.enableHiveSupport().getOrCreate()
     if cfg.embed.table_format == "delta":
         require_delta(spark)
-    if cfg.spark.enable_hive:
-        _derby_home(spark, metastore)
+    _derby_home(spark, metastore)
     if not logs.verbose():
         _quiet_loggers(spark)
     spark.sparkContext.setLogLevel("INFO" if logs.verbose() else "WARN")  # --verbose shows it all

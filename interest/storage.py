@@ -49,20 +49,17 @@ class StorageUnreachableError(RetryableError, StorageError):
 @dataclass
 class _Settings:
     webhdfs_port: int = 9870
-    webhdfs_user: str | None = None
     webhdfs_host: str | None = None
 
 
 _SETTINGS = _Settings()
 
 
-def configure(
-    webhdfs_port: int | None = None, webhdfs_user: str | None = None, webhdfs_host: str | None = None
-) -> None:
-    """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process)."""
+def configure(webhdfs_port: int | None = None, webhdfs_host: str | None = None) -> None:
+    """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process). The
+    WebHDFS user is Hadoop's: $HADOOP_USER_NAME, else the login name."""
     if webhdfs_port is not None:
         _SETTINGS.webhdfs_port = int(webhdfs_port)
-    _SETTINGS.webhdfs_user = webhdfs_user
     _SETTINGS.webhdfs_host = webhdfs_host
     _filesystem.cache_clear()
 
@@ -75,7 +72,7 @@ def settings() -> _Settings:
 def configure_from(cfg) -> None:
     """``configure`` from a Config's ``storage`` section."""
     s = cfg.storage
-    configure(s.webhdfs_port, s.webhdfs_user, s.webhdfs_host)
+    configure(s.webhdfs_port, s.webhdfs_host)
 
 
 def is_local(path: str) -> bool:
@@ -115,7 +112,7 @@ def _filesystem(scheme: str, netloc: str) -> fsspec.AbstractFileSystem:
             raise StorageError(
                 "an hdfs:/// URL names no namenode: write hdfs://<namenode>:<port>/... or set storage.webhdfs_host"
             )
-        user = _SETTINGS.webhdfs_user or os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+        user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
         return fsspec.filesystem("webhdfs", host=host, port=_SETTINGS.webhdfs_port, user=user)
     if scheme in ("s3a", "s3"):
         return fsspec.filesystem("s3")

@@ -19,6 +19,8 @@ from typing import Any
 from interest import storage
 from interest.config import Config
 
+EXPERIMENT = "interest"  # runs go to interest/<kind>: train, nightly, ...
+
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +93,7 @@ class Run:
 
 @contextlib.contextmanager
 def track(cfg: Config, kind: str, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
-    """An MLflow run named ``name`` in experiment ``<tracking.experiment>/<kind>``, ended
+    """An MLflow run named ``name`` in experiment ``interest/<kind>``, ended
     FINISHED, or FAILED when the block raises."""
     uri = tracking_uri(cfg)
     if uri is None:
@@ -103,7 +105,7 @@ def track(cfg: Config, kind: str, name: str, tags: Mapping[str, Any] | None = No
         from mlflow import MlflowClient
 
         client = MlflowClient(uri)
-        experiment = f"{cfg.tracking.experiment}/{kind}"
+        experiment = f"{EXPERIMENT}/{kind}"
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
         run_id = client.create_run(

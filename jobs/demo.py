@@ -36,7 +36,7 @@ def main() -> int:
     steps = [["generate.py"], ["nightly.py", "--date", date], ["recommend.py", "--date", date, "--user", ""]]
     for step in steps:
         if step[0] == "recommend.py":  # the user with the longest history of the night
-            step[-1] = busiest_user(f"{cfg.paths.resolve('sequences')}/dt={date}/infer")
+            step[-1] = busiest_user(f"{cfg.paths.sequences}/dt={date}/infer")
         print(f"\n=== {' '.join(step)} ===", flush=True)
         # each step's own lines to this job's streams (not into its log file), and its own log file
         code = subprocess.call(

@@ -27,8 +27,20 @@ def test_defaults_and_overrides_with_types():
             "sessionize.session_gap_minutes=15",
             "sessionize.event_types=[a, b]",
             "embed.users_table=null",
+            "ingest.columns={ts: event_time, category: null}",
+            "model.features=[time_gap]",
+            "nightly.train=reuse",
         ],
     )
+    assert cfg.ingest.columns == {
+        "user_id": "user_id",
+        "item_id": "item_id",
+        "ts": "event_time",
+        "event_type": "event_type",
+        "category": None,
+    }
+    assert (cfg.model.use_event_type, cfg.model.use_time_gap) == (False, True)
+    assert (cfg.nightly.retrain, cfg.nightly.warm_start) == (False, False)
     assert cfg.model.dim == 32 and cfg.sessionize.session_gap_minutes == 15.0
     assert cfg.sessionize.event_types == ["a", "b"] and cfg.embed.users_table is None
     assert parse_override("a.b=1.5") == ("a.b", 1.5)
@@ -74,6 +86,10 @@ def test_row_groups_are_sized_in_bytes_of_sequence_columns():
         ("nodot", "must look like section.key=value"),
         ("eval.seeds=[0, 1]", "must leave out 0, the validation draw"),
         ("sessionize.row_group_mib=0", "sessionize.row_group_mib and min_row_groups must be positive"),
+        ("ingest.columns.ts=null", "ingest.columns.ts must name a source column"),
+        ("model.features=[gap]", "'model.features' has the wrong type"),
+        ("nightly.train=sometimes", "'nightly.train' must be one of ['warm', 'fresh', 'reuse']"),
+        ("embed.table=mine", "unknown configuration key 'embed.table'"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
@@ -92,7 +108,7 @@ def test_missing_file_and_bad_top_level(tmp_path):
 
 def test_paths_resolve_root_and_keep_urls(tmp_path):
     cfg = load_config(None, [f"paths.root={tmp_path}", "paths.models=s3a://bucket/models"])
-    assert cfg.paths.resolve("sequences") == f"{tmp_path}/sequences"
+    assert cfg.paths.sequences == f"{tmp_path}/sequences"
     assert cfg.paths.resolve("models") == "s3a://bucket/models"
 
 
@@ -140,17 +156,15 @@ def test_every_job_applies_the_storage_settings_without_a_spark_session(tmp_path
             "storage.webhdfs_host=namenode.example",
             "--set",
             "storage.webhdfs_port=50070",
-            "--set",
-            "storage.webhdfs_user=etl",
         ]
     )
     before = storage.settings()
     try:
         load_job_config(args, "evaluate", "2026-11-26")
         now = storage.settings()
-        assert (now.webhdfs_host, now.webhdfs_port, now.webhdfs_user) == ("namenode.example", 50070, "etl")
+        assert (now.webhdfs_host, now.webhdfs_port) == ("namenode.example", 50070)
     finally:
-        storage.configure(before.webhdfs_port, before.webhdfs_user, before.webhdfs_host)
+        storage.configure(before.webhdfs_port, before.webhdfs_host)
 
 
 def test_every_key_is_documented_in_the_generated_reference():

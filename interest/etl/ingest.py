@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interest import storage
-from interest.config import IngestConfig
+from interest.config import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, IngestConfig
 from interest.errors import UserError
 
 CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_corrupt_record", "ingest_order"]
@@ -87,29 +87,24 @@ def with_ingest_order(df: DataFrame) -> DataFrame:
 
 
 def _mapped_columns(cfg: IngestConfig) -> list[str | None]:
-    c = cfg.columns
-    return [c.user_id, c.item_id, c.event_type, c.ts, c.category]
+    return list(cfg.columns.values())
 
 
-def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
-    """Source columns -> canonical string columns, by the configured column mapping."""
-    cols = cfg.columns
+def to_canonical(df: DataFrame, cfg: IngestConfig, event_type_default: str) -> DataFrame:
+    """Source columns -> canonical string columns, by the configured column mapping; a source
+    without an event type column gets ``event_type_default`` (the funnel's first stage)."""
+    cols = dict(cfg.columns)
     if cfg.format == "movielens":
-        cols = type(cols)(user_id="user_id", item_id="item_id", event_type=None, ts="ts", category=None)
-    missing = [name for name in (cols.user_id, cols.item_id, cols.ts) if name not in df.columns]
-    # optional columns may be absent: category becomes null, the event type the constant one
-    cols = type(cols)(
-        user_id=cols.user_id,
-        item_id=cols.item_id,
-        ts=cols.ts,
-        event_type=cols.event_type if cols.event_type in df.columns else None,
-        category=cols.category if cols.category in df.columns else None,
-    )
+        cols = {**{name: name for name in REQUIRED_COLUMNS}, "event_type": None, "category": None}
+    missing = [cols[name] for name in REQUIRED_COLUMNS if cols[name] not in df.columns]
+    # optional columns may be absent: category becomes null, the event type the default one
+    for name in OPTIONAL_COLUMNS:
+        cols[name] = cols[name] if cols[name] in df.columns else None
     if missing:
         raise IngestError(
             f"raw events lack column(s) {missing}; present: "
             f"{sorted(c for c in df.columns if c not in (CORRUPT, INGEST_ORDER))}. "
-            "Map them with ingest.columns.<field>=<source column>."
+            "Map them with ingest.columns={<field>: <source column>}."
         )
 
     def text(name: str | None) -> Column:
@@ -117,19 +112,19 @@ def to_canonical(df: DataFrame, cfg: IngestConfig) -> DataFrame:
             return F.lit(None).cast("string")
         return F.col(f"`{name}`").cast("string")
 
-    event_type = text(cols.event_type) if cols.event_type else F.lit(cfg.constant_event_type)
-    ts_type = df.schema[cols.ts].dataType
+    event_type = text(cols["event_type"]) if cols["event_type"] else F.lit(event_type_default)
+    ts_type = df.schema[str(cols["ts"])].dataType  # required: a name, checked above
     ts_raw = (
-        F.date_format(F.col(f"`{cols.ts}`"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+        F.date_format(F.col(f"`{cols['ts']}`"), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
         if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType))
-        else text(cols.ts)
+        else text(cols["ts"])
     )
     return df.select(
-        text(cols.user_id).alias("user_id"),
-        text(cols.item_id).alias("item_id"),
+        text(cols["user_id"]).alias("user_id"),
+        text(cols["item_id"]).alias("item_id"),
         event_type.alias("event_type"),
         ts_raw.alias("ts_raw"),
-        text(cols.category).alias("category"),
+        text(cols["category"]).alias("category"),
         (F.col("dt").cast("string") if "dt" in df.columns else F.lit(None).cast("string")).alias("dt"),
         (F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")).alias(CORRUPT),
         F.col(INGEST_ORDER) if INGEST_ORDER in df.columns else no_ingest_order().alias(INGEST_ORDER),
@@ -165,8 +160,8 @@ def read_item_categories(spark: SparkSession, cfg: IngestConfig, path: str) -> D
         flags = [F.when(F.col(f"g{i}") == "1", F.lit(g)) for i, g in enumerate(MOVIELENS_GENRES) if g != "unknown"]
         genres = F.concat_ws("|", *flags)  # concat_ws skips the nulls
         return items.select("item_id", F.when(genres != "", genres).alias("category"))
-    c = cfg.columns
-    if not c.category:
+    item_id, category = cfg.columns["item_id"], cfg.columns["category"]
+    if not category:
         raise IngestError("ingest.item_categories needs ingest.columns.category: the column that holds it")
     reader = spark.read.options(**cfg.options)
     try:
@@ -178,14 +173,14 @@ def read_item_categories(spark: SparkSession, cfg: IngestConfig, path: str) -> D
             items = reader.options(header="true").csv(path)
     except Exception as exc:
         raise IngestError(f"ingest.item_categories cannot be read at {path}: {str(exc).splitlines()[0]}") from None
-    missing = [n for n in (c.item_id, c.category) if n not in items.columns]
+    missing = [n for n in (item_id, category) if n not in items.columns]
     if missing:
         raise IngestError(
             f"ingest.item_categories at {path} lacks column(s) {missing}; present: {sorted(items.columns)}"
         )
     return items.select(
-        F.col(f"`{c.item_id}`").cast("string").alias("item_id"),
-        F.col(f"`{c.category}`").cast("string").alias("category"),
+        F.col(f"`{item_id}`").cast("string").alias("item_id"),
+        F.col(f"`{category}`").cast("string").alias("category"),
     )
 
 

@@ -68,12 +68,13 @@ def read_canonical(
     """
     source = layout.source
     start, end = window_bounds(layout.date, cfg.sessionize.lookback_days)
+    first_stage = cfg.sessionize.event_types[0]  # the event type of a source without one
     if cfg.ingest.format != "parquet":
         raw = ingest.read_source(spark, cfg.ingest, source)
         partitioned = "dt" in raw.columns
         if partitioned:
             raw = ingest.in_partition_window(raw, start, end)
-        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest), partitioned, []
+        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest, first_stage), partitioned, []
     # Parquet: every file of the window is listed and its footer checked before Spark opens any
     # (Spark's schema inference would otherwise read a broken footer first and fail with a trace)
     files, partitioned = ingest.source_files(source)
@@ -95,7 +96,9 @@ def read_canonical(
     frames = []
     for group in groups:  # more than one group: the schema drifted between days
         try:
-            frames.append(ingest.to_canonical(ingest.with_ingest_order(reader.parquet(*group)), cfg.ingest))
+            frames.append(
+                ingest.to_canonical(ingest.with_ingest_order(reader.parquet(*group)), cfg.ingest, first_stage)
+            )
         except ingest.IngestError as exc:  # e.g. a column renamed on some days: say which files
             if len(groups) == 1:
                 raise

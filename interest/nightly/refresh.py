@@ -44,10 +44,10 @@ def model_for_date(
     if not cfg.nightly.retrain:
         if previous is None:
             raise ModelNotFoundError(
-                "nightly.retrain is false but there is no model to reuse: "
-                "train one first (jobs/train.py) or set nightly.retrain=true"
+                "nightly.train is reuse but there is no model to reuse: "
+                "train one first (jobs/train.py) or set nightly.train: warm"
             )
-        return previous, "reused the previous model (nightly.retrain=false)"
+        return previous, "reused the previous model (nightly.train: reuse)"
     init_from = previous if previous and cfg.nightly.warm_start else None
     outcome = train_model(cfg, date, spark, init_from)
     how = f"warm start from {storage.name(init_from)}" if init_from else "from scratch"
@@ -62,7 +62,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
     with logs.stage("nightly", date):
         storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
         check_metastore(spark)
-        check_run_date(date, cfg.nightly.max_days_ahead)
+        check_run_date(date)
         with date_lock(cfg.paths.root, "nightly", date):
             return _refresh(spark, cfg, date, force_retrain)
 
@@ -71,14 +71,17 @@ class RunDateError(UserError, ValueError):
     """The run date lies in the future."""
 
 
-def check_run_date(date: str, max_days_ahead: int, today: dt.date | None = None) -> None:
-    """Refuse a run date beyond today (UTC) + ``max_days_ahead``: a skewed clock or a typo would
+MAX_DAYS_AHEAD = 1  # a run date may be tomorrow (UTC), for a scheduler east of UTC
+
+
+def check_run_date(date: str, today: dt.date | None = None) -> None:
+    """Refuse a run date beyond today (UTC) + ``MAX_DAYS_AHEAD``: a skewed clock or a typo would
     otherwise publish a partition for a day whose events have not happened yet."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    if dt.date.fromisoformat(date) > today + dt.timedelta(days=max_days_ahead):
+    if dt.date.fromisoformat(date) > today + dt.timedelta(days=MAX_DAYS_AHEAD):
         raise RunDateError(
-            f"run date {date} is in the future (today is {today.isoformat()} UTC); check the clock or "
-            f"the --date, or raise nightly.max_days_ahead ({max_days_ahead})"
+            f"run date {date} is in the future (today is {today.isoformat()} UTC, at most "
+            f"{MAX_DAYS_AHEAD} day ahead is taken); check the clock or the --date"
         )
 
 

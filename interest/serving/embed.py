@@ -284,8 +284,6 @@ def _names(cfg: Config) -> tuple[str, str, str]:
 def _apply_retention(spark: SparkSession, cfg: Config) -> dict[str, list[str]]:
     e = cfg.embed
     return {
-        t: publish.Table(spark, e.database, t, table_format=e.table_format).apply_retention(
-            e.retention_days, e.vacuum_retain_hours
-        )
+        t: publish.Table(spark, e.database, t, table_format=e.table_format).apply_retention(e.retention_days)
         for t in _names(cfg)
     }

@@ -171,10 +171,13 @@ def next_day_quality(spark: SparkSession, cfg: Config, layout: Layout) -> NextDa
     )
 
 
+MIN_ALERT_USERS = 20  # fewer users active on both days than this: too few to alert on
+
+
 def alerts(today: NextDayQuality, before: dict[str, Any] | None, q: QualityConfig) -> list[str]:
     """What a person should look at today, in words (empty: nothing)."""
     out = []
-    if today.users >= q.min_users and today.hr is not None:
+    if today.users >= MIN_ALERT_USERS and today.hr is not None:
         if q.min_hr is not None and today.hr < q.min_hr:
             out.append(f"next-day HR@{today.k} {today.hr:.4f} is below quality.min_hr {q.min_hr}")
         prev_hr = (before or {}).get("hr")

@@ -99,18 +99,16 @@ class TrainResult:
     precision: str = "float32"  # what train.precision resolved to (auto: by the hardware)
 
 
-def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule | float:
+def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
     t = cfg.train
     warmup = min(t.warmup_steps, max(total_steps - 1, 0))
-    if t.decay == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=t.learning_rate * 1e-2 if warmup else t.learning_rate,
-            decay_steps=max(total_steps - warmup, 1),
-            alpha=0.05,
-            warmup_target=t.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    return t.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=t.learning_rate * 1e-2 if warmup else t.learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.05,
+        warmup_target=t.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 class Trainer:
@@ -147,9 +145,7 @@ class Trainer:
 
                 grown = warm_start(self.encoder, load_model(init_from).encoder, data.vocab)
                 self.log(f"warm start from {init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
-            self.optimizer = keras.optimizers.Adam(
-                learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98, weight_decay=t.weight_decay or None
-            )
+            self.optimizer = keras.optimizers.Adam(learning_rate(cfg, self.total_steps), beta_1=0.9, beta_2=0.98)
             self.optimizer.build(self.encoder.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_ndcg")
@@ -216,7 +212,9 @@ class Trainer:
                     seed=t.seed + 7919 * self.worker.attempt,
                     shard=ctx.input_pipeline_id if shards > 1 else None,
                     num_shards=shards if shards > 1 else None,
-                    workers=t.reader_threads,
+                    # one reader thread: the row order is a function of the seed, so a run is
+                    # reproducible (two read faster, in the order row groups finish: BENCHMARKS.md)
+                    workers=1,
                 )
             )
 

@@ -92,7 +92,7 @@ def test_outputs_are_shardable_and_well_formed(spark, tmp_path):
     vocab = pd.read_parquet(summary.outputs.vocab).sort_values("item_idx")
     assert list(vocab.item_idx) == list(range(2, 2 + len(vocab)))
     assert vocab["count"].is_monotonic_decreasing
-    saved = json.loads(Path(cfg.paths.resolve("reports"), "sessionize", f"dt={DATE}", "summary.json").read_text())
+    saved = json.loads(Path(cfg.paths.reports, "sessionize", f"dt={DATE}", "summary.json").read_text())
     assert saved["rows_in"] == summary.rows_in
 
 
@@ -220,7 +220,6 @@ def test_optional_columns_may_be_absent_and_required_ones_may_not(spark, tmp_pat
         tmp_path,
         "ingest.format=csv",
         "sessionize.min_item_count=1",
-        "ingest.constant_event_type=click",
         "sessionize.event_types=[click]",
     )
     summary = run_sessionize(spark, cfg, DATE)  # no event_type and no category column: no mapping needed
@@ -244,7 +243,6 @@ def ml100k_run(spark, tmp_path_factory, ml100k):
         f"ingest.item_categories={ml100k / 'u.item'}",
         "ingest.format=movielens",
         "ingest.ts_format=epoch_s",
-        "ingest.constant_event_type=rate",
         "sessionize.event_types=[rate]",
         "sessionize.lookback_days=0",
         "sessionize.bot_max_events_per_day=100000",
@@ -601,7 +599,7 @@ def test_a_broken_first_file_of_the_first_day_is_one_line_exit_2_or_skipped(tmp_
     assert len(lines) <= 3 and f"corrupt source file {victim}" in lines[-1] and "(2,000 bytes)" in lines[-1]
     skip = subprocess.run([*cmd, "--set", "ingest.on_corrupt_file=skip"], cwd=ROOT, capture_output=True, text=True)
     assert skip.returncode == 0, skip.stderr[-3000:]
-    summary = json.loads(Path(cfg.paths.resolve("reports"), "sessionize", f"dt={DATE}", "summary.json").read_text())
+    summary = json.loads(Path(cfg.paths.reports, "sessionize", f"dt={DATE}", "summary.json").read_text())
     assert [f["path"] for f in summary["skipped_files"]] == [str(victim)]
     fault_matrix("a broken first raw file of the first day (the outside probe)", runs=2)
 

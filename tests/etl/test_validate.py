@@ -9,7 +9,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from interest.config import ColumnsConfig, IngestConfig
+from interest.config import IngestConfig
 from interest.etl import ingest, validate
 
 EVENT_TYPES = ["view", "click", "cart", "purchase"]
@@ -116,18 +116,18 @@ def test_column_mapping_and_missing_column(spark):
     src = spark.createDataFrame(
         [("a", 7, "click", "2026-11-26T00:00:00Z")], "uid string, sku long, action string, at string"
     )
-    columns = ColumnsConfig(user_id="uid", item_id="sku", event_type="action", ts="at", category=None)
+    columns = {"user_id": "uid", "item_id": "sku", "event_type": "action", "ts": "at", "category": None}
     cfg = IngestConfig(format="parquet", columns=columns)
-    got = ingest.to_canonical(src, cfg).first()
+    got = ingest.to_canonical(src, cfg, "view").first()
     assert (got["user_id"], got["item_id"], got["event_type"], got["ts_raw"]) == (
         "a",
         "7",
         "click",
         "2026-11-26T00:00:00Z",
     )
-    cfg = dataclasses.replace(cfg, columns=dataclasses.replace(columns, ts="event_time"))
+    cfg = dataclasses.replace(cfg, columns={**columns, "ts": "event_time"})
     with pytest.raises(ingest.IngestError, match="event_time"):
-        ingest.to_canonical(src, cfg)
+        ingest.to_canonical(src, cfg, "view")
 
 
 def test_timestamp_typed_source_round_trips(spark):
@@ -136,6 +136,6 @@ def test_timestamp_typed_source_round_trips(spark):
         .withColumn("ts", F.lit("2026-11-26 07:06:45.119").cast("timestamp"))
         .withColumn("category", F.lit(None).cast("string"))
     )
-    canon = ingest.to_canonical(src, IngestConfig())
+    canon = ingest.to_canonical(src, IngestConfig(), "view")
     typed = validate.normalize(canon, "auto")
     assert typed.select(F.col("ts").cast("string")).first()[0] == "2026-11-26 07:06:45.119"

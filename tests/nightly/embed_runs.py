@@ -22,18 +22,14 @@ FAST = [*PLANTED, "train.epochs=2", "train.patience=5"]
 
 
 def cfg_for(planted: Path, database: str, *extra: str):
-    """A config on the planted data with its own models and table database (tests share one metastore)."""
-    return make_config(
-        planted,
-        *FAST,
-        f"embed.database={database}",
-        f"paths.models='{{root}}/models_{database}'",
-        f"paths.checkpoints='{{root}}/ckpt_{database}'",
-        f"paths.sequences='{{root}}/sequences_{database}'",
-        f"paths.vocab='{{root}}/vocab_{database}'",
-        f"paths.reports='{{root}}/reports_{database}'",
-        *extra,
-    )
+    """A config on the planted raw events with its own root (``<planted>/<database>``) and table
+    database (tests share one metastore)."""
+    return make_config(planted / database, *FAST, *database_sets(planted, database), *extra)
+
+
+def database_sets(planted: Path, database: str) -> list[str]:
+    """What :func:`cfg_for` sets beside the root: the planted raw events and the table database."""
+    return [f"ingest.path={planted}/raw/events", f"embed.database={database}"]
 
 
 def table_rows(spark, cfg, date: str, table: str | None = None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pytest
 from embed_runs import (
     FAST,
     cfg_for,
+    database_sets,
     embed_job,
     finish,
     table_rows,
@@ -27,12 +28,6 @@ from interest.serving.publish import PublishGateError, Table
 from interest.serving.recommend import Recommender, RecommendInputError
 
 from conftest import DATE, make_config
-
-CFG_SETS = {  # what cfg_for sets for the database 'embed_gates', for the jobs run as processes
-    "embed.database": "embed_gates",
-    "embed.cold_start_min_steps": "8",
-    **{f"paths.{p}": f"'{{root}}/{p}_embed_gates'" for p in ("models", "sequences", "vocab", "reports")},
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +67,7 @@ def test_a_nan_blocks_the_publish_and_says_why(spark, embedded, tmp_path, fault_
 def test_cold_start_users_and_fallback_for_known_users_without_events(spark, embedded, tmp_path):
     cfg, report = embedded
     known = tmp_path / "users"
-    infer = pd.read_parquet(f"{cfg.paths.resolve('sequences')}/dt={DATE}/infer")
+    infer = pd.read_parquet(f"{cfg.paths.sequences}/dt={DATE}/infer")
     extra = ["never-seen-1", "never-seen-2"]
     pd.DataFrame({"user_id": [*infer.user_id[:5], *extra]}).to_parquet(known.with_suffix(".parquet"))
     out = run_embed(
@@ -81,8 +76,6 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
             cfg.paths.root,
             *FAST,
             f"embed.database={cfg.embed.database}",
-            f"paths.sequences={cfg.paths.resolve('sequences')}",
-            f"paths.vocab={cfg.paths.resolve('vocab')}",
             f"embed.users_table={known.with_suffix('.parquet')}",
             "embed.cold_start_min_steps=8",
         ),
@@ -98,10 +91,10 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
     assert len(few) and rows.is_cold_start[few].all()  # short histories: embedded, and flagged
     assert not rows.is_cold_start[infer[infer.n_steps >= 8].user_id].any()
     recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
-    popular = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").nlargest(3, "count").item_id.tolist()
+    popular = pd.read_parquet(f"{cfg.paths.vocab}/dt={DATE}").nlargest(3, "count").item_id.tolist()
     assert [r["item_id"] for r in recs.recommendations["never-seen-1"][:3]] == popular
     user = infer.user_id.iloc[0]
-    hist_vocab = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}").set_index("item_idx").item_id
+    hist_vocab = pd.read_parquet(f"{cfg.paths.vocab}/dt={DATE}").set_index("item_idx").item_id
     seen = set(hist_vocab.reindex(infer.set_index("user_id").history_idx[user]).dropna())
     assert not seen & {r["item_id"] for r in recs.recommendations[user]}  # only new items
 
@@ -116,7 +109,7 @@ def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, 
         run_embed(spark, cfg, DATE, other)
     with pytest.raises(EmbedInputError, match="no inference rows for 2020-01-01"):
         run_embed(spark, cfg, "2020-01-01", report.model.path)
-    vocab = Path(cfg.paths.resolve("vocab")) / f"dt={DATE}"
+    vocab = Path(cfg.paths.vocab) / f"dt={DATE}"
     vocab.rename(vocab.with_name("moved"))
     try:
         with pytest.raises(EmbedInputError, match=f"no vocabulary for {DATE} at .*dt={DATE}: run jobs/sessionize.py"):
@@ -208,7 +201,7 @@ def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is
         assert [i for i, _ in got.items] == [r["item_id"] for r in want], user
         np.testing.assert_allclose([s for _, s in got.items], [r["score"] for r in want], rtol=1e-5, atol=1e-5)
     none = recommender.recommend("new-user", raw.iloc[:0], 3)
-    vocab = pd.read_parquet(f"{cfg.paths.resolve('vocab')}/dt={DATE}")
+    vocab = pd.read_parquet(f"{cfg.paths.vocab}/dt={DATE}")
     assert none.is_cold_start and [i for i, _ in none.items] == vocab.nlargest(3, "count").item_id.tolist()
     fresh = recommender.recommend("u", pd.DataFrame({"item_id": ["not-an-item"], "event_type": ["view"], "ts": [DATE]}))
     assert fresh.unknown_items == ["not-an-item"] and len(fresh.items) == 10
@@ -238,8 +231,8 @@ def test_the_recommend_job_prints_the_nights_items_and_fails_in_one_line(spark, 
     cfg, _ = embedded
     _, users, recs, clean = _requests(spark, cfg, planted)
     user = clean[0]
-    sets = [f"{k}={v}" for k, v in CFG_SETS.items()]
-    out = finish(embed_job(["jobs/recommend.py", "--date", DATE, "--user", user, "-k", "5"], planted, *sets))
+    sets, root = [*database_sets(planted, "embed_gates"), "embed.cold_start_min_steps=8"], cfg.paths.root
+    out = finish(embed_job(["jobs/recommend.py", "--date", DATE, "--user", user, "-k", "5"], root, *sets))
     printed = out.split("recommended (item, score):")[1].split("because of")[0].split()
     assert printed[0::2] == [r["item_id"] for r in recs.recommendations[user][:5]], out[-2000:]
     assert f"user {user}: {users.n_events[user]} event(s) in the log, 0 more given" in out
@@ -247,7 +240,7 @@ def test_the_recommend_job_prints_the_nights_items_and_fails_in_one_line(spark, 
     today = {"item_id": ["i000001", "i000002"], "event_type": "view", "ts": "2026-11-27 09:00:00"}
     pd.DataFrame(today).to_csv(later, index=False)
     job = ["jobs/recommend.py", "--date", DATE, "--user", user, "--events", str(later)]
-    out = finish(embed_job(job, planted, *sets))
+    out = finish(embed_job(job, root, *sets))
     assert "2 more given" in out and "recommended (item, score):" in out
-    out = finish(embed_job(["jobs/recommend.py", "--date", "2026-11-27", "--user", user], planted, *sets), code=2)
+    out = finish(embed_job(["jobs/recommend.py", "--date", "2026-11-27", "--user", user], root, *sets), code=2)
     assert "error [recommend dt=2026-11-27]: no item index at" in out, out[-2000:]

@@ -91,8 +91,8 @@ def _check_published(spark, cfg, planted: Path, night) -> None:
     assert np.allclose([np.linalg.norm(v) for v in rows.embedding], 1.0, atol=1e-5)
     assert rows.user_id.is_unique and rows.model_version.nunique() == 1
     assert all(len(t) <= cfg.embed.top_items for t in rows.top_items)
-    seqs = pd.read_parquet(f"{planted}/sequences_backfill/dt={DATE}/infer")
-    vocab = pd.read_parquet(f"{planted}/vocab_backfill/dt={DATE}").set_index("item_idx").item_id
+    seqs = pd.read_parquet(f"{planted}/backfill/sequences/dt={DATE}/infer")
+    vocab = pd.read_parquet(f"{planted}/backfill/vocab/dt={DATE}").set_index("item_idx").item_id
     history = {u: set(vocab.reindex(h).dropna()) for u, h in zip(seqs.user_id, seqs.history_idx)}
     assert all({t["item_id"] for t in tops} <= history[u] for u, tops in zip(rows.user_id, rows.top_items))
     # the night's index: the model version of the tables, every item, and (exact at this size)

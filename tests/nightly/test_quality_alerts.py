@@ -23,13 +23,13 @@ from conftest import DATE
 @pytest.mark.slow
 def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted):
     # A high minimum count leaves items out on the first day that qualify on the second.
-    cfg = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=true")
+    cfg = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.train=warm")
     run_nightly(spark, cfg, PREV)
-    cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.retrain=false")
+    cfg2 = cfg_for(planted, "nightly_days", "sessionize.min_item_count=60", "nightly.train=reuse")
     day2 = run_nightly(spark, cfg2, DATE)
     assert Table(spark, cfg.embed.database, cfg.embed.table).dates() == [PREV, DATE]
-    v1 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={PREV}").set_index("item_idx").item_id
-    v2 = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={DATE}").set_index("item_idx").item_id
+    v1 = pd.read_parquet(f"{planted}/nightly_days/vocab/dt={PREV}").set_index("item_idx").item_id
+    v2 = pd.read_parquet(f"{planted}/nightly_days/vocab/dt={DATE}").set_index("item_idx").item_id
     assert len(v2) > len(v1)  # the vocabulary grew
     pd.testing.assert_series_equal(v2.loc[v1.index], v1)  # and old items kept their index
     assert v2.index.max() == len(v2) + 1  # new items appended after the old ones
@@ -83,7 +83,7 @@ def test_two_days_keep_both_partitions_and_items_keep_their_index(spark, planted
         planted,
         "nightly_days",
         "sessionize.min_item_count=60",
-        "nightly.retrain=false",
+        "nightly.train=reuse",
         "quality.min_hr=1.01",
         "quality.fail_on_alert=true",
     )
@@ -118,7 +118,7 @@ def _check_mlflow_runs(cfg, day2) -> None:
     assert m[f"gate.nightly_days.{cfg.embed.table}.finite_embedding"] == 1.0
     train = client.get_experiment_by_name("interest/train")
     [trained] = client.search_runs(
-        [train.experiment_id], f"tags.date = '{PREV}' and tags.model_dir LIKE '%models_nightly_days%'"
+        [train.experiment_id], f"tags.date = '{PREV}' and tags.model_dir LIKE '%nightly_days/models%'"
     )
     assert trained.data.params["model.dim"] == "32" and trained.data.params["train.batch_size"] == "64"
     losses = client.get_metric_history(trained.info.run_id, "loss")
@@ -133,13 +133,13 @@ def _next_day_truth(spark, cfg, planted: Path, prev: str, date: str) -> dict[str
     also per history length at ``prev`` and for cold-start against warm users."""
     recs = table_rows(spark, cfg, prev, cfg.embed.recommendations_table)
     top = {u: [r["item_id"] for r in rs][:10] for u, rs in zip(recs.user_id, recs.recommendations)}
-    vocab = pd.read_parquet(f"{planted}/vocab_nightly_days/dt={prev}")
+    vocab = pd.read_parquet(f"{planted}/nightly_days/vocab/dt={prev}")
     names = vocab.set_index("item_idx").item_id
     popular = list(vocab.sort_values(["count", "item_id"], ascending=[False, True]).item_id)
-    infer = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={prev}/infer")
+    infer = pd.read_parquet(f"{planted}/nightly_days/sequences/dt={prev}/infer")
     seen = {u: set(names.reindex(h).dropna()) for u, h in zip(infer.user_id, infer.history_idx)}
     steps = dict(zip(infer.user_id, infer.n_steps))
-    day = pd.read_parquet(f"{planted}/sequences_nightly_days/dt={date}/day")
+    day = pd.read_parquet(f"{planted}/nightly_days/sequences/dt={date}/day")
     ranks, groups = [], []
     for user, items in zip(day.user_id, day["items"]):
         if user not in top:
@@ -178,7 +178,7 @@ def test_quality_alerts_fire_on_a_low_value_a_drop_or_drift_and_not_on_too_few_u
     from interest.config import QualityConfig
     from interest.serving.quality import NextDayQuality, alerts
 
-    q = QualityConfig(min_hr=0.2, max_drop=0.3, max_top_interest_changed=0.5, min_users=20)
+    q = QualityConfig(min_hr=0.2, max_drop=0.3, max_top_interest_changed=0.5)
     ok = NextDayQuality(DATE, PREV, 100, 0.30, 0.2, 0.1, 0.05, 10, 0.9, 0.1)
     assert alerts(ok, {"dt": PREV, "hr": 0.32}, q) == []
     dropped = alerts(ok, {"dt": PREV, "hr": 0.50}, q)
