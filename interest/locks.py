@@ -1,5 +1,6 @@
-"""One run per date at a time: a lock file under ``paths.root`` that a second run of the same date
-finds and stops on, instead of racing the first one's writes and publish.
+"""One run per date at a time, and no run of a date in the future. The lock is a file under
+``paths.root`` that a second run of the same date finds and stops on, instead of racing the first
+one's writes and publish.
 
 The lock is created exclusively (``O_EXCL`` on a local disk, ``CREATE overwrite=false`` on HDFS,
 both atomic), holds who took it, and is removed when the run ends, however it ends. A lock left by
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from fsspec.implementations.webhdfs import WebHDFS
 
 from interest import storage
-from interest.errors import RetryableError
+from interest.errors import RetryableError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +123,21 @@ def date_lock(root: str, what: str, date: str, stale_after_h: float = 24.0) -> I
                 storage.delete(path)
         except (FileNotFoundError, ValueError):
             pass
+
+
+class RunDateError(UserError, ValueError):
+    """The run date lies in the future."""
+
+
+MAX_DAYS_AHEAD = 1  # a run date may be tomorrow (UTC), for a scheduler east of UTC
+
+
+def check_run_date(date: str, today: dt.date | None = None) -> None:
+    """Refuse a run date beyond today (UTC) + ``MAX_DAYS_AHEAD``: a skewed clock or a typo would
+    otherwise publish a partition for a day whose events have not happened yet."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    if dt.date.fromisoformat(date) > today + dt.timedelta(days=MAX_DAYS_AHEAD):
+        raise RunDateError(
+            f"run date {date} is in the future (today is {today.isoformat()} UTC, at most "
+            f"{MAX_DAYS_AHEAD} day ahead is taken); check the clock or the --date"
+        )

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "interest"
 
-# The layer of each top-level part of ``interest`` (README, "Layout"): a module imports only from
+# The layer of each top-level part of ``interest`` (docs/design.md, "The layers"): a module imports only from
 # its own part or a lower layer. training and evaluation share a layer, so neither imports the other.
 LAYERS: dict[str, int] = {
     "schema": 0,
@@ -73,7 +73,7 @@ def import_map() -> dict[str, set[str]]:
 
 def test_every_part_has_a_layer():
     parts = {_part(m) for m in import_map()} - {""}
-    assert parts == set(LAYERS), "add the new part of interest/ to LAYERS and to the README's picture"
+    assert parts == set(LAYERS), "add the new part of interest/ to LAYERS and to the picture in docs/design.md"
 
 
 def test_imports_only_go_down_the_layers():

@@ -6,14 +6,9 @@
 - ``report``: the typed record of a night, its Markdown report and pictures, its MLflow run.
 """
 
+from interest.locks import RunDateError, check_run_date
 from interest.nightly.backfill import BackfillError, dates_between, missing_raw_partitions, run_backfill
-from interest.nightly.refresh import (
-    QualityAlertError,
-    RunDateError,
-    check_run_date,
-    model_for_date,
-    run_nightly,
-)
+from interest.nightly.refresh import QualityAlertError, model_for_date, run_nightly
 from interest.nightly.report import ModelUsed, NightlyReport, report_path, write_report
 
 __all__ = [

@@ -9,7 +9,6 @@ item indices keep their meaning and a warm-started model keeps its items' vector
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ from interest.config import Config
 from interest.errors import UserError
 from interest.etl.sessionize import run_sessionize
 from interest.layout import Layout
-from interest.locks import date_lock
+from interest.locks import check_run_date, date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.nightly.report import ModelUsed, NightlyReport, track, write_report
 from interest.serving.embed import run_embed
@@ -65,24 +64,6 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
         check_run_date(date)
         with date_lock(cfg.paths.root, "nightly", date):
             return _refresh(spark, cfg, date, force_retrain)
-
-
-class RunDateError(UserError, ValueError):
-    """The run date lies in the future."""
-
-
-MAX_DAYS_AHEAD = 1  # a run date may be tomorrow (UTC), for a scheduler east of UTC
-
-
-def check_run_date(date: str, today: dt.date | None = None) -> None:
-    """Refuse a run date beyond today (UTC) + ``MAX_DAYS_AHEAD``: a skewed clock or a typo would
-    otherwise publish a partition for a day whose events have not happened yet."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
-    if dt.date.fromisoformat(date) > today + dt.timedelta(days=MAX_DAYS_AHEAD):
-        raise RunDateError(
-            f"run date {date} is in the future (today is {today.isoformat()} UTC, at most "
-            f"{MAX_DAYS_AHEAD} day ahead is taken); check the clock or the --date"
-        )
 
 
 def _refresh(spark: SparkSession, cfg: Config, date: str, force_retrain: bool) -> NightlyReport:
