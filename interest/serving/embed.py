@@ -24,9 +24,11 @@ from interest import logs, storage
 from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
+from interest.etl import sessions
 from interest.layout import Layout
 from interest.models.export import load_model
-from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
+from interest.models.serving import ServingRules, export_serving, serving_dir
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, TIME_GAP_EDGES_S
 from interest.serving import inference, publish
 from interest.serving.index import ItemIndex, drop_indexes, index_dir
 from interest.spark import JobLabels
@@ -122,6 +124,7 @@ class EmbedResult:
     index: str  # the nearest-neighbour index of the date's items (interest.serving.index)
     index_kind: str
     index_seconds: float
+    saved_model: str  # the model's TensorFlow Serving export (interest.models.serving)
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +165,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         index = save_item_index(model, date_vocab, index_folder, date)
         drop_indexes(model_dir, dropped.get(cfg.embed.table, []))
         index_s = time.perf_counter() - tic
+        saved_model = export_saved_model(cfg, model, date)
         result = EmbedResult(
             date=date,
             model=model_dir,
@@ -181,6 +185,7 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             index=index_folder,
             index_kind=index.meta.kind,
             index_seconds=round(index_s, 2),
+            saved_model=saved_model,
             seconds=round(time.perf_counter() - started, 2),
         )
         log.info(
@@ -188,6 +193,31 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             f"{result.model_version}; {result.users_per_second:,.0f} users/s, {result.seconds} s"
         )
         return result
+
+
+def serving_rules(cfg: Config) -> ServingRules:
+    """The step rules and output sizes of this run, for the exported graph."""
+    s, e = cfg.sessionize, cfg.embed
+    return ServingRules(
+        event_types=tuple(s.event_types),
+        gap_minutes=s.session_gap_minutes,
+        max_events=sessions.MAX_SESSION_EVENTS,
+        max_minutes=sessions.MAX_SESSION_MINUTES,
+        edges_s=TIME_GAP_EDGES_S,
+        top_n=e.top_n_recommendations,
+        top_items=e.top_items,
+        cold_start_min_steps=e.cold_start_min_steps,
+    )
+
+
+def export_saved_model(cfg: Config, model: Any, date: str) -> str:
+    """The model version's SavedModel for TensorFlow Serving, made once (the first night that
+    publishes with it); returns its folder."""
+    folder = serving_dir(model.path, model.config.get("date") or date)
+    ids = inference.item_ids_by_index(model, model.vocab)  # [V] the model's own items
+    if export_serving(model.encoder, ids, serving_rules(cfg), model.version, folder):
+        log.info(f"SavedModel for TensorFlow Serving written to {folder}")
+    return folder
 
 
 def save_item_index(model: Any, vocab: pd.DataFrame, folder: str, date: str) -> ItemIndex:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -548,7 +547,7 @@ def test_item_categories_fill_events_without_one(spark, tmp_path):
     from interest.etl.ingest import read_item_categories, with_item_categories
 
     (tmp_path / "items.csv").write_text("sku,genre\na,Books\nb,Games\nb,Apps\n")
-    columns = dataclasses.replace(IngestConfig().columns, item_id="sku", category="genre")
+    columns = {"item_id": "sku", "category": "genre"}
     cfg = IngestConfig(format="csv", columns=columns)
     items = read_item_categories(spark, cfg, str(tmp_path / "items.csv"))
     events = spark.createDataFrame(
