@@ -79,44 +79,10 @@ class Recommender:
     def row(self, user_id: str, events: pd.DataFrame) -> tuple[pa.RecordBatch, list[str]]:
         """The user's inference row (as ``etl.sequences`` lays it out) from their events
         (``item_id``, ``event_type``, ``ts``; in arrival order), and the item ids it does not know."""
-        missing = {"item_id", "event_type", "ts"} - set(events.columns)
-        if missing:
-            raise RecommendInputError(f"events need the columns item_id, event_type and ts; missing {sorted(missing)}")
-        types = self.cfg.sessionize.event_types
-        unknown_types = sorted(set(events["event_type"].astype(str)) - set(types))
-        if unknown_types:
-            raise RecommendInputError(f"event type(s) {unknown_types} are none of sessionize.event_types {types}")
-        ev = events.assign(
-            item_id=events["item_id"].astype(str),
-            ts=pd.to_datetime(events["ts"], utc=True, format="mixed"),
-            event_rank=events["event_type"].map({t: i for i, t in enumerate(types)}).astype("int32"),
-            arrival=np.arange(len(events)),
-        )
-        if ev["ts"].isna().any():
-            raise RecommendInputError(f"{int(ev['ts'].isna().sum())} event(s) without a readable ts")
-        # exact repeats (same item, type and time) count once, as the nightly's deduplication does
-        ev = ev.drop_duplicates(["ts", "item_id", "event_type"]).sort_values(["ts", "arrival", "event_rank"])
-        table = pa.table(
-            {
-                "user_id": pa.array([user_id] * len(ev), pa.string()),
-                "ts": pa.array(ev["ts"].dt.tz_localize(None).to_numpy("datetime64[us]"), pa.timestamp("us")),
-                "item_id": pa.array(ev["item_id"].to_numpy(), pa.string()),
-                "event_rank": pa.array(ev["event_rank"].to_numpy(), pa.int32()),
-                "category": pa.nulls(len(ev), pa.string()),
-            }
-        )
-        steps = sessions.steps_of_users(table, self.rules).to_pandas()
-        idx = np.array([self.lookup.get(i, UNKNOWN) for i in steps["item_id"]], np.int32)
-        unknown = sorted(set(steps["item_id"][idx == UNKNOWN]))
-        features = {
-            "item_idx": idx,
-            "event_type_idx": steps["event_rank"].to_numpy(np.int32) + 1,
-            "time_gap_bucket": steps["time_gap_bucket"].to_numpy(np.int32),
-            "session_idx": steps["session_idx"].to_numpy(np.int32),
-        }
         max_len = int(self.model.encoder.args["max_len"])
-        window = {f: v[-max_len:] for f, v in features.items()}
-        padded = {f: np.pad(v, (max_len - len(v), 0)) for f, v in window.items()}  # [L] each, left-padded
+        steps = user_steps(user_id, events, self.cfg.sessionize.event_types, self.rules)
+        padded, idx = sequence_of_steps(steps, self.lookup, max_len)
+        unknown = sorted(set(steps["item_id"][idx == UNKNOWN]))
         batch = pa.RecordBatch.from_pydict(
             {
                 "user_id": pa.array([user_id], pa.string()),
@@ -154,3 +120,52 @@ class Recommender:
         total = max(float(popular["count"].sum()), 1.0)
         items = [(str(i), float(c) / total) for i, c in zip(popular.item_id, popular["count"])]
         return Recommendation(user_id, prior, items, [], True, 0, [], self.model.version)
+
+
+def user_steps(user_id: str, events: pd.DataFrame, event_types: list[str], rules: sessions.StepRules) -> pd.DataFrame:
+    """One user's raw events (``item_id``, ``event_type``, ``ts``; in arrival order) -> their steps
+    by the nightly's rules: exact repeats count once, time orders (ties in arrival order), then
+    ``etl.sessions.steps_of_users``."""
+    missing = {"item_id", "event_type", "ts"} - set(events.columns)
+    if missing:
+        raise RecommendInputError(f"events need the columns item_id, event_type and ts; missing {sorted(missing)}")
+    unknown_types = sorted(set(events["event_type"].astype(str)) - set(event_types))
+    if unknown_types:
+        raise RecommendInputError(f"event type(s) {unknown_types} are none of sessionize.event_types {event_types}")
+    ev = events.assign(
+        item_id=events["item_id"].astype(str),
+        ts=pd.to_datetime(events["ts"], utc=True, format="mixed"),
+        event_rank=events["event_type"].map({t: i for i, t in enumerate(event_types)}).astype("int32"),
+        arrival=np.arange(len(events)),
+    )
+    if ev["ts"].isna().any():
+        raise RecommendInputError(f"{int(ev['ts'].isna().sum())} event(s) without a readable ts")
+    # exact repeats (same item, type and time) count once, as the nightly's deduplication does
+    ev = ev.drop_duplicates(["ts", "item_id", "event_type"]).sort_values(["ts", "arrival", "event_rank"])
+    table = pa.table(
+        {
+            "user_id": pa.array([user_id] * len(ev), pa.string()),
+            "ts": pa.array(ev["ts"].dt.tz_localize(None).to_numpy("datetime64[us]"), pa.timestamp("us")),
+            "item_id": pa.array(ev["item_id"].to_numpy(), pa.string()),
+            "event_rank": pa.array(ev["event_rank"].to_numpy(), pa.int32()),
+            "category": pa.nulls(len(ev), pa.string()),
+        }
+    )
+    return sessions.steps_of_users(table, rules).to_pandas()
+
+
+def sequence_of_steps(
+    steps: pd.DataFrame, lookup: dict[str, int], max_len: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One user's steps -> their sequence features ([L] each, the latest ``max_len`` steps,
+    left-padded as ``etl.sequences`` lays them out) and every step's item index (unknown ids:
+    the unknown index)."""
+    idx = np.array([lookup.get(i, UNKNOWN) for i in steps["item_id"]], np.int32)
+    features = {
+        "item_idx": idx,
+        "event_type_idx": steps["event_rank"].to_numpy(np.int32) + 1,
+        "time_gap_bucket": steps["time_gap_bucket"].to_numpy(np.int32),
+        "session_idx": steps["session_idx"].to_numpy(np.int32),
+    }
+    window = {f: v[-max_len:] for f, v in features.items()}
+    return {f: np.pad(v, (max_len - len(v), 0)) for f, v in window.items()}, idx

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +248,95 @@ def test_the_recommend_job_prints_the_nights_items_and_fails_in_one_line(spark, 
     assert "2 more given" in out and "recommended (item, score):" in out
     out = finish(embed_job(["jobs/recommend.py", "--date", "2026-11-27", "--user", user], root, *sets), code=2)
     assert "error [recommend dt=2026-11-27]: no item index at" in out, out[-2000:]
+
+
+SERVE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+request = np.load(sys.argv[2])
+out = signature(**{name: tf.constant(request[name]) for name in ("item_id", "event_type", "ts")})
+loaded = sorted(m for m in sys.modules if m == "interest" or m.startswith("interest."))
+decoded = {k: v.numpy().astype(bytes).astype(str) if v.dtype == tf.string else v.numpy() for k, v in out.items()}
+print(json.dumps({"loaded": loaded, **{k: v.tolist() for k, v in decoded.items()}}))
+"""
+
+
+@pytest.mark.slow
+def test_the_saved_model_answers_as_the_published_tables_in_a_process_without_interest(
+    spark, embedded, planted, tmp_path
+):
+    """The night's SavedModel, in the layout TensorFlow Serving loads, fed the raw events of users
+    whose log the night kept whole, in a process that imports TensorFlow and not ``interest``:
+    its embeddings, explanations (items and weights), recommendations (items and scores), counts
+    and cold-start flags are the published rows. An unknown item id is a step the model reads as
+    the unknown item and never names; ``saved_model_cli`` lists the signature."""
+    cfg, report = embedded
+    raw, users, recs, clean = _requests(spark, cfg, planted)
+    folder = Path(report.embed.saved_model)
+    assert folder.parent == Path(cfg.paths.resolve("models"), "self_attention", "_serving") and folder.name.isdigit()
+    assert (folder / "saved_model.pb").is_file()
+    assert (folder / "assets.extra" / "model_version").read_text().strip() == report.model.version
+    picked = clean[:12]
+    assert users.is_cold_start[picked].any() and not users.is_cold_start[picked].all()
+    events = [raw[raw.user_id == u] for u in picked]
+    # one more request: the last user's events and an item no vocabulary has, at the end
+    later = pd.to_datetime(events[-1].ts, utc=True, format="mixed").max() + pd.Timedelta(hours=1)
+    odd = events[-1].iloc[-1:].assign(item_id="never-seen-item", ts=later.isoformat())
+    events.append(pd.concat([events[-1], odd]))
+    width = max(len(e) for e in events)
+    item_id = np.full((len(events), width), "", dtype=object)
+    event_type = np.full((len(events), width), "", dtype=object)
+    ts = np.zeros((len(events), width))
+    for row, e in enumerate(events):
+        micros = pd.to_datetime(e.ts, utc=True, format="mixed").astype("int64").to_numpy() // 1000  # as Spark
+        item_id[row, : len(e)], event_type[row, : len(e)], ts[row, : len(e)] = e.item_id, e.event_type, micros / 1e6
+    request = tmp_path / "request.npz"
+    np.savez(request, item_id=item_id.astype(str), event_type=event_type.astype(str), ts=ts)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE, str(folder), str(request)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    for row, user in enumerate(picked):
+        np.testing.assert_allclose(out["embedding"][row], users.embedding[user], atol=1e-5)
+        published = [(t["item_id"], t["weight"]) for t in users.top_items[user]]
+        got = [(i, w) for i, w in zip(out["top_items"][row], out["top_weights"][row]) if i]
+        assert [i for i, _ in got] == [i for i, _ in published], user
+        np.testing.assert_allclose([w for _, w in got], [w for _, w in published], atol=1e-5)
+        items = [(r["item_id"], r["score"]) for r in recs.recommendations[user]]
+        assert out["item_ids"][row] == [i for i, _ in items], user
+        np.testing.assert_allclose(out["scores"][row], [s for _, s in items], atol=1e-5)
+        assert out["is_cold_start"][row] == users.is_cold_start[user] and out["n_events"][row] == users.n_events[user]
+        assert out["model_version"][row] == report.model.version
+    assert out["n_steps"][-1] == out["n_steps"][-2] + 1 and "never-seen-item" not in out["top_items"][-1]
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "saved_model_cli"),
+            "show",
+            "--dir",
+            str(folder),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    for name in (
+        "inputs['item_id']",
+        "inputs['event_type']",
+        "inputs['ts']",
+        "outputs['embedding']",
+        "outputs['item_ids']",
+        "outputs['scores']",
+        "outputs['top_items']",
+        "outputs['top_weights']",
+    ):
+        assert name in cli.stdout, cli.stdout
