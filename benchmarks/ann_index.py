@@ -7,11 +7,14 @@ size, norms that vary with popularity (they are not unit vectors, which is why t
 the largest inner product, not the nearest cosine). Queries are user embeddings as the embed stage
 makes them: the unit-normalised mean of 20 items drawn from 1 to 3 of the user's categories.
 
-For each catalogue size: the exact index (faiss ``IndexFlatIP``) and HNSW as ``interest.serving.index``
-builds it (M, efConstruction and efSearch as shipped, on the inner product turned into a distance).
-Recall@10 is the share of the exact top 10 that HNSW returns, over 1,000 queries. Latency: one
-query at a time (p50 and p99 over 1,000) and batches of 100 (p50 and p99 over 50), with the
-threads faiss uses by default (the machine's cores).
+For each catalogue size: the exact index (faiss ``IndexFlatIP``), the shipped quantised scan with
+exact re-ranking (``pq``: ``PQ<m>x4fs,RFlat`` as ``interest.serving.index`` builds it, at each
+``--refine`` candidate count; the shipped count is ``REFINE_CANDIDATES``), and two it was measured
+against: HNSW on the inner product (M 32, efConstruction 200, efSearch 256) and IVF (4 sqrt(n)
+lists on the inner product, a third of them probed). Recall@10 is the share of the exact top 10
+that an index returns, over ``--queries`` queries. Latency: one query at a time (p50 and p99 over
+``--queries``) and batches of 100 (p50 and p99 over 50), with the threads faiss uses by default
+(the machine's cores).
 """
 
 from __future__ import annotations
@@ -65,40 +68,73 @@ def latencies(index, queries: np.ndarray, batch: int, repeats: int) -> tuple[flo
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
+def others(vectors: np.ndarray) -> dict[str, object]:
+    """The indexes the quantised scan was chosen over, built as measured."""
+    import faiss
+
+    n, d = vectors.shape
+    hnsw = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 200
+    hnsw.add(vectors)
+    hnsw.hnsw.efSearch = 256
+    lists = int(4 * np.sqrt(n))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vectors[np.random.default_rng(0).choice(n, min(n, 50 * lists), replace=False)])
+    ivf.add(vectors)
+    ivf.nprobe = lists // 3
+    return {"hnsw (M 32, efSearch 256)": hnsw, f"ivf ({lists:,} lists, {lists // 3:,} probed)": ivf}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--refine", type=int, nargs="+", default=None, help="candidate counts of pq (default: shipped)")
+    parser.add_argument("--no-others", action="store_true", help="leave HNSW and IVF out")
     args = parser.parse_args()
 
     import faiss
 
-    from interest.serving.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, ItemIndex
+    from interest.serving import index as shipped
 
+    refine = args.refine or [shipped.REFINE_CANDIDATES]
     print(f"Machine: {machine()}")
     print(
         f"faiss {faiss.__version__} ({faiss.get_compile_options()}), {faiss.omp_get_max_threads()} threads; "
-        f"d={args.dim}, HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION} efSearch={HNSW_EF_SEARCH}\n"
+        f"d={args.dim}, {args.queries} queries; shipped: exact up to {shipped.EXACT_MAX_ITEMS:,} items, "
+        f"pq with {shipped.REFINE_CANDIDATES:,} candidates above\n"
     )
     rows = []
     for n in args.items:
         vectors, category = catalogue(n, args.dim, seed=n)
         ids = np.arange(n).astype(str)
         queries = users(vectors, category, args.queries, seed=1)
-        built = {}
-        for kind, limit in (("exact", n), ("hnsw", 0)):
+        built: dict[str, object] = {}
+        tic = time.perf_counter()
+        built["exact"] = shipped.ItemIndex.build(vectors, ids, "bench", "2026-11-26", exact_max_items=n)
+        seconds = {"exact": time.perf_counter() - tic}
+        tic = time.perf_counter()
+        pq = shipped.ItemIndex.build(vectors, ids, "bench", "2026-11-26", exact_max_items=0)
+        pq_s = time.perf_counter() - tic
+        for count in refine:
+            label = f"pq, {count:,} candidates" + (" (shipped)" if count == shipped.REFINE_CANDIDATES else "")
+            built[label], seconds[label] = WithCandidates(pq, count), pq_s
+        if not args.no_others:
             tic = time.perf_counter()
-            built[kind] = ItemIndex.build(vectors, ids, "bench", "2026-11-26", exact_max_items=limit)
-            build_s = time.perf_counter() - tic
-            one = latencies(built[kind], queries, 1, args.queries)
-            hundred = latencies(built[kind], queries, 100, 50)
-            rows.append([f"{n:,}", kind, f"{build_s:.1f}", one, hundred])
-        truth, _ = built["exact"].search(queries, 10)
-        got, _ = built["hnsw"].search(queries, 10)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
-        for row in rows[-2:]:
-            row.insert(2, "1.000" if row[1] == "exact" else f"{recall:.3f}")
+            for label, index in others(vectors).items():
+                built[label], seconds[label] = index, time.perf_counter() - tic
+                tic = time.perf_counter()
+        truth = built["exact"].search(queries, 10)[0]
+        for label, index in built.items():
+            if isinstance(index, (shipped.ItemIndex, WithCandidates)):
+                found = index.search(queries, 10)[0]  # (ids, scores)
+            else:
+                found = ids[index.search(queries, 10)[1]]  # faiss: (scores, rows)
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+            one = latencies(index, queries, 1, args.queries)
+            hundred = latencies(index, queries, 100, 50)
+            rows.append([f"{n:,}", label, f"{recall:.3f}", f"{seconds[label]:.1f}", one, hundred])
         print(f"{n:,} items done", flush=True)
     print()
     print(
@@ -119,6 +155,22 @@ def main() -> None:
             ],
         )
     )
+
+
+class WithCandidates:
+    """The shipped pq index searched with another candidate count."""
+
+    def __init__(self, index, count: int):
+        self.index, self.count = index, count
+
+    def search(self, queries: np.ndarray, k: int):
+        from interest.serving import index as shipped
+
+        before, shipped.REFINE_CANDIDATES = shipped.REFINE_CANDIDATES, self.count
+        try:
+            return self.index.search(queries, k)
+        finally:
+            shipped.REFINE_CANDIDATES = before
 
 
 if __name__ == "__main__":

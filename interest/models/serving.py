@@ -56,10 +56,14 @@ class ServingRules:
 
 def serving_number(version: str, data_date: str) -> int:
     """The TensorFlow Serving version of a model folder: days of its data date, then the
-    milliseconds of the UTC stamp in its name (``models.export.new_version``); fits an int64."""
+    milliseconds of the UTC stamp in its name (``models.export.new_version``; a folder named
+    otherwise: the time of the export); fits an int64."""
     days = (dt.date.fromisoformat(data_date) - dt.date(1970, 1, 1)).days
-    stamp = dt.datetime.strptime(version.split("_")[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.timezone.utc)
-    return days * 10**13 + int(stamp.timestamp() * 1000)
+    try:
+        made = dt.datetime.strptime(version.split("_")[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.timezone.utc)
+    except (IndexError, ValueError):
+        made = dt.datetime.now(dt.timezone.utc)
+    return days * 10**13 + int(made.timestamp() * 1000)
 
 
 def serving_dir(model_dir: str, data_date: str) -> str:

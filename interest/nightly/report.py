@@ -132,6 +132,7 @@ def write_report(
         f"| embeddings published | {e.rows:,} |",
         "",
         f"Nearest-neighbour index ({e.index_kind}, {e.index_seconds:.1f} s) of the model's items: `{e.index}`.",
+        f"SavedModel for TensorFlow Serving: `{e.saved_model}`.",
         "",
     ]
     if m.test:

@@ -7,12 +7,13 @@ item table, new items at their category's mean; ``inference.scoring_table``) and
 the model, one per date, through the storage layer (so it lands on HDFS with the model).
 
 Up to ``EXACT_MAX_ITEMS`` the index is exact (faiss ``IndexFlatIP``: a scan, and the same items as
-the table); above it, HNSW on the inner product. ``benchmarks/ann_index.py`` measures both: item
-vectors are not of one norm (popular items have longer ones), and on such vectors HNSW's recall@10
-fell from 0.95 at 100,000 items to 0.80 at 1,000,000 whatever its search breadth, while an exact
-scan of a million items answers one query in about 23 ms on 2 cores. So the scan is the default
-well past a million items; cosine search, IVF's clusters and the reduction of the inner product to
-a distance (one more coordinate, ``sqrt(M^2 - |x|^2)``) did worse than HNSW (BENCHMARKS.md).
+the table). Above it, a scan of product-quantised codes (faiss fast scan: 4 bits per sub-vector,
+an eighth of the vectors' bytes, compared in SIMD registers) picks ``REFINE_CANDIDATES`` candidates
+and their exact inner products rank them (``PQ<m>x4fs,RFlat``). Item vectors are not of one norm
+(popular items have longer ones): on such vectors graphs (HNSW: recall@10 0.80 at 1,000,000 items
+whatever its breadth) and clusters (IVF: 0.92 with a third of the lists searched) lose items the
+exact scan finds, while the quantised scan keeps them; ``benchmarks/ann_index.py`` measures them
+(BENCHMARKS.md, "The nearest-neighbour index").
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ import numpy as np
 from interest import storage
 from interest.errors import UserError
 
-# Items up to which the index is an exact scan (one query ~23 ms at 1,000,000 items on 2 cores,
-# recall 1); above it HNSW, ~100x faster but with a recall@10 that falls with the catalogue
-# (0.80 at 1,000,000 items: BENCHMARKS.md, "The nearest-neighbour index")
-EXACT_MAX_ITEMS = 2_000_000
-HNSW_M = 32  # graph degree: memory 2 * M ints per item on top of the vectors
-HNSW_EF_CONSTRUCTION = 200  # build-time breadth
-HNSW_EF_SEARCH = 256  # query-time breadth (at least k)
+# Items up to which the index is an exact scan; above it the quantised scan with exact re-ranking,
+# which answers faster there (BENCHMARKS.md, "The nearest-neighbour index")
+EXACT_MAX_ITEMS = 200_000
+PQ_MAX_SUBVECTORS = 64  # sub-vectors of the codes: the largest divisor of the width up to this
+REFINE_CANDIDATES = 2000  # candidates of the quantised scan ranked exactly (at least 10 per result)
+PQ_TRAIN_ITEMS = 200_000  # the codebooks are trained on a sample of this many items
 
 INDEX_FILE, IDS_FILE, META_FILE = "items.faiss", "item_ids.json", "index.json"
 
@@ -48,7 +48,7 @@ class IndexMeta:
 
     model_version: str
     date: str
-    kind: Literal["exact", "hnsw"]
+    kind: Literal["exact", "pq"]
     items: int
     dim: int
 
@@ -97,19 +97,22 @@ class ItemIndex:
         date: str,
         exact_max_items: int = EXACT_MAX_ITEMS,
     ) -> ItemIndex:
-        """vectors [N, D], row i the vector of item_ids[i]; exact up to ``exact_max_items``, HNSW above."""
+        """vectors [N, D], row i the vector of item_ids[i]; exact up to ``exact_max_items``, the
+        quantised scan with exact re-ranking above."""
         import faiss
 
         x = np.ascontiguousarray(vectors, dtype=np.float32)  # [N, D]
         n, d = x.shape
         if len(item_ids) != n:
             raise ValueError(f"{len(item_ids)} item ids for {n} vectors")
-        kind: Literal["exact", "hnsw"] = "exact" if n <= exact_max_items else "hnsw"
+        kind: Literal["exact", "pq"] = "exact" if n <= exact_max_items else "pq"
         if kind == "exact":
             index = faiss.IndexFlatIP(d)
         else:
-            index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            m = max(s for s in range(1, min(d, PQ_MAX_SUBVECTORS) + 1) if d % s == 0)
+            index = faiss.index_factory(d, f"PQ{m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).choice(n, min(n, PQ_TRAIN_ITEMS), replace=False)
+            index.train(x[np.sort(sample)])
         index.add(x)
         return cls(index, np.asarray(item_ids).astype(str), IndexMeta(model_version, date, kind, n, d))
 
@@ -119,8 +122,8 @@ class ItemIndex:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # [B, D]
         if q.shape[1] != self.meta.dim:
             raise ValueError(f"queries of width {q.shape[1]} against an index of width {self.meta.dim}")
-        if self.meta.kind == "hnsw":
-            self.index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+        if self.meta.kind == "pq":
+            self.index.k_factor = max(10, -(-REFINE_CANDIDATES // max(k, 1)))  # k * k_factor candidates
         scores, rows = self.index.search(q, k)  # [B, k] each; row -1 where none is left
         found = rows >= 0
         ids = np.where(found, self.item_ids[np.maximum(rows, 0)], np.array(None, dtype=object))

@@ -66,3 +66,4 @@ def test_serving_versions_grow_with_the_data_date_then_the_making_time():
     first, backfill = serving_number(made[0], "2026-11-25"), serving_number(made[1], "2026-11-24")
     again = serving_number("2026-11-25_20261202T001433223456_abcdef", "2026-11-25")
     assert backfill < first < again < 2**63
+    assert first < serving_number("bad-night", "2026-11-25") < serving_number("x", "2026-11-26")  # named otherwise
