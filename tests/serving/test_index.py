@@ -1,4 +1,4 @@
-"""The nearest-neighbour index: exact where it says so, the quantised scan close to exact, stored whole or not at all."""
+"""The nearest-neighbour index: exact where it says so, the quantised scan close to it, stored whole or not at all."""
 
 from __future__ import annotations
 
