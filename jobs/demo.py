@@ -51,6 +51,7 @@ def main() -> int:
         f"files {root}/warehouse)\n"
         f"  models     {root}/models\n"
         f"  index      {root}/models/{cfg.model.encoder}/_index/<model version>/dt={date} (nearest items)\n"
+        f"  serving    {root}/models/{cfg.model.encoder}/_serving/<n> (SavedModel for TensorFlow Serving)\n"
         f"  reports    {root}/reports/nightly/dt={date}/report.md\n"
         f"  sequences  {root}/sequences/dt={date}\n"
         f'Query it: .venv/bin/python -c "from interest.config import load_config; '
