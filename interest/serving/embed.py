@@ -24,11 +24,11 @@ from interest import logs, storage
 from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
-from interest.etl import sessions
+from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import load_model
 from interest.models.serving import ServingRules, export_serving, serving_dir
-from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, TIME_GAP_EDGES_S
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.serving import inference, publish
 from interest.serving.index import ItemIndex, drop_indexes, index_dir
 from interest.spark import JobLabels
@@ -196,14 +196,15 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
 
 
 def serving_rules(cfg: Config) -> ServingRules:
-    """The step rules and output sizes of this run, for the exported graph."""
-    s, e = cfg.sessionize, cfg.embed
+    """The sessionize stage's step rules (``step_rules``, the one definition) and this run's output
+    sizes, for the exported graph."""
+    rules, e = step_rules(cfg.sessionize), cfg.embed
     return ServingRules(
-        event_types=tuple(s.event_types),
-        gap_minutes=s.session_gap_minutes,
-        max_events=sessions.MAX_SESSION_EVENTS,
-        max_minutes=sessions.MAX_SESSION_MINUTES,
-        edges_s=TIME_GAP_EDGES_S,
+        event_types=tuple(cfg.sessionize.event_types),
+        gap_minutes=rules.gap_minutes,
+        max_events=rules.max_events,
+        max_minutes=rules.max_minutes,
+        edges_s=rules.edges_s,
         top_n=e.top_n_recommendations,
         top_items=e.top_items,
         cold_start_min_steps=e.cold_start_min_steps,
