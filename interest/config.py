@@ -251,6 +251,9 @@ class TrainConfig:
     # XLA-compile the forward and backward pass: static shapes (every position scored, padding
     # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
     jit_compile: bool = False
+    # batches of histories of similar length, cut to their longest (interest.data.reader): the same
+    # model of fewer padded positions; off: every batch a random draw
+    batch_by_length: bool = False
     # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: faster on a
     # CPU with native bfloat16 at the same quality, several times slower where it is emulated (an
     # AVX2-only CPU; BENCHMARKS.md). auto: mixed_bfloat16 only where the hardware computes bfloat16

@@ -156,7 +156,7 @@ class SelfAttentionEncoder(Encoder):
     def call(self, inputs, training=None, return_matrix=False, last_only=False):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
-        mask = ops.logical_and(causal_mask(self.max_len)[None], keep[:, None, :])  # [B, L, L]
+        mask = ops.logical_and(causal_mask(ops.shape(items)[1])[None], keep[:, None, :])  # [B, L, L]
         x = self.embed(inputs, training=training)  # [B, L, D]
         last_only = last_only and not return_matrix
         mixes = []  # per block, heads averaged: [B, L', L]
@@ -219,7 +219,7 @@ class HierarchicalEncoder(Encoder):
         items, sessions = inputs["item_idx"], inputs["session_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
-        causal = causal_mask(self.max_len)[None]  # [1, L, L]
+        causal = causal_mask(ops.shape(items)[1])[None]  # [1, L, L]; L may be under max_len (trim_padding)
         same = ops.equal(sessions[:, :, None], sessions[:, None, :])  # [B, L, L]
         in_session = ops.logical_and(ops.logical_and(causal, same), keep[:, None, :])  # [B, L, L]
         x = self.embed(inputs, training=training)  # [B, L, D]
@@ -230,7 +230,7 @@ class HierarchicalEncoder(Encoder):
         # j ends a session when the next step belongs to another one (or j is the last step)
         nxt = ops.concatenate([sessions[:, 1:], ops.full_like(sessions[:, :1], -1)], axis=1)
         ends = ops.logical_and(ops.not_equal(nxt, sessions), keep)  # [B, L]
-        eye = ops.eye(self.max_len, dtype="bool")[None]  # [1, L, L]
+        eye = ops.eye(ops.shape(items)[1], dtype="bool")[None]  # [1, L, L]
         visible = ops.logical_or(ends[:, None, :], eye)  # completed sessions, plus t itself
         across = ops.logical_and(ops.logical_and(causal, visible), keep[:, None, :])  # [B, L, L]
         u, session_w = self.session_pool(s, s, across)  # [B, L, D], [B, H, L, L]
@@ -286,7 +286,7 @@ class MemoryEncoder(Encoder):
         items = inputs["item_idx"]  # [B, L]
         keep = padding_mask(items)  # [B, L]
         keep_f = ops.cast(keep, self.compute_dtype)[..., None]  # [B, L, 1]
-        causal = causal_mask(self.max_len)[None]  # [1, L, L]
+        causal = causal_mask(ops.shape(items)[1])[None]  # [1, L, L]; L may be under max_len (trim_padding)
         x = self.embed(inputs, training=training)  # [B, L, D]
         for block in self.blocks_:
             x, _ = block(x, ops.logical_and(causal, keep[:, None, :]), keep, training=training)

@@ -264,7 +264,7 @@ class SequenceEmbedding(layers.Layer):
         items = inputs["item_idx"]  # [B, L]
         x = self.items(items) * math.sqrt(self.dim)  # [B, L, D]
         if self.use_position:
-            steps_ago = ops.arange(self.max_len - 1, -1, -1)  # [L]: L-1 .. 0
+            steps_ago = ops.arange(ops.shape(items)[1] - 1, -1, -1)  # [L]: L-1 .. 0 (L <= max_len)
             x = x + self.positions(steps_ago)[None]  # [1, L, D]
         if self.event_types is not None:
             x = x + self.event_types(inputs["event_type_idx"])

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -137,7 +138,12 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         started = time.perf_counter()
         layout = Layout.of(cfg, date)
         rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
-        embedded = _embedded_users(spark, cfg, rows, model, date_vocab).persist(StorageLevel.MEMORY_AND_DISK)
+        table = inference.scoring_table(model, date_vocab)  # [V, D] what every item is scored with
+        tic = time.perf_counter()
+        index = build_item_index(model, date_vocab, table, date)  # saved once the tables are published
+        index_s = time.perf_counter() - tic
+        embedded = _embedded_users(spark, cfg, rows, model, date_vocab, table, index)
+        embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
         label = JobLabels(spark, "embed", date)
         try:
             label("inference")
@@ -146,7 +152,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             inference_s = time.perf_counter() - tic
             tic = time.perf_counter()
             with publish.metastore_errors(spark):  # it may go away after the check, too
-                users, items, recs = _publish_tables(spark, cfg, layout, model, date_vocab, embedded, active, label)
+                users, items, recs = _publish_tables(
+                    spark, cfg, layout, model, date_vocab, table, embedded, active, label
+                )
             publish_s = time.perf_counter() - tic
             counts = embedded.agg(
                 F.count(F.lit(1)).alias("rows"),
@@ -161,10 +169,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             embedded.unpersist()
             label.clear()
         tic = time.perf_counter()
-        index_folder = index_dir(model_dir, date)
-        index = save_item_index(model, date_vocab, index_folder, date)
+        index_folder = index.save(index_dir(model_dir, date))
         drop_indexes(model_dir, dropped.get(cfg.embed.table, []))
-        index_s = time.perf_counter() - tic
+        index_s += time.perf_counter() - tic
         saved_model = export_saved_model(cfg, model, date)
         result = EmbedResult(
             date=date,
@@ -221,14 +228,11 @@ def export_saved_model(cfg: Config, model: Any, date: str) -> str:
     return folder
 
 
-def save_item_index(model: Any, vocab: pd.DataFrame, folder: str, date: str) -> ItemIndex:
-    """The index of exactly what the recommendations were scored against (every real item of the
-    date, new ones at their category's mean), saved to ``folder`` with the model's version."""
-    table = inference.scoring_table(model, vocab)  # [V, D]
+def build_item_index(model: Any, vocab: pd.DataFrame, table: np.ndarray, date: str) -> ItemIndex:
+    """The index of exactly what the recommendations are scored against (``table`` [V, D]: every
+    real item of the date, new ones at their category's mean), with the model's version."""
     ids = inference.item_ids_by_index(model, vocab)  # [V]
-    built = ItemIndex.build(table[FIRST_ITEM:], ids[FIRST_ITEM:], model.version, date)
-    built.save(folder)
-    return built
+    return ItemIndex.build(table[FIRST_ITEM:], ids[FIRST_ITEM:], model.version, date)
 
 
 def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[DataFrame, pd.DataFrame, Any, int]:
@@ -247,13 +251,30 @@ def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[D
 
 
 def _embedded_users(
-    spark: SparkSession, cfg: Config, rows: DataFrame, model: Any, date_vocab: pd.DataFrame
+    spark: SparkSession,
+    cfg: Config,
+    rows: DataFrame,
+    model: Any,
+    date_vocab: pd.DataFrame,
+    table: np.ndarray,
+    index: ItemIndex,
 ) -> DataFrame:
     """Active users embedded by the model, plus (with ``embed.users_table``) every known user
-    without events today, who gets the popularity prior and the most popular items."""
+    without events today, who gets the popularity prior and the most popular items. The top-N
+    comes from the index where it is the quantised one (above ``EXACT_MAX_ITEMS`` items, where it
+    answers in half the time of the exact product), from the exact product below."""
     e = cfg.embed
     embedded = inference.embed_users(
-        spark, rows, model, date_vocab, e.top_items, e.top_n_recommendations, e.cold_start_min_steps, e.batch_size
+        spark,
+        rows,
+        model,
+        date_vocab,
+        e.top_items,
+        e.top_n_recommendations,
+        e.cold_start_min_steps,
+        e.batch_size,
+        table=table,
+        index=index if index.meta.kind == "pq" else None,
     )
     if not e.users_table:
         return embedded
@@ -273,6 +294,7 @@ def _publish_tables(
     layout: Layout,
     model: Any,
     date_vocab: pd.DataFrame,
+    scoring: np.ndarray,
     embedded: DataFrame,
     active: int,
     label: JobLabels,
@@ -296,7 +318,7 @@ def _publish_tables(
         max_row_change=e.max_row_change,
     )
     users = put(e.table, embedded.select(*inference.USER_COLUMNS), user_gates)
-    items = spark.createDataFrame(inference.item_embeddings(model, date_vocab), schema=ITEM_DDL)
+    items = spark.createDataFrame(inference.item_embeddings(model, date_vocab, scoring), schema=ITEM_DDL)
     item_gates = publish.Gates(vector_columns=["embedding"], unit_norm_column="embedding")
     published_items = put(e.item_table, items, item_gates)
     recs = put(

@@ -13,7 +13,9 @@ and their exact inner products rank them (``PQ<m>x4fs,RFlat``). Item vectors are
 (popular items have longer ones): on such vectors graphs (HNSW: recall@10 0.80 at 1,000,000 items
 whatever its breadth) and clusters (IVF: 0.92 with a third of the lists searched) lose items the
 exact scan finds, while the quantised scan keeps them; ``benchmarks/ann_index.py`` measures them
-(BENCHMARKS.md, "The nearest-neighbour index").
+(BENCHMARKS.md, "The nearest-neighbour index"). Above the threshold the night's own top-N is
+ranked through this index too (``scoring.topn.top_n_unseen``: twice as fast at a million items);
+below it the exact matrix product is as fast.
 """
 
 from __future__ import annotations
@@ -95,12 +97,13 @@ class ItemIndex:
         item_ids: np.ndarray,
         model_version: str,
         date: str,
-        exact_max_items: int = EXACT_MAX_ITEMS,
+        exact_max_items: int | None = None,
     ) -> ItemIndex:
-        """vectors [N, D], row i the vector of item_ids[i]; exact up to ``exact_max_items``, the
-        quantised scan with exact re-ranking above."""
+        """vectors [N, D], row i the vector of item_ids[i]; exact up to ``exact_max_items``
+        (default ``EXACT_MAX_ITEMS``), the quantised scan with exact re-ranking above."""
         import faiss
 
+        exact_max_items = EXACT_MAX_ITEMS if exact_max_items is None else exact_max_items
         x = np.ascontiguousarray(vectors, dtype=np.float32)  # [N, D]
         n, d = x.shape
         if len(item_ids) != n:
@@ -119,15 +122,32 @@ class ItemIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best items of each query [B, D] by inner product: (item ids [B, k], scores [B, k]),
         best first; where fewer than k exist, ids are None and scores -inf."""
+        scores, rows = self.search_rows(queries, k)  # [B, k] each; row -1 where none is left
+        found = rows >= 0
+        ids = np.where(found, self.item_ids[np.maximum(rows, 0)], np.array(None, dtype=object))
+        return ids, np.where(found, scores, -np.inf).astype(np.float32)
+
+    def search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's answer: queries [B, D] -> (scores [B, k], rows of the vectors [B, k]), row -1
+        where none is left (``scoring.topn.RowIndex``)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # [B, D]
         if q.shape[1] != self.meta.dim:
             raise ValueError(f"queries of width {q.shape[1]} against an index of width {self.meta.dim}")
         if self.meta.kind == "pq":
             self.index.k_factor = max(10, -(-REFINE_CANDIDATES // max(k, 1)))  # k * k_factor candidates
-        scores, rows = self.index.search(q, k)  # [B, k] each; row -1 where none is left
-        found = rows >= 0
-        ids = np.where(found, self.item_ids[np.maximum(rows, 0)], np.array(None, dtype=object))
-        return ids, np.where(found, scores, -np.inf).astype(np.float32)
+        return self.index.search(q, k)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as faiss's own bytes, so a Spark broadcast carries it to the executors."""
+        import faiss
+
+        return {"index": faiss.serialize_index(self.index), "item_ids": self.item_ids, "meta": self.meta}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import faiss
+
+        self.index = faiss.deserialize_index(state["index"])
+        self.item_ids, self.meta = state["item_ids"], state["meta"]
 
     def save(self, folder: str) -> str:
         """Write the index, its ids and, last, what it was built from to ``folder`` (any storage

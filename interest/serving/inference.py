@@ -27,7 +27,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from interest import faults
 from interest.models.cold import cold_item_rows
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
-from interest.scoring.topn import top_n_unseen
+from interest.scoring.topn import RowIndex, top_n_unseen
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
     from interest.models.export import LoadedModel
@@ -114,7 +114,9 @@ class Embedder:
     ``item_ids`` and ``categories`` map item indices to ids and categories (``categories`` None:
     the top interest is the best recommendation itself). ``table`` ([V, D], default the model's
     item table) is what recommendations are scored against: with :func:`scoring_table`, items
-    newer than the model can be recommended too."""
+    newer than the model can be recommended too. ``index`` (built over ``table[FIRST_ITEM:]``)
+    answers the top-N instead of the exact product: the embed stage passes its quantised index
+    above ``serving.index.EXACT_MAX_ITEMS``, and request time always passes the night's index."""
 
     model: Any
     item_ids: np.ndarray
@@ -124,6 +126,7 @@ class Embedder:
     cold_min_steps: int  # fewer steps: flagged cold start
     version: str
     table: np.ndarray | None = None
+    index: RowIndex | None = None
 
 
 def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
@@ -185,7 +188,7 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
     else:
         histories = list(seen)
-    best, best_scores = top_n_unseen(user, table, histories, e.top_n)  # [B, n] each
+    best, best_scores = top_n_unseen(user, table, histories, e.top_n, index=e.index)  # [B, n] each
     found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
     rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
     rec_items = best[found]
@@ -258,12 +261,16 @@ def embed_users(
     top_n: int,
     cold_min_steps: int,
     batch_size: int,
+    table: np.ndarray | None = None,
+    index: RowIndex | None = None,
 ) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
     ``model`` is the driver's copy (loaded once by the caller); executors load their own from the
     shipped archive. ``vocab`` maps item indices to ids for explanations and recommendations (the
-    run date's vocabulary: a superset of the model's when the vocabulary grew).
+    run date's vocabulary: a superset of the model's when the vocabulary grew). ``table`` is what
+    recommendations are scored against (default :func:`scoring_table`), ``index`` an index over
+    it that answers them instead (``Embedder``); both are broadcast to the executors.
     """
     version = model.version
     shipped = ship_model(spark, model.path)
@@ -273,13 +280,14 @@ def embed_users(
     if "category" in vocab and vocab["category"].notna().any():
         cats = np.array(["<none>"] * size, dtype=object)
         cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
-    shared = spark.sparkContext.broadcast((ids, cats, scoring_table(model, vocab)))
+    table = scoring_table(model, vocab) if table is None else table  # [V, D]
+    shared = spark.sparkContext.broadcast((ids, cats, table, index))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
-        item_ids, categories, table = shared.value
+        item_ids, categories, table, index = shared.value
         embedder = Embedder(
-            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table
+            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table, index
         )
         for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
@@ -358,10 +366,11 @@ def scoring_table(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
     return np.concatenate([trained, cold_item_rows(trained, vocab, size)]) if size > len(trained) else trained
 
 
-def item_embeddings(model: LoadedModel, vocab: pd.DataFrame) -> pd.DataFrame:
+def item_embeddings(model: LoadedModel, vocab: pd.DataFrame, table: np.ndarray | None = None) -> pd.DataFrame:
     """Every item of the date's vocabulary as rows: item_idx, item_id, category, embedding
-    (L2-normalised), and ``is_cold_start`` for items the model has not trained yet."""
-    table = l2_normalize(scoring_table(model, vocab))
+    (L2-normalised), and ``is_cold_start`` for items the model has not trained yet. ``table``:
+    :func:`scoring_table`, where the caller has it already."""
+    table = l2_normalize(scoring_table(model, vocab) if table is None else table)
     trained = int(model.encoder.item_table.shape[0])
     items = vocab[vocab["item_idx"] >= FIRST_ITEM].sort_values("item_idx")
     idx = items["item_idx"].to_numpy()

@@ -6,13 +6,14 @@ events encoded now, by the same model and the same rules: this module builds the
 the sessionize stage's own step builder (``etl.sessions``: sessions, merged repeats, time-gap
 buckets), their sequence row as ``etl.sequences`` lays it out, and embeds and explains it with the
 embed stage's own batch function (``inference.embed_batch``). For events that the night saw, the
-result is that night's row; the recommendations come from the night's index (``serving.index``),
-the items the user has seen left out. A user without events gets the nightly's fallback: the
-popularity prior and the most popular items.
+result is that night's row; the recommendations come from the night's index (``serving.index``)
+through the same top-N rule, the items the user has seen left out. A user without events gets the
+nightly's fallback: the popularity prior and the most popular items.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,8 +60,9 @@ class Recommender:
         self.lookup = dict(zip(vocab["item_id"].astype(str), vocab["item_idx"].astype(int)))
         self.rules = step_rules(cfg.sessionize)  # the nightly's, from the same config
         e = cfg.embed
+        table = inference.scoring_table(model, vocab)  # [V, D] what the index was built from
         self.embedder = inference.Embedder(
-            model, self.item_ids, None, e.top_items, 0, e.cold_start_min_steps, model.version
+            model, self.item_ids, None, e.top_items, 0, e.cold_start_min_steps, model.version, table, index
         )
 
     @classmethod
@@ -100,11 +102,11 @@ class Recommender:
         if not len(events):
             return self._fallback(user_id, k)
         batch, unknown = self.row(user_id, events)
-        out = inference.embed_batch(batch, self.embedder).to_pylist()[0]  # [1] row of EMBED_SCHEMA
+        # the nightly's batch function, its top-N answered by the night's index
+        embedder = dataclasses.replace(self.embedder, top_n=k)
+        out = inference.embed_batch(batch, embedder).to_pylist()[0]  # [1] row of EMBED_SCHEMA
         embedding = np.asarray(out["embedding"], np.float32)  # [D]
-        seen = {str(i) for i in events["item_id"]}
-        found, scores = self.index.search(embedding[None, :], k + len(seen))  # [1, k + seen] each
-        items = [(str(i), float(s)) for i, s in zip(found[0], scores[0]) if i is not None and i not in seen][:k]
+        items = [(r["item_id"], float(r["score"])) for r in out["recommendations"]]
         explanation = [(t["item_id"], float(t["weight"])) for t in out["top_items"]]
         steps = int(batch.column("n_steps")[0].as_py())
         return Recommendation(

@@ -26,7 +26,7 @@ import tensorflow as tf
 from interest import faults
 from interest.config import VALID_SEED, Config
 from interest.data.files import TrainData
-from interest.data.reader import petastorm_batches, split_view
+from interest.data.reader import petastorm_batches, split_view, trim_padding
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
 from interest.models.objective import NextItemTask
@@ -166,11 +166,20 @@ class Trainer:
         replicas = strategy.num_replicas_in_sync
         task = self.task
 
+        # Batches by length hold few positions (short histories) or many (long ones): each is
+        # divided by the positions an average batch holds, not its own, so a position weighs the
+        # same in every batch, as in random batches (dividing by its own count would weigh a short
+        # history's steps several times a long one's)
+        per_batch = float(self.data.item_counts.sum()) / max(self.data.train_rows, 1) * self.global_batch
+
         def loss_and_grads(inputs, targets, seed):
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
                 loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
-                loss = loss_sum / tf.maximum(n, 1.0) / replicas
+                if t.batch_by_length:
+                    loss = loss_sum / max(per_batch, 1.0)
+                else:
+                    loss = loss_sum / tf.maximum(n, 1.0) / replicas
             return loss_sum, n, tape.gradient(loss, encoder.trainable_variables)
 
         if t.jit_compile:  # XLA fuses the forward and backward pass; the all-reduce stays outside it
@@ -184,6 +193,8 @@ class Trainer:
                 ]
             )
             inputs, targets = split_view(batch, "train")  # [B, L] each
+            if not t.jit_compile:  # XLA would compile once per width
+                inputs, targets = trim_padding(inputs, targets)  # [B, l] each, l <= L
             loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
             self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
             return loss_sum, n
@@ -215,6 +226,7 @@ class Trainer:
                     # one reader thread: the row order is a function of the seed, so a run is
                     # reproducible (two read faster, in the order row groups finish: BENCHMARKS.md)
                     workers=1,
+                    by_length=t.batch_by_length,
                 )
             )
 

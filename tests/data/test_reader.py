@@ -173,3 +173,25 @@ def test_the_same_seed_gives_the_same_stream_over_many_epochs(distinct_path):
 
     first = stream()
     assert len(first) == 1000 and np.array_equal(first, stream())
+
+
+def test_batches_by_length_hold_histories_of_similar_length_and_every_row_once(seq_path):
+    """``by_length``: every row once per epoch, each batch's histories within a narrow band of
+    lengths (the rows have 1 to 5 steps, 8 of each), the batches in a seeded random order."""
+
+    def batches(seed: int, by_length: bool) -> list[np.ndarray]:
+        with petastorm_batches(
+            seq_path, SPEC, 8, epochs=1, shuffle=True, seed=seed, buffer=40, by_length=by_length
+        ) as ds:
+            return [b["item_idx"].numpy() for b in ds]
+
+    grouped = batches(1, True)
+    lengths = [sorted((b > 0).sum(1).tolist()) for b in grouped]
+    assert sorted(map(tuple, np.concatenate(grouped).tolist())) == sorted(
+        map(tuple, np.concatenate(batches(1, False)).tolist())
+    )
+    assert sorted(lengths) == [[n] * 8 for n in range(1, 6)]  # a block of 40 rows: one length per batch
+    firsts = [(b > 0).sum(1)[0] for b in grouped]
+    assert firsts != sorted(firsts) and firsts != [(b > 0).sum(1)[0] for b in batches(2, True)]  # seeded order
+    mixed = [len(set((b > 0).sum(1).tolist())) for b in batches(1, False)]
+    assert max(mixed) > 1  # without it, batches mix lengths

@@ -226,3 +226,31 @@ def test_memory_interests_are_item_space_vectors_and_score_by_the_best_one():
     table = np.asarray(enc.item_table)
     scores = InterestsScorer("memory", enc).scores(inp)
     np.testing.assert_allclose(scores, np.einsum("bkd,vd->bkv", slots, table).max(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_cut_to_its_longest_history_trains_exactly_as_the_padded_one(kind):
+    """``trim_padding`` drops the padding every row shares: same loss, same gradients, for every
+    encoder (positions count back from the latest step; padding is masked everywhere)."""
+    from interest.data.reader import trim_padding
+
+    enc = build_encoder(kind, max_len=12, **ARGS)
+    inputs, targets = split_view({k: tf.constant(v) for k, v in batch(lengths=(9, 7, 3, 1)).items()}, "train")
+    cut, cut_targets = trim_padding(inputs, targets)
+    assert cut["item_idx"].shape == (4, 6) and cut_targets.shape == (4, 6)  # 9 steps, 3 held out
+    assert int(tf.reduce_sum(tf.cast(cut["item_idx"] > 0, tf.int32))) == int(
+        tf.reduce_sum(tf.cast(inputs["item_idx"] > 0, tf.int32))
+    )
+
+    def loss_and_grads(x, y):
+        with tf.GradientTape() as tape:
+            s, n = next_item_loss(enc(x, training=False)["sequence"], y, enc.item_table, "full_softmax")
+        return float(s), float(n), tape.gradient(s, enc.trainable_variables)
+
+    full, trimmed = loss_and_grads(inputs, targets), loss_and_grads(cut, cut_targets)
+    assert trimmed[1] == full[1] > 0
+    np.testing.assert_allclose(trimmed[0], full[0], rtol=1e-5)
+    for a, b in zip(full[2], trimmed[2]):
+        np.testing.assert_allclose(np.asarray(tf.convert_to_tensor(b)), np.asarray(tf.convert_to_tensor(a)), atol=1e-5)
+    empty, _ = trim_padding({k: tf.zeros_like(v) for k, v in inputs.items()}, targets)
+    assert empty["item_idx"].shape == (4, 1)  # never a zero-width batch

@@ -217,6 +217,37 @@ def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is
         Recommender.load(cfg, "2026-11-27")  # the model of the 26th, which no night of the 27th indexed
 
 
+@pytest.mark.slow
+def test_above_the_threshold_the_nights_top_n_comes_through_its_quantised_index(
+    spark, embedded, planted, tmp_path, monkeypatch
+):
+    """With the catalogue above ``EXACT_MAX_ITEMS`` the embed stage builds the quantised index
+    first and the executors rank through it (broadcast as faiss bytes): here its candidates cover
+    the planted catalogue, so every user's list and scores are the exact night's, seen items left
+    out; the saved index is the quantised one, with the model's version."""
+    import shutil
+
+    from interest.serving import index as item_index
+
+    cfg, report = embedded
+    model_dir = shutil.copytree(
+        report.model.path, tmp_path / "models" / "self_attention" / Path(report.model.path).name
+    )
+    pq_cfg = make_config(cfg.paths.root, *FAST, *database_sets(planted, "embed_pq"), "embed.cold_start_min_steps=8")
+    monkeypatch.setattr(item_index, "EXACT_MAX_ITEMS", 50)
+    out = run_embed(spark, pq_cfg, DATE, str(model_dir))
+    assert out.index_kind == "pq" and out.rows == report.embed.rows
+    saved = item_index.ItemIndex.load(out.index)
+    assert saved.meta.kind == "pq" and saved.meta.model_version == out.model_version == report.model.version
+    # the night's exact lists (other tests of this module may add fallback users to that table)
+    exact = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    quantised = table_rows(spark, pq_cfg, DATE, cfg.embed.recommendations_table)
+    assert len(quantised) == report.embed.rows and set(quantised.user_id) <= set(exact.index)
+    for got, want in zip(quantised.recommendations, exact.recommendations[quantised.user_id]):
+        assert [r["item_id"] for r in got] == [r["item_id"] for r in want]
+        np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=1e-5, atol=1e-5)
+
+
 def _requests(spark, cfg, planted: Path):
     """The raw log, the night's user rows and recommendations, and the users whose every raw row
     the night kept (no duplicate, malformed or late row to reject)."""

@@ -75,3 +75,54 @@ def test_saved_and_loaded_it_answers_the_same_and_an_incomplete_folder_is_no_ind
         ItemIndex.load(folder)
     with pytest.raises(ValueError, match="queries of width 3 against an index of width 16"):
         built.search(np.zeros((1, 3)), 5)
+
+
+def _histories(n_users: int, items: int, seed: int) -> list[np.ndarray]:
+    """Per user 0 to 60 seen item indices (of a table whose real items start at FIRST_ITEM)."""
+    from interest.schema import FIRST_ITEM
+
+    rng = np.random.default_rng(seed)
+    return [rng.choice(items, rng.integers(0, 61), replace=False) + FIRST_ITEM for _ in range(n_users)]
+
+
+def test_the_top_n_through_the_exact_index_is_the_exact_top_n_and_never_a_seen_item():
+    import pickle
+
+    from interest.schema import FIRST_ITEM
+    from interest.scoring.topn import top_n_unseen
+
+    vectors, ids = _items(800)
+    table = np.concatenate([np.zeros((FIRST_ITEM, 16), np.float32), vectors])  # [V, D] pad and unknown first
+    users = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
+    hist = _histories(300, 800, seed=4)
+    hist[0] = np.arange(FIRST_ITEM, FIRST_ITEM + 795)  # five items left: five slots of -inf
+    want_items, want_scores = top_n_unseen(users, table, hist, 10, block=64)
+    index = pickle.loads(pickle.dumps(ItemIndex.build(vectors, ids, "v1", "2026-11-26")))  # as broadcast
+    got_items, got_scores = top_n_unseen(users, table, hist, 10, block=64, index=index)
+    np.testing.assert_array_equal(np.isfinite(got_scores), np.isfinite(want_scores))
+    found = np.isfinite(want_scores)  # a slot of -inf has no item (the exact path leaves any there)
+    np.testing.assert_array_equal(got_items[found], want_items[found])
+    np.testing.assert_allclose(got_scores[found], want_scores[found], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(got_scores[0, 5:]).all() and np.isfinite(got_scores[0, :5]).all()
+    for items, scores, seen in zip(got_items, got_scores, hist):
+        assert not set(items[np.isfinite(scores)]) & set(seen.tolist())
+
+
+def test_the_top_n_through_the_quantised_index_finds_nearly_all_of_the_exact_one():
+    from interest.schema import FIRST_ITEM
+    from interest.scoring.topn import top_n_unseen
+
+    vectors, ids = _items(5000)
+    table = np.concatenate([np.zeros((FIRST_ITEM, 16), np.float32), vectors])
+    rng = np.random.default_rng(5)
+    users = np.stack([vectors[rng.choice(5000, 10)].mean(axis=0) for _ in range(200)])
+    users = (users / np.linalg.norm(users, axis=1, keepdims=True)).astype(np.float32)
+    hist = _histories(200, 5000, seed=6)
+    want, _ = top_n_unseen(users, table, hist, 10)
+    index = ItemIndex.build(vectors, ids, "v1", "2026-11-26", exact_max_items=1000)
+    got, scores = top_n_unseen(users, table, hist, 10, index=index)
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
+    assert index.meta.kind == "pq" and recall >= 0.97, recall
+    assert np.isfinite(scores).all()
+    assert all(not set(g) & set(h.tolist()) for g, h in zip(got, hist))
+    np.testing.assert_allclose(scores, np.take_along_axis(users @ table.T, got, 1), rtol=1e-4, atol=1e-5)
