@@ -193,7 +193,7 @@ class Trainer:
                 ]
             )
             inputs, targets = split_view(batch, "train")  # [B, L] each
-            if not t.jit_compile:  # XLA would compile once per width
+            if t.batch_by_length and not t.jit_compile:  # XLA would compile once per width
                 inputs, targets = trim_padding(inputs, targets)  # [B, l] each, l <= L
             loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
             self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
