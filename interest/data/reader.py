@@ -56,7 +56,11 @@ def split_view(batch: dict[str, tf.Tensor], split: str) -> tuple[dict[str, tf.Te
 def _permuted(block: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
     """The rows of a block [n, L] in a random order drawn from ``seed`` (stateless: reproducible)."""
     n = tf.shape(block["item_idx"])[0]
-    order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))  # [n]
+    return _rows(block, tf.argsort(tf.random.stateless_uniform([n], seed=seed)))  # [n] order
+
+
+def _rows(block: dict[str, tf.Tensor], order: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Every feature of a block [n, L] with its rows taken in ``order`` [n]."""
     return {name: tf.gather(values, order) for name, values in block.items()}
 
 
@@ -71,8 +75,7 @@ def _by_length(block: dict[str, tf.Tensor], batch_size: int, seed: tf.Tensor) ->
     runs = n // batch_size
     run_order = tf.argsort(tf.random.stateless_uniform([runs], seed=seed))  # [runs]
     whole = tf.reshape(tf.gather(tf.reshape(order[: runs * batch_size], [runs, batch_size]), run_order), [-1])
-    order = tf.concat([whole, order[runs * batch_size :]], axis=0)
-    return {name: tf.gather(values, order) for name, values in block.items()}
+    return _rows(block, tf.concat([whole, order[runs * batch_size :]], axis=0))
 
 
 def trim_padding(inputs: dict[str, tf.Tensor], targets: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
