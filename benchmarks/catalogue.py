@@ -32,7 +32,17 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=15000)
     parser.add_argument("--items", type=int, default=50000)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--objectives", nargs="+", default=["full_softmax", "sampled_softmax"])
+    parser.add_argument("--categories", type=int, default=20)
+    parser.add_argument("--sessions-per-day", type=float, default=0.9, help="generator.sessions_per_day")
+    parser.add_argument("--session-views", type=float, default=6.0, help="generator.mean_session_views")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=["full_softmax", "sampled_softmax"],
+        help="one training run each: an objective, then optional ',key=value' overrides "
+        "(e.g. sampled_softmax,train.batch_by_length=true)",
+    )
+    parser.add_argument("--set", action="append", default=[], help="more overrides for every run (key=value)")
     parser.add_argument("--work", default=None)
     args = parser.parse_args()
 
@@ -45,16 +55,21 @@ def main() -> None:
         f"paths.root={work}",
         f"generator.users={args.users}",
         f"generator.items={args.items}",
+        f"generator.categories={args.categories}",
+        f"generator.sessions_per_day={args.sessions_per_day}",
+        f"generator.mean_session_views={args.session_views}",
         "generator.days=14",
         "sessionize.max_len=50",
         "sessionize.min_item_count=1",
         "spark.conf={spark.ui.enabled: 'false', spark.sql.shuffle.partitions: '8', spark.driver.memory: '4g'}",
+        *args.set,
     ]
     cfg, spark = generated_clickstream(base, "interest-catalogue-bench")
     summary = run_sessionize(spark, cfg, DATE)
     spark.stop()
     rows = []
-    for objective in args.objectives:
+    for number, spec in enumerate(args.runs):
+        objective, *extra = spec.split(",")
         tcfg = load_config(
             ROOT / "conf" / "local.yaml",
             base
@@ -63,7 +78,8 @@ def main() -> None:
                 f"train.epochs={args.epochs}",
                 "train.patience=100",
                 "eval.seeds=[1]",
-                f"paths.models='{{root}}/models_{objective}'",
+                f"paths.models='{{root}}/models_{number}'",
+                *extra,
             ],
         )
         out = train_and_export(tcfg, DATE)
@@ -71,7 +87,7 @@ def main() -> None:
         later = m["history"][1:] or m["history"]
         rows.append(
             [
-                m["objective"],
+                " ".join([m["objective"], *extra]),
                 f"{summary.vocab_size - 2:,}",
                 f"{m['train_rows']:,}",
                 f"{statistics.mean(h['seconds'] for h in later):.1f}",
@@ -85,7 +101,8 @@ def main() -> None:
         print(table(HEAD, rows[-1:]), flush=True)
     pop = m["popularity"]["test"]
     print(
-        f"\nmachine: {machine()}; {args.users:,} generated users, max_len 50, {args.epochs} epochs; "
+        f"\nmachine: {machine()}; {args.users:,} generated users, {summary.events_kept:,} events kept, "
+        f"max_len 50, {args.epochs} epochs; "
         f"popularity: HR@10 {pop['full_hr@10']:.4f}, NDCG@10 {pop['full_ndcg@10']:.4f}\n"
     )
     print(table(HEAD, rows))

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from duckdb_sessionize import compare
+
 from common import ROOT, du, machine, run_measured, table
 
 DATE = "2026-11-26"
@@ -34,6 +36,7 @@ HEADERS = [
     "job / DuckDB",
     "DuckDB RSS GiB",
     "same counts",
+    "rows equal (job/DuckDB)",
     "generate s",
 ]
 
@@ -70,7 +73,7 @@ def main() -> None:
         if code:
             sys.exit(f"sessionize failed for {n} (see {root}.log)")
         summary = json.loads((root / "reports" / "sessionize" / f"dt={DATE}" / "summary.json").read_text())
-        duck = ["–", "–", "–", "–"]
+        duck = ["–", "–", "–", "–", "–"]
         if not args.no_duckdb:
             log = root.with_suffix(".duckdb.log")
             d_wall, d_peak, code = run_measured(
@@ -90,7 +93,17 @@ def main() -> None:
                 summary["events_kept"],
                 summary["steps"],
             )
-            duck = [f"{d_wall:.1f}", f"{wall / d_wall:.1f}x", f"{d_peak / 2**30:.2f}", "yes" if same else f"NO: {got}"]
+            equal = compare(summary["outputs"], root / "duckdb")
+            all_equal = all(len(set(v.split("/"))) == 1 for v in equal.values())
+            duck = [
+                f"{d_wall:.1f}",
+                f"{wall / d_wall:.1f}x",
+                f"{d_peak / 2**30:.2f}",
+                "yes" if same else f"NO: {got}",
+                f"all of {sum(int(v.split('/')[0].replace(',', '')) for v in equal.values()):,}"
+                if all_equal
+                else f"NO: {equal}",
+            ]
         rows.append(
             [
                 f"{summary['rows_in']:,}",
@@ -105,6 +118,9 @@ def main() -> None:
             ]
         )
         print(table(HEADERS, rows[-1:]), flush=True)
+        steps = summary.get("step_seconds", {})
+        slowest = sorted(steps.items(), key=lambda kv: -kv[1])
+        print(f"job by step, slowest first (s): {', '.join(f'{k} {v:.1f}' for k, v in slowest)}", flush=True)
     print(f"\nmachine: {machine()}; local[2], driver memory {args.driver_memory}\n")
     print(table(HEADERS, rows))
 

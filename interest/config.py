@@ -254,10 +254,11 @@ class TrainConfig:
     # batches of histories of similar length, cut to their longest (interest.data.reader): the same
     # model of fewer padded positions; off: every batch a random draw
     batch_by_length: bool = False
-    # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: faster on a
-    # CPU with native bfloat16 at the same quality, several times slower where it is emulated (an
-    # AVX2-only CPU; BENCHMARKS.md). auto: mixed_bfloat16 only where the hardware computes bfloat16
-    # natively (interest/models/precision.py); the run log says what it chose and why
+    # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: at the same
+    # quality, 4-10 % faster on an AVX-512 BF16 EPYC but 6-22 % slower on an AMX Xeon for models as
+    # small as ml100k's, and several times slower where it is emulated (an AVX2-only CPU;
+    # BENCHMARKS.md). auto: mixed_bfloat16 only where the hardware computes bfloat16 natively
+    # (interest/models/precision.py); the run log says what it chose and why
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     progress_every_s: float = 30.0  # a progress line within an epoch at most this often (0: every step)
 

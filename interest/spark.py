@@ -7,10 +7,12 @@ to UTC so dates mean the same everywhere, and points Python workers at this inte
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -53,16 +55,30 @@ def job_group(stage: str, date: str, step: str) -> str:
 class JobLabels:
     """Labels the Spark jobs of a stage run step by step: ``label("write sequences")`` puts every
     job that follows in the group ``interest:<stage>:<date>:<step>`` with the description
-    ``interest <stage> <date>: <step>``, so the Spark UI says which step of which run is working."""
+    ``interest <stage> <date>: <step>``, so the Spark UI says which step of which run is working.
+    Each step's wall time (until the next label) is logged and kept in ``seconds``: the stage's
+    profile by step."""
 
     def __init__(self, spark: SparkSession, stage: str, date: str) -> None:
         self.context, self.stage, self.date = spark.sparkContext, stage, date
+        self.seconds: dict[str, float] = {}
+        self._step: tuple[str, float] | None = None
 
     def __call__(self, step: str) -> None:
+        self._close()
+        self._step = (step, time.perf_counter())
         self.context.setJobGroup(job_group(self.stage, self.date, step), f"interest {self.stage} {self.date}: {step}")
+
+    def _close(self) -> None:
+        if self._step is not None:
+            step, started = self._step
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+            logging.getLogger(__name__).info(f"{self.stage} {self.date}: {step} took {self.seconds[step]:.1f} s")
+            self._step = None
 
     def clear(self) -> None:
         """Later jobs of this thread are no longer this stage's."""
+        self._close()
         context: Any = self.context
         context.setLocalProperty("spark.jobGroup.id", None)
         context.setLocalProperty("spark.job.description", None)

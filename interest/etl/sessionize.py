@@ -221,6 +221,7 @@ class SessionizeSummary:
     sequence_length: SequenceLengths
     outputs: SessionizePaths
     wall_s: float
+    step_seconds: dict[str, float]  # the stage's profile: each labelled step's wall time
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -275,7 +276,8 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
             _check_accounting(intake, built, int(stats["events"]))
             paths = layout.sessionized
             _write_outputs(spark, cfg, date, paths, intake, built, int(stats["users"]), label)
-            summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started)
+            label.clear()  # the step timings end here; the summary carries them
+            summary = _summarise(cfg, date, paths, intake, built, stats, time.perf_counter() - started, label.seconds)
             storage.write_text(
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
             )
@@ -464,6 +466,7 @@ def _summarise(
     built: _Built,
     stats: dict[str, Any],
     seconds: float,
+    step_seconds: dict[str, float],
 ) -> SessionizeSummary:
     q = stats["q"] or [0, 0, 0]
     n_users, n_train = int(stats["users"]), int(stats["train_users"])
@@ -499,6 +502,7 @@ def _summarise(
         ),
         outputs=paths,
         wall_s=round(seconds, 2),
+        step_seconds={step: round(s, 2) for step, s in step_seconds.items()},
     )
 
 
@@ -522,6 +526,7 @@ def format_summary(summary: SessionizeSummary) -> str:
         f"  steps per user       min {sl.min}  p50 {sl.p50:g}  p90 {sl.p90:g}  p99 {sl.p99:g}  max {sl.max}  "
         f"(window keeps {sl.max_len})",
         "  histogram            " + "  ".join(f"{k}:{v}" for k, v in sl.histogram.items()),
+        "  seconds by step      " + "  ".join(f"{k}:{v:g}" for k, v in sm.step_seconds.items()),
     ]
     lines += [f"  {name:<20} {path}" for name, path in dataclasses.asdict(sm.outputs).items()]
     return "\n".join(lines)

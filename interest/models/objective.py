@@ -106,8 +106,9 @@ def sampled_softmax_loss(
         [num_negatives], seed=seed + 1, minval=FIRST_ITEM, maxval=vocab, dtype=tf.int32
     )
     if in_batch and num_negatives:
-        if pool is None:
-            pool, size = y, tf.shape(y)[0]
+        if pool is None:  # a uniform draw behind the targets: a batch without any (short
+            # histories batched by length) then still gathers, and its loss is empty
+            pool, size = tf.concat([y, uniform[:1]], 0), tf.shape(y)[0]
         else:  # every position of the batch (static shapes): the real targets first, in order
             real = pool >= FIRST_ITEM
             pool = tf.gather(pool, tf.argsort(tf.cast(~real, tf.int32), stable=True))

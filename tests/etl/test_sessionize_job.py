@@ -116,6 +116,11 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     # every step's Spark jobs carry its label (the Spark UI says which step runs), and none after
     new = {step: set(tracker.getJobIdsForGroup(job_group("sessionize", DATE, step))) - before[step] for step in steps}
     assert all(new.values()), new
+    # ... and its wall time is in the summary: the stage's profile by step
+    assert set(second.step_seconds) == {*steps, "write the day's steps"}
+    assert (
+        all(v >= 0 for v in second.step_seconds.values()) and sum(second.step_seconds.values()) <= second.wall_s + 0.1
+    )
     unlabelled = set(tracker.getJobIdsForGroup(None))
     spark.range(3).count()
     assert set(tracker.getJobIdsForGroup(None)) - unlabelled
@@ -174,6 +179,32 @@ def test_ties_in_time_follow_the_rows_order_in_the_file(spark, tmp_path):
     assert [names.get(i) for i in infer.loc["v"].item_idx if i > 0] == ["aa", "mm", "zz", "b0"]
     again = pd.read_parquet(run_sessionize(spark, cfg, DATE).outputs.infer).set_index("user_id")
     assert [list(x) for x in again.item_idx] == [list(x) for x in infer.item_idx]  # deterministic
+
+
+def test_ties_in_time_across_files_follow_the_files_paths(spark, tmp_path):
+    """Two files, one with a space in its name: w's events p and q share a second, and the file
+    of p comes first by path. The later file is the bigger one, which Spark reads first (it packs
+    small files into one split, biggest first): ordering by read position instead of by path
+    would put q first."""
+    raw = tmp_path / "raw" / "events"
+    for day in ("2026-11-25", DATE):
+        (raw / f"dt={day}").mkdir(parents=True)
+    pd.DataFrame(
+        {"user_id": ["w"], "item_id": ["p"], "event_type": ["view"], "ts": ["2026-11-25T23:59:59Z"]}
+    ).to_parquet(raw / "dt=2026-11-25" / "part 0.parquet", index=False)
+    pd.DataFrame(
+        {
+            "user_id": ["v"] * 40 + ["w", "w"],
+            "item_id": ["q", "r", *[f"i{n}" for n in range(38)], "q", "r"],  # v: every item in training
+            "event_type": ["view"] * 42,
+            "ts": [f"2026-11-26T10:{n:02d}:00Z" for n in range(40)] + ["2026-11-25T23:59:59Z", "2026-11-26T01:00:00Z"],
+        }
+    ).to_parquet(raw / f"dt={DATE}" / "part-0.parquet", index=False)
+    cfg = make_config(tmp_path, "sessionize.min_item_count=1", "sessionize.lookback_days=2")
+    summary = run_sessionize(spark, cfg, DATE)
+    names = pd.read_parquet(summary.outputs.vocab).set_index("item_idx").item_id
+    infer = pd.read_parquet(summary.outputs.infer).set_index("user_id")
+    assert [names.get(i) for i in infer.loc["w"].item_idx if i > 0] == ["p", "q", "r"]
 
 
 def test_schema_drift_between_days_is_read_and_a_renamed_column_named(spark, tmp_path, fault_matrix):

@@ -45,6 +45,18 @@ def test_sampled_softmax_masks_accidental_hits_and_corrects_for_sampling():
     assert q[3] > q[2] > q[6]  # frequent items are expected more often among candidates
 
 
+def test_a_batch_without_targets_has_an_empty_loss_under_every_objective():
+    # users with the fewest trainable steps have no training target; batched by length, a whole
+    # batch of them reaches the loss
+    seq, table = tf.ones([3, 4, 2]), tf.ones([6, 2])
+    log_q = tf.constant(O.item_log_q(np.ones(6), 4, 4))
+    for objective in ("full_softmax", "sampled_softmax", "bce"):
+        total, n = O.next_item_loss(
+            seq, tf.zeros([3, 4], tf.int32), table, objective, log_q, 4, tf.constant([1, 2], tf.int64)
+        )
+        assert (float(total), float(n)) == (0.0, 0.0), objective
+
+
 def test_unknown_objective_is_rejected():
     with pytest.raises(ValueError, match="unknown objective"):
         O.next_item_loss(tf.zeros([1, 2, 3]), tf.constant([[2, 2]]), tf.zeros([4, 3]), "bpr")
