@@ -58,12 +58,12 @@ def _padded(values: str, n: str, max_len: int) -> str:
 def script(cfg: Config, files: list[str], out: str, date: str) -> str:
     """The SQL for ``date`` over the window's Parquet ``files`` (path order), writing under ``out``.
 
-    Written for speed (profiled with ``EXPLAIN ANALYZE``): each file is read with its position as
-    a number (``file_index``), so arrival order is one BIGINT and no file name travels with the rows; and the
-    per-user walk (sessions, their caps, merged repeats, step numbers and gaps) takes three window
-    passes over one order instead of seven sorts over differing partitions: the event that starts
-    a base session and its time are running maxima, a time cap crossing is read off the previous
-    event's time, and the step counter is a running sum.
+    Written for speed (profiled with ``EXPLAIN ANALYZE``): each file's position is a number
+    (``file_index``), so arrival order is one BIGINT and no file name travels with the rows; and
+    the per-user walk (sessions, their caps, merged repeats, step numbers and gaps) takes three
+    window passes over one order instead of seven sorts over differing partitions: the event that
+    starts a base session and its time are running maxima, a time cap crossing is read off the
+    previous event's time, and the session and step counters are running sums.
     """
     s = cfg.sessionize
     end = dt.date.fromisoformat(date)
