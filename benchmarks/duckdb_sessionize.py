@@ -215,9 +215,9 @@ SEQUENCE_COLUMNS = ["item_idx", "event_type_idx", "time_gap_bucket", "session_id
 SCALAR_COLUMNS = ["n_steps", "n_events", "n_sessions", "last_ts", "valid_item_idx", "test_item_idx"]
 
 
-def compare(job: dict[str, str], out: Path) -> dict[str, str]:
+def compare(job: dict[str, str], out: Path) -> dict[str, tuple[int, int, int]]:
     """The job's outputs (its summary's ``outputs``) against the script's, row by row: for each
-    output, rows equal in every column / rows in the job's and the script's."""
+    output, (rows equal in every column, rows in the job's, rows in the script's)."""
     import duckdb
 
     con = duckdb.connect()
@@ -242,14 +242,14 @@ def compare(job: dict[str, str], out: Path) -> dict[str, str]:
         ),
         "day": (f"{job['day']}/*.parquet", f"{out}/day.parquet", "user_id", "j.items = d.items"),
     }
-    result = {}
+    result: dict[str, tuple[int, int, int]] = {}
     for name, (left, right, keys, equal) in checks.items():
         n_job, n_duck, n_same = con.execute(
             f"""SELECT (SELECT count(*) FROM read_parquet('{left}')), (SELECT count(*) FROM read_parquet('{right}')),
                        (SELECT count(*) FROM read_parquet('{left}') j JOIN read_parquet('{right}') d USING ({keys})
                         WHERE {equal})"""
         ).fetchone()
-        result[name] = f"{n_same:,}/{n_job:,}/{n_duck:,}"
+        result[name] = (n_same, n_job, n_duck)
     con.close()
     return result
 

@@ -21,6 +21,8 @@ from interest import logs
 from interest.config import Config
 from interest.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 class JavaNotFoundError(UserError, RuntimeError):
     """Spark needs a Java runtime (17); raised before Spark prints a JVM stack trace."""
@@ -73,7 +75,7 @@ class JobLabels:
         if self._step is not None:
             step, started = self._step
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
-            logging.getLogger(__name__).info(f"{self.stage} {self.date}: {step} took {self.seconds[step]:.1f} s")
+            log.info(f"{self.stage} {self.date}: {step} took {self.seconds[step]:.1f} s")
             self._step = None
 
     def clear(self) -> None:
