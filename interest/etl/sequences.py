@@ -36,7 +36,9 @@ def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_wi
     grouped = steps.groupBy("user_id").agg(
         F.sort_array(F.collect_list(step)).alias("_steps"),
         F.sum("n_events").cast("long").alias("n_events"),
-        F.countDistinct("session_idx").cast("int").alias("n_sessions"),
+        # sessions are numbered 1.. per user, so the highest is their count: a countDistinct here
+        # would make Spark expand the rows and aggregate twice, with a second shuffle
+        F.max("session_idx").cast("int").alias("n_sessions"),
         F.max("ts").alias("last_ts"),
     )
     size = F.size("_steps")

@@ -127,21 +127,25 @@ def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataF
     return flagged.withColumn("outside", F.col("reject_reason").isNull() & before)
 
 
-def clean_events(flagged: DataFrame, cfg: Config) -> DataFrame:
-    """Valid rows -> deduplicated events with ``copies``, ``event_rank`` and a bot ``reject_reason``."""
-    s = cfg.sessionize
+def valid_events(flagged: DataFrame, cfg: Config) -> DataFrame:
+    """The rows that passed validation inside the window, with their funnel ``event_rank``."""
     valid = flagged.where(F.col("reject_reason").isNull() & ~F.col("outside")).select(
         "user_id", "item_id", "event_type", "ts", "ts_raw", "category", "dt", "ingest_order"
     )
-    deduped = sessions.with_event_rank(sessions.dedupe(valid), s.event_types)
-    return sessions.flag_bots(deduped, s.bot_max_events_per_day, s.bot_policy)  # keeps day: the steps' sort
+    return sessions.with_event_rank(valid, cfg.sessionize.event_types)
+
+
+def clean_rules(s: SessionizeConfig) -> sessions.CleanRules:
+    """The cleaning rules of a sessionize config."""
+    return sessions.CleanRules(s.bot_max_events_per_day, s.bot_policy)
 
 
 def kept_events(spark: SparkSession, cfg: Config, layout: Layout) -> DataFrame:
     """The window's events as the stage keeps them (valid, deduplicated, no bot's), before they
     become steps: what a request-time encoding of a user starts from (``serving.recommend``)."""
     raw, partitioned, _ = read_window(spark, cfg, layout)
-    return clean_events(classify(raw, cfg, layout.date, partitioned), cfg).where(F.col("reject_reason").isNull())
+    valid = valid_events(classify(raw, cfg, layout.date, partitioned), cfg)
+    return sessions.clean_events(valid, clean_rules(cfg.sessionize)).where(F.col("reject_reason").isNull())
 
 
 def step_rules(s: SessionizeConfig) -> sessions.StepRules:
@@ -242,11 +246,11 @@ class _Intake:
 class _Built:
     """The stage's frames after cleaning: steps, vocabulary, windows and inference rows."""
 
-    cleaned: DataFrame  # persisted, with bot rejects
+    cleaned: DataFrame  # persisted: the steps and the bot rejects (sessions.clean_steps)
     duplicates: int
     rejected: dict[str, int]  # validation and bot rejects together
     events_kept: int
-    steps: DataFrame  # persisted
+    steps: DataFrame  # of the cleaned rows
     items: DataFrame  # persisted vocabulary
     windows: DataFrame  # persisted
     seqs: DataFrame  # one inference row per user
@@ -319,24 +323,24 @@ def _build(
 ) -> _Built:
     """Deduplicate, exclude bots, sessionize, build the vocabulary and the stored windows."""
     s, keep = cfg.sessionize, StorageLevel.MEMORY_AND_DISK
-    label("deduplicate and exclude bots")
-    cleaned = clean_events(intake.flagged, cfg).persist(keep)
+    label("deduplicate, exclude bots, steps")
+    # one sort and one pass (sessions.clean_steps); cached, as every later use reads the steps:
+    # the vocabulary, the sequences, the sessions, the day's steps, the statistics, the rejects
+    cleaned = sessions.clean_steps(valid_events(intake.flagged, cfg), clean_rules(s), step_rules(s)).persist(keep)
     tallies = (
-        cleaned.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("rows"), F.sum("copies").alias("copies")).collect()
-    )
+        cleaned.groupBy("reject_reason")
+        .agg(F.sum("n_events").alias("events"), F.sum("copies").alias("copies"))
+        .collect()
+    )  # a step counts its events and the raw rows behind them; a bot's reject is one event
     rejected = dict(intake.rejected)
     for r in tallies:
         if r["reject_reason"]:
-            rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["rows"])
-    events_kept = sum(int(r["rows"]) for r in tallies if r["reject_reason"] is None)
+            rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["events"])
+    events_kept = sum(int(r["events"]) for r in tallies if r["reject_reason"] is None)
     if events_kept == 0:
         cleaned.unpersist()
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
-    label("sessions and steps")
-    # cached (the events are not: every later use reads the steps): the vocabulary, the
-    # sequences, the sessions, the day's steps and the statistics
-    steps = sessions.to_steps(cleaned.where(F.col("reject_reason").isNull()), step_rules(s)).persist(keep)
-    steps.count()  # built here, under its own label
+    steps = cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
     label("vocabulary and sequences")
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
@@ -346,7 +350,7 @@ def _build(
     ).persist(keep)
     return _Built(
         cleaned,
-        duplicates=sum(int(r["copies"]) - int(r["rows"]) for r in tallies),
+        duplicates=sum(int(r["copies"]) - int(r["events"]) for r in tallies),
         rejected=rejected,
         events_kept=events_kept,
         steps=steps,

@@ -1,6 +1,7 @@
 """Clean events -> sessions -> steps: dedupe, bot filtering, sessionization, funnel merging.
 
-All functions are pure ``DataFrame -> DataFrame``. A user's events are always ordered by
+The Spark functions are pure ``DataFrame -> DataFrame``; the rules themselves run per user on
+Arrow tables (``clean_users``, ``steps_of_users``), each user's events sorted once by Spark. A user's events are always ordered by
 ``(ts, ingest_order, event_rank)``: event time, then the order in which the rows arrived in the
 source (file, split, row; see ``ingest.with_ingest_order``), then funnel stage. Ties in time are
 broken the same way on every run, and never by an identifier: ids carry no meaning, and sorting by
@@ -11,13 +12,13 @@ does not have and a model would learn.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -35,45 +36,115 @@ def with_event_rank(df: DataFrame, event_types: list[str]) -> DataFrame:
     return df.withColumn("event_rank", rank)
 
 
-def dedupe(df: DataFrame) -> DataFrame:
-    """Collapse exact duplicates (same user, item, type, ts) to one row with a ``copies`` count.
+@dataclass(frozen=True)
+class CleanRules:
+    """How valid events are cleaned: exact copies collapse to one, bot-like volume is rejected."""
 
-    Aggregating (rather than dropDuplicates) keeps the surviving row's other columns
-    deterministic and lets the job count ``copies - 1`` removed rows per survivor. Adds ``day``,
-    the event's UTC date, which the bot rules count by.
+    max_events_per_day: int  # a user above this many events on some UTC day is bot-like
+    policy: str  # exclude: reject every event of such a user; cap: reject their events past the limit
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("exclude", "cap"):
+            raise ValueError(f"sessionize.bot_policy must be exclude or cap, not {self.policy!r}")
+
+
+def clean_users(table: pa.Table, rules: CleanRules) -> pa.Table:
+    """Whole users' valid events, sorted by user and ``ORDER`` -> their events deduplicated, with
+    ``copies`` and ``reject_reason`` (null, or a bot reason). Pure Arrow + NumPy; keeps the order.
+
+    Exact copies (same user, time, item and event type) collapse to the first to arrive, which
+    takes the smallest ``category``, ``ts_raw`` and ``dt`` among them (where the table has them)
+    and counts them in ``copies``. Bots are judged on the deduplicated events by UTC day: with
+    ``exclude`` every event of a user who passed ``max_events_per_day`` on some day is rejected
+    (``bot_user``); with ``cap`` only each day's events past the limit are (``bot_cap``).
     """
-    # grouped by the UTC day too (a function of ts, so the groups are the same): the sort this
-    # needs then also serves the per-user-and-day bot windows and the steps that follow; ts
-    # comes before item_id and event_type, so the sort compares strings only on ties in time
-    return df.groupBy("user_id", F.to_date("ts").alias("day"), "ts", "item_id", "event_type").agg(
-        F.min("category").alias("category"),
-        F.min("dt").alias("dt"),
-        F.min("ts_raw").alias("ts_raw"),
-        F.min("ingest_order").alias("ingest_order"),  # the first arrival of the copies
-        F.count(F.lit(1)).alias("copies"),
+    n = table.num_rows
+    col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
+    new_user = _flags_after(col["user_id"])  # [n]
+    micros = np.asarray(col["ts"].cast(pa.int64()))
+    same_time = np.zeros(n, bool)  # a row whose user and time equal the previous row's
+    same_time[1:] = ~new_user[1:] & (micros[1:] == micros[:-1])
+    tied = np.flatnonzero(same_time | np.append(same_time[1:], False))  # rows in runs of one time
+    keep = np.ones(n, bool)
+    copies = np.ones(n, np.int64)
+    pick = {}  # column -> row to take its value from (the copies' smallest)
+    if len(tied):  # copies can only be among rows tied in time: group those by the full key
+        mins = [c for c in ("category", "ts_raw", "dt") if c in col]
+        groups = (
+            pa.table(
+                {
+                    "row": pa.array(tied),
+                    **{c: col[c].take(pa.array(tied)) for c in ("user_id", "ts", "item_id", "event_type", *mins)},
+                }
+            )
+            .group_by(["user_id", "ts", "item_id", "event_type"], use_threads=False)
+            .aggregate([("row", "min"), ("row", "count"), *[(c, "min") for c in mins]])
+        )
+        first = np.asarray(groups.column("row_min"))  # sorted by ORDER: the first copy arrived first
+        keep[tied] = False
+        keep[first] = True
+        copies[first] = np.asarray(groups.column("row_count"))
+        for c in mins:
+            values = pa.concat_arrays([col[c], groups.column(f"{c}_min").combine_chunks().cast(col[c].type)])
+            at = np.arange(n)
+            at[first] = n + np.arange(len(first))
+            pick[c] = values.take(pa.array(at))
+    kept = np.flatnonzero(keep)  # [k]
+    out = table.take(pa.array(kept))
+    for c, values in pick.items():
+        out = out.set_column(out.schema.get_field_index(c), c, values.take(pa.array(kept)))
+    # bots, by UTC day of the deduplicated events
+    user_new, day = new_user[kept], np.floor_divide(micros[kept], 86_400_000_000)
+    day_new = user_new.copy()
+    day_new[1:] |= day[1:] != day[:-1]
+    day_run = np.cumsum(day_new) - 1  # [k]: the row's (user, day)
+    if rules.policy == "exclude":
+        per_day = np.bincount(day_run)[day_run]  # [k]: events of the row's user on its day
+        user_run = np.cumsum(user_new) - 1
+        busiest = np.zeros(user_run[-1] + 1 if len(kept) else 0, np.int64)
+        np.maximum.at(busiest, user_run, per_day)
+        rejected, reason = busiest[user_run] > rules.max_events_per_day, BOT_EXCLUDED
+    else:
+        index = np.arange(len(kept))
+        nth = index - np.maximum.accumulate(np.where(day_new, index, 0)) + 1  # 1.. within the day
+        rejected, reason = nth > rules.max_events_per_day, BOT_CAPPED
+    return out.append_column("copies", pa.array(copies[kept], pa.int64())).append_column(
+        "reject_reason", pa.array(np.where(rejected, reason, None), pa.string())
     )
 
 
-def flag_bots(df: DataFrame, max_events_per_day: int, policy: str) -> DataFrame:
-    """Add ``reject_reason`` for bot-like volume (more than ``max_events_per_day`` on some day).
+def _sorted_by_user(events: DataFrame) -> DataFrame:
+    """Every user's events in one partition, in ``ORDER`` (behind the day where the frame has
+    one: ``ts`` determines it, so the order is the same)."""
+    prefix = ["user_id", "day"] if "day" in events.columns else ["user_id"]
+    return events.repartition("user_id").sortWithinPartitions(*prefix, *ORDER)
 
-    ``exclude`` rejects every row of such a user; ``cap`` keeps their first events of each day
-    up to the threshold and rejects the rest.
-    """
-    day = F.col("day") if "day" in df.columns else F.to_date("ts")
-    per_day = Window.partitionBy("user_id", day)
-    if policy == "exclude":
-        flagged = df.withColumn("_n", F.count(F.lit(1)).over(per_day)).withColumn(
-            "_busiest", F.max("_n").over(Window.partitionBy("user_id"))
-        )
-        reason = F.when(F.col("_busiest") > max_events_per_day, F.lit(BOT_EXCLUDED))
-    elif policy == "cap":
-        order = per_day.orderBy(*ORDER)
-        flagged = df.withColumn("_n", F.row_number().over(order)).withColumn("_busiest", F.lit(0))
-        reason = F.when(F.col("_n") > max_events_per_day, F.lit(BOT_CAPPED))
-    else:
-        raise ValueError(f"sessionize.bot_policy must be exclude or cap, not {policy!r}")
-    return flagged.withColumn("reject_reason", reason.cast("string")).drop("_n", "_busiest")
+
+def _by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table]) -> Iterable[pa.RecordBatch]:
+    """``fn`` over Arrow batches of rows sorted by user, each call on whole users (a user cut
+    across batches is carried to the next)."""
+    carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        table = pa.Table.from_batches([*carried, batch]).combine_chunks()
+        users = table.column("user_id").chunk(0)
+        last = users[len(users) - 1]
+        first_of_last = len(users) - int(np.asarray(pc.equal(users, last)).sum())  # sorted: contiguous
+        carried = [b for b in table.slice(first_of_last).to_batches() if b.num_rows]
+        if first_of_last:
+            yield from fn(table.slice(0, first_of_last)).to_batches()
+    if carried:
+        yield from fn(pa.Table.from_batches(carried)).to_batches()
+
+
+def clean_events(events: DataFrame, rules: CleanRules) -> DataFrame:
+    """Valid events (with ``event_rank``) -> :func:`clean_users` on every user: deduplicated,
+    with ``copies`` and a bot ``reject_reason``."""
+    schema = T.StructType(
+        [*events.schema.fields, T.StructField("copies", T.LongType()), T.StructField("reject_reason", T.StringType())]
+    )
+    return _sorted_by_user(events).mapInArrow(lambda b: _by_whole_users(b, lambda t: clean_users(t, rules)), schema)
 
 
 STEP_SCHEMA = T.StructType(
@@ -96,6 +167,8 @@ STEP_SCHEMA = T.StructType(
     ]
 )  # what to_steps returns
 
+
+STEP_INPUT = ["user_id", "ts", "item_id", "event_rank", "category"]  # what steps_of_users reads
 
 # A session longer than either is split: a browser tab left open for a day is not one visit
 MAX_SESSION_EVENTS = 200
@@ -135,31 +208,61 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
     Every user's events must be in one partition: the frame is hash-partitioned by ``user_id``
     (a no-op when it already is, as in the pipeline).
     """
-    # Sorted by Spark in ORDER (behind the day, which deduplication sorted by, and which ts
-    # determines); the arrival order then need not travel to Python, and a step is numbered by it.
-    prefix = ["user_id", "day"] if "day" in events.columns else ["user_id"]
-    ordered = (
-        events.repartition("user_id")
-        .sortWithinPartitions(*prefix, *ORDER)
-        .select("user_id", "ts", "item_id", "event_rank", "category")
+    # the arrival order need not travel to Python: Spark sorted by it, and a step is numbered by it
+    ordered = _sorted_by_user(events).select(*STEP_INPUT)
+    return ordered.mapInArrow(lambda b: _by_whole_users(b, lambda t: steps_of_users(t, rules)), STEP_SCHEMA)
+
+
+# clean_steps' rows: steps (reject_reason null) and the events rejected as a bot's, in one frame
+CLEAN_STEP_SCHEMA = T.StructType(
+    [
+        *STEP_SCHEMA.fields,
+        *[T.StructField(name, T.StringType()) for name in ("event_type", "ts_raw", "dt")],  # a reject's
+        T.StructField("copies", T.LongType()),  # raw rows behind the row (a step: of all its events)
+        T.StructField("reject_reason", T.StringType()),
+    ]
+)
+
+
+def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataFrame:
+    """Valid events (with ``event_rank``) -> :func:`clean_events`, then :func:`to_steps` of the
+    events kept, in one sort and one pass: rows of CLEAN_STEP_SCHEMA, the steps (null
+    ``reject_reason``; ``copies`` counts the raw rows merged into each) and the events rejected
+    as a bot's (their raw fields, ``n_events`` 1, the step fields null).
+
+    The same as the two transforms one after the other, without sorting the events twice or
+    keeping the deduplicated events between them (tests compare the two).
+    """
+    columns = [*STEP_INPUT, "event_type", "ts_raw", "dt"]
+
+    def run(table: pa.Table) -> pa.Table:
+        cleaned = clean_users(table, clean)
+        is_kept = pc.is_null(cleaned.column("reject_reason"))
+        kept, bots = cleaned.filter(is_kept), cleaned.filter(pc.invert(is_kept))
+        steps = steps_of_users(kept.select(STEP_INPUT), rules)
+        sizes = np.asarray(steps.column("n_events"))  # [s]: a step is a run of that many kept events
+        kept_copies = np.asarray(kept.column("copies"))
+        copies = np.add.reduceat(kept_copies, np.cumsum(sizes) - sizes) if len(sizes) else kept_copies[:0]
+        steps = steps.append_column("copies", pa.array(copies, pa.int64()))
+        bots = bots.append_column("n_events", pa.array(np.ones(bots.num_rows, np.int64)))
+        return pa.concat_tables([_conform(steps, CLEAN_STEP_SCHEMA), _conform(bots, CLEAN_STEP_SCHEMA)])
+
+    ordered = _sorted_by_user(events).select(*columns)
+    return ordered.mapInArrow(lambda b: _by_whole_users(b, run), CLEAN_STEP_SCHEMA)
+
+
+def _conform(table: pa.Table, schema: T.StructType) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns in its order; a missing one is null."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return pa.table(
+        {
+            f.name: table.column(f.name).cast(to_arrow_type(f.dataType))
+            if f.name in table.column_names
+            else pa.nulls(table.num_rows, to_arrow_type(f.dataType))
+            for f in schema.fields
+        }
     )
-
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
-        carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            table = pa.Table.from_batches([*carried, batch]).combine_chunks()
-            users = table.column("user_id").chunk(0)
-            last = users[len(users) - 1]
-            first_of_last = len(users) - int(np.asarray(pc.equal(users, last)).sum())  # sorted: contiguous
-            carried = [b for b in table.slice(first_of_last).to_batches() if b.num_rows]
-            if first_of_last:
-                yield from steps_of_users(table.slice(0, first_of_last), rules).to_batches()
-        if carried:
-            yield from steps_of_users(pa.Table.from_batches(carried), rules).to_batches()
-
-    return ordered.mapInArrow(run, STEP_SCHEMA)
 
 
 def _flags_after(values: pa.Array) -> np.ndarray:
@@ -172,6 +275,8 @@ def _flags_after(values: pa.Array) -> np.ndarray:
 
 def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     """:func:`to_steps` on whole users' events, sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
+    if not table.num_rows:  # e.g. a batch of bots only
+        return _conform(pa.table({}), STEP_SCHEMA)
     col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
     n = table.num_rows
     index = np.arange(n)
@@ -229,9 +334,7 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
             "session_idx": pa.array(session[starts], pa.int32()),
             "ts": ts.take(pa.array(starts)),
             "item_id": col["item_id"].take(pa.array(starts)),
-            "event_rank": pa.array(np.maximum.reduceat(np.asarray(col["event_rank"]), starts), pa.int32())
-            if n
-            else pa.array([], pa.int32()),
+            "event_rank": pa.array(np.maximum.reduceat(np.asarray(col["event_rank"]), starts), pa.int32()),
             "category": category,
             "n_events": pa.array(ends - starts + 1, pa.int64()),
             "end_ts": ts.take(pa.array(ends)),

@@ -102,8 +102,7 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     tracker = spark.sparkContext.statusTracker()
     steps = [
         "read and validate",
-        "deduplicate and exclude bots",
-        "sessions and steps",
+        "deduplicate, exclude bots, steps",
         "vocabulary and sequences",
         "statistics",
         "write rejects",

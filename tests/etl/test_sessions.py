@@ -47,7 +47,7 @@ def test_dedupe_counts_copies(spark):
         ("u", "a", "click", "10:00:00"),
         ("u", "a", "view", "10:00:01"),
     ]
-    got = sessions.dedupe(events(spark, rows)).select(
+    got = sessions.clean_events(ranked(spark, rows), sessions.CleanRules(100, "exclude")).select(
         "item_id", "event_type", F.col("ts").cast("string").alias("ts"), "copies"
     )
     expected = spark.createDataFrame(
@@ -124,16 +124,16 @@ def test_bots_excluded_or_capped(spark):
     rows += [("bot", "j", "view", "2026-11-25 10:00:00")]
     rows += [("human", f"i{k}", "view", f"11:00:{k:02d}") for k in range(3)]
     df = ranked(spark, rows)
-    excluded = sessions.flag_bots(df, 3, "exclude").groupBy("user_id", "reject_reason").count()
+    excluded = sessions.clean_events(df, sessions.CleanRules(3, "exclude")).groupBy("user_id", "reject_reason").count()
     expected = spark.createDataFrame(
         [("bot", "bot_user", 6), ("human", None, 3)], "user_id string, reject_reason string, count long"
     )
     assert_df_equality(excluded, expected, ignore_row_order=True, ignore_nullable=True)
-    capped = sessions.flag_bots(df, 3, "cap").where(F.col("reject_reason").isNotNull())
+    capped = sessions.clean_events(df, sessions.CleanRules(3, "cap")).where(F.col("reject_reason").isNotNull())
     assert sorted(r["item_id"] for r in capped.collect()) == ["i3", "i4"]
     assert {r["reject_reason"] for r in capped.collect()} == {"bot_cap"}
     with pytest.raises(ValueError, match="bot_policy"):
-        sessions.flag_bots(df, 3, "ban")
+        sessions.CleanRules(3, "ban")
 
 
 def test_funnel_repeats_merge_into_one_step(spark):
@@ -310,3 +310,78 @@ def test_steps_match_the_rules_event_by_event_whatever_the_arrow_batches(spark, 
         == expected
     )
     assert len(got) < len(rows)  # repeats did merge
+
+
+@pytest.mark.parametrize("policy", ["exclude", "cap"])
+def test_clean_steps_in_one_pass_equal_cleaning_then_steps(spark, policy):
+    """The stage's one-pass clean_steps against clean_events then to_steps, on random streams
+    with exact copies (of varying category), ties in time and bot-like days, in Arrow batches of
+    5 rows (users cut across batches)."""
+    import random
+
+    rng = random.Random(11)
+    rows = []
+    for u in range(12):
+        t = 1_790_000_000
+        for _ in range(rng.randint(1, 40)):
+            t += rng.choice([0, 0, 1, 30, 1800, 40_000])
+            row = (f"u{u:02d}", rng.choice("abc"), rng.choice(TYPES), t, rng.choice("xyz"))
+            rows += [row] * rng.choice([1, 1, 1, 2, 3])  # exact copies, each with its own arrival
+    df = spark.createDataFrame(
+        [(*r, n) for n, r in enumerate(rows)],
+        "user_id string, item_id string, event_type string, s long, c string, n long",
+    )
+    df = sessions.with_event_rank(
+        df.select(
+            "user_id",
+            "item_id",
+            "event_type",
+            F.timestamp_seconds("s").alias("ts"),
+            F.col("s").cast("string").alias("ts_raw"),
+            F.col("c").alias("category"),
+            F.lit("2026-11-26").alias("dt"),
+            F.struct(F.lit("f").alias("file"), F.lit(0).cast("long").alias("block"), F.col("n").alias("row")).alias(
+                "ingest_order"
+            ),
+        ),
+        TYPES,
+    ).repartition(3)
+    clean, r = sessions.CleanRules(8, policy), rules(gap=30.0, max_events=7, max_minutes=60.0)
+    before = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
+    try:
+        one = sessions.clean_steps(df, clean, r).cache()
+        cleaned = sessions.clean_events(df, clean).cache()
+        two = sessions.to_steps(cleaned.where(F.col("reject_reason").isNull()), r)
+        step_columns = sessions.STEP_SCHEMA.names
+        assert_df_equality(
+            one.where(F.col("reject_reason").isNull()).select(*step_columns),
+            two,
+            ignore_row_order=True,
+            ignore_nullable=True,
+        )
+        reject_columns = [
+            "user_id",
+            "item_id",
+            "event_type",
+            "ts",
+            "ts_raw",
+            "category",
+            "dt",
+            "copies",
+            "reject_reason",
+        ]
+        bots = cleaned.where(F.col("reject_reason").isNotNull()).select(*reject_columns)
+        assert bots.count() > 0  # the random days do reach the limit
+        assert_df_equality(
+            one.where(F.col("reject_reason").isNotNull()).select(*reject_columns),
+            bots,
+            ignore_row_order=True,
+            ignore_nullable=True,
+        )
+        # every raw row is behind exactly one output row
+        assert one.agg(F.sum("copies")).collect()[0][0] == len(rows)
+        kept = one.where(F.col("reject_reason").isNull()).agg(F.sum("n_events")).collect()[0][0]
+        assert kept == cleaned.where(F.col("reject_reason").isNull()).count() < len(rows)
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", before)
