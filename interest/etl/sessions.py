@@ -1,12 +1,12 @@
 """Clean events -> sessions -> steps: dedupe, bot filtering, sessionization, funnel merging.
 
 The Spark functions are pure ``DataFrame -> DataFrame``; the rules themselves run per user on
-Arrow tables (``clean_users``, ``steps_of_users``), each user's events sorted once by Spark. A user's events are always ordered by
-``(ts, ingest_order, event_rank)``: event time, then the order in which the rows arrived in the
-source (file, split, row; see ``ingest.with_ingest_order``), then funnel stage. Ties in time are
-broken the same way on every run, and never by an identifier: ids carry no meaning, and sorting by
-them would plant a signal (the next item "follows" the last one in id order) that real traffic
-does not have and a model would learn.
+Arrow tables (``clean_users``, ``steps_of_users``), each user's events sorted once by Spark. A
+user's events are always ordered by ``(ts, ingest_order, event_rank)``: event time, then the order
+in which the rows arrived in the source (file, split, row; see ``ingest.with_ingest_order``), then
+funnel stage. Ties in time are broken the same way on every run, and never by an identifier: ids
+carry no meaning, and sorting by them would plant a signal (the next item "follows" the last one
+in id order) that real traffic does not have and a model would learn.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ STEP_SCHEMA = T.StructType(
             ("gap_s", T.DoubleType()),
             ("time_gap_bucket", T.IntegerType()),
             ("held_out", T.BooleanType()),
+            ("first_in_session", T.BooleanType()),  # the first step on its item in its session
         ]
     ]
 )  # what to_steps returns
@@ -318,6 +319,13 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
         pick[merged] = len(starts) + np.arange(len(merged))  # the merged runs take their minimum
         category = pa.concat_arrays([category, smallest.column("category_min").combine_chunks()]).take(pa.array(pick))
     step_user = col["user_id"].take(pa.array(starts))
+    step_item = col["item_id"].take(pa.array(starts))
+    # a session's distinct items, counted by a sum (Spark aggregates that by hashing, with partial
+    # sums before its shuffle, where a set of ids per session would be collected and shipped)
+    item_code = np.asarray(pc.dictionary_encode(step_item).indices).astype(np.int64)  # [s]
+    session_key = np.cumsum(cut[starts] | new_user[starts]) - 1  # [s]: the step's (user, session)
+    first_in_session = np.zeros(len(starts), bool)
+    first_in_session[np.unique(session_key * (int(item_code.max()) + 1) + item_code, return_index=True)[1]] = True
     first_step = np.maximum.accumulate(np.where(new_user[starts], np.arange(len(starts)), 0))  # [s]
     step_no = np.arange(len(starts)) - first_step + 1
     step_secs = secs[starts]
@@ -333,7 +341,7 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
             "user_id": step_user,
             "session_idx": pa.array(session[starts], pa.int32()),
             "ts": ts.take(pa.array(starts)),
-            "item_id": col["item_id"].take(pa.array(starts)),
+            "item_id": step_item,
             "event_rank": pa.array(np.maximum.reduceat(np.asarray(col["event_rank"]), starts), pa.int32()),
             "category": category,
             "n_events": pa.array(ends - starts + 1, pa.int64()),
@@ -342,6 +350,7 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
             "gap_s": pa.array(step_gap, pa.float64(), from_pandas=True),  # NaN -> null: a user's first step
             "time_gap_bucket": pa.array(bucket, pa.int32()),
             "held_out": pa.array(held_out, pa.bool_()),
+            "first_in_session": pa.array(first_in_session, pa.bool_()),
         }
     )
 
@@ -356,15 +365,16 @@ def time_gap_bucket(gap_s: Column, edges_s: list[float]) -> Column:
 def sessions_table(steps: DataFrame) -> DataFrame:
     """One row per session: bounds, size and duration (for distributions and analysis).
 
-    Read off the steps (merged events keep their count and the last one's time), so the stage
-    never has to keep the per-event frame."""
+    Read off the steps (merged events keep their count and the last one's time; ``first_in_session``
+    marks each item's first step in the session), so the stage never has to keep the per-event
+    frame."""
     return (
         steps.groupBy("user_id", "session_idx")
         .agg(
             F.min("ts").alias("start_ts"),
             F.max("end_ts").alias("end_ts"),
             F.sum("n_events").cast("long").alias("n_events"),
-            F.size(F.collect_set("item_id")).cast("long").alias("n_items"),  # one pass, no Expand
+            F.sum(F.col("first_in_session").cast("long")).alias("n_items"),
         )
         .withColumn("duration_s", F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))
     )

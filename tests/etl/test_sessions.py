@@ -183,11 +183,16 @@ def test_sessions_table(spark):
         ("u", "a", "view", "10:00:00"),
         ("u", "a", "click", "10:00:10"),
         ("u", "b", "view", "10:05:00"),
+        ("u", "a", "view", "10:06:00"),  # a again after b: a third step, still two items
         ("u", "c", "view", "14:00:00"),
+        ("v", "a", "view", "10:00:00"),  # the same item for another user: counted for them
     ]
-    got = sessions.sessions_table(steps(spark, rows)).select("session_idx", "n_events", "n_items", "duration_s")
+    got = sessions.sessions_table(steps(spark, rows)).select(
+        "user_id", "session_idx", "n_events", "n_items", "duration_s"
+    )
     expected = spark.createDataFrame(
-        [(1, 3, 2, 300.0), (2, 1, 1, 0.0)], "session_idx int, n_events long, n_items long, duration_s double"
+        [("u", 1, 4, 2, 360.0), ("u", 2, 1, 1, 0.0), ("v", 1, 1, 1, 0.0)],
+        "user_id string, session_idx int, n_events long, n_items long, duration_s double",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
