@@ -208,24 +208,32 @@ class CorruptFile:
     error: str
 
 
-def parquet_footers(files: list[str], threads: int = 16) -> tuple[dict[str, str], list[CorruptFile]]:
-    """Each file's schema (as text) from its Parquet footer, and the files whose footer cannot be
-    read (a truncated upload, another format). Only footers are read: one small read per file,
-    done in parallel."""
+@dataclass(frozen=True)
+class Footer:
+    """What a Parquet file's footer says: its schema (as text) and how many rows it holds."""
+
+    schema: str
+    rows: int
+
+
+def parquet_footers(files: list[str], threads: int = 16) -> tuple[dict[str, Footer], list[CorruptFile]]:
+    """Each file's footer, and the files whose footer cannot be read (a truncated upload, another
+    format). Only footers are read: one small read per file, done in parallel."""
     import pyarrow.parquet as pq
 
-    def check(path: str) -> str | CorruptFile:
+    def check(path: str) -> Footer | CorruptFile:
         fs, inner = storage.arrow_filesystem(path)
         try:
-            return str(pq.read_schema(inner, filesystem=fs).remove_metadata())
+            meta = pq.read_metadata(inner, filesystem=fs)
+            return Footer(str(meta.schema.to_arrow_schema().remove_metadata()), int(meta.num_rows))
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a broken file
             size = fs.get_file_info(inner).size or 0
             return CorruptFile(path, int(size), str(exc).splitlines()[0][:300])
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         found = dict(zip(files, pool.map(check, files)))
-    schemas = {path: got for path, got in found.items() if isinstance(got, str)}
-    return schemas, [got for got in found.values() if isinstance(got, CorruptFile)]
+    footers = {path: got for path, got in found.items() if isinstance(got, Footer)}
+    return footers, [got for got in found.values() if isinstance(got, CorruptFile)]
 
 
 def schema_groups(schemas: dict[str, str]) -> list[list[str]]:

@@ -45,22 +45,28 @@ def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
     return (end - dt.timedelta(days=lookback_days - 1)).isoformat(), end.isoformat()
 
 
-def read_window(spark: SparkSession, cfg: Config, layout: Layout) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
+@dataclass(frozen=True)
+class RawWindow:
+    """The canonical raw rows of a run's window, as read."""
+
+    rows: DataFrame
+    partitioned: bool  # whether dt partitions did the windowing (else: ``classify`` flags it)
+    skipped: list[ingest.CorruptFile]  # source files left out as unreadable
+    file_rows: int | None  # what the Parquet footers of the files read say they hold (None: not Parquet)
+
+
+def read_window(spark: SparkSession, cfg: Config, layout: Layout) -> RawWindow:
     """:func:`read_canonical`, with categories from ``ingest.item_categories`` where it is set."""
-    raw, partitioned, skipped = read_canonical(spark, cfg, layout)
+    raw = read_canonical(spark, cfg, layout)
     if cfg.ingest.item_categories:
-        raw = ingest.with_item_categories(
-            raw, ingest.read_item_categories(spark, cfg.ingest, cfg.ingest.item_categories)
-        )
-    return raw, partitioned, skipped
+        categories = ingest.read_item_categories(spark, cfg.ingest, cfg.ingest.item_categories)
+        raw = dataclasses.replace(raw, rows=ingest.with_item_categories(raw.rows, categories))
+    return raw
 
 
-def read_canonical(
-    spark: SparkSession, cfg: Config, layout: Layout
-) -> tuple[DataFrame, bool, list[ingest.CorruptFile]]:
-    """Canonical raw rows of the window; whether ``dt`` partitions did the windowing; and the
-    source files left out as unreadable (``ingest.on_corrupt_file: skip``; with ``fail``, the
-    first one stops the job naming it).
+def read_canonical(spark: SparkSession, cfg: Config, layout: Layout) -> RawWindow:
+    """Canonical raw rows of the window, with the source files left out as unreadable
+    (``ingest.on_corrupt_file: skip``; with ``fail``, the first one stops the job naming it).
 
     Parquet files whose schemas differ (a column added, renamed, or retyped on some days, e.g.
     ``ts`` as epoch milliseconds one day and ISO text the next) are read group by group and meet
@@ -74,12 +80,14 @@ def read_canonical(
         partitioned = "dt" in raw.columns
         if partitioned:
             raw = ingest.in_partition_window(raw, start, end)
-        return ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest, first_stage), partitioned, []
+        return RawWindow(
+            ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest, first_stage), partitioned, [], None
+        )
     # Parquet: every file of the window is listed and its footer checked before Spark opens any
     # (Spark's schema inference would otherwise read a broken footer first and fail with a trace)
     files, partitioned = ingest.source_files(source)
     files = ingest.in_window(files, (start, end)) if partitioned else files
-    schemas, skipped = ingest.parquet_footers(files)
+    footers, skipped = ingest.parquet_footers(files)
     if skipped and cfg.ingest.on_corrupt_file == "fail":
         bad = skipped[0]
         raise ingest.IngestError(
@@ -87,9 +95,10 @@ def read_canonical(
             f"{f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''}; set "
             f"ingest.on_corrupt_file: skip to go on without it"
         )
-    groups = ingest.schema_groups(schemas)
+    groups = ingest.schema_groups({path: footer.schema for path, footer in footers.items()})
+    file_rows = sum(footer.rows for footer in footers.values())
     if not groups:  # nothing readable in the window: no rows, and the stage says so
-        return _no_rows(spark), partitioned, skipped
+        return RawWindow(_no_rows(spark), partitioned, skipped, 0)
     reader = spark.read.options(**cfg.ingest.options)
     if files != [source]:  # a folder: partition columns (dt) are read off the paths below it
         reader = reader.option("basePath", source)
@@ -103,7 +112,8 @@ def read_canonical(
             if len(groups) == 1:
                 raise
             raise ingest.IngestError(f"{exc} (in {len(group)} file(s) with another schema, e.g. {group[0]})") from None
-    return functools.reduce(DataFrame.unionByName, frames), partitioned, skipped  # the window's files only
+    rows = functools.reduce(DataFrame.unionByName, frames)  # the window's files only
+    return RawWindow(rows, partitioned, skipped, file_rows)
 
 
 def _no_rows(spark: SparkSession) -> DataFrame:
@@ -143,8 +153,8 @@ def clean_rules(s: SessionizeConfig) -> sessions.CleanRules:
 def kept_events(spark: SparkSession, cfg: Config, layout: Layout) -> DataFrame:
     """The window's events as the stage keeps them (valid, deduplicated, no bot's), before they
     become steps: what a request-time encoding of a user starts from (``serving.recommend``)."""
-    raw, partitioned, _ = read_window(spark, cfg, layout)
-    valid = valid_events(classify(raw, cfg, layout.date, partitioned), cfg)
+    raw = read_window(spark, cfg, layout)
+    valid = valid_events(classify(raw.rows, cfg, layout.date, raw.partitioned), cfg)
     return sessions.clean_events(valid, clean_rules(cfg.sessionize)).where(F.col("reject_reason").isNull())
 
 
@@ -160,9 +170,9 @@ def step_rules(s: SessionizeConfig) -> sessions.StepRules:
     )
 
 
-def _quarantine(flagged: DataFrame, cleaned: DataFrame) -> DataFrame:
+def _quarantine(cleaned: DataFrame) -> DataFrame:
     """All rejected rows in one layout: validation rejects and bot rejects."""
-    return validate.rejects_view(flagged).unionByName(validate.rejects_view(cleaned))
+    return validate.rejects_view(cleaned.where(F.col("reject_reason") != OUTSIDE))
 
 
 def _length_histogram(seqs: DataFrame) -> dict[str, int]:
@@ -233,12 +243,15 @@ class SessionizeSummary:
 
 @dataclass(frozen=True)
 class _Intake:
-    """Rows of the window flagged by validation, and their tallies."""
+    """The window's rows read, validated, deduplicated, cleaned of bots and made steps (one
+    frame: ``sessions.clean_steps``), and their tallies."""
 
-    flagged: DataFrame  # persisted
+    cleaned: DataFrame  # persisted: the steps and every rejected or out-of-window row
     rows_in: int
     outside: int
-    rejected: dict[str, int]
+    rejected: dict[str, int]  # validation and bot rejects together
+    duplicates: int
+    events_kept: int
     skipped: tuple[ingest.CorruptFile, ...]
 
 
@@ -246,10 +259,6 @@ class _Intake:
 class _Built:
     """The stage's frames after cleaning: steps, vocabulary, windows and inference rows."""
 
-    cleaned: DataFrame  # persisted: the steps and the bot rejects (sessions.clean_steps)
-    duplicates: int
-    rejected: dict[str, int]  # validation and bot rejects together
-    events_kept: int
     steps: DataFrame  # of the cleaned rows
     items: DataFrame  # persisted vocabulary
     windows: DataFrame  # persisted
@@ -265,19 +274,20 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
     with logs.stage("sessionize", date):
         started = time.perf_counter()
         label = JobLabels(spark, "sessionize", date)
-        label("read and validate")
+        label("read, validate, clean, steps")
         layout = Layout.of(cfg, date)
-        intake = _read_and_flag(spark, cfg, layout)
+        intake = _read_and_clean(spark, cfg, layout)
         try:
-            built = _build(spark, cfg, date, intake, base_vocab, label)
+            label("vocabulary and sequences")
+            built = _build(spark, cfg, intake, base_vocab)
         except BaseException:
-            intake.flagged.unpersist()
+            intake.cleaned.unpersist()
             label.clear()
             raise
         try:
             label("statistics")
             stats = _statistics(built, MIN_TRAIN_STEPS)
-            _check_accounting(intake, built, int(stats["events"]))
+            _check_accounting(intake, int(stats["events"]))
             paths = layout.sessionized
             _write_outputs(spark, cfg, date, paths, intake, built, int(stats["users"]), label)
             label.clear()  # the step timings end here; the summary carries them
@@ -286,7 +296,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
             )
         finally:
-            for frame in (built.windows, built.items, built.steps, built.cleaned, intake.flagged):
+            for frame in (built.windows, built.items, intake.cleaned):
                 frame.unpersist()
             label.clear()
         log.info(
@@ -296,52 +306,59 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         return summary
 
 
-def _read_and_flag(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake:
-    """Read the window and flag every row; stops with a clear error when the window is empty."""
-    date = layout.date
-    raw, partitioned, skipped = read_window(spark, cfg, layout)
-    # One shuffle by user for the whole stage, before the cache: deduplication, the bot windows,
-    # sessions, steps and sequences all group by user_id first, so this partitioning serves them all.
-    flagged = classify(raw, cfg, date, partitioned).repartition("user_id").persist(StorageLevel.MEMORY_AND_DISK)
-    by_reason = flagged.groupBy("reject_reason", "outside").count().collect()
-    rows_in = sum(r["count"] for r in by_reason)
-    if rows_in == 0:
-        flagged.unpersist()
-        start, end = window_bounds(date, cfg.sessionize.lookback_days)
-        raise SessionizeError(f"no raw events in the window {start or 'beginning'} .. {end} under {layout.source}")
-    return _Intake(
-        flagged,
-        rows_in,
-        outside=sum(r["count"] for r in by_reason if r["outside"]),
-        rejected={r["reject_reason"]: r["count"] for r in by_reason if r["reject_reason"]},
-        skipped=tuple(skipped),
-    )
+OUTSIDE = "outside_window"  # the mark of a row before the window (counted, not quarantined)
 
 
-def _build(
-    spark: SparkSession, cfg: Config, date: str, intake: _Intake, base_vocab: str | None, label: JobLabels
-) -> _Built:
-    """Deduplicate, exclude bots, sessionize, build the vocabulary and the stored windows."""
-    s, keep = cfg.sessionize, StorageLevel.MEMORY_AND_DISK
-    label("deduplicate, exclude bots, steps")
-    # one sort and one pass (sessions.clean_steps); cached, as every later use reads the steps:
-    # the vocabulary, the sequences, the sessions, the day's steps, the statistics, the rejects
-    cleaned = sessions.clean_steps(valid_events(intake.flagged, cfg), clean_rules(s), step_rules(s)).persist(keep)
+def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake:
+    """Read the window, flag every row, and clean the valid ones into steps, in one pass over
+    the raw rows (nothing of them is kept but what ``sessions.clean_steps`` returns); stops with
+    a clear error when the window is empty or every event was rejected."""
+    date, s = layout.date, cfg.sessionize
+    raw = read_window(spark, cfg, layout)
+    flagged = classify(raw.rows, cfg, date, raw.partitioned)
+    marked = flagged.withColumn(
+        "reject_reason", F.when(F.col("outside"), F.lit(OUTSIDE)).otherwise(F.col("reject_reason"))
+    ).drop("outside")
+    # one shuffle by user for the whole stage: deduplication, bots, sessions and steps all work
+    # user by user, and the rejects ride along so that the raw rows are read once
+    events = sessions.with_event_rank(marked, s.event_types)
+    cleaned = sessions.clean_steps(events, clean_rules(s), step_rules(s)).persist(StorageLevel.MEMORY_AND_DISK)
     tallies = (
         cleaned.groupBy("reject_reason")
         .agg(F.sum("n_events").alias("events"), F.sum("copies").alias("copies"))
         .collect()
-    )  # a step counts its events and the raw rows behind them; a bot's reject is one event
-    rejected = dict(intake.rejected)
-    for r in tallies:
-        if r["reject_reason"]:
-            rejected[r["reject_reason"]] = rejected.get(r["reject_reason"], 0) + int(r["events"])
-    events_kept = sum(int(r["events"]) for r in tallies if r["reject_reason"] is None)
+    )  # a step counts its events and the raw rows behind them; any other row is one of each
+    rows_in = sum(int(r["copies"]) for r in tallies)
+    if raw.file_rows is not None and rows_in != raw.file_rows:
+        cleaned.unpersist()
+        raise SessionizeError(
+            f"row accounting failed: the source files hold {raw.file_rows:,} rows, the stage read {rows_in:,}"
+        )
+    if rows_in == 0:
+        cleaned.unpersist()
+        start, end = window_bounds(date, s.lookback_days)
+        raise SessionizeError(f"no raw events in the window {start or 'beginning'} .. {end} under {layout.source}")
+    by_reason = {r["reject_reason"]: int(r["events"]) for r in tallies}
+    rejected = {reason: n for reason, n in by_reason.items() if reason not in (None, OUTSIDE)}
+    events_kept = by_reason.get(None, 0)
     if events_kept == 0:
         cleaned.unpersist()
         raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
-    steps = cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
-    label("vocabulary and sequences")
+    return _Intake(
+        cleaned,
+        rows_in,
+        outside=by_reason.get(OUTSIDE, 0),
+        rejected=rejected,
+        duplicates=rows_in - sum(by_reason.values()),
+        events_kept=events_kept,
+        skipped=tuple(raw.skipped),
+    )
+
+
+def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | None) -> _Built:
+    """The vocabulary and the stored windows of the steps."""
+    s, keep = cfg.sessionize, StorageLevel.MEMORY_AND_DISK
+    steps = intake.cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
     items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
@@ -349,10 +366,6 @@ def _build(
         vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows
     ).persist(keep)
     return _Built(
-        cleaned,
-        duplicates=sum(int(r["copies"]) - int(r["events"]) for r in tallies),
-        rejected=rejected,
-        events_kept=events_kept,
         steps=steps,
         items=items,
         windows=windows,
@@ -391,17 +404,17 @@ def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
     }
 
 
-def _check_accounting(intake: _Intake, built: _Built, events_in_sequences: int) -> None:
+def _check_accounting(intake: _Intake, events_in_sequences: int) -> None:
     """Every input row is out of the window, rejected, a duplicate or kept, and every kept event
-    is in a sequence: checked, not assumed."""
-    total_rejected = sum(built.rejected.values())
+    is in a sequence: checked, not assumed (the rows read against the Parquet footers, too)."""
+    total_rejected = sum(intake.rejected.values())
     if (
-        intake.rows_in != intake.outside + total_rejected + built.duplicates + built.events_kept
-        or events_in_sequences != built.events_kept
+        intake.rows_in != intake.outside + total_rejected + intake.duplicates + intake.events_kept
+        or events_in_sequences != intake.events_kept
     ):
         raise SessionizeError(
             f"row accounting failed: in={intake.rows_in} outside={intake.outside} rejected={total_rejected} "
-            f"duplicates={built.duplicates} kept={built.events_kept} in_sequences={events_in_sequences}"
+            f"duplicates={intake.duplicates} kept={intake.events_kept} in_sequences={events_in_sequences}"
         )
 
 
@@ -420,7 +433,7 @@ def _write_outputs(
     s = cfg.sessionize
     label("write rejects")
     io.replace_atomically(
-        spark, paths.rejects, lambda p: _quarantine(intake.flagged, built.cleaned).write.mode("overwrite").parquet(p)
+        spark, paths.rejects, lambda p: _quarantine(intake.cleaned).write.mode("overwrite").parquet(p)
     )
     label("write vocabulary")
     io.replace_atomically(
@@ -480,13 +493,13 @@ def _summarise(
         rows_in=intake.rows_in,
         skipped_files=intake.skipped,
         out_of_window=intake.outside,
-        rejected=dict(sorted(built.rejected.items())),
-        rejected_total=sum(built.rejected.values()),
-        duplicates_removed=built.duplicates,
-        events_kept=built.events_kept,
+        rejected=dict(sorted(intake.rejected.items())),
+        rejected_total=sum(intake.rejected.values()),
+        duplicates_removed=intake.duplicates,
+        events_kept=intake.events_kept,
         accounted=True,  # _check_accounting raised otherwise
         steps=int(stats["steps"]),
-        repeats_merged=built.events_kept - int(stats["steps"]),
+        repeats_merged=intake.events_kept - int(stats["steps"]),
         users=n_users,
         train_users=n_train,
         train_rows=built.train_rows,

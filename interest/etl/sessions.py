@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from interest.etl.ingest import CORRUPT
 from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED, run_end
 from interest.schema import HELD_OUT_STEPS
 
@@ -109,7 +110,7 @@ def clean_users(table: pa.Table, rules: CleanRules) -> pa.Table:
         nth = index - np.maximum.accumulate(np.where(day_new, index, 0)) + 1  # 1.. within the day
         rejected, reason = nth > rules.max_events_per_day, BOT_CAPPED
     return out.append_column("copies", pa.array(copies[kept], pa.int64())).append_column(
-        "reject_reason", pa.array(np.where(rejected, reason, None), pa.string())
+        "reject_reason", pc.if_else(pa.array(rejected, pa.bool_()), reason, pa.scalar(None, pa.string()))
     )
 
 
@@ -122,7 +123,7 @@ def _sorted_by_user(events: DataFrame) -> DataFrame:
 
 def _by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table]) -> Iterable[pa.RecordBatch]:
     """``fn`` over Arrow batches of rows sorted by user, each call on whole users (a user cut
-    across batches is carried to the next)."""
+    across batches is carried to the next; rows without a user, rejects, may be cut anywhere)."""
     carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
     for batch in batches:
         if not batch.num_rows:
@@ -130,7 +131,8 @@ def _by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], 
         table = pa.Table.from_batches([*carried, batch]).combine_chunks()
         users = table.column("user_id").chunk(0)
         last = users[len(users) - 1]
-        first_of_last = len(users) - int(np.asarray(pc.equal(users, last)).sum())  # sorted: contiguous
+        same = pc.fill_null(pc.equal(users, last), False)
+        first_of_last = len(users) - int(np.asarray(same).sum())  # sorted: contiguous
         carried = [b for b in table.slice(first_of_last).to_batches() if b.num_rows]
         if first_of_last:
             yield from fn(table.slice(0, first_of_last)).to_batches()
@@ -221,23 +223,29 @@ CLEAN_STEP_SCHEMA = T.StructType(
         *[T.StructField(name, T.StringType()) for name in ("event_type", "ts_raw", "dt")],  # a reject's
         T.StructField("copies", T.LongType()),  # raw rows behind the row (a step: of all its events)
         T.StructField("reject_reason", T.StringType()),
+        T.StructField(CORRUPT, T.StringType()),  # a malformed line's text
     ]
 )
 
 
 def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataFrame:
-    """Valid events (with ``event_rank``) -> :func:`clean_events`, then :func:`to_steps` of the
-    events kept, in one sort and one pass: rows of CLEAN_STEP_SCHEMA, the steps (null
-    ``reject_reason``; ``copies`` counts the raw rows merged into each) and the events rejected
-    as a bot's (their raw fields, ``n_events`` 1, the step fields null).
+    """Events (with ``event_rank``) -> :func:`clean_events`, then :func:`to_steps` of the events
+    kept, in one sort and one pass: rows of CLEAN_STEP_SCHEMA, the steps (null ``reject_reason``;
+    ``copies`` counts the raw rows merged into each), the events rejected as a bot's (their raw
+    fields, ``n_events`` 1, the step fields null), and the rows that came with a
+    ``reject_reason`` already (validation's), carried through as they are.
 
     The same as the two transforms one after the other, without sorting the events twice or
-    keeping the deduplicated events between them (tests compare the two).
+    keeping the deduplicated events between them (tests compare the two). Carrying the rejects
+    along lets the stage read its raw rows once, without keeping them.
     """
-    columns = [*STEP_INPUT, "event_type", "ts_raw", "dt"]
+    given = [c for c in ("reject_reason", CORRUPT) if c in events.columns]
+    columns = [*STEP_INPUT, "event_type", "ts_raw", "dt", *given]
 
     def run(table: pa.Table) -> pa.Table:
-        cleaned = clean_users(table, clean)
+        valid = pc.is_null(table.column("reject_reason")) if given else pa.array(np.ones(table.num_rows, bool))
+        passed = table.filter(pc.invert(valid))  # rejected before cleaning: through as they are
+        cleaned = clean_users(table.filter(valid).drop(given), clean)
         is_kept = pc.is_null(cleaned.column("reject_reason"))
         kept, bots = cleaned.filter(is_kept), cleaned.filter(pc.invert(is_kept))
         steps = steps_of_users(kept.select(STEP_INPUT), rules)
@@ -245,8 +253,11 @@ def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataF
         kept_copies = np.asarray(kept.column("copies"))
         copies = np.add.reduceat(kept_copies, np.cumsum(sizes) - sizes) if len(sizes) else kept_copies[:0]
         steps = steps.append_column("copies", pa.array(copies, pa.int64()))
-        bots = bots.append_column("n_events", pa.array(np.ones(bots.num_rows, np.int64)))
-        return pa.concat_tables([_conform(steps, CLEAN_STEP_SCHEMA), _conform(bots, CLEAN_STEP_SCHEMA)])
+        one = pa.array(np.ones(bots.num_rows, np.int64))
+        bots = bots.append_column("n_events", one)
+        one = pa.array(np.ones(passed.num_rows, np.int64))
+        passed = passed.append_column("n_events", one).append_column("copies", one)
+        return pa.concat_tables([_conform(t, CLEAN_STEP_SCHEMA) for t in (steps, bots, passed)])
 
     ordered = _sorted_by_user(events).select(*columns)
     return ordered.mapInArrow(lambda b: _by_whole_users(b, run), CLEAN_STEP_SCHEMA)

@@ -101,8 +101,7 @@ def test_rerun_same_date_gives_identical_outputs(spark, tmp_path):
     snap = {k: pd.read_parquet(getattr(first.outputs, k)) for k in ("train", "infer", "vocab")}
     tracker = spark.sparkContext.statusTracker()
     steps = [
-        "read and validate",
-        "deduplicate, exclude bots, steps",
+        "read, validate, clean, steps",
         "vocabulary and sequences",
         "statistics",
         "write rejects",
