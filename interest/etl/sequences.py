@@ -10,64 +10,125 @@ what the model sees in training is what it sees at night.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+import functools
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from interest.schema import SEQUENCE_FEATURES, TARGET_POS, window_stride
+from interest.etl.sessions import by_whole_users, conform, flags_after
+from interest.schema import SEQUENCE_FEATURES, window_stride
+
+SEQUENCE_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType()),
+        T.StructField("window", T.IntegerType(), nullable=False),
+        *[
+            T.StructField(name, T.ArrayType(T.IntegerType(), containsNull=name != "item_idx"), nullable=False)
+            for name in SEQUENCE_FEATURES
+        ],
+        T.StructField("length", T.IntegerType(), nullable=False),
+        T.StructField("n_steps", T.IntegerType(), nullable=False),
+        T.StructField("n_events", T.LongType()),
+        T.StructField("n_sessions", T.IntegerType(), nullable=False),
+        T.StructField("last_ts", T.TimestampType()),
+        T.StructField("valid_item_idx", T.IntegerType()),
+        T.StructField("test_item_idx", T.IntegerType()),
+        T.StructField("history_idx", T.ArrayType(T.IntegerType(), containsNull=False), nullable=False),
+    ]
+)  # what build_sequences returns (as Spark wrote it when it built them with array functions)
+STEP_COLUMNS = ["user_id", "step_no", "item_idx", "event_rank", "time_gap_bucket", "session_idx", "n_events", "ts"]
 
 
-def _padded(window: Column, field: str, max_len: int) -> Column:
-    values = F.transform(window, lambda x: x[field].cast("int"))
-    pad = F.array_repeat(F.lit(0), F.lit(max_len) - F.size(window))
-    return F.concat(pad, values)
-
-
-def build_sequences(steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1) -> DataFrame:
+def build_sequences(
+    steps: DataFrame, max_len: int, min_train_steps: int, max_windows: int = 1, by_user: bool = False
+) -> DataFrame:
     """Steps (with step_no, item_idx, time_gap_bucket, session_idx, event_rank) -> rows per user.
 
     ``window`` 0 is the latest ``max_len`` steps (the user's inference row, and the only window
     with held-out targets). With ``max_windows`` > 1, long histories also get older windows for
     training, ending ``max_len - 3`` steps apart: the training view of a window targets its steps
     except the first and the last two, so consecutive windows make every step a target once.
+
+    Each user's steps are sorted by ``step_no`` (time, then arrival order; never an id) and
+    turned into rows by :func:`sequences_of_users`. ``by_user``: every user's steps are already
+    in one partition (as ``sessions.clean_steps`` leaves them), so no shuffle is needed; Spark
+    cannot see that, so only a caller that made the steps that way may say so.
     """
-    step = F.struct(  # step_no first: the sort key (time, then arrival order; never an id)
-        "step_no", "item_idx", (F.col("event_rank") + 1).alias("event_type_idx"), "time_gap_bucket", "session_idx"
+    grouped = steps if by_user else steps.repartition("user_id")
+    ordered = grouped.sortWithinPartitions("user_id", "step_no").select(*STEP_COLUMNS)
+    run = functools.partial(
+        sequences_of_users, max_len=max_len, min_train_steps=min_train_steps, max_windows=max_windows, whole=by_user
     )
-    grouped = steps.groupBy("user_id").agg(
-        F.sort_array(F.collect_list(step)).alias("_steps"),
-        F.sum("n_events").cast("long").alias("n_events"),
-        # sessions are numbered 1.. per user, so the highest is their count: a countDistinct here
-        # would make Spark expand the rows and aggregate twice, with a second shuffle
-        F.max("session_idx").cast("int").alias("n_sessions"),
-        F.max("ts").alias("last_ts"),
-    )
-    size = F.size("_steps")
+    return ordered.mapInArrow(lambda batches: by_whole_users(batches, run), SEQUENCE_SCHEMA)
+
+
+def sequences_of_users(
+    table: pa.Table, max_len: int, min_train_steps: int, max_windows: int, whole: bool = False
+) -> pa.Table:
+    """:func:`build_sequences` on whole users' steps, sorted by user and ``step_no`` (Arrow + NumPy).
+
+    ``whole``: check that each user's steps are numbered 1, 2, ... without a gap, as a user whose
+    steps were split between partitions would not be (``build_sequences(by_user=True)``)."""
+    if not table.num_rows:
+        return conform(pa.table({}), SEQUENCE_SCHEMA)
+    col = {name: table.column(name).combine_chunks() for name in table.column_names}
+    n = table.num_rows
+    starts = np.flatnonzero(flags_after(col["user_id"]))  # [U] each user's first step
+    sizes = np.diff(np.append(starts, n))  # [U]
+    step_no = np.asarray(col["step_no"])
+    if whole and np.any(step_no != np.arange(n) - np.repeat(starts, sizes) + 1):
+        raise ValueError("build_sequences(by_user=True): a user's steps are not all in one partition")
     stride = window_stride(max_len)
-    extra = F.least(F.lit(max_windows - 1), F.ceil(F.greatest(size - max_len, F.lit(0)) / F.lit(stride)).cast("int"))
-    grouped = grouped.withColumn("window", F.explode(F.sequence(F.lit(0), extra)))
-    end = size - F.col("window") * stride  # 1-based index of the window's last step
-    window = F.slice("_steps", F.greatest(end - max_len + 1, F.lit(1)), F.least(end, F.lit(max_len)))
-    trainable = size >= min_train_steps
-    latest = F.col("window") == 0
-    return grouped.select(
-        "user_id",
-        F.col("window").cast("int").alias("window"),
-        *[_padded(window, name, max_len).alias(name) for name in SEQUENCE_FEATURES],
-        F.size(window).cast("int").alias("length"),
-        size.cast("int").alias("n_steps"),
-        "n_events",
-        "n_sessions",
-        "last_ts",
-        *[
-            F.when(trainable & latest, F.element_at("_steps", TARGET_POS[split])["item_idx"])
-            .cast("int")
-            .alias(f"{split}_item_idx")
-            for split in ("valid", "test")
-        ],
-        # every item of the whole history (not only the window): what evaluation must not draw
-        # as a negative, as in the SASRec protocol
-        F.array_sort(F.array_distinct(F.transform("_steps", lambda x: x["item_idx"].cast("int")))).alias("history_idx"),
+    extra = np.minimum(max_windows - 1, -(-np.maximum(sizes - max_len, 0) // stride))  # [U] older windows
+    row_user = np.repeat(np.arange(len(starts)), extra + 1)  # [R]
+    window = np.arange(len(row_user)) - np.repeat(np.cumsum(extra + 1) - (extra + 1), extra + 1)  # [R]
+    end = sizes[row_user] - window * stride  # [R] how many of the user's steps the window ends after
+    length = np.minimum(end, max_len)
+    offset = end[:, None] - max_len + np.arange(max_len)[None, :]  # [R, max_len] step of the user, or < 0: padding
+    at = np.where(offset >= 0, starts[row_user][:, None] + offset, -1)  # [R, max_len] row in the table
+
+    def padded(values: np.ndarray) -> pa.Array:
+        grid = np.where(at >= 0, values[np.maximum(at, 0)], 0).astype(np.int32)  # [R, max_len], 0 on the left
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, grid.size + 1, max_len, dtype=np.int32)), grid.ravel())
+
+    item = np.asarray(col["item_idx"]).astype(np.int64)
+    features = {
+        "item_idx": item,
+        "event_type_idx": np.asarray(col["event_rank"]).astype(np.int64) + 1,
+        "time_gap_bucket": np.asarray(col["time_gap_bucket"]),
+        "session_idx": np.asarray(col["session_idx"]),
+    }
+    last = starts + sizes - 1  # [U]
+    held = (window == 0) & (sizes[row_user] >= min_train_steps)  # [R] the window with the targets
+    # every item of the whole history (not only the window): what evaluation must not draw as a
+    # negative, as in the SASRec protocol; sorted and distinct per user
+    user_of_step = np.repeat(np.arange(len(starts)), sizes)
+    pairs = np.unique(user_of_step * (int(item.max()) + 1) + item)
+    history = pa.ListArray.from_arrays(
+        pa.array(
+            np.append(0, np.cumsum(np.bincount(pairs // (int(item.max()) + 1), minlength=len(starts)))), pa.int32()
+        ),
+        pa.array(pairs % (int(item.max()) + 1), pa.int32()),
     )
+    ts = col["ts"]
+    last_ts = np.maximum.reduceat(np.asarray(ts.cast(pa.int64())), starts)
+    out = {
+        "user_id": col["user_id"].take(pa.array(starts[row_user])),
+        "window": pa.array(window, pa.int32()),
+        **{name: padded(values) for name, values in features.items()},
+        "length": pa.array(length, pa.int32()),
+        "n_steps": pa.array(sizes[row_user], pa.int32()),
+        "n_events": pa.array(np.add.reduceat(np.asarray(col["n_events"]), starts)[row_user], pa.int64()),
+        "n_sessions": pa.array(np.maximum.reduceat(features["session_idx"], starts)[row_user], pa.int32()),
+        "last_ts": pa.array(last_ts[row_user], pa.int64()).cast(ts.type),
+        "valid_item_idx": pa.array(item[last - 1][row_user], pa.int32(), mask=~held),
+        "test_item_idx": pa.array(item[last][row_user], pa.int32(), mask=~held),
+        "history_idx": history.take(pa.array(row_user)),
+    }
+    return conform(pa.table(out), SEQUENCE_SCHEMA)
 
 
 def training_rows(sequences: DataFrame, min_train_steps: int) -> DataFrame:

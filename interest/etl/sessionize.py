@@ -362,8 +362,10 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
     items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
+    # the steps of each user are in one partition (clean_steps made them so; the broadcast join
+    # of the vocabulary moves no row), so the sequences need no shuffle
     windows = sequences.build_sequences(
-        vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows
+        vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows, by_user=True
     ).persist(keep)
     return _Built(
         steps=steps,

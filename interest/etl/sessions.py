@@ -61,7 +61,7 @@ def clean_users(table: pa.Table, rules: CleanRules) -> pa.Table:
     """
     n = table.num_rows
     col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
-    new_user = _flags_after(col["user_id"])  # [n]
+    new_user = flags_after(col["user_id"])  # [n]
     micros = np.asarray(col["ts"].cast(pa.int64()))
     same_time = np.zeros(n, bool)  # a row whose user and time equal the previous row's
     same_time[1:] = ~new_user[1:] & (micros[1:] == micros[:-1])
@@ -115,13 +115,11 @@ def clean_users(table: pa.Table, rules: CleanRules) -> pa.Table:
 
 
 def _sorted_by_user(events: DataFrame) -> DataFrame:
-    """Every user's events in one partition, in ``ORDER`` (behind the day where the frame has
-    one: ``ts`` determines it, so the order is the same)."""
-    prefix = ["user_id", "day"] if "day" in events.columns else ["user_id"]
-    return events.repartition("user_id").sortWithinPartitions(*prefix, *ORDER)
+    """Every user's events in one partition, sorted by user and ``ORDER``."""
+    return events.repartition("user_id").sortWithinPartitions("user_id", *ORDER)
 
 
-def _by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table]) -> Iterable[pa.RecordBatch]:
+def by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table]) -> Iterable[pa.RecordBatch]:
     """``fn`` over Arrow batches of rows sorted by user, each call on whole users (a user cut
     across batches is carried to the next; rows without a user, rejects, may be cut anywhere)."""
     carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
@@ -146,7 +144,7 @@ def clean_events(events: DataFrame, rules: CleanRules) -> DataFrame:
     schema = T.StructType(
         [*events.schema.fields, T.StructField("copies", T.LongType()), T.StructField("reject_reason", T.StringType())]
     )
-    return _sorted_by_user(events).mapInArrow(lambda b: _by_whole_users(b, lambda t: clean_users(t, rules)), schema)
+    return _sorted_by_user(events).mapInArrow(lambda b: by_whole_users(b, lambda t: clean_users(t, rules)), schema)
 
 
 STEP_SCHEMA = T.StructType(
@@ -213,7 +211,7 @@ def to_steps(events: DataFrame, rules: StepRules) -> DataFrame:
     """
     # the arrival order need not travel to Python: Spark sorted by it, and a step is numbered by it
     ordered = _sorted_by_user(events).select(*STEP_INPUT)
-    return ordered.mapInArrow(lambda b: _by_whole_users(b, lambda t: steps_of_users(t, rules)), STEP_SCHEMA)
+    return ordered.mapInArrow(lambda b: by_whole_users(b, lambda t: steps_of_users(t, rules)), STEP_SCHEMA)
 
 
 # clean_steps' rows: steps (reject_reason null) and the events rejected as a bot's, in one frame
@@ -243,7 +241,8 @@ def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataF
     columns = [*STEP_INPUT, "event_type", "ts_raw", "dt", *given]
 
     def run(table: pa.Table) -> pa.Table:
-        valid = pc.is_null(table.column("reject_reason")) if given else pa.array(np.ones(table.num_rows, bool))
+        given_reason = "reject_reason" in table.column_names
+        valid = pc.is_null(table.column("reject_reason")) if given_reason else pa.array(np.ones(table.num_rows, bool))
         passed = table.filter(pc.invert(valid))  # rejected before cleaning: through as they are
         cleaned = clean_users(table.filter(valid).drop(given), clean)
         is_kept = pc.is_null(cleaned.column("reject_reason"))
@@ -257,13 +256,13 @@ def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataF
         bots = bots.append_column("n_events", one)
         one = pa.array(np.ones(passed.num_rows, np.int64))
         passed = passed.append_column("n_events", one).append_column("copies", one)
-        return pa.concat_tables([_conform(t, CLEAN_STEP_SCHEMA) for t in (steps, bots, passed)])
+        return pa.concat_tables([conform(t, CLEAN_STEP_SCHEMA) for t in (steps, bots, passed)])
 
     ordered = _sorted_by_user(events).select(*columns)
-    return ordered.mapInArrow(lambda b: _by_whole_users(b, run), CLEAN_STEP_SCHEMA)
+    return ordered.mapInArrow(lambda b: by_whole_users(b, run), CLEAN_STEP_SCHEMA)
 
 
-def _conform(table: pa.Table, schema: T.StructType) -> pa.Table:
+def conform(table: pa.Table, schema: T.StructType) -> pa.Table:
     """``table`` with exactly ``schema``'s columns in its order; a missing one is null."""
     from pyspark.sql.pandas.types import to_arrow_type
 
@@ -277,7 +276,7 @@ def _conform(table: pa.Table, schema: T.StructType) -> pa.Table:
     )
 
 
-def _flags_after(values: pa.Array) -> np.ndarray:
+def flags_after(values: pa.Array) -> np.ndarray:
     """[n] bool: True where a row differs from the one before it (and at row 0)."""
     out = np.ones(len(values), bool)
     if len(values) > 1:
@@ -288,11 +287,11 @@ def _flags_after(values: pa.Array) -> np.ndarray:
 def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     """:func:`to_steps` on whole users' events, sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
     if not table.num_rows:  # e.g. a batch of bots only
-        return _conform(pa.table({}), STEP_SCHEMA)
+        return conform(pa.table({}), STEP_SCHEMA)
     col = {name: table.column(name).combine_chunks() for name in table.column_names}  # flat arrays
     n = table.num_rows
     index = np.arange(n)
-    new_user = _flags_after(col["user_id"])  # [n]
+    new_user = flags_after(col["user_id"])  # [n]
     user_start = np.maximum.accumulate(np.where(new_user, index, 0))  # each row's user's first row
     ts = col["ts"]
     secs = np.asarray(ts.cast(pa.int64())).astype(np.float64) / 1e6  # as Spark casts a timestamp
@@ -310,7 +309,7 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
     # steps: a run of one item within a session
     starts_run = cut | new_user
     if rules.collapse_repeats:
-        starts_run |= _flags_after(col["item_id"])
+        starts_run |= flags_after(col["item_id"])
     else:
         starts_run[:] = True
     starts = np.flatnonzero(starts_run)  # [s]

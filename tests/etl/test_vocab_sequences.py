@@ -168,3 +168,18 @@ def test_older_windows_make_every_step_a_training_target_once(spark):
     assert sequences.inference_rows(seqs).count() == 2
     capped = seq_rows(spark, rows, max_len=5, max_windows=2)
     assert sorted(r["window"] for r in capped.collect() if r["user_id"] == "u") == [0, 1]
+
+
+def test_sequences_by_user_refuse_a_user_split_between_partitions(spark):
+    """``by_user=True`` skips the shuffle; steps that are not whole users per partition are
+    refused, not turned into two half rows for one user."""
+    import pytest
+
+    rows = [("u", f"i{k}", k, 1, 0, 2) for k in range(6)]
+    voc = vocab.build_vocab(steps_of(spark, rows), min_count=1)
+    steps = vocab.apply_vocab(steps_of(spark, rows), voc)
+    split = steps.repartitionByRange(2, "step_no")  # steps 1-3 and 4-6 apart
+    with pytest.raises(Exception, match="not all in one partition"):
+        sequences.build_sequences(split, 4, 3, by_user=True).collect()
+    whole = sequences.build_sequences(split, 4, 3).collect()  # shuffled by user first: one row
+    assert [r["item_idx"] for r in whole] == [[4, 5, 6, 7]]
