@@ -306,6 +306,9 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
         return summary
 
 
+# how the stage keeps its frames: in memory as column batches, spilling to disk when short. Not
+# PySpark's MEMORY_AND_DISK, which also serializes the batches, paid again on every read
+KEEP = StorageLevel.MEMORY_AND_DISK_DESER
 OUTSIDE = "outside_window"  # the mark of a row before the window (counted, not quarantined)
 
 
@@ -322,7 +325,7 @@ def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake
     # one shuffle by user for the whole stage: deduplication, bots, sessions and steps all work
     # user by user, and the rejects ride along so that the raw rows are read once
     events = sessions.with_event_rank(marked, s.event_types)
-    cleaned = sessions.clean_steps(events, clean_rules(s), step_rules(s)).persist(StorageLevel.MEMORY_AND_DISK)
+    cleaned = sessions.clean_steps(events, clean_rules(s), step_rules(s)).persist(KEEP)
     tallies = (
         cleaned.groupBy("reject_reason")
         .agg(F.sum("n_events").alias("events"), F.sum("copies").alias("copies"))
@@ -357,16 +360,16 @@ def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake
 
 def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | None) -> _Built:
     """The vocabulary and the stored windows of the steps."""
-    s, keep = cfg.sessionize, StorageLevel.MEMORY_AND_DISK
+    s = cfg.sessionize
     steps = intake.cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts
-    items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(keep)
+    items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(KEEP)
     # the steps of each user are in one partition (clean_steps made them so; the broadcast join
     # of the vocabulary moves no row), so the sequences need no shuffle
     windows = sequences.build_sequences(
         vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows, by_user=True
-    ).persist(keep)
+    ).persist(KEEP)
     return _Built(
         steps=steps,
         items=items,

@@ -267,6 +267,29 @@ def reference_steps(events: list[tuple], r: sessions.StepRules) -> list[tuple]:
     return sorted(out)
 
 
+def timed_events(spark, rows):
+    """rows: (user, item, type, epoch seconds, category), in the order they arrived -> ranked
+    events (the seconds as ``ts_raw``) in 3 partitions."""
+    df = spark.createDataFrame(
+        [(*r, n) for n, r in enumerate(rows)],
+        "user_id string, item_id string, event_type string, s long, c string, n long",
+    )
+    arrival = F.struct(F.lit("f").alias("file"), F.lit(0).cast("long").alias("block"), F.col("n").alias("row"))
+    return sessions.with_event_rank(
+        df.select(
+            "user_id",
+            "item_id",
+            "event_type",
+            F.timestamp_seconds("s").alias("ts"),
+            F.col("s").cast("string").alias("ts_raw"),
+            F.col("c").alias("category"),
+            F.lit("2026-11-26").alias("dt"),
+            arrival.alias("ingest_order"),
+        ),
+        TYPES,
+    ).repartition(3)
+
+
 @pytest.mark.parametrize("batch_rows", [7, 10_000])
 def test_steps_match_the_rules_event_by_event_whatever_the_arrow_batches(spark, batch_rows):
     """Random clickstreams of 40 users against the rules applied one event at a time. With Arrow
@@ -281,23 +304,7 @@ def test_steps_match_the_rules_event_by_event_whatever_the_arrow_batches(spark, 
             t += rng.choice([0, 1, 5, 30, 600, 1799, 1800, 5000, 40_000])
             rows.append((f"u{u:02d}", rng.choice("abc"), rng.choice(TYPES), t))
     r = rules(gap=30.0, max_events=7, max_minutes=60.0, edges=(10.0, 600.0, 3600.0))
-    df = spark.createDataFrame(
-        [(u, i, e, t, n) for n, (u, i, e, t) in enumerate(rows)],
-        "user_id string, item_id string, event_type string, s long, n long",
-    )
-    df = sessions.with_event_rank(
-        df.select(
-            "user_id",
-            "item_id",
-            "event_type",
-            F.timestamp_seconds("s").alias("ts"),
-            F.struct(F.lit("f").alias("file"), F.lit(0).cast("long").alias("block"), F.col("n").alias("row")).alias(
-                "ingest_order"
-            ),
-            F.lit("c").alias("category"),
-        ),
-        TYPES,
-    ).repartition(3)
+    df = timed_events(spark, [(*row, "c") for row in rows])
     before = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     try:
@@ -332,25 +339,7 @@ def test_clean_steps_in_one_pass_equal_cleaning_then_steps(spark, policy):
             t += rng.choice([0, 0, 1, 30, 1800, 40_000])
             row = (f"u{u:02d}", rng.choice("abc"), rng.choice(TYPES), t, rng.choice("xyz"))
             rows += [row] * rng.choice([1, 1, 1, 2, 3])  # exact copies, each with its own arrival
-    df = spark.createDataFrame(
-        [(*r, n) for n, r in enumerate(rows)],
-        "user_id string, item_id string, event_type string, s long, c string, n long",
-    )
-    df = sessions.with_event_rank(
-        df.select(
-            "user_id",
-            "item_id",
-            "event_type",
-            F.timestamp_seconds("s").alias("ts"),
-            F.col("s").cast("string").alias("ts_raw"),
-            F.col("c").alias("category"),
-            F.lit("2026-11-26").alias("dt"),
-            F.struct(F.lit("f").alias("file"), F.lit(0).cast("long").alias("block"), F.col("n").alias("row")).alias(
-                "ingest_order"
-            ),
-        ),
-        TYPES,
-    ).repartition(3)
+    df = timed_events(spark, rows)
     clean, r = sessions.CleanRules(8, policy), rules(gap=30.0, max_events=7, max_minutes=60.0)
     before = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
