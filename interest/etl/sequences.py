@@ -106,12 +106,11 @@ def sequences_of_users(
     # every item of the whole history (not only the window): what evaluation must not draw as a
     # negative, as in the SASRec protocol; sorted and distinct per user
     user_of_step = np.repeat(np.arange(len(starts)), sizes)
-    pairs = np.unique(user_of_step * (int(item.max()) + 1) + item)
+    span = int(item.max()) + 1
+    pairs = np.unique(user_of_step * span + item)  # [P] (user, item), sorted
     history = pa.ListArray.from_arrays(
-        pa.array(
-            np.append(0, np.cumsum(np.bincount(pairs // (int(item.max()) + 1), minlength=len(starts)))), pa.int32()
-        ),
-        pa.array(pairs % (int(item.max()) + 1), pa.int32()),
+        pa.array(np.append(0, np.cumsum(np.bincount(pairs // span, minlength=len(starts)))), pa.int32()),
+        pa.array(pairs % span, pa.int32()),
     )
     ts = col["ts"]
     last_ts = np.maximum.reduceat(np.asarray(ts.cast(pa.int64())), starts)

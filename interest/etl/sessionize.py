@@ -332,21 +332,22 @@ def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake
         .collect()
     )  # a step counts its events and the raw rows behind them; any other row is one of each
     rows_in = sum(int(r["copies"]) for r in tallies)
-    if raw.file_rows is not None and rows_in != raw.file_rows:
-        cleaned.unpersist()
-        raise SessionizeError(
-            f"row accounting failed: the source files hold {raw.file_rows:,} rows, the stage read {rows_in:,}"
-        )
-    if rows_in == 0:
-        cleaned.unpersist()
-        start, end = window_bounds(date, s.lookback_days)
-        raise SessionizeError(f"no raw events in the window {start or 'beginning'} .. {end} under {layout.source}")
     by_reason = {r["reject_reason"]: int(r["events"]) for r in tallies}
     rejected = {reason: n for reason, n in by_reason.items() if reason not in (None, OUTSIDE)}
     events_kept = by_reason.get(None, 0)
-    if events_kept == 0:
+    try:
+        if raw.file_rows is not None and rows_in != raw.file_rows:
+            raise SessionizeError(
+                f"row accounting failed: the source files hold {raw.file_rows:,} rows, the stage read {rows_in:,}"
+            )
+        if rows_in == 0:
+            start, end = window_bounds(date, s.lookback_days)
+            raise SessionizeError(f"no raw events in the window {start or 'beginning'} .. {end} under {layout.source}")
+        if events_kept == 0:
+            raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
+    except SessionizeError:
         cleaned.unpersist()
-        raise SessionizeError(f"every event of the window ending {date} was rejected: {rejected}")
+        raise
     return _Intake(
         cleaned,
         rows_in,

@@ -86,10 +86,7 @@ def clean_users(table: pa.Table, rules: CleanRules) -> pa.Table:
         keep[first] = True
         copies[first] = np.asarray(groups.column("row_count"))
         for c in mins:
-            values = pa.concat_arrays([col[c], groups.column(f"{c}_min").combine_chunks().cast(col[c].type)])
-            at = np.arange(n)
-            at[first] = n + np.arange(len(first))
-            pick[c] = values.take(pa.array(at))
+            pick[c] = _put(col[c], first, groups.column(f"{c}_min").combine_chunks())
     kept = np.flatnonzero(keep)  # [k]
     out = table.take(pa.array(kept))
     for c, values in pick.items():
@@ -276,6 +273,13 @@ def conform(table: pa.Table, schema: T.StructType) -> pa.Table:
     )
 
 
+def _put(values: pa.Array, rows: np.ndarray, new: pa.Array) -> pa.Array:
+    """``values`` with ``new[i]`` in place of ``values[rows[i]]``."""
+    at = np.arange(len(values))
+    at[rows] = len(values) + np.arange(len(rows))
+    return pa.concat_arrays([values, new.cast(values.type)]).take(pa.array(at))
+
+
 def flags_after(values: pa.Array) -> np.ndarray:
     """[n] bool: True where a row differs from the one before it (and at row 0)."""
     out = np.ones(len(values), bool)
@@ -325,15 +329,13 @@ def steps_of_users(table: pa.Table, rules: StepRules) -> pa.Table:
             .aggregate([("category", "min")])
             .sort_by("run")
         )
-        pick = np.arange(len(starts))
-        pick[merged] = len(starts) + np.arange(len(merged))  # the merged runs take their minimum
-        category = pa.concat_arrays([category, smallest.column("category_min").combine_chunks()]).take(pa.array(pick))
+        category = _put(category, merged, smallest.column("category_min").combine_chunks())  # the merged runs' min
     step_user = col["user_id"].take(pa.array(starts))
     step_item = col["item_id"].take(pa.array(starts))
     # a session's distinct items, counted by a sum (Spark aggregates that by hashing, with partial
     # sums before its shuffle, where a set of ids per session would be collected and shipped)
     item_code = np.asarray(pc.dictionary_encode(step_item).indices).astype(np.int64)  # [s]
-    session_key = np.cumsum(cut[starts] | new_user[starts]) - 1  # [s]: the step's (user, session)
+    session_key = counted[starts]  # [s]: the step's (user, session)
     first_in_session = np.zeros(len(starts), bool)
     first_in_session[np.unique(session_key * (int(item_code.max()) + 1) + item_code, return_index=True)[1]] = True
     first_step = np.maximum.accumulate(np.where(new_user[starts], np.arange(len(starts)), 0))  # [s]
