@@ -260,6 +260,7 @@ class _Built:
     """The stage's frames after cleaning: steps, vocabulary, windows and inference rows."""
 
     steps: DataFrame  # of the cleaned rows
+    counts: DataFrame  # persisted: per item seen, its training steps, category and all steps
     items: DataFrame  # persisted vocabulary
     windows: DataFrame  # persisted
     seqs: DataFrame  # one inference row per user
@@ -296,7 +297,7 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
                 paths.summary, json.dumps(summary.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
             )
         finally:
-            for frame in (built.windows, built.items, intake.cleaned):
+            for frame in (built.windows, built.items, built.counts, intake.cleaned):
                 frame.unpersist()
             label.clear()
         log.info(
@@ -364,8 +365,20 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
     s = cfg.sessionize
     steps = intake.cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
-    # counted on training steps only: held-out targets must not shape the vocabulary or the counts
-    items = vocab.build_vocab(steps.where(~F.col("held_out")), s.min_item_count, previous).persist(KEEP)
+    # counted on training steps only: held-out targets must not shape the vocabulary or the counts;
+    # every step counted once more for the statistics (items seen, steps on unknown items)
+    training = ~F.col("held_out")
+    counts = (
+        steps.groupBy("item_id")
+        .agg(
+            F.count(F.when(training, 1)).alias("count"),
+            F.min(F.when(training, F.col("category"))).alias("category"),
+            F.count(F.lit(1)).alias("steps"),
+        )
+        .persist(KEEP)
+    )
+    trained = counts.where(F.col("count") > 0).select("item_id", "count", "category")
+    items = vocab.vocab_of_counts(trained, s.min_item_count, previous).persist(KEEP)
     # the steps of each user are in one partition (clean_steps made them so; the broadcast join
     # of the vocabulary moves no row), so the sequences need no shuffle
     windows = sequences.build_sequences(
@@ -373,6 +386,7 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
     ).persist(KEEP)
     return _Built(
         steps=steps,
+        counts=counts,
         items=items,
         windows=windows,
         seqs=sequences.inference_rows(windows),
@@ -392,11 +406,12 @@ def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
         F.min("n_steps").alias("min"),
         F.max("n_steps").alias("max"),
     ).collect()[0]
+    known = F.broadcast(built.items.select("item_id", F.lit(True).alias("known")))
     item_stats = (
-        vocab.apply_vocab(built.steps, built.items)
+        built.counts.join(known, "item_id", "left")
         .agg(
-            F.countDistinct("item_id").alias("seen"),
-            F.sum(F.when(F.col("item_idx") == vocab.UNKNOWN, 1).otherwise(0)).alias("unknown"),
+            F.count(F.lit(1)).alias("seen"),
+            F.sum(F.when(F.col("known").isNull(), F.col("steps")).otherwise(0)).alias("unknown"),
         )
         .collect()[0]
     )

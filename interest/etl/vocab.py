@@ -17,12 +17,17 @@ VOCAB_COLUMNS = ["item_idx", "item_id", "category", "count"]
 
 
 def item_counts(steps: DataFrame) -> DataFrame:
+    """Per item: its steps (``count``) and its smallest category."""
     return steps.groupBy("item_id").agg(F.count(F.lit(1)).alias("count"), F.min("category").alias("category"))
 
 
 def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
     """Items seen at least ``min_count`` times get an index; ``previous`` indices are kept."""
-    counts = item_counts(steps)
+    return vocab_of_counts(item_counts(steps), min_count, previous)
+
+
+def vocab_of_counts(counts: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
+    """:func:`build_vocab` from :func:`item_counts` (item_id, count, category) already made."""
     eligible = counts.where(F.col("count") >= min_count)
     if previous is None:
         return _numbered(eligible, FIRST_ITEM)
