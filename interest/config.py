@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import dacite
 import yaml
@@ -252,8 +253,10 @@ class TrainConfig:
     # weighted 0); on a 2-core CPU it is slower (BENCHMARKS.md), on a GPU it is worth measuring
     jit_compile: bool = False
     # batches of histories of similar length, cut to their longest (interest.data.reader): the same
-    # model of fewer padded positions; off: every batch a random draw
-    batch_by_length: bool = False
+    # model of fewer padded positions; false: every batch a random draw; auto: by length under the
+    # full softmax (faster at the same quality), random under sampled softmax or bce (whose in-batch
+    # negatives then come from similar users: lower quality; BENCHMARKS.md measures both)
+    batch_by_length: bool | Literal["auto"] = "auto"
     # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: at the same
     # quality, 4-10 % faster on an AVX-512 BF16 EPYC but 6-22 % slower on an AMX Xeon for models as
     # small as ml100k's, and several times slower where it is emulated (an AVX2-only CPU;
@@ -450,11 +453,19 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
                 f"configuration key {key!r} must be one of {list(get_args(exc.field_type))}, got {exc.value!r}"
             ) from None
         raise ConfigError(
-            f"configuration key {key!r} has the wrong type: expected "
-            f"{getattr(exc.field_type, '__name__', exc.field_type)}, got {exc.value!r}"
+            f"configuration key {key!r} has the wrong type: expected {_describe(exc.field_type)}, got {exc.value!r}"
         ) from None
     except dacite.DaciteError as exc:
         raise ConfigError(f"configuration error: {exc}") from None
+
+
+def _describe(field_type: Any) -> str:
+    """A field's type as a user reads it: ``bool or one of ['auto']``, ``int``."""
+    if get_origin(field_type) is Literal:
+        return f"one of {list(get_args(field_type))}"
+    if get_args(field_type) and get_origin(field_type) in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(field_type))
+    return getattr(field_type, "__name__", str(field_type))
 
 
 T = TypeVar("T")

@@ -89,6 +89,10 @@ def test_row_groups_are_sized_in_bytes_of_sequence_columns():
         ("ingest.columns.ts=null", "ingest.columns.ts must name a source column"),
         ("model.features=[gap]", "'model.features' has the wrong type"),
         ("nightly.train=sometimes", "'nightly.train' must be one of ['warm', 'fresh', 'reuse']"),
+        (
+            "train.batch_by_length=sometimes",
+            "'train.batch_by_length' has the wrong type: expected bool or one of ['auto'], got 'sometimes'",
+        ),
         ("embed.table=mine", "unknown configuration key 'embed.table'"),
     ],
 )

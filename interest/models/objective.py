@@ -25,19 +25,44 @@ def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, 
     return tf.boolean_mask(sequence, valid), tf.boolean_mask(targets, valid)
 
 
+def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """logits [N, C] (float32), labels [N] -> -log softmax(logits)[label] [N].
+
+    The same values and gradient as ``tf.nn.sparse_softmax_cross_entropy_with_logits``, whose CPU
+    kernel is several times slower than a softmax over a catalogue-wide [N, V] (BENCHMARKS, "Full
+    against sampled softmax"): one softmax here, whose output the gradient reuses. The log of the
+    normaliser comes from the largest probability, which is at least 1/C and so never underflows.
+    """
+    return _softmax_cross_entropy(logits, labels)
+
+
+@tf.custom_gradient
+def _softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, object]:
+    p = tf.nn.softmax(logits)  # [N, C]
+    at = tf.stack([tf.range(tf.shape(labels)[0]), labels], 1)  # [N, 2]
+    log_z = tf.reduce_max(logits, -1) - tf.math.log(tf.reduce_max(p, -1))  # [N] log Σ exp(logits)
+    loss = log_z - tf.gather_nd(logits, at)  # [N]
+
+    def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, None]:
+        return tf.tensor_scatter_nd_sub(p * upstream[:, None], at, upstream), None  # [N, C]
+
+    return loss, grad
+
+
 def full_softmax_loss(h: tf.Tensor, y: tf.Tensor, table: tf.Tensor, exclude: tf.Tensor | None = None) -> tf.Tensor:
     """h [N, D], y [N], table [V, D] -> per-position cross-entropy [N].
 
+    Pad and unknown are left out by slicing the table (no [N, V] mask to build and differentiate).
     ``exclude`` [N, V] (bool): items that are no candidates at that position (the user's own
     history, see :func:`seen_items`); the target itself always stays one.
     """
-    logits = tf.matmul(h, table, transpose_b=True)  # [N, V]
-    out = tf.range(tf.shape(table)[0]) < FIRST_ITEM  # [V]
-    masked = out[None]
+    logits = tf.matmul(h, table[FIRST_ITEM:], transpose_b=True)  # [N, V - FIRST_ITEM]
+    y = y - FIRST_ITEM
     if exclude is not None:
-        masked = masked | (exclude & tf.not_equal(tf.range(tf.shape(table)[0])[None], y[:, None]))  # [N, V]
-    logits = tf.where(masked, tf.cast(-1e9, logits.dtype), logits)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        items = tf.range(tf.shape(logits)[1])[None]  # [1, V - FIRST_ITEM]
+        masked = exclude[:, FIRST_ITEM:] & tf.not_equal(items, y[:, None])  # [N, V - FIRST_ITEM]
+        logits = tf.where(masked, tf.cast(-1e9, logits.dtype), logits)
+    return softmax_cross_entropy(logits, y)
 
 
 def seen_items(inputs: tf.Tensor, targets: tf.Tensor, vocab_size: int) -> tf.Tensor:
@@ -124,7 +149,7 @@ def sampled_softmax_loss(
     clash = tf.equal(y[:, None], cands[None]) | (cands < FIRST_ITEM)[None]  # [N, C]
     neg = tf.where(clash, tf.cast(-1e9, neg.dtype), neg)
     logits = tf.concat([pos, neg], 1)  # [N, 1 + C]
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.zeros([n], tf.int32), logits=logits)
+    return softmax_cross_entropy(logits, tf.zeros([n], tf.int32))
 
 
 def resolve_objective(objective: str, vocab_size: int, sampled_above_items: int) -> str:
@@ -133,6 +158,13 @@ def resolve_objective(objective: str, vocab_size: int, sampled_above_items: int)
     if objective != "auto":
         return objective
     return "sampled_softmax" if vocab_size - FIRST_ITEM > sampled_above_items else "full_softmax"
+
+
+def resolve_batch_by_length(setting: bool | str, objective: str) -> bool:
+    """``train.batch_by_length`` for a resolved objective: ``auto`` batches by length only under
+    the full softmax, where it is faster at the same quality; under sampled softmax it cost
+    quality (in-batch negatives from similar users), and bce was not measured."""
+    return objective == "full_softmax" if setting == "auto" else bool(setting)
 
 
 def next_item_loss(

@@ -29,7 +29,7 @@ from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view, trim_padding
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import NextItemTask
+from interest.models.objective import NextItemTask, resolve_batch_by_length
 from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
 from interest.scoring.offline import evaluate_split
 
@@ -152,6 +152,7 @@ class Trainer:
             self.since_best = tf.Variable(0, dtype=tf.int64, trainable=False, name="since_best")
         self._best_weights: list[np.ndarray] | None = None
         self.task = NextItemTask.for_run(t, data.item_counts, data.spec.vocab_size)
+        self.by_length = resolve_batch_by_length(t.batch_by_length, self.task.objective)
         self._train_step = self._make_train_step()
         strategy = self.strategy
 
@@ -164,7 +165,7 @@ class Trainer:
     def _make_train_step(self) -> Callable:
         t, strategy, encoder = self.cfg.train, self.strategy, self.encoder
         replicas = strategy.num_replicas_in_sync
-        task = self.task
+        task, by_length = self.task, self.by_length
 
         # Batches by length hold few positions (short histories) or many (long ones): each is
         # divided by the positions an average batch holds, not its own, so a position weighs the
@@ -176,7 +177,7 @@ class Trainer:
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
                 loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
-                if t.batch_by_length:
+                if by_length:
                     loss = loss_sum / max(per_batch, 1.0)
                 else:
                     loss = loss_sum / tf.maximum(n, 1.0) / replicas
@@ -193,7 +194,7 @@ class Trainer:
                 ]
             )
             inputs, targets = split_view(batch, "train")  # [B, L] each
-            if t.batch_by_length and not t.jit_compile:  # XLA would compile once per width
+            if by_length and not t.jit_compile:  # XLA would compile once per width
                 inputs, targets = trim_padding(inputs, targets)  # [B, l] each, l <= L
             loss_sum, n, grads = loss_and_grads(inputs, targets, seed)
             self.optimizer.apply_gradients(zip(grads, encoder.trainable_variables))
@@ -226,7 +227,7 @@ class Trainer:
                     # one reader thread: the row order is a function of the seed, so a run is
                     # reproducible (two read faster, in the order row groups finish: BENCHMARKS.md)
                     workers=1,
-                    by_length=t.batch_by_length,
+                    by_length=self.by_length,
                 )
             )
 
@@ -322,7 +323,8 @@ class Trainer:
             f"{self.cfg.model.encoder}: {self.data.train_rows:,} sequences, "
             f"{self.worker.workers} worker(s), global batch {self.global_batch}, "
             f"{self.steps_per_epoch} steps/epoch, up to {t.epochs} epochs, "
-            f"{self.encoder.count_params():,} parameters, objective {self.task.objective}"
+            f"{self.encoder.count_params():,} parameters, objective {self.task.objective}, "
+            f"{'batches by length' if self.by_length else 'random batches'}"
         )
 
     def _run_epoch(

@@ -24,6 +24,30 @@ def test_full_softmax_matches_numpy_and_skips_pad_and_unknown():
     np.testing.assert_allclose(float(total), ref.sum(), rtol=1e-5)
 
 
+def test_cross_entropy_has_the_values_and_gradient_of_tensorflows_own():
+    """The faster cross-entropy against TensorFlow's fused kernel, with a weighted upstream
+    gradient and logits far apart (a target 300 below the best: its probability underflows)."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(scale=3.0, size=(6, 9)).astype("float32")
+    logits[0, :] = 0.0
+    logits[0, 4] = -300.0
+    logits[1, 7] = 80.0
+    labels = tf.constant([4, 7, 0, 8, 3, 3], tf.int32)
+    weight = tf.constant([1.0, 0.5, 2.0, 0.0, 1.0, 3.0])
+    x = tf.Variable(logits)
+    results = []
+    for loss in (O.softmax_cross_entropy, lambda v, y: tf.nn.sparse_softmax_cross_entropy_with_logits(y, v)):
+        with tf.GradientTape() as tape:
+            values = loss(x, labels)  # [6]
+            total = tf.reduce_sum(values * weight)
+        results.append((values.numpy(), tape.gradient(total, x).numpy()))
+    (ours, our_grad), (theirs, their_grad) = results
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours[0], 300.0 + np.log(8.0), rtol=1e-6)
+    np.testing.assert_allclose(our_grad, their_grad, rtol=1e-5, atol=1e-6)
+    assert not np.any(our_grad[3])  # a zero weight passes no gradient
+
+
 def test_sampled_softmax_masks_accidental_hits_and_corrects_for_sampling():
     rng = np.random.default_rng(1)
     h = tf.constant(rng.normal(size=(5, 4)).astype("float32"))
@@ -152,6 +176,14 @@ def test_log_q_corrects_only_for_frequency_drawn_candidates():
     assert np.allclose(uniform_only[2:], uniform_only[2])  # uniform draws: a constant, no popularity bias
     mixed = O.objective_log_q(counts, 8, in_batch=True)
     assert mixed[2] > mixed[3] > mixed[4]
+
+
+def test_auto_batches_by_length_only_under_the_full_softmax():
+    assert O.resolve_batch_by_length("auto", "full_softmax") is True
+    assert O.resolve_batch_by_length("auto", "sampled_softmax") is False
+    assert O.resolve_batch_by_length("auto", "bce") is False
+    assert O.resolve_batch_by_length(True, "sampled_softmax") is True  # an explicit choice stands
+    assert O.resolve_batch_by_length(False, "full_softmax") is False
 
 
 def test_auto_objective_samples_only_above_the_catalogue_threshold():
