@@ -254,7 +254,7 @@ class TrainConfig:
     jit_compile: bool = False
     # batches of histories of similar length, cut to their longest (interest.data.reader): the same
     # model of fewer padded positions; false: every batch a random draw; auto: by length under the
-    # full softmax (faster at the same quality), random under sampled softmax or bce (whose in-batch
+    # full softmax (faster at about the same quality), random under sampled softmax or bce (whose in-batch
     # negatives then come from similar users: lower quality; BENCHMARKS.md measures both)
     batch_by_length: bool | Literal["auto"] = "auto"
     # mixed_bfloat16: layers compute in bfloat16, weights, logits and loss stay float32: at the same
