@@ -367,18 +367,8 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts;
     # every step counted once more for the statistics (items seen, steps on unknown items)
-    training = ~F.col("held_out")
-    counts = (
-        steps.groupBy("item_id")
-        .agg(
-            F.count(F.when(training, 1)).alias("count"),
-            F.min(F.when(training, F.col("category"))).alias("category"),
-            F.count(F.lit(1)).alias("steps"),
-        )
-        .persist(KEEP)
-    )
-    trained = counts.where(F.col("count") > 0).select("item_id", "count", "category")
-    items = vocab.vocab_of_counts(trained, s.min_item_count, previous).persist(KEEP)
+    counts = vocab.item_counts(steps, counted=~F.col("held_out")).persist(KEEP)
+    items = vocab.vocab_of_counts(counts, s.min_item_count, previous).persist(KEEP)
     # the steps of each user are in one partition (clean_steps made them so; the broadcast join
     # of the vocabulary moves no row), so the sequences need no shuffle
     windows = sequences.build_sequences(

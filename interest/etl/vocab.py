@@ -8,7 +8,7 @@ embedding rows keep meaning the same item.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from interest.schema import FIRST_ITEM, PAD, UNKNOWN  # noqa: F401  (re-exported)
@@ -16,9 +16,15 @@ from interest.schema import FIRST_ITEM, PAD, UNKNOWN  # noqa: F401  (re-exported
 VOCAB_COLUMNS = ["item_idx", "item_id", "category", "count"]
 
 
-def item_counts(steps: DataFrame) -> DataFrame:
-    """Per item: its steps (``count``) and its smallest category."""
-    return steps.groupBy("item_id").agg(F.count(F.lit(1)).alias("count"), F.min("category").alias("category"))
+def item_counts(steps: DataFrame, counted: Column | None = None) -> DataFrame:
+    """Per item: the steps that count (``count``; ``counted``, a condition on a step: all by
+    default), the smallest category among them, and all its steps (``steps``)."""
+    counted = F.lit(True) if counted is None else counted
+    return steps.groupBy("item_id").agg(
+        F.count(F.when(counted, 1)).alias("count"),
+        F.min(F.when(counted, F.col("category"))).alias("category"),
+        F.count(F.lit(1)).alias("steps"),
+    )
 
 
 def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
@@ -27,7 +33,8 @@ def build_vocab(steps: DataFrame, min_count: int, previous: DataFrame | None = N
 
 
 def vocab_of_counts(counts: DataFrame, min_count: int, previous: DataFrame | None = None) -> DataFrame:
-    """:func:`build_vocab` from :func:`item_counts` (item_id, count, category) already made."""
+    """:func:`build_vocab` from :func:`item_counts` already made (an item counted 0 times gets no
+    new index)."""
     eligible = counts.where(F.col("count") >= min_count)
     if previous is None:
         return _numbered(eligible, FIRST_ITEM)

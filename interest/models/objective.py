@@ -25,7 +25,8 @@ def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, 
     return tf.boolean_mask(sequence, valid), tf.boolean_mask(targets, valid)
 
 
-def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+@tf.custom_gradient
+def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, object]:
     """logits [N, C] (float32), labels [N] -> -log softmax(logits)[label] [N].
 
     The same values and gradient as ``tf.nn.sparse_softmax_cross_entropy_with_logits``, whose CPU
@@ -33,11 +34,6 @@ def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     against sampled softmax"): one softmax here, whose output the gradient reuses. The log of the
     normaliser comes from the largest probability, which is at least 1/C and so never underflows.
     """
-    return _softmax_cross_entropy(logits, labels)
-
-
-@tf.custom_gradient
-def _softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, object]:
     p = tf.nn.softmax(logits)  # [N, C]
     at = tf.stack([tf.range(tf.shape(labels)[0]), labels], 1)  # [N, 2]
     log_z = tf.reduce_max(logits, -1) - tf.math.log(tf.reduce_max(p, -1))  # [N] log Σ exp(logits)
