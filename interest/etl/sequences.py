@@ -54,11 +54,16 @@ def build_sequences(
 
     Each user's steps are sorted by ``step_no`` (time, then arrival order; never an id) and
     turned into rows by :func:`sequences_of_users`. ``by_user``: every user's steps are already
-    in one partition (as ``sessions.clean_steps`` leaves them), so no shuffle is needed; Spark
-    cannot see that, so only a caller that made the steps that way may say so.
+    in one partition and in a row, in step order (as ``sessions.clean_steps`` leaves them), so
+    no shuffle and no sort is needed; Spark cannot see that, so only a caller that made the
+    steps that way may say so.
     """
-    grouped = steps if by_user else steps.repartition("user_id")
-    ordered = grouped.sortWithinPartitions("user_id", "step_no").select(*STEP_COLUMNS)
+    # by_user: the steps also come in order (clean_steps emits each user's steps in a row, by
+    # step_no, and neither the cache nor the broadcast join of the vocabulary reorders them), so
+    # they are not sorted again; sequences_of_users checks both and refuses otherwise
+    ordered = (steps if by_user else steps.repartition("user_id").sortWithinPartitions("user_id", "step_no")).select(
+        *STEP_COLUMNS
+    )
     run = functools.partial(
         sequences_of_users, max_len=max_len, min_train_steps=min_train_steps, max_windows=max_windows, whole=by_user
     )
@@ -70,8 +75,9 @@ def sequences_of_users(
 ) -> pa.Table:
     """:func:`build_sequences` on whole users' steps, sorted by user and ``step_no`` (Arrow + NumPy).
 
-    ``whole``: check that each user's steps are numbered 1, 2, ... without a gap, as a user whose
-    steps were split between partitions would not be (``build_sequences(by_user=True)``)."""
+    ``whole``: check that each user's steps come in a row numbered 1, 2, ... without a gap, as a
+    user whose steps were split between partitions or out of order would not
+    (``build_sequences(by_user=True)``)."""
     if not table.num_rows:
         return conform(pa.table({}), SEQUENCE_SCHEMA)
     col = {name: table.column(name).combine_chunks() for name in table.column_names}
@@ -80,7 +86,7 @@ def sequences_of_users(
     sizes = np.diff(np.append(starts, n))  # [U]
     step_no = np.asarray(col["step_no"])
     if whole and np.any(step_no != np.arange(n) - np.repeat(starts, sizes) + 1):
-        raise ValueError("build_sequences(by_user=True): a user's steps are not all in one partition")
+        raise ValueError("build_sequences(by_user=True): a user's steps are not all in one partition, in order")
     stride = window_stride(max_len)
     extra = np.minimum(max_windows - 1, -(-np.maximum(sizes - max_len, 0) // stride))  # [U] older windows
     row_user = np.repeat(np.arange(len(starts)), extra + 1)  # [R]

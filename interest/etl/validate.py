@@ -30,8 +30,20 @@ BOT_EXCLUDED = "bot_user"
 BOT_CAPPED = "bot_cap"
 
 
-def parse_ts(ts_raw: Column, ts_format: str) -> Column:
-    """The raw text of a timestamp -> TimestampType, null when it does not parse."""
+# ISO-8601 in UTC as logs and our own canonical rendering write it: the 'Z' is the only zone
+ISO_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?Z$"
+UTC_NAMES = {"UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "+00:00", "UCT", "ZULU"}  # session zones equal to UTC
+
+
+def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Column:
+    """The raw text of a timestamp -> TimestampType, null when it does not parse.
+
+    ``utc_session``: the session's time zone is UTC, so text of the ISO_UTC shape is cast without
+    its 'Z' (the same instant: what the cast reads as its zone is UTC either way). Spark parses a
+    zone by two regular expressions and a ``ZoneId`` lookup per row, 60 % of the whole cast at
+    10M events; the shape is checked with one regular expression, and any other text (a zone of
+    its own, an hour without seconds, ...) takes the plain cast.
+    """
     text = F.trim(ts_raw)
     if ts_format == "epoch_s":
         return F.timestamp_millis((text.cast("double") * 1000).cast("long"))
@@ -43,8 +55,18 @@ def parse_ts(ts_raw: Column, ts_format: str) -> Column:
         # by exception on every row, which was half the cost of validation.
         num = F.when(~text.contains(":"), text.cast("double"))
         epoch = F.when(F.abs(num) < 1e11, num * 1000).otherwise(num).cast("long")
-        return F.when(num.isNotNull(), F.timestamp_millis(epoch)).otherwise(text.cast("timestamp"))
+        parsed = F.when(num.isNotNull(), F.timestamp_millis(epoch)).otherwise(text.cast("timestamp"))
+        if not utc_session:
+            return parsed
+        without_zone = text.substr(F.lit(1), F.length(text) - 1)
+        return F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(parsed)
     return F.to_timestamp(text, ts_format)
+
+
+def is_utc(zone: str) -> bool:
+    """Whether a session time zone setting names UTC (others, e.g. an offset of +00:00 spelled
+    differently, only cost the faster parse of ``parse_ts``)."""
+    return zone.strip().upper() in UTC_NAMES
 
 
 def run_end(date: str, max_future_skew_minutes: int) -> dt.datetime:
@@ -60,12 +82,13 @@ def _blank_to_null(c: Column) -> Column:
 
 def normalize(df: DataFrame, ts_format: str) -> DataFrame:
     """Trim ids, blank -> null, lower-case event types, parse ``ts`` (canonical raw -> typed)."""
+    utc_session = is_utc(df.sparkSession.conf.get("spark.sql.session.timeZone") or "")
     return df.select(
         _blank_to_null(F.col("user_id")).alias("user_id"),
         _blank_to_null(F.col("item_id")).alias("item_id"),
         F.lower(_blank_to_null(F.col("event_type"))).alias("event_type"),
         "ts_raw",
-        parse_ts(F.col("ts_raw"), ts_format).alias("ts"),
+        parse_ts(F.col("ts_raw"), ts_format, utc_session).alias("ts"),
         _blank_to_null(F.col("category")).alias("category"),
         "dt",
         CORRUPT,

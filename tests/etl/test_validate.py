@@ -95,6 +95,60 @@ def test_parse_ts(spark, fmt, raw, expected):
     assert got == expected
 
 
+EDGE_TS = [
+    "2026-11-13T05:40:23.493Z",
+    "2026-11-13 05:40:23Z",
+    "2026-11-13T05:40:23.1234567Z",  # past micros: truncated alike
+    "2026-02-30T05:40:23Z",  # no such day
+    "2026-11-13T25:40:23Z",
+    "2026-11-13T05:40:23+01:00Z",  # a zone of its own, then 'Z': not a time
+    "2026-11-13T05:40:23+01:00",
+    "2026-11-13T05:40:23.4+1Z",
+    "2026-11-13T05:40:23GMT0Z",
+    "2026-11-13T05:40:23UTC",
+    "2026-11-13T05:40Z",  # no seconds: the cast refuses a zone there
+    "2026-11-13Z",
+    "05:40:23Z",
+    "2026-11-13T05:40:23.Z",
+    "2026-11-13T05:40:23ZZ",
+    "+2026-11-13T05:40:23Z",
+    " 2026-11-13T05:40:23.5Z ",
+    "\t2026-11-13T05:40:23Z",
+    "1731480023",
+    "",
+]
+
+
+def test_iso_utc_fast_parse_equals_the_cast_in_a_utc_session(spark):
+    """The fast path (ISO text ending in 'Z', cast without it) gives exactly what Spark's cast
+    gives with the 'Z', on edge cases and on random text from the characters of timestamps."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = "0123456789--::..TZ +"
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 26))) for _ in range(3000)]
+    shaped = [  # ISO-like text with a few characters changed, where the shape check must hold
+        "".join(c if rng.random() > 0.08 else rng.choice(alphabet + "UTCGM") for c in "2026-11-13T05:40:23.493Z")
+        for _ in range(3000)
+    ]
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    df = spark.createDataFrame([(t,) for t in EDGE_TS + fuzz + shaped], "ts_raw string")
+    got = df.select(
+        "ts_raw",
+        validate.parse_ts(F.col("ts_raw"), "auto", utc_session=True).alias("fast"),
+        validate.parse_ts(F.col("ts_raw"), "auto").alias("cast"),
+    )
+    differ = got.where(~F.col("fast").eqNullSafe(F.col("cast"))).collect()
+    assert differ == []
+    fast = got.where(F.trim("ts_raw").rlike(validate.ISO_UTC))
+    assert fast.where(F.col("fast").isNotNull()).count() > 300  # the fuzz reached the fast path
+
+
+@pytest.mark.parametrize("zone,utc", [("UTC", True), ("Etc/UTC", True), ("utc", True), ("Europe/Paris", False)])
+def test_the_fast_parse_is_taken_only_in_a_utc_session(zone, utc):
+    assert validate.is_utc(zone) is utc
+
+
 def test_rejects_view_keeps_raw_values_and_line(spark):
     rows = [
         ("u1", "i1", "hover", "2026-11-26T10:00:00Z", "c1", "2026-11-26", None),

@@ -183,3 +183,18 @@ def test_sequences_by_user_refuse_a_user_split_between_partitions(spark):
         sequences.build_sequences(split, 4, 3, by_user=True).collect()
     whole = sequences.build_sequences(split, 4, 3).collect()  # shuffled by user first: one row
     assert [r["item_idx"] for r in whole] == [[4, 5, 6, 7]]
+
+
+def test_sequences_by_user_refuse_a_user_whose_steps_come_out_of_order(spark):
+    """``by_user=True`` also skips the sort: one user's steps in one partition but not in step
+    order are refused, not turned into a window in the wrong order."""
+    import pytest
+
+    rows = [("u", f"i{k}", k, 1, 0, 2) for k in range(6)]
+    voc = vocab.build_vocab(steps_of(spark, rows), min_count=1)
+    steps = vocab.apply_vocab(steps_of(spark, rows), voc)
+    backwards = steps.coalesce(1).sortWithinPartitions(F.desc("step_no"))
+    with pytest.raises(Exception, match="not all in one partition, in order"):
+        sequences.build_sequences(backwards, 4, 3, by_user=True).collect()
+    in_order = sequences.build_sequences(steps.coalesce(1).sortWithinPartitions("step_no"), 4, 3, by_user=True)
+    assert [r["item_idx"] for r in in_order.collect()] == [[4, 5, 6, 7]]
