@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from typing import Any
@@ -20,33 +18,9 @@ from pyspark.sql import SparkSession
 from interest import logs
 from interest.config import Config
 from interest.errors import UserError
+from interest.java import driver_options, require_java
 
 log = logging.getLogger(__name__)
-
-
-class JavaNotFoundError(UserError, RuntimeError):
-    """Spark needs a Java runtime (17); raised before Spark prints a JVM stack trace."""
-
-
-def require_java() -> str:
-    """Return the java executable, or fail with a message a newcomer can act on."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidates = [os.path.join(java_home, "bin", "java")] if java_home else []
-    found = shutil.which("java")
-    if found:
-        candidates.append(found)
-    for java in candidates:
-        if os.path.isfile(java) and os.access(java, os.X_OK):
-            try:
-                subprocess.run([java, "-version"], capture_output=True, check=True, timeout=30)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            return java
-    raise JavaNotFoundError(
-        "Java was not found: Spark needs a Java 17 runtime. Install one (e.g. "
-        "`apt-get install openjdk-17-jre-headless` or `brew install openjdk@17`) and make sure "
-        "`java` is on PATH or JAVA_HOME points at it."
-    )
 
 
 def job_group(stage: str, date: str, step: str) -> str:
@@ -102,8 +76,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     from interest import storage
 
     storage.configure_from(cfg)
+    archive = ""  # a JVM launched here (not by spark-submit) can map the class archive
     if not launched_by_spark_submit():
-        require_java()
+        archive = driver_options(require_java())
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = cfg.paths.warehouse
@@ -130,6 +105,10 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     if not launched_by_spark_submit():
         defaults["spark.pyspark.python"] = sys.executable
     settings = {**defaults, **cfg.spark.conf}
+    if archive:
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{settings.get('spark.driver.extraJavaOptions', '')} {archive}".strip()
+        )
     if cfg.spark.master.startswith("local") and not launched_by_spark_submit():
         # Spark's 200 shuffle partitions are sized for clusters: on one machine each stage would
         # pay for 200 near-empty tasks.

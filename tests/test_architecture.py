@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "storage": 1,
     "logs": 1,
+    "java": 1,
     "layout": 2,
     "spark": 2,
     "cli": 2,

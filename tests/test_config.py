@@ -7,8 +7,8 @@ import re
 import pytest
 
 from interest.config import ConfigError, load_config, parse_override
+from interest.java import JavaNotFoundError, require_java
 from interest.layout import Layout, SessionizePaths
-from interest.spark import JavaNotFoundError, require_java
 
 from conftest import ROOT
 
