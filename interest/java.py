@@ -6,7 +6,7 @@ The class archive (Java's application class-data sharing): a local job's JVM loa
 some ten thousand Spark classes before its first task runs, about 2.5 s of every local job's start
 (BENCHMARKS.md, "Spark's start: the class archive"). Java 17 can dump the classes
 a run loaded into an archive and map it into later JVMs. ``python -m interest.java`` builds the
-archive once (``make`` does it when it installs); ``spark.get_spark`` uses it for the local runs
+archive once (``make demo`` and ``make test`` run it first); ``spark.get_spark`` uses it for the local runs
 it launches (a JVM started by ``spark-submit`` is already running). Nothing depends on it: Java
 ignores an archive that does not match its build or class path (``-Xshare:auto``), and the run
 starts as it would have without one.
