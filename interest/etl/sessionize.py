@@ -105,9 +105,9 @@ def read_canonical(spark: SparkSession, cfg: Config, layout: Layout) -> RawWindo
     frames = []
     for group in groups:  # more than one group: the schema drifted between days
         try:
-            frames.append(
-                ingest.to_canonical(ingest.with_ingest_order(reader.parquet(*group)), cfg.ingest, first_stage)
-            )
+            with ingest.partition_values_as_text(spark):
+                files_read = reader.parquet(*group)
+            frames.append(ingest.to_canonical(ingest.with_ingest_order(files_read), cfg.ingest, first_stage))
         except ingest.IngestError as exc:  # e.g. a column renamed on some days: say which files
             if len(groups) == 1:
                 raise

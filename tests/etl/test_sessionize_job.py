@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyspark.sql import types as T
 
 from interest.etl.ingest import IngestError
-from interest.etl.sessionize import SessionizeError, Window, format_summary, run_sessionize
+from interest.etl.sessionize import SessionizeError, Window, format_summary, read_window, run_sessionize
+from interest.layout import Layout
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate
 
@@ -140,6 +142,19 @@ def test_lookback_window_limits_the_days_read(spark, tmp_path):
     assert summary.window == Window("2026-11-25", DATE)
     last_two = pq.read_table(cfg.paths.raw_events, filters=[("dt", ">=", "2026-11-25")])
     assert summary.rows_in == last_two.num_rows < planted.events
+
+
+def test_the_window_is_read_with_its_dates_as_the_folders_text(spark, tmp_path):
+    """``dt`` comes off the folder names as text (not inferred as a date and formatted back on
+    every row), and the session's own setting is as it was afterwards."""
+    cfg, _ = generated(tmp_path, "parquet", "sessionize.lookback_days=2")
+    key = "spark.sql.sources.partitionColumnTypeInference.enabled"
+    before = spark.conf.get(key)
+    window = read_window(spark, cfg, Layout.of(cfg, DATE))
+    assert window.rows.schema["dt"].dataType == T.StringType()
+    assert sorted(r["dt"] for r in window.rows.select("dt").distinct().collect()) == ["2026-11-25", DATE]
+    assert spark.conf.get(key) == before
+    assert spark.read.parquet(cfg.paths.raw_events).schema["dt"].dataType == T.DateType()  # Spark's own way
 
 
 def test_missing_path_and_empty_window_are_clear_errors(spark, tmp_path, fault_matrix):
