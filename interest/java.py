@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,15 @@ from interest.errors import UserError
 
 CACHE_ENV = "INTEREST_JVM_CACHE"
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # Java's notes on skipped classes are not the user's business
+# JVM options that hook class loading or choose class sharing themselves: with Java Flight
+# Recorder on, Java 17 crashes at start-up mapping a dumped archive (SIGSEGV in
+# check_shared_class_file_load_hook, seen with -XX:StartFlightRecording); an agent hooks the same
+# path; a user's own archive (or one being dumped) is theirs. With any of them the JVM starts
+# without ours (-Xshare:on/off still apply to it: tests/test_java.py maps it strictly).
+HOOKS = re.compile(
+    r"-XX:StartFlightRecording|-XX:\+FlightRecorder|-XX:FlightRecorderOptions|-javaagent:|-agentlib:|-agentpath:"
+    r"|-XX:SharedArchiveFile|-XX:ArchiveClassesAtExit"
+)
 
 
 class JavaNotFoundError(UserError, RuntimeError):
@@ -89,10 +99,14 @@ def java_version(java: str) -> str | None:
         return None
 
 
-def driver_options(java: str) -> str:
-    """JVM options that map the archive, or "" when there is none (yet)."""
+def driver_options(java: str, given: str = "") -> str:
+    """JVM options that map the archive, or "" when there is none (yet) or when the options
+    ``given`` to the JVM (and Java's own environment variables) hook class loading (``HOOKS``)."""
     path = archive_path(java)
     if path is None or not path.is_file():
+        return ""
+    java_env = [os.environ.get(name, "") for name in ("JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS")]
+    if HOOKS.search(" ".join([given, *java_env])):
         return ""
     return f"-XX:SharedArchiveFile={path} {QUIET}"
 

@@ -78,7 +78,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     storage.configure_from(cfg)
     archive = ""  # a JVM launched here (not by spark-submit) can map the class archive
     if not launched_by_spark_submit():
-        archive = driver_options(require_java())
+        archive = driver_options(require_java(), str(cfg.spark.conf.get("spark.driver.extraJavaOptions", "")))
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = cfg.paths.warehouse
