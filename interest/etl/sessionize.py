@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest import io, logs, storage
@@ -175,15 +175,13 @@ def _quarantine(cleaned: DataFrame) -> DataFrame:
     return validate.rejects_view(cleaned.where(F.col("reject_reason") != OUTSIDE))
 
 
-def _length_histogram(seqs: DataFrame) -> dict[str, int]:
+def _length_buckets() -> dict[str, Column]:
+    """The histogram's buckets of steps per user (``1``, ``2``, ``3-4``, ... ``500+``): label ->
+    condition on ``n_steps``."""
     edges = LENGTH_BUCKETS
-    labels = [f"{a}-{b - 1}" if b - 1 > a else f"{a}" for a, b in zip(edges, edges[1:])]
-    labels.append(f"{edges[-1]}+")
-    bucket = F.lit(labels[-1])
-    for (a, b), label in reversed(list(zip(zip(edges, edges[1:]), labels))):
-        bucket = F.when((F.col("n_steps") >= a) & (F.col("n_steps") < b), F.lit(label)).otherwise(bucket)
-    rows = {r["b"]: r["count"] for r in seqs.groupBy(bucket.alias("b")).count().collect()}
-    return {label: int(rows.get(label, 0)) for label in labels}
+    steps = F.col("n_steps")
+    buckets = {f"{a}-{b - 1}" if b - 1 > a else f"{a}": (steps >= a) & (steps < b) for a, b in zip(edges, edges[1:])}
+    return {**buckets, f"{edges[-1]}+": steps >= edges[-1]}
 
 
 @dataclass(frozen=True)
@@ -385,7 +383,9 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
 
 
 def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
-    """Per-user counts and length quantiles of the inference rows, and the vocabulary's reach."""
+    """Per-user counts, length quantiles and histogram of the inference rows, and the vocabulary's
+    reach: two small jobs (each of their own was a job with its own start-up)."""
+    buckets = _length_buckets()
     stats = built.seqs.agg(
         F.count(F.lit(1)).alias("users"),
         F.sum("n_steps").alias("steps"),
@@ -395,23 +395,26 @@ def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
         F.expr("percentile(n_steps, array(0.5, 0.9, 0.99))").alias("q"),
         F.min("n_steps").alias("min"),
         F.max("n_steps").alias("max"),
+        *[F.count(F.when(inside, 1)).alias(f"bucket{i}") for i, inside in enumerate(buckets.values())],
     ).collect()[0]
-    known = F.broadcast(built.items.select("item_id", F.lit(True).alias("known")))
-    item_stats = (
-        built.counts.join(known, "item_id", "left")
+    # items seen (counted), steps on items outside the vocabulary, and the top index (of an item
+    # counted or kept from a previous vocabulary)
+    reach = (
+        built.counts.select("item_id", "steps")
+        .join(built.items.select("item_id", "item_idx"), "item_id", "full")
         .agg(
-            F.count(F.lit(1)).alias("seen"),
-            F.sum(F.when(F.col("known").isNull(), F.col("steps")).otherwise(0)).alias("unknown"),
+            F.count("steps").alias("seen"),
+            F.sum(F.when(F.col("item_idx").isNull(), F.col("steps")).otherwise(0)).alias("unknown"),
+            F.max("item_idx").alias("top_idx"),
         )
         .collect()[0]
     )
-    top_idx = built.items.agg(F.max("item_idx")).collect()[0][0] or vocab.FIRST_ITEM - 1
     return {
-        **stats.asDict(),
-        "seen": item_stats["seen"],
-        "unknown": item_stats["unknown"],
-        "top_idx": top_idx,
-        "histogram": _length_histogram(built.seqs),
+        **{k: v for k, v in stats.asDict().items() if not k.startswith("bucket")},
+        "seen": reach["seen"],
+        "unknown": reach["unknown"],
+        "top_idx": reach["top_idx"] if reach["top_idx"] is not None else vocab.FIRST_ITEM - 1,
+        "histogram": {label: int(stats[f"bucket{i}"]) for i, label in enumerate(buckets)},
     }
 
 
