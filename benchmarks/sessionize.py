@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -76,6 +77,7 @@ def main() -> None:
         duck = ["–", "–", "–", "–", "–"]
         if not args.no_duckdb:
             log = root.with_suffix(".duckdb.log")
+            shutil.rmtree(root / "duckdb", ignore_errors=True)  # DuckDB will not write into a full folder
             d_wall, d_peak, code = run_measured(
                 [
                     sys.executable,
