@@ -76,7 +76,7 @@ def partition_values_as_text(spark: SparkSession) -> Iterator[None]:
     into text on every row (0.7 of the 4.6 s that reading and validating 10M rows took). A frame keeps the
     partition types it was created with, so the setting matters only while it is read."""
     key = "spark.sql.sources.partitionColumnTypeInference.enabled"
-    before = spark.conf.get(key)
+    before = spark.conf.get(key) or "true"  # Spark's default
     spark.conf.set(key, "false")
     try:
         yield
