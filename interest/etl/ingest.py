@@ -73,8 +73,8 @@ def partition_values_as_text(spark: SparkSession) -> Iterator[None]:
     """Frames read inside take partition values (``dt=2026-11-26``) as the folder's text.
 
     The canonical rows carry ``dt`` as text anyway: inferred as a date, it was formatted back
-    into text on every row (0.7 of the 4.6 s that reading and validating 10M rows took). A frame keeps the
-    partition types it was created with, so the setting matters only while it is read."""
+    into text on every row (0.7 of the 4.6 s that reading and validating 10M rows took). A frame
+    keeps the partition types it was created with, so the setting matters only while it is made."""
     key = "spark.sql.sources.partitionColumnTypeInference.enabled"
     before = spark.conf.get(key) or "true"  # Spark's default
     spark.conf.set(key, "false")

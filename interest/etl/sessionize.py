@@ -384,7 +384,7 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
 
 def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
     """Per-user counts, length quantiles and histogram of the inference rows, and the vocabulary's
-    reach: two small jobs (each of their own was a job with its own start-up)."""
+    reach, in two small jobs (there were six, each paying a job's start-up)."""
     buckets = _length_buckets()
     stats = built.seqs.agg(
         F.count(F.lit(1)).alias("users"),
