@@ -114,7 +114,11 @@ OPTIONAL_COLUMNS = ("event_type", "category")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    format: Literal["parquet", "csv", "json", "movielens"] = "parquet"  # how the raw source is read
+    # How the raw source is read. sequence_lines: text files of item ids in each user's order,
+    # without times, one user per line ("user item item ...") or one pair per line ("user item");
+    # event k of a user gets the synthetic time of day k after 1970-01-01, so every event is its
+    # own step and session (public sequential datasets: Amazon Beauty as published with S3-Rec)
+    format: Literal["parquet", "csv", "json", "movielens", "sequence_lines"] = "parquet"
     path: str | None = None  # None: {paths.root}/raw/events
     # The source column of each canonical field (user_id, item_id, ts; event_type and category may
     # be null: not in the source). Fields not given keep their own name.
@@ -133,6 +137,11 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         """Check the column mapping's fields; those not given keep their own name."""
+        if self.format == "sequence_lines" and self.ts_format not in ("auto", "epoch_s"):
+            raise ConfigError(
+                f"ingest.ts_format {self.ts_format!r} does not apply to ingest.format sequence_lines: "
+                "its times are synthetic (event k of a user on day k); leave ts_format at auto"
+            )
         known = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
         for name, column in self.columns.items():
             if name not in known:
@@ -277,6 +286,9 @@ VALID_SEED = 0
 class EvalConfig:
     k: int = 10  # cut-off of HR@k and NDCG@k
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # test negatives, one draw each
+    # users that validation and the test are computed on: a fixed sample by train.seed of at most
+    # this many; 0: every user (what published figures on a public dataset are computed on)
+    users: int = 20000
 
     @property
     def sampled_negatives(self) -> int:

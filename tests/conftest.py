@@ -6,12 +6,14 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from interest.config import Config, GeneratorConfig, load_config, load_generator_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = Path(os.environ.get("ML100K_DIR", ROOT.parent / "shared" / "data" / "ml-100k"))
+BEAUTY = Path(os.environ.get("BEAUTY_PATH", ROOT.parent / "shared" / "data" / "amazon-beauty" / "Beauty.txt"))
 
 
 def make_config(root: Path, *overrides: str) -> Config:
@@ -143,7 +145,7 @@ def top_weighted_items(items, weights, k: int) -> list[tuple[int, float]]:
     embed job's batch rule (``top_weighted_batch``). items, weights: [L]."""
     import numpy as np
 
-    from interest.serving.inference import top_weighted_batch
+    from interest.scoring.topn import top_weighted_batch
 
     item, weight, _ = top_weighted_batch(np.asarray(items)[None], np.asarray(weights)[None], k)
     return list(zip(item.tolist(), weight.tolist()))
@@ -174,6 +176,16 @@ def ml100k() -> Path:
             "redistributed, so it is not part of the repository"
         )
     return ML100K
+
+
+@pytest.fixture(scope="session")
+def beauty() -> Path:
+    if not BEAUTY.is_file():
+        pytest.skip(
+            f"Amazon Beauty not found at {BEAUTY} (set BEAUTY_PATH); it cannot be "
+            "redistributed, so it is not part of the repository"
+        )
+    return BEAUTY
 
 
 def python() -> str:
@@ -241,3 +253,18 @@ def pytest_terminal_summary(terminalreporter) -> None:
             f"fault matrix: {len(faults)} faults injected into {runs} runs; "
             f"{rows:,} rows checked after them against a clean run or the planted truth"
         )
+
+
+def rows_of(windows: list[list[int]], n_steps: list[int], users: list[str]) -> dict[str, np.ndarray]:
+    items = np.array(windows, dtype=np.int32)
+    hist = np.empty(len(items), dtype=object)
+    hist[:] = [np.unique(w[w > 0]) for w in items]
+    return {
+        "user_id": np.array(users, dtype=object),
+        "item_idx": items,
+        "event_type_idx": (items > 0).astype(np.int32),
+        "time_gap_bucket": (items > 0).astype(np.int32),
+        "session_idx": (items > 0).astype(np.int32),
+        "n_steps": np.array(n_steps),
+        "history_idx": hist,
+    }

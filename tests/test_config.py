@@ -13,7 +13,7 @@ from interest.layout import Layout, SessionizePaths
 from conftest import ROOT
 
 
-@pytest.mark.parametrize("profile", ["local.yaml", "cluster.yaml", "ml100k.yaml"])
+@pytest.mark.parametrize("profile", ["local.yaml", "cluster.yaml", "ml100k.yaml", "beauty.yaml"])
 def test_profiles_load(profile):
     cfg = load_config(ROOT / "conf" / profile)
     assert cfg.sessionize.max_len >= 4 and cfg.model.dim % cfg.model.heads == 0

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from interest.config import Config
     from interest.layout import Layout
 
-# Validation and evaluation read at most this many users (a fixed sample by train.seed)
-EVAL_USERS = 20000
-
 
 def to_url(path: str) -> str:
     """Petastorm wants URLs: a local path becomes file:///abs/path."""
@@ -240,5 +237,5 @@ def training_data(cfg: Config, layout: Layout) -> TrainData:
     vocab = read_vocab(paths.vocab)
     vocab_size = int(vocab["item_idx"].max()) + 1 if len(vocab) else 2
     spec = SequenceSpec.from_config(cfg, vocab_size)
-    eval_rows = load_rows(paths.train, limit=EVAL_USERS, seed=cfg.train.seed)
+    eval_rows = load_rows(paths.train, limit=cfg.eval.users or None, seed=cfg.train.seed)
     return TrainData(paths.train, rows, spec, item_counts_from_vocab(vocab, vocab_size), eval_rows, vocab)

@@ -1,4 +1,5 @@
-"""Reading raw click logs (Parquet, CSV, JSON lines, MovieLens ``u.data``) into one canonical shape.
+"""Reading raw click logs (Parquet, CSV, JSON lines, MovieLens ``u.data``, item sequences as text
+lines) into one canonical shape.
 
 Canonical raw events: ``user_id``, ``item_id``, ``event_type``, ``ts_raw`` (the text as logged),
 ``category``, ``dt`` (the source partition, when there is one), ``_corrupt_record`` (the line,
@@ -28,6 +29,9 @@ CANONICAL = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", "_c
 CORRUPT = "_corrupt_record"
 INGEST_ORDER = "ingest_order"
 MOVIELENS_COLUMNS = ["user_id", "item_id", "rating", "ts"]
+# sequence_lines: event k of a user (from 0) happens at day k after the epoch: one step and one
+# session each under any session gap below a day
+SYNTHETIC_STEP_S = 86400
 
 
 class IngestError(UserError, ValueError):
@@ -61,6 +65,8 @@ def read_source(spark: SparkSession, cfg: IngestConfig, path: str) -> DataFrame:
                 .schema(_string_schema(MOVIELENS_COLUMNS))
                 .csv(path)
             )
+        if cfg.format == "sequence_lines":
+            return reader.text(path)  # one column, "value": the line
     except Exception as exc:  # Spark raises AnalysisException for a missing path
         if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
             raise IngestError(f"raw events path does not exist: {path}") from None
@@ -111,6 +117,8 @@ def _mapped_columns(cfg: IngestConfig) -> list[str | None]:
 def to_canonical(df: DataFrame, cfg: IngestConfig, event_type_default: str) -> DataFrame:
     """Source columns -> canonical string columns, by the configured column mapping; a source
     without an event type column gets ``event_type_default`` (the funnel's first stage)."""
+    if cfg.format == "sequence_lines":
+        return sequence_lines_to_canonical(df, event_type_default)
     cols = dict(cfg.columns)
     if cfg.format == "movielens":
         cols = {**{name: name for name in REQUIRED_COLUMNS}, "event_type": None, "category": None}
@@ -146,6 +154,41 @@ def to_canonical(df: DataFrame, cfg: IngestConfig, event_type_default: str) -> D
         (F.col("dt").cast("string") if "dt" in df.columns else F.lit(None).cast("string")).alias("dt"),
         (F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")).alias(CORRUPT),
         F.col(INGEST_ORDER) if INGEST_ORDER in df.columns else no_ingest_order().alias(INGEST_ORDER),
+    )
+
+
+def sequence_lines_to_canonical(lines: DataFrame, event_type: str) -> DataFrame:
+    """Text lines of item ids in order -> canonical rows, one per item, with synthetic times.
+
+    A line is ``user item item ...`` (one user per line) or ``user item`` (one pair per line); a
+    user's events are numbered in the order the lines and the items within them come in the files
+    (``ingest_order``, then the position in the line), never by id, and event k gets the epoch
+    second ``k * SYNTHETIC_STEP_S`` as its raw time. A line with a user and no item is kept whole
+    as a malformed line; blank lines carry nothing and are skipped, as Spark's CSV reader does.
+    """
+    from pyspark.sql import Window
+
+    text = F.trim(F.col("value"))
+    tokens = F.split(text, r"\s+")  # [user, item, item, ...]
+    bad = F.size(tokens) < 2
+    items = F.slice(tokens, 2, F.greatest(F.size(tokens) - 1, F.lit(0)))
+    exploded = lines.where(text != "").select(
+        tokens[0].alias("user_id"),
+        F.when(bad, F.col("value")).alias(CORRUPT),
+        INGEST_ORDER,
+        F.posexplode_outer(items).alias("pos", "item_id"),  # a malformed line: one row, no item
+    )
+    order = Window.partitionBy("user_id", F.col(CORRUPT).isNull()).orderBy(INGEST_ORDER, "pos")
+    step = F.row_number().over(order) - 1
+    return exploded.select(
+        "user_id",
+        "item_id",
+        F.lit(event_type).alias("event_type"),
+        F.when(F.col(CORRUPT).isNull(), (step * SYNTHETIC_STEP_S).cast("string")).alias("ts_raw"),
+        F.lit(None).cast("string").alias("category"),
+        F.lit(None).cast("string").alias("dt"),
+        CORRUPT,
+        INGEST_ORDER,
     )
 
 

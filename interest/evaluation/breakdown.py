@@ -91,6 +91,13 @@ class Breakdown:
     def scorers(self) -> list[str]:
         return list(self.values)
 
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics of :data:`METRICS` every scorer has on every task (sampled ones are absent
+        where the catalogue is too small for the protocol)."""
+        per_task = [set(v) for tasks in self.values.values() for v in tasks.values()]
+        return [m for m in METRICS if all(m in names for names in per_task)]
+
     def user_values(self, scorer: str, segment: Segment, metric: str) -> np.ndarray:
         """Per user of the segment (ranked targets only), the scorer's mean metric."""
         keep = segment.mask & self.ranked[scorer][segment.task]
@@ -152,7 +159,7 @@ class Breakdown:
                 }
                 for r in self.rows(metric)
             ]
-            for metric in METRICS
+            for metric in self.metrics
         }
 
 

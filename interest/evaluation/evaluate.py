@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 from interest import storage
 from interest.config import VALID_SEED, Config
-from interest.data.files import EVAL_USERS, item_counts_from_vocab, load_rows, read_vocab, training_sequences
+from interest.data.files import item_counts_from_vocab, load_rows, read_vocab, training_sequences
 from interest.errors import UserError
 from interest.evaluation.breakdown import Breakdown, build_breakdown
 from interest.layout import Layout
@@ -72,6 +72,10 @@ class EvalData:
     counts: np.ndarray  # [V] training step counts (popularity)
     train_path: str
     tasks: dict[str, Task]
+    catalogue: int = 0  # item rows the scorers cover: vocab_size, or a later date's (add_temporal)
+
+    def __post_init__(self) -> None:
+        self.catalogue = max(self.catalogue, self.vocab_size)
 
 
 def categories_by_index(vocab: pd.DataFrame, size: int) -> list[frozenset[str]] | None:
@@ -85,7 +89,7 @@ def categories_by_index(vocab: pd.DataFrame, size: int) -> list[frozenset[str]] 
 
 
 def load_eval_data(cfg: Config, layout: Layout, users: int | None = None) -> EvalData:
-    """The layout date's test users (at most ``users``, default ``EVAL_USERS``, a fixed
+    """The layout date's test users (at most ``users``, default ``eval.users``, a fixed
     sample) with the leave-one-out tasks and the cold-start replays."""
     paths, date = layout.sessionized, layout.date
     for name, path in (("sequences", paths.train), ("vocabulary", paths.vocab)):
@@ -93,7 +97,7 @@ def load_eval_data(cfg: Config, layout: Layout, users: int | None = None) -> Eva
             raise EvaluationInputError(f"no {name} for {date} at {path}: run jobs/sessionize.py --date {date} first")
     vocab = read_vocab(paths.vocab)
     size = int(vocab["item_idx"].max()) + 1 if len(vocab) else FIRST_ITEM
-    rows = load_rows(paths.train, limit=users or EVAL_USERS, seed=cfg.train.seed)
+    rows = load_rows(paths.train, limit=users or cfg.eval.users or None, seed=cfg.train.seed)
     earliest = load_rows(paths.train, window="earliest")
     pick = np.searchsorted(earliest["user_id"], rows["user_id"])  # both sorted by user
     earliest = {k: v[pick] for k, v in earliest.items()}
@@ -116,19 +120,22 @@ def add_temporal(layout: Layout, data: EvalData, after: str, week: str | None = 
     """Add the temporal tasks: ``data``'s date (the layout's) is the cut T; the sequences of
     ``after`` (sessionized with T's vocabulary as the base, as the nightly job does) give each
     user's first new item after T, and those of ``week`` (default ``after``) every new item up to it.
-    Items first seen after T get indices past T's vocabulary: the categories and the size grow to
-    cover them."""
-    tasks = dict(data.tasks)
-    before = load_rows(layout.sessionized.infer)
+    Items first seen after T get indices past T's vocabulary: the scorers' catalogue, the
+    categories and the counts grow to cover them, and only the temporal tasks rank them (the
+    leave-one-out tasks keep T's catalogue, so their figures do not depend on ``after``)."""
+    later = {}
     grown = data.vocab
     for name, date in (("temporal_first", after), ("temporal_week", week or after)):
-        later_vocab, later = _later_rows(layout, data, date)
-        tasks[name] = temporal(before, later, first_only=name == "temporal_first")
+        later_vocab, later[name] = _later_rows(layout, data, date)
         if later_vocab["item_idx"].max() > grown["item_idx"].max():
             grown = later_vocab
     size = int(grown["item_idx"].max()) + 1
+    before = load_rows(layout.sessionized.infer)
+    tasks = dict(data.tasks)
+    for name, rows in later.items():
+        tasks[name] = replace(temporal(before, rows, first_only=name == "temporal_first"), catalogue=size)
     cats, counts = categories_by_index(grown, size), np.pad(data.counts, (0, size - len(data.counts)))
-    return EvalData(data.date, data.rows, grown, size, cats, counts, data.train_path, tasks)
+    return replace(data, vocab=grown, catalogue=size, categories=cats, counts=counts, tasks=tasks)
 
 
 def _later_rows(layout: Layout, data: EvalData, date: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -157,7 +164,7 @@ def baselines(data: EvalData, negatives: int, valid_seed: int) -> Mapping[str, S
         ranks = rank_task(scorer, valid, data.vocab_size, negatives, (valid_seed,))
         return float(summarize(ranks, 10)["sampled_hr@10"])
 
-    cooc, _ = fit_on_validation(training_sequences(data.train_path), data.vocab_size, validate)
+    cooc, _ = fit_on_validation(training_sequences(data.train_path), data.catalogue, validate)
     log.info(f"co-occurrence: {cooc.settings} (picked on validation)")
     return {"popularity": [PopularityScorer(data.counts)], "co-occurrence": [cooc]}
 
@@ -173,7 +180,7 @@ def encoder_scorers(models: Mapping[str, Sequence[LoadedModel]], data: EvalData)
     for name, group in models.items():
         for model in group:
             trained = np.asarray(model.encoder.item_table)
-            table = np.concatenate([trained, cold_item_rows(trained, data.vocab, data.vocab_size)])
+            table = np.concatenate([trained, cold_item_rows(trained, data.vocab, data.catalogue)])
             out.setdefault(name, []).append(EncoderScorer(name, model.encoder, table))
             if model.encoder.kind == "memory" and model.encoder.args["memory_slots"] > 1:
                 out.setdefault(name + MULTI_INTEREST, []).append(InterestsScorer(name, model.encoder, table))
@@ -204,6 +211,7 @@ def headline(
             row[key] = {m: float(np.mean([e[m] for e in each])) for m in each[0] if m != "sampled_note"}
             if len(each) > 1:
                 row[key]["training_seeds"] = len(each)
+            if len(each) > 1 and f"sampled_hr@{k}" in each[0]:
                 row[key][f"sampled_hr@{k}_seed_std"] = float(np.std([e[f"sampled_hr@{k}"] for e in each]))
         out.append(row)
     return out
@@ -228,16 +236,16 @@ def new_item_table(
                     trained = np.asarray(model.encoder.item_table)
                     is_new = task.targets >= len(trained)
                     if mode == "cold":
-                        table = np.concatenate([trained, cold_item_rows(trained, data.vocab, data.vocab_size)])
+                        table = np.concatenate([trained, cold_item_rows(trained, data.vocab, data.catalogue)])
                     elif mode == "random":  # the trained vectors' scale, no information
-                        shape = (data.vocab_size - len(trained), trained.shape[1])
+                        shape = (data.catalogue - len(trained), trained.shape[1])
                         rng = np.random.default_rng(seed)
                         table = np.concatenate([trained, rng.normal(0.0, trained[FIRST_ITEM:].std(0), shape)])
                     else:  # new items are no candidates (they score lowest) and no targets
                         table = trained
                     scorer = EncoderScorer(name, model.encoder, table.astype(np.float32))
                     keep = ~is_new if mode == "left out" else np.ones(len(task), bool)
-                    ranks = rank_task(scorer, task.take(keep), data.vocab_size, negatives, tuple(seeds))
+                    ranks = rank_task(scorer, task.take(keep), data.catalogue, negatives, tuple(seeds))
                     v = ranks.values(k, counted=True)
                     hits.append(v["full_hr"])
                     if mode != "left out":
@@ -253,16 +261,17 @@ def new_item_table(
 
 def recommended_lists(scorer: Scorer, data: EvalData, k: int) -> np.ndarray:
     """[N, k] the lists the embed job would publish for the evaluated users: their best real items
-    never interacted with, from the whole stored window."""
+    of the date's vocabulary never interacted with, from the whole stored window."""
     from interest.scoring.topn import top_n_unseen
 
     inputs = {f: data.rows[f] for f in SEQUENCE_FEATURES}
     seen = data.rows.get("history_idx", data.rows["item_idx"])
     if type(scorer) is EncoderScorer:  # the embed job's own code path
-        return top_n_unseen(scorer.users(inputs), np.asarray(scorer.table), seen, k)[0]
+        return top_n_unseen(scorer.users(inputs), np.asarray(scorer.table)[: data.vocab_size], seen, k)[0]
     lists = []
     for start in range(0, len(seen), 512):
-        scores = np.array(scorer.scores({f: v[start : start + 512] for f, v in inputs.items()}), dtype=np.float64)
+        scores = scorer.scores({f: v[start : start + 512] for f, v in inputs.items()})
+        scores = np.array(scores[:, : data.vocab_size], dtype=np.float64)
         for row, hist in zip(scores, seen[start : start + 512]):
             row[np.asarray(hist, dtype=np.int64)] = -np.inf
             row[:FIRST_ITEM] = -np.inf

@@ -1,13 +1,14 @@
 """Are the explanations faithful? Deletion and sufficiency, paired per user, against controls.
 
-An explanation names the history steps the attention weighted most. If the model really relies
-on them, then:
+An explanation names the k history items the attention weighted most, as the embed job publishes
+it (``scoring.topn.top_weighted_batch``: an item's weight summed over its repeats, the unknown item
+never named). If the model really relies on them, then:
 
-- **deletion**: removing those k steps lowers the model's probability of its own top
-  recommendation more than removing k random steps, and more than removing the k most recent
-  steps (recency is the cheap explanation that attention must beat);
-- **sufficiency**: keeping only those k steps keeps more of that probability than keeping k
-  random or the k most recent steps.
+- **deletion**: removing every step of those k items lowers the model's probability of its own top
+  recommendation more than removing k random items, and more than removing the k most recent
+  items (recency is the cheap explanation that attention must beat);
+- **sufficiency**: keeping only those items' steps keeps more of that probability than keeping k
+  random or the k most recent items.
 
 Each comparison is a per-user paired difference with a 95 % bootstrap interval over users
 (``interest.scoring.segments``); the explanation wins where the interval lies above 0. A
@@ -27,6 +28,7 @@ import numpy as np
 
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.scoring.segments import paired_difference
+from interest.scoring.topn import top_weighted_batch
 
 RULES = ("attention", "random", "recent", "shuffled")
 CONTROLS = ("random", "recent")
@@ -45,24 +47,36 @@ def compact(inputs: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
     return out
 
 
-def top_positions(weights: np.ndarray, real: np.ndarray, k: int) -> np.ndarray:
-    """[N, L] bool: each row's k real positions with the largest weight (ties: the later step)."""
-    w = np.where(real, weights, -np.inf)[:, ::-1]
-    order = np.argsort(-w, axis=1, kind="stable")[:, :k]  # reversed: ties go to the later step
-    picked = np.zeros_like(real)
-    np.put_along_axis(picked, real.shape[1] - 1 - order, True, axis=1)
-    return picked & real
+def explained_positions(items: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """[N, L] bool: every step of the k items the published explanation names for ``weights``
+    (items, weights [N, L])."""
+    picked, _, offsets = top_weighted_batch(items, weights, k)
+    width = int(items.max(initial=0)) + 1
+    rows = np.repeat(np.arange(len(items), dtype=np.int64), np.diff(offsets))
+    keys = np.arange(len(items), dtype=np.int64)[:, None] * width + items  # (row, item) per step
+    return np.isin(keys, rows * width + picked) & (items >= FIRST_ITEM)
 
 
-def recent_positions(real: np.ndarray, k: int) -> np.ndarray:
-    """[N, L] bool: each row's k latest real steps."""
-    from_end = np.cumsum(real[:, ::-1], axis=1)[:, ::-1]  # 1 at the latest real step
-    return real & (from_end <= k)
+def last_steps(items: np.ndarray) -> np.ndarray:
+    """[N, L] bool: the latest step of each distinct real item in a row."""
+    width = int(items.max(initial=0)) + 1
+    keys = (np.arange(len(items), dtype=np.int64)[:, None] * width + items)[:, ::-1].ravel()
+    _, first = np.unique(keys, return_index=True)  # in the reversed rows: each item's latest step
+    out = np.zeros(keys.shape, bool)
+    out[first] = True
+    return out.reshape(items.shape)[:, ::-1] & (items >= FIRST_ITEM)
 
 
-def random_positions(real: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """[N, L] bool: k real steps per row, uniformly at random."""
-    return top_positions(rng.random(real.shape), real, k)
+def recent_positions(items: np.ndarray, k: int) -> np.ndarray:
+    """[N, L] bool: every step of each row's k most recently seen real items."""
+    order = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.float64), items.shape)
+    return explained_positions(items, np.where(last_steps(items), order, 0.0), k)
+
+
+def random_positions(items: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """[N, L] bool: every step of k real items per row, drawn uniformly among its distinct items."""
+    draw = rng.random(items.shape) + 1.0  # > 0: an item's one weight, at its latest step
+    return explained_positions(items, np.where(last_steps(items), draw, 0.0), k)
 
 
 def shuffled_weights(weights: np.ndarray, real: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -130,7 +144,7 @@ def measure(
     seed: int = 0,
 ) -> Faithfulness:
     """Deletion and sufficiency for every rule of :data:`RULES`, on the histories ``inputs``
-    ({feature: [N, L]}, read as is) of users with more than ``max(ks)`` steps.
+    ({feature: [N, L]}, read as is) of users with more than ``max(ks)`` distinct known items.
 
     The top recommendation is the best-scoring real item the user never interacted with
     (``seen``: per user, as the embed job excludes them). ``random`` and ``shuffled`` are averaged
@@ -139,9 +153,10 @@ def measure(
     from interest.scoring.topn import top_n_unseen
 
     real = inputs["item_idx"] > 0  # [N, L]
-    ok = real.sum(1) > max(ks)
+    ok = last_steps(inputs["item_idx"]).sum(1) > max(ks)
     inputs = {f: v[ok] for f, v in inputs.items()}
     real, users = real[ok], np.asarray(users)[ok]
+    items = inputs["item_idx"]
     seen = [h for h, keep in zip(seen, ok) if keep]
     out = encoder.infer(inputs)
     table = np.asarray(encoder.item_table)
@@ -152,10 +167,12 @@ def measure(
     rng = np.random.default_rng(seed)
     for k in ks:
         picks: dict[str, list[np.ndarray]] = {
-            "attention": [top_positions(weights, real, k)],
-            "recent": [recent_positions(real, k)],
-            "random": [random_positions(real, k, rng) for _ in range(random_draws)],
-            "shuffled": [top_positions(shuffled_weights(weights, real, rng), real, k) for _ in range(random_draws)],
+            "attention": [explained_positions(items, weights, k)],
+            "recent": [recent_positions(items, k)],
+            "random": [random_positions(items, k, rng) for _ in range(random_draws)],
+            "shuffled": [
+                explained_positions(items, shuffled_weights(weights, real, rng), k) for _ in range(random_draws)
+            ],
         }
         for rule, masks in picks.items():
             removed = [result.base - _probability_of(encoder, compact(inputs, ~m), top) for m in masks]

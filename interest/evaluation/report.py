@@ -209,6 +209,8 @@ def write_report(
     ]
     if breakdown is not None:
         for metric, title in (("sampled_hr", f"HR@{k} (100 neg)"), ("full_hr", f"HR@{k} (full ranking)")):
+            if metric not in breakdown.metrics:
+                continue
             name = f"segments_{metric}"
             figures[name] = plot_segments(breakdown, metric, f"{title} per segment", out_dir / f"{name}.png")
             lines += [

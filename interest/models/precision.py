@@ -2,9 +2,12 @@
 
 Without native bfloat16 (an AVX2-only CPU, common in cloud fleets and laptops) TensorFlow
 emulates it: on a 2-core AVX2-only AMD EPYC a ``mixed_bfloat16`` epoch of ``conf/ml100k.yaml`` took
-22 s, about 6x a float32 one. With it (AVX512_BF16 or AMX on the CPU, a GPU of compute capability 8.0 or
-later) bfloat16 compute is a few per cent to several times faster at the same quality. ``auto``
-(the default) picks by what this machine has, so no profile is tuned to one CPU.
+22 s, about 6x a float32 one. Native bfloat16 (AVX512_BF16 or AMX on the CPU, a GPU of compute
+capability 8.0 or later) is no sure gain for models as small as ours: 4-10 % faster per epoch on
+an AVX-512 BF16 EPYC, but 6-22 % slower on an AMX Xeon (BENCHMARKS.md, "Batches by length").
+``auto`` (the default) uses it only where the hardware computes it natively, so no profile is
+tuned to one CPU and none falls into emulation; a profile that must be fast on one machine pins
+what that machine measured (``conf/ml100k.yaml`` pins float32).
 """
 
 from __future__ import annotations

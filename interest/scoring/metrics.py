@@ -58,7 +58,8 @@ def _check_targets(targets: np.ndarray) -> None:
 
 def sample_negatives(histories, targets: np.ndarray, vocab_size: int, n: int, seed: int) -> np.ndarray:
     """[N, n] distinct items the user never interacted with (nor the target), uniform over real
-    items without replacement.
+    items without replacement. A user with fewer than ``n`` such items gets all of them, the row
+    padded with -1 (no candidate): one such user leaves the protocol as it is for everyone else.
 
     ``histories``: per user, the items to avoid ([N, L] padded windows or a list of arrays).
     """
@@ -68,7 +69,9 @@ def sample_negatives(histories, targets: np.ndarray, vocab_size: int, n: int, se
         hist = np.asarray(hist)
         seen = set(hist[hist >= FIRST_ITEM].tolist()) | {int(target)}
         if vocab_size - FIRST_ITEM - len(seen) < n:
-            raise ValueError(f"too few unseen items to sample {n} negatives for a user")
+            unseen = rng.permutation(np.setdiff1d(np.arange(FIRST_ITEM, vocab_size), list(seen)))
+            out[i] = np.pad(unseen, (0, n - len(unseen)), constant_values=-1)
+            continue
         picked: dict[int, None] = {}  # insertion-ordered set: deterministic for a seed
         while len(picked) < n:
             for x in rng.integers(FIRST_ITEM, vocab_size, size=2 * n).tolist():
@@ -81,11 +84,12 @@ def sample_negatives(histories, targets: np.ndarray, vocab_size: int, n: int, se
 
 
 def rank_sampled(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-    """scores [N, V], targets [N], negatives [N, n] -> rank of the target among n + 1 [N]."""
+    """scores [N, V], targets [N], negatives [N, n] (-1: no candidate) -> rank of the target among
+    its negatives and itself [N]."""
     rows = np.arange(len(targets))[:, None]
     t = scores[rows[:, 0], targets][:, None]
-    neg = scores[rows, negatives]
-    return (neg > t).sum(1) + (neg == t).sum(1)
+    neg = scores[rows, np.maximum(negatives, 0)]
+    return ((neg >= t) & (negatives >= 0)).sum(1)
 
 
 def metric_values(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -129,7 +133,7 @@ class TargetRanks:
     sampled: np.ndarray  # [S, N] rank among the target and the negatives of each seed
     ranked: np.ndarray  # [N] bool: the target is a real item
     seeds: tuple[int, ...]
-    note: str | None = None  # why sampled ranks are missing (a catalogue too small for the protocol)
+    note: str | None = None  # why sampled ranks are missing or fewer (a catalogue too small for the protocol)
 
     def values(self, k: int, counted: bool = False) -> dict[str, np.ndarray]:
         """Per-target metrics {"full_hr", "full_ndcg", "full_mrr", "sampled_hr", ...}: over the
@@ -164,10 +168,12 @@ def rank_targets(
     keep = targets >= FIRST_ITEM  # [N]
     kept_histories = [h for h, ok in zip(histories, keep) if ok]
     note: str | None = None
-    try:
-        negs = {s: sample_negatives(kept_histories, targets[keep], vocab_size, negatives, s) for s in seeds}
-    except ValueError as exc:  # a catalogue too small for the protocol: full ranking only
-        seeds, negs, note = (), {}, str(exc)
+    negs = {s: sample_negatives(kept_histories, targets[keep], vocab_size, negatives, s) for s in seeds}
+    short = int((negs[seeds[0]] < 0).any(1).sum()) if seeds else 0
+    if seeds and short == len(kept_histories):  # a catalogue too small for the protocol: full ranking only
+        seeds, negs, note = (), {}, f"sampled metrics omitted: too few unseen items to sample {negatives} negatives"
+    elif short:
+        note = f"{short} user(s) with fewer than {negatives} unseen items ranked among all of theirs"
     full = np.full(len(targets), -1, np.int64)
     sampled = np.full((len(seeds), len(targets)), -1, np.int64)
     done = 0  # kept users ranked so far: their offset into the negatives
@@ -185,13 +191,21 @@ def rank_targets(
     return TargetRanks(full, sampled, keep, tuple(seeds), note)
 
 
+# Full-ranking cut-offs reported beside ``k``: published figures give HR and NDCG at 10 and 20
+ALSO_AT = (20,)
+
+
 def summarize(ranks: TargetRanks, k: int = 10, counted: bool = False) -> dict[str, Any]:
-    """The averages of :class:`TargetRanks`: full-ranking metrics, sampled metrics (mean and std
-    over the negative seeds), ``users`` ranked and ``excluded_targets``."""
+    """The averages of :class:`TargetRanks`: full-ranking metrics (at ``k`` and at ``ALSO_AT``),
+    sampled metrics (mean and std over the negative seeds), ``users`` ranked and
+    ``excluded_targets``. ``counted``: over every target, the unknown ones as misses."""
     if not ranks.ranked.any():
         raise ValueError(f"no target is a real item ({len(ranks.ranked)} users, all unknown): nothing to rank")
     keep = slice(None) if counted else ranks.ranked
     out: dict[str, Any] = dict(Ranking.from_ranks(ranks.full[keep], k).as_dict(k, "full_"))
+    for cut in (c for c in ALSO_AT if c != k):
+        at = Ranking.from_ranks(ranks.full[keep], cut)
+        out.update({f"full_hr@{cut}": at.hr, f"full_ndcg@{cut}": at.ndcg})
     if ranks.seeds:
         per_seed = [Ranking.from_ranks(r[keep], k) for r in ranks.sampled]
         out.update(
@@ -204,7 +218,7 @@ def summarize(ranks: TargetRanks, k: int = 10, counted: bool = False) -> dict[st
             }
         )
     if ranks.note:
-        out["sampled_note"] = f"sampled metrics omitted: {ranks.note}"
+        out["sampled_note"] = ranks.note
     out["users"] = int(ranks.ranked.sum())
     out["excluded_targets"] = int((~ranks.ranked).sum())
     return out

@@ -21,6 +21,16 @@ def evaluate_with(
     return summarize(rank_task(scorer, leave_one_out(rows, split), vocab_size, negatives, tuple(seeds)), k)
 
 
+def test_metrics(
+    scorer: Scorer, rows: dict[str, np.ndarray], vocab_size: int, k: int, negatives: int, seeds
+) -> dict[str, dict[str, Any]]:
+    """The test targets of ``rows`` ranked once, summarised two ways: ``test`` leaves the targets
+    the vocabulary does not know out, ``test_counted`` counts them as misses (the field's form:
+    the item exists, the model never learned it)."""
+    ranks = rank_task(scorer, leave_one_out(rows, "test"), vocab_size, negatives, tuple(seeds))
+    return {"test": summarize(ranks, k), "test_counted": summarize(ranks, k, counted=True)}
+
+
 def evaluate_split(
     encoder: Encoder,
     rows: dict[str, np.ndarray],

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from interest.schema import SEQUENCE_FEATURES, SHIFT, TARGET_POS, UNKNOWN
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, SHIFT, TARGET_POS, UNKNOWN
 from interest.scoring.metrics import TargetRanks, rank_targets
 
 
@@ -38,6 +38,9 @@ class Task:
     seen: np.ndarray  # [N] object: per target, the item indices the user ever interacted with
     user: np.ndarray  # [N] user id; a user may have several targets
     history_len: np.ndarray  # [N] steps the user had before the target
+    # item rows ranked (indices below it): a later date's vocabulary for the temporal tasks, whose
+    # targets may be newer items; None: the vocabulary the caller ranks with
+    catalogue: int | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -92,7 +95,8 @@ def cold_replay(test: Task, earliest: dict[str, np.ndarray], steps: int) -> Task
     ``earliest``: per user of ``test`` (same order), the stored window that holds their first step
     (``files.earliest_windows``); users whose first steps were not stored (or with fewer than
     ``steps`` steps before the target) are left out. Features keep their stored values: the first
-    step's time gap is already "first step".
+    step's time gap is already "first step". What the user has seen is the prefix alone: items they
+    reached only later are candidates and negatives, as they would be for a real new user.
     """
     items = earliest["item_idx"]
     width = items.shape[1]
@@ -105,7 +109,9 @@ def cold_replay(test: Task, earliest: dict[str, np.ndarray], steps: int) -> Task
         cols = np.minimum(cols, width - 1)
         out[:, width - steps :] = np.take_along_axis(earliest[f], cols, axis=1)
         inputs[f] = out
-    cut = replace(test, name=f"cold_{steps}", inputs=inputs, history_len=np.full(len(test), steps))
+    prefix = inputs["item_idx"]  # [N, L]
+    seen = _ragged([row[row >= FIRST_ITEM] for row in prefix])
+    cut = replace(test, name=f"cold_{steps}", inputs=inputs, seen=seen, history_len=np.full(len(test), steps))
     return cut.take(ok)
 
 
@@ -217,7 +223,10 @@ class PopularityScorer:
 def rank_task(
     scorer: Scorer, task: Task, vocab_size: int, negatives: int = 100, seeds: tuple[int, ...] = (), batch: int = 1024
 ) -> TargetRanks:
-    """Every target of ``task`` ranked under ``scorer`` (the shared protocol of ``metrics``)."""
+    """Every target of ``task`` ranked under ``scorer`` (the shared protocol of ``metrics``), among
+    the items below ``task.catalogue`` (default ``vocab_size``): a scorer that knows more items
+    (vectors for a later vocabulary) ranks the same catalogue as one that does not."""
+    vocab_size = task.catalogue or vocab_size
 
     def score_fn(start: int, stop: int) -> np.ndarray:
         s = scorer.scores({f: v[start:stop] for f, v in task.inputs.items()})

@@ -1,7 +1,8 @@
-"""The recommendation rule, in one place: the n best-scoring real items a user never interacted
-with. The embed job publishes these lists; evaluation ranks targets among the same candidates
-(``interest.scoring.metrics``) and reads the same lists for beyond-accuracy figures and for the
-explanation tests' "top recommendation".
+"""The recommendation and explanation rules, in one place: the n best-scoring real items a user
+never interacted with, and the k history items the attention weighted most. The embed job
+publishes both; evaluation ranks targets among the same candidates (``interest.scoring.metrics``),
+reads the same lists for beyond-accuracy figures, and deletes the same explanation items in the
+faithfulness test (``interest.evaluation.faithfulness``).
 """
 
 from __future__ import annotations
@@ -126,3 +127,27 @@ def _grouped_top_k(user, candidates, seen, k):
     top = tf.math.top_k(chosen, k)  # positions within the chosen groups
     item = tf.gather(best_groups, top.indices // TOP_K_GROUP, batch_dims=1) * TOP_K_GROUP + top.indices % TOP_K_GROUP
     return top.values, item  # [B, k] each
+
+
+def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """History positions -> each user's k items with the largest summed attention weight, for a
+    whole batch at once (no per-user Python). An item seen twice gets both positions' weight; the
+    unknown item and padding are never named.
+
+    items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
+    users' top k in order, heaviest first, ties to the lower item index; user b's are
+    ``[offsets[b]:offsets[b + 1]]``.
+    """
+    b = len(items)
+    real = items >= FIRST_ITEM  # [B, L]: real items only (never padding, never the unknown item)
+    width = int(items.max(initial=0)) + 1
+    keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
+    unique, inverse = np.unique(keys, return_inverse=True)
+    totals = np.bincount(inverse, weights=weights[real].astype(np.float64), minlength=len(unique))
+    user, item = unique // width, unique % width
+    order = np.lexsort((item, -totals, user))  # per user: heaviest first, then the lower index
+    user, item, totals = user[order], item[order], totals[order]
+    rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
+    top = rank < k
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
+    return item[top], totals[top], offsets

@@ -27,7 +27,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from interest import faults
 from interest.models.cold import cold_item_rows
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
-from interest.scoring.topn import RowIndex, top_n_unseen
+from interest.scoring.topn import RowIndex, top_n_unseen, top_weighted_batch
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
     from interest.models.export import LoadedModel
@@ -81,30 +81,6 @@ def _model(path: str):
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     norm = np.linalg.norm(x, axis=axis, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
-
-
-def top_weighted_batch(items: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """History positions -> each user's k items with the largest summed attention weight, for a
-    whole batch at once (no per-user Python). An item seen twice gets both positions' weight; the
-    unknown item and padding are never named.
-
-    items, weights [B, L] -> (item_idx, summed weight (float64), offsets [B + 1]): the
-    users' top k in order, heaviest first, ties to the lower item index; user b's are
-    ``[offsets[b]:offsets[b + 1]]``.
-    """
-    b = len(items)
-    real = items >= FIRST_ITEM  # [B, L]: real items only (never padding, never the unknown item)
-    width = int(items.max(initial=0)) + 1
-    keys = (np.arange(b, dtype=np.int64)[:, None] * width + items)[real]  # (user, item), row-major
-    unique, inverse = np.unique(keys, return_inverse=True)
-    totals = np.bincount(inverse, weights=weights[real].astype(np.float64), minlength=len(unique))
-    user, item = unique // width, unique % width
-    order = np.lexsort((item, -totals, user))  # per user: heaviest first, then the lower index
-    user, item, totals = user[order], item[order], totals[order]
-    rank = np.arange(len(user)) - np.searchsorted(user, user)  # position within the user's items
-    top = rank < k
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(user[top], minlength=b))])
-    return item[top], totals[top], offsets
 
 
 @dataclass(frozen=True)

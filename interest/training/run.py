@@ -16,7 +16,8 @@ from interest.data.files import TrainData, training_data
 from interest.layout import Layout
 from interest.models.encoders import Encoder, build_encoder
 from interest.models.export import new_version, save_model
-from interest.scoring.offline import evaluate_popularity, evaluate_split
+from interest.scoring.offline import evaluate_popularity, test_metrics
+from interest.scoring.tasks import EncoderScorer, PopularityScorer
 from interest.training.loop import Trainer, TrainResult, WorkerInfo
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,11 @@ def _train_and_export(
     )
     storage.delete(ckpt)  # finished: a re-run of the date starts afresh
     _track(cfg, date, model_dir, metrics)
-    k, test, pop = cfg.eval.k, metrics["test"], metrics["popularity"]["test"]
+    k, test, pop = cfg.eval.k, metrics["test_counted"], metrics["popularity"]["test_counted"]
     log.info(
         f"done in {metrics['wall_seconds']:.1f}s, best epoch {result.best_epoch}: test "
-        f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking); "
+        f"NDCG@{k} {test[f'full_ndcg@{k}']:.4f} HR@{k} {test[f'full_hr@{k}']:.4f} (full ranking, "
+        f"{test['excluded_targets']} unknown targets counted as misses); "
         f"popularity NDCG@{k} {pop[f'full_ndcg@{k}']:.4f}"
     )
     log.info(f"model: {model_dir}")
@@ -131,7 +133,8 @@ def _track(cfg: Config, date: str, model_dir: str, metrics: dict[str, Any]) -> N
         run.params({"date": date, "model": asdict(cfg.model), "train": asdict(cfg.train), "eval": asdict(cfg.eval)})
         for row in metrics["history"]:
             run.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        run.metrics({k: metrics[k] for k in ("test", "valid", "popularity", "train_seconds", "wall_seconds", "steps")})
+        keys = ("test", "test_counted", "valid", "popularity", "train_seconds", "wall_seconds", "steps")
+        run.metrics({k: metrics[k] for k in keys})
 
 
 def final_metrics(
@@ -142,9 +145,13 @@ def final_metrics(
     e = cfg.eval
     seeds = tuple(e.seeds)
     popularity = {
-        split: evaluate_popularity(data.eval_rows, data.item_counts, split, e.k, e.sampled_negatives, seeds)
-        for split in ("valid", "test")
+        "valid": evaluate_popularity(data.eval_rows, data.item_counts, "valid", e.k, e.sampled_negatives, seeds),
+        **test_metrics(
+            PopularityScorer(data.item_counts), data.eval_rows, len(data.item_counts), e.k, e.sampled_negatives, seeds
+        ),
     }
+    scorer = EncoderScorer(result.encoder.kind, result.encoder)
+    vocab_size = int(result.encoder.args["vocab_size"])
     return {
         "encoder": cfg.model.encoder,
         "date": date,
@@ -161,7 +168,7 @@ def final_metrics(
         "train_seconds": round(result.seconds, 2),
         "wall_seconds": round(wall_s, 2),
         "valid": result.best_valid,
-        "test": evaluate_split(result.encoder, data.eval_rows, "test", e.k, e.sampled_negatives, seeds),
+        **test_metrics(scorer, data.eval_rows, vocab_size, e.k, e.sampled_negatives, seeds),
         "popularity": popularity,
         "history": result.history,
     }

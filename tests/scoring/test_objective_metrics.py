@@ -108,8 +108,9 @@ def test_sampled_negatives_avoid_history_and_are_seeded():
     assert a.min() >= 2 and a.max() < 30
     scores = np.tile(np.arange(30.0), (2, 1))
     assert M.rank_sampled(scores, targets, a).tolist() == [(a[0] > 4).sum(), (a[1] > 8).sum()]
-    with pytest.raises(ValueError, match="too few unseen items"):
-        M.sample_negatives(hist, targets, 9, 10, seed=1)
+    # 7 real items (2..8): the users have 4 and 3 unseen, fewer than 10: all of them, the rest no candidate (-1)
+    short = M.sample_negatives(hist, targets, 9, 10, seed=1)
+    assert sorted(short[0].tolist()) == [-1] * 6 + [5, 6, 7, 8] and sorted(short[1].tolist()) == [-1] * 7 + [2, 3, 4]
 
 
 def test_evaluate_scores_perfect_and_popularity_like():

@@ -24,6 +24,8 @@ from interest.scoring.segments import (
 from interest.scoring.tasks import PopularityScorer, cold_replay, leave_one_out, rank_task, temporal
 from interest.scoring.topn import top_n_unseen
 
+from conftest import rows_of
+
 
 def test_history_length_bins_are_inclusive_and_cover_everything():
     got = history_segment(np.array([0, 1, 5, 6, 20, 21, 50, 51, 200, 201, 737]))
@@ -75,21 +77,6 @@ def test_per_user_means_weigh_each_user_once():
     values = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
     users = np.array(["b", "b", "a", "c", "c"])
     assert per_user(values, users).tolist() == [0.5, 0.0, 1.0]  # in order of first appearance
-
-
-def rows_of(windows: list[list[int]], n_steps: list[int], users: list[str]) -> dict[str, np.ndarray]:
-    items = np.array(windows, dtype=np.int32)
-    hist = np.empty(len(items), dtype=object)
-    hist[:] = [np.unique(w[w > 0]) for w in items]
-    return {
-        "user_id": np.array(users, dtype=object),
-        "item_idx": items,
-        "event_type_idx": (items > 0).astype(np.int32),
-        "time_gap_bucket": (items > 0).astype(np.int32),
-        "session_idx": (items > 0).astype(np.int32),
-        "n_steps": np.array(n_steps),
-        "history_idx": hist,
-    }
 
 
 def test_leave_one_out_and_cold_replay_tasks():

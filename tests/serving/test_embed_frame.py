@@ -151,7 +151,7 @@ def test_two_stage_top_k_equals_one_top_k_over_every_item():
 def test_explanations_of_a_batch_sum_repeats_and_rank_each_user_alone():
     """``top_weighted_batch``: per user, an item's weight is the sum over the positions it holds,
     padding never counts, heaviest first with ties to the lower index, k at most, users apart."""
-    from interest.serving.inference import top_weighted_batch
+    from interest.scoring.topn import top_weighted_batch
 
     items = np.array([[0, 2, 3, 2, 4], [5, 5, 5, 0, 0], [0, 0, 0, 0, 0], [7, 6, 6, 7, 3]])
     weights = np.array(
