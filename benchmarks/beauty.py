@@ -1,6 +1,6 @@
 """Amazon Beauty (5-core, as published with S3-Rec): full ranking beside published figures.
 
-    python benchmarks/beauty.py [--seeds 1 2 3] [--encoders self_attention ...] [--work DIR]
+    python benchmarks/beauty.py [--seeds 1 2 3] [--encoders self_attention ...]
                                 [--data ../shared/data/amazon-beauty/Beauty.txt] [--set key=value ...]
 
 Sessionizes the file with ``conf/beauty.yaml`` (any file of the same form: ``--data``), trains each
@@ -9,8 +9,9 @@ the target ranked against every item the user has not interacted with, targets t
 does not know counted as misses; HR and NDCG at 10 and 20 as the mean of the training seeds with
 a 95 % t-interval over them. Popularity and item co-occurrence (settings picked on validation)
 stand beside the encoders, the published figures on the same file below them, and 100 sampled
-negatives as a second column only. Models are kept under ``--work`` and reused by a later run
-with the same settings (``models.json``).
+negatives as a second column only. Everything lives under the profile's ``paths.root`` (or
+``--set paths.root=...``); models are reused by a later run with the same settings
+(``bench-models.json`` there).
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--encoders", nargs="+", default=["self_attention"])
-    parser.add_argument("--work", type=Path, default=ROOT / "data" / "bench-beauty")
     parser.add_argument("--data", default=DEFAULT_DATA, help="a sequence_lines file (default: $BEAUTY_PATH)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a profile override")
     args = parser.parse_args()
@@ -76,8 +76,7 @@ def main() -> None:
     from interest.spark import get_spark
     from interest.training.run import train_and_export
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    base = [f"paths.root={args.work / 'data'}", f"ingest.path={Path(args.data).resolve()}", *args.overrides]
+    base = [f"ingest.path={Path(args.data).resolve()}", *args.overrides]
     cfg = load_config(ROOT / "conf" / "beauty.yaml", base)
     print(machine())
     layout = Layout.of(cfg, DATE)
@@ -89,7 +88,7 @@ def main() -> None:
             spark.stop()
         log(f"sessionized: {s.users:,} users, {s.items_seen:,} items")
 
-    manifest = args.work / "models.json"
+    manifest = Path(cfg.paths.base) / "bench-models.json"
     known: dict[str, str] = json.loads(manifest.read_text()) if manifest.exists() else {}
     models: dict[str, list] = {}
     for encoder in args.encoders:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend state, fine headless and in notebooks
 
+from interest.scoring.metrics import ALSO_AT
 from interest.scoring.segments import format_estimate
 
 if TYPE_CHECKING:
@@ -30,31 +31,29 @@ def _fmt(metrics: dict[str, Any], key: str) -> str:
 
 def markdown_table(results: list[dict[str, Any]], k: int, negatives: int) -> str:
     """results: [{"model", "version", "best_epoch", "train_s", "test", "test_counted"}] -> Markdown.
-    The last column counts targets outside the vocabulary as misses."""
+    The field's form first: full ranking with targets outside the vocabulary counted as misses
+    (``test_counted``); the sampled protocol after it, as a second column only."""
+    cuts = [k, *(c for c in ALSO_AT if c != k)]
     head = [
         "model",
         "best epoch",
         "train s",
-        f"HR@{k}",
-        f"NDCG@{k}",
+        *[f"{m}@{c}" for c in cuts for m in ("HR", "NDCG")],
         "MRR",
         f"HR@{k} ({negatives} neg)",
         f"NDCG@{k} ({negatives} neg)",
-        f"HR@{k} ({negatives} neg), unknown targets counted",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        t, c = r["test"], r.get("test_counted", {})
+        c = r.get("test_counted") or r["test"]
         cells = [
             r["model"],
             str(r.get("best_epoch") or "–"),
             f"{r['train_s']:.0f}" if r.get("train_s") else "–",
-            _fmt(t, f"full_hr@{k}"),
-            _fmt(t, f"full_ndcg@{k}"),
-            _fmt(t, "full_mrr"),
-            _fmt(t, f"sampled_hr@{k}"),
-            _fmt(t, f"sampled_ndcg@{k}"),
+            *[_fmt(c, f"full_{m}@{cut}") for cut in cuts for m in ("hr", "ndcg")],
+            _fmt(c, "full_mrr"),
             _fmt(c, f"sampled_hr@{k}"),
+            _fmt(c, f"sampled_ndcg@{k}"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -197,11 +196,12 @@ def write_report(
     lines = [
         f"# Evaluation {date}",
         "",
-        f"Test split: each user's last step, predicted from everything before it ({users:,} users ranked, "
-        f"{excluded:,} whose target is outside the vocabulary left out; the last column counts them as "
-        f"misses). Candidates are the items the user never interacted with. Full ranking ranks the target "
-        f"among all of them; the sampled columns among {negatives} of them (the SASRec paper's protocol), "
-        "mean ± std over the sampling seeds. Popularity scores every user with the items' training counts; "
+        f"Test split: each user's last step, predicted from everything before it ({users + excluded:,} users; "
+        f"the {excluded:,} whose target is outside the vocabulary count as misses, as the field counts them). "
+        "Candidates are the items the user never interacted with. Full ranking, the headline, ranks the target "
+        f"among all of them; the sampled columns among {negatives} of them (the SASRec paper's protocol, "
+        "which can reverse the order of two models), mean ± std over the sampling seeds. "
+        "Popularity scores every user with the items' training counts; "
         "co-occurrence by the items that followed the user's last items in training.",
         "",
         markdown_table(results, k, negatives),

@@ -128,6 +128,8 @@ def _model_used(model_dir: str, action: str) -> ModelUsed:
         action=action,
         trained_on=metrics.get("date"),
         workers=metrics.get("workers"),
-        test=metrics.get("test"),
-        popularity_test=(metrics.get("popularity") or {}).get("test"),
+        # the field's form (unknown targets as misses) where the model has it; older models: "test"
+        test=metrics.get("test_counted") or metrics.get("test"),
+        popularity_test=(metrics.get("popularity") or {}).get("test_counted")
+        or (metrics.get("popularity") or {}).get("test"),
     )
