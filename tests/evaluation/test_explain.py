@@ -4,11 +4,13 @@
   items uninformed attention would pick: uniform weights (which favour the user's most frequent
   items) and the model's own weights shuffled over the history (averaged over several shuffles).
 - Faithful: on data where most views are noise (60 %), so the latest steps are mostly noise too,
-  removing the most-attended steps lowers the model's probability of its own top recommendation
-  more than removing random steps and more than removing the most recent ones; the same test run
-  on shuffled attention does not pass. Self-attention's rollout gives its latest step its
-  residual share, so its top step is the latest one and it is no better than recency there
-  (BENCHMARKS.md): it is held to beating random steps, on the 30 % noise data.
+  removing the items the table publishes as the explanation (every step of each) lowers the
+  model's probability of its own top recommendation more than removing random items and more than
+  removing the most recent ones; the same test run on shuffled attention does not pass. The memory
+  encoder's published explanation does not pass it (marked, strictly, as expected to fail).
+  Self-attention's rollout gives its latest step its residual share, so its top step is the latest
+  one and it is no better than recency there (BENCHMARKS.md): it is held to beating random items,
+  on the 30 % noise data.
 
 Each claim is a per-user paired difference whose 95 % bootstrap interval must lie above 0.
 """
@@ -143,8 +145,17 @@ def deletion(root, models, ks):
     return result
 
 
+# Deleting what the table publishes (every step of the top items by summed weight), the memory
+# encoder's explanation lowers the top recommendation less than random items at k = 1 and 3, and
+# less than the most recent item at k = 1 (BENCHMARKS.md, "Deleting the published explanation").
+# Strict: the day it passes, this marker must go.
+MEMORY_NOT_FAITHFUL = pytest.mark.xfail(
+    reason="memory's published explanation does not beat random item deletion", strict=True
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["hierarchical", "memory"])
+@pytest.mark.parametrize("kind", ["hierarchical", pytest.param("memory", marks=MEMORY_NOT_FAITHFUL)])
 def test_removing_the_most_attended_steps_costs_more_than_removing_random_or_recent_ones(noisier, kind):
     root, trained = noisier
     result = deletion(root, trained[kind], DELETION_KS)
