@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 END = "1998-04-22"  # the last day of the log
 ENCODERS = ["self_attention", "hierarchical", "memory"]
 METRICS = {
-    "sampled_hr": "HR@10 (100 neg)",
-    "sampled_ndcg": "NDCG@10 (100 neg)",
     "full_hr": "HR@10 (full)",
     "full_ndcg": "NDCG@10 (full)",
+    "sampled_hr": "HR@10 (100 neg)",
+    "sampled_ndcg": "NDCG@10 (100 neg)",
 }
 
 
@@ -174,24 +174,22 @@ def against(b, reference: str, others: list[str], metrics: list[str]) -> tuple[l
 
 def print_loo(result: dict[str, Any], seeds: list[int]) -> None:
     b = result["breakdown"]
-    head = ["model", "HR@10", "NDCG@10", "HR@10 (100 neg)", "NDCG@10 (100 neg)", "seed std", "HR@10 (100 neg), counted"]
+    head = ["model", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "HR@10 (100 neg)", "NDCG@10 (100 neg)", "seed std"]
     rows = []
     for r in result["headline"]:
-        t, c = r["test"], r["test_counted"]
+        c = r["test_counted"]
         rows.append(
             [
                 r["model"],
-                f"{t['full_hr@10']:.4f}",
-                f"{t['full_ndcg@10']:.4f}",
-                f"{t['sampled_hr@10']:.4f}",
-                f"{t['sampled_ndcg@10']:.4f}",
-                f"{t.get('sampled_hr@10_seed_std', 0):.4f}" if "sampled_hr@10_seed_std" in t else "–",
+                *[f"{c[f'full_{m}@{k}']:.4f}" for k in (10, 20) for m in ("hr", "ndcg")],
                 f"{c['sampled_hr@10']:.4f}",
+                f"{c['sampled_ndcg@10']:.4f}",
+                f"{c.get('sampled_hr@10_seed_std', 0):.4f}" if "sampled_hr@10_seed_std" in c else "–",
             ]
         )
-    t0 = result["headline"][0]["test"]
-    print(f"\n## Leave-one-out, mean of training seeds {seeds} ({t0['users']} users ranked, "
-          f"{t0['excluded_targets']} with a target outside the vocabulary)\n")  # fmt: skip
+    t0 = result["headline"][0]["test_counted"]
+    print(f"\n## Leave-one-out, mean of training seeds {seeds}: full ranking, {t0['users'] + t0['excluded_targets']} "
+          f"users, the {t0['excluded_targets']} with a target outside the vocabulary counted as misses\n")  # fmt: skip
     print(table(head, rows))
     for metric, name in METRICS.items():
         print(f"\n### Which encoder for what: {name}, mean [95 % interval over users]; * = lead over the runner-up "
@@ -202,7 +200,7 @@ def print_loo(result: dict[str, Any], seeds: list[int]) -> None:
         print("\n### Hierarchical and memory against self-attention (paired per user; * = outside the interval)\n")
         print(table(*against(b, "self_attention", [e for e in encoders if e != "self_attention"], list(METRICS))))
     print("\n### Attention against item co-occurrence (paired per user; * = outside the interval)\n")
-    print(table(*against(b, "co-occurrence", encoders, ["sampled_hr", "full_hr"])))
+    print(table(*against(b, "co-occurrence", encoders, ["full_hr", "sampled_hr"])))
     print("\n### Beyond accuracy: the top-10 lists the embed job publishes\n")
     rows = []
     for name, x in result["beyond"].items():
@@ -227,7 +225,7 @@ def print_temporal_group(label: str, result: dict[str, Any]) -> None:
     """One way of training (the time-gap feature off or on): the encoders beside the baselines."""
     b = result["breakdown"]
     print(f"\n### {label}: HR@10 (100 neg) and HR@10 (full), mean [95 % interval]\n")
-    for metric in ("sampled_hr", "full_hr"):
+    for metric in ("full_hr", "sampled_hr"):
         head, rows = which_encoder_table(b, metric)
         print(f"{METRICS[metric]}\n")
         print(table(head, rows))
@@ -251,7 +249,7 @@ def print_temporal(results: dict[str, dict[str, Any]]) -> None:
         rows = []
         encoders = [s for s in a["breakdown"].scorers if s not in ("popularity", "co-occurrence")]
         for seg in a["breakdown"].segments:
-            for metric in ("sampled_hr", "full_hr"):
+            for metric in ("full_hr", "sampled_hr"):
                 cells = []
                 for enc in encoders:
                     d = paired_feature_difference(b["breakdown"], a["breakdown"], enc, seg, metric)

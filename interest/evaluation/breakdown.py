@@ -86,6 +86,9 @@ class Breakdown:
     segments: list[Segment]
     values: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)  # scorer->task->metric->[N]
     ranked: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # scorer -> task -> [N] bool
+    # every target of a segment, those outside the vocabulary as misses (the field's form); False:
+    # the ranked targets only
+    counted: bool = True
 
     @property
     def scorers(self) -> list[str]:
@@ -99,8 +102,8 @@ class Breakdown:
         return [m for m in METRICS if all(m in names for names in per_task)]
 
     def user_values(self, scorer: str, segment: Segment, metric: str) -> np.ndarray:
-        """Per user of the segment (ranked targets only), the scorer's mean metric."""
-        keep = segment.mask & self.ranked[scorer][segment.task]
+        """Per user of the segment, the scorer's mean metric (``counted``: unknown targets as misses)."""
+        keep = segment.mask & (True if self.counted else self.ranked[scorer][segment.task])
         task = self.tasks[segment.task]
         return per_user(self.values[scorer][segment.task][metric][keep], task.user[keep])
 
@@ -108,8 +111,11 @@ class Breakdown:
         return estimate(self.user_values(scorer, segment, metric))
 
     def compare(self, a: str, b: str, segment: Segment, metric: str) -> dict[str, Any]:
-        """``a - b`` per user on the users both could rank: mean and bootstrap interval."""
-        keep = segment.mask & self.ranked[a][segment.task] & self.ranked[b][segment.task]
+        """``a - b`` per user of the segment (without ``counted``: those both could rank): mean and
+        bootstrap interval."""
+        keep = segment.mask
+        if not self.counted:
+            keep = keep & self.ranked[a][segment.task] & self.ranked[b][segment.task]
         users = self.tasks[segment.task].user[keep]
         va = per_user(self.values[a][segment.task][metric][keep], users)
         vb = per_user(self.values[b][segment.task][metric][keep], users)

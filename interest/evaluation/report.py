@@ -208,7 +208,7 @@ def write_report(
         "",
     ]
     if breakdown is not None:
-        for metric, title in (("sampled_hr", f"HR@{k} (100 neg)"), ("full_hr", f"HR@{k} (full ranking)")):
+        for metric, title in (("full_hr", f"HR@{k} (full ranking)"), ("sampled_hr", f"HR@{k} (100 neg)")):
             if metric not in breakdown.metrics:
                 continue
             name = f"segments_{metric}"
