@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="a sequence_lines file (default: $BEAUTY_PATH)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a profile override")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # epochs
     if not Path(args.data).exists():
         print(f"skipped: {args.data} is not there (set BEAUTY_PATH or --data; the file is not ours to ship)")
         return
