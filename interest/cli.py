@@ -14,6 +14,7 @@ from collections.abc import Callable
 from interest import faults, logs, storage
 from interest.config import Config, ConfigError, load_config
 from interest.errors import EXIT_RETRYABLE, EXIT_USER_ERROR, RetryableError, UserError
+from interest.layout import partition
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -73,7 +74,7 @@ def _run_log(cfg: Config, stage: str, date: str | None) -> None:
     """Attach ``paths.logs/<stage>/dt=D/<UTC time>-<pid>.log``. A remote one is written locally
     and copied there when the process exits; no log file is never a reason to fail the job."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parts = [stage, *([f"dt={date}"] if date else []), f"{stamp}-{os.getpid()}.log"]
+    parts = [stage, *([partition(date)] if date else []), f"{stamp}-{os.getpid()}.log"]
     target = storage.join(cfg.paths.resolve("logs"), *parts)
     try:
         if storage.is_local(target):

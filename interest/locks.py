@@ -25,6 +25,7 @@ from fsspec.implementations.webhdfs import WebHDFS
 
 from interest import storage
 from interest.errors import RetryableError, UserError
+from interest.layout import lock_file
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ def _is_stale(holder: dict, stale_after_h: float) -> bool:
 
 
 def lock_path(root: str, what: str, date: str) -> str:
-    return storage.join(storage.normalize(root), "_locks", what, f"dt={date}.lock")
+    """Where the lock of ``what`` on ``date`` lives (``layout.lock_file``)."""
+    return lock_file(root, what, date)
 
 
 @contextlib.contextmanager

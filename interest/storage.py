@@ -236,6 +236,18 @@ def rename(src: str, dst: str) -> None:
         _call(dst, "write", fs.mv, a, b, recursive=True)
 
 
+def replace(src: str, dst: str) -> None:
+    """Put the folder ``src`` (written under a name no reader loads) in place of ``dst``."""
+    if exists(dst):
+        delete(dst)
+    rename(src, dst)
+
+
+def staging_name(path: str) -> str:
+    """``<parent>/_staging-<name>``: where ``path`` is written before :func:`replace` puts it in place."""
+    return join(parent(path), f"_staging-{name(path)}")
+
+
 def check_writable(path: str) -> None:
     """Fail with one line naming ``path`` unless a file can be written and removed under it (an
     unreachable namenode, a read-only or missing mount), before any stage starts writing."""

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interest.config import GeneratorConfig
+from interest.layout import partition
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ def generate(cfg: GeneratorConfig, out_dir: str, truth_dir: str, progress: bool 
             ev = _day_events(cfg, world, d, users, day_start)
             rng = np.random.default_rng([cfg.seed, 3, d, c])
             table, intact = _to_table(cfg, world, ev, rng, counts)
-            _write(table, intact, out / f"dt={date}" / f"part-{c:05d}", cfg.format, rng, cfg.bad_row_rate, counts)
+            _write(table, intact, out / partition(date) / f"part-{c:05d}", cfg.format, rng, cfg.bad_row_rate, counts)
             day_events += table.num_rows
             summary.files += 1
         summary.events += day_events

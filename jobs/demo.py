@@ -12,6 +12,7 @@ from pathlib import Path
 
 from interest.cli import date_arg, job_parser, load_job_config, main_guard
 from interest.config import absolute, load_generator_config
+from interest.layout import Layout
 
 
 def busiest_user(infer: str) -> str:
@@ -36,7 +37,7 @@ def main() -> int:
     steps = [["generate.py"], ["nightly.py", "--date", date], ["recommend.py", "--date", date, "--user", ""]]
     for step in steps:
         if step[0] == "recommend.py":  # the user with the longest history of the night
-            step[-1] = busiest_user(f"{cfg.paths.sequences}/dt={date}/infer")
+            step[-1] = busiest_user(Layout.of(cfg, date).sessionized.infer)
         print(f"\n=== {' '.join(step)} ===", flush=True)
         # each step's own lines to this job's streams (not into its log file), and its own log file
         code = subprocess.call(

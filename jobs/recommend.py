@@ -67,6 +67,7 @@ def main() -> int:
         f"user {rec.user_id}: {len(history)} event(s) in the log, {len(extra)} more given; {rec.steps} step(s)"
         f"{', cold start' if rec.is_cold_start else ''}; model {rec.model_version}"
         + (f"; {len(rec.unknown_items)} item(s) the model does not know" if rec.unknown_items else "")
+        + (f"; left out as the nightly would: {rec.rejected}" if rec.rejected else "")
     )
     print("recommended (item, score):")
     for item, score in rec.items:

@@ -21,6 +21,7 @@ PACKAGE = ROOT / "interest"
 # its own part or a lower layer. training and evaluation share a layer, so neither imports the other.
 LAYERS: dict[str, int] = {
     "schema": 0,
+    "rows": 0,
     "errors": 0,
     "faults": 0,
     "config": 1,
@@ -29,10 +30,10 @@ LAYERS: dict[str, int] = {
     "java": 1,
     "layout": 2,
     "spark": 2,
-    "cli": 2,
-    "synth": 2,
-    "locks": 2,
     "tracking": 2,
+    "cli": 3,
+    "synth": 3,
+    "locks": 3,
     "io": 3,
     "data": 3,
     "etl": 4,
@@ -112,6 +113,45 @@ def test_the_layer_check_catches_a_crossing(tmp_path, monkeypatch):
         test_imports_only_go_down_the_layers()
 
 
+# where ``dt=D`` is a label in log lines and error messages, not a folder
+LABELS = {PACKAGE / "logs.py"}
+
+
+def dated_paths(roots: list[Path]) -> list[str]:
+    """``file:line`` of every f-string that builds a dated path (``dt={...}`` in text without a
+    space: a path or a folder name, not a message) outside ``interest/layout.py``."""
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if path == PACKAGE / "layout.py" or path in LABELS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.JoinedStr):
+                    continue
+                parts = node.values
+                text = "".join(p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str))
+                dated = any(
+                    isinstance(a, ast.Constant) and str(a.value).endswith("dt=") and isinstance(b, ast.FormattedValue)
+                    for a, b in zip(parts, parts[1:])
+                )
+                if dated and " " not in text:
+                    found.append(f"{root.name}/{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_only_the_layout_builds_dated_paths():
+    """``Layout`` (interest/layout.py) is the one home of every dated path: checkpoints, indexes,
+    locks, SavedModels, table partitions, sessionize outputs, reports, logs."""
+    found = dated_paths([PACKAGE, ROOT / "jobs"])
+    assert not found, "dated paths outside interest/layout.py (use Layout or layout.partition):\n" + "\n".join(found)
+
+
+def test_the_dated_path_check_catches_one(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('folder = f"{root}/dt={date}/infer"\nmessage = f"not publishing dt={date}: gate"\n')
+    assert dated_paths([tmp_path]) == [f"{tmp_path.name}/bad.py:1"]  # the path, not the message
+
+
 def _heavy_imports(args: list[str]) -> set[str]:
     """Top-level packages among HEAVY that ``python -X importtime <args>`` loads."""
     run = subprocess.run(
@@ -131,6 +171,7 @@ def test_etl_and_lower_layers_never_load_tensorflow():
             "etl",
             "data",
             "schema",
+            "rows",
             "errors",
             "faults",
             "config",

@@ -311,20 +311,41 @@ KEEP = StorageLevel.MEMORY_AND_DISK_DESER
 OUTSIDE = "outside_window"  # the mark of a row before the window (counted, not quarantined)
 
 
-def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake:
-    """Read the window, flag every row, and clean the valid ones into steps, in one pass over
-    the raw rows (nothing of them is kept but what ``sessions.clean_steps`` returns); stops with
-    a clear error when the window is empty or every event was rejected."""
-    date, s = layout.date, cfg.sessionize
-    raw = read_window(spark, cfg, layout)
-    flagged = classify(raw.rows, cfg, date, raw.partitioned)
+def clean(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:
+    """Canonical raw rows -> the steps of the valid ones and every other row with its reason
+    (``sessions.clean_steps``; rows before the window marked ``OUTSIDE``)."""
+    s = cfg.sessionize
+    flagged = classify(raw, cfg, date, partitioned)
     marked = flagged.withColumn(
         "reject_reason", F.when(F.col("outside"), F.lit(OUTSIDE)).otherwise(F.col("reject_reason"))
     ).drop("outside")
     # one shuffle by user for the whole stage: deduplication, bots, sessions and steps all work
     # user by user, and the rejects ride along so that the raw rows are read once
     events = sessions.with_event_rank(marked, s.event_types)
-    cleaned = sessions.clean_steps(events, clean_rules(s), step_rules(s)).persist(KEEP)
+    return sessions.clean_steps(events, clean_rules(s), step_rules(s))
+
+
+def steps_of(cleaned: DataFrame) -> DataFrame:
+    """The steps among :func:`clean`'s rows."""
+    return cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
+
+
+def windows_of(steps: DataFrame, items: DataFrame, s: SessionizeConfig) -> DataFrame:
+    """Steps of :func:`steps_of` and a vocabulary -> the stored windows (``etl.sequences``)."""
+    # the steps of each user are in one partition (clean_steps made them so; the broadcast join
+    # of the vocabulary moves no row), so the sequences need no shuffle
+    return sequences.build_sequences(
+        vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows, by_user=True
+    )
+
+
+def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake:
+    """Read the window, flag every row, and clean the valid ones into steps, in one pass over
+    the raw rows (nothing of them is kept but what ``sessions.clean_steps`` returns); stops with
+    a clear error when the window is empty or every event was rejected."""
+    date, s = layout.date, cfg.sessionize
+    raw = read_window(spark, cfg, layout)
+    cleaned = clean(raw.rows, cfg, date, raw.partitioned).persist(KEEP)
     tallies = (
         cleaned.groupBy("reject_reason")
         .agg(F.sum("n_events").alias("events"), F.sum("copies").alias("copies"))
@@ -361,17 +382,13 @@ def _read_and_clean(spark: SparkSession, cfg: Config, layout: Layout) -> _Intake
 def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | None) -> _Built:
     """The vocabulary and the stored windows of the steps."""
     s = cfg.sessionize
-    steps = intake.cleaned.where(F.col("reject_reason").isNull()).select(*sessions.STEP_SCHEMA.names)
+    steps = steps_of(intake.cleaned)
     previous = spark.read.parquet(base_vocab) if base_vocab else None
     # counted on training steps only: held-out targets must not shape the vocabulary or the counts;
     # every step counted once more for the statistics (items seen, steps on unknown items)
     counts = vocab.item_counts(steps, counted=~F.col("held_out")).persist(KEEP)
     items = vocab.vocab_of_counts(counts, s.min_item_count, previous).persist(KEEP)
-    # the steps of each user are in one partition (clean_steps made them so; the broadcast join
-    # of the vocabulary moves no row), so the sequences need no shuffle
-    windows = sequences.build_sequences(
-        vocab.apply_vocab(steps, items), s.max_len, MIN_TRAIN_STEPS, s.max_windows, by_user=True
-    ).persist(KEEP)
+    windows = windows_of(steps, items, s).persist(KEEP)
     return _Built(
         steps=steps,
         counts=counts,

@@ -13,18 +13,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from interest.etl.ingest import CORRUPT, INGEST_ORDER
+from interest.rows import EPOCH_MS_FROM, PAD_CHAR, REASONS
 
-# Checked in this order; the first that applies is the row's reason.
-REASONS = (
-    "malformed_line",
-    "null_user_id",
-    "null_item_id",
-    "null_ts",
-    "unparseable_ts",
-    "negative_ts",
-    "future_ts",
-    "unknown_event_type",
-)
 # Added after validation, on rows that were valid.
 BOT_EXCLUDED = "bot_user"
 BOT_CAPPED = "bot_cap"
@@ -44,17 +34,17 @@ def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Colum
     10M events; the shape is checked with one regular expression, and any other text (a zone of
     its own, an hour without seconds, ...) takes the plain cast.
     """
-    text = F.trim(ts_raw)
+    text = _trim(ts_raw)
     if ts_format == "epoch_s":
-        return F.timestamp_millis((text.cast("double") * 1000).cast("long"))
+        return F.timestamp_millis((_number(text) * 1000).cast("long"))
     if ts_format == "epoch_ms":
-        return F.timestamp_millis(text.cast("double").cast("long"))
+        return F.timestamp_millis(_number(text).cast("long"))
     if ts_format == "auto":
         # ISO-8601 (what a timestamp column was rendered as, too); bare numbers are epoch s/ms.
         # Text with a ':' is never a number: not asking Spark to cast it skips a parse that fails
         # by exception on every row, which was half the cost of validation.
-        num = F.when(~text.contains(":"), text.cast("double"))
-        epoch = F.when(F.abs(num) < 1e11, num * 1000).otherwise(num).cast("long")
+        num = F.when(~text.contains(":"), _number(text))
+        epoch = F.when(F.abs(num) < EPOCH_MS_FROM, num * 1000).otherwise(num).cast("long")
         parsed = F.when(num.isNotNull(), F.timestamp_millis(epoch)).otherwise(text.cast("timestamp"))
         if not utc_session:
             return parsed
@@ -63,6 +53,17 @@ def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Colum
         without_zone = F.replace(text, F.lit("Z"), F.lit(""))
         return F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(parsed)
     return F.to_timestamp(text, ts_format)
+
+
+def _number(text: Column) -> Column:
+    """Text -> double, null where it is no number (NaN too: it is no time)."""
+    num = text.cast("double")
+    return F.when(~F.isnan(num), num)
+
+
+def _trim(c: Column) -> Column:
+    """Trimmed of ``rows.PAD_CHAR`` at both ends (Spark's plain trim removes spaces only)."""
+    return F.trim(c) if PAD_CHAR == " " else F.btrim(c, F.lit(PAD_CHAR))
 
 
 def is_utc(zone: str) -> bool:
@@ -78,7 +79,7 @@ def run_end(date: str, max_future_skew_minutes: int) -> dt.datetime:
 
 
 def _blank_to_null(c: Column) -> Column:
-    trimmed = F.trim(c)
+    trimmed = _trim(c)
     return F.when(trimmed == "", None).otherwise(trimmed)
 
 
@@ -102,7 +103,7 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
     """Add ``reject_reason`` (null for a valid row): the first rule in REASONS that the row breaks."""
     latest_lit = F.lit(latest.strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp")
     epoch = F.lit("1970-01-01 00:00:00").cast("timestamp")
-    ts_blank = F.col("ts_raw").isNull() | (F.trim(F.col("ts_raw")) == "")
+    ts_blank = F.col("ts_raw").isNull() | (_trim(F.col("ts_raw")) == "")
     rules = [
         ("malformed_line", F.col(CORRUPT).isNotNull()),
         ("null_user_id", F.col("user_id").isNull()),
@@ -113,6 +114,7 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
         ("future_ts", F.col("ts") > latest_lit),
         ("unknown_event_type", F.col("event_type").isNull() | ~F.col("event_type").isin(*event_types)),
     ]
+    assert tuple(name for name, _ in rules) == REASONS  # the order every path checks them in
     reason = F.lit(None).cast("string")
     for name, broken in reversed(rules):
         reason = F.when(broken, F.lit(name)).otherwise(reason)

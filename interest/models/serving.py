@@ -5,39 +5,44 @@ what the sessionize and embed stages do for one user, in TensorFlow only, so a p
 never imported ``interest`` (a TensorFlow Serving container, a Python service with just
 TensorFlow) gets the nightly's answer:
 
-1. events: drop padding ("") and event types the run does not know (the nightly quarantines them),
-   drop exact repeats (same item, type and time), order by time (ties in arrival order);
+1. events, by the row rules of ``interest.rows``: ids and event types trimmed, types lower-cased,
+   times read from the log's text (epoch seconds or milliseconds, or ISO-8601); rows the nightly
+   quarantines are dropped (a blank item, a time that does not parse or is negative, an event
+   type the run does not know; "" pads); exact repeats (same item, type and time) count once;
+   order by time (ties in arrival order);
 2. steps, by the nightly's rules (``etl.sessions.steps_of_users``): a session starts after a gap
    of ``gap_minutes`` and is cut every ``max_events`` events and ``max_minutes``; consecutive
    events on one item within a session merge into one step, with the latest funnel stage among
    them; each step's time-gap bucket comes from the time since the previous step;
 3. the latest ``max_len`` steps, left-padded as ``etl.sequences`` lays them out, item ids looked
-   up in the model's vocabulary inside the graph (unknown ids -> the unknown index);
+   up in the night's vocabulary inside the graph (unknown ids -> the unknown index; items newer
+   than the model are read as the unknown item, as the embed stage reads them);
 4. the encoder; the L2-normalised user vector; the ``top_n`` best items the user has not
-   interacted with (dot products with the item table, as the embed stage scores them); the
-   ``top_items`` history items with the largest summed attention (the explanation).
+   interacted with (dot products with the night's scoring table, newer items included, as the
+   embed stage scores them); the ``top_items`` history items with the largest summed attention
+   (the explanation). A user with no event left gets the nightly's fallback: the popularity
+   prior and the most popular items.
 
-Layout: ``<models>/<encoder>/_serving/<n>/saved_model.pb`` with ``n`` increasing with the data
-date, then the time the model was made (as ``LATEST`` moves), so TensorFlow Serving's default
-policy (the highest ``n``) serves the newest model; ``<n>/assets.extra/model_version`` names the
-model folder it came from.
+Layout: ``<models>/<encoder>/_serving/<n>/saved_model.pb``, one per night that published, with
+``n`` increasing with the night's date, then the time the model was made, so TensorFlow
+Serving's default policy (the highest ``n``) serves the newest night; ``<n>/assets.extra/
+model_version`` names the model folder it came from.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from interest import storage
+from interest import rows, storage
+from interest.layout import exports_root, serving_date
 from interest.models.encoders import Encoder
 from interest.schema import FIRST_ITEM, PAD, SEQUENCE_FEATURES, UNKNOWN
 
 SIGNATURE = "serving_default"
-EXPORT_FOLDER = "_serving"  # beside the model versions: shipping a model never carries it
 
 
 @dataclass(frozen=True)
@@ -52,24 +57,61 @@ class ServingRules:
     top_n: int  # recommended items per user
     top_items: int  # history items in the explanation
     cold_start_min_steps: int
+    ts_format: str = "auto"  # ingest.ts_format: how a bare number is read (rows.NUMERIC_FORMATS)
 
 
-def serving_number(version: str, data_date: str) -> int:
-    """The TensorFlow Serving version of a model folder: days of its data date, then the
-    milliseconds of the UTC stamp in its name (``models.export.new_version``; a folder named
-    otherwise: the time of the export); fits an int64."""
-    days = (dt.date.fromisoformat(data_date) - dt.date(1970, 1, 1)).days
-    try:
-        made = dt.datetime.strptime(version.split("_")[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=dt.timezone.utc)
-    except (IndexError, ValueError):
-        made = dt.datetime.now(dt.timezone.utc)
-    return days * 10**13 + int(made.timestamp() * 1000)
+@dataclass(frozen=True)
+class Catalogue:
+    """The night's items as the embed stage scores them, and its answer to a user without events."""
+
+    item_ids: np.ndarray  # [V] the id of each index (inference.item_ids_by_index)
+    table: np.ndarray  # [V, D] the scoring table (inference.scoring_table): newer items included
+    prior: np.ndarray  # [D] the popularity prior
+    popular: list[tuple[str, float]]  # the fallback's items and scores (inference.popular_items)
 
 
-def serving_dir(model_dir: str, data_date: str) -> str:
-    """``<models>/<encoder>/_serving/<n>``: where the SavedModel of the version ``model_dir`` goes."""
-    version = storage.name(model_dir)
-    return storage.join(storage.parent(model_dir), EXPORT_FOLDER, str(serving_number(version, data_date)))
+def parse_times(text: tf.Tensor, ts_format: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """The log's times as text [B, E] -> (epoch microseconds int64 [B, E], parsed bool [B, E]),
+    by the rules of ``interest.rows`` (numbers first, then ISO-8601; naive means UTC)."""
+    text = tf.strings.regex_replace(text, rows.TRIM_PATTERN, "")
+    is_number = tf.strings.regex_full_match(text, rows.NUMBER_PATTERN)
+    number = tf.strings.to_number(tf.where(is_number, text, "0"), tf.float64)
+    if ts_format == "epoch_s":
+        millis = number * 1000
+    elif ts_format == "epoch_ms":
+        millis = number
+    else:
+        millis = tf.where(tf.abs(number) < rows.EPOCH_MS_FROM, number * 1000, number)
+    from_number = tf.cast(tf.math.floor(tf.abs(millis)) * tf.sign(millis), tf.int64) * 1000  # truncated
+    if ts_format in ("epoch_s", "epoch_ms"):
+        return from_number, is_number
+    is_iso = tf.strings.regex_full_match(text, rows.ISO_PATTERN) & ~is_number
+    whole = f"^{rows.ISO_PATTERN}$"
+
+    def group(n: int, default: str = "0") -> tf.Tensor:  # the n-th group of the pattern, as text
+        found = tf.strings.regex_replace(tf.where(is_iso, text, ""), whole, f"\\{n}")
+        return tf.where(found == "", default, found)
+
+    def number_of(n: int) -> tf.Tensor:
+        return tf.strings.to_number(group(n), tf.int64)
+
+    year, month, day = number_of(1), number_of(2), number_of(3)
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    y = year - tf.cast(month <= 2, tf.int64)
+    era = tf.math.floordiv(y, 400)
+    yoe = y - era * 400
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    fraction = tf.strings.to_number(tf.strings.substr(group(7, "") + "000000", 0, 6), tf.int64)
+    zone = group(8, "+00:00")  # Z or none: UTC
+    zone = tf.where(zone == "Z", "+00:00", zone)
+    sign = tf.where(tf.strings.substr(zone, 0, 1) == "-", tf.constant(-1, tf.int64), 1)
+    hours, minutes = (tf.strings.to_number(tf.strings.substr(zone, i, 2), tf.int64) for i in (1, 4))
+    offset = sign * (hours * 60 + minutes)  # minutes east of UTC
+    seconds = days * 86400 + number_of(4) * 3600 + (number_of(5) - offset) * 60 + number_of(6)
+    in_range = (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    micros = tf.where(is_number, from_number, seconds * 1_000_000 + fraction)
+    return micros, is_number | (is_iso & in_range)
 
 
 def _cummax_index(flags: tf.Tensor) -> tf.Tensor:
@@ -84,10 +126,12 @@ def _cummax_index(flags: tf.Tensor) -> tf.Tensor:
 class ServingModule(tf.Module):
     """The encoder and its lookups behind one ``serve`` function (the serving signature)."""
 
-    def __init__(self, encoder: Encoder, item_ids: np.ndarray, rules: ServingRules, version: str):
+    def __init__(self, encoder: Encoder, catalogue: Catalogue, rules: ServingRules, version: str):
         super().__init__()
         self.encoder, self.rules, self.max_len = encoder, rules, int(encoder.args["max_len"])
-        real = np.arange(FIRST_ITEM, len(item_ids))
+        self.vocab_size = int(encoder.args["vocab_size"])  # the model's items; later ones read as unknown
+        item_ids = np.asarray(catalogue.item_ids, dtype=object)
+        real = np.array([i for i in range(FIRST_ITEM, len(item_ids)) if item_ids[i] is not None], np.int64)
         self.items = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(item_ids[real].astype(str)), tf.constant(real, tf.int64)),
             default_value=UNKNOWN,
@@ -99,19 +143,29 @@ class ServingModule(tf.Module):
             default_value=-1,
         )
         self.ids = tf.constant(item_ids.astype(str))  # [V]: index -> item id
+        self.table = tf.constant(np.asarray(catalogue.table, np.float32)[FIRST_ITEM:])  # [V - 2, D]
+        self.prior = tf.constant(np.asarray(catalogue.prior, np.float32))  # [D]
+        n = min(rules.top_n, len(item_ids) - FIRST_ITEM)
+        popular = catalogue.popular[:n]
+        self.popular_ids = tf.constant([i for i, _ in popular] + [""] * (n - len(popular)))  # [n]
+        self.popular_scores = tf.constant([s for _, s in popular] + [-np.inf] * (n - len(popular)), tf.float32)
         self.version = tf.constant(version)
 
     def steps(self, item_id: tf.Tensor, event_type: tf.Tensor, ts: tf.Tensor) -> dict[str, tf.Tensor]:
         """Raw events [B, E] -> the sequence features [B, L] (left-padded), the seen items [B, E]
         and the counts [B]; see the module docstring for the rules."""
         r = self.rules
+        item_id = tf.strings.regex_replace(item_id, rows.TRIM_PATTERN, "")  # blank: null, as padding
+        event_type = tf.strings.lower(tf.strings.regex_replace(event_type, rows.TRIM_PATTERN, ""), encoding="utf-8")
+        micros, parsed = parse_times(ts, r.ts_format)  # [B, E] each
         rank = tf.cast(self.types.lookup(event_type), tf.int32)  # [B, E], -1: unknown type
-        valid = (item_id != "") & (rank >= 0)
+        valid = (item_id != "") & (rank >= 0) & parsed & (micros >= 0)
+        ts = tf.cast(micros, tf.float64) / 1e6  # [B, E] epoch seconds
         e = tf.shape(item_id)[1]
         j = tf.range(e)
         earlier = j[None, :] < j[:, None]  # [E(i), E(j)]
         same = (
-            (ts[:, :, None] == ts[:, None, :])
+            (micros[:, :, None] == micros[:, None, :])
             & (item_id[:, :, None] == item_id[:, None, :])
             & (rank[:, :, None] == rank[:, None, :])
         )
@@ -153,29 +207,34 @@ class ServingModule(tf.Module):
         def lay(values: tf.Tensor) -> tf.Tensor:  # [B, E] -> [B, L], zeros where no step
             return tf.scatter_nd(at, tf.cast(tf.gather_nd(values, where), tf.int32), shape)
 
+        window = lay(idx)  # [B, L] the night's indices; the model reads newer items as unknown
         features = {
-            "item_idx": lay(idx),
+            "item_idx": tf.where(window >= self.vocab_size, UNKNOWN, window),
             "event_type_idx": lay(stage + 1),
             "time_gap_bucket": lay(bucket),
             "session_idx": lay(session),
         }
-        return {"features": features, "seen": idx, "n_steps": n_steps, "n_events": n_events}
+        return {"features": features, "window": window, "seen": idx, "n_steps": n_steps, "n_events": n_events}
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, None], tf.string, name="item_id"),
             tf.TensorSpec([None, None], tf.string, name="event_type"),
-            tf.TensorSpec([None, None], tf.float64, name="ts"),
+            tf.TensorSpec([None, None], tf.string, name="ts"),
         ]
     )
     def serve(self, item_id: tf.Tensor, event_type: tf.Tensor, ts: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Users' raw events [B, E] (``item_id`` "" pads; ``ts`` in epoch seconds) -> outputs."""
+        """Users' raw events [B, E] as the log has them (``item_id`` "" pads; ``ts`` the log's
+        text: epoch seconds or milliseconds, or ISO-8601) -> outputs."""
         built = self.steps(item_id, event_type, ts)
         features = built["features"]
         out = self.encoder({f: features[f] for f in SEQUENCE_FEATURES}, training=False, last_only=True)
+        empty = built["n_steps"] == 0  # [B] no event left: the nightly's fallback
         user = tf.math.l2_normalize(out["user"], axis=-1, epsilon=1e-24)  # [B, D]
+        user = tf.where(empty[:, None], self.prior[None, :], user)
         interests = tf.math.l2_normalize(out["interests"], axis=-1, epsilon=1e-24)  # [B, K, D]
-        table = tf.convert_to_tensor(self.encoder.item_table)[FIRST_ITEM:]  # [V - 2, D]
+        interests = tf.where(empty[:, None, None], self.prior[None, None, :], interests)
+        table = self.table  # [V - 2, D]
         scores = tf.matmul(user, table, transpose_b=True)  # [B, V - 2]
         b = tf.shape(scores)[0]
         seen = built["seen"]  # [B, E] item indices, 0 where none
@@ -190,8 +249,10 @@ class ServingModule(tf.Module):
         n = min(self.rules.top_n, int(table.shape[0]))
         best, best_item = tf.math.top_k(scores, k=n)  # [B, n]
         items = tf.where(tf.math.is_finite(best), tf.gather(self.ids, best_item + FIRST_ITEM), "")
+        items = tf.where(empty[:, None], self.popular_ids[None, :], items)
+        best = tf.where(empty[:, None], self.popular_scores[None, :], best)
 
-        window = features["item_idx"]  # [B, L]
+        window = built["window"]  # [B, L] the night's indices, as the embed stage explains them
         weight = tf.cast(out["attention"], tf.float64)  # [B, L]
         real = window >= FIRST_ITEM
         same = (window[:, :, None] == window[:, None, :]) & real[:, None, :]  # [B, L, L]
@@ -217,15 +278,15 @@ class ServingModule(tf.Module):
         }
 
 
-def export_serving(encoder: Encoder, item_ids: np.ndarray, rules: ServingRules, version: str, folder: str) -> bool:
-    """Write the SavedModel of ``encoder`` to ``folder`` (``<n>`` of the TensorFlow Serving layout)
-    through the storage layer: written under a name TensorFlow Serving skips, then renamed into
-    place, so a server watching the folder never loads half a model. A folder already there is
-    that version's export and is kept (False)."""
+def stage_serving(encoder: Encoder, catalogue: Catalogue, rules: ServingRules, version: str, folder: str) -> str | None:
+    """Write the SavedModel of ``encoder`` beside ``folder`` (``<n>`` of the TensorFlow Serving
+    layout), under a name TensorFlow Serving skips; :func:`commit_serving` renames it into place
+    once the night has published, so a server never loads half a model or a night that failed.
+    Returns the staging folder, or None where ``folder`` holds that export already."""
     if storage.exists(storage.join(folder, "saved_model.pb")):
-        return False
-    module = ServingModule(encoder, item_ids, rules, version)
-    staging = storage.join(storage.parent(folder), f"_staging-{storage.name(folder)}")
+        return None
+    module = ServingModule(encoder, catalogue, rules, version)
+    staging = storage.staging_name(folder)
     with storage.scratch("interest-serving-") as local:
         out = os.path.join(local, "model")
         tf.saved_model.save(module, out, signatures={SIGNATURE: module.serve})
@@ -235,7 +296,23 @@ def export_serving(encoder: Encoder, item_ids: np.ndarray, rules: ServingRules, 
         if storage.exists(staging):
             storage.delete(staging)
         storage.upload(out, staging)
-    if storage.exists(folder):  # a half-made export of an earlier run
-        storage.delete(folder)
-    storage.rename(staging, folder)
+    return staging
+
+
+def commit_serving(staging: str | None, folder: str) -> bool:
+    """Put a staged export in place (False: nothing was staged; the folder holds it already)."""
+    if staging is None:
+        return False
+    storage.replace(staging, folder)  # a folder there is a half-made export of an earlier run
     return True
+
+
+def drop_exports(model_dir: str, dates: list[str]) -> list[str]:
+    """Delete the exports of the nights ``dates`` (those retention dropped from the tables)."""
+    base = exports_root(model_dir)
+    if not dates or not storage.exists(base):
+        return []
+    gone = [storage.join(base, n) for n in storage.list_dirs(base) if n.isdigit() and serving_date(int(n)) in dates]
+    for folder in gone:
+        storage.delete(folder)
+    return gone

@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from interest import storage
 from interest.config import Config
 from interest.errors import UserError
-from interest.layout import Layout
+from interest.layout import Layout, partition
 from interest.nightly.refresh import run_nightly
 from interest.nightly.report import NightlyReport, report_path
 
@@ -34,7 +34,7 @@ def missing_raw_partitions(source: str, dates: list[str]) -> list[str]:
     present = storage.list_dirs(source)
     if not any(name.startswith("dt=") for name in present):
         return []  # not partitioned by date: the window is cut by event time instead
-    return [d for d in dates if f"dt={d}" not in present]
+    return [d for d in dates if partition(d) not in present]
 
 
 def run_backfill(spark: SparkSession, cfg: Config, start: str, end: str, redo: bool = False) -> list[NightlyReport]:

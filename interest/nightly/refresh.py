@@ -24,7 +24,7 @@ from interest.layout import Layout
 from interest.locks import check_run_date, date_lock
 from interest.models.export import ModelNotFoundError, find_model_before, find_model_for_date
 from interest.nightly.report import ModelUsed, NightlyReport, track, write_report
-from interest.serving.embed import run_embed
+from interest.serving.embed import check_within_retention, run_embed
 from interest.serving.publish import check_metastore
 from interest.serving.quality import run_quality
 from interest.training.launch import train_model
@@ -62,6 +62,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: str, force_retrain: bool
         storage.check_writable(cfg.paths.root)  # one clear line before any stage starts
         check_metastore(spark)
         check_run_date(date)
+        check_within_retention(spark, cfg, date)  # before a backfill sessionizes and trains for nothing
         with date_lock(cfg.paths.root, "nightly", date):
             return _refresh(spark, cfg, date, force_retrain)
 

@@ -28,10 +28,10 @@ from interest.errors import UserError
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import load_model
-from interest.models.serving import ServingRules, export_serving, serving_dir
+from interest.models.serving import Catalogue, ServingRules, commit_serving, drop_exports, stage_serving
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.serving import inference, publish
-from interest.serving.index import ItemIndex, drop_indexes, index_dir
+from interest.serving.index import ItemIndex, drop_indexes
 from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,29 @@ RECS_DDL = publish.ddl(inference.RECS_SCHEMA)
 
 class EmbedInputError(UserError, ValueError):
     """The inference rows and the model do not fit together (or are missing)."""
+
+
+class RetentionError(UserError, ValueError):
+    """The date is older than every date retention keeps: a publish of it would not last the run."""
+
+
+def check_within_retention(spark: SparkSession, cfg: Config, date: str) -> None:
+    """Refuse a date that the run's own retention would drop right after publishing it (a
+    backfill older than the ``embed.retention_days`` newest dates), before any work is done."""
+    e = cfg.embed
+    if e.retention_days <= 0:
+        return
+    publish.check_metastore(spark)
+    if not spark.catalog.tableExists(e.table, e.database):
+        return
+    newer = [d for d in publish.Table(spark, e.database, e.table, table_format=e.table_format).dates() if d > date]
+    if len(newer) >= e.retention_days:
+        raise RetentionError(
+            f"dt={date} is older than the {e.retention_days} newest date(s) {e.table} keeps "
+            f"(embed.retention_days={e.retention_days}; it holds dt={newer[0]} .. dt={newer[-1]}): "
+            f"the run's retention would delete it right after publishing; set embed.retention_days "
+            f"above {len(newer)} to backfill it"
+        )
 
 
 def check_vocab_compatible(model_vocab: pd.DataFrame, date_vocab: pd.DataFrame, model_dir: str, date: str) -> None:
@@ -136,11 +159,21 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
     """Embed every active user of ``date`` with the model and publish the three tables."""
     with logs.stage("embed", date):
         started = time.perf_counter()
+        check_within_retention(spark, cfg, date)
         layout = Layout.of(cfg, date)
         rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
         table = inference.scoring_table(model, date_vocab)  # [V, D] what every item is scored with
         tic = time.perf_counter()
         index = build_item_index(model, date_vocab, table, date)  # saved once the tables are published
+        # the night's SavedModel and index are written before anything is published (a models
+        # folder that cannot be written stops the night here), under names no reader loads, and
+        # put in place once the tables are published
+        saved_model = layout.saved_model(model.path)
+        staged_model = stage_serving(
+            model.encoder, catalogue(model, date_vocab, table, cfg), serving_rules(cfg), model.version, saved_model
+        )
+        index_folder = layout.index(model_dir)
+        staged_index = index.save(storage.staging_name(index_folder))
         index_s = time.perf_counter() - tic
         embedded = _embedded_users(spark, cfg, rows, model, date_vocab, table, index)
         embedded = embedded.persist(StorageLevel.MEMORY_AND_DISK)
@@ -169,10 +202,12 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
             embedded.unpersist()
             label.clear()
         tic = time.perf_counter()
-        index_folder = index.save(index_dir(model_dir, date))
+        storage.replace(staged_index, index_folder)
+        if commit_serving(staged_model, saved_model):
+            log.info(f"SavedModel for TensorFlow Serving written to {saved_model}")
         drop_indexes(model_dir, dropped.get(cfg.embed.table, []))
+        drop_exports(model_dir, dropped.get(cfg.embed.table, []))
         index_s += time.perf_counter() - tic
-        saved_model = export_saved_model(cfg, model, date)
         result = EmbedResult(
             date=date,
             model=model_dir,
@@ -215,17 +250,18 @@ def serving_rules(cfg: Config) -> ServingRules:
         top_n=e.top_n_recommendations,
         top_items=e.top_items,
         cold_start_min_steps=e.cold_start_min_steps,
+        ts_format=cfg.ingest.ts_format,
     )
 
 
-def export_saved_model(cfg: Config, model: Any, date: str) -> str:
-    """The model version's SavedModel for TensorFlow Serving, made once (the first night that
-    publishes with it); returns its folder."""
-    folder = serving_dir(model.path, model.config.get("date") or date)
-    ids = inference.item_ids_by_index(model, model.vocab)  # [V] the model's own items
-    if export_serving(model.encoder, ids, serving_rules(cfg), model.version, folder):
-        log.info(f"SavedModel for TensorFlow Serving written to {folder}")
-    return folder
+def catalogue(model: Any, vocab: pd.DataFrame, table: np.ndarray, cfg: Config) -> Catalogue:
+    """The night's items as this stage scores them, and its fallback, for the exported graph."""
+    return Catalogue(
+        item_ids=inference.item_ids_by_index(model, vocab),
+        table=table,
+        prior=inference.popularity_prior(model, vocab),
+        popular=inference.popular_items(model, vocab, cfg.embed.top_n_recommendations),
+    )
 
 
 def build_item_index(model: Any, vocab: pd.DataFrame, table: np.ndarray, date: str) -> ItemIndex:
@@ -279,10 +315,7 @@ def _embedded_users(
     if not e.users_table:
         return embedded
     prior = inference.popularity_prior(model, date_vocab)
-    popular = date_vocab[date_vocab.item_idx < model.encoder.args["vocab_size"]].nlargest(
-        e.top_n_recommendations, "count"
-    )
-    recs = list(zip(popular.item_id.astype(str), popular["count"].astype(float) / max(popular["count"].sum(), 1)))
+    recs = inference.popular_items(model, date_vocab, e.top_n_recommendations)
     return embedded.unionByName(
         inference.fallback_users(spark, _users_table(spark, e.users_table), embedded, prior, model.version, recs)
     )

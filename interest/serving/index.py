@@ -29,6 +29,7 @@ import numpy as np
 
 from interest import storage
 from interest.errors import UserError
+from interest.layout import index_root, partition
 
 # Items up to which the index is an exact scan; above it the quantised scan with exact re-ranking,
 # which answers faster there (BENCHMARKS.md, "The nearest-neighbour index")
@@ -55,29 +56,15 @@ class IndexMeta:
     dim: int
 
 
-def _indexes(model_dir: str) -> tuple[str, str]:
-    """(the encoder's ``_index`` folder, the model's version name)."""
-    model = storage.normalize(model_dir).rstrip("/")
-    return storage.join(storage.parent(model), "_index"), storage.name(model)
-
-
-def index_dir(model_dir: str, date: str) -> str:
-    """Where the index of ``date``'s items lives: beside the model folder it was built from
-    (``<encoder>/_index/<version>/dt=<date>``), not inside it, so shipping a model to the
-    executors never carries its indexes."""
-    base, version = _indexes(model_dir)
-    return storage.join(base, version, f"dt={date}")
-
-
 def drop_indexes(model_dir: str, dates: list[str]) -> list[str]:
     """Delete every version's index of ``dates`` (the dates retention dropped from the tables)."""
-    base, _ = _indexes(model_dir)
+    base = index_root(model_dir)
     if not dates or not storage.exists(base):
         return []
     gone = []
     for version in storage.list_dirs(base):
         for date in dates:
-            folder = storage.join(base, version, f"dt={date}")
+            folder = storage.join(base, version, partition(date))
             if storage.exists(folder):
                 storage.delete(folder)
                 gone.append(folder)

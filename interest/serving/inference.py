@@ -295,6 +295,16 @@ def popularity_prior(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
     return l2_normalize(counts @ table / max(counts.sum(), 1.0))
 
 
+def popular_items(model: LoadedModel, vocab: pd.DataFrame, k: int) -> list[tuple[str, float]]:
+    """The fallback's recommendations: the ``k`` items the model knows with the most training
+    steps, each scored by its share of their steps. The nightly, request time and the exported
+    graph all answer a user without events with these."""
+    known = vocab[(vocab["item_idx"] >= FIRST_ITEM) & (vocab["item_idx"] < model.encoder.args["vocab_size"])]
+    popular = known.nlargest(k, "count")
+    total = max(float(popular["count"].sum()), 1.0)
+    return [(str(i), float(c) / total) for i, c in zip(popular["item_id"], popular["count"])]
+
+
 def fallback_users(
     spark: SparkSession,
     users: DataFrame,

@@ -28,6 +28,7 @@ from pyspark.sql.types import StructType, _parse_datatype_string
 
 from interest import faults, io, storage
 from interest.errors import RetryableError, UserError
+from interest.layout import partition_dir
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ class Table:
             return self._publish_delta(date, rows, gates, night)
         spark, name = self.spark, self.qualified
         existing = self.partitions()
-        day = f"{self.location.rstrip('/')}/dt={date}"
+        day = partition_dir(self.location, date)
         _remove_orphans(day, set(existing.values()))
         folder = f"{day}/run={uuid.uuid4().hex[:12]}"
         previous = sorted(d for d in existing if d < date)
@@ -287,7 +288,7 @@ class Table:
     def _publish_delta(self, date: str, rows: DataFrame, gates: Gates, night: str) -> PublishResult:
         """Stage under ``_staging``, gate, then replace dt=D in one Delta commit (replaceWhere)."""
         spark = self.spark
-        day = f"{self.location.rstrip('/')}/{STAGING}/dt={date}"
+        day = partition_dir(self.location, date, STAGING)
         _remove_orphans(day, set())  # staged runs are never referenced once committed or failed
         folder = f"{day}/run={uuid.uuid4().hex[:12]}"
         table_df = spark.table(self.qualified)

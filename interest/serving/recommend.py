@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from interest import storage
+from interest import rows, storage
 from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
@@ -28,9 +28,9 @@ from interest.etl import sessions
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import LoadedModel, load_model, model_as_of
-from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
+from interest.schema import SEQUENCE_FEATURES, UNKNOWN
 from interest.serving import inference
-from interest.serving.index import ItemIndex, index_dir
+from interest.serving.index import ItemIndex
 
 
 class RecommendInputError(UserError, ValueError):
@@ -49,6 +49,7 @@ class Recommendation:
     steps: int
     unknown_items: list[str] = field(default_factory=list)  # history items the model does not know
     model_version: str = ""
+    rejected: dict[str, int] = field(default_factory=dict)  # events the nightly would quarantine, by reason
 
 
 class Recommender:
@@ -71,18 +72,17 @@ class Recommender:
         the index that night built."""
         layout = Layout.of(cfg, date)
         model_dir = model_as_of(layout.paths.models, cfg.model.encoder, date)
-        index = ItemIndex.load(index_dir(model_dir, date))
+        index = ItemIndex.load(layout.index(model_dir))
         vocab_dir = layout.sessionized.vocab
         if not storage.exists(vocab_dir):
             raise RecommendInputError(f"no vocabulary for {date} at {vocab_dir}: run the nightly of {date} first")
         vocab = read_vocab(vocab_dir)
         return cls(cfg, load_model(model_dir), vocab, index)
 
-    def row(self, user_id: str, events: pd.DataFrame) -> tuple[pa.RecordBatch, list[str]]:
-        """The user's inference row (as ``etl.sequences`` lays it out) from their events
-        (``item_id``, ``event_type``, ``ts``; in arrival order), and the item ids it does not know."""
+    def row(self, user_id: str, steps: pd.DataFrame) -> tuple[pa.RecordBatch, list[str]]:
+        """The user's inference row (as ``etl.sequences`` lays it out) from their steps
+        (:func:`user_steps`), and the item ids it does not know."""
         max_len = int(self.model.encoder.args["max_len"])
-        steps = user_steps(user_id, events, self.cfg.sessionize.event_types, self.rules)
         padded, idx = sequence_of_steps(steps, self.lookup, max_len)
         unknown = sorted(set(steps["item_id"][idx == UNKNOWN]))
         batch = pa.RecordBatch.from_pydict(
@@ -97,51 +97,45 @@ class Recommender:
         return batch, unknown
 
     def recommend(self, user_id: str, events: pd.DataFrame, k: int = 10) -> Recommendation:
-        """Encode the user's events now, then the ``k`` best items they have not seen from the index."""
+        """Encode the user's events now, then the ``k`` best items they have not seen from the index.
+
+        Events the nightly would quarantine are left out and counted in ``rejected``; a user with
+        none left gets the nightly's fallback."""
         version = self.model.version
-        if not len(events):
-            return self._fallback(user_id, k)
-        batch, unknown = self.row(user_id, events)
+        s = self.cfg.sessionize
+        kept, rejected = rows.clean_events(read_events(events), s.event_types, self.cfg.ingest.ts_format)
+        if not len(kept):
+            return dataclasses.replace(self._fallback(user_id, k), rejected=rejected)
+        steps = user_steps(user_id, kept, self.cfg.sessionize.event_types, self.rules)
+        batch, unknown = self.row(user_id, steps)
         # the nightly's batch function, its top-N answered by the night's index
         embedder = dataclasses.replace(self.embedder, top_n=k)
         out = inference.embed_batch(batch, embedder).to_pylist()[0]  # [1] row of EMBED_SCHEMA
         embedding = np.asarray(out["embedding"], np.float32)  # [D]
         items = [(r["item_id"], float(r["score"])) for r in out["recommendations"]]
         explanation = [(t["item_id"], float(t["weight"])) for t in out["top_items"]]
-        steps = int(batch.column("n_steps")[0].as_py())
+        n_steps = int(batch.column("n_steps")[0].as_py())
         return Recommendation(
-            user_id, embedding, items, explanation, bool(out["is_cold_start"]), steps, unknown, version
+            user_id, embedding, items, explanation, bool(out["is_cold_start"]), n_steps, unknown, version, rejected
         )
 
     def _fallback(self, user_id: str, k: int) -> Recommendation:
         """No events: the popularity prior and the most popular items, as the nightly gives known
         users without events (``embed.users_table``)."""
         prior = inference.popularity_prior(self.model, self.vocab)  # [D]
-        known = self.vocab[self.vocab.item_idx < self.model.encoder.args["vocab_size"]]
-        popular = known[known.item_idx >= FIRST_ITEM].nlargest(k, "count")
-        total = max(float(popular["count"].sum()), 1.0)
-        items = [(str(i), float(c) / total) for i, c in zip(popular.item_id, popular["count"])]
+        items = inference.popular_items(self.model, self.vocab, k)
         return Recommendation(user_id, prior, items, [], True, 0, [], self.model.version)
 
 
 def user_steps(user_id: str, events: pd.DataFrame, event_types: list[str], rules: sessions.StepRules) -> pd.DataFrame:
-    """One user's raw events (``item_id``, ``event_type``, ``ts``; in arrival order) -> their steps
-    by the nightly's rules: exact repeats count once, time orders (ties in arrival order), then
+    """One user's events as the nightly keeps them (``rows.clean_events``: ``item_id``,
+    ``event_type``, ``ts`` as UTC datetimes; in arrival order) -> their steps by the nightly's
+    rules: exact repeats count once, time orders (ties in arrival order), then
     ``etl.sessions.steps_of_users``."""
-    missing = {"item_id", "event_type", "ts"} - set(events.columns)
-    if missing:
-        raise RecommendInputError(f"events need the columns item_id, event_type and ts; missing {sorted(missing)}")
-    unknown_types = sorted(set(events["event_type"].astype(str)) - set(event_types))
-    if unknown_types:
-        raise RecommendInputError(f"event type(s) {unknown_types} are none of sessionize.event_types {event_types}")
     ev = events.assign(
-        item_id=events["item_id"].astype(str),
-        ts=pd.to_datetime(events["ts"], utc=True, format="mixed"),
         event_rank=events["event_type"].map({t: i for i, t in enumerate(event_types)}).astype("int32"),
         arrival=np.arange(len(events)),
     )
-    if ev["ts"].isna().any():
-        raise RecommendInputError(f"{int(ev['ts'].isna().sum())} event(s) without a readable ts")
     # exact repeats (same item, type and time) count once, as the nightly's deduplication does
     ev = ev.drop_duplicates(["ts", "item_id", "event_type"]).sort_values(["ts", "arrival", "event_rank"])
     table = pa.table(
@@ -154,6 +148,14 @@ def user_steps(user_id: str, events: pd.DataFrame, event_types: list[str], rules
         }
     )
     return sessions.steps_of_users(table, rules).to_pandas()
+
+
+def read_events(events: pd.DataFrame) -> pd.DataFrame:
+    """A request's events with the columns request time reads, or a clear error."""
+    missing = {"item_id", "event_type", "ts"} - set(events.columns)
+    if missing:
+        raise RecommendInputError(f"events need the columns item_id, event_type and ts; missing {sorted(missing)}")
+    return events
 
 
 def sequence_of_steps(

@@ -56,7 +56,7 @@ def checkpoint_dir(cfg: Config, layout: Layout, init_from: str | None = None) ->
         sort_keys=True,
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return storage.join(storage.normalize(layout.paths.checkpoints), cfg.model.encoder, f"dt={layout.date}", digest)
+    return layout.checkpoints(cfg.model.encoder, digest)
 
 
 def train_and_export(

@@ -25,13 +25,19 @@ def evaluate(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def two_models(planted, planted_model, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """A data root with the planted model of DATE and a copy recorded as trained on the next day's
-    data (LATEST points at it, as after the next night)."""
+    """A data root with the planted model of DATE and a model recorded as trained on the next day's
+    data (LATEST points at it, as after the next night): the same architecture with fresh weights,
+    so that its figures differ from ours."""
+    from interest.models.encoders import build_encoder
+    from interest.models.export import load_model
+
     root = copy_planted(planted, planted_model, tmp_path_factory.mktemp("evaluate"))
     base = root / "models" / "self_attention"
     ours = base / planted_model.name
     later = base / f"{LATER}_later"
     shutil.copytree(ours, later)
+    trained = load_model(str(ours)).encoder
+    build_encoder(trained.kind, **trained.args).save_weights(str(later / "encoder.weights.h5"))
     config = json.loads((later / "config.json").read_text())
     (later / "config.json").write_text(json.dumps({**config, "date": LATER}))
     (base / "LATEST").write_text(later.name + "\n")
@@ -45,6 +51,13 @@ def test_evaluate_uses_the_model_as_of_the_date_and_refuses_a_later_one(two_mode
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((root / "reports" / "evaluation" / f"dt={DATE}" / "metrics.json").read_text())
     assert metrics["versions"] == {"self_attention": [ours.name]}  # not LATEST, trained on later data
+    # the figures are those of our model on the date's test users: what training measured on them
+    got = next(r["test_counted"] for r in metrics["results"] if r["model"] == "self_attention")
+    want = json.loads((ours / "metrics.json").read_text())["test_counted"]
+    for key in ("full_hr@10", "full_ndcg@10", "full_hr@20"):
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+    popularity = next(r["test_counted"] for r in metrics["results"] if r["model"] == "popularity")
+    assert got["full_hr@10"] > popularity["full_hr@10"]  # the planted model, not the fresh weights
     refused = evaluate(root, "--models", str(later))
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()

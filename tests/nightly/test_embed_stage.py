@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from interest.models.export import (
     save_model,
 )
 from interest.nightly import run_nightly
-from interest.serving.embed import EmbedInputError, run_embed
+from interest.serving.embed import EmbedInputError, RetentionError, run_embed
 from interest.serving.index import IndexNotFoundError
 from interest.serving.publish import PublishGateError, Table
 from interest.serving.recommend import Recommender, RecommendInputError
@@ -101,6 +102,64 @@ def test_cold_start_users_and_fallback_for_known_users_without_events(spark, emb
     hist_vocab = pd.read_parquet(f"{cfg.paths.vocab}/dt={DATE}").set_index("item_idx").item_id
     seen = set(hist_vocab.reindex(infer.set_index("user_id").history_idx[user]).dropna())
     assert not seen & {r["item_id"] for r in recs.recommendations[user]}  # only new items
+
+
+def _tables_of(spark, cfg, date: str) -> dict[str, pd.DataFrame]:
+    """The three published tables' rows of ``date``, exactly."""
+    e = cfg.embed
+    return {t: table_rows(spark, cfg, date, t) for t in (e.table, e.item_table, e.recommendations_table)}
+
+
+def _same_tables(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame]) -> None:
+    for name, frame in want.items():
+        pd.testing.assert_frame_equal(got[name], frame, obj=name)
+
+
+def test_a_backfill_older_than_retention_is_refused_before_anything_is_written(spark, embedded, fault_matrix):
+    """With retention keeping one date, dt=26 is kept: a run for dt=20 would publish it and then
+    delete it in its own retention, reporting success. It is refused first, by the embed stage
+    and by the nightly, and the tables are as they were."""
+    cfg, report = embedded
+    table = Table(spark, cfg.embed.database, cfg.embed.table)
+    before, version, dates = _tables_of(spark, cfg, DATE), table.version(), table.dates()
+    short = make_config(cfg.paths.root, *FAST, f"embed.database={cfg.embed.database}", "embed.retention_days=1")
+    message = r"dt=2026-11-20 is older than the 1 newest date\(s\) user_interest_embeddings keeps .* dt=2026-11-26"
+    with pytest.raises(RetentionError, match=message):
+        run_embed(spark, short, "2026-11-20", report.model.path)
+    with pytest.raises(RetentionError, match=message):
+        run_nightly(spark, short, "2026-11-20")
+    assert table.version() == version and table.dates() == dates
+    _same_tables(_tables_of(spark, cfg, DATE), before)
+    fault_matrix("a backfill older than retention", runs=2, rows_checked=sum(map(len, before.values())))
+
+
+@pytest.mark.slow
+def test_a_models_folder_that_cannot_be_written_stops_the_night_before_it_publishes(
+    spark, embedded, tmp_path, fault_matrix
+):
+    """The SavedModel and the index are written before the tables are published: where the
+    models folder cannot take them, the night stops with nothing published; once it can, the
+    same night publishes the rows a clean run published."""
+    import shutil
+
+    cfg, report = embedded
+    table = Table(spark, cfg.embed.database, cfg.embed.table)
+    before, version = _tables_of(spark, cfg, DATE), table.version()
+    encoder_dir = tmp_path / "models" / "self_attention"
+    model_dir = shutil.copytree(report.model.path, encoder_dir / Path(report.model.path).name)
+    (encoder_dir / "_serving").write_text("a file where the exports' folder should be\n")
+    with pytest.raises(Exception, match="_serving"):
+        run_embed(spark, cfg, DATE, str(model_dir))
+    assert table.version() == version  # nothing committed
+    _same_tables(_tables_of(spark, cfg, DATE), before)
+    assert not (encoder_dir / "_index" / Path(model_dir).name / f"dt={DATE}").exists()  # no index in place
+    (encoder_dir / "_serving").unlink()
+    again = run_embed(spark, cfg, DATE, str(model_dir))
+    assert Path(again.saved_model, "saved_model.pb").is_file() and Path(again.index, "index.json").is_file()
+    after = _tables_of(spark, cfg, DATE)
+    run_embed(spark, cfg, DATE, report.model.path)  # a clean run of the same model (its folder's name)
+    _same_tables(after, _tables_of(spark, cfg, DATE))
+    fault_matrix("a models folder that cannot be written", runs=2, rows_checked=2 * sum(map(len, before.values())))
 
 
 def test_sequences_indexed_with_another_vocabulary_are_refused(spark, embedded, tmp_path, fault_matrix):
@@ -209,8 +268,8 @@ def test_a_request_with_the_nights_events_gives_the_nights_rows_and_says_what_is
     assert none.is_cold_start and [i for i, _ in none.items] == vocab.nlargest(3, "count").item_id.tolist()
     fresh = recommender.recommend("u", pd.DataFrame({"item_id": ["not-an-item"], "event_type": ["view"], "ts": [DATE]}))
     assert fresh.unknown_items == ["not-an-item"] and len(fresh.items) == 10
-    with pytest.raises(RecommendInputError, match=r"event type\(s\) \['like'\] are none of sessionize.event_types"):
-        recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["like"], "ts": [DATE]}))
+    liked = recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["like"], "ts": [DATE]}), 3)
+    assert liked.rejected == {"unknown_event_type": 1} and liked.items == none.items  # the nightly quarantines it
     with pytest.raises(RecommendInputError, match=r"missing \['ts'\]"):
         recommender.recommend("u", pd.DataFrame({"item_id": ["a"], "event_type": ["view"]}))
     with pytest.raises(IndexNotFoundError, match="no item index at"):
@@ -268,17 +327,37 @@ def test_the_recommend_job_prints_the_nights_items_and_fails_in_one_line(spark, 
     user = clean[0]
     sets, root = [*database_sets(planted, "embed_gates"), "embed.cold_start_min_steps=8"], cfg.paths.root
     out = finish(embed_job(["jobs/recommend.py", "--date", DATE, "--user", user, "-k", "5"], root, *sets))
-    printed = out.split("recommended (item, score):")[1].split("because of")[0].split()
-    assert printed[0::2] == [r["item_id"] for r in recs.recommendations[user][:5]], out[-2000:]
+    night = _printed(out)
+    assert night[0::2] == [r["item_id"] for r in recs.recommendations[user][:5]], out[-2000:]
     assert f"user {user}: {users.n_events[user]} event(s) in the log, 0 more given" in out
-    later = tmp_path / "today.csv"
-    today = {"item_id": ["i000001", "i000002"], "event_type": "view", "ts": "2026-11-27 09:00:00"}
-    pd.DataFrame(today).to_csv(later, index=False)
-    job = ["jobs/recommend.py", "--date", DATE, "--user", user, "--events", str(later)]
-    out = finish(embed_job(job, root, *sets))
-    assert "2 more given" in out and "recommended (item, score):" in out
+    steps = int(re.search(r"; (\d+) step\(s\)", out).group(1))
+    # today's two events, once in ISO text and once as the log's other forms: epoch seconds,
+    # an event type in capitals with spaces, an id with spaces (the nightly reads them alike)
+    forms = {
+        "iso": {
+            "item_id": ["i000001", "i000002"],
+            "event_type": "view",
+            "ts": ["2026-11-27 09:00:00", "2026-11-27 09:05:00"],
+        },
+        "raw": {"item_id": [" i000001", "i000002 "], "event_type": " View", "ts": [1795770000, 1795770300]},
+    }
+    answers = {}
+    for name, today in forms.items():
+        later = tmp_path / f"today-{name}.csv"
+        pd.DataFrame(today).to_csv(later, index=False)
+        job = ["jobs/recommend.py", "--date", DATE, "--user", user, "-k", "5", "--events", str(later)]
+        out = finish(embed_job(job, root, *sets))
+        assert "2 more given" in out and f"; {steps + 2} step(s)" in out, out[-2000:]  # both read as the latest steps
+        answers[name] = _printed(out)
+    assert answers["raw"] == answers["iso"]
+    assert answers["iso"] != night and not {"i000001", "i000002"} & set(answers["iso"][0::2])  # seen now
     out = finish(embed_job(["jobs/recommend.py", "--date", "2026-11-27", "--user", user], root, *sets), code=2)
     assert "error [recommend dt=2026-11-27]: no item index at" in out, out[-2000:]
+
+
+def _printed(out: str) -> list[str]:
+    """The recommend job's printed items and scores, in order."""
+    return out.split("recommended (item, score):")[1].split("because of")[0].split()
 
 
 SERVE = """
@@ -320,12 +399,11 @@ def test_the_saved_model_answers_as_the_published_tables_in_a_process_without_in
     width = max(len(e) for e in events)
     item_id = np.full((len(events), width), "", dtype=object)
     event_type = np.full((len(events), width), "", dtype=object)
-    ts = np.zeros((len(events), width))
-    for row, e in enumerate(events):
-        micros = pd.to_datetime(e.ts, utc=True, format="mixed").astype("int64").to_numpy() // 1000  # as Spark
-        item_id[row, : len(e)], event_type[row, : len(e)], ts[row, : len(e)] = e.item_id, e.event_type, micros / 1e6
+    ts = np.full((len(events), width), "", dtype=object)
+    for row, e in enumerate(events):  # the log's own text, times included
+        item_id[row, : len(e)], event_type[row, : len(e)], ts[row, : len(e)] = e.item_id, e.event_type, e.ts.astype(str)
     request = tmp_path / "request.npz"
-    np.savez(request, item_id=item_id.astype(str), event_type=event_type.astype(str), ts=ts)
+    np.savez(request, item_id=item_id.astype(str), event_type=event_type.astype(str), ts=ts.astype(str))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [sys.executable, "-c", SERVE, str(folder), str(request)], cwd=tmp_path, env=env, capture_output=True, text=True

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from interest.etl.sessions import StepRules
 from interest.models.encoders import build_encoder
-from interest.models.serving import ServingModule, ServingRules, serving_number
+from interest.models.serving import Catalogue, ServingModule, ServingRules, serving_number
 from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
 from interest.serving.recommend import sequence_of_steps, user_steps
 
@@ -40,17 +40,18 @@ def test_in_graph_steps_equal_the_nightlys_step_builder(seed):
     users = [_events(rng, int(n)) for n in rng.integers(1, 40, size=7)]
     encoder = build_encoder("self_attention", vocab_size=7, max_len=8, dim=8, heads=2, blocks=1)
     ids = np.array(["<pad>", "<unknown>", *"abcde"], dtype=object)
-    module = ServingModule(encoder, ids, RULES, "v")
+    catalogue = Catalogue(ids, np.asarray(encoder.item_table), np.ones(8, np.float32) / 8**0.5, [("a", 1.0)])
+    module = ServingModule(encoder, catalogue, RULES, "v")
     width = max(len(u) for u in users) + 2
     item_id = np.full((len(users), width), "", dtype=object)
     event_type = np.full((len(users), width), "", dtype=object)
-    ts = np.zeros((len(users), width))
+    ts = np.full((len(users), width), "", dtype=object)
     for row, e in enumerate(users):
         item_id[row, : len(e)], event_type[row, : len(e)] = e.item_id, e.event_type
-        ts[row, : len(e)] = e.ts.astype("int64").to_numpy() // 1000 / 1e6
+        ts[row, : len(e)] = e.ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     event_type[0, len(users[0])] = "refund"  # an unknown event type: left out, as the nightly rejects it
     item_id[0, len(users[0])] = "a"
-    built = module.steps(tf.constant(item_id.astype(str)), tf.constant(event_type.astype(str)), tf.constant(ts))
+    built = module.steps(*(tf.constant(x.astype(str)) for x in (item_id, event_type, ts)))
     for row, e in enumerate(users):
         steps = user_steps(f"u{row}", e, TYPES, STEP_RULES)
         want, idx = sequence_of_steps(steps, LOOKUP, 8)

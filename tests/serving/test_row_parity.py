@@ -1,0 +1,213 @@
+"""One raw log, three readers: the nightly's rows, ``Recommender.recommend`` and the SavedModel give
+every user the same embedding, explanation and recommendations, on all three encoders.
+
+The logs are generated (Hypothesis) to mix what the row rules decide: case and spaces in ids and
+event types, times as epoch seconds, milliseconds and ISO-8601 text, blanks and unparseable
+times, unknown items and items newer than the model, users without events or without a valid
+one, exact duplicates, ties, rows out of order and more events than ``max_len``. A rule changed
+in one path only makes some user's answer differ.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from interest.etl import sequences, sessionize
+from interest.etl.ingest import CANONICAL, CORRUPT, INGEST_ORDER
+from interest.models.encoders import build_encoder
+from interest.models.export import load_model, save_model
+from interest.models.serving import SIGNATURE, export_serving, serving_dir
+from interest.schema import N_GAP_BUCKETS
+from interest.serving import inference
+from interest.serving.embed import build_item_index, catalogue, serving_rules
+from interest.serving.recommend import Recommender
+
+from conftest import DATE, make_config
+
+pytestmark = pytest.mark.slow
+
+ENCODERS = ("self_attention", "hierarchical", "memory")
+TYPES = ["view", "click", "cart", "purchase"]  # the profile's sessionize.event_types
+MAX_LEN = 6
+MODEL_ITEMS = 6  # a .. f: the model's; g and h came after it (the night's vocabulary only)
+VOCAB = pd.DataFrame(
+    {
+        "item_id": list("abcdefgh"),
+        "item_idx": np.arange(2, 10, dtype=np.int32),
+        "count": np.array([50, 40, 35, 20, 10, 5, 3, 2], np.int64),
+        "category": ["x", "x", "y", "y", "z", "z", "x", "y"],
+    }
+)
+BASE = dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc)  # the night's window, before its end
+
+
+def _time_text(offset_s: int, ms: int, form: int) -> str:
+    """One instant written as a log might write it."""
+    at = BASE + dt.timedelta(seconds=offset_s, milliseconds=ms)
+    secs = int(at.timestamp())
+    return [
+        f"{secs}.{ms:03d}" if ms else str(secs),  # epoch seconds
+        str(secs * 1000 + ms),  # epoch milliseconds
+        at.strftime("%Y-%m-%d %H:%M:%S") + (f".{ms:03d}" if ms else ""),  # ISO, naive: UTC
+        at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        (at + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%f+01:00"),
+        f" {secs} ",
+    ][form]
+
+
+event = st.tuples(
+    st.sampled_from(["a", " a", "b ", "\tb", "c", "d", "e", "f", "g", "h", "A", "zz", "", "  "]),  # item
+    st.sampled_from(["view", " View", "CLICK ", "\tview", "cart", "Purchase", "like", ""]),  # type
+    st.one_of(
+        st.builds(
+            _time_text,
+            st.sampled_from([0, 600, 1200, 2400, 4800, 9000, 90000]),
+            st.sampled_from([0, 0, 7, 500]),
+            st.integers(0, 5),
+        ),
+        st.sampled_from(["", "not a time", "-5"]),
+    ),
+)
+log = st.lists(st.lists(event, max_size=14), min_size=1, max_size=4).map(
+    lambda users: [u + u[: len(u) // 4] for u in users]  # exact copies of some rows, arriving later
+)
+
+
+@pytest.fixture(scope="module")
+def readers(spark, tmp_path_factory):
+    """Per encoder: the nightly's batch function, the Recommender and the SavedModel of one night."""
+    root = tmp_path_factory.mktemp("parity")
+    cfg = make_config(
+        root,
+        f"sessionize.max_len={MAX_LEN}",
+        "embed.top_n_recommendations=4",
+        "embed.top_items=3",
+        "embed.cold_start_min_steps=3",
+    )
+    out = {}
+    for n, kind in enumerate(ENCODERS):
+        tf.keras.utils.set_random_seed(n)
+        encoder = build_encoder(
+            kind,
+            vocab_size=2 + MODEL_ITEMS,
+            max_len=MAX_LEN,
+            dim=8,
+            heads=2,
+            blocks=1,
+            memory_slots=3,
+            n_event_types=len(TYPES),
+            n_gap_buckets=N_GAP_BUCKETS,
+        )
+        version = f"{DATE}_20261127T000000000000_{kind[:6]}"
+        path = save_model(encoder, VOCAB.iloc[:MODEL_ITEMS], {"date": DATE}, {}, str(root / "models"), version)
+        model = load_model(path)
+        table = inference.scoring_table(model, VOCAB)  # [V, D]: g and h at their category's mean
+        index = build_item_index(model, VOCAB, table, DATE)
+        folder = serving_dir(model.path, DATE)
+        export_serving(model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder)
+        e = cfg.embed
+        embedder = inference.Embedder(
+            model,
+            inference.item_ids_by_index(model, VOCAB),
+            None,
+            e.top_items,
+            e.top_n_recommendations,
+            e.cold_start_min_steps,
+            model.version,
+            table,
+        )
+        signature = tf.saved_model.load(folder).signatures[SIGNATURE]
+        out[kind] = (model, embedder, Recommender(cfg, model, VOCAB, index), signature)
+    return cfg, out
+
+
+def _nightly_rows(spark, cfg, users: list[list[tuple[str, str, str]]]) -> pa.RecordBatch | None:
+    """The inference rows the sessionize stage makes of the log (its own transforms)."""
+    rows = [
+        (f"u{u}", item, kind, ts, None, DATE, None, ("log", 0, i))
+        for u, events in enumerate(users)
+        for i, (item, kind, ts) in enumerate(events)
+    ]
+    schema = ", ".join(
+        f"{c} {'struct<file:string,block:bigint,row:bigint>' if c == INGEST_ORDER else 'string'}" for c in CANONICAL
+    )
+    raw = spark.createDataFrame(rows, schema)
+    assert CORRUPT in raw.columns
+    items = spark.createDataFrame(VOCAB[["item_id", "item_idx"]])
+    steps = sessionize.steps_of(sessionize.clean(raw, cfg, DATE, partitioned=True))
+    infer = sequences.inference_rows(sessionize.windows_of(steps, items, cfg.sessionize)).toPandas()
+    if infer.empty:
+        return None
+    columns = ["user_id", "item_idx", "event_type_idx", "time_gap_bucket", "session_idx", "n_events", "n_steps"]
+    return pa.RecordBatch.from_pandas(infer[[*columns, "history_idx"]], preserve_index=False)
+
+
+def _answers_of_nightly(spark, batch, model, embedder, users: list[str]) -> dict[str, tuple]:
+    """user -> (embedding, explanation, recommendations) as the embed stage publishes them: the
+    batch function for users with rows, the fallback for the others (listed users)."""
+    out = {}
+    if batch is not None:
+        for r in inference.embed_batch(batch, embedder).to_pylist():
+            out[r["user_id"]] = (
+                r["embedding"],
+                [(t["item_id"], t["weight"]) for t in r["top_items"]],
+                [(t["item_id"], t["score"]) for t in r["recommendations"]],
+            )
+    listed = spark.createDataFrame([(u,) for u in users], "user_id string")
+    embedded = spark.createDataFrame([(u,) for u in out] or [("",)], "user_id string")
+    prior = inference.popularity_prior(model, VOCAB)
+    recs = inference.popular_items(model, VOCAB, embedder.top_n)
+    for r in inference.fallback_users(spark, listed, embedded, prior, model.version, recs).collect():
+        out[r["user_id"]] = (r["embedding"], [], [(t["item_id"], t["score"]) for t in r["recommendations"]])
+    return out
+
+
+def _same(got: tuple, want: tuple, what: str) -> None:
+    np.testing.assert_allclose(got[0], want[0], atol=2e-5, err_msg=f"{what}: embedding")
+    for part, name in ((1, "explanation"), (2, "recommendations")):
+        assert [i for i, _ in got[part]] == [i for i, _ in want[part]], f"{what}: {name}"
+        np.testing.assert_allclose([w for _, w in got[part]], [w for _, w in want[part]], atol=2e-5, err_msg=what)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking re-runs Spark for minutes
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(users=log)
+def test_the_nightly_the_recommender_and_the_saved_model_agree_on_any_log(spark, readers, users):
+    cfg, by_encoder = readers
+    names = [f"u{u}" for u in range(len(users))]
+    batch = _nightly_rows(spark, cfg, users)
+    width = max(1, max(len(u) for u in users))
+    request = {k: np.full((len(users), width), "", dtype=object) for k in ("item_id", "event_type", "ts")}
+    for row, events in enumerate(users):
+        for col, (item, kind, ts) in enumerate(events):
+            request["item_id"][row, col], request["event_type"][row, col], request["ts"][row, col] = item, kind, ts
+    for kind, (model, embedder, recommender, signature) in by_encoder.items():
+        nightly = _answers_of_nightly(spark, batch, model, embedder, names)
+        served = signature(**{k: tf.constant(v.astype(str)) for k, v in request.items()})
+        served = {k: v.numpy() for k, v in served.items()}
+        for row, (user, events) in enumerate(zip(names, users)):
+            frame = pd.DataFrame(events, columns=["item_id", "event_type", "ts"])
+            rec = recommender.recommend(user, frame, embedder.top_n)
+            answer = (rec.embedding, rec.explanation, rec.items)
+            _same(answer, nightly[user], f"{kind}, {user}: the Recommender against the nightly")
+            names_out = [i.decode() for i in served["top_items"][row]]
+            graph = (
+                served["embedding"][row],
+                [(i, float(w)) for i, w in zip(names_out, served["top_weights"][row]) if i],
+                [(i.decode(), float(s)) for i, s in zip(served["item_ids"][row], served["scores"][row]) if i],
+            )
+            _same(graph, nightly[user], f"{kind}, {user}: the SavedModel against the nightly")
+            assert bool(served["is_cold_start"][row]) == rec.is_cold_start, user
+            assert int(served["n_steps"][row]) == rec.steps, user
