@@ -316,3 +316,8 @@ def drop_exports(model_dir: str, dates: list[str]) -> list[str]:
     for folder in gone:
         storage.delete(folder)
     return gone
+
+
+def export_serving(encoder: Encoder, catalogue: Catalogue, rules: ServingRules, version: str, folder: str) -> bool:
+    """Stage and commit in one step (a caller with nothing to publish between them)."""
+    return commit_serving(stage_serving(encoder, catalogue, rules, version, folder), folder)

@@ -14,6 +14,7 @@ from embed_runs import (
     table_rows,
 )
 
+from interest.layout import index_dir
 from interest.models.encoders import build_encoder
 from interest.models.export import (
     ModelNotFoundError,
@@ -27,7 +28,7 @@ from interest.models.export import (
     warm_start,
 )
 from interest.nightly import run_nightly
-from interest.serving.index import ItemIndex, index_dir
+from interest.serving.index import ItemIndex
 from interest.serving.publish import Table
 
 from conftest import DATE

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from interest.serving.index import IndexNotFoundError, ItemIndex, drop_indexes, index_dir
+from interest.layout import index_dir
+from interest.serving.index import IndexNotFoundError, ItemIndex, drop_indexes
 
 
 def _items(n: int, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 from interest.etl import sequences, sessionize
 from interest.etl.ingest import CANONICAL, CORRUPT, INGEST_ORDER
+from interest.layout import serving_dir
 from interest.models.encoders import build_encoder
 from interest.models.export import load_model, save_model
-from interest.models.serving import SIGNATURE, export_serving, serving_dir
+from interest.models.serving import SIGNATURE, export_serving
 from interest.schema import N_GAP_BUCKETS
 from interest.serving import inference
 from interest.serving.embed import build_item_index, catalogue, serving_rules
