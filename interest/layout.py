@@ -127,10 +127,6 @@ class Layout:
         the run trains, so another setting never resumes them)."""
         return storage.join(storage.normalize(self.paths.checkpoints), encoder, partition(self.date), key)
 
-    def lock(self, what: str) -> str:
-        """The lock file of the stage ``what`` on this date."""
-        return lock_file(self.paths.root, what, self.date)
-
     def index(self, model_dir: str) -> str:
         """The item index this date's embed stage builds from ``model_dir``."""
         return index_dir(model_dir, self.date)

@@ -71,11 +71,8 @@ def parse_ts(values: pd.Series, ts_format: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = pd.to_datetime(values, utc=True)
         return stamps.dt.floor("us")
-    text = values.astype("object").map(lambda v: None if v is None or v is pd.NaT else str(v).strip(PAD_CHAR))
-    text = text.where(pd.notna(values), None)
-    is_number = text.map(lambda v: v is not None and ":" not in v).astype(bool)
-    if fmt != "auto":
-        is_number = text.notna()
+    text = clean_text(values)  # trimmed; blank or missing: None
+    is_number = text.map(lambda v: v is not None and (fmt != "auto" or ":" not in v)).astype(bool)
     number = pd.to_numeric(text.where(is_number, None), errors="coerce").to_numpy(np.float64)  # [N]
     millis = epoch_millis(number, fmt)
     finite = np.isfinite(millis)
