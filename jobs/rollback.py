@@ -1,12 +1,13 @@
-"""Roll the published Delta tables back to the version before their latest night's publish.
+"""Roll the published Delta tables back to the newest version written by another model.
 
-    python jobs/rollback.py                                   # all three tables, undo the last night
+    python jobs/rollback.py                                   # all three tables, undo the last model's nights
     python jobs/rollback.py --table user_recommendations      # one table
     python jobs/rollback.py --table user_interest_embeddings --version 4
 
 After a bad night, this puts back exactly what readers saw before it (Delta RESTORE: one new
 commit, so the bad version stays in the history and can itself be restored). Run it before the
-next nightly; a later publish for another date is not undone unless you name an older --version.
+next nightly: a later publish by another model is taken as good, and only an older --version
+undoes it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> int:
         "--version",
         type=int,
         default=None,
-        help="restore this version (default: the one before the latest night's publish)",
+        help="restore this version (default: the newest written by another model than the latest publish's)",
     )
     args = parser.parse_args()
     cfg = load_job_config(args, "rollback")

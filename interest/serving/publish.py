@@ -6,8 +6,8 @@ replaces its rows exactly. Every run first writes its rows to a folder no reader
 (``run=<id>``) and checks the gates on exactly those rows; only then does it commit.
 
 - ``delta`` (default): the staged rows go into the Delta table in one commit that replaces
-  dt=D (``replaceWhere``). The table keeps its history: ``rollback`` restores the version before
-  a bad night, and retention is Delta's own DELETE plus VACUUM.
+  dt=D (``replaceWhere``). The table keeps its history: ``rollback`` restores the newest version
+  written by another model than the bad night's, and retention is Delta's own DELETE plus VACUUM.
 - ``parquet``: a Hive table whose ``dt=D`` partition is pointed at the staged folder with one
   metastore operation (``<table>/dt=D/run=<id>``); the old folder is then deleted.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -351,25 +352,53 @@ class Table:
         return dropped
 
     def rollback(self, to_version: int | None = None) -> tuple[int, int]:
-        """RESTORE a Delta table to ``to_version``, by default the version before its latest
-        night's publish (so that night's retention DELETE is undone too). A night committed more
-        than once (a run killed after its commit, then run again) is undone as one. Returns
-        (from, to)."""
+        """RESTORE a Delta table to ``to_version``, by default the newest version written by
+        another model than the latest publish's (so that model's retention DELETEs are undone too).
+
+        A bad model's commits are undone together: a night killed after its commit and run again,
+        or the nights that reused the model before anyone looked. Commits without a named model
+        (``night``) each count as their own. Returns (from, to)."""
         if _provider(self.spark, self.qualified) != "delta":
             raise TableFormatError(f"table {self} is not a Delta table: rollback needs embed.table_format: delta")
         commits = self.history()
         current = int(commits[0]["version"])
         if to_version is None:
-            writes = [c for c in commits if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
-            night = writes[0]["userMetadata"] if writes else None
-            same = list(itertools.takewhile(lambda c: night and c["userMetadata"] == night, writes)) or writes[:1]
-            if not same or int(same[-1]["version"]) == 0:
-                raise TableFormatError(f"table {self} has no earlier publish to roll back to")
-            to_version = int(same[-1]["version"]) - 1
+            writes = [c for c in _lineage(commits) if c["operation"] in ("WRITE", "CREATE TABLE AS SELECT")]
+            model = night_model(writes[0]["userMetadata"]) if writes else None
+            same = list(itertools.takewhile(lambda c: model and night_model(c["userMetadata"]) == model, writes))
+            same = same or writes[:1]
+            to_version = int(same[-1]["version"]) - 1 if same else -1
+            made = {int(c["version"]): c["operation"] for c in commits}
+            if made.get(to_version, "CREATE TABLE") == "CREATE TABLE":  # nothing, or the empty table
+                raise TableFormatError(
+                    f"table {self} has no publish by another model to roll back to (--version names one)"
+                )
         if not 0 <= to_version < current:
             raise TableFormatError(f"table {self} is at version {current}: cannot roll back to {to_version}")
         self.spark.sql(f"RESTORE TABLE {self.qualified} TO VERSION AS OF {to_version}")
         return current, to_version
+
+
+def _lineage(commits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commits that made the table as it is now, newest first: a RESTORE stands for the
+    version it restored, so what an earlier rollback undid is not undone again."""
+    out: list[dict[str, Any]] = []
+    upto: int | None = None
+    for c in commits:  # newest first
+        if upto is not None and int(c["version"]) > upto:
+            continue
+        if c["operation"] == "RESTORE":
+            restored = (c["operationParameters"] or {}).get("version")  # None when restored by timestamp
+            upto = int(restored) if restored is not None else upto
+            continue
+        out.append(c)
+    return out
+
+
+def night_model(user_metadata: str | None) -> str | None:
+    """The model a commit's ``night`` names (``dt=D model=V``), or None for an unnamed commit."""
+    found = re.search(r"(?:^|\s)model=(\S+)", user_metadata or "")
+    return found.group(1) if found else None
 
 
 def check_gates(staged: DataFrame, gates: Gates, previous_rows: int | None) -> GateReport:

@@ -93,11 +93,15 @@ def test_a_night_committed_twice_is_rolled_back_as_one(spark, table):
     """A run killed just after its commit and run again commits the same night twice: rollback
     gives back what readers saw before that night, not the night's first commit."""
     t, db = table, table.database
-    t.publish("2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, "dt=25 m1")
+    t.publish("2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT, "dt=2026-11-25 model=m1")
     good = t.version()
     for _ in range(2):
-        t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=26 m2")
-    assert [c["userMetadata"] for c in t.history()][:3] == ["dt=26 m2", "dt=26 m2", "dt=25 m1"]
+        t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=2026-11-26 model=m2")
+    assert [c["userMetadata"] for c in t.history()][:3] == [
+        "dt=2026-11-26 model=m2",
+        "dt=2026-11-26 model=m2",
+        "dt=2026-11-25 model=m1",
+    ]
     assert t.rollback() == (good + 2, good)
     assert t.dates() == ["2026-11-25"]
     # without names, each commit is its own night: the latest one is undone
@@ -105,6 +109,32 @@ def test_a_night_committed_twice_is_rolled_back_as_one(spark, table):
     t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT)
     assert t.rollback() == (good + 5, good + 4)
     assert_df_equality(read(spark, db, "2026-11-26"), rows(spark, ("y", [0.0, 1.0])), ignore_nullable=True)
+
+
+def test_rollback_restores_the_last_version_another_model_wrote(spark, table):
+    """A bad model's night killed after its commit, re-run, and the next night run on the same
+    model before anyone looked: rollback returns to the good model's version, compared by
+    content, with the retention DELETE in between undone."""
+    t, db = table, table.database
+    t.publish("2026-11-24", rows(spark, ("a", [1.0, 0.0])), UNIT, "dt=2026-11-24 model=m1")
+    t.publish("2026-11-25", rows(spark, ("b", [0.0, 1.0])), UNIT, "dt=2026-11-25 model=m1")
+    good, seen = t.version(), {d: read(spark, db, d).collect() for d in ("2026-11-24", "2026-11-25")}
+    t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=2026-11-26 model=m2")  # killed here
+    t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=2026-11-26 model=m2")  # re-run
+    assert t.apply_retention(2) == ["2026-11-24"]
+    t.publish("2026-11-27", rows(spark, ("y", [0.8, 0.6])), UNIT, "dt=2026-11-27 model=m2")
+    current = t.version()
+    assert t.rollback() == (current, good)
+    assert t.dates() == ["2026-11-24", "2026-11-25"]
+    assert {d: read(spark, db, d).collect() for d in seen} == seen
+    # m1 wrote everything the table now holds: a second rollback has nothing to go back to
+    with pytest.raises(TableFormatError, match=r"has no publish by another model to roll back to"):
+        t.rollback()
+    # the bad night published once more: the commits the first rollback undid are not counted
+    # again (they would take the table to version 2), only the new one
+    t.publish("2026-11-26", rows(spark, ("z", [0.6, 0.8])), UNIT, "dt=2026-11-26 model=m2")
+    assert t.rollback() == (current + 2, current + 1)  # the first RESTORE: the good content
+    assert {d: read(spark, db, d).collect() for d in seen} == seen
 
 
 def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spark, tmp_path):
