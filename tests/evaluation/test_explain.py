@@ -147,7 +147,7 @@ def deletion(root, models, ks):
 
 # Deleting what the table publishes (every step of the top items by summed weight), the memory
 # encoder's explanation lowers the top recommendation less than random items at k = 1 and 3, and
-# less than the most recent item at k = 1 (BENCHMARKS.md, "Deleting the published explanation").
+# less than the most recent item at k = 1 (BENCHMARKS.md, "Explanations").
 # Strict: the day it passes, this marker must go.
 MEMORY_NOT_FAITHFUL = pytest.mark.xfail(
     reason="memory's published explanation does not beat random item deletion", strict=True
