@@ -21,8 +21,8 @@ from interest import io, logs, storage
 from interest.config import Config, SessionizeConfig
 from interest.errors import UserError
 from interest.etl import ingest, sequences, sessions, summary, validate, vocab
+from interest.etl.lookback import read_window, window_bounds
 from interest.etl.summary import SequenceLengths, SessionizeSummary, Window
-from interest.etl.window import read_window, window_bounds
 from interest.layout import Layout, SessionizePaths
 from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
 from interest.spark import JobLabels

@@ -15,8 +15,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from interest.config import Config, ConfigError, load_config
+from interest.etl.lookback import read_canonical
 from interest.etl.sessionize import run_sessionize
-from interest.etl.window import read_canonical
 from interest.layout import Layout
 
 from conftest import ROOT
