@@ -45,7 +45,7 @@ test: java $(VENV)/.installed $(AIRFLOW)/.installed class-archive
 notebook: java $(VENV)/.installed class-archive
 	$(PY) notebooks/execute.py
 
-# the configuration reference, generated from the comments beside the fields of interest/config.py
+# the configuration reference, generated from the comments beside the fields of interest/config/sections.py
 docs: $(VENV)/.installed
 	$(PY) -m interest.config > docs/configuration.md
 

@@ -1,7 +1,7 @@
 """The row rules: how one raw event's fields are read, defined once for every path that reads them.
 
 Three paths read raw events: the nightly (Spark, ``etl.validate``), the request-time
-``Recommender`` (pandas, here) and the exported TensorFlow graph (``models.serving``). Each
+``Recommender`` (pandas, here) and the exported TensorFlow graph (``models.savedmodel``). Each
 implements the rules below from these constants, and a property test feeds the three the same
 generated logs, so a rule changed in one path only fails the build.
 

@@ -18,7 +18,8 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_job_config(args, "sessionize", args.date)
 
-    from interest.etl.sessionize import format_summary, run_sessionize
+    from interest.etl.sessionize import run_sessionize
+    from interest.etl.summary import format_summary
     from interest.spark import get_spark
 
     spark = get_spark(cfg, app_name=f"interest-sessionize-{args.date}")

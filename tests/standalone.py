@@ -6,10 +6,13 @@ never race for a port. Used as a context manager; everything is stopped on exit.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -35,12 +38,49 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 
     raise TimeoutError(f"no {pattern!r} in {log} after {timeout}s")
 
 
-def package_zip(dest: Path) -> Path:
-    """The ``interest`` package as a zip for ``--py-files`` (what users ship to executors)."""
+def clean_copy(dest: Path) -> Path:
+    """The working tree as a fresh clone would hold it: tracked and new files, nothing ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # a file deleted but not yet staged is listed too
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def install_package(dest: Path) -> Path:
+    """``pip install .`` of a clean copy into ``dest/site`` (our package only: the dependencies are
+    this environment's); returns the folder that holds the installed ``interest``."""
+    source = clean_copy(dest / "source")
+    site = dest / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site)]
+        + [str(source)],
+        check=True,
+        cwd=dest,
+    )
+    return site
+
+
+@functools.cache
+def _installed() -> Path:
+    return install_package(Path(tempfile.mkdtemp(prefix="interest-install-")))
+
+
+def package_zip(dest: Path, site: Path | None = None) -> Path:
+    """The installed ``interest`` package (``site``, default one install per test run) as a zip
+    for ``--py-files``: what users build with ``pip install .`` and ship to executors."""
+    site = site or _installed()
     out = dest / "interest.zip"
     with zipfile.ZipFile(out, "w") as zf:
-        for path in (ROOT / "interest").rglob("*.py"):
-            zf.write(path, path.relative_to(ROOT))
+        for path in (site / "interest").rglob("*.py"):
+            zf.write(path, path.relative_to(site))
     return out
 
 

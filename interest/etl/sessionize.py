@@ -7,9 +7,6 @@ folder (so re-running a date replaces it exactly), and accounts for every input 
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import functools
 import json
 import logging
 import time
@@ -17,112 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interest import io, logs, storage
 from interest.config import Config, SessionizeConfig
 from interest.errors import UserError
-from interest.etl import ingest, sequences, sessions, validate, vocab
+from interest.etl import ingest, sequences, sessions, summary, validate, vocab
+from interest.etl.lookback import read_window, window_bounds
+from interest.etl.summary import SequenceLengths, SessionizeSummary, Window
 from interest.layout import Layout, SessionizePaths
 from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
 from interest.spark import JobLabels
 
 log = logging.getLogger(__name__)
 
-LENGTH_BUCKETS = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500]
-
 
 class SessionizeError(UserError, RuntimeError):
     """The stage cannot produce a valid output (no events, broken accounting)."""
-
-
-def window_bounds(date: str, lookback_days: int) -> tuple[str | None, str]:
-    """[start, end] dates of the lookback window ending at ``date`` (start None = unbounded)."""
-    end = dt.date.fromisoformat(date)
-    if lookback_days <= 0:
-        return None, end.isoformat()
-    return (end - dt.timedelta(days=lookback_days - 1)).isoformat(), end.isoformat()
-
-
-@dataclass(frozen=True)
-class RawWindow:
-    """The canonical raw rows of a run's window, as read."""
-
-    rows: DataFrame
-    partitioned: bool  # whether dt partitions did the windowing (else: ``classify`` flags it)
-    skipped: list[ingest.CorruptFile]  # source files left out as unreadable
-    file_rows: int | None  # what the Parquet footers of the files read say they hold (None: not Parquet)
-
-
-def read_window(spark: SparkSession, cfg: Config, layout: Layout) -> RawWindow:
-    """:func:`read_canonical`, with categories from ``ingest.item_categories`` where it is set."""
-    raw = read_canonical(spark, cfg, layout)
-    if cfg.ingest.item_categories:
-        categories = ingest.read_item_categories(spark, cfg.ingest, cfg.ingest.item_categories)
-        raw = dataclasses.replace(raw, rows=ingest.with_item_categories(raw.rows, categories))
-    return raw
-
-
-def read_canonical(spark: SparkSession, cfg: Config, layout: Layout) -> RawWindow:
-    """Canonical raw rows of the window, with the source files left out as unreadable
-    (``ingest.on_corrupt_file: skip``; with ``fail``, the first one stops the job naming it).
-
-    Parquet files whose schemas differ (a column added, renamed, or retyped on some days, e.g.
-    ``ts`` as epoch milliseconds one day and ISO text the next) are read group by group and meet
-    in the canonical all-text shape, instead of failing deep inside the Parquet reader.
-    """
-    source = layout.source
-    start, end = window_bounds(layout.date, cfg.sessionize.lookback_days)
-    first_stage = cfg.sessionize.event_types[0]  # the event type of a source without one
-    if cfg.ingest.format != "parquet":
-        raw = ingest.read_source(spark, cfg.ingest, source)
-        partitioned = "dt" in raw.columns
-        if partitioned:
-            raw = ingest.in_partition_window(raw, start, end)
-        return RawWindow(
-            ingest.to_canonical(ingest.with_ingest_order(raw), cfg.ingest, first_stage), partitioned, [], None
-        )
-    # Parquet: every file of the window is listed and its footer checked before Spark opens any
-    # (Spark's schema inference would otherwise read a broken footer first and fail with a trace)
-    files, partitioned = ingest.source_files(source)
-    files = ingest.in_window(files, (start, end)) if partitioned else files
-    footers, skipped = ingest.parquet_footers(files)
-    if skipped and cfg.ingest.on_corrupt_file == "fail":
-        bad = skipped[0]
-        raise ingest.IngestError(
-            f"corrupt source file {bad.path} ({bad.bytes:,} bytes): {bad.error}"
-            f"{f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''}; set "
-            f"ingest.on_corrupt_file: skip to go on without it"
-        )
-    groups = ingest.schema_groups({path: footer.schema for path, footer in footers.items()})
-    file_rows = sum(footer.rows for footer in footers.values())
-    if not groups:  # nothing readable in the window: no rows, and the stage says so
-        return RawWindow(_no_rows(spark), partitioned, skipped, 0)
-    reader = spark.read.options(**cfg.ingest.options)
-    if files != [source]:  # a folder: partition columns (dt) are read off the paths below it
-        reader = reader.option("basePath", source)
-    frames = []
-    for group in groups:  # more than one group: the schema drifted between days
-        try:
-            with ingest.partition_values_as_text(spark):
-                files_read = reader.parquet(*group)
-            frames.append(ingest.to_canonical(ingest.with_ingest_order(files_read), cfg.ingest, first_stage))
-        except ingest.IngestError as exc:  # e.g. a column renamed on some days: say which files
-            if len(groups) == 1:
-                raise
-            raise ingest.IngestError(f"{exc} (in {len(group)} file(s) with another schema, e.g. {group[0]})") from None
-    rows = functools.reduce(DataFrame.unionByName, frames)  # the window's files only
-    return RawWindow(rows, partitioned, skipped, file_rows)
-
-
-def _no_rows(spark: SparkSession) -> DataFrame:
-    """An empty frame of canonical raw rows."""
-    schema = ", ".join(
-        f"{c} {'struct<file:string,block:bigint,row:bigint>' if c == ingest.INGEST_ORDER else 'string'}"
-        for c in ingest.CANONICAL
-    )
-    return spark.createDataFrame([], schema)
 
 
 def classify(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:
@@ -173,70 +82,6 @@ def step_rules(s: SessionizeConfig) -> sessions.StepRules:
 def _quarantine(cleaned: DataFrame) -> DataFrame:
     """All rejected rows in one layout: validation rejects and bot rejects."""
     return validate.rejects_view(cleaned.where(F.col("reject_reason") != OUTSIDE))
-
-
-def _length_buckets() -> dict[str, Column]:
-    """The histogram's buckets of steps per user (``1``, ``2``, ``3-4``, ... ``500+``): label ->
-    condition on ``n_steps``."""
-    edges = LENGTH_BUCKETS
-    steps = F.col("n_steps")
-    buckets = {f"{a}-{b - 1}" if b - 1 > a else f"{a}": (steps >= a) & (steps < b) for a, b in zip(edges, edges[1:])}
-    return {**buckets, f"{edges[-1]}+": steps >= edges[-1]}
-
-
-@dataclass(frozen=True)
-class Window:
-    """The run's lookback window of dates (``start`` None: unbounded)."""
-
-    start: str | None
-    end: str
-
-
-@dataclass(frozen=True)
-class SequenceLengths:
-    """Steps per user: quantiles and a histogram, against the stored window ``max_len``."""
-
-    max_len: int
-    min: int
-    p50: float
-    p90: float
-    p99: float
-    max: int
-    histogram: dict[str, int]
-
-
-@dataclass(frozen=True)
-class SessionizeSummary:
-    """What the stage did for one date, with every input row accounted for:
-    ``rows_in = out_of_window + rejected_total + duplicates_removed + events_kept``."""
-
-    date: str
-    window: Window
-    rows_in: int
-    skipped_files: tuple[ingest.CorruptFile, ...]  # unreadable source files left out; not in rows_in
-    out_of_window: int
-    rejected: dict[str, int]  # reason -> rows
-    rejected_total: int
-    duplicates_removed: int
-    events_kept: int
-    accounted: bool
-    steps: int
-    repeats_merged: int
-    users: int
-    train_users: int
-    train_rows: int
-    cold_users: int
-    sessions: int
-    items_seen: int
-    vocab_size: int  # embedding rows: padding + unknown + items
-    unknown_steps: int
-    sequence_length: SequenceLengths
-    outputs: SessionizePaths
-    wall_s: float
-    step_seconds: dict[str, float]  # the stage's profile: each labelled step's wall time
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -402,7 +247,7 @@ def _build(spark: SparkSession, cfg: Config, intake: _Intake, base_vocab: str | 
 def _statistics(built: _Built, min_train_steps: int) -> dict[str, Any]:
     """Per-user counts, length quantiles and histogram of the inference rows, and the vocabulary's
     reach, in two small jobs (there were six, each paying a job's start-up)."""
-    buckets = _length_buckets()
+    buckets = summary.length_buckets()
     stats = built.seqs.agg(
         F.count(F.lit(1)).alias("users"),
         F.sum("n_steps").alias("steps"),
@@ -552,29 +397,3 @@ def _summarise(
         wall_s=round(seconds, 2),
         step_seconds={step: round(s, 2) for step, s in step_seconds.items()},
     )
-
-
-def format_summary(summary: SessionizeSummary) -> str:
-    """The summary as the table the job prints."""
-    sm, sl = summary, summary.sequence_length
-    lines = [
-        f"sessionize {sm.date}  window {sm.window.start or '…'} .. {sm.window.end}  ({sm.wall_s} s)",
-        f"  rows in              {sm.rows_in:>12,}",
-        *[f"  skipped file         {f.path} ({f.bytes:,} bytes): {f.error}" for f in sm.skipped_files],
-        f"  out of window        {sm.out_of_window:>12,}",
-        f"  rejected             {sm.rejected_total:>12,}",
-        *[f"    {reason:<18} {n:>12,}" for reason, n in sm.rejected.items()],
-        f"  duplicates removed   {sm.duplicates_removed:>12,}",
-        f"  events kept          {sm.events_kept:>12,}   (all rows accounted for: {sm.accounted})",
-        f"  steps (merged)       {sm.steps:>12,}   ({sm.repeats_merged:,} funnel repeats merged)",
-        f"  users                {sm.users:>12,}   ({sm.train_users:,} trainable in {sm.train_rows:,} training "
-        f"rows, {sm.cold_users:,} too short to train on)",
-        f"  sessions             {sm.sessions:>12,}",
-        f"  items seen / vocab   {sm.items_seen:>12,} / {sm.vocab_size:,} (unknown steps {sm.unknown_steps:,})",
-        f"  steps per user       min {sl.min}  p50 {sl.p50:g}  p90 {sl.p90:g}  p99 {sl.p99:g}  max {sl.max}  "
-        f"(window keeps {sl.max_len})",
-        "  histogram            " + "  ".join(f"{k}:{v}" for k, v in sl.histogram.items()),
-        "  seconds by step      " + "  ".join(f"{k}:{v:g}" for k, v in sm.step_seconds.items()),
-    ]
-    lines += [f"  {name:<20} {path}" for name, path in dataclasses.asdict(sm.outputs).items()]
-    return "\n".join(lines)

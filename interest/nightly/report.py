@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, fine
 
 from interest import storage, tracking
 from interest.config import Config
-from interest.etl.sessionize import SessionizeSummary
+from interest.etl.summary import SessionizeSummary
 from interest.layout import Layout
 from interest.serving.embed import EmbedResult
 from interest.serving.quality import Drift, NextDayQuality

@@ -28,7 +28,7 @@ from interest.errors import UserError
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import load_model
-from interest.models.serving import Catalogue, ServingRules, commit_serving, drop_exports, stage_serving
+from interest.models.savedmodel import Catalogue, ServingRules, commit_serving, drop_exports, stage_serving
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.serving import inference, publish
 from interest.serving.index import ItemIndex, drop_indexes
@@ -148,7 +148,7 @@ class EmbedResult:
     index: str  # the nearest-neighbour index of the date's items (interest.serving.index)
     index_kind: str
     index_seconds: float
-    saved_model: str  # the model's TensorFlow Serving export (interest.models.serving)
+    saved_model: str  # the model's TensorFlow Serving export (interest.models.savedmodel)
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:

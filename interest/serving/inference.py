@@ -83,7 +83,7 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Embedder:
     """What one batch of inference rows is embedded, explained and ranked with.
 
@@ -263,7 +263,15 @@ def embed_users(
     def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
         item_ids, categories, table, index = shared.value
         embedder = Embedder(
-            _model(SparkFiles.get(shipped)), item_ids, categories, top_k, top_n, cold_min_steps, version, table, index
+            model=_model(SparkFiles.get(shipped)),
+            item_ids=item_ids,
+            categories=categories,
+            top_k=top_k,
+            top_n=top_n,
+            cold_min_steps=cold_min_steps,
+            version=version,
+            table=table,
+            index=index,
         )
         for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it

@@ -63,7 +63,15 @@ class Recommender:
         e = cfg.embed
         table = inference.scoring_table(model, vocab)  # [V, D] what the index was built from
         self.embedder = inference.Embedder(
-            model, self.item_ids, None, e.top_items, 0, e.cold_start_min_steps, model.version, table, index
+            model=model,
+            item_ids=self.item_ids,
+            categories=None,
+            top_k=e.top_items,
+            top_n=0,  # set per request
+            cold_min_steps=e.cold_start_min_steps,
+            version=model.version,
+            table=table,
+            index=index,
         )
 
     @classmethod

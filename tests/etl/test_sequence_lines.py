@@ -15,7 +15,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from interest.config import Config, ConfigError, load_config
-from interest.etl.sessionize import read_canonical, run_sessionize
+from interest.etl.lookback import read_canonical
+from interest.etl.sessionize import run_sessionize
 from interest.layout import Layout
 
 from conftest import ROOT

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from pyspark.sql import types as T
 
 from interest.etl.ingest import IngestError
-from interest.etl.sessionize import SessionizeError, Window, format_summary, read_window, run_sessionize
+from interest.etl.lookback import read_window
+from interest.etl.sessionize import SessionizeError, run_sessionize
+from interest.etl.summary import Window, format_summary
 from interest.layout import Layout
 from interest.spark import job_group
 from interest.synth import BAD_KINDS, MALFORMED, generate

@@ -103,7 +103,7 @@ def plausibility(model, noisy) -> dict[str, np.ndarray]:
     infer = pd.read_parquet(noisy / "sequences" / f"dt={DATE}" / "infer").sort_values("user_id")
     vocab = pd.read_parquet(noisy / "vocab" / f"dt={DATE}").sort_values("item_idx")
     ids = np.array(["<pad>", "<unknown>", *vocab.item_id], dtype=object)
-    embedder = Embedder(model, ids, None, top_k=5, top_n=10, cold_min_steps=3, version="test")
+    embedder = Embedder(model=model, item_ids=ids, categories=None, top_k=5, top_n=10, cold_min_steps=3, version="test")
     rows = embed_frame(infer, embedder)  # the embed job's per-batch code: what is published
     wanted = [set(truth.interests_last[u]) for u in rows.user_id]
     out = {"explained": interest_shares([[t["item_id"] for t in tops] for tops in rows.top_items], wanted, category)}

@@ -55,7 +55,16 @@ def frame(items: list[list[int]], n_steps: list[int], histories: list[list[int]]
 
 def run(model: LoadedModel, pdf: pd.DataFrame, top_n: int = 3, cold: int = 3) -> pd.DataFrame:
     return embed_frame(
-        pdf, Embedder(model, ITEM_IDS, CATEGORIES, top_k=2, top_n=top_n, cold_min_steps=cold, version="v1")
+        pdf,
+        Embedder(
+            model=model,
+            item_ids=ITEM_IDS,
+            categories=CATEGORIES,
+            top_k=2,
+            top_n=top_n,
+            cold_min_steps=cold,
+            version="v1",
+        ),
     )
 
 

@@ -25,7 +25,7 @@ from interest.etl.ingest import CANONICAL, CORRUPT, INGEST_ORDER
 from interest.layout import serving_dir
 from interest.models.encoders import build_encoder
 from interest.models.export import load_model, save_model
-from interest.models.serving import SIGNATURE, export_serving
+from interest.models.savedmodel import SIGNATURE, export_serving
 from interest.schema import N_GAP_BUCKETS
 from interest.serving import inference
 from interest.serving.embed import build_item_index, catalogue, serving_rules
@@ -116,14 +116,14 @@ def readers(spark, tmp_path_factory):
         export_serving(model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder)
         e = cfg.embed
         embedder = inference.Embedder(
-            model,
-            inference.item_ids_by_index(model, VOCAB),
-            None,
-            e.top_items,
-            e.top_n_recommendations,
-            e.cold_start_min_steps,
-            model.version,
-            table,
+            model=model,
+            item_ids=inference.item_ids_by_index(model, VOCAB),
+            categories=None,
+            top_k=e.top_items,
+            top_n=e.top_n_recommendations,
+            cold_min_steps=e.cold_start_min_steps,
+            version=model.version,
+            table=table,
         )
         signature = tf.saved_model.load(folder).signatures[SIGNATURE]
         out[kind] = (model, embedder, Recommender(cfg, model, VOCAB, index), signature)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from interest.etl.sessions import StepRules
 from interest.layout import serving_number
 from interest.models.encoders import build_encoder
-from interest.models.serving import Catalogue, ServingModule, ServingRules
+from interest.models.savedmodel import Catalogue, ServingModule, ServingRules
 from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
 from interest.serving.recommend import sequence_of_steps, user_steps
 
