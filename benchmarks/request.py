@@ -37,26 +37,28 @@ def percentiles(times: list[float]) -> str:
 
 
 def requests(events, users: list[str], n: int) -> list[tuple[str, object]]:
-    """Per user, their latest ``n`` raw events (item_id, event_type, ts) in arrival order."""
-    return [(u, events[events.user_id == u].tail(n)[["item_id", "event_type", "ts", "ts_s"]]) for u in users]
+    """Per user, their latest ``n`` raw events (item_id, event_type, ts: the log's text) in arrival
+    order."""
+    return [(u, events[events.user_id == u].tail(n)[["item_id", "event_type", "ts"]]) for u in users]
 
 
 def batch(reqs: list[tuple[str, object]]) -> dict[str, object]:
-    """The signature's inputs for several users: [B, E] each, "" and 0 padding the shorter ones."""
+    """The signature's inputs for several users: [B, E] strings each, as the log has them, ""
+    padding the shorter ones."""
     import tensorflow as tf
 
     width = max(len(e) for _, e in reqs)
     ids = np.full((len(reqs), width), "", dtype=object)
     types = np.full((len(reqs), width), "", dtype=object)
-    ts = np.zeros((len(reqs), width), np.float64)
+    ts = np.full((len(reqs), width), "", dtype=object)
     for row, (_, e) in enumerate(reqs):
         ids[row, : len(e)] = e.item_id.astype(str).to_numpy()
         types[row, : len(e)] = e.event_type.astype(str).to_numpy()
-        ts[row, : len(e)] = e.ts_s.to_numpy()
+        ts[row, : len(e)] = e.ts.astype(str).to_numpy()
     return {
         "item_id": tf.constant(ids.astype(str)),
         "event_type": tf.constant(types.astype(str)),
-        "ts": tf.constant(ts),
+        "ts": tf.constant(ts.astype(str)),
     }
 
 
@@ -93,7 +95,7 @@ def main() -> None:
         raw = pd.read_parquet(cfg.paths.raw_events, columns=["user_id", "item_id", "event_type", "ts"])
         raw = raw[raw.event_type.isin(cfg.sessionize.event_types)].copy()
         ts = pd.to_datetime(raw.ts, utc=True, format="mixed", errors="coerce")
-        raw = raw.assign(ts=ts, ts_s=(ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).dropna(subset=["ts"])
+        raw = raw.assign(ts=raw.ts.astype(str))[ts.notna()]
         users = raw.user_id.value_counts()
         users = sorted(users[users >= max(args.events)].index)[: args.requests]
         signature = tf.saved_model.load(report.embed.saved_model).signatures["serving_default"]
