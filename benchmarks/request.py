@@ -54,7 +54,7 @@ def batch(reqs: list[tuple[str, object]]) -> dict[str, object]:
     for row, (_, e) in enumerate(reqs):
         ids[row, : len(e)] = e.item_id.astype(str).to_numpy()
         types[row, : len(e)] = e.event_type.astype(str).to_numpy()
-        ts[row, : len(e)] = e.ts.astype(str).to_numpy()
+        ts[row, : len(e)] = e.ts.to_numpy()  # already the log's text (main reads it so)
     return {
         "item_id": tf.constant(ids.astype(str)),
         "event_type": tf.constant(types.astype(str)),
