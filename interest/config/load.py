@@ -176,6 +176,10 @@ def _check_values(cfg: Config) -> None:
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
         (cfg.train.workers >= 1, "train.workers must be at least 1"),
         (0 <= cfg.embed.min_coverage <= 1, "embed.min_coverage must be within [0, 1]"),
+        (cfg.embed.diversity >= 0, "embed.diversity must be 0 or more"),
+        (0 <= cfg.embed.interest_min_weight < 1, "embed.interest_min_weight must be within [0, 1)"),
+        (0 < cfg.embed.interest_max_cosine <= 1, "embed.interest_max_cosine must be within (0, 1]"),
+        (cfg.embed.because_items >= 0, "embed.because_items must be 0 or more"),
         (
             VALID_SEED not in cfg.eval.seeds,
             f"eval.seeds {list(cfg.eval.seeds)} must leave out {VALID_SEED}, the validation draw's seed: "

@@ -301,6 +301,18 @@ class EmbedConfig:
     batch_size: int = 1024  # users per inference batch
     top_items: int = 5  # history items kept as the explanation (top_items)
     top_n_recommendations: int = 20  # recommended items per user
+    # encoders with several interests (memory): each interest retrieves its own top-N and the
+    # lists are merged (ComiRec); false: the user vector alone retrieves
+    multi_interest: bool = True
+    # the merge's greedy diversity factor λ: at each pick a candidate's score drops by λ per item
+    # of its category already picked; 0: the plain merge by score
+    diversity: float = 0.0
+    # an interest retrieves only if the user vector drew at least this share on it (the first
+    # always does), is under this cosine to every interest kept before it, and the user has more
+    # distinct items than interests kept: no copies of one interest for a short history
+    interest_min_weight: float = 0.02
+    interest_max_cosine: float = 0.95  # an interest this close to a kept one is a copy
+    because_items: int = 3  # history items behind each recommendation's interest
     cold_start_min_steps: int = 5  # users with fewer steps than this are flagged is_cold_start
     users_table: str | None = None  # optional known users; those without events get the fallback
     retention_days: int = 7  # dates kept in each table

@@ -9,6 +9,9 @@ to a dict:
 - ``interests`` [B, K, D]  per-interest vectors (memory slots; K = 1 where there is one vector);
 - ``attention`` [B, L]     how much the user embedding drew on each history step: sums to 1 over
                            real steps and is exactly 0 on padding (the explanation);
+- ``interest_attention`` [B, K, L]  the same for each interest: the steps behind it (K = 1: the
+                           attention itself);
+- ``interest_weight`` [B, K]  how much the user embedding drew on each interest (sums to 1);
 - ``attention_matrix`` [B, L, L]  only with ``call(..., return_matrix=True)``: the same weights
                            for every position's state (row t explains position t), for heatmaps.
 
@@ -91,6 +94,9 @@ class Encoder(keras.Model):
 
     def __call__(self, *args, **kwargs):
         out = super().__call__(*args, **kwargs)
+        if "interest_attention" not in out:  # one interest: the user vector and its attention
+            out["interest_attention"] = out["attention"][:, None, :]  # [B, 1, L]
+            out["interest_weight"] = ops.ones_like(out["attention"][:, :1])  # [B, 1]
         # under mixed precision the layers compute in bfloat16; what leaves the encoder (sequence
         # states for the loss, user vectors for ranking) is float32, a no-op otherwise
         return {name: ops.cast(v, "float32") if "float" in str(v.dtype) else v for name, v in out.items()}
@@ -307,10 +313,29 @@ class MemoryEncoder(Encoder):
             # that slot alone, in the item space (a slot's items score highest against it)
             "interests": self.out(slots[:, -1], training=training),  # [B, K, D]
             "attention": _written_share(read_w[:, -1:], write_w[:, -1:], values, written[:, -1:])[:, 0],
+            "interest_attention": _slot_shares(write_w[:, -1], values, written[:, -1]),  # [B, K, L]
+            "interest_weight": read_w[:, -1, 0],  # [B, K]
         }
         if return_matrix:
             out["attention_matrix"] = _written_share(read_w, write_w, values, written)  # [B, L, L]
         return out
+
+
+def _along(values, written):
+    """Each step's value along each slot's direction, negative parts clipped to 0.
+
+    values [B, 1, L, D], written [B, T, K, D] -> [B, T, K, L]."""
+    direction = written / ops.maximum(ops.norm(written, axis=-1, keepdims=True), 1e-9)  # [B, T, K, D]
+    return ops.relu(ops.einsum("bjd,btkd->btkj", values[:, 0], direction))
+
+
+def _slot_shares(write_w, values, written):
+    """The steps behind each slot after the last step: their shares of its content, summing to 1.
+
+    write_w [B, K, L], values [B, 1, L, D], written [B, K, D] -> [B, K, L]."""
+    share = write_w * _along(values, written[:, None])[:, 0]  # [B, K, L]
+    total = ops.sum(share, axis=-1, keepdims=True)  # [B, K, 1]
+    return ops.where(total > 1e-9, share / ops.maximum(total, 1e-9), write_w)
 
 
 def _written_share(read_w, write_w, values, written):
@@ -318,9 +343,7 @@ def _written_share(read_w, write_w, values, written):
 
     read_w [B, T, 1, K], write_w [B, T, K, L], values [B, 1, L, D], written [B, T, K, D] -> [B, T, L].
     """
-    direction = written / ops.maximum(ops.norm(written, axis=-1, keepdims=True), 1e-9)  # [B, T, K, D]
-    along = ops.relu(ops.einsum("bjd,btkd->btkj", values[:, 0], direction))  # [B, T, K, L]
-    share = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w * along)  # [B, T, L]
+    share = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w * _along(values, written))  # [B, T, L]
     total = ops.sum(share, axis=-1, keepdims=True)  # [B, T, 1]
     plain = ops.einsum("btk,btkj->btj", read_w[:, :, 0], write_w)  # fallback: nothing along any slot
     return ops.where(total > 1e-9, share / ops.maximum(total, 1e-9), plain)

@@ -40,6 +40,7 @@ import tensorflow as tf
 from interest import rows, storage
 from interest.layout import exports_root, serving_date
 from interest.models.encoders import Encoder
+from interest.models.retrieval import Retrieval, category_codes
 from interest.schema import FIRST_ITEM, PAD, SEQUENCE_FEATURES, UNKNOWN
 
 SIGNATURE = "serving_default"
@@ -58,6 +59,7 @@ class ServingRules:
     top_items: int  # history items in the explanation
     cold_start_min_steps: int
     ts_format: str = "auto"  # ingest.ts_format: how a bare number is read (rows.NUMERIC_FORMATS)
+    retrieval: Retrieval = Retrieval()  # how several interests retrieve (embed settings)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Catalogue:
     table: np.ndarray  # [V, D] the scoring table (inference.scoring_table): newer items included
     prior: np.ndarray  # [D] the popularity prior
     popular: list[tuple[str, float]]  # the fallback's items and scores (inference.popular_items)
+    categories: np.ndarray | None = None  # [V] each index's category (inference.item_categories)
 
 
 def parse_times(text: tf.Tensor, ts_format: str) -> tuple[tf.Tensor, tf.Tensor]:
@@ -150,6 +153,9 @@ class ServingModule(tf.Module):
         self.popular_ids = tf.constant([i for i, _ in popular] + [""] * (n - len(popular)))  # [n]
         self.popular_scores = tf.constant([s for _, s in popular] + [-np.inf] * (n - len(popular)), tf.float32)
         self.version = tf.constant(version)
+        codes = category_codes(catalogue.categories)
+        self.codes = None if codes is None else tf.constant(codes.astype(np.int32))  # [V]
+        self.n_categories = 0 if codes is None else int(codes.max(initial=0)) + 1
 
     def steps(self, item_id: tf.Tensor, event_type: tf.Tensor, ts: tf.Tensor) -> dict[str, tf.Tensor]:
         """Raw events [B, E] -> the sequence features [B, L] (left-padded), the seen items [B, E]
@@ -235,7 +241,16 @@ class ServingModule(tf.Module):
         interests = tf.math.l2_normalize(out["interests"], axis=-1, epsilon=1e-24)  # [B, K, D]
         interests = tf.where(empty[:, None, None], self.prior[None, None, :], interests)
         table = self.table  # [V - 2, D]
-        scores = tf.matmul(user, table, transpose_b=True)  # [B, V - 2]
+        window = built["window"]  # [B, L] the night's indices, as the embed stage explains them
+        r = self.rules.retrieval
+        if r.multi_interest and interests.shape[1] > 1:  # each kept interest retrieves on its own
+            queries, behind = interests, out["interest_attention"]  # [B, K, D], [B, K, L]
+            keep = kept_interests(interests, out["interest_weight"], window, r.min_weight, r.max_cosine)
+        else:
+            queries, behind = user[:, None], out["attention"][:, None]  # [B, 1, D], [B, 1, L]
+            keep = tf.ones_like(user[:, :1], tf.bool)  # [B, 1]
+        k = queries.shape[1]
+        scores = tf.einsum("bkd,vd->bkv", queries, table)  # [B, K, V - 2]
         b = tf.shape(scores)[0]
         seen = built["seen"]  # [B, E] item indices, 0 where none
         rows = tf.broadcast_to(tf.range(b, dtype=tf.int64)[:, None], tf.shape(seen))
@@ -243,27 +258,29 @@ class ServingModule(tf.Module):
         marks = tf.scatter_nd(
             tf.stack([tf.boolean_mask(rows, hit), tf.boolean_mask(seen, hit) - FIRST_ITEM], axis=1),
             tf.ones_like(tf.boolean_mask(seen, hit), tf.float32),
-            tf.cast(tf.shape(scores), tf.int64),
-        )
-        scores = tf.where(marks > 0, -np.inf, scores)
+            tf.cast(tf.stack([b, tf.shape(table)[0]]), tf.int64),
+        )  # [B, V - 2]
+        scores = tf.where(marks[:, None, :] > 0, -np.inf, scores)
         n = min(self.rules.top_n, int(table.shape[0]))
-        best, best_item = tf.math.top_k(scores, k=n)  # [B, n]
-        items = tf.where(tf.math.is_finite(best), tf.gather(self.ids, best_item + FIRST_ITEM), "")
+        each, each_item = tf.math.top_k(scores, k=n)  # [B, K, n]
+        best_item, best, slot = merge_interests(
+            each_item + FIRST_ITEM, each, keep, n, self.codes, self.n_categories, r.diversity
+        )
+        found = tf.math.is_finite(best)  # [B, n]
+        items = tf.where(found, tf.gather(self.ids, best_item), "")
         items = tf.where(empty[:, None], self.popular_ids[None, :], items)
         best = tf.where(empty[:, None], self.popular_scores[None, :], best)
 
-        window = built["window"]  # [B, L] the night's indices, as the embed stage explains them
-        weight = tf.cast(out["attention"], tf.float64)  # [B, L]
-        real = window >= FIRST_ITEM
-        same = (window[:, :, None] == window[:, None, :]) & real[:, None, :]  # [B, L, L]
-        total = tf.reduce_sum(tf.where(same, weight[:, None, :], 0.0), axis=2)  # the item's summed weight
-        pos = tf.range(self.max_len)
-        repeat = tf.reduce_any(same & (pos[None, :] < pos[:, None])[None], axis=2)  # seen at an earlier position
-        candidate = real & ~repeat
-        by_item = tf.argsort(window, axis=1, stable=True)  # ties go to the lower item index
-        key = tf.gather(tf.where(candidate, -total, np.inf), by_item, batch_dims=1)
-        order = tf.gather(by_item, tf.argsort(key, axis=1, stable=True), batch_dims=1)[:, : self.rules.top_items]
-        named = tf.gather(candidate, order, batch_dims=1)
+        order, named, total = heaviest(window, tf.cast(out["attention"], tf.float64), self.rules.top_items)
+        # the history items behind each interest, then behind each recommendation's interest
+        because, because_named, _ = heaviest(
+            tf.repeat(window, k, axis=0), tf.reshape(tf.cast(behind, tf.float64), [b * k, -1]), r.because
+        )  # [B * K, m]
+        because_ids = tf.where(
+            because_named, tf.gather(self.ids, tf.gather(tf.repeat(window, k, axis=0), because, batch_dims=1)), ""
+        )
+        reason = tf.gather(tf.reshape(because_ids, [b, k, -1]), slot, batch_dims=1)  # [B, n, m]
+        reason_at = found & ~empty[:, None]
         return {
             "embedding": user,
             "interests": interests,
@@ -271,11 +288,98 @@ class ServingModule(tf.Module):
             "scores": best,
             "top_items": tf.where(named, tf.gather(self.ids, tf.gather(window, order, batch_dims=1)), ""),
             "top_weights": tf.where(named, tf.cast(tf.gather(total, order, batch_dims=1), tf.float32), 0.0),
+            "interest": tf.where(reason_at, tf.cast(slot, tf.int32), -1),  # [B, n] the slot that retrieved each item
+            "because": tf.where(reason_at[:, :, None], reason, ""),  # [B, n, m] the history items behind it
             "n_steps": built["n_steps"],
             "n_events": built["n_events"],
             "is_cold_start": built["n_steps"] < self.rules.cold_start_min_steps,
             "model_version": tf.fill([b], self.version),
         }
+
+
+def heaviest(window: tf.Tensor, weight: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The ``k`` history items with the largest summed weight, as ``scoring.topn.top_weighted_batch``
+    picks them. window [R, L] item indices, weight [R, L] float64 -> (positions [R, k], named
+    [R, k]: a real item is there, summed weight per position [R, L])."""
+    real = window >= FIRST_ITEM
+    same = (window[:, :, None] == window[:, None, :]) & real[:, None, :]  # [R, L, L]
+    total = tf.reduce_sum(tf.where(same, weight[:, None, :], 0.0), axis=2)  # the item's summed weight
+    pos = tf.range(tf.shape(window)[1])
+    repeat = tf.reduce_any(same & (pos[None, :] < pos[:, None])[None], axis=2)  # seen at an earlier position
+    candidate = real & ~repeat
+    by_item = tf.argsort(window, axis=1, stable=True)  # ties go to the lower item index
+    key = tf.gather(tf.where(candidate, -total, np.inf), by_item, batch_dims=1)
+    order = tf.gather(by_item, tf.argsort(key, axis=1, stable=True), batch_dims=1)[:, :k]
+    return order, tf.gather(candidate, order, batch_dims=1), total
+
+
+def kept_interests(
+    interests: tf.Tensor, weight: tf.Tensor, window: tf.Tensor, min_weight: float, max_cosine: float
+) -> tf.Tensor:
+    """``scoring.interests.kept_interests`` in the graph: interests [B, K, D], weight [B, K],
+    window [B, L] -> [B, K] bool."""
+    k = interests.shape[1]
+    ordered = tf.sort(tf.where(window >= FIRST_ITEM, window, -1), axis=1)  # [B, L]
+    first = tf.concat([tf.ones_like(ordered[:, :1], tf.bool), ordered[:, 1:] != ordered[:, :-1]], axis=1)
+    room = tf.maximum(tf.reduce_sum(tf.cast((ordered >= FIRST_ITEM) & first, tf.int32), axis=1), 1)  # [B]
+    order = tf.argsort(-weight, axis=1, stable=True)  # [B, K]
+    keep = tf.zeros_like(weight, tf.bool)
+    count = tf.zeros_like(room)
+    for rank in range(k):
+        slot = order[:, rank]  # [B]
+        cosine = tf.einsum("bd,bjd->bj", tf.gather(interests, slot, batch_dims=1), interests)  # [B, K]
+        copy = tf.reduce_any(keep & (cosine >= max_cosine), axis=1)
+        heavy = tf.gather(weight, slot, batch_dims=1) >= min_weight
+        ok = (heavy | (rank == 0)) & ~copy & (count < room)  # [B]
+        keep = keep | (tf.one_hot(slot, k, on_value=True, off_value=False) & ok[:, None])
+        count += tf.cast(ok, count.dtype)
+    return keep
+
+
+def merge_interests(
+    items: tf.Tensor,
+    scores: tf.Tensor,
+    keep: tf.Tensor,
+    n: int,
+    codes: tf.Tensor | None,
+    n_categories: int,
+    diversity: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``scoring.interests.merge_interests`` in the graph: items, scores [B, K, N], keep [B, K] ->
+    (items [B, n], scores [B, n], slot [B, n])."""
+    k, width = items.shape[1], items.shape[2]
+    b, c = tf.shape(items)[0], k * width
+    score = tf.reshape(tf.where(keep[:, :, None], scores, -np.inf), [b, c])  # [B, C]
+    item = tf.reshape(tf.cast(items, tf.int32), [b, c])
+    slot = tf.broadcast_to(tf.repeat(tf.range(k), width)[None], [b, c])
+    # one entry per item: its best score, ties to the lower slot
+    same = item[:, :, None] == item[:, None, :]  # [B, C, C]
+    other, this = score[:, None, :], score[:, :, None]
+    better = (other > this) | ((other == this) & (slot[:, None, :] < slot[:, :, None]))
+    score = tf.where(tf.reduce_any(same & better, axis=2), -np.inf, score)
+    by_item = tf.argsort(item, axis=1, stable=True)  # by score, then the lower item index
+    order = tf.gather(by_item, tf.argsort(-tf.gather(score, by_item, batch_dims=1), axis=1, stable=True), batch_dims=1)
+    item, score, slot = (tf.gather(a, order, batch_dims=1) for a in (item, score, slot))
+    n = min(n, c)
+    if diversity <= 0 or codes is None:
+        return item[:, :n], score[:, :n], slot[:, :n]
+    code = tf.gather(codes, item)  # [B, C]
+    picked = tf.zeros([b, n_categories], tf.float32)
+    left = tf.math.is_finite(score)
+    picks, found = [], []
+    for _ in range(n):
+        adjusted = tf.where(
+            left, score - tf.constant(diversity, tf.float32) * tf.gather(picked, code, batch_dims=1), -np.inf
+        )
+        pick = tf.argmax(adjusted, axis=1, output_type=tf.int32)  # ties: the earlier, the better score
+        got = tf.gather(left, pick, batch_dims=1)
+        left = left & ~tf.one_hot(pick, c, on_value=True, off_value=False)
+        picked += tf.one_hot(tf.gather(code, pick, batch_dims=1), n_categories) * tf.cast(got, tf.float32)[:, None]
+        picks.append(pick)
+        found.append(got)
+    at, got = tf.stack(picks, axis=1), tf.stack(found, axis=1)  # [B, n]
+    chosen = tf.where(got, tf.gather(score, at, batch_dims=1), -np.inf)
+    return tf.gather(item, at, batch_dims=1), chosen, tf.gather(slot, at, batch_dims=1)
 
 
 def stage_serving(encoder: Encoder, catalogue: Catalogue, rules: ServingRules, version: str, folder: str) -> str | None:

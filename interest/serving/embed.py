@@ -28,7 +28,7 @@ from interest.errors import UserError
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import load_model
-from interest.models.savedmodel import Catalogue, ServingRules, commit_serving, drop_exports, stage_serving
+from interest.models.savedmodel import Catalogue, Retrieval, ServingRules, commit_serving, drop_exports, stage_serving
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES
 from interest.serving import inference, publish
 from interest.serving.index import ItemIndex, drop_indexes
@@ -251,16 +251,19 @@ def serving_rules(cfg: Config) -> ServingRules:
         top_items=e.top_items,
         cold_start_min_steps=e.cold_start_min_steps,
         ts_format=cfg.ingest.ts_format,
+        retrieval=Retrieval.of(e),
     )
 
 
 def catalogue(model: Any, vocab: pd.DataFrame, table: np.ndarray, cfg: Config) -> Catalogue:
     """The night's items as this stage scores them, and its fallback, for the exported graph."""
+    ids = inference.item_ids_by_index(model, vocab)
     return Catalogue(
-        item_ids=inference.item_ids_by_index(model, vocab),
+        item_ids=ids,
         table=table,
         prior=inference.popularity_prior(model, vocab),
         popular=inference.popular_items(model, vocab, cfg.embed.top_n_recommendations),
+        categories=inference.item_categories(vocab, len(ids)),
     )
 
 
@@ -311,6 +314,7 @@ def _embedded_users(
         e.batch_size,
         table=table,
         index=index if index.meta.kind == "pq" else None,
+        retrieval=Retrieval.of(e),
     )
     if not e.users_table:
         return embedded

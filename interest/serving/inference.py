@@ -26,7 +26,9 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from interest import faults
 from interest.models.cold import cold_item_rows
+from interest.models.retrieval import Retrieval, category_codes
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
+from interest.scoring.interests import kept_interests, merge_interests
 from interest.scoring.topn import RowIndex, top_n_unseen, top_weighted_batch
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
@@ -34,6 +36,14 @@ if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (
 
 ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
 ITEM_SCORE = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("score", T.FloatType())])
+# why each recommendation: the interest (slot) that retrieved it and the history items behind it
+REASON = T.StructType(
+    [
+        T.StructField("item_id", T.StringType()),
+        T.StructField("interest", T.IntegerType()),
+        T.StructField("because", T.ArrayType(T.StringType())),
+    ]
+)
 EMBED_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType()),
@@ -45,12 +55,13 @@ EMBED_SCHEMA = T.StructType(
         T.StructField("model_version", T.StringType()),
         T.StructField("recommendations", T.ArrayType(ITEM_SCORE)),
         T.StructField("top_interest", T.StringType()),
+        T.StructField("reasons", T.ArrayType(REASON)),  # one per recommendation, in its order
     ]
 )
 OUTPUT_ARROW = to_arrow_schema(EMBED_SCHEMA)  # what embed_batch builds
 # the published tables, declared here once (interest.serving.embed creates them from these)
 USER_COLUMNS = ["user_id", "embedding", "interests", "top_items", "n_events", "is_cold_start", "model_version"]
-RECS_COLUMNS = ["user_id", "recommendations", "top_interest", "model_version"]
+RECS_COLUMNS = ["user_id", "recommendations", "top_interest", "model_version", "reasons"]
 USER_SCHEMA = T.StructType([EMBED_SCHEMA[c] for c in USER_COLUMNS])
 RECS_SCHEMA = T.StructType([EMBED_SCHEMA[c] for c in RECS_COLUMNS])
 ITEM_SCHEMA = T.StructType(  # what item_embeddings returns
@@ -92,7 +103,8 @@ class Embedder:
     item table) is what recommendations are scored against: with :func:`scoring_table`, items
     newer than the model can be recommended too. ``index`` (built over ``table[FIRST_ITEM:]``)
     answers the top-N instead of the exact product: the embed stage passes its quantised index
-    above ``serving.index.EXACT_MAX_ITEMS``, and request time always passes the night's index."""
+    above ``serving.index.EXACT_MAX_ITEMS``, and request time always passes the night's index.
+    ``retrieval``: whether several interests retrieve, and how their lists merge."""
 
     model: Any
     item_ids: np.ndarray
@@ -103,6 +115,7 @@ class Embedder:
     version: str
     table: np.ndarray | None = None
     index: RowIndex | None = None
+    retrieval: Retrieval = Retrieval()
 
 
 def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
@@ -164,14 +177,29 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
     else:
         histories = list(seen)
-    best, best_scores = top_n_unseen(user, table, histories, e.top_n, index=e.index)  # [B, n] each
+    r = e.retrieval
+    if r.multi_interest and interests.shape[1] > 1:  # each kept interest retrieves on its own
+        queries, behind = interests, out["interest_attention"]  # [B, K, D], [B, K, L]
+        keep = kept_interests(interests, out["interest_weight"], seen, r.min_weight, r.max_cosine)  # [B, K]
+    else:
+        queries, behind, keep = user[:, None], attention[:, None], np.ones((b, 1), bool)
+    k = queries.shape[1]
+    each, each_scores = top_n_unseen(  # [B * K, n] each
+        queries.reshape(b * k, -1), table, [h for h in histories for _ in range(k)], e.top_n, index=e.index
+    )
+    codes = category_codes(e.categories) if r.diversity > 0 else None
+    best, best_scores, slot = merge_interests(  # [B, n] each
+        each.reshape(b, k, -1), each_scores.reshape(b, k, -1), keep, e.top_n, codes, r.diversity
+    )
     found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
     rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
     rec_items = best[found]
+    rec_ids = pa.array(e.item_ids[rec_items].astype(str), pa.string())
     recommendations = pa.StructArray.from_arrays(
-        [pa.array(e.item_ids[rec_items].astype(str), pa.string()), pa.array(best_scores[found], pa.float32())],
+        [rec_ids, pa.array(best_scores[found], pa.float32())],
         fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
     )
+    reasons = _reasons(rec_ids, slot, found, seen, behind, r.because, e.item_ids)
     explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
     known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
     names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]
@@ -198,8 +226,42 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         pa.array([e.version] * b, pa.string()),
         _lists(rec_offsets, recommendations, "recommendations"),
         pa.array(top_interest, pa.string()),
+        _lists(rec_offsets, reasons, "reasons"),
     ]
     return pa.RecordBatch.from_arrays(columns, schema=OUTPUT_ARROW)
+
+
+def _reasons(
+    rec_ids: pa.Array,
+    slot: np.ndarray,
+    found: np.ndarray,
+    window: np.ndarray,
+    behind: np.ndarray,
+    n_because: int,
+    item_ids: np.ndarray,
+) -> pa.StructArray:
+    """Each recommendation's reason: its interest and that interest's heaviest history items.
+
+    rec_ids: the found recommendations' ids (row-major), slot and found [B, n], window [B, L],
+    behind [B, K, L] the steps behind each interest."""
+    b, k = behind.shape[:2]
+    items, _, offsets = top_weighted_batch(np.repeat(window, k, axis=0), behind.reshape(b * k, -1), n_because)
+    row = (np.arange(b)[:, None] * k + slot)[found]  # each recommendation's (user, interest) row
+    start, length = offsets[row], offsets[row + 1] - offsets[row]
+    ends = np.cumsum(length)
+    picks = np.repeat(start - (ends - length), length) + np.arange(int(ends[-1]) if len(ends) else 0)
+    named = items[picks]
+    known = named < len(item_ids)
+    because = pa.array([str(item_ids[i]) if ok else None for i, ok in zip(named.tolist(), known.tolist())], pa.string())
+    kind = OUTPUT_ARROW.field("reasons").type.value_type
+    return pa.StructArray.from_arrays(
+        [
+            rec_ids,
+            pa.array(slot[found].astype(np.int32), pa.int32()),
+            pa.ListArray.from_arrays(pa.array(np.concatenate([[0], ends]), pa.int32()), because, type=kind[2].type),
+        ],
+        fields=list(kind),
+    )
 
 
 _SHIPPED: dict[str, str] = {}
@@ -239,6 +301,7 @@ def embed_users(
     batch_size: int,
     table: np.ndarray | None = None,
     index: RowIndex | None = None,
+    retrieval: Retrieval | None = None,
 ) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
@@ -251,11 +314,7 @@ def embed_users(
     version = model.version
     shipped = ship_model(spark, model.path)
     ids = item_ids_by_index(model, vocab)
-    size = len(ids)
-    cats = None
-    if "category" in vocab and vocab["category"].notna().any():
-        cats = np.array(["<none>"] * size, dtype=object)
-        cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
+    cats = item_categories(vocab, len(ids))
     table = scoring_table(model, vocab) if table is None else table  # [V, D]
     shared = spark.sparkContext.broadcast((ids, cats, table, index))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
@@ -272,6 +331,7 @@ def embed_users(
             version=version,
             table=table,
             index=index,
+            retrieval=retrieval or Retrieval(),
         )
         for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
@@ -282,6 +342,16 @@ def embed_users(
     if "history_idx" in rows.columns:
         needed.append("history_idx")
     return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
+
+
+def item_categories(vocab: pd.DataFrame, size: int) -> np.ndarray | None:
+    """[size] the category of each item index (``<none>`` where it has none); None when the
+    vocabulary has no categories."""
+    if "category" not in vocab or not vocab["category"].notna().any():
+        return None
+    cats = np.array(["<none>"] * size, dtype=object)
+    cats[vocab["item_idx"].to_numpy()] = vocab["category"].fillna("<none>").to_numpy()
+    return cats
 
 
 def item_ids_by_index(model: LoadedModel, vocab: pd.DataFrame) -> np.ndarray:
@@ -348,6 +418,7 @@ def fallback_users(
         F.lit(version).alias("model_version"),
         recs.alias("recommendations"),
         F.lit(None).cast("string").alias("top_interest"),
+        F.array().cast(T.ArrayType(REASON)).alias("reasons"),  # the popular items: no interest behind them
     )
 
 

@@ -28,6 +28,7 @@ from interest.etl import sessions
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import LoadedModel, load_model, model_as_of
+from interest.models.retrieval import Retrieval
 from interest.schema import SEQUENCE_FEATURES, UNKNOWN
 from interest.serving import inference
 from interest.serving.index import ItemIndex
@@ -50,6 +51,9 @@ class Recommendation:
     unknown_items: list[str] = field(default_factory=list)  # history items the model does not know
     model_version: str = ""
     rejected: dict[str, int] = field(default_factory=dict)  # events the nightly would quarantine, by reason
+    # per item of ``items``: (item, the interest that retrieved it, the history items behind it);
+    # empty for the fallback
+    reasons: list[tuple[str, int, list[str]]] = field(default_factory=list)
 
 
 class Recommender:
@@ -65,13 +69,14 @@ class Recommender:
         self.embedder = inference.Embedder(
             model=model,
             item_ids=self.item_ids,
-            categories=None,
+            categories=inference.item_categories(vocab, len(self.item_ids)),
             top_k=e.top_items,
             top_n=0,  # set per request
             cold_min_steps=e.cold_start_min_steps,
             version=model.version,
             table=table,
             index=index,
+            retrieval=Retrieval.of(e),
         )
 
     @classmethod
@@ -122,9 +127,19 @@ class Recommender:
         embedding = np.asarray(out["embedding"], np.float32)  # [D]
         items = [(r["item_id"], float(r["score"])) for r in out["recommendations"]]
         explanation = [(t["item_id"], float(t["weight"])) for t in out["top_items"]]
+        reasons = [(r["item_id"], int(r["interest"]), list(r["because"])) for r in out["reasons"]]
         n_steps = int(batch.column("n_steps")[0].as_py())
         return Recommendation(
-            user_id, embedding, items, explanation, bool(out["is_cold_start"]), n_steps, unknown, version, rejected
+            user_id,
+            embedding,
+            items,
+            explanation,
+            bool(out["is_cold_start"]),
+            n_steps,
+            unknown,
+            version,
+            rejected,
+            reasons,
         )
 
     def _fallback(self, user_id: str, k: int) -> Recommendation:

@@ -161,13 +161,14 @@ def _answers_of_nightly(spark, batch, model, embedder, users: list[str]) -> dict
                 r["embedding"],
                 [(t["item_id"], t["weight"]) for t in r["top_items"]],
                 [(t["item_id"], t["score"]) for t in r["recommendations"]],
+                [(t["item_id"], t["interest"], list(t["because"])) for t in r["reasons"]],
             )
     listed = spark.createDataFrame([(u,) for u in users], "user_id string")
     embedded = spark.createDataFrame([(u,) for u in out] or [("",)], "user_id string")
     prior = inference.popularity_prior(model, VOCAB)
     recs = inference.popular_items(model, VOCAB, embedder.top_n)
     for r in inference.fallback_users(spark, listed, embedded, prior, model.version, recs).collect():
-        out[r["user_id"]] = (r["embedding"], [], [(t["item_id"], t["score"]) for t in r["recommendations"]])
+        out[r["user_id"]] = (r["embedding"], [], [(t["item_id"], t["score"]) for t in r["recommendations"]], [])
     return out
 
 
@@ -176,6 +177,7 @@ def _same(got: tuple, want: tuple, what: str) -> None:
     for part, name in ((1, "explanation"), (2, "recommendations")):
         assert [i for i, _ in got[part]] == [i for i, _ in want[part]], f"{what}: {name}"
         np.testing.assert_allclose([w for _, w in got[part]], [w for _, w in want[part]], atol=2e-5, err_msg=what)
+    assert got[3] == want[3], f"{what}: reasons"  # each item's interest and the history behind it
 
 
 @settings(
@@ -201,13 +203,18 @@ def test_the_nightly_the_recommender_and_the_saved_model_agree_on_any_log(spark,
         for row, (user, events) in enumerate(zip(names, users)):
             frame = pd.DataFrame(events, columns=["item_id", "event_type", "ts"])
             rec = recommender.recommend(user, frame, embedder.top_n)
-            answer = (rec.embedding, rec.explanation, rec.items)
+            answer = (rec.embedding, rec.explanation, rec.items, rec.reasons)
             _same(answer, nightly[user], f"{kind}, {user}: the Recommender against the nightly")
             names_out = [i.decode() for i in served["top_items"][row]]
             graph = (
                 served["embedding"][row],
                 [(i, float(w)) for i, w in zip(names_out, served["top_weights"][row]) if i],
                 [(i.decode(), float(s)) for i, s in zip(served["item_ids"][row], served["scores"][row]) if i],
+                [
+                    (i.decode(), int(k), [x.decode() for x in why if x])
+                    for i, k, why in zip(served["item_ids"][row], served["interest"][row], served["because"][row])
+                    if k >= 0
+                ],
             )
             _same(graph, nightly[user], f"{kind}, {user}: the SavedModel against the nightly")
             assert bool(served["is_cold_start"][row]) == rec.is_cold_start, user
