@@ -1,10 +1,10 @@
 """Per-request latency: a user's recent events to their interests and top new items.
 
-    python benchmarks/request.py [--events 20 50 200] [--requests 300]
+    python benchmarks/request.py [--events 10 100 1000 10000] [--requests 300]
 
 The nightly of one date runs on the generated clickstream (``conf/local.yaml``), then the same
-users' most recent ``--events`` raw events are answered, one request at a time and in batches of
-100, by:
+users' most recent ``--events`` raw events (a user's log repeated a day apart where it is
+shorter) are answered, one request at a time and in batches of 100, by:
 
 - the exported SavedModel (``<models>/<encoder>/_serving/<n>``, loaded with TensorFlow alone: what
   TensorFlow Serving runs, without its RPC), its ``serving_default`` signature;
@@ -18,6 +18,7 @@ a warm-up, with the threads TensorFlow picks (the machine's cores).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, generated_clickstream, machine, table  # noqa: E402
+from common import ROOT, PeakRSS, generated_clickstream, machine, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 DATE = "2026-11-26"
@@ -38,8 +39,21 @@ def percentiles(times: list[float]) -> str:
 
 def requests(events, users: list[str], n: int) -> list[tuple[str, object]]:
     """Per user, their latest ``n`` raw events (item_id, event_type, ts: the log's text) in arrival
-    order."""
-    return [(u, events[events.user_id == u].tail(n)[["item_id", "event_type", "ts"]]) for u in users]
+    order. A user with fewer events has their log repeated, each copy a day after the last, to
+    reach ``n``: a longer history of the same habits."""
+    import pandas as pd
+
+    out = []
+    for u in users:
+        own = events[events.user_id == u][["item_id", "event_type", "ts"]]
+        times = pd.to_datetime(own.ts, utc=True, format="mixed")
+        span = times.max() - times.min() + pd.Timedelta(days=1)
+        copies = -(-n // len(own))
+        parts = [
+            own.assign(ts=(times + span * (c - copies + 1)).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")) for c in range(copies)
+        ]
+        out.append((u, pd.concat(parts).tail(n)))
+    return out
 
 
 def batch(reqs: list[tuple[str, object]]) -> dict[str, object]:
@@ -77,7 +91,7 @@ def timed(fn, inputs: list, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, nargs="+", default=[20, 50, 200])
+    parser.add_argument("--events", type=int, nargs="+", default=[10, 100, 1000, 10000])
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     print(f"Machine: {machine()}\n", flush=True)
@@ -97,7 +111,7 @@ def main() -> None:
         ts = pd.to_datetime(raw.ts, utc=True, format="mixed", errors="coerce")
         raw = raw.assign(ts=raw.ts.astype(str))[ts.notna()]
         users = raw.user_id.value_counts()
-        users = sorted(users[users >= max(args.events)].index)[: args.requests]
+        users = sorted(users[users >= 20].index)[: args.requests]
         signature = tf.saved_model.load(report.embed.saved_model).signatures["serving_default"]
         recommender = Recommender.load(cfg, DATE)
         rows = []
@@ -105,8 +119,9 @@ def main() -> None:
             reqs = requests(raw, users, n)
             one = [batch([r]) for r in reqs]
             hundred = [batch(reqs[i : i + 100]) for i in range(0, len(reqs) - 99, 100)] or [batch(reqs)]
-            saved_one = timed(lambda x: signature(**x), one, len(reqs))
-            saved_100 = timed(lambda x: signature(**x), hundred, max(len(reqs) // 10, 5))
+            with PeakRSS(os.getpid(), 0.05) as peak:
+                saved_one = timed(lambda x: signature(**x), one, len(reqs))
+                saved_100 = timed(lambda x: signature(**x), hundred, max(len(reqs) // 10, 5))
             python_one = timed(lambda x: recommender.recommend(x[0], x[1], 10), reqs, len(reqs))
             rows.append(
                 [
@@ -116,11 +131,13 @@ def main() -> None:
                     percentiles(saved_one),
                     percentiles(saved_100),
                     percentiles(python_one),
+                    f"{peak.peak / 2**20:,.0f}",
                 ]
             )
             print(f"{n} events done", flush=True)
     print(
-        f"\n{len(users)} users with at least {max(args.events)} events; model {report.model.version} "
+        f"\n{len(users)} users (at least 20 events each, repeated a day apart to reach the longer requests); "
+        f"model {report.model.version} "
         f"({cfg.model.encoder}, max_len {cfg.sessionize.max_len}), {report.embed.rows:,} users published\n"
     )
     print(
@@ -132,6 +149,7 @@ def main() -> None:
                 "SavedModel, 1 user: p50 / p99 ms",
                 "SavedModel, 100 users: p50 / p99 ms",
                 "Recommender.recommend, 1 user: p50 / p99 ms",
+                "peak RSS MiB (SavedModel runs so far)",
             ],
             rows,
         )

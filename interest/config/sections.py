@@ -212,6 +212,9 @@ class ModelConfig:
     blocks: int = 2  # attention blocks
     dropout: float = 0.2  # dropout rate in training
     memory_slots: int = 4  # interest slots of the memory encoder
+    # memory: each target also trains the interest nearest to it (MIND and ComiRec's label-aware
+    # pick), beside the user vector, so that every interest retrieves on its own
+    interest_routing: bool = False
     # the step features embedded beside the item: event_type (the funnel stage), time_gap (the
     # time since the previous step, bucketed by interest.schema.TIME_GAP_EDGES_S)
     features: list[StepFeature] = field(default_factory=lambda: ["event_type", "time_gap"])

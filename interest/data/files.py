@@ -140,6 +140,30 @@ def load_rows(
     return out
 
 
+def stored_windows(path: str, users: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every stored window of ``users`` (ids sorted, as :func:`load_rows` returns them), oldest
+    first: ({feature: [N, C, L]}, fresh [N, C, L]) with C the most windows any of them has, all
+    padding where a user has fewer. ``fresh`` marks each step once: an older window's last steps
+    repeat the first of the next (``schema.WINDOW_STRIDE_OFFSET``)."""
+    from interest.schema import WINDOW_STRIDE_OFFSET
+
+    table = _dataset(path).read(columns=["user_id", "window", *SEQUENCE_FEATURES])
+    ids = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
+    row = np.searchsorted(users.astype(str), ids)
+    found = (row < len(users)) & (users.astype(str)[np.minimum(row, len(users) - 1)] == ids)
+    window = table.column("window").to_numpy()
+    depth = int(window[found].max()) + 1 if found.any() else 1
+    width = len(table.column("item_idx")[0]) if len(table) else 1
+    out = {}
+    for f in SEQUENCE_FEATURES:
+        full = np.zeros((len(users), depth, width), np.int32)
+        full[row[found], depth - 1 - window[found]] = fixed_width_matrix(f, table.column(f))[found]
+        out[f] = full
+    fresh = out["item_idx"] > 0
+    fresh[:, :-1, width - WINDOW_STRIDE_OFFSET :] = False  # the newer window has them
+    return out, fresh
+
+
 def training_sequences(path: str) -> list[np.ndarray]:
     """Each user's training steps (item indices, oldest first) from a ``train`` sequences dataset:
     the stored windows joined (an older window repeats the first 3 steps of the next one) without

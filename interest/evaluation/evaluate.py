@@ -33,7 +33,8 @@ from interest.evaluation.breakdown import Breakdown, build_breakdown
 from interest.layout import Layout
 from interest.models.cold import cold_item_rows
 from interest.models.export import LoadedModel, load_model, model_as_of
-from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, SHIFT
+from interest.models.retrieval import Retrieval
+from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, SHIFT, UNKNOWN
 from interest.scoring import beyond
 from interest.scoring.cooccurrence import fit_on_validation
 from interest.scoring.metrics import summarize
@@ -277,6 +278,49 @@ def recommended_lists(scorer: Scorer, data: EvalData, k: int) -> np.ndarray:
             row[:FIRST_ITEM] = -np.inf
         lists.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
     return np.concatenate(lists)
+
+
+def published_lists(
+    encoder: Any,
+    table: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    n: int,
+    rules: Retrieval,
+    categories: np.ndarray | None = None,
+    batch: int = 512,
+    windows: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """[N, n] the lists the embed stage publishes for ``rows`` (each kept interest retrieving
+    where ``rules`` say so, the input's items never recommended), and [N] how many interests
+    retrieved for each user. table [V, D]: the scoring table; categories [V] item labels (the
+    diversity merge). ``windows`` (``data.files.stored_windows`` of the same users): the memory
+    encoder reads each user's whole stored history instead of the latest window."""
+    from interest.scoring.interests import kept_interests, l2_normalize, retrieve
+
+    size = encoder.args["vocab_size"]
+    seen = rows.get("history_idx", rows["item_idx"])
+    lists, counts = [], []
+    for start in range(0, len(rows["item_idx"]), batch):
+        part = slice(start, start + batch)
+        if windows is None:
+            feats = {f: rows[f][part] for f in SEQUENCE_FEATURES}
+            window = feats["item_idx"]  # [B, L]
+            feats["item_idx"] = np.where(window >= size, UNKNOWN, window).astype(np.int32)
+            out = encoder.infer(feats)
+        else:
+            feats = {f: windows[0][f][part] for f in SEQUENCE_FEATURES}  # [B, C, L] each
+            window = feats["item_idx"].reshape(len(feats["item_idx"]), -1)  # [B, C * L]
+            feats["item_idx"] = np.where(feats["item_idx"] >= size, UNKNOWN, feats["item_idx"]).astype(np.int32)
+            out = {k: np.asarray(v) for k, v in encoder.read_windows(feats, windows[1][part]).items()}
+        user, interests = l2_normalize(out["user"]), l2_normalize(out["interests"])  # [B, D], [B, K, D]
+        items, _, _, multi = retrieve(
+            user, interests, out["interest_weight"], window, list(seen[part]), table, n, rules,
+            categories,
+        )  # fmt: skip
+        lists.append(items)
+        keep = kept_interests(interests, out["interest_weight"], window, rules.min_weight, rules.max_cosine)
+        counts.append(keep.sum(1) if multi else np.ones(len(window), np.int64))
+    return np.concatenate(lists), np.concatenate(counts)
 
 
 def beyond_accuracy(scorers: Mapping[str, Sequence[Scorer]], data: EvalData, k: int) -> dict[str, Any]:

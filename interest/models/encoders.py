@@ -74,6 +74,7 @@ class Encoder(keras.Model):
         memory_slots: int = 4,
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
+        interest_routing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,6 +89,7 @@ class Encoder(keras.Model):
             memory_slots=memory_slots,
             n_event_types=n_event_types,
             n_gap_buckets=n_gap_buckets,
+            interest_routing=interest_routing,
         )
         self.dim, self.max_len = dim, max_len
         self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets, dropout, name="embed")
@@ -318,7 +320,37 @@ class MemoryEncoder(Encoder):
         }
         if return_matrix:
             out["attention_matrix"] = _written_share(read_w, write_w, values, written)  # [B, L, L]
+        if training and self.args["interest_routing"] and not last_only:  # the loss routes each target
+            out["position_interests"] = self.out(slots, training=training) * keep_f[..., None]  # [B, L, K, D]
         return out
+
+    def read_windows(self, inputs: dict, fresh) -> dict:
+        """The slots written from a user's whole stored history, not only the latest window.
+
+        inputs {feature: [B, C, L]}: each user's stored windows, oldest first (all padding where a
+        user has fewer); fresh [B, C, L] bool: the steps to write, each step once (an older window
+        repeats the first steps of the next). Each window goes through the blocks on its own, as
+        in training; then every fresh step of every window writes the slots in one softmax, and
+        the newest step reads them. With one window this is the ``call`` at its last position.
+        -> {"user" [B, D], "interests" [B, K, D], "interest_weight" [B, K]}."""
+        shape = ops.shape(inputs["item_idx"])
+        b, c, n = shape[0], shape[1], shape[2]
+        d = self.args["dim"]
+        flat = {f: ops.reshape(v, (b * c, n)) for f, v in inputs.items()}  # [B * C, L] each
+        keep = padding_mask(flat["item_idx"])  # [B * C, L]
+        x = self.embed(flat, training=False)  # [B * C, L, D]
+        for block in self.blocks_:
+            x, _ = block(x, ops.logical_and(causal_mask(n)[None], keep[:, None, :]), keep, training=False)
+        keys = ops.reshape(self.write_key(x), (b, 1, c * n, d))  # [B, 1, C * L, D]
+        values = ops.reshape(self.write_value(x), (b, 1, c * n, d))
+        mask = ops.reshape(ops.cast(fresh, "bool"), (b, 1, 1, c * n))  # [B, 1, 1, C * L]
+        addresses = ops.broadcast_to(self.addresses[None, None], (b, 1) + tuple(self.addresses.shape))
+        written, _ = scaled_dot_product_attention(addresses, keys, values, mask)  # [B, 1, K, D]
+        slots = self.slot_norm(written + self.initial[None, None])[:, 0]  # [B, K, D]
+        newest = ops.reshape(x, (b, c, n, d))[:, -1, -1]  # [B, D] the latest step
+        read, read_w = scaled_dot_product_attention(self.read_query(newest)[:, None], slots, slots)  # [B, 1, D]
+        out = {"user": self.out(read[:, 0]), "interests": self.out(slots), "interest_weight": read_w[:, 0]}
+        return {k: ops.cast(v, "float32") for k, v in out.items()}
 
 
 def _along(values, written):
@@ -399,6 +431,7 @@ def encoder_args(model_cfg, spec) -> dict:
         blocks=model_cfg.blocks,
         dropout=model_cfg.dropout,
         memory_slots=model_cfg.memory_slots,
+        interest_routing=model_cfg.interest_routing,
         n_event_types=spec.n_event_types if model_cfg.use_event_type else 0,
         n_gap_buckets=spec.n_gap_buckets if model_cfg.use_time_gap else 0,
     )

@@ -210,6 +210,15 @@ def next_item_loss(
     return tf.reduce_sum(losses), tf.cast(tf.size(y), tf.float32)
 
 
+def routed_interests(interests: tf.Tensor, targets: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+    """At each position, the interest nearest the target (MIND and ComiRec's label-aware pick; the
+    pick carries no gradient): interests [B, L, K, D], targets [B, L], table [V, D] -> [B, L, D]."""
+    target = tf.gather(table, tf.maximum(targets, 0))  # [B, L, D]
+    score = tf.einsum("blkd,bld->blk", tf.cast(interests, table.dtype), target)  # [B, L, K]
+    pick = tf.argmax(tf.stop_gradient(score), axis=-1, output_type=tf.int32)  # [B, L]
+    return tf.gather(interests, pick, batch_dims=2)  # [B, L, D]
+
+
 @dataclass(frozen=True)
 class NextItemTask:
     """The run's loss, built once from the training section and the data (as TensorFlow

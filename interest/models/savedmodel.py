@@ -117,13 +117,46 @@ def parse_times(text: tf.Tensor, ts_format: str) -> tuple[tf.Tensor, tf.Tensor]:
     return micros, is_number | (is_iso & in_range)
 
 
-def _cummax_index(flags: tf.Tensor) -> tf.Tensor:
-    """[B, L] bool -> [B, L] int32: the last position j <= i where ``flags`` holds (0 if none)."""
-    n = tf.shape(flags)[1]
-    j = tf.range(n)
-    upto = j[None, :] <= j[:, None]  # [L(i), L(j)]
-    hits = flags[:, None, :] & upto[None]  # [B, L, L]
-    return tf.reduce_max(tf.where(hits, j[None, None, :], 0), axis=2)
+def _last_flag_index(flags: tf.Tensor) -> tf.Tensor:
+    """[B, E] bool -> [B, E] int32: the last position j <= i where ``flags`` holds (0 if none).
+
+    Linear in E: the flags cut each row into runs (a run starts at a flag), and a position's
+    answer is the start of its run, the smallest position in it."""
+    b, e = tf.shape(flags)[0], tf.shape(flags)[1]
+    run = tf.cumsum(tf.cast(flags, tf.int32), axis=1)  # [B, E] 0 before the first flag
+    segment = tf.range(b)[:, None] * (e + 1) + run  # [B, E] a run id unique over the batch
+    j = tf.broadcast_to(tf.range(e)[None, :], tf.shape(flags))
+    start = tf.math.unsorted_segment_min(j, segment, b * (e + 1))  # [B * (E + 1)]
+    return tf.where(run > 0, tf.gather(start, segment), 0)
+
+
+def _per_segment_max(values: tf.Tensor, segment: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """[B, E] values, segment ids (from 0 within each row), valid -> [B, E] the largest valid value
+    of each position's segment (-1 where it has none). Linear in E."""
+    b, e = tf.shape(values)[0], tf.shape(values)[1]
+    ids = tf.range(b)[:, None] * e + tf.clip_by_value(segment, 0, e - 1)  # [B, E]
+    top = tf.math.unsorted_segment_max(tf.where(valid, values, -1), ids, b * e)  # [B * E]
+    return tf.maximum(tf.gather(top, ids), -1)  # an empty segment's max is the dtype's lowest
+
+
+def _exact_repeats(micros: tf.Tensor, item_id: tf.Tensor, rank: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """[B, E] -> [B, E] bool: a valid event with the same time, item and type as an earlier valid
+    one. The events are ordered by (time, item, type, arrival) with stable sorts, so copies sit
+    next to each other and each is compared with its neighbour: O(E log E), not [B, E, E]. Items
+    are sorted by a 62-bit hash of the id and compared by the id itself."""
+    key = tf.strings.to_hash_bucket_fast(item_id, 2**62)  # [B, E] int64
+    order = tf.argsort(tf.where(valid, rank, -1), axis=1, stable=True)  # [B, E]
+    for k in (key, micros):  # the last sort is the first key
+        order = tf.gather(order, tf.argsort(tf.gather(k, order, batch_dims=1), axis=1, stable=True), batch_dims=1)
+    m, i, r, v = (tf.gather(x, order, batch_dims=1) for x in (micros, item_id, rank, valid))
+
+    def same_as_previous(x: tf.Tensor) -> tf.Tensor:
+        return tf.concat([tf.zeros_like(x[:, :1], tf.bool), x[:, 1:] == x[:, :-1]], axis=1)
+
+    copy = same_as_previous(m) & same_as_previous(i) & same_as_previous(r) & v
+    copy &= tf.concat([tf.zeros_like(v[:, :1]), v[:, :-1]], axis=1)  # the previous one is valid too
+    inverse = tf.argsort(order, axis=1, stable=True)  # [B, E] back to arrival order
+    return tf.gather(copy, inverse, batch_dims=1)
 
 
 class ServingModule(tf.Module):
@@ -169,14 +202,7 @@ class ServingModule(tf.Module):
         ts = tf.cast(micros, tf.float64) / 1e6  # [B, E] epoch seconds
         e = tf.shape(item_id)[1]
         j = tf.range(e)
-        earlier = j[None, :] < j[:, None]  # [E(i), E(j)]
-        same = (
-            (micros[:, :, None] == micros[:, None, :])
-            & (item_id[:, :, None] == item_id[:, None, :])
-            & (rank[:, :, None] == rank[:, None, :])
-        )
-        repeat = tf.reduce_any(same & earlier[None] & valid[:, None, :], axis=2)  # [B, E]
-        valid &= ~repeat
+        valid &= ~_exact_repeats(micros, item_id, rank, valid)  # [B, E]
         order = tf.argsort(tf.where(valid, ts, np.inf), axis=1, stable=True)  # valid first, by time
         item_id, rank, ts, valid = (tf.gather(x, order, batch_dims=1) for x in (item_id, rank, ts, valid))
         idx = tf.where(valid, self.items.lookup(item_id), PAD)  # [B, E] int64
@@ -184,7 +210,7 @@ class ServingModule(tf.Module):
 
         first = j[None, :] == 0
         gap = ts - tf.concat([ts[:, :1], ts[:, :-1]], axis=1)  # [B, E] seconds since the previous event
-        base = _cummax_index(first | (gap >= r.gap_minutes * 60))  # [B, E] the session's first event
+        base = _last_flag_index(first | (gap >= r.gap_minutes * 60))  # [B, E] the session's first event
         pos = j[None, :] - base
         chunk = tf.floor((ts - tf.gather(ts, base, batch_dims=1)) / (r.max_minutes * 60))
         cut = first | (pos % r.max_events == 0) | (chunk != tf.concat([chunk[:, :1], chunk[:, :-1]], axis=1))
@@ -193,12 +219,11 @@ class ServingModule(tf.Module):
         starts = (cut | new_item) & valid  # [B, E] an event that begins a step
         step = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1  # [B, E] its step
         n_steps = tf.reduce_sum(tf.cast(starts, tf.int32), axis=1)  # [B]
-        in_step = (step[:, :, None] == step[:, None, :]) & valid[:, None, :]  # [B, E, E]
-        stage = tf.reduce_max(tf.where(in_step, rank[:, None, :], -1), axis=2)  # the run's latest stage
+        stage = _per_segment_max(rank, step, valid)  # [B, E] the latest funnel stage within the step
         # the previous step's start: the last start strictly before this event (none: bucket 1)
         after_start = tf.concat([tf.zeros_like(starts[:, :1]), starts[:, :-1]], axis=1)  # [B, E]
         has_prev = tf.cumsum(tf.cast(after_start, tf.int32), axis=1) > 0
-        prev = tf.maximum(_cummax_index(after_start) - 1, 0)
+        prev = tf.maximum(_last_flag_index(after_start) - 1, 0)
         step_gap = ts - tf.gather(ts, prev, batch_dims=1)  # [B, E]
         edges = tf.constant(r.edges_s, tf.float64)
         above = tf.reduce_sum(tf.cast(edges[None, None, :] < step_gap[:, :, None], tf.int32), axis=2)

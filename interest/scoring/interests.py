@@ -14,9 +14,19 @@ to the same answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from interest.models.retrieval import Retrieval, category_codes
 from interest.schema import FIRST_ITEM
+from interest.scoring.topn import RowIndex, top_n_unseen
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Unit vectors along ``axis`` (float32); a zero vector stays zero."""
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def distinct_items(window: np.ndarray) -> np.ndarray:
@@ -98,3 +108,40 @@ def merge_interests(
         np.add.at(picked, (rows[got], code[rows, pick][got]), 1.0)
     chosen_score = np.where(found, np.take_along_axis(score, out, 1), -np.inf)
     return np.take_along_axis(item, out, 1), chosen_score.astype(np.float32), np.take_along_axis(slot, out, 1)
+
+
+def retrieve(
+    user: np.ndarray,
+    interests: np.ndarray,
+    weight: np.ndarray,
+    window: np.ndarray,
+    histories: Sequence[np.ndarray],
+    table: np.ndarray,
+    n: int,
+    rules: Retrieval,
+    categories: np.ndarray | None = None,
+    index: RowIndex | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """A batch of users' top ``n`` unseen items, the way the embed stage publishes them.
+
+    With ``rules.multi_interest`` and K > 1 interests, each kept interest asks for its own top n
+    and the lists merge (with ``rules.diversity`` by ``categories``); otherwise the user vector
+    alone retrieves. user [B, D] and interests [B, K, D] (L2-normalised), weight [B, K], window
+    [B, L] item indices, histories: per user the items never to recommend, table [V, D] ->
+    (items [B, n], scores [B, n] (-inf: nothing left), interest [B, n], whether interests retrieved).
+    """
+    b = len(user)
+    multi = rules.multi_interest and interests.shape[1] > 1
+    if multi:
+        queries, keep = interests, kept_interests(interests, weight, window, rules.min_weight, rules.max_cosine)
+    else:
+        queries, keep = user[:, None], np.ones((b, 1), bool)  # [B, 1, D], [B, 1]
+    k = queries.shape[1]
+    each, each_scores = top_n_unseen(  # [B * K, n] each
+        queries.reshape(b * k, -1), table, [h for h in histories for _ in range(k)], n, index=index
+    )
+    codes = category_codes(categories) if rules.diversity > 0 else None
+    items, scores, slot = merge_interests(
+        each.reshape(b, k, -1), each_scores.reshape(b, k, -1), keep, n, codes, rules.diversity
+    )
+    return items, scores, slot, multi

@@ -26,10 +26,10 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from interest import faults
 from interest.models.cold import cold_item_rows
-from interest.models.retrieval import Retrieval, category_codes
+from interest.models.retrieval import Retrieval
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, UNKNOWN
-from interest.scoring.interests import kept_interests, merge_interests
-from interest.scoring.topn import RowIndex, top_n_unseen, top_weighted_batch
+from interest.scoring.interests import l2_normalize, retrieve
+from interest.scoring.topn import RowIndex, top_weighted_batch
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
     from interest.models.export import LoadedModel
@@ -87,11 +87,6 @@ def _model(path: str):
 
         _MODELS[path] = load_model(path)
     return _MODELS[path]
-
-
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,20 +172,10 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         histories = np.split(np.asarray(hist.values)[offsets[0] : offsets[-1]], offsets[1:-1] - offsets[0])
     else:
         histories = list(seen)
-    r = e.retrieval
-    if r.multi_interest and interests.shape[1] > 1:  # each kept interest retrieves on its own
-        queries, behind = interests, out["interest_attention"]  # [B, K, D], [B, K, L]
-        keep = kept_interests(interests, out["interest_weight"], seen, r.min_weight, r.max_cosine)  # [B, K]
-    else:
-        queries, behind, keep = user[:, None], attention[:, None], np.ones((b, 1), bool)
-    k = queries.shape[1]
-    each, each_scores = top_n_unseen(  # [B * K, n] each
-        queries.reshape(b * k, -1), table, [h for h in histories for _ in range(k)], e.top_n, index=e.index
+    best, best_scores, slot, multi = retrieve(  # [B, n] each
+        user, interests, out["interest_weight"], seen, histories, table, e.top_n, e.retrieval, e.categories, e.index
     )
-    codes = category_codes(e.categories) if r.diversity > 0 else None
-    best, best_scores, slot = merge_interests(  # [B, n] each
-        each.reshape(b, k, -1), each_scores.reshape(b, k, -1), keep, e.top_n, codes, r.diversity
-    )
+    behind = out["interest_attention"] if multi else attention[:, None]  # [B, K, L]: the steps behind each
     found = np.isfinite(best_scores)  # [B, n]: slots with an item left to recommend
     rec_offsets = np.concatenate([[0], np.cumsum(found.sum(1))])
     rec_items = best[found]
@@ -199,7 +184,7 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
         [rec_ids, pa.array(best_scores[found], pa.float32())],
         fields=list(OUTPUT_ARROW.field("recommendations").type.value_type),
     )
-    reasons = _reasons(rec_ids, slot, found, seen, behind, r.because, e.item_ids)
+    reasons = _reasons(rec_ids, slot, found, seen, behind, e.retrieval.because, e.item_ids)
     explained, weight, explain_offsets = top_weighted_batch(seen, attention, e.top_k)
     known = explained < len(e.item_ids)  # an index past the vocabulary explains as a null id
     names = [str(e.item_ids[i]) if ok else None for i, ok in zip(explained.tolist(), known.tolist())]

@@ -29,7 +29,7 @@ from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view, trim_padding
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import NextItemTask, resolve_batch_by_length
+from interest.models.objective import NextItemTask, resolve_batch_by_length, routed_interests
 from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
 from interest.scoring.offline import evaluate_split
 
@@ -177,6 +177,9 @@ class Trainer:
             with tf.GradientTape() as tape:
                 out = encoder(inputs, training=True)
                 loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
+                if "position_interests" in out:  # the user vector and the nearest interest, half each
+                    routed = routed_interests(out["position_interests"], targets, encoder.item_table)  # [B, L, D]
+                    loss_sum = 0.5 * (loss_sum + task(routed, inputs["item_idx"], targets, encoder.item_table, seed)[0])
                 if by_length:
                     loss = loss_sum / max(per_batch, 1.0)
                 else:

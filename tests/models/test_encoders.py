@@ -199,7 +199,7 @@ def test_compiled_inference_matches_the_full_call_and_reproduces_whatever_came_f
     inp = batch(lengths=(12, 7, 3, 1, 5, 9, 2))
     full = {k: np.asarray(v) for k, v in enc(inp, training=False).items()}
     out = enc.infer(inp)
-    assert set(out) == {"user", "interests", "attention"}
+    assert set(out) == {"user", "interests", "attention", "interest_attention", "interest_weight"}
     for name in out:
         np.testing.assert_allclose(out[name], full[name], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=1e-5)
@@ -254,3 +254,51 @@ def test_a_batch_cut_to_its_longest_history_trains_exactly_as_the_padded_one(kin
         np.testing.assert_allclose(np.asarray(tf.convert_to_tensor(b)), np.asarray(tf.convert_to_tensor(a)), atol=1e-5)
     empty, _ = trim_padding({k: tf.zeros_like(v) for k, v in inputs.items()}, targets)
     assert empty["item_idx"].shape == (4, 1)  # never a zero-width batch
+
+
+def test_routing_picks_the_interest_nearest_each_target_and_trains_only_that_one():
+    """MIND and ComiRec's label-aware pick: each target trains the interest that scores it best."""
+    from interest.models.objective import routed_interests
+
+    table = tf.constant([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # items 2 and 3
+    three = [[2.0, 0.1], [0.1, 2.0], [0.5, 0.5]]  # [K, D]
+    interests = tf.Variable([[three, three]])  # [1, 2, 3, 2]: the same interests at both positions
+    targets = tf.constant([[3, 2]])
+    with tf.GradientTape() as tape:
+        routed = routed_interests(interests, targets, table)  # [1, 2, 2]
+        total = tf.reduce_sum(routed)
+    np.testing.assert_allclose(routed.numpy(), [[[0.1, 2.0], [2.0, 0.1]]])
+    grad = tape.gradient(total, interests).numpy()[0]  # [2, 3, 2]
+    np.testing.assert_allclose(grad[0], [[0, 0], [1, 1], [0, 0]])  # position 0: interest 1 alone
+    np.testing.assert_allclose(grad[1], [[1, 1], [0, 0], [0, 0]])  # position 1: interest 0 alone
+
+
+def test_memory_with_routing_gives_every_positions_interests_in_training_only():
+    enc = build_encoder("memory", max_len=12, **{**ARGS, "interest_routing": True})
+    inp = batch()
+    out = enc(inp, training=True)
+    per_position = np.asarray(out["position_interests"])  # [B, L, K, D]
+    assert per_position.shape == (4, 12, ARGS["memory_slots"], 16)
+    padded = inp["item_idx"] == 0
+    assert np.all(per_position[padded] == 0) and np.abs(per_position[~padded]).sum(-1).min() > 0
+    np.testing.assert_allclose(per_position[:, -1], np.asarray(out["interests"]), rtol=1e-5, atol=1e-6)
+    assert "position_interests" not in enc(inp, training=False)
+    assert "position_interests" not in build_encoder("memory", max_len=12, **ARGS)(inp, training=True)
+
+
+def test_memory_reads_a_whole_history_window_by_window():
+    """One window: the slots and the read are the call's at its last position. An older window of
+    padding changes nothing; an older window of real steps writes into the same slots."""
+    enc = build_encoder("memory", max_len=12, **ARGS)
+    inp = batch()
+    want = enc(inp, training=False, last_only=True)
+    one = enc.read_windows({k: v[:, None] for k, v in inp.items()}, inp["item_idx"][:, None] > 0)
+    for name in ("user", "interests", "interest_weight"):
+        np.testing.assert_allclose(np.asarray(one[name]), np.asarray(want[name]), rtol=1e-5, atol=1e-5, err_msg=name)
+    empty = {k: np.stack([np.zeros_like(v), v], axis=1) for k, v in inp.items()}  # [B, 2, L]
+    two = enc.read_windows(empty, empty["item_idx"] > 0)
+    np.testing.assert_allclose(np.asarray(two["user"]), np.asarray(want["user"]), rtol=1e-5, atol=1e-5)
+    older = {k: np.stack([batch(seed=1)[k], v], axis=1) for k, v in inp.items()}
+    more = enc.read_windows(older, older["item_idx"] > 0)
+    assert np.abs(np.asarray(more["interests"]) - np.asarray(want["interests"])).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(more["interest_weight"]).sum(-1), 1.0, rtol=1e-5)

@@ -69,3 +69,31 @@ def test_serving_versions_grow_with_the_data_date_then_the_making_time():
     again = serving_number("2026-11-25_20261202T001433223456_abcdef", "2026-11-25")
     assert backfill < first < again < 2**63
     assert first < serving_number("bad-night", "2026-11-25") < serving_number("x", "2026-11-26")  # named otherwise
+
+
+def test_the_linear_step_helpers_equal_their_pairwise_definitions():
+    """The graph's helpers avoid [B, E, E] tensors (a request's memory grows with its events, not
+    their square); on random rows with many ties they answer as the pairwise rules do."""
+    from interest.models.savedmodel import _exact_repeats, _last_flag_index, _per_segment_max
+
+    rng = np.random.default_rng(5)
+    b, e = 4, 40
+    micros = rng.integers(0, 4, (b, e)).astype(np.int64)  # many ties in time
+    items = rng.choice(["a", "b", "c"], (b, e))
+    rank = rng.integers(0, 2, (b, e)).astype(np.int32)
+    valid = rng.random((b, e)) > 0.2
+    flags = rng.random((b, e)) > 0.7
+    step = np.sort(rng.integers(-1, 6, (b, e)), axis=1)
+    j = np.arange(e)
+    earlier = j[None, :] < j[:, None]  # [E(i), E(j)]
+    same = (micros[:, :, None] == micros[:, None, :]) & (items[:, :, None] == items[:, None, :])
+    same &= rank[:, :, None] == rank[:, None, :]
+    want_repeat = (same & earlier[None] & valid[:, None, :]).any(2) & valid
+    got = _exact_repeats(tf.constant(micros), tf.constant(items), tf.constant(rank), tf.constant(valid))
+    np.testing.assert_array_equal(got.numpy() & valid, want_repeat)
+    want_last = np.where(flags[:, None, :] & (j[None, :] <= j[:, None])[None], j[None, None, :], 0).max(2)
+    np.testing.assert_array_equal(_last_flag_index(tf.constant(flags)).numpy(), want_last)
+    in_step = (step[:, :, None] == step[:, None, :]) & valid[:, None, :]
+    want_stage = np.where(in_step, rank[:, None, :], -1).max(2)
+    got_stage = _per_segment_max(tf.constant(rank), tf.constant(step, tf.int32), tf.constant(valid)).numpy()
+    np.testing.assert_array_equal(got_stage[step >= 0], want_stage[step >= 0])
