@@ -109,7 +109,10 @@ def main() -> None:
         raw = pd.read_parquet(cfg.paths.raw_events, columns=["user_id", "item_id", "event_type", "ts"])
         raw = raw[raw.event_type.isin(cfg.sessionize.event_types)].copy()
         ts = pd.to_datetime(raw.ts, utc=True, format="mixed", errors="coerce")
-        raw = raw.assign(ts=raw.ts.astype(str))[ts.notna()]
+        # the events the night kept: the generator also plants rows decades off, which a request never carries
+        end = pd.Timestamp(DATE, tz="UTC") + pd.Timedelta(days=1)
+        kept = ts.notna() & (ts >= end - pd.Timedelta(days=cfg.sessionize.lookback_days or 36500)) & (ts < end)
+        raw = raw.assign(ts=raw.ts.astype(str))[kept]
         users = raw.user_id.value_counts()
         users = sorted(users[users >= 20].index)[: args.requests]
         signature = tf.saved_model.load(report.embed.saved_model).signatures["serving_default"]

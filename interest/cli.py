@@ -83,28 +83,45 @@ def _run_log(cfg: Config, stage: str, date: str | None) -> None:
             fd, local = tempfile.mkstemp(prefix="interest-log-", suffix=".log")
             os.close(fd)
             logs.attach_file(local, shown_as=target)
-            atexit.register(_ship_log, cfg, local, target)
+            _PENDING_LOGS.append((cfg, local, target))
+            atexit.register(ship_logs)  # a job outside main_guard; main_guard ships it earlier
     except OSError as exc:
         logging.getLogger(__name__).warning(f"no run log file at {target}: {exc.strerror or exc}")
         return
     logging.getLogger(__name__).info(f"log file: {target}")
 
 
-def _ship_log(cfg: Config, local: str, target: str) -> None:
-    """Copy a run's local log file to its remote place (at exit); it stays local if that fails."""
+_PENDING_LOGS: list[tuple[Config, str, str]] = []  # (config, local file, remote target)
+
+
+def ship_logs() -> None:
+    """Copy the run's local log files to their remote places; a file stays local if that fails.
+
+    main_guard calls it when the job body ends, while the interpreter still runs: at exit, the
+    thread pools that s3fs needs are already shut down.
+    """
     logs.flush()
-    try:
-        storage.configure_from(cfg)
-        storage.upload(local, target)
-        os.remove(local)
-    except Exception as exc:  # the job's own outcome matters more than its log's copy
-        print(f"warning: the run log stays at {local}; copying it to {target} failed: {exc}", file=sys.stderr)
+    while _PENDING_LOGS:
+        cfg, local, target = _PENDING_LOGS.pop()
+        try:
+            storage.configure_from(cfg)
+            storage.upload(local, target)
+            os.remove(local)
+        except Exception as exc:  # the job's own outcome matters more than its log's copy
+            print(f"warning: the run log stays at {local}; copying it to {target} failed: {exc}", file=sys.stderr)
 
 
 def main_guard(body: Callable[[], int | None]) -> None:
     """Run a job body. Errors a user can act on print one line (the stage, the date, the cause)
     and exit 2; faults worth retrying exit 75 (see interest.errors). Anything else is a bug: exit
     1, with its traceback on the terminal, or one line there and the trace in ``--log-file``."""
+    try:
+        _guarded(body)
+    finally:
+        ship_logs()
+
+
+def _guarded(body: Callable[[], int | None]) -> None:
     try:
         code = body()
     except RetryableError as exc:  # first: a retryable fault may also be a UserError subclass
@@ -114,6 +131,10 @@ def main_guard(body: Callable[[], int | None]) -> None:
         _one_line("error", exc)
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
+        unreachable = storage.unreachable_cause(exc)
+        if unreachable is not None:  # storage went away under Spark or a client: not a bug
+            _one_line("error (worth a retry)", exc, f"storage unreachable: {unreachable}")
+            sys.exit(EXIT_RETRYABLE)
         if not logs.log_file():
             raise
         _one_line(f"bug ({type(exc).__name__}, full trace in {logs.log_file()})", exc)
@@ -131,10 +152,10 @@ def first_line(exc: BaseException, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _one_line(kind: str, exc: BaseException) -> None:
+def _one_line(kind: str, exc: BaseException, cause: str | None = None) -> None:
     """``kind [stage dt=D]: cause`` on stderr, one line; the full trace goes to the log file."""
     where = logs.where(exc)
-    line = f"{kind}{f' [{where}]' if where else ''}: {first_line(exc)}"
+    line = f"{kind}{f' [{where}]' if where else ''}: {cause or first_line(exc)}"
     logging.getLogger(__name__).debug("%s", line, exc_info=exc)
     logs.flush()
     print(line, file=sys.stderr)

@@ -8,6 +8,8 @@ Actions:
 
 - ``die`` (the default): exit at once with 137, no cleanup, as a process killed by the kernel;
 - ``hang``: stop making progress forever, as a deadlocked step (the step watchdog must end it);
+- ``pause``: wait until a file ``<marker>.go`` appears, then go on, so that a test can change the
+  world at this point (stop a storage server) and watch the job meet it;
 - ``kill_executor``: SIGKILL the Spark executor JVM that runs this Python worker, as a lost
   executor (a cluster node gone); refuses anything that is not an executor;
 - ``raise``: raise an exception nobody foresaw, as a bug does.
@@ -26,7 +28,7 @@ import os
 import signal
 import time
 
-ACTIONS = ("die", "hang", "kill_executor", "raise")
+ACTIONS = ("die", "hang", "kill_executor", "pause", "raise")
 
 
 def _parse(spec: str) -> list[tuple[str, str, str]]:
@@ -69,6 +71,10 @@ def maybe_fail(point: str) -> None:
         if action == "hang":
             while True:
                 time.sleep(3600)
+        if action == "pause":
+            while not os.path.exists(f"{marker}.go"):
+                time.sleep(0.1)
+            continue
         if action == "raise":
             raise RuntimeError(f"injected fault at {point}")
         if action == "kill_executor":

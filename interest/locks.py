@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -120,11 +121,18 @@ def date_lock(root: str, what: str, date: str, stale_after_h: float = 24.0) -> I
     try:
         yield path
     finally:
+        failed = sys.exc_info()[1]  # the run's own error, if it is ending on one
         try:
             if json.loads(storage.read_text(path)).get("token") == me["token"]:
                 storage.delete(path)
         except (FileNotFoundError, ValueError):
             pass
+        except storage.StorageError as exc:
+            if failed is None:
+                raise
+            # the storage went away under the run: its own error says so; a later run on this
+            # host takes the lock over (its process is gone), elsewhere after stale_after_h
+            log.warning(f"the lock {path} stays: {exc}")
 
 
 class RunDateError(UserError, ValueError):

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -121,6 +122,8 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
             "spark.sql.sources.parallelPartitionDiscovery.parallelism",
         ):
             settings.setdefault(key, settings.get("spark.sql.shuffle.partitions", "8"))
+    if on_s3(cfg) and not launched_by_spark_submit():  # Spark reads s3a:// through hadoop-aws
+        settings["spark.jars.packages"] = add_package(settings.get("spark.jars.packages"), s3a_package())
     if cfg.embed.table_format == "delta":
         settings.update(delta_settings(settings.get("spark.jars.packages")))
     for key, value in settings.items():
@@ -128,6 +131,8 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     spark = builder.enableHiveSupport().getOrCreate()
     if cfg.embed.table_format == "delta":
         require_delta(spark)
+    if on_s3(cfg):
+        require_s3a(spark)
     _derby_home(spark, metastore)
     if not logs.verbose():
         _quiet_loggers(spark)
@@ -142,6 +147,60 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_2.12:{version('delta-spark')}"
 
 
+def add_package(packages: str | None, package: str) -> str:
+    """``spark.jars.packages`` with ``package`` in it once (another version of it replaced)."""
+    group_artifact = package.rsplit(":", 1)[0] + ":"
+    kept = [p for p in (packages or "").split(",") if p and not p.startswith(group_artifact)]
+    return ",".join([*kept, package])
+
+
+def hadoop_version() -> str:
+    """The Hadoop version pyspark ships (its client jar's), which hadoop-aws must match."""
+    import glob
+
+    import pyspark
+
+    homes = [os.path.dirname(pyspark.__file__), os.environ.get("SPARK_HOME", "")]  # the second under spark-submit
+    jars = [j for home in homes if home for j in glob.glob(os.path.join(home, "jars", "hadoop-client-api-*.jar"))]
+    if not jars:
+        raise UserError("pyspark ships no hadoop-client-api jar: cannot tell which hadoop-aws matches it")
+    return os.path.basename(jars[0])[len("hadoop-client-api-") : -len(".jar")]
+
+
+def s3a_package() -> str:
+    """Hadoop's S3A connector at pyspark's Hadoop version (it brings the AWS SDK bundle it was built with)."""
+    return f"org.apache.hadoop:hadoop-aws:{hadoop_version()}"
+
+
+def on_s3(cfg: Config) -> bool:
+    """Does any place of ``cfg.paths`` lie on S3 (``s3a://``)?"""
+    return any(cfg.paths.resolve(key).startswith("s3a://") for key in ("root", "models", "checkpoints", "logs"))
+
+
+class S3ANotAvailableError(UserError, RuntimeError):
+    """A path is on s3a:// but the session has no hadoop-aws jars."""
+
+
+def _require_class(spark: SparkSession, name: str, error: Callable[[], Exception]) -> None:
+    """Raise ``error()`` unless the JVM class ``name`` is on the driver's classpath (a missing jar)."""
+    try:
+        jvm(spark).org.apache.spark.util.Utils.classForName(name, True, False)
+    except Exception:
+        raise error() from None
+
+
+def require_s3a(spark: SparkSession) -> None:
+    """Fail at start-up, in one line, when Hadoop's S3A classes are not on the driver's classpath."""
+
+    def missing() -> Exception:
+        return S3ANotAvailableError(
+            f"paths are on s3a:// but Hadoop's S3A connector is not on the classpath: submit with "
+            f"--packages {s3a_package()} (pyspark's Hadoop version)"
+        )
+
+    _require_class(spark, "org.apache.hadoop.fs.s3a.S3AFileSystem", missing)
+
+
 def delta_settings(packages: str | None) -> dict[str, str]:
     """Session settings for Delta tables: the jar from Maven (as clusters take JVM packages), the
     SQL extension (MERGE, RESTORE, VACUUM) and the catalog that makes the metastore know Delta.
@@ -149,9 +208,8 @@ def delta_settings(packages: str | None) -> dict[str, str]:
     Under spark-submit the JVM is already running, so the jar must come from ``--packages``;
     ``require_delta`` says so if it did not.
     """
-    jars = [p for p in (packages or "").split(",") if p and not p.startswith("io.delta:delta-spark")]
     return {
-        "spark.jars.packages": ",".join([*jars, delta_package()]),
+        "spark.jars.packages": add_package(packages, delta_package()),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     }
@@ -163,14 +221,12 @@ class DeltaNotAvailableError(UserError, RuntimeError):
 
 def require_delta(spark: SparkSession) -> None:
     """Fail at start-up, in one line, when the Delta classes are not on the driver's classpath."""
-    try:
-        jvm(spark).org.apache.spark.util.Utils.classForName("io.delta.tables.DeltaTable", True, False)
-    except Exception:
-        raise DeltaNotAvailableError(
-            f"embed.table_format is delta but Delta Lake is not on the classpath: submit with "
-            f"--packages {delta_package()} (and the settings in README, 'Table format'), or set "
-            f"embed.table_format: parquet"
-        ) from None
+    message = (
+        f"embed.table_format is delta but Delta Lake is not on the classpath: submit with "
+        f"--packages {delta_package()} (and the settings in README, 'Table format'), or set "
+        f"embed.table_format: parquet"
+    )
+    _require_class(spark, "io.delta.tables.DeltaTable", lambda: DeltaNotAvailableError(message))
 
 
 def embedded_metastore_dir(cfg: Config) -> str:

@@ -8,7 +8,8 @@ Paths are local paths or URLs (``file://``, ``hdfs://``, ``s3a://``). The layer 
 - ``hdfs://namenode:8020/...`` goes through WebHDFS, plain HTTP to the namenode's web port
   (``storage.webhdfs_port``), so no libhdfs/JNI is needed; ``pyarrow.fs``'s HDFS client needs
   libhdfs and a Hadoop install on every node, which pip cannot provide;
-- ``s3a://`` (Hadoop's name) maps to s3fs's ``s3://`` when s3fs is installed.
+- ``s3a://`` (Hadoop's name) maps to s3fs's ``s3://`` when s3fs is installed. Its endpoint, keys
+  and path style come from Spark's own ``fs.s3a.*`` settings, so one setting serves both sides.
 
 Spark's own DataFrame reads and writes stay on Hadoop's FileSystem in the JVM. TensorFlow has no
 HDFS or S3 plugin here, so code that TensorFlow or Keras must read or write works in a local scratch
@@ -27,9 +28,10 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
@@ -50,17 +52,22 @@ class StorageUnreachableError(RetryableError, StorageError):
 class _Settings:
     webhdfs_port: int = 9870
     webhdfs_host: str | None = None
+    s3: dict[str, Any] = field(default_factory=dict)  # s3fs options (s3_options)
 
 
 _SETTINGS = _Settings()
 
 
-def configure(webhdfs_port: int | None = None, webhdfs_host: str | None = None) -> None:
-    """Set how ``hdfs://`` URLs are reached (from ``cfg.storage``; call once per process). The
-    WebHDFS user is Hadoop's: $HADOOP_USER_NAME, else the login name."""
+def configure(
+    webhdfs_port: int | None = None, webhdfs_host: str | None = None, s3: Mapping[str, Any] | None = None
+) -> None:
+    """Set how ``hdfs://`` and ``s3a://`` URLs are reached (from the config; call once per
+    process). The WebHDFS user is Hadoop's: $HADOOP_USER_NAME, else the login name."""
     if webhdfs_port is not None:
         _SETTINGS.webhdfs_port = int(webhdfs_port)
     _SETTINGS.webhdfs_host = webhdfs_host
+    if s3 is not None:
+        _SETTINGS.s3 = dict(s3)
     _filesystem.cache_clear()
 
 
@@ -70,9 +77,35 @@ def settings() -> _Settings:
 
 
 def configure_from(cfg) -> None:
-    """``configure`` from a Config's ``storage`` section."""
+    """``configure`` from a Config's ``storage`` section and its Spark S3A settings."""
     s = cfg.storage
-    configure(s.webhdfs_port, s.webhdfs_host)
+    configure(s.webhdfs_port, s.webhdfs_host, s3_options(cfg.spark.conf))
+
+
+S3A = "spark.hadoop.fs.s3a."
+
+
+def s3_options(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """s3fs options from Spark's ``fs.s3a.*`` settings: the endpoint, a key pair and path-style
+    addressing. What is not set is left to the AWS defaults (environment, instance profile), as
+    Hadoop's default credential chain does."""
+
+    def get(key: str) -> str:
+        return str(conf.get(S3A + key) or "").strip()
+
+    out: dict[str, Any] = {}
+    endpoint = get("endpoint")
+    if endpoint:
+        if "://" not in endpoint:  # S3A takes a bare host and picks the scheme by this setting
+            endpoint = ("http://" if get("connection.ssl.enabled").lower() == "false" else "https://") + endpoint
+        out["endpoint_url"] = endpoint
+    if get("access.key") and get("secret.key"):
+        out["key"], out["secret"] = get("access.key"), get("secret.key")
+    if get("path.style.access").lower() == "true":
+        out["config_kwargs"] = {"s3": {"addressing_style": "path"}}
+    if get("endpoint.region"):
+        out["client_kwargs"] = {"region_name": get("endpoint.region")}
+    return out
 
 
 def is_local(path: str) -> bool:
@@ -115,7 +148,7 @@ def _filesystem(scheme: str, netloc: str) -> fsspec.AbstractFileSystem:
         user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
         return fsspec.filesystem("webhdfs", host=host, port=_SETTINGS.webhdfs_port, user=user)
     if scheme in ("s3a", "s3"):
-        return fsspec.filesystem("s3")
+        return fsspec.filesystem("s3", **_SETTINGS.s3)
     return fsspec.filesystem(scheme)
 
 
@@ -144,6 +177,51 @@ def _call(path: str, what: str, fn, *args, **kwargs):
         if isinstance(exc, OSError):
             raise StorageError(f"cannot {what} {path}: {exc.strerror or text}") from None
         raise
+
+
+# What a JVM says when a storage server does not answer (a namenode, an S3 endpoint); the S3
+# SDK bundle carries its own shaded copy of Apache's HTTP client.
+UNREACHABLE_JAVA = (
+    "java.net.ConnectException",
+    "java.net.NoRouteToHostException",
+    "java.net.UnknownHostException",
+    "java.net.SocketTimeoutException",
+    "org.apache.hadoop.net.ConnectTimeoutException",
+    "org.apache.http.conn.HttpHostConnectException",
+    "com.amazonaws.thirdparty.apache.http.conn.HttpHostConnectException",
+)
+
+
+def unreachable_cause(exc: BaseException) -> str | None:
+    """The first "server did not answer" among ``exc``'s causes, Python's and the JVM's, else None.
+
+    A storage server that goes away in the middle of a Spark write fails the job deep inside the
+    JVM; this finds it there, so that the job says "worth a retry" (exit 75) and not "bug".
+    """
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (StorageUnreachableError, ConnectionError)) or "ConnectionError" in type(e).__name__:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+        java: Any = getattr(e, "java_exception", None)
+        for _ in range(32):  # the JVM's cause chain, bounded
+            if java is None:
+                break
+            try:
+                text = str(java.toString())
+                java = java.getCause()
+            except Exception:  # the gateway is gone: nothing more to learn from the JVM
+                break
+            for name in UNREACHABLE_JAVA:
+                if name in text:
+                    return text[text.index(name) :].splitlines()[0][:300]
+        context = None if e.__suppress_context__ else e.__context__  # `raise ... from None` hides it
+        pending += [c for c in (e.__cause__, context) if c is not None]
+    return None
 
 
 def exists(path: str) -> bool:
@@ -232,8 +310,24 @@ def rename(src: str, dst: str) -> None:
     _call(dst, "write", fs.makedirs, parent(b), exist_ok=True)
     if isinstance(fs, LocalFileSystem):
         os.replace(a, b)
+    elif _is_object_store(fs):
+        _call(dst, "write", _copy_then_delete, fs, a, b)
     else:
         _call(dst, "write", fs.mv, a, b, recursive=True)
+
+
+def _is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "s3" in protocol
+
+
+def _copy_then_delete(fs: fsspec.AbstractFileSystem, a: str, b: str) -> None:
+    """An object store has no folders to rename: copy each object, then delete the originals.
+    s3fs's own recursive move also copies the folder's name, a key that does not exist."""
+    files = fs.find(a) or [a]  # [a]: a single object
+    for f in files:
+        fs.copy(f, b + f[len(a) :])
+    fs.rm(a, recursive=True)
 
 
 def replace(src: str, dst: str) -> None:

@@ -157,8 +157,10 @@ class StandaloneCluster:
         conf: dict[str, str] | None = None,
         py_files: Path | None = None,
         timeout: float = 900,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
-        """spark-submit a job script to this cluster (client mode) and wait for it."""
+        """spark-submit a job script to this cluster (client mode) and wait for it; ``env`` is added
+        to the driver's environment."""
         settings = {
             "spark.executor.cores": str(self.cores),
             "spark.executor.memory": "1g",
@@ -178,14 +180,22 @@ class StandaloneCluster:
         if py_files:
             cmd += ["--py-files", str(py_files)]
         cmd += [str(ROOT / script), *args]
-        return subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            cmd, env={**self.env, **(env or {})}, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
 
     def run_job(
-        self, script: str, date: str, sets: list[str], work: Path, conf: dict[str, str] | None = None
+        self,
+        script: str,
+        date: str,
+        sets: list[str],
+        work: Path,
+        conf: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         """spark-submit one of our jobs for ``date`` with ``--set`` overrides, the package zipped in ``work``."""
         args = ["--conf", "conf/local.yaml", "--date", date, *[a for s in sets for a in ("--set", s)]]
-        return self.submit(script, *args, conf=conf, py_files=package_zip(work))
+        return self.submit(script, *args, conf=conf, py_files=package_zip(work), env=env)
 
     def worker_logs(self) -> str:
         """What the standalone workers logged (executors they started, and how those ended)."""

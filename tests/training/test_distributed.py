@@ -190,16 +190,91 @@ def test_reserved_ports_are_held_and_outside_the_ephemeral_range():
         b.close()
 
 
+# The night every remote-storage test runs, and its reference on local disk: memory encoder, two
+# barrier workers on the standalone cluster, and one training worker that fails once before step 12
+# and resumes from the checkpoint (so remote checkpoints are written and read back).
+NIGHT = [*PLANTED, "train.epochs=2", "train.workers=2", "model.encoder=memory"]
+SHUFFLE = {"spark.sql.shuffle.partitions": "4"}
+FIGURES = ("train_rows", "steps", "best_epoch", "resumed_from_step", "valid", "test", "popularity")
+REMOTE_PREFIXES = (
+    "/sequences/dt=",
+    "/vocab/dt=",
+    "/events_rejected/dt=",
+    "/sessions/dt=",
+    "/reports/sessionize/",
+    "/reports/nightly/",
+    f"/_logs/nightly/dt={DATE}/",  # the run's log file, written locally and copied at exit
+    "/reports/tensorboard/memory/",
+    "/models/memory/_serving/",  # the SavedModel of the night
+    "/models/memory/_index/",  # the item index of the night
+    "/warehouse/default.db/user_interest_embeddings/dt=",
+    "/warehouse/default.db/item_embeddings/",
+    "/warehouse/default.db/user_recommendations/",
+)
+
+
+def spark_conf(settings: dict[str, str]) -> str:
+    """``--set spark.conf={...}``: the job's Spark settings as one YAML map."""
+    return "spark.conf={" + ", ".join(f"{k}: '{v}'" for k, v in settings.items()) + "}"
+
+
+def failing(work, marker: str) -> dict[str, str]:
+    """One training worker fails once, before step 12 (the marker says it did)."""
+    return {"spark.executorEnv.INTEREST_FAULTS": f"raise@train_step_12:{work / marker}"}
+
+
+@pytest.fixture(scope="module")
+def local_night(standalone, planted, tmp_path_factory):
+    """The reference night on local disk (``NIGHT``), run once for every remote-storage test."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("local-night")
+    local = work / "root"
+    shutil.copytree(planted / "raw" / "events", local / "raw" / "events")
+    sets = [f"paths.root={local}", *NIGHT, spark_conf(SHUFFLE)]
+    run = standalone.run_job("jobs/nightly.py", DATE, sets, work, conf=failing(work, "failed"))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    return local
+
+
+def remote_files(root: str) -> list[str]:
+    """Every file under a remote root, as paths below it."""
+    from interest import storage
+
+    fs, inner = storage.fs_path(root)
+    return [p[len(inner) :] for p in fs.find(inner)]
+
+
+def assert_same_night(spark, remote: str, local, sequences_at: str | None = None) -> None:
+    """The night at ``remote`` equals the one on local disk: the sessionize outputs row for row,
+    the model's training losses and figures to the last digit, and a digest of each table's
+    rows. Spark reads the remote side at ``sequences_at``/the warehouse copy when its own
+    session cannot reach the remote storage."""
+    from interest import storage
+
+    where = sequences_at or remote
+    for data in ("sequences/dt={}/train", "sequences/dt={}/infer", "vocab/dt={}"):  # in the order made
+        got = [sorted(map(repr, spark.read.parquet(f"{w}/{data.format(DATE)}").collect())) for w in (where, local)]
+        assert got[0] == got[1], data
+    remote_model = load_model(resolve_model_dir(f"{remote}/models", "memory")).metrics
+    local_model = load_model(resolve_model_dir(str(local / "models"), "memory")).metrics
+    assert [h["loss"] for h in remote_model["history"]] == [h["loss"] for h in local_model["history"]]
+    assert {k: remote_model[k] for k in FIGURES} == {k: local_model[k] for k in FIGURES}
+    published = delta_digests(spark, f"{where}/warehouse", DATE, drop=("model_version",))
+    assert published == delta_digests(spark, str(local / "warehouse"), DATE, drop=("model_version",))
+    assert all(rows > 0 for rows, _ in published.values()), published
+    assert storage.exists(f"{remote}/models/memory/LATEST")
+
+
 @pytest.mark.slow
 def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
-    spark, standalone, hdfs, planted, tmp_path
+    spark, standalone, hdfs, planted, local_night, tmp_path
 ):
     """The whole nightly with paths.root on a real HDFS: sessionize, 2-worker barrier training on
     the standalone cluster with checkpoints on HDFS and one injected worker failure, embed and
     publish. Every output is on HDFS; the local disks of the driver and the workers hold none; and
     the three tables and the model's figures equal those of the same night run on local disk."""
     import os
-    import shutil
     import tempfile
     from pathlib import Path
 
@@ -208,46 +283,20 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
     storage.configure(hdfs.http_port)
     root = f"{hdfs.url}/interest"
     storage.upload(str(planted / "raw" / "events"), f"{root}/raw/events")
-    local = tmp_path / "local"
-    shutil.copytree(planted / "raw" / "events", local / "raw" / "events")
     temp = Path(tempfile.gettempdir())
 
     def scratch() -> set[str]:
         return {p.name for p in temp.glob("interest-*") if p.name != "interest-metastore"}
 
     before = scratch()
-    night = [
-        *PLANTED,
-        "train.epochs=2",
-        "train.workers=2",
-        "model.encoder=memory",
-        "spark.conf={spark.sql.shuffle.partitions: '4'}",
-    ]
-
-    def failing(marker: str) -> dict[str, str]:  # one training worker fails once, before step 12
-        return {"spark.executorEnv.INTEREST_FAULTS": f"raise@train_step_12:{tmp_path / marker}"}
-
-    sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *night]
-    run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path, conf=failing("hdfs-failed"))
+    sets = [f"paths.root={root}", f"storage.webhdfs_port={hdfs.http_port}", *NIGHT, spark_conf(SHUFFLE)]
+    run = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path, conf=failing(tmp_path, "hdfs-failed"))
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
     assert "attempt 1 failed" in out and "injected fault at train_step_12" in out, out[-4000:]
     assert "resumed from checkpoint at step 10" in out  # read back from HDFS by the new attempt
-    fs, inner = storage.fs_path(root)
-    files = [p[len(inner) :] for p in fs.find(inner)]
-    for prefix in (
-        "/sequences/dt=",
-        "/vocab/dt=",
-        "/events_rejected/dt=",
-        "/sessions/dt=",
-        "/reports/sessionize/",
-        "/reports/nightly/",
-        f"/_logs/nightly/dt={DATE}/",  # the run's log file, written locally and copied at exit
-        "/reports/tensorboard/memory/",
-        "/warehouse/default.db/user_interest_embeddings/dt=",
-        "/warehouse/default.db/item_embeddings/",
-        "/warehouse/default.db/user_recommendations/",
-    ):
+    files = remote_files(root)
+    for prefix in REMOTE_PREFIXES:
         assert any(f.startswith(prefix) for f in files), (prefix, files[:50])
     assert "/warehouse/default.db/user_interest_embeddings/_delta_log/00000000000000000001.json" in files
     models = [f for f in files if f.startswith("/models/memory/")]
@@ -269,24 +318,103 @@ def test_nightly_on_hdfs_with_two_workers_a_failure_and_nothing_left_locally(
     ]
     assert not ours, ours[:10]
     assert os.path.isdir(work)
+    assert_same_night(spark, root, local_night)  # this session reads hdfs:// itself
 
-    # the same night on local disk: the same rows in all three tables (model_version names the
-    # run) and the same training, step for step
-    run = standalone.run_job("jobs/nightly.py", DATE, [f"paths.root={local}", *night], tmp_path, conf=failing("failed"))
-    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
-    for data in ("sequences/dt={}/train", "sequences/dt={}/infer", "vocab/dt={}"):  # in the order made
-        got = [
-            sorted(map(repr, spark.read.parquet(f"{where}/{data.format(DATE)}").collect())) for where in (root, local)
-        ]
-        assert got[0] == got[1], data
-    hdfs_model = load_model(resolve_model_dir(f"{root}/models", "memory")).metrics
-    local_model = load_model(resolve_model_dir(str(local / "models"), "memory")).metrics
-    figures = ("train_rows", "steps", "best_epoch", "resumed_from_step", "valid", "test", "popularity")
-    assert [h["loss"] for h in hdfs_model["history"]] == [h["loss"] for h in local_model["history"]]
-    assert {k: hdfs_model[k] for k in figures} == {k: local_model[k] for k in figures}
-    on_hdfs = delta_digests(spark, f"{root}/warehouse", DATE, drop=("model_version",))
-    assert on_hdfs == delta_digests(spark, str(local / "warehouse"), DATE, drop=("model_version",))
-    assert all(rows > 0 for rows, _ in on_hdfs.values()), on_hdfs
+
+@pytest.mark.slow
+def test_nightly_on_s3_equals_local_and_a_lost_server_is_worth_a_retry(
+    spark, standalone, planted, local_night, tmp_path
+):
+    """The whole nightly with paths.root on a real S3 API (moto on 127.0.0.1), as on HDFS above: the
+    sequences, checkpoints, model, SavedModel, item index and Delta tables all on S3. The server
+    stops in the middle of the first table's publish: the job says so in one line and exits 75,
+    and a new reader sees no row of the night. Run again, the night publishes rows equal to the
+    night on local disk. A bucket that does not exist is one line and exit 2."""
+    import threading
+    import time
+    import uuid
+
+    from interest import storage
+    from interest.spark import delta_package, s3a_package
+
+    from loopback_s3 import LoopbackS3
+
+    with LoopbackS3() as s3:
+        settings = s3.spark_conf()
+        storage.configure(s3=storage.s3_options(settings))
+        try:
+            bucket = f"night-{uuid.uuid4().hex[:12]}"  # new each run: the embedded metastore outlives a server
+            s3.create_bucket(bucket)
+            root = f"s3a://{bucket}/interest"
+            storage.upload(str(planted / "raw" / "events"), f"{root}/raw/events")
+            sets = [f"paths.root={root}", *NIGHT, spark_conf({**SHUFFLE, **settings})]
+            conf = {"spark.jars.packages": f"{s3a_package()},{delta_package()}"}
+            # the driver hands its faults to the training workers: one worker fails before step 12
+            # and, once the model is trained, the publish waits for the test to stop the server
+            fault = failing(tmp_path, "s3-failed")["spark.executorEnv.INTEREST_FAULTS"]
+            paused = tmp_path / "publish-paused"
+            first: list = []
+            job = threading.Thread(
+                target=lambda: first.append(
+                    standalone.run_job(
+                        "jobs/nightly.py",
+                        DATE,
+                        sets,
+                        tmp_path,
+                        conf=conf,
+                        env={"INTEREST_FAULTS": f"{fault},pause@publish_user_interest_embeddings_commit:{paused}"},
+                    )
+                )
+            )
+            job.start()
+            deadline = time.monotonic() + 900
+            while not paused.exists() and job.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert paused.exists(), first[0].stdout[-6000:] if first else "no pause"
+            s3.stop()  # the storage goes away between staging and the commit
+            (tmp_path / "publish-paused.go").touch()
+            job.join(600)
+            run = first[0]
+            out = run.stdout + run.stderr
+            assert run.returncode == 75, out[-6000:]
+            assert "resumed from checkpoint at step 10" in out, out[-6000:]  # the checkpoint was read back from S3
+            errors = [line for line in out.splitlines() if line.startswith(("error", "bug"))]
+            assert len(errors) == 1, errors or out[-3000:]
+            assert errors[0].startswith(f"error (worth a retry) [embed dt={DATE}]: storage unreachable: "), errors
+
+            s3.start()  # back, with what was written before it stopped
+            seen = tmp_path / "after-outage"
+            storage.download(f"{root}/warehouse", str(seen))
+            for table in ("user_interest_embeddings", "item_embeddings", "user_recommendations"):
+                rows = spark.read.format("delta").load(str(seen / "default.db" / table))
+                assert rows.where(f"dt = '{DATE}'").count() == 0, table  # nothing half-published
+
+            again = standalone.run_job("jobs/nightly.py", DATE, sets, tmp_path, conf=conf)
+            assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+            assert "reused the model already trained on" in again.stdout + again.stderr
+            files = remote_files(root)
+            for prefix in REMOTE_PREFIXES:
+                assert any(f.startswith(prefix) for f in files), (prefix, files[:50])
+            assert not [f for f in files if f.startswith("/checkpoints/") and not f.endswith("/")]
+            copy = tmp_path / "night-copy"  # this test's own session has no S3A: it reads a copy
+            for folder in ("sequences", "vocab", "warehouse"):
+                storage.download(f"{root}/{folder}", str(copy / folder))
+            assert_same_night(spark, root, local_night, sequences_at=str(copy))
+
+            missing = standalone.run_job(
+                "jobs/nightly.py",
+                DATE,
+                ["paths.root=s3a://no-such-bucket/interest", *NIGHT, spark_conf(settings)],
+                tmp_path,
+                conf=conf,
+            )
+            lines = [
+                line for line in (missing.stdout + missing.stderr).splitlines() if line.startswith(("error", "bug"))
+            ]
+            assert missing.returncode == 2, missing.stderr[-3000:]
+            assert len(lines) == 1 and "s3a://no-such-bucket/interest is not writable" in lines[0], lines
+        finally:
+            storage.configure(s3={})
 
 
 def test_one_rule_decides_where_training_runs(monkeypatch, tmp_path):
