@@ -137,6 +137,30 @@ def test_a_session_without_the_s3a_jars_says_which_package_to_submit_with(spark)
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
+def test_a_local_session_on_s3a_adds_the_connector_itself():
+    """Local mode (a laptop, ``make demo`` on s3a://): get_spark puts hadoop-aws at pyspark's Hadoop
+    version on ``spark.jars.packages`` and its classes load. A process of its own: the shared
+    session of the tests has no S3A jars and would be returned instead."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "from interest.config import load_config\n"
+        "from interest.spark import get_spark\n"
+        "cfg = load_config('conf/local.yaml', ['paths.root=s3a://any-bucket/interest'])\n"
+        "spark = get_spark(cfg)\n"
+        "print('packages=' + spark.conf.get('spark.jars.packages'))\n"
+        "spark.stop()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [line] = [ln for ln in run.stdout.splitlines() if ln.startswith("packages=")]
+    assert s3a_package() in line.split("=", 1)[1].split(","), line
+
+
 def test_a_paused_fault_waits_for_the_test_then_goes_on_and_fires_once(tmp_path, monkeypatch):
     marker = tmp_path / "paused"
     monkeypatch.setenv("INTEREST_FAULTS", f"pause@publish_x_commit:{marker}")
