@@ -11,22 +11,17 @@ settings (``LoopbackS3.spark_conf``).
 from __future__ import annotations
 
 import logging
-import socket
+
+from minihdfs import free_port
 
 KEY = "interest-test"  # any key pair: moto checks none
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackS3:
     """``with LoopbackS3() as s3: s3.spark_conf``; ``stop()`` and ``start()`` keep the buckets."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._server = None
 
     @property

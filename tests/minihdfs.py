@@ -48,7 +48,8 @@ def fetch_jars() -> list[Path]:
     return out
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the loopback servers of the tests)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -59,7 +60,7 @@ class MiniHdfs:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.rpc_port, self.http_port = _free_port(), _free_port()
+        self.rpc_port, self.http_port = free_port(), free_port()
         self.url = f"hdfs://127.0.0.1:{self.rpc_port}"
         self.proc: subprocess.Popen | None = None
 

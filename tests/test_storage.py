@@ -3,7 +3,6 @@ Spark settings that reach S3. The whole nightly on S3 is in tests/training/test_
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -14,6 +13,7 @@ from interest.locks import RunLockedError, date_lock, lock_path
 from interest.spark import add_package, hadoop_version, s3a_package
 
 from loopback_s3 import LoopbackS3
+from minihdfs import free_port
 
 
 @pytest.fixture
@@ -90,9 +90,7 @@ def test_a_lock_that_cannot_be_released_keeps_the_runs_own_error(s3):
 def test_a_storage_server_lost_under_spark_is_found_in_the_jvms_causes(spark, tmp_path):
     from pyspark.errors import AnalysisException
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     with pytest.raises(Exception) as lost:
         spark.read.parquet(f"hdfs://127.0.0.1:{port}/events").count()
     assert "java.net.ConnectException" in (storage.unreachable_cause(lost.value) or "")
