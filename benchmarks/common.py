@@ -48,6 +48,7 @@ class PeakRSS:
 
     def __init__(self, pid: int, every_s: float = 0.25) -> None:
         self.pid, self.every_s, self.peak = pid, every_s, 0
+        self.series: list[tuple[float, int]] = []  # (time.time(), bytes): the peak of each stage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,6 +64,7 @@ class PeakRSS:
                     except psutil.Error:  # gone between the listing and the reading
                         continue
                 self.peak = max(self.peak, total)
+                self.series.append((time.time(), total))
             except psutil.Error:
                 pass
             time.sleep(self.every_s)
@@ -84,8 +86,11 @@ def _resident(proc: psutil.Process) -> int:
         return int(proc.memory_info().rss)
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> tuple[float, int, int]:
-    """Run a command; return (wall seconds, peak RSS bytes of its tree, exit code)."""
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None, series: list | None = None
+) -> tuple[float, int, int]:
+    """Run a command; return (wall seconds, peak RSS bytes of its tree, exit code). ``series``, when
+    given, receives the memory samples as (time.time(), bytes)."""
     started = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
     try:
@@ -95,6 +100,8 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, log: Path | 
     finally:
         if log:
             out.close()
+    if series is not None:
+        series.extend(peak.series)
     return time.perf_counter() - started, peak.peak, code
 
 

@@ -1,11 +1,13 @@
 """Benchmark training throughput per encoder at two sequence lengths, and the input pipeline alone.
 
-    python benchmarks/training.py --users 4000 --lengths 50 200 --epochs 3
+    python benchmarks/training.py --users 4000 --lengths 50 200 --epochs 3 [--set train.batch_size=512]
     python benchmarks/training.py --users 100000 --lengths 50 200 --input-only --work DIR [--reuse]
 
 Data: a generated clickstream sessionized twice (max_len 50 and 200). Training throughput is the
 real Trainer (Petastorm -> tf.data -> custom loop, full softmax, batch 128, d=64, 2 blocks),
-sequences/s averaged over the epochs after the first (which includes tracing). The input pipeline
+sequences/s averaged over the epochs after the first (which includes tracing), and the FLOP/s
+that rate achieves beside the machine's peak (``flops.py``: each row's forward and backward work
+at its own length). The input pipeline
 is Petastorm alone (one stream of 3 epochs, batch 128, shuffled, no model; steady rows/s with the
 start-up apart) against reading the same files row group by row group with pyarrow into [n, L]
 NumPy arrays; if Petastorm's rate is far above the training rate, input never limits training.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, generated_clickstream, machine, table  # noqa: E402
+from flops import flops_per_row, peak_fp32, row_lengths, step_flops  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 DATE = "2026-11-26"
@@ -93,6 +96,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--encoders", nargs="+", default=["self_attention", "hierarchical", "memory"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="training settings, key=value")
     parser.add_argument("--input-only", action="store_true", help="measure the input pipeline only (no training)")
     parser.add_argument(
         "--reuse", action="store_true", help="with --input-only and --work: read the sequences sessionized there"
@@ -116,6 +121,9 @@ def main() -> None:
     ]
     spark = None if args.reuse else generated_clickstream(base, "interest-train-bench")[1]
     pipeline_rows, train_rows = [], []
+    peak = peak_fp32()
+    train_header = ["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch", "GFLOP/s", "of peak"]
+    train_header += ["test NDCG@10"]  # full ranking: a faster setting must not cost quality
     for length in args.lengths:
         at_length = [
             f"sessionize.max_len={length}",
@@ -132,7 +140,8 @@ def main() -> None:
             + [f"{peta / arrow:.2f}x"]
         )
         print(table(PIPELINE_HEADER, pipeline_rows[-1:]), flush=True)
-        for encoder in () if args.input_only else ("self_attention", "hierarchical", "memory"):
+        lengths = row_lengths(path)
+        for encoder in () if args.input_only else args.encoders:
             tcfg = load_config(
                 ROOT / "conf" / "local.yaml",
                 base
@@ -143,6 +152,7 @@ def main() -> None:
                     "train.patience=100",
                     "eval.seeds=[1]",
                     f"paths.models='{{root}}/models_{length}'",
+                    *args.overrides,
                 ],
             )
             out = train_and_export(tcfg, DATE)
@@ -150,18 +160,19 @@ def main() -> None:
                 out.metrics["history"][0]["sequences_per_s"]
             ]
             rate = statistics.mean(later)
+            gflops = rate * flops_per_row(step_flops(tcfg, spec), lengths) / 1e9
+            seconds = out.metrics["history"][-1]["seconds"]
             train_rows.append(
-                [encoder, length, f"{rate:,.0f}", f"{peta / rate:.0f}x", f"{out.metrics['history'][-1]['seconds']:.1f}"]
+                [encoder, length, f"{rate:,.0f}", f"{peta / rate:.0f}x", f"{seconds:.1f}", f"{gflops:.1f}"]
+                + [f"{gflops / peak.gflops:.1%}", f"{out.metrics['test_counted']['full_ndcg@10']:.4f}"]
             )
-            print(
-                table(["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch"], train_rows[-1:]),
-                flush=True,
-            )
+            print(table(train_header, train_rows[-1:]), flush=True)
     if spark is not None:
         spark.stop()
     print(
         f"\nmachine: {machine()}; TensorFlow on CPU, batch 128, d=64, 2 blocks, full softmax, "
-        f"{args.users:,} generated users\n"
+        f"{args.users:,} generated users{''.join('; ' + o for o in args.overrides)}\n"
+        f"peak: {peak.gflops:.0f} GFLOP/s = {peak.how}\n"
     )
     print("Input pipeline alone (one stream of 3 epochs of the train rows, batch 128, shuffled; median of 5):\n")
     print(table(PIPELINE_HEADER, pipeline_rows))
@@ -169,7 +180,7 @@ def main() -> None:
         "\nTraining throughput (epochs after the first), and how many times faster Petastorm "
         "alone delivers rows than training consumes them:\n"
     )
-    print(table(["encoder", "max_len", "train seq/s", "Petastorm headroom", "s/epoch"], train_rows))
+    print(table(train_header, train_rows))
 
 
 if __name__ == "__main__":
