@@ -27,6 +27,11 @@ def _jvm_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return fs, hpath
 
 
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, hpath = _jvm_path(spark, path)
+    return bool(fs.exists(hpath))
+
+
 def delete(spark: SparkSession, path: str) -> None:
     fs, hpath = _jvm_path(spark, path)
     if fs.exists(hpath):

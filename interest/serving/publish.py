@@ -30,6 +30,7 @@ from pyspark.sql.types import StructType, _parse_datatype_string
 from interest import faults, io, storage
 from interest.errors import RetryableError, UserError
 from interest.layout import partition_dir
+from interest.spark import jvm
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,31 @@ class TableFormatError(UserError, RuntimeError):
     """The table in the metastore is not what this job writes (schema or format); left as it is."""
 
 
+class TableFilesMissingError(UserError, RuntimeError):
+    """The metastore names a table whose folder is gone (deleted or moved outside the job)."""
+
+
+def table_location(spark: SparkSession, database: str, name: str) -> str:
+    """Where the metastore says a table's files are. Read from the catalog entry alone: SQL's
+    DESCRIBE opens a Delta table's log, which fails when the files are gone."""
+    java = jvm(spark)
+    ident = java.org.apache.spark.sql.catalyst.TableIdentifier(name, java.scala.Some(database))
+    meta = spark._jsparkSession.sessionState().catalog().getTableMetadata(ident)
+    return str(meta.location().toString())
+
+
+def require_files(spark: SparkSession, database: str, name: str) -> None:
+    """Refuse, in one line, a registered table whose folder is gone: Spark's own error names
+    neither the table nor what to do."""
+    where = table_location(spark, database, name)
+    if not io.exists(spark, where):
+        raise TableFilesMissingError(
+            f"table {database}.{name} is registered at {where}, but nothing is there (deleted or "
+            f"moved outside this job): restore the folder, or DROP TABLE {table_name(database, name)} "
+            f"to start the table afresh"
+        )
+
+
 @dataclass
 class Gates:
     """What a partition must satisfy before readers may see it."""
@@ -192,6 +218,7 @@ class Table:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
         expected = cast(StructType, _parse_datatype_string(f"{schema_ddl}, dt STRING"))
         if spark.catalog.tableExists(f"{self.database}.{self.name}"):
+            require_files(spark, self.database, self.name)
             provider = _provider(spark, name)
             if provider != self.table_format:
                 raise TableFormatError(
@@ -223,6 +250,7 @@ class Table:
 
     def dates(self) -> list[str]:
         """The published dt values, oldest first (either format)."""
+        require_files(self.spark, self.database, self.name)
         if _provider(self.spark, self.qualified) == "delta":
             return sorted(r.dt for r in self.spark.table(self.qualified).select("dt").distinct().collect())
         return sorted(self.partitions())

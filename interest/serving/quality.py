@@ -200,6 +200,7 @@ def previous_row(spark: SparkSession, cfg: Config, date: str) -> dict[str, Any] 
     name = publish.table_name(cfg.embed.database, cfg.quality.table)
     if not spark.catalog.tableExists(name):
         return None
+    publish.require_files(spark, cfg.embed.database, cfg.quality.table)
     rows = spark.table(name).where((F.col("dt") < date) & (F.col("users") > 0)).orderBy(F.desc("dt")).limit(1).collect()
     return rows[0].asDict() if rows else None
 
@@ -209,6 +210,7 @@ def history(spark: SparkSession, cfg: Config) -> list[dict[str, Any]]:
     name = publish.table_name(cfg.embed.database, cfg.quality.table)
     if not spark.catalog.tableExists(name):
         return []
+    publish.require_files(spark, cfg.embed.database, cfg.quality.table)
     return [r.asDict() for r in spark.table(name).orderBy("dt").collect()]
 
 

@@ -7,7 +7,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from interest.serving.publish import Gates, PublishGateError, Table, TableFormatError
+from interest.serving.publish import Gates, PublishGateError, Table, TableFilesMissingError, TableFormatError
 
 DDL = "user_id STRING, embedding ARRAY<FLOAT>"
 UNIT = Gates(vector_columns=["embedding"], unit_norm_column="embedding")
@@ -169,6 +169,28 @@ def test_a_table_with_another_schema_or_format_is_refused_and_left_as_it_is(spar
         Table(spark, db, "d", str(tmp_path / "d"), "delta").ensure(DDL)
     assert spark.read.format("delta").load(str(tmp_path / "d")).count() == 1
     spark.sql(f"DROP DATABASE {db} CASCADE")
+
+
+@pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
+def test_a_table_whose_folder_was_deleted_is_refused_in_one_line_and_restoring_it_publishes(spark, table, tmp_path):
+    """Spark's own error (DELTA_PATH_DOES_NOT_EXIST, or a Parquet read of nothing) names neither
+    the table nor what to do; ours names both, and the metastore entry is left as it is."""
+    import shutil
+
+    t = table
+    t.publish("2026-11-25", rows(spark, ("a", [1.0, 0.0])), UNIT)
+    folder, kept = tmp_path / "t", tmp_path / "kept"
+    shutil.move(str(folder), str(kept))
+    refusal = rf"table {t.database}\.t is registered at file:{folder}/?, but nothing is there .*DROP TABLE"
+    with pytest.raises(TableFilesMissingError, match=refusal):
+        t.ensure(DDL)
+    with pytest.raises(TableFilesMissingError, match=refusal):
+        t.dates()
+    assert spark.catalog.tableExists(f"{t.database}.t")
+    shutil.move(str(kept), str(folder))  # restored: the table publishes again, its old date kept
+    t.ensure(DDL)
+    t.publish("2026-11-26", rows(spark, ("b", [0.0, 1.0])), UNIT)
+    assert t.dates() == ["2026-11-25", "2026-11-26"]
 
 
 @pytest.mark.parametrize("table", ["delta", "parquet"], indirect=True)
