@@ -89,7 +89,7 @@ def step_flops(cfg, spec, points: int = 33) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow as tf
 
     from interest.models.encoders import build_encoder, encoder_args
-    from interest.models.objective import NextItemTask, routed_interests
+    from interest.models.objective import NextItemTask
     from interest.schema import SEQUENCE_FEATURES
 
     _register_einsum()
@@ -99,14 +99,12 @@ def step_flops(cfg, spec, points: int = 33) -> tuple[np.ndarray, np.ndarray]:
     task = dataclasses.replace(NextItemTask.for_run(cfg.train, counts, spec.vocab_size), dense=True)
     seed = tf.constant([1, 2], tf.int64)
 
+    from interest.training.loop import training_loss
+
     @tf.function
-    def loss_and_grads(inputs, targets):  # as interest/training/loop.py's step
+    def loss_and_grads(inputs, targets):  # the training loop's own loss
         with tf.GradientTape() as tape:
-            out = encoder(inputs, training=True)
-            loss, _ = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
-            if "position_interests" in out:
-                routed = routed_interests(out["position_interests"], targets, encoder.item_table)  # [B, L, D]
-                loss = 0.5 * (loss + task(routed, inputs["item_idx"], targets, encoder.item_table, seed)[0])
+            loss, _ = training_loss(encoder, task, inputs, targets, seed)
         return tape.gradient(loss, encoder.trainable_variables)
 
     widths = np.unique(np.linspace(1, spec.max_len, points).round().astype(int))

@@ -111,6 +111,19 @@ def learning_rate(cfg: Config, total_steps: int) -> keras.optimizers.schedules.L
     )
 
 
+def training_loss(
+    encoder: Encoder, task: NextItemTask, inputs: dict[str, tf.Tensor], targets: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(sum of losses, number of targets) of one batch: inputs and targets [B, L], seed [2]. An
+    encoder with interests per position trains its user vector and the nearest interest, half each."""
+    out = encoder(inputs, training=True)
+    loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
+    if "position_interests" in out:
+        routed = routed_interests(out["position_interests"], targets, encoder.item_table)  # [B, L, D]
+        loss_sum = 0.5 * (loss_sum + task(routed, inputs["item_idx"], targets, encoder.item_table, seed)[0])
+    return loss_sum, n
+
+
 class Trainer:
     """Owns the encoder, the optimizer and the compiled step for one training run."""
 
@@ -175,11 +188,7 @@ class Trainer:
 
         def loss_and_grads(inputs, targets, seed):
             with tf.GradientTape() as tape:
-                out = encoder(inputs, training=True)
-                loss_sum, n = task(out["sequence"], inputs["item_idx"], targets, encoder.item_table, seed)
-                if "position_interests" in out:  # the user vector and the nearest interest, half each
-                    routed = routed_interests(out["position_interests"], targets, encoder.item_table)  # [B, L, D]
-                    loss_sum = 0.5 * (loss_sum + task(routed, inputs["item_idx"], targets, encoder.item_table, seed)[0])
+                loss_sum, n = training_loss(encoder, task, inputs, targets, seed)
                 if by_length:
                     loss = loss_sum / max(per_batch, 1.0)
                 else:
