@@ -37,6 +37,7 @@ from common import ROOT, machine, table  # noqa: E402
 sys.path.insert(0, str(ROOT))
 END = "1998-04-22"  # the last day of the log
 ENCODERS = ["self_attention", "hierarchical", "memory"]
+BASELINES = ["popularity", "co-occurrence", "session-kNN"]
 METRICS = {
     "full_hr": "HR@10 (full)",
     "full_ndcg": "NDCG@10 (full)",
@@ -52,15 +53,15 @@ def log(msg: str) -> None:
 class Work:
     """The run's folder: one data root per protocol, trained models reused by settings."""
 
-    def __init__(self, path: Path, base: list[str]) -> None:
-        self.path, self.base = path, base
+    def __init__(self, path: Path, base: list[str], profile: str = "ml100k.yaml") -> None:
+        self.path, self.base, self.profile = path, base, profile
         self.manifest = path / "models.json"
         self.models: dict[str, str] = json.loads(self.manifest.read_text()) if self.manifest.exists() else {}
 
     def config(self, root: str, *extra: str):
         from interest.config import load_config
 
-        return load_config(ROOT / "conf" / "ml100k.yaml", [f"paths.root={self.path / root}", *self.base, *extra])
+        return load_config(ROOT / "conf" / self.profile, [f"paths.root={self.path / root}", *self.base, *extra])
 
     def sessionize(self, root: str, date: str, base_vocab: str | None = None) -> None:
         from interest.etl.sessionize import run_sessionize
@@ -112,12 +113,13 @@ def evaluate(cfg, data, models: dict[str, list], with_extras: bool = True) -> di
         **ev.encoder_scorers(models, data),
         **ev.baselines(data, e.sampled_negatives, VALID_SEED),
     }
-    scorers = {name: scorers[name] for name in ["popularity", "co-occurrence", *models]}
+    scorers = {name: scorers[name] for name in [*BASELINES, *models]}
     tasks = {n: t for n, t in data.tasks.items() if n != "valid"}
     breakdown = build_breakdown(
         scorers, tasks, data.vocab_size, data.categories, e.k, e.sampled_negatives, tuple(e.seeds)
     )
     out: dict[str, Any] = {"breakdown": breakdown, "scorers": list(scorers)}
+    out["settings"] = {n: g[0].settings for n, g in scorers.items() if getattr(g[0], "settings", None)}
     if "test" in tasks:  # leave-one-out; the temporal split's targets are in its segments
         out["headline"] = ev.headline(scorers, models, data, e.k, e.sampled_negatives, tuple(e.seeds))
     if with_extras:
@@ -195,7 +197,7 @@ def print_loo(result: dict[str, Any], seeds: list[int]) -> None:
         print(f"\n### Which encoder for what: {name}, mean [95 % interval over users]; * = lead over the runner-up "
               "outside its paired interval\n")  # fmt: skip
         print(table(*which_encoder_table(b, metric)))
-    encoders = [s for s in b.scorers if s not in ("popularity", "co-occurrence")]
+    encoders = [s for s in b.scorers if s not in BASELINES]
     if "self_attention" in encoders and len(encoders) > 1:
         print("\n### Hierarchical and memory against self-attention (paired per user; * = outside the interval)\n")
         print(table(*against(b, "self_attention", [e for e in encoders if e != "self_attention"], list(METRICS))))
@@ -247,7 +249,7 @@ def print_temporal(results: dict[str, dict[str, Any]]) -> None:
         (a_label, a), (b_label, b) = list(results.items())[:2]
         print(f"\n### Time-gap feature: {b_label} − {a_label}, paired per user (* = outside the interval)\n")
         rows = []
-        encoders = [s for s in a["breakdown"].scorers if s not in ("popularity", "co-occurrence")]
+        encoders = [s for s in a["breakdown"].scorers if s not in BASELINES]
         for seg in a["breakdown"].segments:
             for metric in ("full_hr", "sampled_hr"):
                 cells = []

@@ -1,6 +1,6 @@
 """Per-request latency: a user's recent events to their interests and top new items.
 
-    python benchmarks/request.py [--events 10 100 1000 10000] [--requests 300]
+    python benchmarks/request.py [--events 10 100 1000 10000] [--requests 300] [--set model.encoder=memory]
 
 The nightly of one date runs on the generated clickstream (``conf/local.yaml``), then the same
 users' most recent ``--events`` raw events (a user's log repeated a day apart where it is
@@ -93,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, nargs="+", default=[10, 100, 1000, 10000])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="e.g. model.encoder=memory")
     args = parser.parse_args()
     print(f"Machine: {machine()}\n", flush=True)
 
@@ -103,7 +104,9 @@ def main() -> None:
     from interest.serving.recommend import Recommender
 
     with tempfile.TemporaryDirectory(prefix="interest-request-") as work:
-        cfg, spark = generated_clickstream([f"paths.root={work}", "tracking.enabled=false"], "request-latency")
+        cfg, spark = generated_clickstream(
+            [f"paths.root={work}", "tracking.enabled=false", *args.overrides], "request-latency"
+        )
         report = run_nightly(spark, cfg, DATE)
         spark.stop()
         raw = pd.read_parquet(cfg.paths.raw_events, columns=["user_id", "item_id", "event_type", "ts"])

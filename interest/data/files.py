@@ -164,15 +164,17 @@ def stored_windows(path: str, users: np.ndarray) -> tuple[dict[str, np.ndarray],
     return out, fresh
 
 
-def training_sequences(path: str) -> list[np.ndarray]:
-    """Each user's training steps (item indices, oldest first) from a ``train`` sequences dataset:
-    the stored windows joined (an older window repeats the first 3 steps of the next one) without
-    the held-out last steps. What the loss and the counts behind popularity see, as one array per
-    user, for baselines that learn from sequences (item co-occurrence)."""
+def training_sequences(path: str, column: str = "item_idx") -> list[np.ndarray]:
+    """Each user's training steps (oldest first) from a ``train`` sequences dataset: the stored
+    windows joined (an older window repeats the first 3 steps of the next one) without the held-out
+    last steps. What the loss and the counts behind popularity see, as one array per user, for
+    baselines that learn from sequences. ``column``: the feature read (item indices, or the
+    ``session_idx`` aligned with them); padding is where the item is."""
     from interest.schema import HELD_OUT_STEPS, WINDOW_STRIDE_OFFSET
 
     dataset = _dataset(path)
-    names = ["user_id", "item_idx", *(["window"] if "window" in dataset.schema.names else [])]
+    windowed = ["window"] if "window" in dataset.schema.names else []
+    names = list(dict.fromkeys(["user_id", "item_idx", column, *windowed]))
     table = dataset.read(columns=names)
     if "window" in names:
         table = table.sort_by([("user_id", "ascending"), ("window", "descending")])
@@ -180,16 +182,17 @@ def training_sequences(path: str) -> list[np.ndarray]:
         table = table.sort_by("user_id")
     users = table.column("user_id").to_numpy(zero_copy_only=False)
     items = fixed_width_matrix("item_idx", table.column("item_idx"))  # [R, L]
+    values = items if column == "item_idx" else fixed_width_matrix(column, table.column(column))  # [R, L]
     windows = table.column("window").to_numpy() if "window" in names else np.zeros(len(users), np.int64)
     out: list[np.ndarray] = []
     parts: list[np.ndarray] = []
     current = None
-    for user, row, w in zip(users.tolist(), items, windows.tolist()):
+    for user, row, value, w in zip(users.tolist(), items, values, windows.tolist()):
         if user != current and parts:
             out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])
             parts = []
         current = user
-        real = row[row > 0]
+        real = value[row > 0]
         parts.append(real[:-WINDOW_STRIDE_OFFSET] if w > 0 else real)
     if parts:
         out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])

@@ -20,6 +20,7 @@ import numpy as np
 from interest.scoring.metrics import TargetRanks
 from interest.scoring.segments import (
     HISTORY_BINS,
+    MIN_SESSIONS,
     bin_label,
     drift_segment,
     estimate,
@@ -27,6 +28,8 @@ from interest.scoring.segments import (
     history_segment,
     paired_difference,
     per_user,
+    repeats,
+    session_segment,
 )
 from interest.scoring.tasks import Scorer, Task, rank_task
 
@@ -37,6 +40,13 @@ METRIC_NAMES = {
     "full_hr": "HR@{k} (full)",
     "full_ndcg": "NDCG@{k} (full)",
 }
+
+
+SESSION_SEGMENTS = (
+    f"{MIN_SESSIONS}+ sessions, a new item within a session",
+    f"{MIN_SESSIONS}+ sessions, a new item opening a session",
+)
+REVISITS = "target re-visits an item of the window"
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,8 @@ class Segment:
 
 def segments_of(tasks: dict[str, Task], categories: Sequence[frozenset[str]] | None) -> list[Segment]:
     """The standard segments of whatever tasks are present: all test users, history length at the
-    cut, drifting and steady users (with categories), each cold-start replay, each temporal task."""
+    cut, drifting and steady users (with categories), multi-session users whose target continues or
+    opens a session, targets that re-visit an item, each cold-start replay, each temporal task."""
     out: list[Segment] = []
     test = tasks.get("test")
     if test is not None:
@@ -63,6 +74,16 @@ def segments_of(tasks: dict[str, Task], categories: Sequence[frozenset[str]] | N
             drift = drift_segment(test.inputs["item_idx"], test.targets, categories)
             out.append(Segment("drifting interests", "test", drift == "drifting"))
             out.append(Segment("steady interests", "test", drift == "steady"))
+        # a target the user had before is the only one of their items left among the candidates
+        # (the protocol removes the others), which flatters any scorer of the user's own items:
+        # the session segments hold new items only, re-visits are a segment of their own
+        again = repeats(test.inputs["item_idx"], test.targets)
+        if test.target_session is not None and "session_idx" in test.inputs:
+            where = session_segment(test.inputs["session_idx"], test.target_session)
+            out.append(Segment(SESSION_SEGMENTS[0], "test", (where == "within") & ~again))
+            out.append(Segment(SESSION_SEGMENTS[1], "test", (where == "opens") & ~again))
+        if again.any():
+            out.append(Segment(REVISITS, "test", again))
     for name, task in tasks.items():
         if name.startswith("cold_"):
             steps = name.split("_", 1)[1]

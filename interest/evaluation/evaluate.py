@@ -35,7 +35,7 @@ from interest.models.cold import cold_item_rows
 from interest.models.export import LoadedModel, load_model, model_as_of
 from interest.models.retrieval import Retrieval
 from interest.schema import FIRST_ITEM, SEQUENCE_FEATURES, SHIFT, UNKNOWN
-from interest.scoring import beyond
+from interest.scoring import beyond, sessionknn
 from interest.scoring.cooccurrence import fit_on_validation
 from interest.scoring.metrics import summarize
 from interest.scoring.segments import category_sets, estimate, paired_difference
@@ -158,16 +158,20 @@ def _later_rows(layout: Layout, data: EvalData, date: str) -> tuple[pd.DataFrame
 
 
 def baselines(data: EvalData, negatives: int, valid_seed: int) -> Mapping[str, Sequence[Scorer]]:
-    """Popularity, and item co-occurrence with its settings picked on validation."""
+    """Popularity, item co-occurrence and session-kNN with reminders, settings picked on validation."""
     valid = data.tasks["valid"]
 
     def validate(scorer: Scorer) -> float:
         ranks = rank_task(scorer, valid, data.vocab_size, negatives, (valid_seed,))
         return float(summarize(ranks, 10)["sampled_hr@10"])
 
-    cooc, _ = fit_on_validation(training_sequences(data.train_path), data.catalogue, validate)
+    items = training_sequences(data.train_path)
+    cooc, _ = fit_on_validation(items, data.catalogue, validate)
     log.info(f"co-occurrence: {cooc.settings} (picked on validation)")
-    return {"popularity": [PopularityScorer(data.counts)], "co-occurrence": [cooc]}
+    sessions = training_sequences(data.train_path, "session_idx")
+    sknn, _ = sessionknn.fit_on_validation(items, sessions, data.catalogue, validate)
+    log.info(f"session-kNN: {sknn.settings} (picked on validation)")
+    return {"popularity": [PopularityScorer(data.counts)], "co-occurrence": [cooc], "session-kNN": [sknn]}
 
 
 MULTI_INTEREST = " (best interest)"  # the suffix of a multi-interest encoder's second scorer

@@ -202,7 +202,9 @@ def write_report(
         f"among all of them; the sampled columns among {negatives} of them (the SASRec paper's protocol, "
         "which can reverse the order of two models), mean ± std over the sampling seeds. "
         "Popularity scores every user with the items' training counts; "
-        "co-occurrence by the items that followed the user's last items in training.",
+        "co-occurrence by the items that followed the user's last items in training; "
+        "session-kNN with reminders by the training sessions most like the user's current one, "
+        "plus the user's own earlier items.",
         "",
         markdown_table(results, k, negatives),
         "",
@@ -218,7 +220,9 @@ def write_report(
                 "",
                 "Mean [95 % bootstrap interval over users]. History length counts the steps before the target; "
                 "drifting users' target is in none of the two categories their history holds most; a cold-start "
-                "replay predicts the same target from only the user's first steps.",
+                "replay predicts the same target from only the user's first steps. The session segments hold "
+                "users with 3 or more sessions whose target is new to them; a re-visited target is the only one "
+                "of the user's items left among the candidates, so it flatters scorers of the user's own items.",
                 "",
                 breakdown.markdown(metric),
                 "",

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from interest.schema import FIRST_ITEM
+from interest.scoring.tasks import best_on_validation
 
 # The grid :func:`fit_on_validation` searches (span, last, decay, symmetric): small enough to run
 # in seconds at 20,000 users.
@@ -93,17 +94,15 @@ def fit_on_validation(
     (validation HR@10 against sampled negatives, say). Returns the best scorer and every
     (settings, score) tried."""
     g = grid or {"span": GRID_SPAN, "last": GRID_LAST, "decay": GRID_DECAY, "symmetric": GRID_SYMMETRIC}
-    tried, best, best_score = [], None, -np.inf
-    fitted: dict[tuple, CoOccurrenceScorer] = {}
-    for span, symmetric in itertools.product(g["span"], g["symmetric"]):
-        fitted[(span, symmetric)] = CoOccurrenceScorer.fit(sequences, vocab_size, span=span, symmetric=symmetric)
-    for (span, symmetric), base in fitted.items():
-        for last, decay in itertools.product(g["last"], g["decay"]):
-            settings = {"span": span, "symmetric": symmetric, "last": last, "decay": decay}
-            scorer = CoOccurrenceScorer(base.matrix, last=last, decay=decay, settings=settings)
-            score = float(validate(scorer))
-            tried.append((settings, score))
-            if score > best_score:
-                best, best_score = scorer, score
-    assert best is not None
-    return best, tried
+    fitted = {
+        (span, symmetric): CoOccurrenceScorer.fit(sequences, vocab_size, span=span, symmetric=symmetric)
+        for span, symmetric in itertools.product(g["span"], g["symmetric"])
+    }
+
+    def candidates():
+        for (span, symmetric), base in fitted.items():
+            for last, decay in itertools.product(g["last"], g["decay"]):
+                settings = {"span": span, "symmetric": symmetric, "last": last, "decay": decay}
+                yield settings, CoOccurrenceScorer(base.matrix, last=last, decay=decay, settings=settings)
+
+    return best_on_validation(candidates(), validate)

@@ -37,6 +37,26 @@ def history_segment(history_len: np.ndarray) -> np.ndarray:
     return out
 
 
+MIN_SESSIONS = 3  # a multi-session user, for the session-aware segments
+
+
+def session_segment(history_sessions: np.ndarray, target_session: np.ndarray) -> np.ndarray:
+    """[N, L] the history's ``session_idx`` (most recent last), [N] the target's -> [N] labels:
+    "within" (the target continues the history's last session) or "opens" (it starts a new one),
+    for users with at least ``MIN_SESSIONS`` sessions up to the target (``session_idx`` counts a
+    user's sessions from 1); "" for the others."""
+    target = np.asarray(target_session)
+    within = target == np.asarray(history_sessions)[:, -1]
+    out = np.where(within, "within", "opens").astype(object)
+    out[target < MIN_SESSIONS] = ""
+    return out
+
+
+def repeats(history_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[N] whether the target is an item already in the history window (a re-visit)."""
+    return (np.asarray(history_items) == np.asarray(targets)[:, None]).any(axis=1)
+
+
 def category_sets(categories: Sequence[str | None]) -> list[frozenset[str]]:
     """Per item index, its categories: a category string split on ``|`` (empty when unknown)."""
     out: list[frozenset[str]] = []

@@ -19,8 +19,9 @@ ranks a task's targets under one scorer with the shared protocol (``interest.sco
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -41,6 +42,9 @@ class Task:
     # item rows ranked (indices below it): a later date's vocabulary for the temporal tasks, whose
     # targets may be newer items; None: the vocabulary the caller ranks with
     catalogue: int | None = None
+    # [N] the target step's session_idx (leave-one-out tasks; None where unknown): a target that
+    # shares it with the history's last step continues a session
+    target_session: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -54,6 +58,7 @@ class Task:
             seen=self.seen[index],
             user=self.user[index],
             history_len=self.history_len[index],
+            target_session=None if self.target_session is None else self.target_session[index],
         )
 
 
@@ -85,6 +90,7 @@ def leave_one_out(rows: dict[str, np.ndarray], split: str = "test") -> Task:
         seen=_ragged(histories),
         user=np.asarray(rows.get("user_id", np.arange(len(items)))),
         history_len=np.asarray(rows["n_steps"]) + TARGET_POS[split] if "n_steps" in rows else (items > 0).sum(1) - 1,
+        target_session=np.asarray(rows["session_idx"])[:, TARGET_POS[split]] if "session_idx" in rows else None,
     )
 
 
@@ -111,7 +117,9 @@ def cold_replay(test: Task, earliest: dict[str, np.ndarray], steps: int) -> Task
         inputs[f] = out
     prefix = inputs["item_idx"]  # [N, L]
     seen = _ragged([row[row >= FIRST_ITEM] for row in prefix])
-    cut = replace(test, name=f"cold_{steps}", inputs=inputs, seen=seen, history_len=np.full(len(test), steps))
+    cut = replace(
+        test, name=f"cold_{steps}", inputs=inputs, seen=seen, history_len=np.full(len(test), steps), target_session=None
+    )
     return cut.take(ok)
 
 
@@ -157,6 +165,26 @@ def temporal(before: dict[str, np.ndarray], after: dict[str, np.ndarray], first_
         user=np.asarray(before["user_id"])[pb],
         history_len=np.asarray(before["n_steps"])[pb],
     )
+
+
+S = TypeVar("S")
+
+
+def best_on_validation(
+    candidates: Iterable[tuple[dict, S]], validate: Callable[[S], float]
+) -> tuple[S, list[tuple[dict, float]]]:
+    """A baseline's settings picked on validation, never on test: the candidate ``validate`` rates
+    highest (the first on ties), and every (settings, score) tried."""
+    tried: list[tuple[dict, float]] = []
+    best, best_score = None, -np.inf
+    for settings, scorer in candidates:
+        score = float(validate(scorer))
+        tried.append((settings, score))
+        if score > best_score:
+            best, best_score = scorer, score
+    if best is None:
+        raise ValueError("no settings to pick from: the grid is empty")
+    return best, tried
 
 
 class Scorer(Protocol):

@@ -13,6 +13,7 @@ import pytest
 
 from interest.config import VALID_SEED
 from interest.data.files import TrainingInputError, load_rows
+from interest.evaluation.breakdown import REVISITS, SESSION_SEGMENTS
 from interest.evaluation.evaluate import evaluate_models
 from interest.layout import Layout
 from interest.models.encoders import ENCODERS
@@ -214,7 +215,7 @@ def test_evaluation_report_has_table_segments_and_pictures(planted):
     ]
     out = evaluate_models(cfg, DATE, dirs)
     report = Path(out["paths"]["report"]).read_text()
-    scorers = ["self_attention", "memory", "memory (best interest)", "popularity", "co-occurrence"]
+    scorers = ["self_attention", "memory", "memory (best interest)", "popularity", "co-occurrence", "session-kNN"]
     for name in scorers:
         assert f"| {name} |" in report
     assert [r["model"] for r in out["results"]] == scorers
@@ -231,6 +232,10 @@ def test_evaluation_report_has_table_segments_and_pictures(planted):
     bins = [r["users"] for name, r in rows.items() if name.startswith("history ")]
     assert sum(bins) == rows["all users"]["users"] == out["results"][0]["test"]["users"]
     assert rows["drifting interests"]["users"] + rows["steady interests"]["users"] <= rows["all users"]["users"]
+    # planted sessions: most targets continue one; the session rows and re-visits never overlap
+    within, opening = SESSION_SEGMENTS
+    parts = rows[within]["users"] + rows[opening]["users"] + rows[REVISITS]["users"]
+    assert rows[within]["users"] > rows[opening]["users"] > 0 and parts <= rows["all users"]["users"]
     # a cold-start replay needs the user's first steps: stored for histories that fit one window
     n_steps = load_rows(str(planted / "sequences" / f"dt={DATE}" / "train"), ["n_steps"])["n_steps"]
     assert rows["cold start: first 1 step(s)"]["users"] == int((n_steps <= 30).sum()) > 100
