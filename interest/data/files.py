@@ -9,6 +9,7 @@ the tf.data pipelines on top.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -165,16 +166,21 @@ def stored_windows(path: str, users: np.ndarray) -> tuple[dict[str, np.ndarray],
 
 
 def training_sequences(path: str, column: str = "item_idx") -> list[np.ndarray]:
+    """Each user's training steps (oldest first) of one feature: :func:`training_columns`."""
+    return training_columns(path, (column,))[column]
+
+
+def training_columns(path: str, columns: Sequence[str] = ("item_idx",)) -> dict[str, list[np.ndarray]]:
     """Each user's training steps (oldest first) from a ``train`` sequences dataset: the stored
     windows joined (an older window repeats the first 3 steps of the next one) without the held-out
-    last steps. What the loss and the counts behind popularity see, as one array per user, for
-    baselines that learn from sequences. ``column``: the feature read (item indices, or the
-    ``session_idx`` aligned with them); padding is where the item is."""
+    last steps. What the loss and the counts behind popularity see, one array per user and feature,
+    for baselines that learn from sequences. ``columns``: the features read in one pass (item
+    indices, the ``session_idx`` aligned with them, ...); padding is where the item is."""
     from interest.schema import HELD_OUT_STEPS, WINDOW_STRIDE_OFFSET
 
     dataset = _dataset(path)
     windowed = ["window"] if "window" in dataset.schema.names else []
-    names = list(dict.fromkeys(["user_id", "item_idx", column, *windowed]))
+    names = list(dict.fromkeys(["user_id", "item_idx", *columns, *windowed]))
     table = dataset.read(columns=names)
     if "window" in names:
         table = table.sort_by([("user_id", "ascending"), ("window", "descending")])
@@ -182,20 +188,19 @@ def training_sequences(path: str, column: str = "item_idx") -> list[np.ndarray]:
         table = table.sort_by("user_id")
     users = table.column("user_id").to_numpy(zero_copy_only=False)
     items = fixed_width_matrix("item_idx", table.column("item_idx"))  # [R, L]
-    values = items if column == "item_idx" else fixed_width_matrix(column, table.column(column))  # [R, L]
+    values = {c: items if c == "item_idx" else fixed_width_matrix(c, table.column(c)) for c in columns}  # [R, L]
     windows = table.column("window").to_numpy() if "window" in names else np.zeros(len(users), np.int64)
-    out: list[np.ndarray] = []
-    parts: list[np.ndarray] = []
-    current = None
-    for user, row, value, w in zip(users.tolist(), items, values, windows.tolist()):
-        if user != current and parts:
-            out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])
-            parts = []
-        current = user
-        real = value[row > 0]
-        parts.append(real[:-WINDOW_STRIDE_OFFSET] if w > 0 else real)
-    if parts:
-        out.append(np.concatenate(parts)[:-HELD_OUT_STEPS])
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(users)]
+    real = items > 0  # [R, L]
+    out: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        for c, grid in values.items():
+            parts = [
+                row[keep][:-WINDOW_STRIDE_OFFSET] if w > 0 else row[keep]
+                for row, keep, w in zip(grid[lo:hi], real[lo:hi], windows[lo:hi].tolist())
+            ]
+            out[c].append(np.concatenate(parts)[:-HELD_OUT_STEPS])
     return out
 
 

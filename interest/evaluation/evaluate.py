@@ -27,7 +27,7 @@ import pandas as pd
 
 from interest import storage
 from interest.config import VALID_SEED, Config
-from interest.data.files import item_counts_from_vocab, load_rows, read_vocab, training_sequences
+from interest.data.files import item_counts_from_vocab, load_rows, read_vocab, training_columns
 from interest.errors import UserError
 from interest.evaluation.breakdown import Breakdown, build_breakdown
 from interest.layout import Layout
@@ -165,11 +165,11 @@ def baselines(data: EvalData, negatives: int, valid_seed: int) -> Mapping[str, S
         ranks = rank_task(scorer, valid, data.vocab_size, negatives, (valid_seed,))
         return float(summarize(ranks, 10)["sampled_hr@10"])
 
-    items = training_sequences(data.train_path)
+    read = training_columns(data.train_path, ("item_idx", "session_idx"))
+    items = read["item_idx"]
     cooc, _ = fit_on_validation(items, data.catalogue, validate)
     log.info(f"co-occurrence: {cooc.settings} (picked on validation)")
-    sessions = training_sequences(data.train_path, "session_idx")
-    sknn, _ = sessionknn.fit_on_validation(items, sessions, data.catalogue, validate)
+    sknn, _ = sessionknn.fit_on_validation(items, read["session_idx"], data.catalogue, validate)
     log.info(f"session-kNN: {sknn.settings} (picked on validation)")
     return {"popularity": [PopularityScorer(data.counts)], "co-occurrence": [cooc], "session-kNN": [sknn]}
 
