@@ -7,15 +7,17 @@ generated logs, so a rule changed in one path only fails the build.
 
 - ids and event types are trimmed of spaces (only 0x20, as Spark's ``trim``); blank is null;
 - event types are lower-cased, then looked up in ``sessionize.event_types``;
-- a time is a number (epoch seconds below ``EPOCH_MS_FROM`` in absolute value, else
-  milliseconds; truncated to the millisecond) or ISO-8601 text (naive means UTC; truncated to
-  the microsecond). Text with a ':' is never a number. NaN is unparseable.
-
-Spark's number cast also reads forms such as ``1.5d`` or ``0x1p3``; request time and the graph
-do not, and such a time is unparseable there.
+- a time is a number (``NUMBER_PATTERN``: epoch seconds below ``EPOCH_MS_FROM`` in absolute
+  value, else milliseconds; truncated to the millisecond) or ISO-8601 text (``ISO_PATTERN``, a
+  real calendar date and clock time; naive means UTC; truncated to the microsecond). Text with a
+  ':' is never a number. Anything else (``1.5d``, ``0x1p3``, ``Infinity``, ``NaN``, ``2026/11/13``,
+  a zone by name, Feb 30) is unparseable, and so is a time more than ``MAX_ABS_MS`` from the
+  epoch either way.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -36,13 +38,16 @@ TRIM_PATTERN = "^ +| +$"  # the same, as one regular expression (TensorFlow)
 EPOCH_MS_FROM = 1e11  # a bare number at or above this (in absolute value) is epoch milliseconds
 NUMBER_PATTERN = r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?"
 # ISO-8601 as Spark's timestamp cast reads it, in the forms the graph parses: a date, then an
-# optional time (seconds and fraction optional), then an optional zone (Z or +hh:mm)
+# optional time (seconds and fraction optional), then a zone (Z or +hh:mm, at most 18:00 away),
+# which Spark's cast takes only after the seconds
 ISO_PATTERN = (
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.]([0-9]{1,9}))?)?)?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})?"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.]([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?"
 )
 NUMERIC_FORMATS = ("auto", "epoch_s", "epoch_ms")  # what request time and the graph read alike
+# the latest (and, negated, earliest) time any reader holds: pandas' nanosecond datetimes end on
+# 2262-04-11; a time past it would also overflow Spark's epoch-millisecond conversion
+MAX_ABS_MS = 9_223_372_036_854
 
 
 def clean_text(values: pd.Series) -> pd.Series:
@@ -72,14 +77,15 @@ def parse_ts(values: pd.Series, ts_format: str) -> pd.Series:
         stamps = pd.to_datetime(values, utc=True)
         return stamps.dt.floor("us")
     text = clean_text(values)  # trimmed; blank or missing: None
-    is_number = text.map(lambda v: v is not None and (fmt != "auto" or ":" not in v)).astype(bool)
+    grammar = text.fillna("").str.fullmatch(NUMBER_PATTERN)
+    is_number = grammar & text.map(lambda v: v is not None and (fmt != "auto" or ":" not in v)).astype(bool)
     number = pd.to_numeric(text.where(is_number, None), errors="coerce").to_numpy(np.float64)  # [N]
     millis = epoch_millis(number, fmt)
-    finite = np.isfinite(millis)
+    held = np.abs(np.nan_to_num(millis, nan=np.inf)) <= MAX_ABS_MS
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
-    out[finite] = pd.to_datetime(millis[finite].astype(np.int64), unit="ms", utc=True)
+    out[held] = pd.to_datetime(millis[held].astype(np.int64), unit="ms", utc=True)
     if fmt == "auto":  # the rest is ISO-8601 text
-        iso = text.notna() & ~finite
+        iso = text.notna() & ~is_number & text.fillna("").str.fullmatch(ISO_PATTERN)
         if iso.any():
             instants = pd.to_datetime([_iso_instant(v) for v in text[iso]], utc=True)
             out[iso] = pd.Series(instants, index=text[iso].index).astype("datetime64[us, UTC]")
@@ -87,16 +93,20 @@ def parse_ts(values: pd.Series, ts_format: str) -> pd.Series:
 
 
 def _iso_instant(text: str) -> pd.Timestamp:
-    """ISO-8601 text -> a UTC instant to the microsecond (naive: UTC), NaT where it does not parse.
-    One value at a time: pandas reads a batch of mixed zones with the first one's offset."""
+    """ISO-8601 text (``ISO_PATTERN``) -> a UTC instant to the microsecond (naive: UTC), NaT where
+    it is no real date and time or lies beyond ``MAX_ABS_MS``. One value at a time: pandas reads a
+    batch of mixed zones with the first one's offset."""
+    zone = re.fullmatch(ISO_PATTERN, text).group(8) or "Z"  # type: ignore[union-attr]
+    if zone != "Z" and (int(zone[4:6]) > 59 or int(zone[1:3]) * 60 + int(zone[4:6]) > 18 * 60):
+        return pd.NaT  # pandas takes any offset; Spark's zones reach 18:00
     try:
         at = pd.Timestamp(text)
-    except ValueError:
+    except ValueError:  # OutOfBoundsDatetime too
         return pd.NaT
     if at is pd.NaT:
         return pd.NaT
-    at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
-    return at.floor("us")
+    at = (at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")).floor("us").as_unit("us")
+    return at if abs(int(at.asm8.view("i8"))) <= MAX_ABS_MS * 1000 else pd.NaT  # [us] since the epoch
 
 
 def reject_reasons(events: pd.DataFrame, event_types: list[str]) -> pd.Series:

@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from interest.etl.ingest import CORRUPT, INGEST_ORDER
-from interest.rows import EPOCH_MS_FROM, PAD_CHAR, REASONS
+from interest.rows import EPOCH_MS_FROM, ISO_PATTERN, MAX_ABS_MS, NUMBER_PATTERN, PAD_CHAR, REASONS
 
 # Added after validation, on rows that were valid.
 BOT_EXCLUDED = "bot_user"
@@ -36,29 +36,45 @@ def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Colum
     """
     text = _trim(ts_raw)
     if ts_format == "epoch_s":
-        return F.timestamp_millis((_number(text) * 1000).cast("long"))
+        return _from_millis(_number(text) * 1000)
     if ts_format == "epoch_ms":
-        return F.timestamp_millis(_number(text).cast("long"))
+        return _from_millis(_number(text))
     if ts_format == "auto":
         # ISO-8601 (what a timestamp column was rendered as, too); bare numbers are epoch s/ms.
         # Text with a ':' is never a number: not asking Spark to cast it skips a parse that fails
         # by exception on every row, which was half the cost of validation.
         num = F.when(~text.contains(":"), _number(text))
-        epoch = F.when(F.abs(num) < EPOCH_MS_FROM, num * 1000).otherwise(num).cast("long")
-        parsed = F.when(num.isNotNull(), F.timestamp_millis(epoch)).otherwise(text.cast("timestamp"))
-        if not utc_session:
-            return parsed
-        # the shape has one 'Z', at the end: dropping it by search and copy takes a third of
-        # what a substring does (which counts the text's characters twice)
-        without_zone = F.replace(text, F.lit("Z"), F.lit(""))
-        return F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(parsed)
-    return F.to_timestamp(text, ts_format)
+        parsed = F.when(num.isNotNull(), _from_millis(F.when(F.abs(num) < EPOCH_MS_FROM, num * 1000).otherwise(num)))
+        iso = F.when(text.rlike(ISO_TEXT), text.cast("timestamp"))
+        if utc_session:
+            # the shape has one 'Z', at the end: dropping it by search and copy takes a third of
+            # what a substring does (which counts the text's characters twice)
+            without_zone = F.replace(text, F.lit("Z"), F.lit(""))
+            iso = F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(iso)
+        return _in_range(F.when(num.isNotNull(), parsed).otherwise(iso))
+    return _in_range(F.to_timestamp(text, ts_format))
+
+
+# the rows' grammar (interest.rows), whole text: Spark's casts also read forms of their own
+# ('1.5d', '0x1p3', 'Infinity', '2026-11-13T05:40:23UTC') that request time and the graph do not
+NUMBER_TEXT = f"^{NUMBER_PATTERN}$"
+ISO_TEXT = f"^{ISO_PATTERN}$"
 
 
 def _number(text: Column) -> Column:
-    """Text -> double, null where it is no number (NaN too: it is no time)."""
-    num = text.cast("double")
-    return F.when(~F.isnan(num), num)
+    """Text -> double, null where it is no number by the rows' grammar."""
+    return F.when(text.rlike(NUMBER_TEXT), text.cast("double"))
+
+
+def _from_millis(millis: Column) -> Column:
+    """Epoch milliseconds (double) -> timestamp, truncated; null out of ``rows.MAX_ABS_MS`` (where
+    ``timestamp_millis`` would overflow a long and fail the whole job on one row)."""
+    return F.when(F.abs(millis) <= MAX_ABS_MS, F.timestamp_millis(millis.cast("long")))
+
+
+def _in_range(ts: Column) -> Column:
+    """A parsed time, null beyond ``rows.MAX_ABS_MS`` of the epoch (request time cannot hold it)."""
+    return F.when(F.abs(F.unix_micros(ts)) <= MAX_ABS_MS * 1000, ts)
 
 
 def _trim(c: Column) -> Column:

@@ -85,7 +85,10 @@ def parse_times(text: tf.Tensor, ts_format: str) -> tuple[tf.Tensor, tf.Tensor]:
         millis = number
     else:
         millis = tf.where(tf.abs(number) < rows.EPOCH_MS_FROM, number * 1000, number)
+    held = tf.abs(millis) <= rows.MAX_ABS_MS  # false for inf
+    millis = tf.where(held, millis, 0.0)
     from_number = tf.cast(tf.math.floor(tf.abs(millis)) * tf.sign(millis), tf.int64) * 1000  # truncated
+    is_number &= held
     if ts_format in ("epoch_s", "epoch_ms"):
         return from_number, is_number
     is_iso = tf.strings.regex_full_match(text, rows.ISO_PATTERN) & ~is_number
@@ -111,10 +114,16 @@ def parse_times(text: tf.Tensor, ts_format: str) -> tuple[tf.Tensor, tf.Tensor]:
     sign = tf.where(tf.strings.substr(zone, 0, 1) == "-", tf.constant(-1, tf.int64), 1)
     hours, minutes = (tf.strings.to_number(tf.strings.substr(zone, i, 2), tf.int64) for i in (1, 4))
     offset = sign * (hours * 60 + minutes)  # minutes east of UTC
-    seconds = days * 86400 + number_of(4) * 3600 + (number_of(5) - offset) * 60 + number_of(6)
-    in_range = (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    hour, minute, second = number_of(4), number_of(5), number_of(6)
+    seconds = days * 86400 + hour * 3600 + (minute - offset) * 60 + second
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = tf.gather(tf.constant([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], tf.int64), month % 13)
+    month_days += tf.cast(leap & (month == 2), tf.int64)
+    real = (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)  # a calendar date
+    real &= (hour <= 23) & (minute <= 59) & (second <= 59) & (minutes <= 59) & (hours * 60 + minutes <= 18 * 60)
     micros = tf.where(is_number, from_number, seconds * 1_000_000 + fraction)
-    return micros, is_number | (is_iso & in_range)
+    real &= tf.abs(micros) <= rows.MAX_ABS_MS * 1000
+    return micros, is_number | (is_iso & real)
 
 
 def _last_flag_index(flags: tf.Tensor) -> tf.Tensor:

@@ -193,3 +193,108 @@ def test_timestamp_typed_source_round_trips(spark):
     canon = ingest.to_canonical(src, IngestConfig(), "view")
     typed = validate.normalize(canon, "auto")
     assert typed.select(F.col("ts").cast("string")).first()[0] == "2026-11-26 07:06:45.119"
+
+
+# forms a number or a time may take that one reader or another has been seen to read its own way
+TRICKY_TS = [
+    "1.5d",
+    "1731480023D",
+    "1731480023f",
+    "0x1p30",
+    "0X1.8p30",
+    "Infinity",
+    "-Infinity",
+    "inf",
+    "NaN",
+    "1e400",
+    "-1e400",
+    "1e3",
+    ".5",
+    "5.",
+    "+7",
+    "-0",
+    "1_000",
+    "1,5",
+    "١٢٣",
+    "2026-02-30T05:40:23Z",
+    "2026-02-29 05:40:23",
+    "2024-02-29 05:40:23",
+    "2100-02-29T00:00:00Z",
+    "2026-04-31 00:00:00",
+    "2026-13-01 00:00:00",
+    "2026-00-10 00:00:00",
+    "2026-11-00 00:00:00",
+    "2026-11-13T24:00:00Z",
+    "2026-11-13T23:60:00Z",
+    "2026-11-13T23:59:60Z",
+    "2026-11-13T23:59:59.999999999Z",
+    "2026-11-13T05:40:23+18:00",
+    "2026-11-13T05:40:23+19:00",
+    "2026-11-13T05:40:23+18:30",
+    "2026-11-13T05:40:23-18:00",
+    "2026-11-13T05:40:23-05:30",
+    "2026-11-13T05:40:23+05:60",
+    "2026-11-13T05:40",
+    "2026-11-13T05:40+01:00",
+    "2026-11-13 05:40",
+    "2026-11-13",
+    "2026-11-13T05",
+    "2026-11-13T05:40:23+0100",
+    "2026/11/13 05:40:23",
+    "Nov 13 2026 05:40:23",
+    "13.11.2026 05:40",
+    "2026-11-13T05:40:23 UTC",
+    "2026-11-13T5:40:23Z",
+    "0000-01-01T00:00:00Z",
+    "1969-12-31T23:59:59Z",
+    "9999-12-31T23:59:59Z",
+]
+
+
+def test_the_three_readers_read_every_time_alike(spark):
+    """The nightly (Spark), request time (pandas) and the SavedModel graph read the same text as
+    the same instant, or all three as unparseable: on the edge cases above and on fuzz from the
+    characters of numbers and timestamps. A form one reader takes on its own would give a
+    request-time answer the nightly never publishes."""
+    import random
+
+    import pandas as pd
+    import tensorflow as tf
+
+    from interest import rows
+    from interest.models.savedmodel import parse_times
+
+    rng = random.Random(11)
+    alphabet = "0123456789--::..TZ +eEdfx"
+    fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24))) for _ in range(1500)]
+    shaped = [
+        "".join(c if rng.random() > 0.1 else rng.choice(alphabet) for c in "2026-11-13T05:40:23.493+01:00")
+        for _ in range(1500)
+    ]
+    texts = EDGE_TS + TRICKY_TS + fuzz + shaped
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i int, ts_raw string")
+    nightly = df.select(
+        "i", (validate.parse_ts(F.col("ts_raw"), "auto", utc_session=True).cast("double") * 1e6).alias("t")
+    )
+    spark_us = {r["i"]: (None if r["t"] is None else round(r["t"])) for r in nightly.collect()}
+    request = rows.parse_ts(pd.Series(texts, dtype=object), "auto")
+    graph_us, parsed = parse_times(tf.constant(texts), "auto")
+    differ = []
+    for i, text in enumerate(texts):
+        want = spark_us[i]
+        at = request.iloc[i]
+        got_request = None if pd.isna(at) else int(at.value // 1000)
+        got_graph = int(graph_us.numpy()[i]) if bool(parsed.numpy()[i]) else None
+        if not (want == got_request == got_graph):
+            differ.append((text, want, got_request, got_graph))
+    assert differ == [], f"{len(differ)} texts read differently (text, nightly, request, graph): {differ[:15]}"
+
+
+@pytest.mark.parametrize("ts_format", ["auto", "epoch_s", "epoch_ms"])
+def test_a_time_no_reader_can_hold_is_quarantined_not_a_failed_job(spark, ts_format):
+    """A number past a long's milliseconds once failed the whole job (``timestamp_millis``
+    overflows); such times, and Spark-only forms, are rows with a reason like any bad time."""
+    bad = ["1e19", "-9e18", "1e400", "99999999999999999", "1.5d", "0x1p30", "Infinity", "2026-02-30T05:40:23Z"]
+    rows = [(f"u{i}", "i1", "view", t, "c1", "2026-11-26", None) for i, t in enumerate(bad)]
+    got = {r["user_id"]: r["reject_reason"] for r in reasons(spark, rows, ts_format).collect()}
+    assert got == {f"u{i}": "unparseable_ts" for i in range(len(bad))}
