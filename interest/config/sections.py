@@ -215,6 +215,10 @@ class ModelConfig:
     # memory: each target also trains the interest nearest to it (MIND and ComiRec's label-aware
     # pick), beside the user vector, so that every interest retrieves on its own
     interest_routing: bool = False
+    # self_attention: BSARec's α, the share of a causal learned filter over the window beside
+    # attention in every block (interest.models.layers.CausalFilter); 0: attention alone (SASRec);
+    # 1: the filter alone (FMLP-Rec's blocks, made causal)
+    filter_mix: float = 0.0
     # the step features embedded beside the item: event_type (the funnel stage), time_gap (the
     # time since the previous step, bucketed by interest.schema.TIME_GAP_EDGES_S)
     features: list[StepFeature] = field(default_factory=lambda: ["event_type", "time_gap"])
@@ -240,6 +244,12 @@ class TrainConfig:
     # full softmax: items the user already interacted with are no candidates in the loss (the target
     # itself always is), as they are none when ranking and never published (interest.scoring.metrics)
     exclude_seen: bool = False
+    # DuoRec's contrastive term beside the next-item loss: each history's user vector against a
+    # second dropout view of itself, the batch's other histories as negatives (those with the same
+    # next item left out); its weight, 0: none (it costs a second forward and backward pass;
+    # interest.models.objective.contrastive_loss)
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 1.0  # the temperature of the contrastive term's softmax
     batch_size: int = 128  # global batch (divided over the workers)
     epochs: int = 20  # at most this many epochs
     learning_rate: float = 1e-3  # peak learning rate (Adam), reached after warm-up, then cosine decay

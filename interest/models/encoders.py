@@ -75,6 +75,7 @@ class Encoder(keras.Model):
         n_event_types: int = 0,
         n_gap_buckets: int = 0,
         interest_routing: bool = False,
+        filter_mix: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,6 +91,7 @@ class Encoder(keras.Model):
             n_event_types=n_event_types,
             n_gap_buckets=n_gap_buckets,
             interest_routing=interest_routing,
+            filter_mix=filter_mix,
         )
         self.dim, self.max_len = dim, max_len
         self.embed = SequenceEmbedding(vocab_size, max_len, dim, n_event_types, n_gap_buckets, dropout, name="embed")
@@ -156,7 +158,9 @@ class SelfAttentionEncoder(Encoder):
         if a["blocks"] < 1:
             raise ValueError("the self-attention encoder needs model.blocks >= 1")
         self.blocks_ = [
-            TransformerBlock(a["dim"], a["heads"], a["ff_mult"], a["dropout"], name=f"block{i}")
+            TransformerBlock(
+                a["dim"], a["heads"], a["ff_mult"], a["dropout"], a["filter_mix"], a["max_len"], name=f"block{i}"
+            )
             for i in range(a["blocks"])
         ]
         self.norm = layers.LayerNormalization(epsilon=1e-6, name="norm")
@@ -432,6 +436,7 @@ def encoder_args(model_cfg, spec) -> dict:
         dropout=model_cfg.dropout,
         memory_slots=model_cfg.memory_slots,
         interest_routing=model_cfg.interest_routing,
+        filter_mix=model_cfg.filter_mix,
         n_event_types=spec.n_event_types if model_cfg.use_event_type else 0,
         n_gap_buckets=spec.n_gap_buckets if model_cfg.use_time_gap else 0,
     )

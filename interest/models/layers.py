@@ -117,20 +117,90 @@ class FeedForward(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="interest")
-class TransformerBlock(layers.Layer):
-    """Pre-norm block: x + MHA(LN(x)), then + FFN(LN(.)); padding positions are zeroed after each."""
+class CausalFilter(layers.Layer):
+    """A learned filter over the whole window, per channel: FMLP-Rec's global filter, made causal.
 
-    def __init__(self, dim: int, heads: int, ff_mult: int = 2, dropout: float = 0.0, **kwargs):
+    FMLP-Rec (WWW 2022) and BSARec (AAAI 2024) multiply the sequence's Fourier transform by a
+    learned filter: a circular convolution, in which every position also sees the steps after
+    it. Here the filter is a learned kernel of ``max_len`` lags per channel applied as a linear,
+    causal convolution, ``y[t, d] = Σ_{s<=t} k[t - s, d] · x[s, d]``, so that every position can
+    be trained to predict its next item (SASRec's objective) without seeing it. The convolution
+    is a [L, L] Toeplitz product per channel, the cost of one attention head.
+    """
+
+    def __init__(self, max_len: int, dim: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_len, self.dim, self.dropout_rate = max_len, dim, dropout
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, shape):
+        # FMLP-Rec's initialisation (0.02 · N(0, 1)): the filter starts near silent
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.max_len, self.dim), initializer=keras.initializers.RandomNormal(stddev=0.02)
+        )
+        self.built = True
+
+    def toeplitz(self, length):
+        """[L, L, D]: entry [t, s] is the kernel at lag t - s, and 0 where s is after t."""
+        i = ops.arange(length)
+        lag = ops.expand_dims(i, 1) - ops.expand_dims(i, 0)  # [L, L]
+        taps = ops.take(ops.cast(self.kernel, self.compute_dtype), ops.maximum(lag, 0), axis=0)  # [L, L, D]
+        return taps * ops.cast(lag >= 0, taps.dtype)[..., None]
+
+    def call(self, x, keep, training=None, last_only=False):
+        """x [B, L, D], keep [B, L] real steps -> (y [B, L', D], mix [B, L', L]); L' = 1 with last_only.
+
+        ``mix`` is how much each position drew on each step (the kernel's magnitude over channels,
+        normalised over the real steps): its rows sum to 1, or to 0 with no real step, and it is 0
+        on padding and on the future, as attention weights are."""
+        real = ops.cast(keep, x.dtype)  # [B, L]
+        taps = self.toeplitz(ops.shape(x)[1])  # [L, L, D]
+        if last_only:
+            taps = taps[-1:]  # [1, L, D]
+        y = ops.einsum("tsd,bsd->btd", taps, x * real[..., None])  # [B, L', D]
+        weight = ops.mean(ops.abs(taps), axis=-1)[None] * real[:, None, :]  # [B, L', L]
+        total = ops.sum(weight, axis=-1, keepdims=True)
+        mix = ops.where(total > 0, weight / ops.maximum(total, 1e-12), ops.zeros_like(weight))
+        return self.drop(y, training=training), mix
+
+    def get_config(self):
+        return {**super().get_config(), "max_len": self.max_len, "dim": self.dim, "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="interest")
+class TransformerBlock(layers.Layer):
+    """Pre-norm block: x + MHA(LN(x)), then + FFN(LN(.)); padding positions are zeroed after each.
+
+    With ``filter_mix`` α > 0 (and ``max_len``), BSARec's mix: x + (1 - α) · MHA(LN(x)) + α ·
+    filter(LN(x)), a causal learned filter (``CausalFilter``) beside attention; α = 1 is a
+    filter-only block (FMLP-Rec's). The weights it returns then mix the same way, so that an
+    explanation also covers what the filter drew on.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_mult: int = 2,
+        dropout: float = 0.0,
+        filter_mix: float = 0.0,
+        max_len: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.dim, self.heads, self.ff_mult, self.dropout_rate = dim, heads, ff_mult, dropout
+        self.filter_mix, self.max_len = filter_mix, max_len
         self.norm1 = layers.LayerNormalization(epsilon=1e-6, name="norm1")
         self.attn = MultiHeadAttention(dim, heads, dropout, name="attn")
+        self.filter = CausalFilter(max_len, dim, dropout, name="filter") if filter_mix > 0 else None
         self.norm2 = layers.LayerNormalization(epsilon=1e-6, name="norm2")
         self.ff = FeedForward(dim, ff_mult, dropout, name="ff")
 
     def build(self, shape):
         self.norm1.build(shape)
         self.attn.build(shape)
+        if self.filter is not None:
+            self.filter.build(shape)
         self.norm2.build(shape)
         self.ff.build(shape)
         self.built = True
@@ -143,12 +213,18 @@ class TransformerBlock(layers.Layer):
         outputs are x [B, 1, D] and weights [B, H, 1, L]: a final block at inference, where the
         user embedding is the last state and the others would be computed for nothing.
         """
+        real = keep  # [B, L] bool
         keep = ops.expand_dims(ops.cast(keep, x.dtype), -1)  # [B, L, 1]
         normed = self.norm1(x)  # [B, L, D]
         query = normed
         if last_only:  # the last position queries alone: [B, 1, ...]
             x, keep, attention_mask, query = x[:, -1:], keep[:, -1:], attention_mask[:, -1:], normed[:, -1:]
         h, weights = self.attn(query, normed, attention_mask=attention_mask, training=training)
+        if self.filter is not None:  # BSARec: (1 - α) · attention + α · the causal filter
+            a = self.filter_mix
+            f, mix = self.filter(normed, real, training=training, last_only=last_only)  # [B, L', D], [B, L', L]
+            h = (1.0 - a) * h + a * f
+            weights = (1.0 - a) * weights + a * ops.cast(ops.expand_dims(mix, 1), weights.dtype)  # [B, H, L', L]
         x = (x + h) * keep
         x = (x + self.ff(self.norm2(x), training=training)) * keep
         return x, weights
@@ -160,6 +236,8 @@ class TransformerBlock(layers.Layer):
             "heads": self.heads,
             "ff_mult": self.ff_mult,
             "dropout": self.dropout_rate,
+            "filter_mix": self.filter_mix,
+            "max_len": self.max_len,
         }
 
 

@@ -231,6 +231,8 @@ class NextItemTask:
     in_batch: bool = True
     dense: bool = False  # static shapes (XLA)
     exclude_seen: bool = False
+    contrastive: float = 0.0  # weight of the contrastive term (contrastive_loss); 0: none
+    temperature: float = 1.0
 
     @classmethod
     def for_run(cls, t: TrainConfig, item_counts: np.ndarray, vocab_size: int) -> NextItemTask:
@@ -243,6 +245,8 @@ class NextItemTask:
             in_batch=True,
             dense=t.jit_compile,
             exclude_seen=t.exclude_seen,
+            contrastive=t.contrastive_weight,
+            temperature=t.contrastive_temperature,
         )
 
     def __call__(
@@ -263,3 +267,25 @@ class NextItemTask:
             dense=self.dense,
             seen=seen,
         )
+
+
+def contrastive_loss(first: tf.Tensor, second: tf.Tensor, last_targets: tf.Tensor, temperature: float) -> tf.Tensor:
+    """DuoRec's contrastive regularisation (Qiu et al., WSDM 2022), dropout views: the mean InfoNCE
+    of each user vector against its own other view, among all 2B views of the batch.
+
+    first, second [B, D]: the same histories through the encoder twice (different dropout);
+    last_targets [B]: each row's last training target. Rows that share it are no negatives of
+    each other (DuoRec's false-negative removal: their next items say they are alike). Why: the
+    cross-entropy alone lets near-identical histories map to distant vectors; the term asks a
+    history's representation to survive dropout while staying apart from other users'."""
+    views = tf.concat([first, second], 0)  # [2B, D]
+    b = tf.shape(first)[0]
+    logits = tf.matmul(views, views, transpose_b=True) / temperature  # [2B, 2B]
+    target = tf.concat([last_targets, last_targets], 0)  # [2B]
+    own = tf.concat([tf.range(b, 2 * b), tf.range(b)], 0)  # [2B] the other view of the same row
+    same = tf.equal(target[:, None], target[None, :])  # [2B, 2B]
+    positive = tf.one_hot(own, 2 * b, on_value=True, off_value=False)
+    excluded = tf.logical_and(same, tf.logical_not(positive))  # itself, and rows with the same target
+    logits = tf.where(excluded, tf.constant(-1e9, logits.dtype), logits)
+    losses = softmax_cross_entropy(logits, own)  # [2B]
+    return tf.reduce_mean(losses)

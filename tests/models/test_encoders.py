@@ -3,6 +3,7 @@ padding invariance, and learning (each encoder overfits a tiny dataset)."""
 
 from __future__ import annotations
 
+import json
 import typing
 
 import keras
@@ -19,6 +20,15 @@ KINDS = sorted(ENCODERS)
 ARGS = dict(
     vocab_size=40, dim=16, heads=2, blocks=2, ff_mult=2, dropout=0.0, memory_slots=3, n_event_types=4, n_gap_buckets=6
 )
+# the contract also holds for self-attention with BSARec's causal filter beside attention
+VARIANTS = [*KINDS, "self_attention+filter"]
+
+
+def build(kind: str, **args):
+    """``build_encoder`` for an encoder name or a variant (``self_attention+filter``: filter_mix 0.5)."""
+    if kind == "self_attention+filter":
+        return build_encoder("self_attention", **{**args, "filter_mix": 0.5})
+    return build_encoder(kind, **args)
 
 
 def test_the_registry_holds_exactly_the_encoder_names_of_the_schema():
@@ -50,9 +60,9 @@ def batch(max_len=12, seed=0, lengths=(12, 7, 3, 1)):
     }
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_contract_shapes_and_attention(kind):
-    enc = build_encoder(kind, max_len=12, **ARGS)
+    enc = build(kind, max_len=12, **ARGS)
     inp = batch()
     out = {k: np.asarray(v) for k, v in enc(inp, training=False).items()}
     k = ARGS["memory_slots"] if kind == "memory" else 1
@@ -95,9 +105,9 @@ def test_self_attention_explains_by_rollout_through_the_residual_blocks():
     assert (rollout[:, -1, -1] >= 0.5**3).all()  # the latest step keeps its residual share, block after block
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_future_steps_never_change_earlier_positions(kind):
-    enc = build_encoder(kind, max_len=12, **ARGS)
+    enc = build(kind, max_len=12, **ARGS)
     inp = batch(lengths=(12, 12, 9, 6))
     before = np.asarray(enc(inp, training=False)["sequence"])
     for t in (3, 7, 10):
@@ -120,10 +130,10 @@ def test_future_steps_never_change_earlier_positions(kind):
         assert np.abs(after[:, t + 1 :] - before[:, t + 1 :]).max() > 1e-4  # the future did change
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_left_padding_and_no_padding_give_the_same_user(kind):
-    long_ = build_encoder(kind, max_len=12, **ARGS)
-    short = build_encoder(kind, max_len=5, **ARGS)
+    long_ = build(kind, max_len=12, **ARGS)
+    short = build(kind, max_len=5, **ARGS)
     weights = []
     for w_long, w_short in zip(long_.get_weights(), short.get_weights()):
         weights.append(w_long[: w_short.shape[0]] if w_long.shape != w_short.shape else w_long)
@@ -138,7 +148,7 @@ def test_left_padding_and_no_padding_give_the_same_user(kind):
     np.testing.assert_allclose(np.asarray(long_(noisy)["user"]), np.asarray(long_(full)["user"]), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_each_encoder_overfits_a_tiny_dataset(kind):
     keras.utils.set_random_seed(0)
     # 6 users, each cycling through their own 4 items: the next item is always determined.
@@ -148,7 +158,7 @@ def test_each_encoder_overfits_a_tiny_dataset(kind):
         rows["event_type_idx"][u] = 1
         rows["time_gap_bucket"][u] = 2
         rows["session_idx"][u] = 1 + np.arange(15) // 5
-    enc = build_encoder(kind, max_len=15, **{**ARGS, "vocab_size": 26})
+    enc = build(kind, max_len=15, **{**ARGS, "vocab_size": 26})
     opt = keras.optimizers.Adam(5e-3)
     inputs, targets = split_view({k: tf.constant(v) for k, v in rows.items()}, "train")
 
@@ -170,11 +180,11 @@ def test_each_encoder_overfits_a_tiny_dataset(kind):
     assert (predicted[y > 1] == y[y > 1]).mean() == 1.0
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_mixed_bfloat16_keeps_the_contract_and_float32_outputs(kind):
     """Training may compute in bfloat16; the weights, the outputs the loss and the ranking see, and
     the process's global dtype policy stay float32, and the attention still sums to 1 on real steps."""
-    enc = build_encoder(kind, precision="mixed_bfloat16", max_len=12, **ARGS)
+    enc = build(kind, precision="mixed_bfloat16", max_len=12, **ARGS)
     assert keras.config.dtype_policy().name == "float32"
     assert {v.dtype for v in enc.trainable_variables} == {"float32"}
     inp = batch()
@@ -183,19 +193,19 @@ def test_mixed_bfloat16_keeps_the_contract_and_float32_outputs(kind):
     np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=2e-2)
     assert (out["attention"][inp["item_idx"] == 0] == 0).all()
     # the same weights in a float32 encoder (what an export reloads) give nearly the same user
-    f32 = build_encoder(kind, max_len=12, **ARGS)
+    f32 = build(kind, max_len=12, **ARGS)
     f32.set_weights(enc.get_weights())
     np.testing.assert_allclose(f32.infer(inp)["user"], out["user"], atol=0.1)
     np.testing.assert_allclose(f32.infer(inp)["user"], np.asarray(f32(inp, training=False)["user"]), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_compiled_inference_matches_the_full_call_and_reproduces_whatever_came_first(kind):
     """``infer`` computes only the last position (``last_only``) in one graph for every batch size.
     Its user, interests and attention are the full eager call's; and the same rows give the same
     bits whether the process first saw a batch of 3 rows or of 7 (a re-run's batches may arrive in
     another order, and the published tables must not change)."""
-    enc = build_encoder(kind, max_len=12, **ARGS)
+    enc = build(kind, max_len=12, **ARGS)
     inp = batch(lengths=(12, 7, 3, 1, 5, 9, 2))
     full = {k: np.asarray(v) for k, v in enc(inp, training=False).items()}
     out = enc.infer(inp)
@@ -205,7 +215,7 @@ def test_compiled_inference_matches_the_full_call_and_reproduces_whatever_came_f
     np.testing.assert_allclose(out["attention"].sum(1), 1.0, atol=1e-5)
     assert (out["attention"][inp["item_idx"] == 0] == 0).all()
 
-    first_small = build_encoder(kind, max_len=12, **ARGS)
+    first_small = build(kind, max_len=12, **ARGS)
     first_small.set_weights(enc.get_weights())
     first_small.infer({k: v[:3] for k, v in inp.items()})
     again = first_small.infer(inp)
@@ -228,13 +238,13 @@ def test_memory_interests_are_item_space_vectors_and_score_by_the_best_one():
     np.testing.assert_allclose(scores, np.einsum("bkd,vd->bkv", slots, table).max(1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_a_batch_cut_to_its_longest_history_trains_exactly_as_the_padded_one(kind):
     """``trim_padding`` drops the padding every row shares: same loss, same gradients, for every
     encoder (positions count back from the latest step; padding is masked everywhere)."""
     from interest.data.reader import trim_padding
 
-    enc = build_encoder(kind, max_len=12, **ARGS)
+    enc = build(kind, max_len=12, **ARGS)
     inputs, targets = split_view({k: tf.constant(v) for k, v in batch(lengths=(9, 7, 3, 1)).items()}, "train")
     cut, cut_targets = trim_padding(inputs, targets)
     assert cut["item_idx"].shape == (4, 6) and cut_targets.shape == (4, 6)  # 9 steps, 3 held out
@@ -302,3 +312,50 @@ def test_memory_reads_a_whole_history_window_by_window():
     more = enc.read_windows(older, older["item_idx"] > 0)
     assert np.abs(np.asarray(more["interests"]) - np.asarray(want["interests"])).max() > 1e-3
     np.testing.assert_allclose(np.asarray(more["interest_weight"]).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_the_causal_filter_convolves_earlier_steps_only_and_says_what_it_drew_on():
+    """BSARec's filter, made causal: y[t, d] = Σ_{s<=t} k[t-s, d] x[s, d] over real steps,
+    recomputed in NumPy; its mix is the explanation's share: rows sum to 1 over the real steps
+    up to t, and are 0 on padding and on the future."""
+    from interest.models.layers import CausalFilter
+
+    rng = np.random.default_rng(0)
+    layer = CausalFilter(max_len=8, dim=3)
+    layer.build((2, 8, 3))
+    kernel = rng.normal(size=(8, 3)).astype("float32")
+    layer.kernel.assign(kernel)
+    x = rng.normal(size=(2, 6, 3)).astype("float32")  # a batch cut to 6 of the 8 positions
+    keep = np.ones((2, 6), bool)
+    keep[1, :2] = False  # left padding
+    y, mix = (np.asarray(v) for v in layer(x, keep))
+    expected = np.zeros_like(x)
+    for t in range(6):
+        for s in range(t + 1):
+            expected[:, t] += kernel[t - s] * x[:, s] * keep[:, s, None]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.triu(np.ones((6, 6)), 1) * mix).max() == 0
+    assert (mix[1][:, :2] == 0).all() and (mix[1][:2] == 0).all()
+    np.testing.assert_allclose(mix[0].sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(mix[1, 2:].sum(-1), 1.0, atol=1e-6)
+    last, last_mix = (np.asarray(v) for v in layer(x, keep, last_only=True))
+    np.testing.assert_allclose(last, y[:, -1:], atol=1e-6)
+    np.testing.assert_allclose(last_mix, mix[:, -1:], atol=1e-7)
+
+
+def test_the_filter_is_trained_and_saved_with_the_encoder(tmp_path):
+    """filter_mix reaches every block, the kernel is a weight the loss moves, and a saved encoder
+    reloads with it (the export path)."""
+    enc = build_encoder("self_attention", max_len=12, **{**ARGS, "filter_mix": 0.3})
+    kernels = [v for v in enc.trainable_variables if "kernel" in v.path and "filter" in v.path]
+    assert len(kernels) == ARGS["blocks"] and all(tuple(k.shape) == (12, 16) for k in kernels)
+    inputs, targets = split_view({k: tf.constant(v) for k, v in batch().items()}, "train")
+    with tf.GradientTape() as tape:
+        s, n = next_item_loss(enc(inputs, training=True)["sequence"], targets, enc.item_table, "full_softmax")
+    grads = tape.gradient(s, kernels)
+    assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+    enc.save_weights(tmp_path / "encoder.weights.h5")  # as save_model and load_model do
+    again = build_encoder("self_attention", **json.loads(json.dumps(enc.args)))
+    again.load_weights(tmp_path / "encoder.weights.h5")
+    assert again.args["filter_mix"] == 0.3
+    np.testing.assert_allclose(again.infer(batch())["user"], enc.infer(batch())["user"], atol=1e-6)

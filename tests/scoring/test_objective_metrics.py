@@ -243,3 +243,52 @@ def test_the_task_built_from_the_training_section_applies_its_settings():
     got = excluding(seq, inputs, targets, table, seed)
     np.testing.assert_allclose([float(v) for v in got], [float(v) for v in expected], rtol=1e-6)
     assert float(plain(seq, inputs, targets, table, seed)[0]) > float(got[0])  # more candidates, more loss
+
+
+def test_contrastive_term_is_infonce_over_both_views_without_rows_of_the_same_next_item():
+    """DuoRec's term against a NumPy InfoNCE: each of the 2B views against its row's other view;
+    itself and the views of rows sharing its last target are no candidates."""
+    rng = np.random.default_rng(7)
+    first, second = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(4, 3)).astype("float32")
+    last = np.array([5, 6, 5, 9], "int32")  # rows 0 and 2 share their next item
+    got = float(O.contrastive_loss(tf.constant(first), tf.constant(second), tf.constant(last), 0.5))
+    views, target = np.concatenate([first, second]), np.concatenate([last, last])
+    losses = []
+    for i in range(8):
+        own = (i + 4) % 8
+        candidates = [j for j in range(8) if j == own or target[j] != target[i]]
+        logits = views[candidates] @ views[i] / 0.5
+        losses.append(np.log(np.exp(logits).sum()) - views[own] @ views[i] / 0.5)
+    np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+    # the term rewards agreement: views that are the same vector lose less than unrelated ones
+    assert float(O.contrastive_loss(tf.constant(first), tf.constant(first), tf.constant(last), 0.5)) < got
+
+
+def test_the_training_loss_adds_the_weighted_contrastive_term_per_target():
+    """train.contrastive_weight λ: training_loss = next-item loss + λ · term per target (dropout 0
+    here, so both views are the same vector and the term is computed on it)."""
+    from interest.config import load_config
+    from interest.models.encoders import build_encoder
+    from interest.schema import SEQUENCE_FEATURES
+    from interest.training.loop import training_loss
+
+    enc = build_encoder("self_attention", vocab_size=12, max_len=6, dim=8, heads=2, blocks=1, dropout=0.0)
+    items = np.array([[0, 2, 3, 4, 5, 6], [0, 0, 7, 8, 9, 10], [2, 4, 6, 8, 10, 11]], "int32")
+    real = np.where(items[:, :-1] > 0, 1, 0).astype("int32")  # [B, 5]
+    inputs = {name: tf.constant(real) for name in SEQUENCE_FEATURES}
+    inputs["item_idx"] = tf.constant(items[:, :-1].copy())
+    targets = tf.constant(items[:, 1:].copy())
+    seed = tf.constant([1, 2], tf.int64)
+    counts = np.ones(12)
+
+    def task(*sets: str) -> O.NextItemTask:
+        return O.NextItemTask.for_run(load_config(None, list(sets)).train, counts, 12)
+
+    plain, n = training_loss(enc, task(), inputs, targets, seed)
+    with_term, n2 = training_loss(
+        enc, task("train.contrastive_weight=0.3", "train.contrastive_temperature=2"), inputs, targets, seed
+    )
+    user = enc(inputs, training=False)["user"]
+    term = O.contrastive_loss(user, user, targets[:, -1], 2.0)
+    assert float(n) == float(n2) == 14
+    np.testing.assert_allclose(float(with_term), float(plain) + 0.3 * float(term) * 14, rtol=1e-5)
