@@ -35,7 +35,13 @@ from conftest import DATE, make_config
 
 pytestmark = pytest.mark.slow
 
-ENCODERS = ("self_attention", "hierarchical", "memory")
+# name -> (encoder, extra arguments): BSARec's filter beside attention is one more graph to agree on
+ENCODERS = {
+    "self_attention": ("self_attention", {}),
+    "self_attention+filter": ("self_attention", {"filter_mix": 0.5}),
+    "hierarchical": ("hierarchical", {}),
+    "memory": ("memory", {}),
+}
 TYPES = ["view", "click", "cart", "purchase"]  # the profile's sessionize.event_types
 MAX_LEN = 6
 MODEL_ITEMS = 6  # a .. f: the model's; g and h came after it (the night's vocabulary only)
@@ -94,7 +100,7 @@ def readers(spark, tmp_path_factory):
         "embed.cold_start_min_steps=3",
     )
     out = {}
-    for n, kind in enumerate(ENCODERS):
+    for n, (name, (kind, extra)) in enumerate(ENCODERS.items()):
         tf.keras.utils.set_random_seed(n)
         encoder = build_encoder(
             kind,
@@ -106,14 +112,19 @@ def readers(spark, tmp_path_factory):
             memory_slots=3,
             n_event_types=len(TYPES),
             n_gap_buckets=N_GAP_BUCKETS,
+            **extra,
         )
-        version = f"{DATE}_20261127T000000000000_{kind[:6]}"
+        # a stamp of its own: each version gets its own TensorFlow Serving folder (layout.serving_number)
+        version = f"{DATE}_20261127T0000{n:02d}000000_{name[:6]}"
         path = save_model(encoder, VOCAB.iloc[:MODEL_ITEMS], {"date": DATE}, {}, str(root / "models"), version)
         model = load_model(path)
         table = inference.scoring_table(model, VOCAB)  # [V, D]: g and h at their category's mean
         index = build_item_index(model, VOCAB, table, DATE)
         folder = serving_dir(model.path, DATE)
-        export_serving(model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder)
+        exported = export_serving(
+            model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder
+        )
+        assert exported, f"{name}: {folder} holds another version's export"
         e = cfg.embed
         embedder = inference.Embedder(
             model=model,
@@ -126,7 +137,7 @@ def readers(spark, tmp_path_factory):
             table=table,
         )
         signature = tf.saved_model.load(folder).signatures[SIGNATURE]
-        out[kind] = (model, embedder, Recommender(cfg, model, VOCAB, index), signature)
+        out[name] = (model, embedder, Recommender(cfg, model, VOCAB, index), signature)
     return cfg, out
 
 
