@@ -137,7 +137,7 @@ def main() -> None:
     for name, *figures in PUBLISHED:
         rows.append([f"published: {name}", *[f"{x:.4f}" for x in figures], "–", "–", "–"])
     first = headline["popularity"]["test_counted"]
-    users, unknown = first["users"] + first["excluded_targets"], first["excluded_targets"]
+    users, unknown = int(first["users"] + first["excluded_targets"]), int(first["excluded_targets"])
     print(
         f"\n## {Path(args.data).name}: full ranking, leave-one-out, {users:,} users "
         f"({unknown} test targets outside the vocabulary counted as misses)\n"
