@@ -94,11 +94,21 @@ def test_row_groups_are_sized_in_bytes_of_sequence_columns():
             "'train.batch_by_length' has the wrong type: expected bool or one of ['auto'], got 'sometimes'",
         ),
         ("embed.table=mine", "unknown configuration key 'embed.table'"),
+        ("model.filter_mix=1.5", "model.filter_mix must be within [0, 1]"),
+        ("train.contrastive_weight=-0.1", "train.contrastive_weight must be 0 or more"),
+        ("train.contrastive_temperature=0.0", "train.contrastive_temperature must be positive"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(ROOT / "conf" / "local.yaml", [override])
+
+
+def test_the_filter_is_refused_where_no_block_would_use_it():
+    """filter_mix lives in self-attention's blocks: on another encoder it would be silently ignored."""
+    load_config(ROOT / "conf" / "local.yaml", ["model.filter_mix=0.5"])  # self_attention: accepted
+    with pytest.raises(ConfigError, match=re.escape("model.filter_mix applies to the self_attention encoder only")):
+        load_config(ROOT / "conf" / "local.yaml", ["model.encoder=memory", "model.filter_mix=0.5"])
 
 
 def test_missing_file_and_bad_top_level(tmp_path):
