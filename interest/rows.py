@@ -77,8 +77,7 @@ def parse_ts(values: pd.Series, ts_format: str) -> pd.Series:
         stamps = pd.to_datetime(values, utc=True)
         return stamps.dt.floor("us")
     text = clean_text(values)  # trimmed; blank or missing: None
-    grammar = text.fillna("").str.fullmatch(NUMBER_PATTERN)
-    is_number = grammar & text.map(lambda v: v is not None and (fmt != "auto" or ":" not in v)).astype(bool)
+    is_number = text.fillna("").str.fullmatch(NUMBER_PATTERN)  # never blank, never with a ':'
     number = pd.to_numeric(text.where(is_number, None), errors="coerce").to_numpy(np.float64)  # [N]
     millis = epoch_millis(number, fmt)
     held = np.abs(np.nan_to_num(millis, nan=np.inf)) <= MAX_ABS_MS

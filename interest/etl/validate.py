@@ -51,7 +51,7 @@ def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Colum
             # what a substring does (which counts the text's characters twice)
             without_zone = F.replace(text, F.lit("Z"), F.lit(""))
             iso = F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(iso)
-        return _in_range(F.when(num.isNotNull(), parsed).otherwise(iso))
+        return F.when(num.isNotNull(), parsed).otherwise(_in_range(iso))  # numbers: bounded already
     return _in_range(F.to_timestamp(text, ts_format))
 
 
