@@ -97,6 +97,7 @@ def test_row_groups_are_sized_in_bytes_of_sequence_columns():
         ("model.filter_mix=1.5", "model.filter_mix must be within [0, 1]"),
         ("train.contrastive_weight=-0.1", "train.contrastive_weight must be 0 or more"),
         ("train.contrastive_temperature=0.0", "train.contrastive_temperature must be positive"),
+        ("train.contrastive_views=shuffle", "'train.contrastive_views' must be one of ['dropout', 'augment']"),
     ],
 )
 def test_bad_config_names_the_key(override, message):

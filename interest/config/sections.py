@@ -250,6 +250,9 @@ class TrainConfig:
     # interest.models.objective.contrastive_loss)
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 1.0  # the temperature of the contrastive term's softmax
+    # the contrastive term's two views of a history: dropout (DuoRec: the same steps twice) or
+    # augment (CL4SRec: each view a random crop, mask or reorder of the steps; a third pass)
+    contrastive_views: Literal["dropout", "augment"] = "dropout"
     batch_size: int = 128  # global batch (divided over the workers)
     epochs: int = 20  # at most this many epochs
     learning_rate: float = 1e-3  # peak learning rate (Adam), reached after warm-up, then cosine decay

@@ -16,7 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from interest.config import TrainConfig
-from interest.schema import FIRST_ITEM
+from interest.schema import FIRST_ITEM, UNKNOWN
+
+# CL4SRec's augmentations (Xie et al., ICDE 2022) at the rates its successors' code uses on Amazon
+# data (CoSeRec, ICLRec): crop keeps 20 % of a history, mask hides 70 % of its steps, reorder
+# shuffles a stretch of 20 %
+CROP_KEEP, MASK_SHARE, REORDER_SHARE = 0.2, 0.7, 0.2
 
 
 def gather_targets(sequence: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -233,6 +238,7 @@ class NextItemTask:
     exclude_seen: bool = False
     contrastive: float = 0.0  # weight of the contrastive term (contrastive_loss); 0: none
     temperature: float = 1.0
+    views: str = "dropout"  # the contrastive term's two views: dropout (DuoRec) or augment (CL4SRec)
 
     @classmethod
     def for_run(cls, t: TrainConfig, item_counts: np.ndarray, vocab_size: int) -> NextItemTask:
@@ -247,6 +253,7 @@ class NextItemTask:
             exclude_seen=t.exclude_seen,
             contrastive=t.contrastive_weight,
             temperature=t.contrastive_temperature,
+            views=t.contrastive_views,
         )
 
     def __call__(
@@ -289,3 +296,56 @@ def contrastive_loss(first: tf.Tensor, second: tf.Tensor, last_targets: tf.Tenso
     logits = tf.where(excluded, tf.constant(-1e9, logits.dtype), logits)
     losses = softmax_cross_entropy(logits, own)  # [2B]
     return tf.reduce_mean(losses)
+
+
+def augmented_view(inputs: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """One of CL4SRec's three augmentations per history, drawn at random: a view for the
+    contrastive term that keeps the history's gist but not its exact steps.
+
+    inputs {feature: [B, L]}, left-padded (the real steps end at the last position); seed [2].
+    - crop: a random contiguous ``CROP_KEEP`` of the steps (at least one), moved to the end;
+    - mask: each step's item becomes the unknown item with probability ``MASK_SHARE`` (its other
+      features stay);
+    - reorder: a random stretch of ``REORDER_SHARE`` of the steps, shuffled in place.
+    -> the view, the same features and shapes, still left-padded."""
+    items = inputs["item_idx"]  # [B, L]
+    b, length = tf.shape(items)[0], tf.shape(items)[1]
+    keys = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)  # [5, 2]
+    kind = tf.random.stateless_uniform(
+        [b], keys[0], minval=0, maxval=3, dtype=tf.int32
+    )  # [B] 0 crop, 1 mask, 2 reorder
+    real = items > 0  # [B, L]
+    n = tf.reduce_sum(tf.cast(real, tf.int32), 1)  # [B] real steps
+    first = length - n  # [B] where they start
+    pos = tf.range(length)[None, :]  # [1, L]
+
+    def stretch(share: float, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """A random stretch of ``share`` of each history: (start position [B], size [B])."""
+        size = tf.minimum(tf.maximum(tf.cast(share * tf.cast(n, tf.float32), tf.int32), 1), tf.maximum(n, 1))
+        room = tf.cast(tf.maximum(n - size + 1, 1), tf.float32)
+        offset = tf.cast(tf.random.stateless_uniform([b], key) * room, tf.int32)  # [B] in [0, n - size]
+        return first + tf.minimum(offset, tf.maximum(n - size, 0)), size
+
+    start, size = stretch(CROP_KEEP, keys[1])
+    crop_src = start[:, None] + pos - (length - size)[:, None]  # [B, L]: the kept steps end at the last position
+    crop_keep = pos >= (length - size)[:, None]
+    start, size = stretch(REORDER_SHARE, keys[2])
+    inside = (pos >= start[:, None]) & (pos < (start + size)[:, None])  # [B, L]
+    order = tf.where(
+        inside,
+        tf.cast(start[:, None], tf.float32)
+        + tf.random.stateless_uniform([b, length], keys[3]) * tf.cast(size[:, None], tf.float32),
+        tf.cast(pos, tf.float32),
+    )  # [B, L] sort keys: the stretch's shuffled among themselves, the rest in place
+    reorder_src = tf.argsort(order, axis=1, stable=True)
+    src = tf.where(
+        (kind == 0)[:, None],
+        crop_src,
+        tf.where((kind == 2)[:, None], reorder_src, tf.broadcast_to(pos, tf.shape(items))),
+    )
+    keep = tf.where((kind == 0)[:, None], crop_keep, real) & (n > 0)[:, None]  # [B, L]
+    src = tf.clip_by_value(src, 0, length - 1)
+    out = {f: tf.where(keep, tf.gather(v, src, batch_dims=1), tf.zeros_like(v)) for f, v in inputs.items()}
+    hidden = (kind == 1)[:, None] & real & (tf.random.stateless_uniform([b, length], keys[4]) < MASK_SHARE)
+    out["item_idx"] = tf.where(hidden, tf.constant(UNKNOWN, items.dtype), out["item_idx"])
+    return out

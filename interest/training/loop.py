@@ -29,7 +29,13 @@ from interest.data.files import TrainData
 from interest.data.reader import petastorm_batches, split_view, trim_padding
 from interest.errors import EXIT_RETRYABLE
 from interest.models.encoders import Encoder, build_encoder, encoder_args
-from interest.models.objective import NextItemTask, contrastive_loss, resolve_batch_by_length, routed_interests
+from interest.models.objective import (
+    NextItemTask,
+    augmented_view,
+    contrastive_loss,
+    resolve_batch_by_length,
+    routed_interests,
+)
 from interest.models.precision import gpu_bfloat16, native_bfloat16, resolve_precision
 from interest.scoring.offline import evaluate_split
 
@@ -121,9 +127,14 @@ def training_loss(
     if "position_interests" in out:
         routed = routed_interests(out["position_interests"], targets, encoder.item_table)  # [B, L, D]
         loss_sum = 0.5 * (loss_sum + task(routed, inputs["item_idx"], targets, encoder.item_table, seed)[0])
-    if task.contrastive > 0:  # a second dropout view of the same histories (DuoRec)
-        other = encoder(inputs, training=True)["user"]  # [B, D]
-        term = contrastive_loss(out["user"], other, targets[:, -1], task.temperature)
+    if task.contrastive > 0:
+        if task.views == "augment":  # two augmented views (CL4SRec); the next-item loss keeps the original
+            keys = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+            first = encoder(augmented_view(inputs, keys[0]), training=True)["user"]  # [B, D]
+            other = encoder(augmented_view(inputs, keys[1]), training=True)["user"]
+        else:  # a second dropout view of the same histories (DuoRec)
+            first, other = out["user"], encoder(inputs, training=True)["user"]  # [B, D]
+        term = contrastive_loss(first, other, targets[:, -1], task.temperature)
         loss_sum += task.contrastive * term * tf.cast(n, loss_sum.dtype)  # per target, as the loss is
     return loss_sum, n
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from interest.models import objective as O
+from interest.schema import UNKNOWN
 from interest.scoring import metrics as M
 
 
@@ -292,3 +293,77 @@ def test_the_training_loss_adds_the_weighted_contrastive_term_per_target():
     term = O.contrastive_loss(user, user, targets[:, -1], 2.0)
     assert float(n) == float(n2) == 14
     np.testing.assert_allclose(float(with_term), float(plain) + 0.3 * float(term) * 14, rtol=1e-5)
+
+
+def _augmentation_kind(before: np.ndarray, after: np.ndarray, follow: np.ndarray) -> str:
+    """Which of CL4SRec's augmentations turned one left-padded row ``before`` into ``after``
+    (``follow`` [L]: another feature of the view, which must travel with its step), or raise."""
+    real = before[before > 0]
+    n = len(real)
+    got = after[after > 0]
+    if n == 0:
+        assert not after.any(), "an empty history stays empty"
+        return "empty"
+    stretch = max(int(0.2 * n), 1)
+    assert (after[: len(after) - len(got)] == 0).all(), "a view stays left-padded"
+    if (after == before).all():
+        return "unchanged"  # a mask that drew no step, or a shuffle that drew the same order
+    if len(got) == stretch and any((real[s : s + stretch] == got).all() for s in range(n - stretch + 1)):
+        assert (follow[after > 0] == after[after > 0] + 1000).all(), "the other features move with the steps"
+        return "crop"
+    if len(got) == n and ((after[-n:] == real) | (after[-n:] == UNKNOWN)).all() and (after[-n:] == UNKNOWN).any():
+        assert (follow[-n:] == real + 1000).all(), "a masked step keeps its other features"
+        return "mask"
+    moved = np.flatnonzero(after[-n:] != real)
+    assert len(moved) and moved[-1] - moved[0] < stretch, f"not a crop, mask or reorder: {before} -> {after}"
+    assert sorted(after[-n:]) == sorted(real) and (follow[-n:] == after[-n:] + 1000).all()
+    return "reorder"
+
+
+def test_augmented_views_are_crops_masks_or_reorders_of_the_history():
+    """CL4SRec's views: each row is a crop of a fifth of its steps (moved to the end), a mask of
+    its items to the unknown item, or a shuffled stretch of a fifth; the same seed gives the same
+    view, another seed another one; padding never becomes a step."""
+    rng = np.random.default_rng(3)
+    items = np.zeros((300, 20), "int32")
+    for row, n in enumerate(rng.integers(0, 21, len(items))):
+        items[row, 20 - n :] = rng.permutation(np.arange(2, 400))[:n]
+    inputs = {"item_idx": tf.constant(items), "session_idx": tf.constant(np.where(items > 0, items + 1000, 0))}
+    view = O.augmented_view(inputs, tf.constant([4, 2], tf.int64))
+    after, follow = view["item_idx"].numpy(), view["session_idx"].numpy()
+    kinds = [_augmentation_kind(b, a, f) for b, a, f in zip(items, after, follow)]
+    assert {"crop", "mask", "reorder", "empty"} <= set(kinds)
+    assert min(kinds.count(k) for k in ("crop", "mask", "reorder")) > 25  # each drawn about a third of the time
+    again = O.augmented_view(inputs, tf.constant([4, 2], tf.int64))["item_idx"].numpy()
+    other = O.augmented_view(inputs, tf.constant([5, 2], tf.int64))["item_idx"].numpy()
+    assert (again == after).all() and (other != after).any()
+
+
+def test_the_training_loss_contrasts_two_augmented_views_with_augment():
+    """train.contrastive_views=augment: the term compares two augmented views (CL4SRec), each from
+    its own half of the step's seed; the next-item loss stays on the original history."""
+    from interest.config import load_config
+    from interest.models.encoders import build_encoder
+    from interest.schema import SEQUENCE_FEATURES
+    from interest.training.loop import training_loss
+
+    enc = build_encoder("self_attention", vocab_size=40, max_len=10, dim=8, heads=2, blocks=1, dropout=0.0)
+    rng = np.random.default_rng(1)
+    items = np.where(np.arange(11)[None] >= rng.integers(0, 8, (16, 1)), rng.integers(2, 40, (16, 11)), 0)
+    inputs = {name: tf.constant(np.where(items[:, :-1] > 0, 1, 0).astype("int32")) for name in SEQUENCE_FEATURES}
+    inputs["item_idx"] = tf.constant(items[:, :-1].astype("int32"))
+    targets = tf.constant(items[:, 1:].astype("int32"))
+    seed = tf.constant([3, 4], tf.int64)
+
+    def task(*sets: str) -> O.NextItemTask:
+        return O.NextItemTask.for_run(load_config(None, list(sets)).train, np.ones(40), 40)
+
+    plain, n = training_loss(enc, task(), inputs, targets, seed)
+    weighted = ("train.contrastive_weight=0.5", "train.contrastive_temperature=0.5")
+    got, _ = training_loss(enc, task(*weighted, "train.contrastive_views=augment"), inputs, targets, seed)
+    dropout_views, _ = training_loss(enc, task(*weighted), inputs, targets, seed)
+    keys = tf.random.experimental.stateless_split(seed, 2)
+    first, second = (enc(O.augmented_view(inputs, key), training=False)["user"] for key in keys)
+    term = O.contrastive_loss(first, second, targets[:, -1], 0.5)
+    np.testing.assert_allclose(float(got), float(plain) + 0.5 * float(term) * float(n), rtol=1e-5)
+    assert abs(float(got) - float(dropout_views)) > 1e-3  # the views differ from the history itself
