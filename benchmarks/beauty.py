@@ -2,6 +2,7 @@
 
     python benchmarks/beauty.py [--seeds 1 2 3] [--encoders self_attention ...]
                                 [--data ../shared/data/amazon-beauty/Beauty.txt] [--set key=value ...]
+                                [--models-only]
 
 Sessionizes the file with ``conf/beauty.yaml`` (any file of the same form: ``--data``), trains each
 encoder once per seed, and prints the test split the way the field reports it: leave-one-out,
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", default=["self_attention"])
     parser.add_argument("--data", default=DEFAULT_DATA, help="a sequence_lines file (default: $BEAUTY_PATH)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a profile override")
+    parser.add_argument(
+        "--models-only", action="store_true", help="train (or reuse) the models and stop: no baselines, no table"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # epochs
     if not Path(args.data).exists():
@@ -109,6 +113,8 @@ def main() -> None:
                     f"NDCG@10 {c['full_ndcg@10']:.4f} (full, counted), {out.metrics['train_seconds']:.0f} s"
                 )
             models.setdefault(encoder, []).append(load_model(known[key]))
+    if args.models_only:
+        return
 
     data = ev.load_eval_data(cfg, layout)
     e = cfg.eval
