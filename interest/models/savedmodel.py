@@ -9,7 +9,9 @@ TensorFlow) gets the nightly's answer:
    times read from the log's text (epoch seconds or milliseconds, or ISO-8601); rows the nightly
    quarantines are dropped (a blank item, a time that does not parse or is negative, an event
    type the run does not know; "" pads); exact repeats (same item, type and time) count once;
-   order by time (ties in arrival order);
+   order by time (ties in arrival order); a bot's events are dropped as the nightly rejects them
+   (``sessionize.bot_max_events_per_day`` on some UTC day: all of the user's with ``exclude``,
+   that day's past the limit with ``cap``);
 2. steps, by the nightly's rules (``etl.sessions.steps_of_users``): a session starts after a gap
    of ``gap_minutes`` and is cut every ``max_events`` events and ``max_minutes``; consecutive
    events on one item within a session merge into one step, with the latest funnel stage among
@@ -60,6 +62,8 @@ class ServingRules:
     cold_start_min_steps: int
     ts_format: str = "auto"  # ingest.ts_format: how a bare number is read (rows.NUMERIC_FORMATS)
     retrieval: Retrieval = Retrieval()  # how several interests retrieve (embed settings)
+    bot_max_events_per_day: int | None = None  # sessionize's bot rule; None: no limit
+    bot_policy: str = "exclude"  # exclude: every event of such a user; cap: a day's events past it
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,19 @@ def _last_flag_index(flags: tf.Tensor) -> tf.Tensor:
     return tf.where(run > 0, tf.gather(start, segment), 0)
 
 
+def _bot_events(micros: tf.Tensor, valid: tf.Tensor, limit: int, policy: str) -> tf.Tensor:
+    """The events the nightly rejects as a bot's (``etl.sessions.clean_users``), judged by UTC day
+    on the deduplicated events: micros [B, E] epoch microseconds, sorted by time with the valid
+    events first; valid [B, E] -> [B, E] bool. ``exclude``: every event of a user with more than
+    ``limit`` on some day; ``cap``: each day's events past the first ``limit``."""
+    day = tf.math.floordiv(micros, 86_400_000_000)  # [B, E]
+    j = tf.range(tf.shape(day)[1])[None, :]
+    new_day = (j == 0) | (day != tf.concat([day[:, :1], day[:, :-1]], axis=1))  # [B, E]
+    nth = j - _last_flag_index(new_day) + 1  # [B, E] 1, 2, ... within its day
+    over = valid & (nth > limit)
+    return over if policy == "cap" else valid & tf.reduce_any(over, axis=1, keepdims=True)
+
+
 def _per_segment_max(values: tf.Tensor, segment: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
     """[B, E] values, segment ids (from 0 within each row), valid -> [B, E] the largest valid value
     of each position's segment (-1 where it has none). Linear in E."""
@@ -213,7 +230,13 @@ class ServingModule(tf.Module):
         j = tf.range(e)
         valid &= ~_exact_repeats(micros, item_id, rank, valid)  # [B, E]
         order = tf.argsort(tf.where(valid, ts, np.inf), axis=1, stable=True)  # valid first, by time
-        item_id, rank, ts, valid = (tf.gather(x, order, batch_dims=1) for x in (item_id, rank, ts, valid))
+        item_id, rank, ts, valid, micros = (
+            tf.gather(x, order, batch_dims=1) for x in (item_id, rank, ts, valid, micros)
+        )
+        if r.bot_max_events_per_day is not None:
+            valid &= ~_bot_events(micros, valid, r.bot_max_events_per_day, r.bot_policy)
+            order = tf.argsort(tf.where(valid, ts, np.inf), axis=1, stable=True)  # the kept ones first again
+            item_id, rank, ts, valid = (tf.gather(x, order, batch_dims=1) for x in (item_id, rank, ts, valid))
         idx = tf.where(valid, self.items.lookup(item_id), PAD)  # [B, E] int64
         n_events = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # [B]
 

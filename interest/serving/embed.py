@@ -252,6 +252,8 @@ def serving_rules(cfg: Config) -> ServingRules:
         cold_start_min_steps=e.cold_start_min_steps,
         ts_format=cfg.ingest.ts_format,
         retrieval=Retrieval.of(e),
+        bot_max_events_per_day=cfg.sessionize.bot_max_events_per_day,
+        bot_policy=cfg.sessionize.bot_policy,
     )
 
 

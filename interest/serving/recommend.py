@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from interest import rows, storage
 from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
 from interest.etl import sessions
-from interest.etl.sessionize import step_rules
+from interest.etl.sessionize import clean_rules, step_rules
 from interest.layout import Layout
 from interest.models.export import LoadedModel, load_model, model_as_of
 from interest.models.retrieval import Retrieval
@@ -64,6 +65,7 @@ class Recommender:
         self.item_ids = inference.item_ids_by_index(model, vocab)  # [V]
         self.lookup = dict(zip(vocab["item_id"].astype(str), vocab["item_idx"].astype(int)))
         self.rules = step_rules(cfg.sessionize)  # the nightly's, from the same config
+        self.clean = clean_rules(cfg.sessionize)
         e = cfg.embed
         table = inference.scoring_table(model, vocab)  # [V, D] what the index was built from
         self.embedder = inference.Embedder(
@@ -117,9 +119,11 @@ class Recommender:
         version = self.model.version
         s = self.cfg.sessionize
         kept, rejected = rows.clean_events(read_events(events), s.event_types, self.cfg.ingest.ts_format)
-        if not len(kept):
+        if len(kept):
+            steps, bots = user_steps(user_id, kept, s.event_types, self.rules, self.clean)
+            rejected = {**rejected, **bots}
+        if not len(kept) or not len(steps):  # nothing valid, or a bot's events only
             return dataclasses.replace(self._fallback(user_id, k), rejected=rejected)
-        steps = user_steps(user_id, kept, self.cfg.sessionize.event_types, self.rules)
         batch, unknown = self.row(user_id, steps)
         # the nightly's batch function, its top-N answered by the night's index
         embedder = dataclasses.replace(self.embedder, top_n=k)
@@ -150,27 +154,38 @@ class Recommender:
         return Recommendation(user_id, prior, items, [], True, 0, [], self.model.version)
 
 
-def user_steps(user_id: str, events: pd.DataFrame, event_types: list[str], rules: sessions.StepRules) -> pd.DataFrame:
+def user_steps(
+    user_id: str,
+    events: pd.DataFrame,
+    event_types: list[str],
+    rules: sessions.StepRules,
+    clean: sessions.CleanRules,
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """One user's events as the nightly keeps them (``rows.clean_events``: ``item_id``,
     ``event_type``, ``ts`` as UTC datetimes; in arrival order) -> their steps by the nightly's
-    rules: exact repeats count once, time orders (ties in arrival order), then
-    ``etl.sessions.steps_of_users``."""
+    rules, and the events rejected as a bot's by reason. Ordered by time (ties in arrival order),
+    then ``etl.sessions.clean_users`` (exact repeats count once, the bot rule) and
+    ``etl.sessions.steps_of_users``, the nightly's own functions."""
     ev = events.assign(
         event_rank=events["event_type"].map({t: i for i, t in enumerate(event_types)}).astype("int32"),
         arrival=np.arange(len(events)),
-    )
-    # exact repeats (same item, type and time) count once, as the nightly's deduplication does
-    ev = ev.drop_duplicates(["ts", "item_id", "event_type"]).sort_values(["ts", "arrival", "event_rank"])
+    ).sort_values(["ts", "arrival", "event_rank"], kind="stable")  # sessions.ORDER
     table = pa.table(
         {
             "user_id": pa.array([user_id] * len(ev), pa.string()),
             "ts": pa.array(ev["ts"].dt.tz_localize(None).to_numpy("datetime64[us]"), pa.timestamp("us")),
             "item_id": pa.array(ev["item_id"].to_numpy(), pa.string()),
+            "event_type": pa.array(ev["event_type"].to_numpy(), pa.string()),
             "event_rank": pa.array(ev["event_rank"].to_numpy(), pa.int32()),
             "category": pa.nulls(len(ev), pa.string()),
         }
     )
-    return sessions.steps_of_users(table, rules).to_pandas()
+    cleaned = sessions.clean_users(table, clean)
+    reasons = cleaned.column("reject_reason").to_pandas()
+    bots = {str(k): int(v) for k, v in reasons.value_counts().items()}
+    kept = cleaned.filter(pc.is_null(cleaned.column("reject_reason")))
+    steps = sessions.steps_of_users(kept.select(["user_id", "ts", "item_id", "event_rank", "category"]), rules)
+    return steps.to_pandas(), bots
 
 
 def read_events(events: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ in one path only makes some user's answer differ.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -98,6 +99,7 @@ def readers(spark, tmp_path_factory):
         "embed.top_n_recommendations=4",
         "embed.top_items=3",
         "embed.cold_start_min_steps=3",
+        "sessionize.bot_max_events_per_day=10",  # a user with 11 or more valid events on a day is a bot
     )
     out = {}
     for n, (name, (kind, extra)) in enumerate(ENCODERS.items()):
@@ -183,6 +185,20 @@ def _answers_of_nightly(spark, batch, model, embedder, users: list[str]) -> dict
     return out
 
 
+def _graph_answer(served: dict[str, np.ndarray], row: int) -> tuple:
+    """Row ``row`` of the SavedModel's outputs in the form of ``_answers_of_nightly``."""
+    return (
+        served["embedding"][row],
+        [(i.decode(), float(w)) for i, w in zip(served["top_items"][row], served["top_weights"][row]) if i],
+        [(i.decode(), float(s)) for i, s in zip(served["item_ids"][row], served["scores"][row]) if i],
+        [
+            (i.decode(), int(k), [x.decode() for x in why if x])
+            for i, k, why in zip(served["item_ids"][row], served["interest"][row], served["because"][row])
+            if k >= 0
+        ],
+    )
+
+
 def _same(got: tuple, want: tuple, what: str) -> None:
     np.testing.assert_allclose(got[0], want[0], atol=2e-5, err_msg=f"{what}: embedding")
     for part, name in ((1, "explanation"), (2, "recommendations")):
@@ -216,17 +232,46 @@ def test_the_nightly_the_recommender_and_the_saved_model_agree_on_any_log(spark,
             rec = recommender.recommend(user, frame, embedder.top_n)
             answer = (rec.embedding, rec.explanation, rec.items, rec.reasons)
             _same(answer, nightly[user], f"{kind}, {user}: the Recommender against the nightly")
-            names_out = [i.decode() for i in served["top_items"][row]]
-            graph = (
-                served["embedding"][row],
-                [(i, float(w)) for i, w in zip(names_out, served["top_weights"][row]) if i],
-                [(i.decode(), float(s)) for i, s in zip(served["item_ids"][row], served["scores"][row]) if i],
-                [
-                    (i.decode(), int(k), [x.decode() for x in why if x])
-                    for i, k, why in zip(served["item_ids"][row], served["interest"][row], served["because"][row])
-                    if k >= 0
-                ],
-            )
-            _same(graph, nightly[user], f"{kind}, {user}: the SavedModel against the nightly")
+            _same(_graph_answer(served, row), nightly[user], f"{kind}, {user}: the SavedModel against the nightly")
             assert bool(served["is_cold_start"][row]) == rec.is_cold_start, user
             assert int(served["n_steps"][row]) == rec.steps, user
+
+
+@pytest.mark.parametrize("policy", ["exclude", "cap"])
+def test_a_bot_is_dropped_at_request_time_as_the_nightly_drops_it(spark, readers, tmp_path, policy):
+    """sessionize.bot_max_events_per_day at request time: a user with 12 events on one day and 2 on
+    the next, against a limit of 5. ``exclude``: the nightly rejects all 14 and the user gets the
+    fallback; ``cap``: it keeps each day's first 5. The Recommender (which counts the rejects) and
+    the SavedModel answer as the nightly's rows, and a user under the limit is untouched."""
+    base, by_encoder = readers
+    cfg = dataclasses.replace(
+        base, sessionize=dataclasses.replace(base.sessionize, bot_max_events_per_day=5, bot_policy=policy)
+    )
+    model, embedder, served_before, _ = by_encoder["self_attention"]
+    bot = [("abcdef"[n % 6], "view", _time_text(60 * n, 0, 0)) for n in range(12)]
+    bot += [("a", "click", _time_text(90000, 0, 0)), ("c", "view", _time_text(90060, 0, 1))]
+    users = [bot, [("b", "view", _time_text(0, 0, 0)), ("c", "cart", _time_text(120, 0, 3))]]
+    names = ["u0", "u1"]
+    nightly = _answers_of_nightly(spark, _nightly_rows(spark, cfg, users), model, embedder, names)
+    table = inference.scoring_table(model, VOCAB)
+    folder = str(tmp_path / "serving" / "1")
+    assert export_serving(model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder)
+    signature = tf.saved_model.load(folder).signatures[SIGNATURE]
+    recommender = Recommender(cfg, model, VOCAB, served_before.index)
+    request = {k: np.full((2, len(bot)), "", dtype=object) for k in ("item_id", "event_type", "ts")}
+    for row, events in enumerate(users):
+        for col, event in enumerate(events):
+            for key, value in zip(("item_id", "event_type", "ts"), event):
+                request[key][row, col] = value
+    served = {k: v.numpy() for k, v in signature(**{k: tf.constant(v.astype(str)) for k, v in request.items()}).items()}
+    steps = {"exclude": 0, "cap": 7}[policy]  # 5 + 2 steps (no item repeats in a row)
+    for row, (user, events) in enumerate(zip(names, users)):
+        rec = recommender.recommend(user, pd.DataFrame(events, columns=["item_id", "event_type", "ts"]), 4)
+        _same((rec.embedding, rec.explanation, rec.items, rec.reasons), nightly[user], f"{policy}, {user}: Recommender")
+        _same(_graph_answer(served, row), nightly[user], f"{policy}, {user}: SavedModel")
+        assert int(served["n_steps"][row]) == rec.steps == (steps if user == "u0" else 2)
+    bot_rec = recommender.recommend("u0", pd.DataFrame(bot, columns=["item_id", "event_type", "ts"]), 4)
+    assert bot_rec.rejected == ({"bot_user": 14} if policy == "exclude" else {"bot_cap": 7})
+    assert (
+        recommender.recommend("u1", pd.DataFrame(users[1], columns=["item_id", "event_type", "ts"]), 4).rejected == {}
+    )
