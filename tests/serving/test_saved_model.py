@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from interest.etl.sessions import StepRules
+from interest.etl.sessions import CleanRules, StepRules
 from interest.layout import serving_number
 from interest.models.encoders import build_encoder
 from interest.models.savedmodel import Catalogue, ServingModule, ServingRules
@@ -16,8 +16,11 @@ from interest.serving.recommend import sequence_of_steps, user_steps
 
 TYPES = ["view", "click", "cart"]
 # short cuts, so that sessions end on time, on count and on the total span within a few events
-RULES = ServingRules(tuple(TYPES), 30.0, 6, 20.0, TIME_GAP_EDGES_S, top_n=3, top_items=2, cold_start_min_steps=3)
+RULES = ServingRules(
+    tuple(TYPES), 30.0, 6, 20.0, TIME_GAP_EDGES_S, 3, 2, 3, bot_max_events_per_day=12, bot_policy="cap"
+)  # a day's events past the 12th are a bot's (most users here pass it)
 STEP_RULES = StepRules(30.0, 6, 20.0, True, TIME_GAP_EDGES_S, MIN_TRAIN_STEPS)
+CLEAN_RULES = CleanRules(12, "cap")
 LOOKUP = {item: 2 + i for i, item in enumerate("abcde")}  # "f" and "zz" are unknown
 
 
@@ -53,14 +56,17 @@ def test_in_graph_steps_equal_the_nightlys_step_builder(seed):
     event_type[0, len(users[0])] = "refund"  # an unknown event type: left out, as the nightly rejects it
     item_id[0, len(users[0])] = "a"
     built = module.steps(*(tf.constant(x.astype(str)) for x in (item_id, event_type, ts)))
+    capped = 0
     for row, e in enumerate(users):
-        steps = user_steps(f"u{row}", e, TYPES, STEP_RULES)
+        steps, bots = user_steps(f"u{row}", e, TYPES, STEP_RULES, CLEAN_RULES)
+        capped += bots.get("bot_cap", 0)
         want, idx = sequence_of_steps(steps, LOOKUP, 8)
         for name, values in want.items():
             np.testing.assert_array_equal(built["features"][name][row].numpy(), values, err_msg=f"{name}, user {row}")
         assert built["n_steps"][row] == len(steps) and built["n_events"][row] == steps["n_events"].sum()
         seen = built["seen"][row].numpy()
         assert sorted(set(seen[seen > 0])) == sorted(set(idx))
+    assert capped > 0  # the bot rule was exercised
 
 
 def test_serving_versions_grow_with_the_data_date_then_the_making_time():
