@@ -12,12 +12,14 @@ a 95 % t-interval over them. Popularity and item co-occurrence (settings picked 
 stand beside the encoders, the published figures on the same file below them, and 100 sampled
 negatives as a second column only. Everything lives under the profile's ``paths.root`` (or
 ``--set paths.root=...``); models are reused by a later run with the same settings
-(``bench-models.json`` there).
+(``bench-models.json`` there), and the sessionized file by a run with the same ``sessionize``
+settings (a run with others, ``--set sessionize.max_len=20``, needs its own ``paths.root``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -86,6 +88,11 @@ def main() -> None:
     cfg = load_config(ROOT / "conf" / "beauty.yaml", base)
     print(machine())
     layout = Layout.of(cfg, DATE)
+    # the sessionized file is reused by a later run: only with the same sessionize settings
+    made_with = Path(cfg.paths.base) / "bench-sessionize.json"
+    settings = json.dumps({"data": str(Path(args.data).resolve()), **dataclasses.asdict(cfg.sessionize)}, default=str)
+    if made_with.exists() and made_with.read_text() != settings:
+        sys.exit(f"{cfg.paths.base} was sessionized with other settings ({made_with}): give this run a paths.root")
     if not Path(layout.sessionized.summary).exists():
         spark = get_spark(cfg, "interest-beauty")
         try:
@@ -93,6 +100,7 @@ def main() -> None:
         finally:
             spark.stop()
         log(f"sessionized: {s.users:,} users, {s.items_seen:,} items")
+        made_with.write_text(settings)
 
     manifest = Path(cfg.paths.base) / "bench-models.json"
     known: dict[str, str] = json.loads(manifest.read_text()) if manifest.exists() else {}
