@@ -119,10 +119,9 @@ class Recommender:
         version = self.model.version
         s = self.cfg.sessionize
         kept, rejected = rows.clean_events(read_events(events), s.event_types, self.cfg.ingest.ts_format)
-        if len(kept):
-            steps, bots = user_steps(user_id, kept, s.event_types, self.rules, self.clean)
-            rejected = {**rejected, **bots}
-        if not len(kept) or not len(steps):  # nothing valid, or a bot's events only
+        steps, bots = user_steps(user_id, kept, s.event_types, self.rules, self.clean) if len(kept) else (kept, {})
+        rejected = {**rejected, **bots}
+        if not len(steps):  # nothing valid, or a bot's events only
             return dataclasses.replace(self._fallback(user_id, k), rejected=rejected)
         batch, unknown = self.row(user_id, steps)
         # the nightly's batch function, its top-N answered by the night's index
