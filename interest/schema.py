@@ -42,6 +42,13 @@ def window_stride(max_len: int) -> int:
     return max_len - WINDOW_STRIDE_OFFSET
 
 
+def fresh_positions(windows: int, max_len: int) -> list[list[bool]]:
+    """[C, L] where a user's stored windows (oldest first) hold a step for the first time: an
+    older window's last ``WINDOW_STRIDE_OFFSET`` steps repeat the first of the next one, so only
+    the newer copy counts. A step is fresh where this holds and its item is not padding."""
+    return [[c == windows - 1 or j < max_len - WINDOW_STRIDE_OFFSET for j in range(max_len)] for c in range(windows)]
+
+
 # Upper edges (seconds) of the time-gap buckets: bucket 1 is a session's first step, 2.. these
 # intervals, the last one anything longer. Part of a model's input contract, so not configurable.
 TIME_GAP_EDGES_S: tuple[float, ...] = (10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)

@@ -112,6 +112,17 @@ def test_the_filter_is_refused_where_no_block_would_use_it():
         load_config(ROOT / "conf" / "local.yaml", ["model.encoder=memory", "model.filter_mix=0.5"])
 
 
+def test_whole_histories_are_refused_where_nothing_would_read_them():
+    """Only memory reads several windows, and only windows sessionize stored: elsewhere the setting
+    would be silently ignored."""
+    memory = ["model.encoder=memory", "sessionize.max_windows=4", "embed.whole_history=true"]
+    assert load_config(ROOT / "conf" / "local.yaml", memory).embed.whole_history
+    with pytest.raises(ConfigError, match="embed.whole_history applies to the memory encoder only"):
+        load_config(ROOT / "conf" / "local.yaml", [*memory, "model.encoder=self_attention"])
+    with pytest.raises(ConfigError, match="set sessionize.max_windows above 1"):
+        load_config(ROOT / "conf" / "local.yaml", [*memory, "sessionize.max_windows=1"])
+
+
 def test_missing_file_and_bad_top_level(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

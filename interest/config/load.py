@@ -188,6 +188,14 @@ def _check_values(cfg: Config) -> None:
         (0 < cfg.embed.interest_max_cosine <= 1, "embed.interest_max_cosine must be within (0, 1]"),
         (cfg.embed.because_items >= 0, "embed.because_items must be 0 or more"),
         (
+            not cfg.embed.whole_history or cfg.model.encoder == "memory",
+            "embed.whole_history applies to the memory encoder only (the others read the latest window)",
+        ),
+        (
+            not cfg.embed.whole_history or s.max_windows > 1,
+            "embed.whole_history reads the older windows sessionize stores: set sessionize.max_windows above 1",
+        ),
+        (
             VALID_SEED not in cfg.eval.seeds,
             f"eval.seeds {list(cfg.eval.seeds)} must leave out {VALID_SEED}, the validation draw's seed: "
             "validation would tune on a test draw",

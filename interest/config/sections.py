@@ -329,6 +329,10 @@ class EmbedConfig:
     interest_min_weight: float = 0.02
     interest_max_cosine: float = 0.95  # an interest this close to a kept one is a copy
     because_items: int = 3  # history items behind each recommendation's interest
+    # memory: read each user's every stored window (up to sessionize.max_windows of max_len
+    # steps, each step once) instead of the latest max_len steps, at night and at request time;
+    # a request's cost stays bounded by max_windows x max_len steps
+    whole_history: bool = False
     cold_start_min_steps: int = 5  # users with fewer steps than this are flagged is_cold_start
     users_table: str | None = None  # optional known users; those without events get the fallback
     retention_days: int = 7  # dates kept in each table

@@ -146,7 +146,7 @@ def stored_windows(path: str, users: np.ndarray) -> tuple[dict[str, np.ndarray],
     first: ({feature: [N, C, L]}, fresh [N, C, L]) with C the most windows any of them has, all
     padding where a user has fewer. ``fresh`` marks each step once: an older window's last steps
     repeat the first of the next (``schema.WINDOW_STRIDE_OFFSET``)."""
-    from interest.schema import WINDOW_STRIDE_OFFSET
+    from interest.schema import fresh_positions
 
     table = _dataset(path).read(columns=["user_id", "window", *SEQUENCE_FEATURES])
     ids = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
@@ -160,9 +160,7 @@ def stored_windows(path: str, users: np.ndarray) -> tuple[dict[str, np.ndarray],
         full = np.zeros((len(users), depth, width), np.int32)
         full[row[found], depth - 1 - window[found]] = fixed_width_matrix(f, table.column(f))[found]
         out[f] = full
-    fresh = out["item_idx"] > 0
-    fresh[:, :-1, width - WINDOW_STRIDE_OFFSET :] = False  # the newer window has them
-    return out, fresh
+    return out, (out["item_idx"] > 0) & np.asarray(fresh_positions(depth, width))
 
 
 def training_sequences(path: str, column: str = "item_idx") -> list[np.ndarray]:

@@ -144,3 +144,16 @@ def training_rows(sequences: DataFrame, min_train_steps: int) -> DataFrame:
 def inference_rows(sequences: DataFrame) -> DataFrame:
     """One row per user: the latest window."""
     return sequences.where(F.col("window") == 0)
+
+
+def with_older_windows(rows: DataFrame, sequences: DataFrame, windows: int) -> DataFrame:
+    """Inference rows plus each user's older stored windows (1 to ``windows - 1`` before the
+    latest) as ``older``: a list of (window, features) structs, null where the user has none. What
+    an encoder that reads whole histories (memory's ``read_windows``) takes beside the latest
+    window; ``sequences``: the date's stored windows (``train``)."""
+    older = (
+        sequences.where((F.col("window") > 0) & (F.col("window") < windows))
+        .groupBy("user_id")
+        .agg(F.collect_list(F.struct("window", *SEQUENCE_FEATURES)).alias("older"))
+    )
+    return rows.join(older, "user_id", "left")

@@ -306,16 +306,11 @@ def published_lists(
     lists, counts = [], []
     for start in range(0, len(rows["item_idx"]), batch):
         part = slice(start, start + batch)
-        if windows is None:
-            feats = {f: rows[f][part] for f in SEQUENCE_FEATURES}
-            window = feats["item_idx"]  # [B, L]
-            feats["item_idx"] = np.where(window >= size, UNKNOWN, window).astype(np.int32)
-            out = encoder.infer(feats)
-        else:
-            feats = {f: windows[0][f][part] for f in SEQUENCE_FEATURES}  # [B, C, L] each
-            window = feats["item_idx"].reshape(len(feats["item_idx"]), -1)  # [B, C * L]
-            feats["item_idx"] = np.where(feats["item_idx"] >= size, UNKNOWN, feats["item_idx"]).astype(np.int32)
-            out = {k: np.asarray(v) for k, v in encoder.read_windows(feats, windows[1][part]).items()}
+        source = rows if windows is None else windows[0]
+        feats = {f: source[f][part] for f in SEQUENCE_FEATURES}  # [B, L] each, or [B, C, L]
+        window = feats["item_idx"].reshape(len(feats["item_idx"]), -1)  # [B, L] or [B, C * L]
+        feats["item_idx"] = np.where(feats["item_idx"] >= size, UNKNOWN, feats["item_idx"]).astype(np.int32)
+        out = encoder.infer(feats)  # several windows: each step written once (data.files.stored_windows)
         user, interests = l2_normalize(out["user"]), l2_normalize(out["interests"])  # [B, D], [B, K, D]
         items, _, _, multi = retrieve(
             user, interests, out["interest_weight"], window, list(seen[part]), table, n, rules,

@@ -39,7 +39,7 @@ from interest.models.layers import (
     padding_mask,
     scaled_dot_product_attention,
 )
-from interest.schema import ENCODER_NAMES, SEQUENCE_FEATURES
+from interest.schema import ENCODER_NAMES, SEQUENCE_FEATURES, fresh_positions
 
 ENCODERS: dict[str, type[Encoder]] = {}
 
@@ -107,19 +107,29 @@ class Encoder(keras.Model):
 
     def infer(self, inputs: dict) -> dict[str, np.ndarray]:
         """Inference outputs of a batch ({feature: [B, L] int}) through one compiled graph, without
-        ``sequence``: eager calls of a Keras model are several times slower.
+        ``sequence``: eager calls of a Keras model are several times slower. With [B, C, L]
+        features (a user's stored windows, oldest first), an encoder that reads whole histories
+        (``read_windows``) reads them all; its explanations are then [B, C * L].
 
         The graph is traced once, for any batch size ([None, L]), so every batch runs the same
         kernels whichever shape a process saw first: a re-run reproduces its outputs bit for bit.
         """
-        fn = self.__dict__.get("_infer_fn")
+        windows = len(inputs["item_idx"].shape) == 3
+        if windows and not hasattr(self, "read_windows"):
+            raise ValueError(f"the {self.kind} encoder reads the latest window only, not [B, C, L] windows")
+        key = f"_infer_fn_{inputs['item_idx'].shape[1]}" if windows else "_infer_fn"  # one graph per C
+        fn = self.__dict__.get(key)
         if fn is None:  # set past Keras' attribute tracking: a tf.function is not a layer
-            spec = {name: tf.TensorSpec([None, self.max_len], tf.int32) for name in SEQUENCE_FEATURES}
+            shape = [None, inputs["item_idx"].shape[1], self.max_len] if windows else [None, self.max_len]
+            spec = {name: tf.TensorSpec(shape, tf.int32) for name in SEQUENCE_FEATURES}
 
             def run(x):
                 return {k: v for k, v in self(x, training=False, last_only=True).items() if k != "sequence"}
 
-            fn = self.__dict__["_infer_fn"] = tf.function(run, input_signature=[spec])
+            def run_windows(x):
+                return self.read_windows(x, fresh_steps(x["item_idx"]))
+
+            fn = self.__dict__[key] = tf.function(run_windows if windows else run, input_signature=[spec])
         out = fn({name: tf.cast(inputs[name], tf.int32) for name in SEQUENCE_FEATURES})
         return {name: v.numpy() for name, v in out.items()}
 
@@ -336,7 +346,9 @@ class MemoryEncoder(Encoder):
         repeats the first steps of the next). Each window goes through the blocks on its own, as
         in training; then every fresh step of every window writes the slots in one softmax, and
         the newest step reads them. With one window this is the ``call`` at its last position.
-        -> {"user" [B, D], "interests" [B, K, D], "interest_weight" [B, K]}."""
+        -> {"user" [B, D], "interests" [B, K, D], "interest_weight" [B, K], and over the windows'
+        steps laid end to end (oldest first) "attention" [B, C * L] and "interest_attention"
+        [B, K, C * L]: the explanation as ``call`` gives it, 0 on padding and on repeated steps}."""
         shape = ops.shape(inputs["item_idx"])
         b, c, n = shape[0], shape[1], shape[2]
         d = self.args["dim"]
@@ -349,12 +361,26 @@ class MemoryEncoder(Encoder):
         values = ops.reshape(self.write_value(x), (b, 1, c * n, d))
         mask = ops.reshape(ops.cast(fresh, "bool"), (b, 1, 1, c * n))  # [B, 1, 1, C * L]
         addresses = ops.broadcast_to(self.addresses[None, None], (b, 1) + tuple(self.addresses.shape))
-        written, _ = scaled_dot_product_attention(addresses, keys, values, mask)  # [B, 1, K, D]
+        written, write_w = scaled_dot_product_attention(addresses, keys, values, mask)  # [B, 1, K, D], [B, 1, K, C * L]
         slots = self.slot_norm(written + self.initial[None, None])[:, 0]  # [B, K, D]
         newest = ops.reshape(x, (b, c, n, d))[:, -1, -1]  # [B, D] the latest step
-        read, read_w = scaled_dot_product_attention(self.read_query(newest)[:, None], slots, slots)  # [B, 1, D]
-        out = {"user": self.out(read[:, 0]), "interests": self.out(slots), "interest_weight": read_w[:, 0]}
+        read, read_w = scaled_dot_product_attention(
+            self.read_query(newest)[:, None], slots, slots
+        )  # [B, 1, D], [B, 1, K]
+        out = {
+            "user": self.out(read[:, 0]),
+            "interests": self.out(slots),
+            "interest_weight": read_w[:, 0],
+            "attention": _written_share(read_w[:, None], write_w, values, written)[:, 0],  # [B, C * L]
+            "interest_attention": _slot_shares(write_w[:, 0], values, written[:, 0]),  # [B, K, C * L]
+        }
         return {k: ops.cast(v, "float32") for k, v in out.items()}
+
+
+def fresh_steps(items):
+    """[B, C, L] item indices of stored windows (oldest first) -> [B, C, L] bool: the steps that
+    write the memory, each once (``schema.fresh_positions``); C and L must be known when traced."""
+    return ops.logical_and(items > 0, ops.convert_to_tensor(fresh_positions(items.shape[1], items.shape[2]))[None])
 
 
 def _along(values, written):

@@ -16,7 +16,8 @@ TensorFlow) gets the nightly's answer:
    of ``gap_minutes`` and is cut every ``max_events`` events and ``max_minutes``; consecutive
    events on one item within a session merge into one step, with the latest funnel stage among
    them; each step's time-gap bucket comes from the time since the previous step;
-3. the latest ``max_len`` steps, left-padded as ``etl.sequences`` lays them out, item ids looked
+3. the latest ``max_len`` steps, left-padded as ``etl.sequences`` lays them out (with
+   ``embed.whole_history``, the memory encoder's older windows too, read by ``read_windows``), item ids looked
    up in the night's vocabulary inside the graph (unknown ids -> the unknown index; items newer
    than the model are read as the unknown item, as the embed stage reads them);
 4. the encoder; the L2-normalised user vector; the ``top_n`` best items the user has not
@@ -41,9 +42,9 @@ import tensorflow as tf
 
 from interest import rows, storage
 from interest.layout import exports_root, serving_date
-from interest.models.encoders import Encoder
+from interest.models.encoders import Encoder, fresh_steps
 from interest.models.retrieval import Retrieval, category_codes
-from interest.schema import FIRST_ITEM, PAD, SEQUENCE_FEATURES, UNKNOWN
+from interest.schema import FIRST_ITEM, PAD, SEQUENCE_FEATURES, UNKNOWN, window_stride
 
 SIGNATURE = "serving_default"
 
@@ -64,6 +65,7 @@ class ServingRules:
     retrieval: Retrieval = Retrieval()  # how several interests retrieve (embed settings)
     bot_max_events_per_day: int | None = None  # sessionize's bot rule; None: no limit
     bot_policy: str = "exclude"  # exclude: every event of such a user; cap: a day's events past it
+    windows: int = 1  # stored windows the encoder reads (embed.whole_history: sessionize.max_windows)
 
 
 @dataclass(frozen=True)
@@ -260,24 +262,33 @@ class ServingModule(tf.Module):
         edges = tf.constant(r.edges_s, tf.float64)
         above = tf.reduce_sum(tf.cast(edges[None, None, :] < step_gap[:, :, None], tf.int32), axis=2)
         bucket = tf.where(has_prev, above + 2, 1)
-        # step s of n lands at column max_len - n + s; older steps fall off the window
-        column = self.max_len - n_steps[:, None] + step  # [B, E]
-        keep = starts & (column >= 0)
+        values = {"item_idx": idx, "event_type_idx": stage + 1, "time_gap_bucket": bucket, "session_idx": session}
+        laid = [self._lay(values, starts, step, n_steps, back) for back in range(r.windows)]  # newest first
+        window = laid[0]["item_idx"] if r.windows == 1 else tf.stack([w["item_idx"] for w in laid[::-1]], axis=1)
+        features = {  # [B, L] each, or [B, C, L] with the oldest window first
+            f: laid[0][f] if r.windows == 1 else tf.stack([w[f] for w in laid[::-1]], axis=1) for f in values
+        }
+        # the night's indices; the model reads items newer than it as unknown
+        features["item_idx"] = tf.where(window >= self.vocab_size, UNKNOWN, window)
+        return {"features": features, "window": window, "seen": idx, "n_steps": n_steps, "n_events": n_events}
+
+    def _lay(
+        self, values: dict[str, tf.Tensor], starts: tf.Tensor, step: tf.Tensor, n_steps: tf.Tensor, back: int
+    ) -> dict[str, tf.Tensor]:
+        """Step features [B, E] (each step at the event that starts it) -> the stored window
+        ``back`` windows before the latest ([B, L] each, left-padded), as ``etl.sequences`` lays
+        it out: it ends ``back`` strides before the last step, and exists only where the steps
+        before the newer window's start reach it."""
+        stride = window_stride(self.max_len)
+        end = n_steps[:, None] - back * stride  # [B, 1] how many steps the window ends after
+        column = self.max_len - end + step  # [B, E] step s lands at column max_len - end + s
+        keep = starts & (column >= 0) & (column < self.max_len)
+        if back:
+            keep &= n_steps[:, None] - self.max_len > (back - 1) * stride
         where = tf.where(keep)  # [S, 2] (user, event)
         at = tf.stack([where[:, 0], tf.cast(tf.gather_nd(column, where), tf.int64)], axis=1)
-        shape = tf.cast(tf.stack([tf.shape(item_id)[0], self.max_len]), tf.int64)
-
-        def lay(values: tf.Tensor) -> tf.Tensor:  # [B, E] -> [B, L], zeros where no step
-            return tf.scatter_nd(at, tf.cast(tf.gather_nd(values, where), tf.int32), shape)
-
-        window = lay(idx)  # [B, L] the night's indices; the model reads newer items as unknown
-        features = {
-            "item_idx": tf.where(window >= self.vocab_size, UNKNOWN, window),
-            "event_type_idx": lay(stage + 1),
-            "time_gap_bucket": lay(bucket),
-            "session_idx": lay(session),
-        }
-        return {"features": features, "window": window, "seen": idx, "n_steps": n_steps, "n_events": n_events}
+        shape = tf.cast(tf.stack([tf.shape(starts)[0], self.max_len]), tf.int64)
+        return {f: tf.scatter_nd(at, tf.cast(tf.gather_nd(v, where), tf.int32), shape) for f, v in values.items()}
 
     @tf.function(
         input_signature=[
@@ -290,15 +301,19 @@ class ServingModule(tf.Module):
         """Users' raw events [B, E] as the log has them (``item_id`` "" pads; ``ts`` the log's
         text: epoch seconds or milliseconds, or ISO-8601) -> outputs."""
         built = self.steps(item_id, event_type, ts)
-        features = built["features"]
-        out = self.encoder({f: features[f] for f in SEQUENCE_FEATURES}, training=False, last_only=True)
+        features = {f: built["features"][f] for f in SEQUENCE_FEATURES}
+        if self.rules.windows > 1:  # every stored window, the explanation over all their steps
+            out = self.encoder.read_windows(features, fresh_steps(features["item_idx"]))
+        else:
+            out = self.encoder(features, training=False, last_only=True)
         empty = built["n_steps"] == 0  # [B] no event left: the nightly's fallback
         user = tf.math.l2_normalize(out["user"], axis=-1, epsilon=1e-24)  # [B, D]
         user = tf.where(empty[:, None], self.prior[None, :], user)
         interests = tf.math.l2_normalize(out["interests"], axis=-1, epsilon=1e-24)  # [B, K, D]
         interests = tf.where(empty[:, None, None], self.prior[None, None, :], interests)
         table = self.table  # [V - 2, D]
-        window = built["window"]  # [B, L] the night's indices, as the embed stage explains them
+        # [B, L] (or [B, C * L]) the night's indices, as the embed stage explains them
+        window = tf.reshape(built["window"], [tf.shape(user)[0], -1])
         r = self.rules.retrieval
         if r.multi_interest and interests.shape[1] > 1:  # each kept interest retrieves on its own
             queries, behind = interests, out["interest_attention"]  # [B, K, D], [B, K, L]

@@ -25,6 +25,7 @@ from interest import logs, storage
 from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
+from interest.etl.sequences import with_older_windows
 from interest.etl.sessionize import step_rules
 from interest.layout import Layout
 from interest.models.export import load_model
@@ -162,6 +163,8 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         check_within_retention(spark, cfg, date)
         layout = Layout.of(cfg, date)
         rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
+        if inference.history_windows(cfg) > 1:  # memory reads every stored window, not only the latest
+            rows = _with_history(spark, layout, rows, inference.history_windows(cfg))
         table = inference.scoring_table(model, date_vocab)  # [V, D] what every item is scored with
         tic = time.perf_counter()
         index = build_item_index(model, date_vocab, table, date)  # saved once the tables are published
@@ -254,6 +257,7 @@ def serving_rules(cfg: Config) -> ServingRules:
         retrieval=Retrieval.of(e),
         bot_max_events_per_day=cfg.sessionize.bot_max_events_per_day,
         bot_policy=cfg.sessionize.bot_policy,
+        windows=inference.history_windows(cfg),
     )
 
 
@@ -291,6 +295,17 @@ def _load_inputs(spark: SparkSession, layout: Layout, model_dir: str) -> tuple[D
     return rows, date_vocab, model, active
 
 
+def _with_history(spark: SparkSession, layout: Layout, rows: DataFrame, windows: int) -> DataFrame:
+    """The inference rows with each user's older stored windows (``embed.whole_history``)."""
+    train = layout.sessionized.train
+    if not storage.exists(train):
+        raise EmbedInputError(
+            f"no stored windows for {layout.date} at {train}: embed.whole_history reads them; "
+            f"run jobs/sessionize.py --date {layout.date} first"
+        )
+    return with_older_windows(rows, spark.read.parquet(train), windows)
+
+
 def _embedded_users(
     spark: SparkSession,
     cfg: Config,
@@ -317,6 +332,7 @@ def _embedded_users(
         table=table,
         index=index if index.meta.kind == "pq" else None,
         retrieval=Retrieval.of(e),
+        windows=inference.history_windows(cfg),
     )
     if not e.users_table:
         return embedded

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,6 +33,7 @@ from interest.scoring.interests import l2_normalize, retrieve
 from interest.scoring.topn import RowIndex, top_weighted_batch
 
 if TYPE_CHECKING:  # TensorFlow loads on first use, after its log level is set (see _model)
+    from interest.config import Config
     from interest.models.export import LoadedModel
 
 ITEM_WEIGHT = T.StructType([T.StructField("item_id", T.StringType()), T.StructField("weight", T.FloatType())])
@@ -99,7 +101,9 @@ class Embedder:
     newer than the model can be recommended too. ``index`` (built over ``table[FIRST_ITEM:]``)
     answers the top-N instead of the exact product: the embed stage passes its quantised index
     above ``serving.index.EXACT_MAX_ITEMS``, and request time always passes the night's index.
-    ``retrieval``: whether several interests retrieve, and how their lists merge."""
+    ``retrieval``: whether several interests retrieve, and how their lists merge. ``windows`` > 1:
+    the encoder reads each user's stored windows (the row's ``older`` column beside its latest
+    window, ``etl.sequences.with_older_windows``), and explains over all of their steps."""
 
     model: Any
     item_ids: np.ndarray
@@ -111,6 +115,13 @@ class Embedder:
     table: np.ndarray | None = None
     index: RowIndex | None = None
     retrieval: Retrieval = Retrieval()
+    windows: int = 1
+
+
+def history_windows(cfg: Config) -> int:
+    """How many of a user's stored windows the encoder reads: all that sessionize keeps
+    (``sessionize.max_windows``) with ``embed.whole_history``, else the latest."""
+    return cfg.sessionize.max_windows if cfg.embed.whole_history else 1
 
 
 def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
@@ -121,6 +132,25 @@ def _fixed_rows(column: pa.Array, width: int) -> np.ndarray:
         raise ValueError(f"inference rows must hold exactly {width} steps per feature (padded sequences)")
     values = np.asarray(column.values)[offsets[0] : offsets[-1]]
     return values.astype(np.int32, copy=False).reshape(len(column), width)
+
+
+def _windows(batch: pa.RecordBatch, latest: dict[str, np.ndarray], windows: int) -> dict[str, np.ndarray]:
+    """Each user's stored windows, oldest first: the latest ([B, L] each) and the row's ``older``
+    ones (a list of (window, features) per user, null for none) -> {feature: [B, C, L]}, all
+    padding where a user has fewer than C."""
+    b, width = latest["item_idx"].shape
+    out = {f: np.zeros((b, windows, width), np.int32) for f in SEQUENCE_FEATURES}
+    for f in SEQUENCE_FEATURES:
+        out[f][:, -1] = latest[f]
+    older = batch.column("older")
+    if len(older) and older.null_count < len(older):
+        user = np.asarray(pc.list_parent_indices(older))  # [M] each stored window's row
+        flat = older.flatten()  # [M] structs
+        back = np.asarray(flat.field("window"))  # [M] 1 = the window before the latest
+        ok = (back >= 1) & (back < windows)
+        for f in SEQUENCE_FEATURES:
+            out[f][user[ok], windows - 1 - back[ok]] = _fixed_rows(flat.field(f), width)[ok]
+    return out
 
 
 def _lists(offsets: np.ndarray, values: pa.Array, name: str, depth: int = 0) -> pa.Array:
@@ -159,12 +189,14 @@ def embed_batch(batch: pa.RecordBatch, embedder: Embedder) -> pa.RecordBatch:
     vocab_size, max_len = encoder.args["vocab_size"], encoder.args["max_len"]
     b = batch.num_rows
     feats = {f: _fixed_rows(batch.column(f), max_len) for f in SEQUENCE_FEATURES}  # [B, L] each
-    seen = feats["item_idx"]
-    feats["item_idx"] = np.where(seen >= vocab_size, UNKNOWN, seen).astype(np.int32)
+    if e.windows > 1:
+        feats = _windows(batch, feats, e.windows)  # [B, C, L] each
+    seen = feats["item_idx"].reshape(b, -1)  # [B, L] or [B, C * L]: the steps explained
+    feats["item_idx"] = np.where(feats["item_idx"] >= vocab_size, UNKNOWN, feats["item_idx"]).astype(np.int32)
     out = encoder.infer(feats)  # one graph for every batch size: re-runs reproduce it exactly
     user = l2_normalize(out["user"])  # [B, D]
     interests = l2_normalize(out["interests"])  # [B, K, D]
-    attention = out["attention"]  # [B, L]
+    attention = out["attention"]  # [B, L] ([B, C * L] over several windows)
     table = np.asarray(encoder.item_table) if e.table is None else e.table  # [V, D]
     if "history_idx" in batch.schema.names:
         hist = batch.column("history_idx")
@@ -287,6 +319,7 @@ def embed_users(
     table: np.ndarray | None = None,
     index: RowIndex | None = None,
     retrieval: Retrieval | None = None,
+    windows: int = 1,
 ) -> DataFrame:
     """Inference rows (sequences ``infer``) -> EMBED_SCHEMA rows, one per user.
 
@@ -295,6 +328,7 @@ def embed_users(
     run date's vocabulary: a superset of the model's when the vocabulary grew). ``table`` is what
     recommendations are scored against (default :func:`scoring_table`), ``index`` an index over
     it that answers them instead (``Embedder``); both are broadcast to the executors.
+    ``windows`` > 1: ``rows`` carry their older windows (``etl.sequences.with_older_windows``).
     """
     version = model.version
     shipped = ship_model(spark, model.path)
@@ -317,6 +351,7 @@ def embed_users(
             table=table,
             index=index,
             retrieval=retrieval or Retrieval(),
+            windows=windows,
         )
         for batch in batches:
             faults.maybe_fail("embed_batch")  # off unless a fault-matrix test asks for it
@@ -324,8 +359,9 @@ def embed_users(
                 yield embed_batch(batch, embedder)
 
     needed = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps"]
-    if "history_idx" in rows.columns:
-        needed.append("history_idx")
+    needed += [c for c in ("history_idx", "older") if c in rows.columns]
+    if windows > 1 and "older" not in rows.columns:
+        raise ValueError("reading several windows needs the rows' older windows (etl.sequences.with_older_windows)")
     return rows.select(*needed).mapInArrow(run, EMBED_SCHEMA)
 
 

@@ -26,11 +26,12 @@ from interest.config import Config
 from interest.data.files import read_vocab
 from interest.errors import UserError
 from interest.etl import sessions
+from interest.etl.sequences import STEP_COLUMNS, sequences_of_users
 from interest.etl.sessionize import clean_rules, step_rules
 from interest.layout import Layout
 from interest.models.export import LoadedModel, load_model, model_as_of
 from interest.models.retrieval import Retrieval
-from interest.schema import SEQUENCE_FEATURES, UNKNOWN
+from interest.schema import MIN_TRAIN_STEPS, SEQUENCE_FEATURES, UNKNOWN
 from interest.serving import inference
 from interest.serving.index import ItemIndex
 
@@ -79,6 +80,7 @@ class Recommender:
             table=table,
             index=index,
             retrieval=Retrieval.of(e),
+            windows=inference.history_windows(cfg),
         )
 
     @classmethod
@@ -95,20 +97,21 @@ class Recommender:
         return cls(cfg, load_model(model_dir), vocab, index)
 
     def row(self, user_id: str, steps: pd.DataFrame) -> tuple[pa.RecordBatch, list[str]]:
-        """The user's inference row (as ``etl.sequences`` lays it out) from their steps
-        (:func:`user_steps`), and the item ids it does not know."""
-        max_len = int(self.model.encoder.args["max_len"])
-        padded, idx = sequence_of_steps(steps, self.lookup, max_len)
+        """The user's inference row from their steps (:func:`user_steps`), laid out by the
+        nightly's own ``etl.sequences.sequences_of_users`` (with ``embed.whole_history``, its older
+        windows too, as ``etl.sequences.with_older_windows`` joins them), and the item ids it does
+        not know."""
+        windows = self.embedder.windows
+        stored, idx = windows_of_steps(user_id, steps, self.lookup, int(self.model.encoder.args["max_len"]), windows)
         unknown = sorted(set(steps["item_id"][idx == UNKNOWN]))
-        batch = pa.RecordBatch.from_pydict(
-            {
-                "user_id": pa.array([user_id], pa.string()),
-                **{f: pa.array([padded[f].tolist()], pa.list_(pa.int32())) for f in SEQUENCE_FEATURES},
-                "n_events": pa.array([int(steps["n_events"].sum())], pa.int64()),
-                "n_steps": pa.array([len(steps)], pa.int32()),
-                "history_idx": pa.array([sorted(set(idx.tolist()))], pa.list_(pa.int32())),
-            }
-        )
+        latest = stored.filter(pc.equal(stored.column("window"), 0))
+        columns = ["user_id", *SEQUENCE_FEATURES, "n_events", "n_steps", "history_idx"]
+        batch = latest.select(columns).to_batches()[0]
+        if windows > 1:
+            older = stored.filter(pc.greater(stored.column("window"), 0)).select(["window", *SEQUENCE_FEATURES])
+            structs = pa.StructArray.from_arrays([c.combine_chunks() for c in older.columns], names=older.column_names)
+            column = pa.ListArray.from_arrays(pa.array([0, len(older)], pa.int32()), structs)
+            batch = pa.RecordBatch.from_arrays([*batch.columns, column], names=[*batch.schema.names, "older"])
         return batch, unknown
 
     def recommend(self, user_id: str, events: pd.DataFrame, k: int = 10) -> Recommendation:
@@ -195,18 +198,12 @@ def read_events(events: pd.DataFrame) -> pd.DataFrame:
     return events
 
 
-def sequence_of_steps(
-    steps: pd.DataFrame, lookup: dict[str, int], max_len: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One user's steps -> their sequence features ([L] each, the latest ``max_len`` steps,
-    left-padded as ``etl.sequences`` lays them out) and every step's item index (unknown ids:
-    the unknown index)."""
+def windows_of_steps(
+    user_id: str, steps: pd.DataFrame, lookup: dict[str, int], max_len: int, windows: int = 1
+) -> tuple[pa.Table, np.ndarray]:
+    """One user's steps -> their rows as the nightly stores them (``etl.sequences``: window 0 the
+    latest ``max_len`` steps, left-padded, then up to ``windows - 1`` older ones), and every step's
+    item index (unknown ids: the unknown index)."""
     idx = np.array([lookup.get(i, UNKNOWN) for i in steps["item_id"]], np.int32)
-    features = {
-        "item_idx": idx,
-        "event_type_idx": steps["event_rank"].to_numpy(np.int32) + 1,
-        "time_gap_bucket": steps["time_gap_bucket"].to_numpy(np.int32),
-        "session_idx": steps["session_idx"].to_numpy(np.int32),
-    }
-    window = {f: v[-max_len:] for f, v in features.items()}
-    return {f: np.pad(v, (max_len - len(v), 0)) for f, v in window.items()}, idx
+    table = pa.Table.from_pandas(steps.assign(user_id=user_id, item_idx=idx)[STEP_COLUMNS], preserve_index=False)
+    return sequences_of_users(table, max_len, MIN_TRAIN_STEPS, windows), idx

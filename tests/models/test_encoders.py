@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from interest.data.reader import split_view
-from interest.models.encoders import ENCODERS, build_encoder, register
+from interest.models.encoders import ENCODERS, build_encoder, fresh_steps, register
 from interest.models.objective import next_item_loss
 from interest.schema import ENCODER_NAMES
 
@@ -303,15 +303,30 @@ def test_memory_reads_a_whole_history_window_by_window():
     inp = batch()
     want = enc(inp, training=False, last_only=True)
     one = enc.read_windows({k: v[:, None] for k, v in inp.items()}, inp["item_idx"][:, None] > 0)
-    for name in ("user", "interests", "interest_weight"):
+    for name in ("user", "interests", "interest_weight", "attention", "interest_attention"):
         np.testing.assert_allclose(np.asarray(one[name]), np.asarray(want[name]), rtol=1e-5, atol=1e-5, err_msg=name)
     empty = {k: np.stack([np.zeros_like(v), v], axis=1) for k, v in inp.items()}  # [B, 2, L]
     two = enc.read_windows(empty, empty["item_idx"] > 0)
     np.testing.assert_allclose(np.asarray(two["user"]), np.asarray(want["user"]), rtol=1e-5, atol=1e-5)
     older = {k: np.stack([batch(seed=1)[k], v], axis=1) for k, v in inp.items()}
-    more = enc.read_windows(older, older["item_idx"] > 0)
+    fresh = np.asarray(fresh_steps(older["item_idx"]))  # [B, 2, L]
+    assert not fresh[:, 0, -3:].any() and (fresh[:, 1] == (inp["item_idx"] > 0)).all()
+    more = enc.read_windows(older, fresh)
     assert np.abs(np.asarray(more["interests"]) - np.asarray(want["interests"])).max() > 1e-3
     np.testing.assert_allclose(np.asarray(more["interest_weight"]).sum(-1), 1.0, rtol=1e-5)
+    # the explanation spans both windows' steps: sums to 1, never on padding or a repeated step
+    attention, behind = np.asarray(more["attention"]), np.asarray(more["interest_attention"])  # [B, 2L], [B, K, 2L]
+    np.testing.assert_allclose(attention.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(behind.sum(-1), 1.0, rtol=1e-5)
+    stale = ~fresh.reshape(len(fresh), -1)
+    assert (attention[stale] == 0).all() and (behind.transpose(0, 2, 1)[stale] == 0).all()
+    assert attention[:, :12][~stale[:, :12]].sum() > 0  # the older window is read too
+    # inference reads the same windows through one compiled graph
+    compiled = enc.infer(older)
+    for name in ("user", "interests", "attention", "interest_attention"):
+        np.testing.assert_allclose(compiled[name], np.asarray(more[name]), rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(ValueError, match="latest window only"):
+        build_encoder("self_attention", max_len=12, **ARGS).infer(older)
 
 
 def test_the_causal_filter_convolves_earlier_steps_only_and_says_what_it_drew_on():

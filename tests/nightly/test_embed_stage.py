@@ -307,6 +307,62 @@ def test_above_the_threshold_the_nights_top_n_comes_through_its_quantised_index(
         np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_whole_history_publishes_what_memory_reads_from_every_stored_window(spark, planted, tmp_path):
+    """embed.whole_history: the stage joins each user's older stored windows to the inference rows
+    and the memory encoder reads them all. Every published embedding and explanation equals
+    ``read_windows`` over the windows as evaluation reads them (``data.files.stored_windows``),
+    and users longer than the window get another embedding than the latest window alone gives."""
+    from interest.data.files import load_rows, read_vocab, stored_windows
+    from interest.etl.sessionize import run_sessionize
+    from interest.evaluation.evaluate import published_lists
+    from interest.models.retrieval import Retrieval
+    from interest.scoring.interests import l2_normalize
+    from interest.scoring.topn import top_weighted_batch
+
+    sets = [*database_sets(planted, "embed_whole"), "embed.table_format=parquet", "sessionize.max_windows=3"]
+    cfg = make_config(tmp_path, *FAST, *sets, "model.encoder=memory", "embed.whole_history=true")
+    run_sessionize(spark, cfg, DATE)
+    vocab = read_vocab(f"{cfg.paths.vocab}/dt={DATE}")
+    encoder = build_encoder("memory", vocab_size=int(vocab.item_idx.max()) + 1, max_len=30, dim=16, memory_slots=3)
+    model_dir = save_model(encoder, vocab, {"date": DATE}, {}, str(tmp_path / "models"), f"{DATE}_whole")
+    out = run_embed(spark, cfg, DATE, model_dir)
+    rows = table_rows(spark, cfg, DATE).set_index("user_id")
+    assert out.rows == len(rows) > 0
+    users = np.array(sorted(rows.index))
+    users = users[np.isin(users, pd.read_parquet(f"{cfg.paths.sequences}/dt={DATE}/train").user_id)]
+    assert len(users) > 0.9 * len(rows)  # the users with a training row (3 steps or more)
+    windows, fresh = stored_windows(f"{cfg.paths.sequences}/dt={DATE}/train", users)  # [N, C, L]
+    long = (windows["item_idx"][:, :-1] > 0).any(axis=(1, 2))  # [N] users with an older window
+    assert windows["item_idx"].shape[1] == 3 and long.sum() >= 10, long.sum()
+    want = encoder.read_windows(windows, fresh)
+    np.testing.assert_allclose(np.stack(rows.embedding[users]), l2_normalize(np.asarray(want["user"])), atol=1e-5)
+    items, weights, offsets = top_weighted_batch(
+        windows["item_idx"].reshape(len(users), -1), np.asarray(want["attention"]), cfg.embed.top_items
+    )
+    by_idx = vocab.set_index("item_idx").item_id
+    for n, user in enumerate(users):
+        published = rows.top_items[user]
+        assert [t["item_id"] for t in published] == list(by_idx[items[offsets[n] : offsets[n + 1]]]), user
+    latest = encoder({f: windows[f][:, -1] for f in windows}, training=False, last_only=True)  # the latest window alone
+    moved = np.abs(l2_normalize(np.asarray(latest["user"])) - np.stack(rows.embedding[users])).max(axis=1)
+    assert (moved[long] > 1e-3).all() and (moved[~long] < 1e-5).all()
+    # the recommendations, as the multi-target benchmark scores them (evaluation's own reader)
+    infer = load_rows(f"{cfg.paths.sequences}/dt={DATE}/infer")
+    picked = np.isin(infer["user_id"], users)
+    lists, _ = published_lists(
+        encoder,
+        np.asarray(encoder.item_table),
+        {k: v[picked] for k, v in infer.items()},
+        cfg.embed.top_n_recommendations,
+        Retrieval.of(cfg.embed),
+        windows=(windows, fresh),
+    )
+    recs = table_rows(spark, cfg, DATE, cfg.embed.recommendations_table).set_index("user_id")
+    for n, user in enumerate(users):
+        assert [r["item_id"] for r in recs.recommendations[user]] == list(by_idx[lists[n]]), user
+
+
 def _requests(spark, cfg, planted: Path):
     """The raw log, the night's user rows and recommendations, and the users whose every raw row
     the night kept (no duplicate, malformed or late row to reject)."""

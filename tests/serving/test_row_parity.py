@@ -36,13 +36,16 @@ from conftest import DATE, make_config
 
 pytestmark = pytest.mark.slow
 
-# name -> (encoder, extra arguments): BSARec's filter beside attention is one more graph to agree on
+# name -> (encoder, extra arguments): BSARec's filter beside attention is one more graph to agree
+# on; "memory+whole" reads every stored window (embed.whole_history) of histories up to 17 steps
 ENCODERS = {
     "self_attention": ("self_attention", {}),
     "self_attention+filter": ("self_attention", {"filter_mix": 0.5}),
     "hierarchical": ("hierarchical", {}),
     "memory": ("memory", {}),
+    "memory+whole": ("memory", {}),
 }
+WINDOWS = 3  # sessionize.max_windows: up to 2 older windows of 6 steps, ending 3 apart
 TYPES = ["view", "click", "cart", "purchase"]  # the profile's sessionize.event_types
 MAX_LEN = 6
 MODEL_ITEMS = 6  # a .. f: the model's; g and h came after it (the night's vocabulary only)
@@ -100,9 +103,12 @@ def readers(spark, tmp_path_factory):
         "embed.top_items=3",
         "embed.cold_start_min_steps=3",
         "sessionize.bot_max_events_per_day=10",  # a user with 11 or more valid events on a day is a bot
+        f"sessionize.max_windows={WINDOWS}",  # the latest window, which the others read, is the same
     )
+    whole = dataclasses.replace(cfg, embed=dataclasses.replace(cfg.embed, whole_history=True))
     out = {}
     for n, (name, (kind, extra)) in enumerate(ENCODERS.items()):
+        night = whole if name.endswith("+whole") else cfg
         tf.keras.utils.set_random_seed(n)
         encoder = build_encoder(
             kind,
@@ -124,7 +130,7 @@ def readers(spark, tmp_path_factory):
         index = build_item_index(model, VOCAB, table, DATE)
         folder = serving_dir(model.path, DATE)
         exported = export_serving(
-            model.encoder, catalogue(model, VOCAB, table, cfg), serving_rules(cfg), model.version, folder
+            model.encoder, catalogue(model, VOCAB, table, night), serving_rules(night), model.version, folder
         )
         assert exported, f"{name}: {folder} holds another version's export"
         e = cfg.embed
@@ -137,14 +143,16 @@ def readers(spark, tmp_path_factory):
             cold_min_steps=e.cold_start_min_steps,
             version=model.version,
             table=table,
+            windows=inference.history_windows(night),
         )
         signature = tf.saved_model.load(folder).signatures[SIGNATURE]
-        out[name] = (model, embedder, Recommender(cfg, model, VOCAB, index), signature)
+        out[name] = (model, embedder, Recommender(night, model, VOCAB, index), signature)
     return cfg, out
 
 
 def _nightly_rows(spark, cfg, users: list[list[tuple[str, str, str]]]) -> pa.RecordBatch | None:
-    """The inference rows the sessionize stage makes of the log (its own transforms)."""
+    """The inference rows the sessionize stage makes of the log (its own transforms), with each
+    user's older windows as the embed stage joins them (``older``, read with embed.whole_history)."""
     rows = [
         (f"u{u}", item, kind, ts, None, DATE, None, ("log", 0, i))
         for u, events in enumerate(users)
@@ -157,11 +165,11 @@ def _nightly_rows(spark, cfg, users: list[list[tuple[str, str, str]]]) -> pa.Rec
     assert CORRUPT in raw.columns
     items = spark.createDataFrame(VOCAB[["item_id", "item_idx"]])
     steps = sessionize.steps_of(sessionize.clean(raw, cfg, DATE, partitioned=True))
-    infer = sequences.inference_rows(sessionize.windows_of(steps, items, cfg.sessionize)).toPandas()
-    if infer.empty:
-        return None
+    windows = sessionize.windows_of(steps, items, cfg.sessionize)
+    infer = sequences.with_older_windows(sequences.inference_rows(windows), windows, cfg.sessionize.max_windows)
     columns = ["user_id", "item_idx", "event_type_idx", "time_gap_bucket", "session_idx", "n_events", "n_steps"]
-    return pa.RecordBatch.from_pandas(infer[[*columns, "history_idx"]], preserve_index=False)
+    table = infer.select(*columns, "history_idx", "older")._collect_as_arrow()
+    return pa.Table.from_batches(table).combine_chunks().to_batches()[0] if table else None
 
 
 def _answers_of_nightly(spark, batch, model, embedder, users: list[str]) -> dict[str, tuple]:
@@ -235,6 +243,35 @@ def test_the_nightly_the_recommender_and_the_saved_model_agree_on_any_log(spark,
             _same(_graph_answer(served, row), nightly[user], f"{kind}, {user}: the SavedModel against the nightly")
             assert bool(served["is_cold_start"][row]) == rec.is_cold_start, user
             assert int(served["n_steps"][row]) == rec.steps, user
+
+
+def test_whole_history_reads_the_steps_before_the_latest_window(spark, readers):
+    """A user with 14 steps over two days (the latest window holds 6) and one with 4: with embed.whole_history
+    the memory encoder's answer for the first changes, since 8 older steps write its slots, and
+    the nightly, the Recommender and the SavedModel still agree; the short user's is unchanged."""
+    cfg, by_encoder = readers
+    model, embedder, recommender, signature = by_encoder["memory+whole"]
+    users = [
+        [(item, "view", _time_text(7200 * n, 0, 0)) for n, item in enumerate("efefefefabcdab")],
+        [(item, "click", _time_text(4800 * n, 0, 3)) for n, item in enumerate("abca")],
+    ]
+    names = ["u0", "u1"]
+    batch = _nightly_rows(spark, cfg, users)
+    assert batch.column("older").to_pylist()[1] is None and len(batch.column("older")[0]) == 2  # windows 1 and 2
+    whole = _answers_of_nightly(spark, batch, model, embedder, names)
+    latest = _answers_of_nightly(spark, batch, model, dataclasses.replace(embedder, windows=1), names)
+    assert np.abs(np.asarray(whole["u0"][0]) - np.asarray(latest["u0"][0])).max() > 1e-3
+    _same(whole["u1"], latest["u1"], "a history inside the window")
+    request = {k: np.full((2, 14), "", dtype=object) for k in ("item_id", "event_type", "ts")}
+    for row, events in enumerate(users):
+        for col, event in enumerate(events):
+            for key, value in zip(("item_id", "event_type", "ts"), event):
+                request[key][row, col] = value
+    served = {k: v.numpy() for k, v in signature(**{k: tf.constant(v.astype(str)) for k, v in request.items()}).items()}
+    for row, (user, events) in enumerate(zip(names, users)):
+        rec = recommender.recommend(user, pd.DataFrame(events, columns=["item_id", "event_type", "ts"]), 4)
+        _same((rec.embedding, rec.explanation, rec.items, rec.reasons), whole[user], f"{user}: Recommender")
+        _same(_graph_answer(served, row), whole[user], f"{user}: SavedModel")
 
 
 @pytest.mark.parametrize("policy", ["exclude", "cap"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +13,8 @@ from interest.etl.sessions import CleanRules, StepRules
 from interest.layout import serving_number
 from interest.models.encoders import build_encoder
 from interest.models.savedmodel import Catalogue, ServingModule, ServingRules
-from interest.schema import MIN_TRAIN_STEPS, TIME_GAP_EDGES_S
-from interest.serving.recommend import sequence_of_steps, user_steps
+from interest.schema import MIN_TRAIN_STEPS, SEQUENCE_FEATURES, TIME_GAP_EDGES_S
+from interest.serving.recommend import user_steps, windows_of_steps
 
 TYPES = ["view", "click", "cart"]
 # short cuts, so that sessions end on time, on count and on the total span within a few events
@@ -38,14 +40,16 @@ def _events(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return events.iloc[order].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_in_graph_steps_equal_the_nightlys_step_builder(seed):
+@pytest.mark.parametrize("seed,windows", [(1, 1), (2, 1), (3, 1), (1, 3), (4, 4)])
+def test_in_graph_steps_equal_the_nightlys_step_builder(seed, windows):
+    """The latest window, and with ``windows`` > 1 the older ones as the nightly stores them
+    (``etl.sequences``: 8 steps ending 5 apart), from histories of up to 40 events."""
     rng = np.random.default_rng(seed)
     users = [_events(rng, int(n)) for n in rng.integers(1, 40, size=7)]
-    encoder = build_encoder("self_attention", vocab_size=7, max_len=8, dim=8, heads=2, blocks=1)
+    encoder = build_encoder("memory", vocab_size=7, max_len=8, dim=8, heads=2, blocks=1, memory_slots=2)
     ids = np.array(["<pad>", "<unknown>", *"abcde"], dtype=object)
     catalogue = Catalogue(ids, np.asarray(encoder.item_table), np.ones(8, np.float32) / 8**0.5, [("a", 1.0)])
-    module = ServingModule(encoder, catalogue, RULES, "v")
+    module = ServingModule(encoder, catalogue, dataclasses.replace(RULES, windows=windows), "v")
     width = max(len(u) for u in users) + 2
     item_id = np.full((len(users), width), "", dtype=object)
     event_type = np.full((len(users), width), "", dtype=object)
@@ -56,17 +60,23 @@ def test_in_graph_steps_equal_the_nightlys_step_builder(seed):
     event_type[0, len(users[0])] = "refund"  # an unknown event type: left out, as the nightly rejects it
     item_id[0, len(users[0])] = "a"
     built = module.steps(*(tf.constant(x.astype(str)) for x in (item_id, event_type, ts)))
-    capped = 0
+    capped, older = 0, 0
     for row, e in enumerate(users):
         steps, bots = user_steps(f"u{row}", e, TYPES, STEP_RULES, CLEAN_RULES)
         capped += bots.get("bot_cap", 0)
-        want, idx = sequence_of_steps(steps, LOOKUP, 8)
-        for name, values in want.items():
-            np.testing.assert_array_equal(built["features"][name][row].numpy(), values, err_msg=f"{name}, user {row}")
+        stored, idx = windows_of_steps(f"u{row}", steps, LOOKUP, 8, windows)
+        back = np.asarray(stored.column("window"))  # 0: the latest
+        older += int((back > 0).sum())
+        for name in SEQUENCE_FEATURES:
+            want = np.zeros((windows, 8), np.int64)
+            want[windows - 1 - back] = np.stack(stored.column(name).to_numpy(zero_copy_only=False))
+            got = built["features"][name][row].numpy().reshape(windows, 8)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}, user {row}")
         assert built["n_steps"][row] == len(steps) and built["n_events"][row] == steps["n_events"].sum()
         seen = built["seen"][row].numpy()
         assert sorted(set(seen[seen > 0])) == sorted(set(idx))
     assert capped > 0  # the bot rule was exercised
+    assert older > 0 or windows == 1  # older windows were laid out
 
 
 def test_serving_versions_grow_with_the_data_date_then_the_making_time():
