@@ -373,13 +373,18 @@ def heaviest(window: tf.Tensor, weight: tf.Tensor, k: int) -> tuple[tf.Tensor, t
     """The ``k`` history items with the largest summed weight, as ``scoring.topn.top_weighted_batch``
     picks them. window [R, L] item indices, weight [R, L] float64 -> (positions [R, k], named
     [R, k]: a real item is there, summed weight per position [R, L])."""
+    r, n = tf.shape(window)[0], tf.shape(window)[1]
     real = window >= FIRST_ITEM
-    same = (window[:, :, None] == window[:, None, :]) & real[:, None, :]  # [R, L, L]
-    total = tf.reduce_sum(tf.where(same, weight[:, None, :], 0.0), axis=2)  # the item's summed weight
-    pos = tf.range(tf.shape(window)[1])
-    repeat = tf.reduce_any(same & (pos[None, :] < pos[:, None])[None], axis=2)  # seen at an earlier position
-    candidate = real & ~repeat
-    by_item = tf.argsort(window, axis=1, stable=True)  # ties go to the lower item index
+    by_item = tf.argsort(window, axis=1, stable=True)  # [R, L] positions by item, then position
+    items = tf.gather(window, by_item, batch_dims=1)
+    first = tf.concat([tf.ones_like(items[:, :1], tf.bool), items[:, 1:] != items[:, :-1]], axis=1)  # [R, L]
+    group = tf.range(r)[:, None] * n + tf.cumsum(tf.cast(first, tf.int32), axis=1) - 1  # [R, L] one id per item
+    kept = tf.where(tf.gather(real, by_item, batch_dims=1), tf.gather(weight, by_item, batch_dims=1), 0.0)
+    sums = tf.math.unsorted_segment_sum(kept, group, r * n)  # [R * L] each item's weight, positions in order
+    back = tf.argsort(by_item, axis=1, stable=True)  # [R, L] to position order
+    total = tf.gather(tf.gather(sums, group), back, batch_dims=1)  # [R, L] the item's summed weight
+    candidate = real & tf.gather(first, back, batch_dims=1)  # each item's earliest position
+    # O(L log L) per row, not [R, L, L]: a whole history (embed.whole_history) is C * L steps
     key = tf.gather(tf.where(candidate, -total, np.inf), by_item, batch_dims=1)
     order = tf.gather(by_item, tf.argsort(key, axis=1, stable=True), batch_dims=1)[:, :k]
     return order, tf.gather(candidate, order, batch_dims=1), total

@@ -113,3 +113,25 @@ def test_the_linear_step_helpers_equal_their_pairwise_definitions():
     want_stage = np.where(in_step, rank[:, None, :], -1).max(2)
     got_stage = _per_segment_max(tf.constant(rank), tf.constant(step, tf.int32), tf.constant(valid)).numpy()
     np.testing.assert_array_equal(got_stage[step >= 0], want_stage[step >= 0])
+
+
+def test_the_graphs_explanation_picks_as_the_nightly_without_pairwise_tensors():
+    """``heaviest`` (the graph's explanation and each interest's "because" items) sums an item's
+    weight over its positions and picks the k heaviest, ties to the lower index, never padding or
+    the unknown item: as ``scoring.topn.top_weighted_batch`` does, on windows with many repeats
+    and ties, and on a long whole-history window."""
+    from interest.models.savedmodel import heaviest
+    from interest.scoring.topn import top_weighted_batch
+
+    rng = np.random.default_rng(9)
+    for rows, width, k in ((6, 12, 3), (3, 1600, 5)):
+        window = rng.integers(0, 9, (rows, width)).astype(np.int64)  # 0 pads, 1 is the unknown item
+        weight = np.round(rng.random((rows, width)), 1)  # ties on purpose
+        weight[window == 0] = 0.0
+        order, named, total = (t.numpy() for t in heaviest(tf.constant(window), tf.constant(weight), k))
+        items, sums, offsets = top_weighted_batch(window, weight, k)
+        for r in range(rows):
+            want = list(zip(items[offsets[r] : offsets[r + 1]].tolist(), sums[offsets[r] : offsets[r + 1]]))
+            got = [(int(window[r, p]), total[r, p]) for p, ok in zip(order[r], named[r]) if ok]
+            assert [i for i, _ in got] == [i for i, _ in want], r
+            np.testing.assert_allclose([w for _, w in got], [w for _, w in want], rtol=1e-12)
