@@ -92,6 +92,9 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         "spark.sql.warehouse.dir": warehouse,
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.parquet.compression.codec": "snappy",
+        # a text that a custom ingest.ts_format cannot read is unparseable (a quarantined row);
+        # Spark's default stops the job on the first text its pre-3.0 parser would have read
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         # The jobs cache frames only for the length of one stage (MEMORY_AND_DISK, spilling when
         # short): compressing those column batches doubled what a cache cost (BENCHMARKS.md).
         "spark.sql.inMemoryColumnarStorage.compressed": "false",

@@ -26,33 +26,56 @@ UTC_NAMES = {"UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "+00:00", "UCT", "ZULU"}  
 
 
 def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Column:
-    """The raw text of a timestamp -> TimestampType, null when it does not parse.
+    """The raw text of a timestamp -> TimestampType, null when it does not parse or lies beyond
+    ``rows.MAX_ABS_MS`` of the epoch.
 
     ``utc_session``: the session's time zone is UTC, so text of the ISO_UTC shape is cast without
     its 'Z' (the same instant: what the cast reads as its zone is UTC either way). Spark parses a
     zone by two regular expressions and a ``ZoneId`` lookup per row, 60 % of the whole cast at
     10M events; the shape is checked with one regular expression, and any other text (a zone of
     its own, an hour without seconds, ...) takes the plain cast.
+
+    One expression, for a few rows; :func:`normalize` parses a frame's texts in three projections
+    of the same parts (``_ts_readings``, ``_ts_of``, ``_in_range``): Spark evaluates an expression
+    in a condition and again in the value it guards, so one expression reads every text several
+    times.
     """
+    return _in_range(_ts_of(*_ts_readings(ts_raw, ts_format, utc_session), ts_format))
+
+
+def _ts_readings(ts_raw: Column, ts_format: str, utc_session: bool) -> tuple[Column | None, Column | None]:
+    """(number, time): the text read as a number (double) and as a time (ISO, or ``ts_format``);
+    None where the format has no such reading."""
     text = _trim(ts_raw)
+    if ts_format in ("epoch_s", "epoch_ms"):
+        return _number(text), None
+    if ts_format != "auto":
+        return None, F.to_timestamp(text, ts_format)
+    # ISO-8601 (what a timestamp column was rendered as, too); bare numbers are epoch s/ms.
+    # Text with a ':' is never a number: not asking Spark to cast it skips a parse that fails
+    # by exception on every row, which was half the cost of validation.
+    iso = F.when(text.rlike(ISO_TEXT), text.cast("timestamp"))
+    if utc_session:
+        # the shape has one 'Z', at the end: dropping it by search and copy takes a third of
+        # what a substring does (which counts the text's characters twice)
+        without_zone = F.replace(text, F.lit("Z"), F.lit(""))
+        iso = F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(iso)
+    return F.when(~text.contains(":"), _number(text)), iso
+
+
+def _ts_of(number: Column | None, time: Column | None, ts_format: str) -> Column:
+    """The time of :func:`_ts_readings`: a number as epoch seconds or milliseconds, else the time."""
+    if number is None:
+        assert time is not None
+        return time
     if ts_format == "epoch_s":
-        return _from_millis(_number(text) * 1000)
-    if ts_format == "epoch_ms":
-        return _from_millis(_number(text))
-    if ts_format == "auto":
-        # ISO-8601 (what a timestamp column was rendered as, too); bare numbers are epoch s/ms.
-        # Text with a ':' is never a number: not asking Spark to cast it skips a parse that fails
-        # by exception on every row, which was half the cost of validation.
-        num = F.when(~text.contains(":"), _number(text))
-        parsed = F.when(num.isNotNull(), _from_millis(F.when(F.abs(num) < EPOCH_MS_FROM, num * 1000).otherwise(num)))
-        iso = F.when(text.rlike(ISO_TEXT), text.cast("timestamp"))
-        if utc_session:
-            # the shape has one 'Z', at the end: dropping it by search and copy takes a third of
-            # what a substring does (which counts the text's characters twice)
-            without_zone = F.replace(text, F.lit("Z"), F.lit(""))
-            iso = F.when(text.rlike(ISO_UTC), without_zone.cast("timestamp")).otherwise(iso)
-        return F.when(num.isNotNull(), parsed).otherwise(_in_range(iso))  # numbers: bounded already
-    return _in_range(F.to_timestamp(text, ts_format))
+        millis = number * 1000
+    elif ts_format == "epoch_ms":
+        millis = number
+    else:  # auto: seconds below EPOCH_MS_FROM in absolute value
+        millis = F.when(F.abs(number) < EPOCH_MS_FROM, number * 1000).otherwise(number)
+    parsed = _from_millis(millis)  # bounded already
+    return parsed if time is None else F.when(number.isNotNull(), parsed).otherwise(time)
 
 
 # the rows' grammar (interest.rows), whole text: Spark's casts also read forms of their own
@@ -102,17 +125,32 @@ def _blank_to_null(c: Column) -> Column:
 def normalize(df: DataFrame, ts_format: str) -> DataFrame:
     """Trim ids, blank -> null, lower-case event types, parse ``ts`` (canonical raw -> typed)."""
     utc_session = is_utc(df.sparkSession.conf.get("spark.sql.session.timeZone") or "")
-    return df.select(
+    number, time = _ts_readings(F.col("ts_raw"), ts_format, utc_session)
+    readings = {"_ts_number": number, "_ts_time": time}
+    read = df.select(
         _blank_to_null(F.col("user_id")).alias("user_id"),
         _blank_to_null(F.col("item_id")).alias("item_id"),
         F.lower(_blank_to_null(F.col("event_type"))).alias("event_type"),
         "ts_raw",
-        parse_ts(F.col("ts_raw"), ts_format, utc_session).alias("ts"),
+        *[reading.alias(name) for name, reading in readings.items() if reading is not None],
         _blank_to_null(F.col("category")).alias("category"),
         "dt",
         CORRUPT,
         INGEST_ORDER,
     )
+    # parse_ts in three projections, each reading what the one before computed once: Spark keeps
+    # them apart because each reads a costly column twice (an ISO text was matched, copied and
+    # cast twice, a number matched up to five times: 1-3 s at 10M events)
+    timed = read.withColumn(
+        "ts",
+        _ts_of(
+            F.col("_ts_number") if number is not None else None,
+            F.col("_ts_time") if time is not None else None,
+            ts_format,
+        ),
+    )
+    bounded = timed.withColumn("ts", _in_range(F.col("ts")))
+    return bounded.select("user_id", "item_id", "event_type", "ts_raw", "ts", "category", "dt", CORRUPT, INGEST_ORDER)
 
 
 def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetime) -> DataFrame:

@@ -163,8 +163,9 @@ def run_embed(spark: SparkSession, cfg: Config, date: str, model_dir: str) -> Em
         check_within_retention(spark, cfg, date)
         layout = Layout.of(cfg, date)
         rows, date_vocab, model, active = _load_inputs(spark, layout, model_dir)
-        if inference.history_windows(cfg) > 1:  # memory reads every stored window, not only the latest
-            rows = _with_history(spark, layout, rows, inference.history_windows(cfg))
+        windows = inference.history_windows(cfg)
+        if windows > 1:  # memory reads every stored window, not only the latest
+            rows = _with_history(spark, layout, rows, windows)
         table = inference.scoring_table(model, date_vocab)  # [V, D] what every item is scored with
         tic = time.perf_counter()
         index = build_item_index(model, date_vocab, table, date)  # saved once the tables are published

@@ -144,6 +144,30 @@ def test_iso_utc_fast_parse_equals_the_cast_in_a_utc_session(spark):
     assert fast.where(F.col("fast").isNotNull()).count() > 300  # the fuzz reached the fast path
 
 
+@pytest.mark.parametrize("ts_format", ["auto", "epoch_ms", "yyyy-MM-dd HH:mm:ss"])
+def test_normalize_parses_each_text_once_and_as_parse_ts_does(spark, ts_format):
+    """normalize reads a time in projections of their own: the plan holds each reading of the text
+    once (in one expression, Spark matched, copied and cast every ISO text twice and matched a
+    number up to five times), and its times equal parse_ts's on edge cases, numbers and times out
+    of range."""
+    texts = [*EDGE_TS, "1731474033", "-1731474033000", "9223372036855", "9999-12-31T23:59:59Z", "2026-11-13 05:40:23"]
+    rows = [("u", "i", "view", t, None, "2026-11-13", None) for t in texts]
+    normalized = validate.normalize(canonical(spark, rows), ts_format)
+    plan = normalized._jdf.queryExecution().executedPlan().toString()
+    utc = validate.is_utc(spark.conf.get("spark.sql.session.timeZone"))
+    parses = {
+        "auto": [validate.NUMBER_TEXT, validate.ISO_TEXT, *([validate.ISO_UTC] if utc else [])],
+        "epoch_ms": [validate.NUMBER_TEXT],
+    }.get(ts_format, ["gettimestamp"])  # to_timestamp, as the plan names it
+    assert [plan.count(p) for p in parses] == [1] * len(parses)
+    expected = canonical(spark, rows).select(
+        "ts_raw", validate.parse_ts(F.col("ts_raw"), ts_format, utc_session=utc).alias("ts")
+    )
+    assert_df_equality(normalized.select("ts_raw", "ts"), expected, ignore_row_order=True)
+    if ts_format not in ("auto", "epoch_ms"):  # what the format cannot read is null, not a failed job
+        assert normalized.where(F.col("ts_raw") == "2026-11-13 05:40:23Z").first()["ts"] is None
+
+
 @pytest.mark.parametrize("zone,utc", [("UTC", True), ("Etc/UTC", True), ("utc", True), ("Europe/Paris", False)])
 def test_the_fast_parse_is_taken_only_in_a_utc_session(zone, utc):
     assert validate.is_utc(zone) is utc
