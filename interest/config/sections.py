@@ -117,7 +117,8 @@ class IngestConfig:
     # be null: not in the source). Fields not given keep their own name.
     columns: dict[str, str | None] = field(default_factory=dict)
     # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
-    # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss".
+    # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss" (text it cannot read is
+    # quarantined as unparseable_ts).
     ts_format: str = "auto"
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
     # A Parquet source file that cannot be read (truncated upload, not Parquet): "fail" stops the

@@ -166,6 +166,8 @@ def test_normalize_parses_each_text_once_and_as_parse_ts_does(spark, ts_format):
     assert_df_equality(normalized.select("ts_raw", "ts"), expected, ignore_row_order=True)
     if ts_format not in ("auto", "epoch_ms"):  # what the format cannot read is null, not a failed job
         assert normalized.where(F.col("ts_raw") == "2026-11-13 05:40:23Z").first()["ts"] is None
+        bad = [("u", "i", "view", "2026-11-13 05:40:23Z", None, "2026-11-13", None)]
+        assert reasons(spark, bad, ts_format).first()["reject_reason"] == "unparseable_ts"
 
 
 @pytest.mark.parametrize("zone,utc", [("UTC", True), ("Etc/UTC", True), ("utc", True), ("Europe/Paris", False)])
