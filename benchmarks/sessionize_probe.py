@@ -23,14 +23,18 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common import ROOT, machine
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine  # noqa: E402
 
-ISO_UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?Z$"
+sys.path.insert(0, str(ROOT))
+from interest.etl.validate import ISO_UTC  # noqa: E402  (the job's shape of an ISO time in UTC)
+
 PROBE_SCHEMA = "user_id string, ts long, item_id string, event_rank int, category string, blk long, row long"
 
 
@@ -80,7 +84,6 @@ def main() -> None:
     parser.add_argument("--date", default="2026-11-26")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from pyspark.sql import functions as F
 
     from interest.config import load_config

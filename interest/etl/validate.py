@@ -126,13 +126,13 @@ def normalize(df: DataFrame, ts_format: str) -> DataFrame:
     """Trim ids, blank -> null, lower-case event types, parse ``ts`` (canonical raw -> typed)."""
     utc_session = is_utc(df.sparkSession.conf.get("spark.sql.session.timeZone") or "")
     number, time = _ts_readings(F.col("ts_raw"), ts_format, utc_session)
-    readings = {"_ts_number": number, "_ts_time": time}
+    readings = {name: r for name, r in (("_ts_number", number), ("_ts_time", time)) if r is not None}
     read = df.select(
         _blank_to_null(F.col("user_id")).alias("user_id"),
         _blank_to_null(F.col("item_id")).alias("item_id"),
         F.lower(_blank_to_null(F.col("event_type"))).alias("event_type"),
         "ts_raw",
-        *[reading.alias(name) for name, reading in readings.items() if reading is not None],
+        *[reading.alias(name) for name, reading in readings.items()],
         _blank_to_null(F.col("category")).alias("category"),
         "dt",
         CORRUPT,
@@ -141,14 +141,8 @@ def normalize(df: DataFrame, ts_format: str) -> DataFrame:
     # parse_ts in three projections, each reading what the one before computed once: Spark keeps
     # them apart because each reads a costly column twice (an ISO text was matched, copied and
     # cast twice, a number matched up to five times: 1-3 s at 10M events)
-    timed = read.withColumn(
-        "ts",
-        _ts_of(
-            F.col("_ts_number") if number is not None else None,
-            F.col("_ts_time") if time is not None else None,
-            ts_format,
-        ),
-    )
+    column = {name: F.col(name) for name in readings}
+    timed = read.withColumn("ts", _ts_of(column.get("_ts_number"), column.get("_ts_time"), ts_format))
     bounded = timed.withColumn("ts", _in_range(F.col("ts")))
     return bounded.select("user_id", "item_id", "event_type", "ts_raw", "ts", "category", "dt", CORRUPT, INGEST_ORDER)
 
