@@ -1,9 +1,10 @@
 """The row rules: how one raw event's fields are read, defined once for every path that reads them.
 
-Three paths read raw events: the nightly (Spark, ``etl.validate``), the request-time
-``Recommender`` (pandas, here) and the exported TensorFlow graph (``models.savedmodel``). Each
-implements the rules below from these constants, and a property test feeds the three the same
-generated logs, so a rule changed in one path only fails the build.
+Three paths read raw events: the nightly (Spark, ``etl.validate``, or by column in its Python
+pass, ``etl.validate_arrow``), the request-time ``Recommender`` (pandas, here) and the exported
+TensorFlow graph (``models.savedmodel``). Each implements the rules below from these constants,
+and property tests feed them the same generated logs and texts, so a rule changed in one path
+only fails the build.
 
 - ids and event types are trimmed of spaces (only 0x20, as Spark's ``trim``); blank is null;
 - event types are lower-cased, then looked up in ``sessionize.event_types``;

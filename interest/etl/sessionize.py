@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from interest import io, logs, storage
 from interest.config import Config, SessionizeConfig
 from interest.errors import UserError
-from interest.etl import ingest, sequences, sessions, summary, validate, vocab
+from interest.etl import ingest, sequences, sessions, summary, validate, validate_arrow, vocab
 from interest.etl.lookback import read_window, window_bounds
 from interest.etl.summary import SequenceLengths, SessionizeSummary, Window
 from interest.layout import Layout, SessionizePaths
@@ -154,12 +154,29 @@ def run_sessionize(spark: SparkSession, cfg: Config, date: str, base_vocab: str 
 # PySpark's MEMORY_AND_DISK, which also serializes the batches, paid again on every read
 KEEP = StorageLevel.MEMORY_AND_DISK_DESER
 OUTSIDE = "outside_window"  # the mark of a row before the window (counted, not quarantined)
+TIME_ZONE = "spark.sql.session.timeZone"
 
 
-def clean(raw: DataFrame, cfg: Config, date: str, partitioned: bool) -> DataFrame:
+def clean(raw: DataFrame, cfg: Config, date: str, partitioned: bool, by_column: bool | None = None) -> DataFrame:
     """Canonical raw rows -> the steps of the valid ones and every other row with its reason
-    (``sessions.clean_steps``; rows before the window marked ``OUTSIDE``)."""
+    (``sessions.clean_steps``; rows before the window marked ``OUTSIDE``).
+
+    ``by_column``: validate and sort in the Python pass (``sessions.clean_raw_steps``), not in
+    Spark; None: wherever the rows' grammar reads the format (``validate_arrow.applies``). The
+    rows are the same either way (tested)."""
     s = cfg.sessionize
+    if by_column is None:
+        by_column = validate_arrow.applies(cfg.ingest.ts_format, raw.sparkSession.conf.get(TIME_ZONE) or "")
+    if by_column:
+        start, _ = window_bounds(date, s.lookback_days)
+        checks = validate_arrow.Checks(
+            event_types=tuple(s.event_types),
+            ts_format=cfg.ingest.ts_format,
+            latest=validate.run_end(date, s.max_future_skew_minutes),
+            window_start=None if partitioned else start,
+            outside=OUTSIDE,
+        )
+        return sessions.clean_raw_steps(raw, checks, clean_rules(s), step_rules(s))
     flagged = classify(raw, cfg, date, partitioned)
     marked = flagged.withColumn(
         "reject_reason", F.when(F.col("outside"), F.lit(OUTSIDE)).otherwise(F.col("reject_reason"))

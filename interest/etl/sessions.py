@@ -22,8 +22,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from interest.etl import validate_arrow
 from interest.etl.ingest import CORRUPT
-from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED, run_end
+from interest.etl.validate import BOT_CAPPED, BOT_EXCLUDED, run_end, trim_text
 from interest.schema import HELD_OUT_STEPS
 
 ORDER = ["ts", "ingest_order", "event_rank"]
@@ -116,15 +117,18 @@ def _sorted_by_user(events: DataFrame) -> DataFrame:
     return events.repartition("user_id").sortWithinPartitions("user_id", *ORDER)
 
 
-def by_whole_users(batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table]) -> Iterable[pa.RecordBatch]:
-    """``fn`` over Arrow batches of rows sorted by user, each call on whole users (a user cut
-    across batches is carried to the next; rows without a user, rejects, may be cut anywhere)."""
+def by_whole_users(
+    batches: Iterable[pa.RecordBatch], fn: Callable[[pa.Table], pa.Table], key: str = "user_id"
+) -> Iterable[pa.RecordBatch]:
+    """``fn`` over Arrow batches of rows sorted by user (or by ``key``, a user's hash), each call
+    on whole users (a user cut across batches is carried to the next; rows without a user,
+    rejects, may be cut anywhere)."""
     carried: list[pa.RecordBatch] = []  # the last user of the batch so far: may go on in the next
     for batch in batches:
         if not batch.num_rows:
             continue
         table = pa.Table.from_batches([*carried, batch]).combine_chunks()
-        users = table.column("user_id").chunk(0)
+        users = table.column(key).chunk(0)
         last = users[len(users) - 1]
         same = pc.fill_null(pc.equal(users, last), False)
         first_of_last = len(users) - int(np.asarray(same).sum())  # sorted: contiguous
@@ -235,28 +239,65 @@ def clean_steps(events: DataFrame, clean: CleanRules, rules: StepRules) -> DataF
     along lets the stage read its raw rows once, without keeping them.
     """
     given = [c for c in ("reject_reason", CORRUPT) if c in events.columns]
-    columns = [*STEP_INPUT, "event_type", "ts_raw", "dt", *given]
+    ordered = _sorted_by_user(events).select(*STEP_INPUT, "event_type", "ts_raw", "dt", *given)
+    return ordered.mapInArrow(
+        lambda b: by_whole_users(b, lambda t: clean_steps_of_users(t, clean, rules)), CLEAN_STEP_SCHEMA
+    )
+
+
+def clean_steps_of_users(table: pa.Table, clean: CleanRules, rules: StepRules) -> pa.Table:
+    """:func:`clean_steps` on whole users' rows, the valid ones (null ``reject_reason``, if the
+    table has one) sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
+    given = [c for c in ("reject_reason", CORRUPT) if c in table.column_names]
+    given_reason = "reject_reason" in table.column_names
+    valid = pc.is_null(table.column("reject_reason")) if given_reason else pa.array(np.ones(table.num_rows, bool))
+    passed = table.filter(pc.invert(valid))  # rejected before cleaning: through as they are
+    cleaned = clean_users(table.filter(valid).drop(given), clean)
+    is_kept = pc.is_null(cleaned.column("reject_reason"))
+    kept, bots = cleaned.filter(is_kept), cleaned.filter(pc.invert(is_kept))
+    steps = steps_of_users(kept.select(STEP_INPUT), rules)
+    sizes = np.asarray(steps.column("n_events"))  # [s]: a step is a run of that many kept events
+    kept_copies = np.asarray(kept.column("copies"))
+    copies = np.add.reduceat(kept_copies, np.cumsum(sizes) - sizes) if len(sizes) else kept_copies[:0]
+    steps = steps.append_column("copies", pa.array(copies, pa.int64()))
+    one = pa.array(np.ones(bots.num_rows, np.int64))
+    bots = bots.append_column("n_events", one)
+    one = pa.array(np.ones(passed.num_rows, np.int64))
+    passed = passed.append_column("n_events", one).append_column("copies", one)
+    return pa.concat_tables([conform(t, CLEAN_STEP_SCHEMA) for t in (steps, bots, passed)])
+
+
+RAW_TEXT = ["user_id", "item_id", "event_type", "ts_raw", "category", "dt", CORRUPT]  # of ingest.CANONICAL
+
+
+def clean_raw_steps(raw: DataFrame, checks: validate_arrow.Checks, clean: CleanRules, rules: StepRules) -> DataFrame:
+    """Canonical raw rows -> :func:`clean_steps` of them as ``etl.validate`` judges them (rejected
+    rows carry their reason; valid ones before ``checks.window_start`` carry ``checks.outside``),
+    with the validation and the sort by user and ``ORDER`` done by column in the Python pass
+    (``etl.validate_arrow``): the same rows, without Spark's per-row parse and multi-key sort.
+
+    Spark shuffles the raw text by a 64-bit hash of the trimmed user and sorts by that hash alone
+    (a radix sort of one long); rows without a user are spread by a hash of the whole row.
+    """
+    user = trim_text(F.col("user_id"))
+    spread = F.xxhash64(*RAW_TEXT, "ingest_order")  # a row without a user: rejected, goes anywhere
+    arranged = (
+        raw.select(
+            *RAW_TEXT,
+            F.col("ingest_order.file").alias("file"),
+            F.col("ingest_order.block").alias("block"),
+            F.col("ingest_order.row").alias("row"),
+            F.when(user != "", F.xxhash64(user)).otherwise(spread).alias("h"),
+        )
+        .repartition("h")
+        .sortWithinPartitions("h")
+    )
 
     def run(table: pa.Table) -> pa.Table:
-        given_reason = "reject_reason" in table.column_names
-        valid = pc.is_null(table.column("reject_reason")) if given_reason else pa.array(np.ones(table.num_rows, bool))
-        passed = table.filter(pc.invert(valid))  # rejected before cleaning: through as they are
-        cleaned = clean_users(table.filter(valid).drop(given), clean)
-        is_kept = pc.is_null(cleaned.column("reject_reason"))
-        kept, bots = cleaned.filter(is_kept), cleaned.filter(pc.invert(is_kept))
-        steps = steps_of_users(kept.select(STEP_INPUT), rules)
-        sizes = np.asarray(steps.column("n_events"))  # [s]: a step is a run of that many kept events
-        kept_copies = np.asarray(kept.column("copies"))
-        copies = np.add.reduceat(kept_copies, np.cumsum(sizes) - sizes) if len(sizes) else kept_copies[:0]
-        steps = steps.append_column("copies", pa.array(copies, pa.int64()))
-        one = pa.array(np.ones(bots.num_rows, np.int64))
-        bots = bots.append_column("n_events", one)
-        one = pa.array(np.ones(passed.num_rows, np.int64))
-        passed = passed.append_column("n_events", one).append_column("copies", one)
-        return pa.concat_tables([conform(t, CLEAN_STEP_SCHEMA) for t in (steps, bots, passed)])
+        judged = validate_arrow.judge(table, checks, CORRUPT)
+        return clean_steps_of_users(validate_arrow.arrival_sorted(judged, table), clean, rules)
 
-    ordered = _sorted_by_user(events).select(*columns)
-    return ordered.mapInArrow(lambda b: by_whole_users(b, run), CLEAN_STEP_SCHEMA)
+    return arranged.mapInArrow(lambda b: by_whole_users(b, run, key="h"), CLEAN_STEP_SCHEMA)
 
 
 def conform(table: pa.Table, schema: T.StructType) -> pa.Table:

@@ -46,7 +46,7 @@ def parse_ts(ts_raw: Column, ts_format: str, utc_session: bool = False) -> Colum
 def _ts_readings(ts_raw: Column, ts_format: str, utc_session: bool) -> tuple[Column | None, Column | None]:
     """(number, time): the text read as a number (double) and as a time (ISO, or ``ts_format``);
     None where the format has no such reading."""
-    text = _trim(ts_raw)
+    text = trim_text(ts_raw)
     if ts_format in ("epoch_s", "epoch_ms"):
         return _number(text), None
     if ts_format != "auto":
@@ -100,7 +100,7 @@ def _in_range(ts: Column) -> Column:
     return F.when(F.abs(F.unix_micros(ts)) <= MAX_ABS_MS * 1000, ts)
 
 
-def _trim(c: Column) -> Column:
+def trim_text(c: Column) -> Column:
     """Trimmed of ``rows.PAD_CHAR`` at both ends (Spark's plain trim removes spaces only)."""
     return F.trim(c) if PAD_CHAR == " " else F.btrim(c, F.lit(PAD_CHAR))
 
@@ -118,7 +118,7 @@ def run_end(date: str, max_future_skew_minutes: int) -> dt.datetime:
 
 
 def _blank_to_null(c: Column) -> Column:
-    trimmed = _trim(c)
+    trimmed = trim_text(c)
     return F.when(trimmed == "", None).otherwise(trimmed)
 
 
@@ -151,7 +151,7 @@ def with_reject_reason(df: DataFrame, event_types: list[str], latest: dt.datetim
     """Add ``reject_reason`` (null for a valid row): the first rule in REASONS that the row breaks."""
     latest_lit = F.lit(latest.strftime("%Y-%m-%d %H:%M:%S")).cast("timestamp")
     epoch = F.lit("1970-01-01 00:00:00").cast("timestamp")
-    ts_blank = F.col("ts_raw").isNull() | (_trim(F.col("ts_raw")) == "")
+    ts_blank = F.col("ts_raw").isNull() | (trim_text(F.col("ts_raw")) == "")
     rules = [
         ("malformed_line", F.col(CORRUPT).isNotNull()),
         ("null_user_id", F.col("user_id").isNull()),

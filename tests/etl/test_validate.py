@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from interest.config import IngestConfig
-from interest.etl import ingest, validate
+from interest.etl import ingest, validate, validate_arrow
 
 EVENT_TYPES = ["view", "click", "cart", "purchase"]
 LATEST = dt.datetime(2026, 11, 27, 1, 0, 0)  # run date 2026-11-26 + 60 min skew
@@ -278,10 +279,10 @@ TRICKY_TS = [
 
 
 def test_the_three_readers_read_every_time_alike(spark):
-    """The nightly (Spark), request time (pandas) and the SavedModel graph read the same text as
-    the same instant, or all three as unparseable: on the edge cases above and on fuzz from the
-    characters of numbers and timestamps. A form one reader takes on its own would give a
-    request-time answer the nightly never publishes."""
+    """The nightly (Spark, and its column pass: ``validate_arrow``), request time (pandas) and the
+    SavedModel graph read the same text as the same instant, or all as unparseable: on the edge
+    cases above and on fuzz from the characters of numbers and timestamps. A form one reader
+    takes on its own would give a request-time answer the nightly never publishes."""
     import random
 
     import pandas as pd
@@ -294,7 +295,8 @@ def test_the_three_readers_read_every_time_alike(spark):
     alphabet = "0123456789--::..TZ +eEdfx"
     fuzz = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24))) for _ in range(1500)]
     shaped = [
-        "".join(c if rng.random() > 0.1 else rng.choice(alphabet) for c in "2026-11-13T05:40:23.493+01:00")
+        "".join(c if rng.random() > 0.1 else rng.choice(alphabet) for c in template)
+        for template in ("2026-11-13T05:40:23.493+01:00", "2024-02-29 23:59:59.1234567Z")
         for _ in range(1500)
     ]
     texts = EDGE_TS + TRICKY_TS + fuzz + shaped
@@ -305,15 +307,17 @@ def test_the_three_readers_read_every_time_alike(spark):
     spark_us = {r["i"]: (None if r["t"] is None else round(r["t"])) for r in nightly.collect()}
     request = rows.parse_ts(pd.Series(texts, dtype=object), "auto")
     graph_us, parsed = parse_times(tf.constant(texts), "auto")
+    column_us, column_parsed = validate_arrow.ts_micros(pa.array(texts), "auto")  # the nightly's pass
     differ = []
     for i, text in enumerate(texts):
         want = spark_us[i]
         at = request.iloc[i]
         got_request = None if pd.isna(at) else int(at.value // 1000)
         got_graph = int(graph_us.numpy()[i]) if bool(parsed.numpy()[i]) else None
-        if not (want == got_request == got_graph):
-            differ.append((text, want, got_request, got_graph))
-    assert differ == [], f"{len(differ)} texts read differently (text, nightly, request, graph): {differ[:15]}"
+        got_column = int(column_us[i]) if column_parsed[i] else None
+        if not (want == got_request == got_graph == got_column):
+            differ.append((text, want, got_request, got_graph, got_column))
+    assert differ == [], f"{len(differ)} texts read differently (text, Spark, request, graph, Arrow): {differ[:15]}"
 
 
 @pytest.mark.parametrize("ts_format", ["auto", "epoch_s", "epoch_ms"])
