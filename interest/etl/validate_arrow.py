@@ -21,22 +21,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from interest.etl.validate import ISO_UTC, is_utc
+from interest.etl.validate import ISO_UTC, NUMBER_TEXT, is_utc
 from interest.rows import (
     ISO_PATTERN,
     MAX_ABS_MS,
-    NUMBER_PATTERN,
     NUMERIC_FORMATS,
     PAD_CHAR,
     REASONS,
     epoch_millis,
 )
 
-# ISO_PATTERN with its groups named, in order, for Arrow's extract_regex
+
+def _named(pattern: str, names: tuple[str, ...]) -> str:
+    """``pattern``'s capturing groups named ``names``, in order (Arrow's extract_regex needs names)."""
+    given = iter(names)
+    named = re.sub(r"\((?!\?)", lambda _: f"(?P<{next(given)}>", pattern)
+    assert re.compile(named).groups == len(names), pattern
+    return named
+
+
 _PARTS = ("year", "month", "day", "hour", "minute", "second", "fraction", "zone")
-_named = iter(_PARTS)
-ISO_NAMED = "^" + re.sub(r"\((?!\?)", lambda _: f"(?P<{next(_named)}>", ISO_PATTERN) + "$"
-NUMBER_TEXT = f"^{NUMBER_PATTERN}$"
+ISO_NAMED = f"^{_named(ISO_PATTERN, _PARTS)}$"
 MICROS_PER_DAY = 86_400_000_000
 NO_TS = np.iinfo(np.int64).min  # the value under a null time (masked)
 
