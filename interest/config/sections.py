@@ -118,7 +118,8 @@ class IngestConfig:
     columns: dict[str, str | None] = field(default_factory=dict)
     # How to read ``ts``: "auto" (timestamp type, or ISO-8601 strings), "epoch_s", "epoch_ms",
     # or a Spark datetime pattern such as "yyyy-MM-dd HH:mm:ss" (text it cannot read is
-    # quarantined as unparseable_ts).
+    # quarantined as unparseable_ts). auto and epoch times are read by column in sessionize's
+    # Python pass, in a UTC session; a pattern, or another session zone, is read by Spark (slower).
     ts_format: str = "auto"
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
     # A Parquet source file that cannot be read (truncated upload, not Parquet): "fail" stops the
