@@ -249,8 +249,11 @@ def clean_steps_of_users(table: pa.Table, clean: CleanRules, rules: StepRules) -
     """:func:`clean_steps` on whole users' rows, the valid ones (null ``reject_reason``, if the
     table has one) sorted by user and ``ORDER`` (pure Arrow + NumPy)."""
     given = [c for c in ("reject_reason", CORRUPT) if c in table.column_names]
-    given_reason = "reject_reason" in table.column_names
-    valid = pc.is_null(table.column("reject_reason")) if given_reason else pa.array(np.ones(table.num_rows, bool))
+    valid = (
+        pc.is_null(table.column("reject_reason"))
+        if "reject_reason" in given
+        else pa.array(np.ones(table.num_rows, bool))
+    )
     passed = table.filter(pc.invert(valid))  # rejected before cleaning: through as they are
     cleaned = clean_users(table.filter(valid).drop(given), clean)
     is_kept = pc.is_null(cleaned.column("reject_reason"))
@@ -294,7 +297,7 @@ def clean_raw_steps(raw: DataFrame, checks: validate_arrow.Checks, clean: CleanR
     )
 
     def run(table: pa.Table) -> pa.Table:
-        judged = validate_arrow.judge(table, checks, CORRUPT)
+        judged = validate_arrow.judge(table, checks)
         return clean_steps_of_users(validate_arrow.arrival_sorted(judged, table), clean, rules)
 
     return arranged.mapInArrow(lambda b: by_whole_users(b, run, key="h"), CLEAN_STEP_SCHEMA)

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from interest.etl.ingest import CORRUPT
 from interest.etl.validate import ISO_UTC, NUMBER_TEXT, is_utc
 from interest.rows import (
     ISO_PATTERN,
@@ -193,7 +194,7 @@ class Checks:
         return (at - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
 
 
-def judge(table: pa.Table, checks: Checks, corrupt: str) -> pa.Table:
+def judge(table: pa.Table, checks: Checks) -> pa.Table:
     """Canonical raw rows (text) -> typed rows with ``reject_reason`` (the first rule of
     ``rows.REASONS`` broken; ``checks.outside`` for a valid row before the window) and
     ``event_rank``: ``validate.normalize`` then ``validate.with_reject_reason``, by column."""
@@ -206,7 +207,7 @@ def judge(table: pa.Table, checks: Checks, corrupt: str) -> pa.Table:
     blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim(ts_raw, PAD_CHAR), ""), True))
     rank = pc.index_in(kind, value_set=pa.array(checks.event_types, pa.string()))
     rules = [
-        np.asarray(pc.is_valid(col[corrupt])),
+        np.asarray(pc.is_valid(col[CORRUPT])),
         np.asarray(pc.is_null(user)),
         np.asarray(pc.is_null(item)),
         blank,
@@ -234,7 +235,7 @@ def judge(table: pa.Table, checks: Checks, corrupt: str) -> pa.Table:
             "ts_raw": ts_raw,
             "dt": col["dt"],
             "reject_reason": names,
-            corrupt: col[corrupt],
+            CORRUPT: col[CORRUPT],
         }
     )
 
