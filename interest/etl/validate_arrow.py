@@ -82,6 +82,17 @@ def _month_days(y: np.ndarray, m: np.ndarray) -> np.ndarray:
     return days + ((m == 2) & leap)
 
 
+def _instants(
+    y: np.ndarray, mo: np.ndarray, d: np.ndarray, h: np.ndarray, mi: np.ndarray, s: np.ndarray, us: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Date and clock fields (int64 arrays, UTC) -> (micros since the epoch, valid): a real date
+    and clock time within ``rows.MAX_ABS_MS`` of the epoch; NO_TS where not."""
+    valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= _month_days(y, mo)) & (h <= 23) & (mi <= 59) & (s <= 59)
+    value = _days_from_civil(y, mo, d) * MICROS_PER_DAY + (h * 3600 + mi * 60 + s) * 1_000_000 + us
+    valid &= np.abs(value) <= MAX_ABS_MS * 1000
+    return np.where(valid, value, NO_TS), valid
+
+
 def _int(text: pa.Array, default: int = 0) -> np.ndarray:
     """Digits (from a group of the ISO match) as int64; ``default`` where the group is absent."""
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
@@ -109,13 +120,8 @@ def iso_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     zone = parts.field("zone")  # "", "Z" or +-hh:mm (hours and minutes 0 unless an offset)
     zh, zm = _int(pc.utf8_slice_codeunits(zone, 1, 3)), _int(pc.utf8_slice_codeunits(zone, 4, 6))
     sign = np.where(np.asarray(pc.equal(pc.utf8_slice_codeunits(zone, 0, 1), "-")), -1, 1)
-    valid = (
-        (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= _month_days(y, mo))
-        & (h <= 23) & (mi <= 59) & (s <= 59) & (zm <= 59) & (zh * 60 + zm <= 18 * 60)
-    )  # fmt: skip
-    offset_us = sign * (zh * 3600 + zm * 60) * 1_000_000
-    value = _days_from_civil(y, mo, d) * MICROS_PER_DAY + (h * 3600 + mi * 60 + s) * 1_000_000 + us - offset_us
-    valid &= np.abs(value) <= MAX_ABS_MS * 1000
+    value, valid = _instants(y, mo, d, h, mi, s, us - sign * (zh * 3600 + zm * 60) * 1_000_000)
+    valid &= (zm <= 59) & (zh * 60 + zm <= 18 * 60)  # offsets as Spark's zones take them
     micros[at], ok[at] = np.where(valid, value, NO_TS), valid
     return micros, ok
 
@@ -159,16 +165,17 @@ def utc_micros(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for k in range(6):  # the first six, the rest truncated
         digit = data[np.minimum(start + 20 + k, len(data) - 1)].astype(np.int64) - 48
         us = us * 10 + np.where(k < places, digit, 0)
-    valid = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= _month_days(y, mo)) & (h <= 23) & (mi <= 59) & (s <= 59)
-    value = _days_from_civil(y, mo, d) * MICROS_PER_DAY + (h * 3600 + mi * 60 + s) * 1_000_000 + us
-    valid &= np.abs(value) <= MAX_ABS_MS * 1000
-    micros[at], ok[at] = np.where(valid, value, NO_TS), valid
+    micros[at], ok[at] = _instants(y, mo, d, h, mi, s, us)
     return micros, ok, shaped
 
 
 def ts_micros(ts_raw: pa.Array, ts_format: str) -> tuple[np.ndarray, np.ndarray]:
     """Raw time text -> (micros since the epoch, parsed), as ``validate.parse_ts`` in a UTC session."""
-    text = pc.utf8_trim(ts_raw, PAD_CHAR)
+    return _trimmed_micros(pc.utf8_trim(ts_raw, PAD_CHAR), ts_format)
+
+
+def _trimmed_micros(text: pa.Array, ts_format: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ts_micros` of text trimmed already."""
     micros, ok, number = number_micros(text, ts_format)
     if ts_format == "auto":
         fast, fast_ok, shaped = utc_micros(text)  # shaped: decided here, parsed or not
@@ -203,8 +210,9 @@ def judge(table: pa.Table, checks: Checks) -> pa.Table:
     user, item = trimmed(col["user_id"]), trimmed(col["item_id"])
     kind = lowered(trimmed(col["event_type"]))
     ts_raw = col["ts_raw"]
-    micros, parsed = ts_micros(ts_raw, checks.ts_format)
-    blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim(ts_raw, PAD_CHAR), ""), True))
+    ts_text = pc.utf8_trim(ts_raw, PAD_CHAR)
+    micros, parsed = _trimmed_micros(ts_text, checks.ts_format)
+    blank = np.asarray(pc.fill_null(pc.equal(ts_text, ""), True))
     rank = pc.index_in(kind, value_set=pa.array(checks.event_types, pa.string()))
     rules = [
         np.asarray(pc.is_valid(col[CORRUPT])),
@@ -271,7 +279,8 @@ def arrival_sorted(judged: pa.Table, raw: pa.Table) -> pa.Table:
         order = np.argsort(user_key * span + (ts - ts.min()), kind="stable")
     else:
         order = np.lexsort((ts, user_key))
-    same = (user_key[order][1:] == user_key[order][:-1]) & (ts[order][1:] == ts[order][:-1])  # as the one before
+    user_sorted, ts_sorted = user_key[order], ts[order]
+    same = (user_sorted[1:] == user_sorted[:-1]) & (ts_sorted[1:] == ts_sorted[:-1])  # as the one before
     tied = np.flatnonzero(np.append(same, False) | np.append(False, same))
     if len(tied):
         run = np.cumsum(~np.append(False, same))[tied]  # each tied row's run of one user and time
